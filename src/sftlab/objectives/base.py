@@ -1,0 +1,75 @@
+"""The objective axis: a per-batch loss, registered under its config name.
+
+A batch is a dict of tensors made by ``sftlab.data.collate``:
+``input_ids`` (B, T), ``attention_mask`` (B, T), ``labels`` (B, T) with -100 on every non-response
+token, ``n_tokens`` (B,) response-token counts, plus one (B,) tensor per name in ``Objective.columns``
+(per-example values joined by id from Parquet tables, e.g. ``ref_logp``, ``confident``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+OBJECTIVES: dict[str, type["Objective"]] = {}
+
+
+def register_objective(name: str):
+    def wrap(cls: type[Objective]) -> type[Objective]:
+        if name in OBJECTIVES:
+            raise ValueError(f"objective {name!r} registered twice")
+        cls.name = name
+        OBJECTIVES[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_objective(name: str, params: dict[str, Any] | None = None) -> "Objective":
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; known: {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name](**(params or {}))
+
+
+class Objective:
+    """Base class. Subclasses implement ``loss``; the trainer only wires batches into it."""
+
+    name: ClassVar[str]
+    #: extra per-example columns the batch must carry (joined by id from Parquet tables)
+    columns: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **params: Any) -> None:
+        if params:
+            raise ValueError(f"objective {self.name!r} takes no parameters, got {sorted(params)}")
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar loss of this micro-batch and metrics to log (plain floats)."""
+        raise NotImplementedError
+
+    def train_sampler(self, dataset, batch_size: int, seed: int):
+        """A ``torch.utils.data.Sampler`` over ``dataset`` if the objective needs a special batch layout, else None."""
+        return None
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of the next-token labels and their mask.
+
+    ``logits`` (B, T, V) from positions 0..T-1 predict tokens 1..T; returns (B, T-1) log-probs
+    (0 where masked) and the (B, T-1) boolean mask of response positions.
+    """
+    shifted_labels = labels[:, 1:]
+    mask = shifted_labels != -100
+    safe = shifted_labels.masked_fill(~mask, 0)
+    logps = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return logps * mask, mask
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of response-token log-probabilities per example, log π(y|x), and the response lengths |y|."""
+    logps, mask = token_logps(logits, labels)
+    return logps.sum(-1), mask.sum(-1)
