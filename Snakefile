@@ -1,0 +1,33 @@
+"""sftlab: SFTMix, MinorSFT, ROSE/LESS and Disperse-Then-Merge against plain SFT, as one workflow.
+
+snakemake --cores 2                                   # the demo (config.yaml)
+snakemake --cores 2 --configfile configs/tiny.yaml    # the test scale
+snakemake --profile profiles/slurm --configfile configs/paper/<paper>.yaml
+"""
+
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+ROOT = Path(workflow.basedir)
+sys.path.insert(0, str(ROOT / "src"))
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/selection.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/eval.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        report_outputs(),
+    default_target: True

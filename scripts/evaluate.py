@@ -1,0 +1,51 @@
+"""Evaluate one trained model on one benchmark → scores/{benchmark}.json (and the model's answers, where it writes any)."""
+
+import argparse
+import json
+import sys
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sftlab.data.tokenize import ensure_chat_template
+from sftlab.io import read_jsonl, write_json, write_jsonl
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--benchmark", required=True, help="benchmark name")
+    ap.add_argument("--benchmark-config", required=True, help="the benchmark's config entry as JSON")
+    ap.add_argument("--heldout", help="held-out examples (exact_match)")
+    ap.add_argument("--scores", required=True)
+    ap.add_argument("--answers", required=True, help="per-item answers (JSONL; empty for lm_eval)")
+    args = ap.parse_args()
+    cfg = json.loads(args.benchmark_config)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    ensure_chat_template(tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=dtype).to(device).eval()
+
+    answers: list[dict] = []
+    if cfg["type"] == "exact_match":
+        from sftlab.evaluation.exact_match import exact_match
+
+        examples = read_jsonl(args.heldout)[: cfg.get("limit")]
+        score, answers = exact_match(model, tokenizer, examples, cfg["max_new_tokens"], cfg["batch_size"])
+    elif cfg["type"] == "lm_eval":
+        from sftlab.evaluation.multiple_choice import run_lm_eval
+
+        score = run_lm_eval(model, tokenizer, cfg["task"], cfg["num_fewshot"], cfg["batch_size"], cfg["metric"],
+                            data_dir=cfg.get("data_dir"), limit=cfg.get("limit"))
+    else:
+        raise SystemExit(f"benchmarks.{args.benchmark}.type: {cfg['type']!r} is not an evaluation this script runs")
+    score = {"benchmark": args.benchmark, **score}
+    print(json.dumps(score), file=sys.stderr)
+    write_jsonl(args.answers, answers)
+    write_json(args.scores, score)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Select training examples: rank the pool with a selector, keep the first fraction → {fraction}.ids."""
+
+import argparse
+import json
+import sys
+
+import pandas as pd
+
+from sftlab.io import read_jsonl, write_ids
+from sftlab.selection import build_selector, take_fraction
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--train", required=True, help="normalised training pool (JSONL)")
+    ap.add_argument("--selection", required=True, help="the recipe's selection config (JSON)")
+    ap.add_argument("--table", action="append", default=[], help="NAME=PATH of a per-example Parquet table")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    cfg = json.loads(args.selection)
+    params = {k: v for k, v in cfg.items() if k not in ("name", "fraction")}
+    selector = build_selector(cfg["name"], params)
+    tables = {}
+    for spec in args.table:
+        name, _, path = spec.partition("=")
+        tables[name] = pd.read_parquet(path)
+    missing = [t for t in selector.tables if t not in tables]
+    if missing:
+        raise SystemExit(f"selector {cfg['name']!r} needs tables {missing}")
+    ids = [e["id"] for e in read_jsonl(args.train)]
+    chosen = take_fraction(selector.rank(ids, tables), cfg["fraction"])
+    print(f"selected {len(chosen)} of {len(ids)} examples with {cfg['name']}", file=sys.stderr)
+    write_ids(args.out, chosen)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Train one run of a recipe: the selected examples, the recipe's objective and training settings.
+
+Run directly or under `accelerate launch` (one process per GPU).
+"""
+
+import argparse
+import json
+import sys
+
+import pandas as pd
+
+from sftlab.io import read_ids, read_jsonl
+from sftlab.training.trainer import train
+
+
+def load_tables(specs: list[str]) -> dict[str, dict[str, object]]:
+    """``path.parquet`` files keyed by id → column name → {id → value}."""
+    tables: dict[str, dict[str, object]] = {}
+    for path in specs:
+        frame = pd.read_parquet(path)
+        if "id" not in frame.columns:
+            raise ValueError(f"{path}: a per-example table needs an 'id' column")
+        for column in frame.columns:
+            if column != "id":
+                tables[column] = dict(zip(frame["id"].astype(str), frame[column]))
+    return tables
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--train", required=True, help="normalised training pool (JSONL)")
+    ap.add_argument("--ids", required=True, help="selected ids, one a line")
+    ap.add_argument("--heldout", required=True, help="held-out examples (JSONL) for evaluation during training")
+    ap.add_argument("--training", required=True, help="effective training settings (JSON)")
+    ap.add_argument("--objective", required=True, help="objective config (JSON)")
+    ap.add_argument("--table", action="append", default=[], help="per-example Parquet table joined by id")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--train-log", required=True)
+    ap.add_argument("--checkpoints", required=True)
+    args = ap.parse_args()
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+
+    pool = {e["id"]: e for e in read_jsonl(args.train)}
+    ids = read_ids(args.ids)
+    missing = [i for i in ids if i not in pool]
+    if missing:
+        raise SystemExit(f"{args.ids}: {len(missing)} ids not in {args.train}, e.g. {missing[:3]}")
+    train(args.model_dir, [pool[i] for i in ids], read_jsonl(args.heldout), json.loads(args.training),
+          json.loads(args.objective), args.out, args.train_log, args.checkpoints, tables=load_tables(args.table), log=log)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Load, validate and expand the workflow configuration.
+
+``prepare(config)`` is what the Snakefile calls before any job is planned: it validates against
+``workflow/schemas/config.schema.yaml`` (filling the schema's defaults), checks that every name a
+recipe, sweep or experiment refers to exists, expands sweeps into generated recipes and returns
+the config with every recipe's effective training settings resolved. Any problem raises
+``ConfigError`` naming the key path, e.g. ``recipes.sft.objective.name``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+# short names used in generated sweep recipe names
+_SHORT = {"learning_rate": "lr", "epochs": "ep", "batch_size": "bs", "fraction": "frac"}
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key path."""
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def key_path(parts) -> str:
+    return ".".join(str(p) for p in parts) or "<top level>"
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        if not ref.startswith("#/"):
+            raise ConfigError(f"schema: unsupported $ref {ref}")
+        target = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        schema = {**target, **rest}
+    return schema
+
+
+def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
+    """Fill ``default`` values of the schema into ``instance`` in place (objects only, recursively)."""
+    if not isinstance(instance, dict):
+        return
+    schema = _resolve(schema, root)
+    for name, prop in schema.get("properties", {}).items():
+        prop_r = _resolve(prop, root)
+        if name not in instance and "default" in prop_r:
+            instance[name] = copy.deepcopy(prop_r["default"])
+        if name in instance:
+            fill_defaults(instance[name], prop_r, root)
+    # after the plain properties, so that defaults set above reach the sub-schemas too
+    for sub in schema.get("allOf", []):
+        fill_defaults(instance, sub, root)
+        sub = _resolve(sub, root)
+        if "if" in sub and jsonschema.Draft202012Validator(sub["if"]).is_valid(instance) and "then" in sub:
+            fill_defaults(instance, sub["then"], root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for name, value in instance.items():
+            if name not in schema.get("properties", {}):
+                fill_defaults(value, extra, root)
+
+
+def validate(config: dict, schema: dict | None = None) -> dict:
+    """Schema validation with defaults filled in; raises ConfigError with the key path of the first error."""
+    schema = schema or load_schema()
+    config = copy.deepcopy(config)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ConfigError(_describe(errors[0]))
+    fill_defaults(config, schema, schema)
+    errors = list(validator.iter_errors(config))
+    if errors:
+        raise ConfigError(_describe(errors[0]))
+    return config
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    # an `if/then` failure reports the first error of the branch, which names the real key
+    best = jsonschema.exceptions.best_match([error] + list(error.context or []))
+    path = key_path(best.absolute_path)
+    if best.validator == "additionalProperties":
+        return f"config key {path}: {best.message}"
+    if best.validator == "enum":
+        return f"config key {path}: {best.instance!r} is not one of {best.validator_value}"
+    return f"config key {path}: {best.message}"
+
+
+def _get_dotted(obj: dict, dotted: str):
+    for part in dotted.split("."):
+        obj = obj[part]
+    return obj
+
+
+def _set_dotted(obj: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        obj = obj.setdefault(part, {})
+    obj[parts[-1]] = value
+
+
+def format_value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return format(value, "g")
+    return str(value)
+
+
+def sweep_name(sweep: dict, base: str, assignment: dict[str, Any]) -> str:
+    if "name" in sweep:
+        name = sweep["name"]
+        for key, value in assignment.items():
+            name = name.replace("{" + key + "}", format_value(value))
+        return name
+    parts = [base] + [f"{_SHORT.get(k.split('.')[-1], k.split('.')[-1])}{format_value(v)}" for k, v in assignment.items()]
+    return "_".join(parts)
+
+
+def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
+    """Add each sweep's generated recipes to ``config['recipes']``; return sweep name → recipe names."""
+    recipe_schema = {**schema["$defs"]["recipe"], "$defs": schema["$defs"]}
+    generated: dict[str, list[str]] = {}
+    for sweep_id, sweep in config.get("sweeps", {}).items():
+        base = sweep["recipe"]
+        if base not in config["recipes"]:
+            raise ConfigError(f"config key sweeps.{sweep_id}.recipe: no recipe named {base!r}")
+        keys = list(sweep["grid"])
+        names = []
+        for values in itertools.product(*(sweep["grid"][k] for k in keys)):
+            assignment = dict(zip(keys, values))
+            recipe = copy.deepcopy(config["recipes"][base])
+            for key, value in assignment.items():
+                head = key.split(".")[0]
+                if head not in ("selection", "objective", "composition", "training"):
+                    raise ConfigError(
+                        f"config key sweeps.{sweep_id}.grid.{key}: must start with selection, objective, composition or training"
+                    )
+                _set_dotted(recipe, key, value)
+            name = sweep_name(sweep, base, assignment)
+            if name in config["recipes"] or name in names:
+                raise ConfigError(f"config key sweeps.{sweep_id}: generated recipe name {name!r} already exists")
+            errors = list(jsonschema.Draft202012Validator(recipe_schema).iter_errors(recipe))
+            if errors:
+                raise ConfigError(f"config key sweeps.{sweep_id}.grid: generated recipe {name!r}: {_describe(errors[0])}")
+            config["recipes"][name] = recipe
+            names.append(name)
+        if sweep_id in config["recipes"]:
+            raise ConfigError(f"config key sweeps.{sweep_id}: a recipe has the same name as this sweep")
+        generated[sweep_id] = names
+    return generated
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def prepare(raw: dict, schema: dict | None = None) -> dict:
+    """Validate, fill defaults, expand sweeps, resolve cross-references and effective training settings."""
+    schema = schema or load_schema()
+    config = validate(raw, schema)
+    sweeps = expand_sweeps(config, schema)
+    for name, recipe in config["recipes"].items():
+        recipe["training"] = deep_merge(config["training"], recipe.get("training", {}))
+        if recipe["training"]["finetuning"] == "lora":
+            recipe["training"]["lora"] = deep_merge(config["training"]["lora"], recipe["training"].get("lora", {}))
+    for exp_id, exp in config["experiments"].items():
+        for kind, table in (("models", "models"), ("datasets", "datasets"), ("benchmarks", "benchmarks")):
+            for i, name in enumerate(exp[kind]):
+                if name not in config[table]:
+                    raise ConfigError(f"config key experiments.{exp_id}.{kind}[{i}]: no {table[:-1]} named {name!r}")
+        expanded = []
+        for i, name in enumerate(exp["recipes"]):
+            if name in sweeps:
+                expanded += sweeps[name]
+            elif name in config["recipes"]:
+                expanded.append(name)
+            else:
+                raise ConfigError(f"config key experiments.{exp_id}.recipes[{i}]: no recipe or sweep named {name!r}")
+        exp["recipes"] = list(dict.fromkeys(expanded))
+    config["_sweeps"] = sweeps
+    return config
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping")
+    return prepare(raw)
+
+
+def resources(config: dict, stage: str) -> dict:
+    """Compute request of a stage: its own entry over ``resources.default`` over the schema defaults."""
+    base = {"cpus": 1, "gpus": 0, "mem_mb": 4000, "runtime": 60}
+    base.update(config.get("resources", {}).get("default", {}))
+    base.update(config.get("resources", {}).get(stage, {}))
+    return base
+
+
+def selector_id(selection: dict) -> str:
+    """The selector's name with the settings that change its output, as used in selection paths."""
+    name = selection["name"]
+    if name == "random":
+        return f"random-s{selection.get('seed', 0)}"
+    return name
+
+
+def fraction_id(fraction: float) -> str:
+    return format_value(float(fraction))

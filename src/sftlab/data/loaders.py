@@ -1,0 +1,236 @@
+"""Turn the dataset formats researchers have into the normalised schema.
+
+SFT formats yield normalised examples ``{"id", "messages", "source"}``; preference formats yield
+preference pairs ``{"id", "prompt", "chosen", "rejected", "subtask"}`` (and, for SFT on them,
+the prompt with its chosen answer). Each loader is registered under the config's ``format`` name.
+Rows come with a location (``file:line`` or ``hub-path[row]``) so that a bad row is reported there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+from urllib.parse import urlparse
+
+from sftlab.io import DataError, iter_jsonl
+
+ROLES = {"system", "user", "assistant"}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+                  "bing": "assistant", "bard": "assistant", "system": "system"}
+
+FORMATS: dict[str, Callable[[dict, str], dict]] = {}
+PREFERENCE_FORMATS = {"hh_rlhf", "shp", "stackexchange"}
+
+
+class BadRow(ValueError):
+    """A row that does not fit its format; the loader adds the location."""
+
+
+def register_format(name: str):
+    def wrap(fn):
+        FORMATS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _field(row: dict, name: str, kind=str):
+    if name not in row or row[name] is None:
+        raise BadRow(f"missing field {name!r}")
+    value = row[name]
+    if not isinstance(value, kind):
+        raise BadRow(f"field {name!r} should be {kind.__name__ if isinstance(kind, type) else kind}, got {type(value).__name__}")
+    return value
+
+
+def check_messages(messages: list) -> list[dict]:
+    """Validate a normalised message list: known roles, string contents, a non-empty assistant turn."""
+    if not isinstance(messages, list) or not messages:
+        raise BadRow("messages must be a non-empty list")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise BadRow(f"messages[{i}] must be {{'role': system|user|assistant, 'content': str}}")
+        out.append({"role": m["role"], "content": m["content"]})
+    assistants = [m for m in out if m["role"] == "assistant"]
+    if not assistants:
+        raise BadRow("no assistant turn")
+    if any(not m["content"].strip() for m in assistants):
+        raise BadRow("empty assistant turn")
+    if out[-1]["role"] != "assistant":
+        out = out[: max(i for i, m in enumerate(out) if m["role"] == "assistant") + 1]
+    return out
+
+
+def first_turn(messages: list[dict]) -> list[dict]:
+    """System prompt (if any), first user turn, first assistant answer."""
+    end = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[: end + 1]
+
+
+@register_format("alpaca")
+def from_alpaca(row: dict, source: str) -> dict:
+    instruction = _field(row, "instruction")
+    extra = row.get("input") or ""
+    output = _field(row, "output")
+    prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return {"messages": check_messages([{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]),
+            "source": source}
+
+
+@register_format("messages")
+def from_messages(row: dict, source: str) -> dict:
+    messages = check_messages(_field(row, "messages", list))
+    out = {"messages": messages, "source": row.get("dataset") or row.get("source") or source}
+    row_id = row.get("id") or row.get("prompt_id")  # Tulu-v2 has "id", UltraChat-200K "prompt_id"
+    if row_id is not None:
+        out["id"] = str(row_id)
+    return out
+
+
+@register_format("sharegpt")
+def from_sharegpt(row: dict, source: str) -> dict:
+    turns = _field(row, "conversations", list)
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise BadRow(f"conversations[{i}] must have 'from' and 'value'")
+        role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
+        if role is None:
+            raise BadRow(f"conversations[{i}]: unknown speaker {turn['from']!r}")
+        messages.append({"role": role, "content": turn["value"]})
+    return {"messages": check_messages(messages), "source": source, **({"id": str(row["id"])} if "id" in row else {})}
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def parse_hh_transcript(text: str) -> list[dict]:
+    """'\\n\\nHuman: ...\\n\\nAssistant: ...' → messages."""
+    parts = _HH_TURN.split(text)
+    if len(parts) < 3 or parts[0].strip():
+        raise BadRow("not an HH-RLHF transcript ('\\n\\nHuman: ... \\n\\nAssistant: ...')")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
+
+
+@register_format("hh_rlhf")
+def from_hh_rlhf(row: dict, source: str) -> dict:
+    chosen = parse_hh_transcript(_field(row, "chosen"))
+    rejected = parse_hh_transcript(_field(row, "rejected"))
+    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+        raise BadRow("transcript does not end with an assistant turn")
+    if chosen[:-1] != rejected[:-1]:
+        raise BadRow("chosen and rejected transcripts differ before the last assistant turn")
+    if not chosen[-1]["content"]:
+        raise BadRow("empty assistant turn")
+    return {"prompt": chosen[:-1], "chosen": chosen[-1]["content"], "rejected": rejected[-1]["content"],
+            "subtask": row.get("subtask", "hh_rlhf"), "source": source}
+
+
+@register_format("shp")
+def from_shp(row: dict, source: str) -> dict:
+    history = _field(row, "history")
+    a, b = _field(row, "human_ref_A"), _field(row, "human_ref_B")
+    label = _field(row, "labels", int)
+    if label not in (0, 1):
+        raise BadRow(f"field 'labels' should be 0 or 1, got {label}")
+    chosen, rejected = (a, b) if label == 1 else (b, a)
+    if not chosen.strip():
+        raise BadRow("empty assistant turn")
+    out = {"prompt": [{"role": "user", "content": history}], "chosen": chosen, "rejected": rejected,
+           "subtask": row.get("domain", "shp"), "source": source}
+    if "post_id" in row:
+        out["id"] = f"{row['post_id']}-{row.get('c_root_id_A', '')}-{row.get('c_root_id_B', '')}"
+    return out
+
+
+@register_format("stackexchange")
+def from_stackexchange(row: dict, source: str) -> dict:
+    question = _field(row, "question")
+    answers = _field(row, "answers", list)
+    if len(answers) < 2:
+        raise BadRow("needs at least two answers")
+    for i, ans in enumerate(answers):
+        if not isinstance(ans, dict) or "text" not in ans or "pm_score" not in ans:
+            raise BadRow(f"answers[{i}] must have 'text' and 'pm_score'")
+    ranked = sorted(answers, key=lambda a: -a["pm_score"])
+    if ranked[0]["pm_score"] == ranked[-1]["pm_score"]:
+        raise BadRow("all answers have the same score")
+    site = "stackexchange"
+    meta = row.get("metadata") or []
+    if meta and isinstance(meta[0], str):
+        site = urlparse(meta[0]).netloc or site
+    if not ranked[0]["text"].strip():
+        raise BadRow("empty assistant turn")
+    out = {"prompt": [{"role": "user", "content": question}], "chosen": ranked[0]["text"], "rejected": ranked[-1]["text"],
+           "subtask": site, "source": source}
+    if "qid" in row:
+        out["id"] = str(row["qid"])
+    return out
+
+
+def pair_to_example(pair: dict) -> dict:
+    """A preference pair as an SFT example: the prompt and its chosen answer."""
+    return {"id": pair["id"], "messages": pair["prompt"] + [{"role": "assistant", "content": pair["chosen"]}],
+            "source": pair.get("source", pair.get("subtask", ""))}
+
+
+def iter_rows_local(path: str | Path) -> Iterator[tuple[str, dict]]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(rows, list):
+            raise DataError(f"{path}: a .json dataset must be a list of objects")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise DataError(f"{path}[{i}]: expected a JSON object")
+            yield f"{path}[{i}]", row
+    else:
+        for lineno, row in iter_jsonl(path):
+            yield f"{path}:{lineno}", row
+
+
+def iter_rows_hub(path: str, name: str | None, split: str, revision: str | None) -> Iterator[tuple[str, dict]]:
+    from datasets import load_dataset
+
+    data = load_dataset(path, name, split=split, revision=revision)
+    for i, row in enumerate(data):
+        yield f"{path}[{split}][{i}]", dict(row)
+
+
+def convert(rows: Iterable[tuple[str, dict]], fmt: str, source: str, on_bad_rows: str = "error",
+            first_turn_only: bool = False, log=print) -> list[dict]:
+    """Convert rows of format ``fmt``; a bad row raises DataError at its location, or is skipped and counted."""
+    if fmt not in FORMATS:
+        raise DataError(f"unknown dataset format {fmt!r}; known: {sorted(FORMATS)}")
+    loader = FORMATS[fmt]
+    out, skipped = [], 0
+    for location, row in rows:
+        try:
+            item = loader(row, source)
+        except BadRow as exc:
+            if on_bad_rows == "skip":
+                skipped += 1
+                log(f"skipped {location}: {exc}")
+                continue
+            raise DataError(f"{location}: {exc} (set on_bad_rows: skip to skip such rows)") from None
+        item.setdefault("id", f"{source}-{len(out) + skipped:07d}")
+        if first_turn_only and "messages" in item:
+            item["messages"] = first_turn(item["messages"])
+        out.append(item)
+    if skipped:
+        log(f"{skipped} bad rows skipped")
+    seen: set[str] = set()
+    for item in out:
+        if item["id"] in seen:
+            raise DataError(f"{source}: duplicate id {item['id']!r}")
+        seen.add(item["id"])
+    return out

@@ -1,0 +1,73 @@
+"""Multiple-choice exams through lm-eval, on the in-memory model.
+
+At paper scale the task is one of lm-eval's own (``mmlu``, 5-shot). Offline, a task is defined over
+local JSONL files in the ``cais/mmlu`` schema (question, subject, choices, answer index): sftlab writes
+the task YAML, with absolute paths, into a temporary directory and lm-eval finds it there.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import yaml
+
+LETTERS = ["A", "B", "C", "D", "E", "F", "G", "H"]
+
+
+def mmlu_schema_task(name: str, data_dir: str | Path, n_choices: int = 4) -> dict:
+    """An lm-eval task over ``data_dir/test.jsonl`` (scored) and ``data_dir/dev.jsonl`` (few-shot examples)."""
+    data_dir = Path(data_dir).resolve()
+    test, dev = data_dir / "test.jsonl", data_dir / "dev.jsonl"
+    for path in (test, dev):
+        if not path.exists():
+            raise FileNotFoundError(f"multiple-choice task {name}: {path} is missing (cais/mmlu schema JSONL)")
+    choices = "\n".join(f"{letter}. {{{{choices[{i}]}}}}" for i, letter in enumerate(LETTERS[:n_choices]))
+    return {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(test), "dev": str(dev)}},
+        "test_split": "test",
+        "fewshot_split": "dev",
+        "fewshot_config": {"sampler": "first_n"},
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{question.strip()}}\n" + choices + "\nAnswer:",
+        "doc_to_choice": LETTERS[:n_choices],
+        "doc_to_target": "answer",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }
+
+
+def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, metric: str = "acc",
+                data_dir: str | Path | None = None, limit: int | None = None) -> dict:
+    """Score dict ``{"metric", "value" (percent), "ci_low", "ci_high", "n", "task", "num_fewshot"}``."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if data_dir is not None:
+            (Path(tmp) / f"{task}.yaml").write_text(yaml.safe_dump(mmlu_schema_task(task, data_dir)))
+            manager = TaskManager(include_path=tmp)
+        else:
+            manager = TaskManager()
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
+        out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, task_manager=manager,
+                                      limit=limit, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
+                                      fewshot_random_seed=0, log_samples=False)
+    results = out["results"][task]
+    key = f"{metric},none"
+    if key not in results:
+        raise KeyError(f"lm-eval task {task} reported no {metric!r}; it reported {sorted(results)}")
+    value = float(results[key])
+    stderr = results.get(f"{metric}_stderr,none")
+    n = out.get("n-samples", {}).get(task, {}).get("effective")
+    # lm-eval reports a standard error; a normal 95% interval from it, in percent
+    half = 1.96 * float(stderr) if isinstance(stderr, (int, float)) and not math.isnan(float(stderr)) else float("nan")
+    low, high = max(0.0, value - half), min(1.0, value + half)
+    return {"metric": metric, "value": 100.0 * value, "ci_low": 100.0 * low, "ci_high": 100.0 * high,
+            "n": n, "task": task, "num_fewshot": num_fewshot}
+
+

@@ -1,0 +1,44 @@
+"""Figures in one consistent style, saved as PNG and PDF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+STYLE = {"figure.dpi": 120, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+         "axes.spines.right": False, "font.size": 9, "legend.fontsize": 8}
+
+
+def save(fig, stem: str | Path) -> list[Path]:
+    from sftlab.io import atomic_path
+
+    stem = Path(stem)
+    out = []
+    for suffix in (".png", ".pdf"):
+        with atomic_path(stem.with_suffix(suffix), suffix=suffix) as tmp:
+            fig.savefig(tmp, format=suffix[1:], bbox_inches="tight")
+        out.append(stem.with_suffix(suffix))
+    plt.close(fig)
+    return out
+
+
+def loss_curves(logs: dict[str, pd.DataFrame], stem: str | Path, title: str = "Training loss") -> list[Path]:
+    """One line per run (label → train_log.csv frame): training loss, and held-out loss where logged."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharex=False)
+        for label, frame in sorted(logs.items()):
+            train = frame.dropna(subset=["loss"]) if "loss" in frame else frame.iloc[0:0]
+            line, = axes[0].plot(train["step"], train["loss"], label=label, lw=1.2)
+            if "eval_loss" in frame:
+                ev = frame.dropna(subset=["eval_loss"])
+                axes[1].plot(ev["step"], ev["eval_loss"], marker="o", ms=3, lw=1.2, color=line.get_color(), label=label)
+        axes[0].set(title=title, xlabel="step", ylabel="loss (response tokens)")
+        axes[1].set(title="Held-out loss", xlabel="step", ylabel="loss")
+        axes[0].legend(loc="upper right", frameon=False)
+        fig.tight_layout()
+        return save(fig, stem)

@@ -1,0 +1,64 @@
+"""Paper-style tables built from the Scores files under results/.
+
+Every cell traces to one ``scores/{benchmark}.json``; a cell with no result says so (``n/a``),
+never 0 or blank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+MISSING = "n/a"
+
+
+def load_scores(paths: list[str | Path]) -> pd.DataFrame:
+    """One row per Scores file; the run is read from its path ``results/{model}/{dataset}/runs/{recipe}/scores/{b}.json``."""
+    rows = []
+    for path in paths:
+        path = Path(path)
+        score = json.loads(path.read_text())
+        recipe_dir = path.parent.parent
+        rows.append({"model": recipe_dir.parent.parent.parent.name, "dataset": recipe_dir.parent.parent.name,
+                     "recipe": recipe_dir.name, "benchmark": score["benchmark"], "metric": score["metric"],
+                     "value": score["value"], "ci_low": score.get("ci_low"), "ci_high": score.get("ci_high"),
+                     "n": score.get("n"), "source": str(path)})
+    return pd.DataFrame(rows, columns=["model", "dataset", "recipe", "benchmark", "metric", "value", "ci_low",
+                                       "ci_high", "n", "source"])
+
+
+def _fmt(value, low=None, high=None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if low is None or high is None or any(isinstance(x, float) and math.isnan(x) for x in (low, high)):
+        return f"{value:.2f}"
+    return f"{value:.2f} [{low:.1f}, {high:.1f}]"
+
+
+def main_table(scores: pd.DataFrame, runs: list[tuple[str, str, str]], benchmarks: list[str]) -> pd.DataFrame:
+    """A row per (model, dataset, recipe) planned, a column per benchmark; cells ``value [ci_low, ci_high]``."""
+    index = {(r.model, r.dataset, r.recipe, r.benchmark): r for r in scores.itertuples()}
+    rows = []
+    for model, dataset, recipe in runs:
+        row = {"model": model, "dataset": dataset, "recipe": recipe}
+        for bench in benchmarks:
+            hit = index.get((model, dataset, recipe, bench))
+            row[bench] = _fmt(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "dataset", "recipe", *benchmarks])
+
+
+def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
+    """``stem``.md, .csv and .tex, each written atomically."""
+    from sftlab.io import write_text
+
+    stem = Path(stem)
+    md = f"{caption}\n\n" + table.to_markdown(index=False) + "\n" if len(table) else f"{caption}\n\n(no runs)\n"
+    write_text(stem.with_suffix(".md"), md)
+    write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
+    latex = table.to_latex(index=False, escape=True, caption=caption, label=f"tab:{stem.name}")
+    write_text(stem.with_suffix(".tex"), latex)
+    return [stem.with_suffix(s) for s in (".md", ".csv", ".tex")]

@@ -1,0 +1,285 @@
+"""Training on ``transformers.Trainer`` with a pluggable objective.
+
+The trainer only wires batches into ``Objective.loss``; every objective returns the mean loss of
+its micro-batch and the Trainer divides by the gradient-accumulation steps (the loss is never
+pre-scaled by ``num_items_in_batch``), so objectives stay small pure functions of a batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from sftlab.data.tokenize import collate, encode_example, ensure_chat_template
+from sftlab.io import atomic_path
+from sftlab.objectives import Objective, build_objective
+from sftlab.objectives.ntp import ntp_loss
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """Tokenised examples with their extra per-example columns."""
+
+    def __init__(self, features: list[dict[str, Any]]):
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.features[i]
+
+
+def encode_examples(tokenizer, examples: list[dict], max_length: int, tables: dict[str, dict[str, dict]] | None = None,
+                    columns: tuple[str, ...] = (), log=print) -> list[dict]:
+    """Encode examples; attach ``columns`` from ``tables`` (column → {id → value}); drop examples left without response tokens."""
+    out, dropped = [], 0
+    for ex in examples:
+        enc = encode_example(tokenizer, ex["messages"], max_length)
+        if enc is None:
+            dropped += 1
+            continue
+        enc["id"] = ex["id"]
+        for column in columns:
+            values = (tables or {}).get(column)
+            if values is None:
+                raise KeyError(f"objective needs per-example column {column!r}, but no table provides it")
+            if ex["id"] not in values:
+                raise KeyError(f"per-example column {column!r} has no value for example {ex['id']!r}")
+            enc[column] = values[ex["id"]]
+        out.append(enc)
+    if dropped:
+        log(f"dropped {dropped} examples with no response token within max_length={max_length}")
+    return out
+
+
+def heldout_metrics(model, tokenizer, features: list[dict], batch_size: int,
+                    extra: list[Callable] = ()) -> dict[str, float]:
+    """NTP loss on the held-out set (token-weighted) plus whatever the ``extra`` metric functions return."""
+    if not features:
+        return {}
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(features), batch_size):
+            batch = collate(features[start:start + batch_size], tokenizer.pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            n = int(batch["n_tokens"].sum())
+            total += float(ntp_loss(logits, batch["labels"])) * n
+            count += n
+    metrics = {"eval_loss": total / max(count, 1)}
+    for fn in extra:
+        metrics.update(fn(model))
+    model.train(was_training)
+    return metrics
+
+
+class ObjectiveTrainer(Trainer):
+    """A Trainer whose loss is an ``Objective``; also honours the objective's batch sampler."""
+
+    def __init__(self, *args, objective: Objective, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+        # the objective returns a per-micro-batch mean: let the Trainer divide by the accumulation steps
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+        self._objective_metrics: dict[str, list[float]] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, metrics = self.objective.loss(model, inputs)
+        for key, value in metrics.items():
+            self._objective_metrics.setdefault(key, []).append(float(value))
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs:
+            for key, values in self._objective_metrics.items():
+                logs[key] = sum(values) / len(values)
+            self._objective_metrics = {}
+        super().log(logs, *args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        sampler = self.objective.train_sampler(dataset, self.args.per_device_train_batch_size, self.args.seed)
+        return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
+
+
+class HeldoutEvalCallback(TrainerCallback):
+    """Evaluate on the held-out set before the first step and every ``eval_steps``; results go to the log history."""
+
+    def __init__(self, trainer: ObjectiveTrainer, features: list[dict], batch_size: int, eval_steps: int,
+                 extra: list[Callable] = ()):
+        self.trainer, self.features, self.batch_size, self.eval_steps, self.extra = (
+            trainer, features, batch_size, eval_steps, list(extra))
+
+    def _evaluate(self, state) -> None:
+        if any(e.get("step") == state.global_step and "eval_loss" in e for e in state.log_history):
+            return
+        metrics = heldout_metrics(self.trainer.model, self.trainer.processing_class, self.features,
+                                  self.batch_size, self.extra)
+        if metrics:
+            # appended directly: Trainer.log from inside a step would reset the step's own logging flags
+            state.log_history.append({**metrics, "epoch": state.epoch or 0.0, "step": state.global_step})
+            print({k: round(v, 4) for k, v in metrics.items()} | {"step": state.global_step}, file=sys.stderr)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            self._evaluate(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.eval_steps == 0 or state.global_step == state.max_steps:
+            self._evaluate(state)
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if precision in ("bf16", "fp16") and not torch.cuda.is_available():
+        raise ValueError(f"training.precision: {precision} needs a GPU; use auto or fp32 on CPU")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def training_arguments(cfg: dict, output_dir: Path) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=cfg["batch_size"],
+        gradient_accumulation_steps=cfg["gradient_accumulation"],
+        learning_rate=cfg["learning_rate"],
+        num_train_epochs=cfg["epochs"],
+        max_steps=cfg["max_steps"],
+        lr_scheduler_type=cfg["scheduler"],
+        warmup_steps=cfg["warmup_steps"] if cfg["warmup_steps"] else cfg["warmup_ratio"],
+        weight_decay=cfg["weight_decay"],
+        adam_beta1=cfg["adam_beta1"],
+        adam_beta2=cfg["adam_beta2"],
+        adam_epsilon=cfg["adam_epsilon"],
+        max_grad_norm=cfg["max_grad_norm"],
+        seed=cfg["seed"],
+        data_seed=cfg["seed"],
+        logging_steps=cfg["logging_steps"],
+        save_strategy="steps",
+        save_steps=cfg["save_steps"],
+        save_total_limit=2,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        gradient_checkpointing=cfg["gradient_checkpointing"],
+        ddp_find_unused_parameters=False,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+        **precision_flags(cfg["precision"]),
+    )
+
+
+def load_model(model_dir: str | Path, cfg: dict):
+    """The base model (float32 master weights) and tokenizer; LoRA-wrapped when ``finetuning: lora``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ensure_chat_template(tokenizer)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if cfg["finetuning"] == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = cfg["lora"]
+        model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                                                 target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM"))
+    return model, tokenizer
+
+
+def params_hash(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_checkpoint_dir(checkpoint_dir: Path, params: dict, log=print) -> str | None:
+    """The checkpoint to resume from, if one was left by a run with exactly these parameters.
+
+    Checkpoints of a run with other parameters are removed: resuming them would mix two recipes.
+    """
+    stamp = checkpoint_dir / "params.json"
+    digest = params_hash(params)
+    if checkpoint_dir.exists():
+        old = json.loads(stamp.read_text()).get("hash") if stamp.exists() else None
+        if old != digest:
+            log(f"removing checkpoints of a run with other parameters in {checkpoint_dir}")
+            shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"hash": digest, "params": params}, indent=2, sort_keys=True))
+    last = get_last_checkpoint(str(checkpoint_dir))
+    if last:
+        log(f"resuming from {last}")
+    return last
+
+
+LOG_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "eval_loss"]
+
+
+def write_train_log(log_history: list[dict], path: Path) -> None:
+    """One row per step that logged something; training and evaluation entries of a step are merged."""
+    rows: dict[int, dict] = {}
+    for entry in log_history:
+        if "step" not in entry or "train_runtime" in entry:
+            continue
+        rows.setdefault(entry["step"], {"step": entry["step"]}).update(
+            {k: v for k, v in entry.items() if isinstance(v, (int, float))})
+    columns = LOG_COLUMNS + sorted({k for r in rows.values() for k in r} - set(LOG_COLUMNS))
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for step in sorted(rows):
+            writer.writerow({c: rows[step].get(c, "") for c in columns})
+
+
+def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: list[dict], cfg: dict, objective_cfg: dict,
+          out_dir: str | Path, log_path: str | Path, checkpoint_dir: str | Path, tables: dict | None = None,
+          extra_metrics: list[Callable] = (), log=print) -> None:
+    """Train one run and save the final model (LoRA merged into the base; the adapter kept in ``adapter/``)."""
+    torch.manual_seed(cfg["seed"])
+    objective = build_objective(objective_cfg["name"], {k: v for k, v in objective_cfg.items() if k != "name"})
+    model, tokenizer = load_model(model_dir, cfg)
+    features = encode_examples(tokenizer, train_examples, cfg["max_length"], tables, objective.columns, log)
+    if not features:
+        raise ValueError("no training example left after encoding")
+    heldout = encode_examples(tokenizer, heldout_examples, cfg["max_length"], log=log)
+    checkpoint_dir = Path(checkpoint_dir)
+    resume = prepare_checkpoint_dir(checkpoint_dir, {"training": cfg, "objective": objective_cfg,
+                                                     "ids": [e["id"] for e in train_examples]}, log)
+    args = training_arguments(cfg, checkpoint_dir)
+    trainer = ObjectiveTrainer(
+        model=model, args=args, train_dataset=EncodedDataset(features), processing_class=tokenizer,
+        data_collator=functools.partial(collate, pad_token_id=tokenizer.pad_token_id, columns=objective.columns),
+        objective=objective,
+    )
+    eval_steps = cfg["eval_steps"]
+    trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], eval_steps, extra_metrics))
+    log(f"training on {len(features)} examples, {len(heldout)} held-out; "
+        f"{math.ceil(len(features) / (cfg['batch_size'] * cfg['gradient_accumulation']))} steps per epoch")
+    trainer.train(resume_from_checkpoint=resume)
+    if trainer.is_world_process_zero():
+        save_final(trainer.model, tokenizer, Path(out_dir))
+        write_train_log(trainer.state.log_history, Path(log_path))
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def save_final(model, tokenizer, out_dir: Path) -> None:
+    with atomic_path(out_dir) as tmp:
+        if hasattr(model, "merge_and_unload"):
+            model.save_pretrained(tmp / "adapter")
+            model = model.merge_and_unload()
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)

@@ -1,0 +1,114 @@
+"""Config look-ups and input functions shared by every rule. Validation happens here, before planning."""
+
+import json
+import re
+
+from sftlab.config import ConfigError, fraction_id, prepare, resources, selector_id
+
+try:
+    CFG = prepare(config)
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
+
+def _workflow_path(path):
+    """Relative config paths: the working directory's if the path exists there, else the workflow's."""
+    p = Path(path)
+    return str(p) if p.is_absolute() or p.exists() else str(ROOT / p)
+
+
+for _bench in CFG["benchmarks"].values():
+    if "data_dir" in _bench:
+        _bench["data_dir"] = _workflow_path(_bench["data_dir"])
+for _ds in CFG["datasets"].values():
+    if _ds["source"] == "local":
+        _ds["path"] = _workflow_path(_ds["path"])
+for _m in CFG["models"].values():
+    if _m["source"] == "local":
+        _m["path"] = _workflow_path(_m["path"])
+
+PY = sys.executable
+SCRIPTS = ROOT / "scripts"
+
+
+def _alternation(names):
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!x)x"
+
+
+wildcard_constraints:
+    model=_alternation(CFG["models"]),
+    dataset=_alternation(CFG["datasets"]),
+    recipe=_alternation(CFG["recipes"]),
+    benchmark=_alternation(CFG["benchmarks"]),
+    fraction=r"[0-9.e-]+",
+
+
+def as_json(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+def res(stage):
+    """Compute request of a stage in Snakemake's resource names (gpu, cpus_per_gpu, mem_mb, runtime)."""
+    r = resources(CFG, stage)
+    out = {"mem_mb": r["mem_mb"], "runtime": r["runtime"]}
+    if r["gpus"]:
+        out["gpu"] = r["gpus"]
+        out["cpus_per_gpu"] = max(1, r["cpus"] // r["gpus"])
+    return out
+
+
+def threads_of(stage):
+    return resources(CFG, stage)["cpus"]
+
+
+def recipe_of(wildcards):
+    return CFG["recipes"][wildcards.recipe]
+
+
+def experiment_runs():
+    """Every (model, dataset, recipe, benchmarks) the experiments ask for, each run once."""
+    runs = {}
+    for exp in CFG["experiments"].values():
+        for m in exp["models"]:
+            for d in exp["datasets"]:
+                for r in exp["recipes"]:
+                    runs.setdefault((m, d, r), set()).update(exp["benchmarks"])
+    return runs
+
+
+def run_dir(model, dataset, recipe):
+    return f"results/{model}/{dataset}/runs/{recipe}"
+
+
+def selection_path(wildcards):
+    sel = recipe_of(wildcards)["selection"]
+    return (f"results/{wildcards.model}/{wildcards.dataset}/selection/"
+            f"{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids")
+
+
+def selection_config(wildcards):
+    """The selection settings of the selector named in the path (shared by every recipe that names it)."""
+    for recipe in CFG["recipes"].values():
+        sel = recipe["selection"]
+        if selector_id(sel) == wildcards.selector and fraction_id(sel["fraction"]) == wildcards.fraction:
+            return sel
+    raise WorkflowError(f"no recipe selects {wildcards.selector} at fraction {wildcards.fraction}")
+
+
+def score_files():
+    return [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in experiment_runs().items() for b in sorted(benches)]
+
+
+def train_logs():
+    return [f"{run_dir(m, d, r)}/train_log.csv" for (m, d, r) in experiment_runs()]
+
+
+def report_benchmarks():
+    seen = []
+    for exp in CFG["experiments"].values():
+        seen += [b for b in exp["benchmarks"] if b not in seen]
+    return seen
+
+
+def report_outputs():
+    return [f"reports/tables/main.{ext}" for ext in ("md", "csv", "tex")] + [
+        f"reports/figures/loss_curves.{ext}" for ext in ("png", "pdf")]

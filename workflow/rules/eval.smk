@@ -1,0 +1,21 @@
+rule evaluate:
+    """Score one trained model on one benchmark (exact match on held-out items, or an lm-eval exam)."""
+    input:
+        model="results/{model}/{dataset}/runs/{recipe}/model",
+        heldout="results/data/{dataset}/heldout.jsonl",
+    output:
+        scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
+        answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
+    params:
+        benchmark=lambda w: as_json(CFG["benchmarks"][w.benchmark]),
+    log:
+        "logs/evaluate/{model}/{dataset}/{recipe}/{benchmark}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+    threads: threads_of("evaluate")
+    resources:
+        **res("evaluate"),
+    shell:
+        "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} {PY} {SCRIPTS}/evaluate.py --model-dir {input.model:q} "
+        "--benchmark {wildcards.benchmark} --benchmark-config {params.benchmark:q} --heldout {input.heldout:q} "
+        "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"

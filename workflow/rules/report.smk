@@ -1,0 +1,23 @@
+rule build_report:
+    """Tables and figures from every score and training log of the experiments."""
+    input:
+        scores=score_files(),
+        logs=train_logs(),
+    output:
+        table_md="reports/tables/main.md",
+        table_csv=report("reports/tables/main.csv", caption="../report/main_table.rst", category="Tables"),
+        table_tex="reports/tables/main.tex",
+        figure_png=report("reports/figures/loss_curves.png", caption="../report/loss_curves.rst", category="Training"),
+        figure_pdf="reports/figures/loss_curves.pdf",
+    params:
+        runs=as_json([list(k) for k in experiment_runs()]),
+        benchmarks=as_json(report_benchmarks()),
+    log:
+        "logs/report.log",
+    threads: threads_of("report")
+    resources:
+        **res("report"),
+    shell:
+        "{PY} {SCRIPTS}/report.py --scores {input.scores:q} --train-logs {input.logs:q} --runs {params.runs:q} "
+        "--benchmarks {params.benchmarks:q} --table reports/tables/main --loss-figure reports/figures/loss_curves "
+        "2> {log:q}"

@@ -1,0 +1,16 @@
+rule select_data:
+    """Rank the pool with a selector and keep a fraction of it (ids in order of selection score)."""
+    input:
+        train="results/data/{dataset}/train.jsonl",
+    output:
+        "results/{model}/{dataset}/selection/{selector}/{fraction}.ids",
+    params:
+        selection=lambda w: as_json(selection_config(w)),
+    log:
+        "logs/select_data/{model}/{dataset}/{selector}/{fraction}.log",
+    threads: threads_of("select")
+    resources:
+        **res("select"),
+    shell:
+        "{PY} {SCRIPTS}/select_data.py --train {input.train:q} --selection {params.selection:q} "
+        "--out {output:q} 2> {log:q}"

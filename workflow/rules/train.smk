@@ -1,0 +1,25 @@
+rule train:
+    """One training run of a recipe (composition `single`): selected examples × objective × training settings."""
+    input:
+        model="resources/models/{model}",
+        train="results/data/{dataset}/train.jsonl",
+        heldout="results/data/{dataset}/heldout.jsonl",
+        ids=selection_path,
+    output:
+        model=directory("results/{model}/{dataset}/runs/{recipe}/model"),
+        log="results/{model}/{dataset}/runs/{recipe}/train_log.csv",
+    params:
+        training=lambda w: as_json(recipe_of(w)["training"]),
+        objective=lambda w: as_json(recipe_of(w)["objective"]),
+        checkpoints=lambda w: f"results/{w.model}/{w.dataset}/runs/{w.recipe}/checkpoints",
+    log:
+        "logs/train/{model}/{dataset}/{recipe}.log",
+    benchmark:
+        "benchmarks/train/{model}/{dataset}/{recipe}.tsv"
+    threads: threads_of("train")
+    resources:
+        **res("train"),
+    shell:
+        "{PY} {SCRIPTS}/train.py --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
+        "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
+        "--out {output.model:q} --train-log {output.log:q} --checkpoints {params.checkpoints:q} 2> {log:q}"
