@@ -18,6 +18,10 @@ sys.path.insert(0, str(ROOT / "src"))
 configfile: "config.yaml"
 
 
+envvars:
+    "PATH",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"

@@ -1,6 +1,7 @@
 """Config look-ups and input functions shared by every rule. Validation happens here, before planning."""
 
 import json
+import os
 import re
 
 from sftlab.config import ConfigError, fraction_id, prepare, resources, selector_id
@@ -26,7 +27,12 @@ for _m in CFG["models"].values():
     if _m["source"] == "local":
         _m["path"] = _workflow_path(_m["path"])
 
-PY = sys.executable
+# Jobs run `python` from PATH: the interpreter running Snakemake comes first (its venv holds sftlab's pins),
+# unless --software-deployment-method conda puts the environment of envs/ there instead.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+CONDA_ENV = str(ROOT / "envs" / "sftlab.yaml")
+# scripts import sftlab from the source tree, installed or not (conda environments do not install it)
+shell.prefix(f"export PYTHONPATH={ROOT / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 SCRIPTS = ROOT / "scripts"
 
 

@@ -1,16 +1,20 @@
 rule prepare_data:
     """Normalise a dataset: training pool, held-out set and preference pairs (empty for SFT-only formats)."""
+    input:
+        script=f"{SCRIPTS}/prepare_data.py",
     output:
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
         pairs="results/data/{dataset}/pairs.jsonl",
     params:
         dataset=lambda w: as_json(CFG["datasets"][w.dataset]),
+    conda:
+        CONDA_ENV
     log:
         "logs/prepare_data/{dataset}.log",
     threads: threads_of("data")
     resources:
         **res("data"),
     shell:
-        "{PY} {SCRIPTS}/prepare_data.py --name {wildcards.dataset} --dataset-config {params.dataset:q} "
+        "python {input.script:q} --name {wildcards.dataset} --dataset-config {params.dataset:q} "
         "--train {output.train:q} --heldout {output.heldout:q} --pairs {output.pairs:q} 2> {log:q}"

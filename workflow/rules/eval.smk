@@ -1,6 +1,7 @@
 rule evaluate:
     """Score one trained model on one benchmark (exact match on held-out items, or an lm-eval exam)."""
     input:
+        script=f"{SCRIPTS}/evaluate.py",
         model="results/{model}/{dataset}/runs/{recipe}/model",
         heldout="results/data/{dataset}/heldout.jsonl",
     output:
@@ -8,6 +9,8 @@ rule evaluate:
         answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
     params:
         benchmark=lambda w: as_json(CFG["benchmarks"][w.benchmark]),
+    conda:
+        CONDA_ENV
     log:
         "logs/evaluate/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
@@ -16,6 +19,6 @@ rule evaluate:
     resources:
         **res("evaluate"),
     shell:
-        "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} {PY} {SCRIPTS}/evaluate.py --model-dir {input.model:q} "
+        "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} python {input.script:q} --model-dir {input.model:q} "
         "--benchmark {wildcards.benchmark} --benchmark-config {params.benchmark:q} --heldout {input.heldout:q} "
         "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"

@@ -1,6 +1,7 @@
 rule build_report:
     """Tables and figures from every score and training log of the experiments."""
     input:
+        script=f"{SCRIPTS}/report.py",
         scores=score_files(),
         logs=train_logs(),
     output:
@@ -12,12 +13,14 @@ rule build_report:
     params:
         runs=as_json([list(k) for k in experiment_runs()]),
         benchmarks=as_json(report_benchmarks()),
+    conda:
+        CONDA_ENV
     log:
         "logs/report.log",
     threads: threads_of("report")
     resources:
         **res("report"),
     shell:
-        "{PY} {SCRIPTS}/report.py --scores {input.scores:q} --train-logs {input.logs:q} --runs {params.runs:q} "
+        "python {input.script:q} --scores {input.scores:q} --train-logs {input.logs:q} --runs {params.runs:q} "
         "--benchmarks {params.benchmarks:q} --table reports/tables/main --loss-figure reports/figures/loss_curves "
         "2> {log:q}"

@@ -1,16 +1,19 @@
 rule select_data:
     """Rank the pool with a selector and keep a fraction of it (ids in order of selection score)."""
     input:
+        script=f"{SCRIPTS}/select_data.py",
         train="results/data/{dataset}/train.jsonl",
     output:
         "results/{model}/{dataset}/selection/{selector}/{fraction}.ids",
     params:
         selection=lambda w: as_json(selection_config(w)),
+    conda:
+        CONDA_ENV
     log:
         "logs/select_data/{model}/{dataset}/{selector}/{fraction}.log",
     threads: threads_of("select")
     resources:
         **res("select"),
     shell:
-        "{PY} {SCRIPTS}/select_data.py --train {input.train:q} --selection {params.selection:q} "
+        "python {input.script:q} --train {input.train:q} --selection {params.selection:q} "
         "--out {output:q} 2> {log:q}"

@@ -1,6 +1,7 @@
 rule train:
     """One training run of a recipe (composition `single`): selected examples × objective × training settings."""
     input:
+        script=f"{SCRIPTS}/train.py",
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
@@ -12,6 +13,8 @@ rule train:
         training=lambda w: as_json(recipe_of(w)["training"]),
         objective=lambda w: as_json(recipe_of(w)["objective"]),
         checkpoints=lambda w: f"results/{w.model}/{w.dataset}/runs/{w.recipe}/checkpoints",
+    conda:
+        CONDA_ENV
     log:
         "logs/train/{model}/{dataset}/{recipe}.log",
     benchmark:
@@ -20,6 +23,6 @@ rule train:
     resources:
         **res("train"),
     shell:
-        "{PY} {SCRIPTS}/train.py --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
+        "python {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
         "--out {output.model:q} --train-log {output.log:q} --checkpoints {params.checkpoints:q} 2> {log:q}"

@@ -1,0 +1,30 @@
+"""Merge a Disperse-Then-Merge recipe's sub-models into one model directory (mergekit; see sftlab.compose.merge)."""
+
+import argparse
+import json
+import logging
+
+from sftlab.compose.merge import MERGE_METHODS, MERGE_SPACES, merge
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--inputs", nargs="+", required=True,
+                    help="sub-model directories (merge space delta) or their peft adapter directories (adapter)")
+    ap.add_argument("--out", required=True, help="merged model directory")
+    ap.add_argument("--method", choices=sorted(MERGE_METHODS), default="average")
+    ap.add_argument("--merge-space", choices=MERGE_SPACES, default="delta")
+    ap.add_argument("--base-model", help="base model directory (needed by all methods but average, and by adapter)")
+    ap.add_argument("--params", default="{}", help='method parameters as JSON, e.g. {"density": 0.5, "lambda": 1.0}')
+    ap.add_argument("--seed", type=int, default=0, help="seed of DARE's random drops")
+    ap.add_argument("--device", default="cpu", help="where the arithmetic runs: cpu, cuda or auto")
+    ap.add_argument("--log", help="log file (default: stderr)")
+    args = ap.parse_args(argv)
+    # force: replace handlers an embedding host (pytest, a notebook) already installed
+    logging.basicConfig(level=logging.INFO, filename=args.log, format="%(asctime)s %(name)s %(message)s", force=True)
+    merge(args.inputs, args.out, args.method, args.merge_space, args.base_model, json.loads(args.params),
+          seed=args.seed, device=args.device)
+
+
+if __name__ == "__main__":
+    main()

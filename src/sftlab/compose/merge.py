@@ -1,0 +1,306 @@
+"""Merge the K sub-models of a Disperse-Then-Merge recipe into one model.
+
+Two merge spaces:
+
+``delta`` (the default)
+    Each sub-model is a full Hugging Face directory (a LoRA run's adapter already merged into the base).
+    mergekit merges them tensor by tensor, streaming from the safetensors files, so a merge never holds
+    more than a few tensors of each input plus one output shard in memory: models larger than RAM merge.
+    ``average`` is mergekit's ``linear`` (the mean of the weights, equal to the base plus the mean of the
+    deltas); ``ties``, ``dare_ties``, ``dare_linear`` and ``task_arithmetic`` work on the deltas to the base.
+
+``adapter`` (an ablation, ``average`` only)
+    What the DTM authors' code does: average the LoRA matrices A and B *separately* across the sub-models
+    and merge the averaged adapter into the base, W = W0 + s·B̄·Ā with s = lora_alpha / r. That is not the
+    average of the sub-models: averaging in delta space gives W0 + s·mean_k(B_k·A_k), and
+    B̄·Ā = (1/K²)·Σ_j Σ_k B_j·A_k contains the K² − K cross terms B_j·A_k (j ≠ k) of adapters that were
+    trained independently, while it carries only 1/K of each sub-model's own product. Since the B_k start
+    at zero and the A_k from different random draws, the cross terms are mostly noise and the adapter-space
+    merge shrinks each sub-model's update towards zero; the two agree only when all A_k (or all B_k) are equal.
+    This merge loads the base model whole (it is not out-of-core).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from sftlab.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: Bytes of output tensors mergekit buffers before writing a safetensors shard; small enough that the
+#: buffer stays a fraction of a 7B model, large enough that a 7B model has few shards.
+DEFAULT_OUT_SHARD_BYTES = 2 * 1000**3
+
+#: Files copied from the donor model into the merged directory: the tokenizer and the generation settings.
+_DONOR_FILES = (
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "merges.txt",
+    "vocab.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    """A merge method under its config name: the mergekit method it maps to and the parameters it takes.
+
+    ``model_params`` are given to mergekit once per sub-model, ``shared_params`` once for the merge;
+    ``defaults`` fill the ones the config leaves out. Every method also takes ``weights`` (one per
+    sub-model, default uniform 1/K, so that methods that do not normalise still average the deltas).
+    """
+
+    mergekit_method: str
+    uses_base: bool
+    model_params: tuple[str, ...] = ()
+    shared_params: tuple[str, ...] = ()
+    defaults: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        return ("weights", *self.model_params, *self.shared_params)
+
+
+# density 0.5 is mergekit's documented example value; lambda 1.0 is mergekit's default.
+MERGE_METHODS: dict[str, MergeMethod] = {
+    "average": MergeMethod("linear", uses_base=False),
+    "ties": MergeMethod("ties", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
+    "dare_ties": MergeMethod("dare_ties", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
+    "dare_linear": MergeMethod("dare_linear", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
+    "task_arithmetic": MergeMethod("task_arithmetic", True, (), ("lambda",), {"lambda": 1.0}),
+}
+
+MERGE_SPACES = ("delta", "adapter")
+
+
+def _method(name: str) -> MergeMethod:
+    if name not in MERGE_METHODS:
+        raise ValueError(f"unknown merge method {name!r}; known: {sorted(MERGE_METHODS)}")
+    return MERGE_METHODS[name]
+
+
+def resolve_params(method: str, n_models: int, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The method's parameters with defaults filled in and checked; ``weights`` becomes a list of K floats."""
+    spec = _method(method)
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(spec.params))
+    if unknown:
+        raise ValueError(f"merge method {method!r} takes parameters {list(spec.params)}, got unknown {unknown}")
+    resolved = {**spec.defaults, **{k: v for k, v in params.items() if v is not None}}
+    weights = resolved.get("weights")
+    if weights is None:
+        weights = [1.0 / n_models] * n_models
+    weights = [float(w) for w in weights]
+    if len(weights) != n_models:
+        raise ValueError(f"merge method {method!r}: {len(weights)} weights for {n_models} models")
+    if not all(math.isfinite(w) for w in weights) or abs(sum(weights)) < 1e-12:
+        raise ValueError(f"merge method {method!r}: weights must be finite and not sum to 0, got {weights}")
+    resolved["weights"] = weights
+    if "density" in resolved and not 0 < float(resolved["density"]) <= 1:
+        raise ValueError(f"merge method {method!r}: density must be in (0, 1], got {resolved['density']}")
+    return resolved
+
+
+def _config_dtype(model_dir: Path) -> str:
+    """The dtype a model directory's config.json declares (float32 when it declares none)."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a Hugging Face model directory (no config.json)")
+    config = json.loads(path.read_text())
+    return config.get("dtype") or config.get("torch_dtype") or "float32"
+
+
+def mergekit_config(
+    method: str,
+    models: Sequence[str | Path],
+    base_model: str | Path | None = None,
+    params: Mapping[str, Any] | None = None,
+    out_dtype: str | None = None,
+) -> dict[str, Any]:
+    """The mergekit configuration (as a dict, the YAML's structure) of merging ``models`` with ``method``."""
+    spec = _method(method)
+    if len(models) < 2:
+        raise ValueError(f"merging needs at least 2 models, got {len(models)}")
+    repeated = sorted({str(m) for m in models if [str(x) for x in models].count(str(m)) > 1})
+    if repeated:
+        raise ValueError(f"merge inputs given more than once: {repeated}")
+    resolved = resolve_params(method, len(models), params)
+    entries = []
+    for i, model in enumerate(models):
+        model_params = {"weight": resolved["weights"][i]}
+        model_params.update({name: float(resolved[name]) for name in spec.model_params})
+        entries.append({"model": str(model), "parameters": model_params})
+    config: dict[str, Any] = {
+        "merge_method": spec.mergekit_method,
+        "models": entries,
+        # arithmetic in float32 whatever the inputs' dtype: bf16 deltas of LoRA updates lose most of their bits
+        "dtype": "float32",
+        "out_dtype": out_dtype or _config_dtype(Path(models[0])),
+    }
+    if spec.uses_base:
+        if base_model is None:
+            raise ValueError(f"merge method {method!r} needs the base model (the deltas are taken against it)")
+        config["base_model"] = str(base_model)
+    if spec.shared_params:
+        config["parameters"] = {name: float(resolved[name]) for name in spec.shared_params}
+    return config
+
+
+def copy_tokenizer(src: str | Path, dst: str | Path) -> None:
+    """Copy a model directory's tokenizer and generation config; raise if it has no tokenizer (a merged
+    model must be usable alone)."""
+    copied = []
+    for name in _DONOR_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, Path(dst) / name)
+            copied.append(name)
+    if "tokenizer_config.json" not in copied:
+        raise FileNotFoundError(f"{src}: no tokenizer_config.json to copy into the merged model")
+
+
+def merge_models(
+    models: Sequence[str | Path],
+    out_dir: str | Path,
+    method: str = "average",
+    base_model: str | Path | None = None,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    out_shard_bytes: int = DEFAULT_OUT_SHARD_BYTES,
+) -> dict[str, Any]:
+    """Merge full model directories with mergekit (delta space); writes ``out_dir`` atomically.
+
+    ``seed`` fixes DARE's random drops. ``device`` is where the arithmetic runs ("cpu", "cuda", "auto").
+    Returns the mergekit configuration used (also saved as ``mergekit_config.yml`` in ``out_dir``).
+    """
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    for model in [*models, *([base_model] if base_model is not None else [])]:
+        _config_dtype(Path(model))
+    config = mergekit_config(method, models, base_model, params)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    options = MergeOptions(
+        random_seed=seed,
+        device=device,
+        # on an accelerator, keep intermediate results there instead of in host memory
+        low_cpu_memory=device != "cpu",
+        # tensors are read one at a time from the inputs (safetensors are mmapped; pickled .bin files need
+        # the lazy unpickler) and the writer flushes every out_shard_bytes: peak memory stays near one shard
+        lazy_unpickle=True,
+        out_shard_size=out_shard_bytes,
+        copy_tokenizer=False,
+        write_model_card=True,
+        quiet=True,
+    )
+    log.info("merging %d models with %s (mergekit %s) into %s", len(models), method, config["merge_method"], out_dir)
+    with atomic_path(out_dir) as tmp:
+        run_merge(MergeConfiguration.model_validate(config), str(tmp), options=options)
+        copy_tokenizer(base_model if base_model is not None else models[0], tmp)
+    return config
+
+
+def _read_adapter(adapter_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    config_path = adapter_dir / "adapter_config.json"
+    weights_path = adapter_dir / "adapter_model.safetensors"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; merge_space 'adapter' needs each sub-model's peft adapter dir")
+    return json.loads(config_path.read_text()), load_file(weights_path)
+
+
+# adapter settings that must agree for an element-wise mean of A and B to mean anything
+_ADAPTER_KEYS = ("peft_type", "r", "lora_alpha", "target_modules", "use_rslora", "rank_pattern", "alpha_pattern")
+
+
+def average_adapters(adapters: Sequence[str | Path], weights: Sequence[float] | None = None):
+    """(adapter config, tensors): the weighted mean of each LoRA tensor (A and B separately) over ``adapters``."""
+    if len(adapters) < 2:
+        raise ValueError(f"merging needs at least 2 adapters, got {len(adapters)}")
+    weights = resolve_params("average", len(adapters), {"weights": weights})["weights"]
+    total = sum(weights)
+    first_config, first = _read_adapter(Path(adapters[0]))
+    mean = {name: tensor.double() * (weights[0] / total) for name, tensor in first.items()}
+    for adapter, weight in zip(adapters[1:], weights[1:]):
+        config, tensors = _read_adapter(Path(adapter))
+        for key in _ADAPTER_KEYS:
+            if config.get(key) != first_config.get(key):
+                raise ValueError(
+                    f"{adapter}/adapter_config.json: {key}={config.get(key)!r} differs from "
+                    f"{adapters[0]}'s {first_config.get(key)!r}; adapters cannot be averaged"
+                )
+        if set(tensors) != set(mean):
+            raise ValueError(f"{adapter}/adapter_model.safetensors: tensor names differ from {adapters[0]}'s")
+        for name, tensor in tensors.items():
+            mean[name] += tensor.double() * (weight / total)
+    return first_config, {name: tensor.to(first[name].dtype) for name, tensor in mean.items()}
+
+
+def merge_adapters(
+    adapters: Sequence[str | Path],
+    base_model: str | Path,
+    out_dir: str | Path,
+    weights: Sequence[float] | None = None,
+) -> None:
+    """Average LoRA A and B matrices separately and merge the result into ``base_model`` (adapter space)."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    out_dtype = _config_dtype(Path(base_model))
+    config, tensors = average_adapters(adapters, weights)
+    with tempfile.TemporaryDirectory() as adapter_dir:
+        Path(adapter_dir, "adapter_config.json").write_text(json.dumps(config, indent=2))
+        save_file(tensors, str(Path(adapter_dir, "adapter_model.safetensors")))
+        # merge in float32 so the small update is not rounded away before the cast to the base's dtype
+        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+        merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    merged.to(getattr(torch, out_dtype))
+    log.info("merged the mean of %d adapters into %s", len(adapters), base_model)
+    with atomic_path(out_dir) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        copy_tokenizer(base_model, tmp)
+
+
+def merge(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    method: str = "average",
+    merge_space: str = "delta",
+    base_model: str | Path | None = None,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> None:
+    """Merge sub-models: ``inputs`` are model directories (delta space) or peft adapter directories (adapter space)."""
+    if merge_space == "delta":
+        merge_models(inputs, out_dir, method, base_model, params, seed=seed, device=device)
+    elif merge_space == "adapter":
+        if method != "average":
+            raise ValueError(f"merge_space 'adapter' supports only method 'average', got {method!r}")
+        if base_model is None:
+            raise ValueError("merge_space 'adapter' needs the base model to merge the averaged adapter into")
+        resolve_params(method, len(inputs), params)
+        merge_adapters(inputs, base_model, out_dir, (params or {}).get("weights"))
+    else:
+        raise ValueError(f"unknown merge_space {merge_space!r}; known: {list(MERGE_SPACES)}")

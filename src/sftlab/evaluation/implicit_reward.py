@@ -1,0 +1,70 @@
+"""Judge-free preference evaluation: the implicit-reward win rate on held-out preference pairs (ROSE).
+
+r(x, y) = log πθ(y|x) − log πref(y|x) (summed over response tokens). A pair is won when β·r(y_w) > β·r(y_l);
+for β > 0 that is r(y_w) > r(y_l), so β only matters for the reported reward margins. Ties count as lost
+(the definition's strict inequality) and are reported separately. The confidence interval is a percentile
+bootstrap over pairs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sftlab.data.tokenize import collate
+from sftlab.objectives.base import sequence_logps
+from sftlab.selection.gradients import encode_rows
+
+
+@torch.no_grad()
+def pair_logps(model: torch.nn.Module, items: list[dict], pad_token_id: int, batch_size: int = 8) -> torch.Tensor:
+    """(N, 2) log π(chosen|x), log π(rejected|x) for encoded pairs (``encode_rows(..., kind="dpo")``)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.empty(len(items), 2, dtype=torch.float64)
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        batch = collate([s for item in chunk for s in item["sequences"]], pad_token_id)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+        logps, _ = sequence_logps(logits, batch["labels"].to(device))
+        out[start : start + len(chunk)] = logps.view(len(chunk), 2).double().cpu()
+    return out
+
+
+def bootstrap_ci(wins: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of 0/1 outcomes."""
+    rng = np.random.default_rng(seed)
+    means = wins[rng.integers(0, len(wins), size=(n_boot, len(wins)))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def implicit_reward_win_rate(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer, pairs: list[dict],
+                             beta: float = 0.1, max_length: int = 1024, batch_size: int = 8, n_boot: int = 1000,
+                             seed: int = 0) -> dict:
+    """Scores record ``{"metric", "value", "ci_low", "ci_high", "n", "ties", "skipped", "beta", "mean_margin"}``.
+
+    For a LoRA policy the reference can be the base model loaded separately; pairs whose answers are
+    truncated away entirely at ``max_length`` are skipped and counted.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    items, skipped = encode_rows(tokenizer, pairs, "dpo", max_length)
+    if not items:
+        raise ValueError(f"no scorable preference pairs ({len(skipped)} skipped at max_length={max_length})")
+    rewards = (pair_logps(policy, items, tokenizer.pad_token_id, batch_size)
+               - pair_logps(reference, items, tokenizer.pad_token_id, batch_size))
+    margin = beta * (rewards[:, 0] - rewards[:, 1])
+    wins = (margin > 0).double().numpy()
+    low, high = bootstrap_ci(wins, n_boot=n_boot, seed=seed)
+    return {
+        "metric": "implicit_reward_win_rate",
+        "value": float(wins.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "n": len(items),
+        "ties": int((margin == 0).sum()),
+        "skipped": len(skipped),
+        "beta": beta,
+        "mean_margin": float(margin.mean()),
+    }

@@ -1,0 +1,302 @@
+"""LLM judges, registered by backend name, and the cached way every benchmark calls them.
+
+A judge config is plain data, e.g.::
+
+    {"backend": "openai", "model": "gpt-4-1106-preview", "base_url": "https://api.openai.com/v1",
+     "api_key_env": "OPENAI_API_KEY", "max_concurrency": 8}
+    {"backend": "hf", "model": "resources/models/smollm2-135m-instruct", "batch_size": 8,
+     "max_tokens": 256, "demo_quality": true}
+
+``api_key_env`` is the *name* of the environment variable holding the key: the key itself is read at
+run time, sent only in the Authorization header, and never written anywhere (cache, judgments, scores,
+logs, error messages). ``max_tokens`` (cap on judge output) and ``demo_quality`` (label for the report)
+are read by the benchmarks, not by the backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, ClassVar, Iterator, Sequence
+
+import requests
+
+from sftlab.evaluation.cache import JudgmentCache, request_key
+from sftlab.evaluation.generation import GenerationRequest, SamplingParams, TransformersGenerator
+
+log = logging.getLogger(__name__)
+
+#: judge-config keys that describe how benchmarks use a judge rather than how to reach it
+META_KEYS = ("max_tokens", "demo_quality")
+
+
+class JudgeError(RuntimeError):
+    """A judge backend failed for good (after retries, or with an error retrying cannot fix)."""
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    messages: tuple[dict, ...] | list[dict]
+    max_tokens: int
+    temperature: float = 0.0
+    #: how many alternatives per output position to return with log-probabilities; 0 = none
+    top_logprobs: int = 0
+
+    def decoding(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_logprobs": self.top_logprobs}
+
+
+@dataclass
+class JudgeResponse:
+    text: str
+    top_logprobs: list[dict[str, float]] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "JudgeResponse":
+        return cls(**d)
+
+
+@dataclass
+class JudgeUsage:
+    """What judging one benchmark cost: backend calls made now, answers from the cache, and tokens
+    (summed over all responses, cached or not: what the judgments cost when they were paid for)."""
+
+    calls: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+JUDGES: dict[str, type["Judge"]] = {}
+
+
+def register_judge(name: str) -> Callable[[type["Judge"]], type["Judge"]]:
+    def wrap(cls):
+        if name in JUDGES:
+            raise ValueError(f"judge backend {name!r} registered twice")
+        cls.backend = name
+        JUDGES[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_judge(config: dict[str, Any]) -> "Judge":
+    """A judge from its config (see the module docstring); benchmark-side keys are left out."""
+    options = {k: v for k, v in config.items() if k not in META_KEYS}
+    backend = options.pop("backend", None)
+    if backend not in JUDGES:
+        raise ValueError(f"unknown judge backend {backend!r}; known: {sorted(JUDGES)}")
+    return JUDGES[backend](**options)
+
+
+class Judge:
+    backend: ClassVar[str]
+    #: whether responses can carry top log-probabilities (needed by the weighted AlpacaEval annotator)
+    supports_logprobs: ClassVar[bool] = False
+    #: the judge's identity in cache keys and reports: backend and model, never a secret or a host
+    id: str
+
+    def complete(self, requests: Sequence[JudgeRequest]) -> Iterator[tuple[int, JudgeResponse]]:
+        """Yield (request index, response) as responses arrive, in any order."""
+        raise NotImplementedError
+
+
+@register_judge("openai")
+class OpenAIJudge(Judge):
+    """Any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, Azure-compatible proxies, vLLM, llama.cpp).
+
+    ``base_url`` includes the version prefix (``https://api.openai.com/v1``). Requests run on a thread pool
+    of ``max_concurrency``; 429, 5xx, timeouts and dropped connections are retried up to ``max_retries``
+    times with exponential backoff (``backoff_s`` · 2^attempt, jittered, at most ``backoff_max_s``, at
+    least the server's Retry-After); other errors fail at once.
+    """
+
+    supports_logprobs = True
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str = "https://api.openai.com/v1",
+        api_key_env: str | None = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        max_retries: int = 6,
+        timeout_s: float = 120.0,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be positive, got {max_concurrency}")
+        self.model = model
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.id = f"openai:{model}"
+        self._api_key = None
+        if api_key_env:
+            self._api_key = os.environ.get(api_key_env)
+            if not self._api_key:
+                raise JudgeError(f"environment variable {api_key_env} (the judge's API key) is not set")
+
+    def __repr__(self) -> str:
+        return f"OpenAIJudge(model={self.model!r}, url={self.url!r})"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "[api key]") if self._api_key else text
+
+    def _payload(self, request: JudgeRequest) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(request.messages),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "n": 1,
+        }
+        if request.top_logprobs:
+            payload.update(logprobs=True, top_logprobs=request.top_logprobs)
+        return payload
+
+    def _call(self, request: JudgeRequest) -> JudgeResponse:
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        payload = self._payload(request)
+        attempt = 0
+        while True:
+            retry_after = 0.0
+            try:
+                reply = requests.post(self.url, json=payload, headers=headers, timeout=self.timeout_s)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                reason = f"{type(exc).__name__}: {self._redact(str(exc))[:200]}"
+            else:
+                if reply.status_code == 200:
+                    return self._parse(reply.json())
+                body = self._redact(reply.text[:500])
+                if reply.status_code != 429 and reply.status_code < 500:
+                    raise JudgeError(f"{self.url} answered HTTP {reply.status_code}: {body}")
+                reason = f"HTTP {reply.status_code}: {body}"
+                try:
+                    retry_after = float(reply.headers.get("Retry-After", 0))
+                except ValueError:
+                    retry_after = 0.0
+            if attempt == self.max_retries:
+                raise JudgeError(f"{self.url}: giving up after {attempt + 1} attempts; last error {reason}")
+            delay = max(retry_after, min(self.backoff_max_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0))
+            attempt += 1
+            log.warning("judge %s: %s; retry %d/%d in %.2fs", self.id, reason, attempt, self.max_retries, delay)
+            time.sleep(delay)
+
+    @staticmethod
+    def _parse(body: dict) -> JudgeResponse:
+        try:
+            choice = body["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise JudgeError(f"not a chat-completions response: {str(body)[:300]}") from None
+        top = None
+        content = (choice.get("logprobs") or {}).get("content")
+        if content:
+            top = [{alt["token"]: alt["logprob"] for alt in position.get("top_logprobs") or []} for position in content]
+        usage = body.get("usage") or {}
+        return JudgeResponse(
+            text=text,
+            top_logprobs=top,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+
+    def complete(self, requests_: Sequence[JudgeRequest]) -> Iterator[tuple[int, JudgeResponse]]:
+        pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="judge")
+        error: BaseException | None = None
+        try:
+            futures = {pool.submit(self._call, r): i for i, r in enumerate(requests_)}
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                if future.exception() is not None:
+                    # stop what has not started, but still hand over what was already paid for
+                    if error is None:
+                        error = future.exception()
+                        for pending in futures:
+                            pending.cancel()
+                    continue
+                yield futures[future], future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if error is not None:
+            raise error
+
+
+@register_judge("hf")
+class HFJudge(Judge):
+    """A local Hugging Face causal LM, batched and always greedy (a request's temperature is not used);
+    log-probabilities come from its logits."""
+
+    supports_logprobs = True
+
+    def __init__(self, model: str, batch_size: int = 8, device: str = "auto", dtype: str = "auto") -> None:
+        self.model = model
+        self.id = f"hf:{model}"
+        self.batch_size = batch_size
+        self._generator = TransformersGenerator.from_pretrained(model, device=device, dtype=dtype, batch_size=batch_size)
+
+    def complete(self, requests_: Sequence[JudgeRequest]) -> Iterator[tuple[int, JudgeResponse]]:
+        # one batch per call, so every finished batch reaches the cache before the next starts
+        for start in range(0, len(requests_), self.batch_size):
+            chunk = requests_[start : start + self.batch_size]
+            k = max(r.top_logprobs for r in chunk)
+            generations = self._generator.generate(
+                [GenerationRequest(r.messages, SamplingParams(max_new_tokens=r.max_tokens)) for r in chunk],
+                top_logprobs=k,
+            )
+            for offset, (r, g) in enumerate(zip(chunk, generations)):
+                top = None
+                if r.top_logprobs:
+                    top = [dict(list(position.items())[: r.top_logprobs]) for position in g.top_logprobs]
+                yield start + offset, JudgeResponse(
+                    text=g.text, top_logprobs=top, prompt_tokens=g.prompt_tokens, completion_tokens=len(g.token_ids)
+                )
+
+
+@dataclass
+class JudgedBatch:
+    responses: list[JudgeResponse]
+    #: per request, the cache key (the prompt hash recorded in judgments)
+    keys: list[str]
+    usage: JudgeUsage = field(default_factory=JudgeUsage)
+
+
+def run_judge(judge: Judge, requests_: Sequence[JudgeRequest], cache: JudgmentCache) -> JudgedBatch:
+    """Responses to ``requests_``, from the cache where present; each new response is cached as it arrives."""
+    keys = [request_key(judge.id, r.messages, r.decoding()) for r in requests_]
+    usage = JudgeUsage()
+    missing: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key in cache:
+            usage.cached += 1
+        elif key not in missing:
+            missing[key] = i
+    todo = list(missing.values())
+    if todo:
+        log.info("judge %s: %d requests, %d from the cache, %d to send", judge.id, len(keys), usage.cached, len(todo))
+    for j, response in judge.complete([requests_[i] for i in todo]):
+        i = todo[j]
+        cache.put({"key": keys[i], "judge": judge.id, "decoding": requests_[i].decoding(), "response": asdict(response)})
+        usage.calls += 1
+    responses = [JudgeResponse.from_dict(cache.get(key)["response"]) for key in keys]
+    for r in responses:
+        usage.prompt_tokens += r.prompt_tokens
+        usage.completion_tokens += r.completion_tokens
+    return JudgedBatch(responses=responses, keys=keys, usage=usage)

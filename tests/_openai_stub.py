@@ -1,0 +1,123 @@
+"""A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions protocol, for judge tests.
+
+It counts calls, tracks how many requests are in flight at once, can answer chosen calls (by their
+1-based number) with scripted error statuses, and echoes a wrong Authorization header in its 401 body (as a careless server
+might) so tests can check that the key is redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+
+def default_responder(payload: dict) -> tuple[str, list[dict] | None]:
+    """'Rating: [[n]]' with n = 1 + (prompt length mod 10); with logprobs, m/M alternatives."""
+    prompt = "".join(m["content"] for m in payload["messages"])
+    if payload.get("logprobs"):
+        return "M", [{"m": -1.3862943611198906, "M": -0.2876820724587607, "x": -5.0}]
+    return f"Rating: [[{1 + len(prompt) % 10}]]", None
+
+
+class OpenAIStub:
+    def __init__(self, api_key: str | None = None, responder: Callable = default_responder, delay_s: float = 0.0):
+        self.api_key = api_key
+        self.responder = responder
+        self.delay_s = delay_s
+        self.fail_calls: dict[int, int] = {}
+        #: call number -> seconds to stall before answering (to provoke client timeouts)
+        self.slow_calls: dict[int, float] = {}
+        self.calls = 0
+        self.completions = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.payloads: list[dict] = []
+        self._lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def handle(self):
+                try:
+                    super().handle()
+                except (BrokenPipeError, ConnectionResetError):  # a client that timed out and left
+                    pass
+
+            def _send(self, status: int, body: dict | str) -> None:
+                data = (body if isinstance(body, str) else json.dumps(body)).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with stub._lock:
+                    stub.calls += 1
+                    stub.in_flight += 1
+                    stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                    status = stub.fail_calls.get(stub.calls, 200)
+                    delay = stub.slow_calls.get(stub.calls, stub.delay_s)
+                try:
+                    time.sleep(delay)
+                    if not self.path.endswith("/chat/completions"):
+                        return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    auth = self.headers.get("Authorization", "")
+                    if stub.api_key is not None and auth != f"Bearer {stub.api_key}":
+                        return self._send(401, {"error": {"message": f"bad credentials: {auth}"}})
+                    if status != 200:
+                        return self._send(status, {"error": {"message": f"scripted {status}; you sent {auth}"}})
+                    text, top = stub.responder(payload)
+                    logprobs = None
+                    if top is not None:
+                        logprobs = {
+                            "content": [
+                                {
+                                    "token": text,
+                                    "logprob": position.get(text, -9.0),
+                                    "top_logprobs": [{"token": t, "logprob": lp} for t, lp in position.items()],
+                                }
+                                for position in top
+                            ]
+                        }
+                    with stub._lock:
+                        stub.completions += 1
+                        stub.payloads.append(payload)
+                    self._send(
+                        200,
+                        {
+                            "id": f"chatcmpl-{stub.completions}",
+                            "object": "chat.completion",
+                            "model": payload["model"],
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "message": {"role": "assistant", "content": text},
+                                    "logprobs": logprobs,
+                                    "finish_reason": "stop",
+                                }
+                            ],
+                            "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+                        },
+                    )
+                finally:
+                    with stub._lock:
+                        stub.in_flight -= 1
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "OpenAIStub":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

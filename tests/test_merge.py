@@ -1,0 +1,244 @@
+"""Merging sub-models: mergekit's results checked against hand-worked numbers and naive reimplementations."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from sftlab.compose.merge import merge, merge_models, mergekit_config
+from sftlab.models.random_init import save_random_model
+
+TINY = dict(hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16)
+NORM = "model.norm.weight"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("base") / "model"
+    save_random_model(path, **TINY)
+    return path
+
+
+def weights_of(model_dir):
+    tensors = {}
+    for path in sorted(model_dir.glob("*.safetensors")):
+        tensors.update(load_file(path))
+    return tensors
+
+
+def variant(base, out, deltas):
+    """A copy of ``base`` whose weights are the base's plus ``deltas`` (name → tensor)."""
+    shutil.copytree(base, out)
+    weights = weights_of(base)
+    shifted = {k: v + deltas.get(k, 0) for k, v in weights.items()}
+    save_file(shifted, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+def random_deltas(base, seed, scale=0.1):
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=gen) * scale for k, v in weights_of(base).items()}
+
+
+def test_average_of_identical_models_is_that_model(base, tmp_path):
+    sub = variant(base, tmp_path / "sub", random_deltas(base, 1))
+    copies = [shutil.copytree(sub, tmp_path / f"copy{i}") for i in range(3)]
+    merge_models(copies, tmp_path / "out", "average")
+    got, want = weights_of(tmp_path / "out"), weights_of(sub)
+    assert set(got) == set(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-7)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert AutoTokenizer.from_pretrained(tmp_path / "out").chat_template
+    assert (tmp_path / "out" / "generation_config.json").is_file()
+
+
+def test_average_is_the_weighted_mean_of_the_weights(base, tmp_path):
+    subs = [variant(base, tmp_path / f"sub{i}", random_deltas(base, i)) for i in range(3)]
+    loaded = [weights_of(s) for s in subs]
+    merge_models(subs, tmp_path / "mean", "average")
+    merge_models(subs, tmp_path / "weighted", "average", params={"weights": [1, 2, 1]})
+    mean, weighted = weights_of(tmp_path / "mean"), weights_of(tmp_path / "weighted")
+    for name in loaded[0]:
+        a, b, c = (w[name].double() for w in loaded)
+        torch.testing.assert_close(mean[name].double(), (a + b + c) / 3, rtol=0, atol=1e-6)
+        torch.testing.assert_close(weighted[name].double(), (a + 2 * b + c) / 4, rtol=0, atol=1e-6)
+
+
+def naive_ties(deltas, density):
+    """TIES on flat lists, written out: trim each task vector to its top-``density`` magnitudes, elect each
+    coordinate's sign by the summed trimmed mass (0 counts as +), average the surviving values of that sign."""
+    n = len(deltas[0])
+    keep = max(1, int(density * n))
+    trimmed = []
+    for delta in deltas:
+        top = set(sorted(range(n), key=lambda i: -abs(delta[i]))[:keep])
+        trimmed.append([delta[i] if i in top else 0.0 for i in range(n)])
+    merged = []
+    for i in range(n):
+        sign = 1.0 if sum(t[i] for t in trimmed) >= 0 else -1.0
+        agree = [t[i] for t in trimmed if t[i] != 0 and (t[i] > 0) == (sign > 0)]
+        merged.append(sum(agree) / len(agree) if agree else 0.0)
+    return merged
+
+
+def test_naive_ties_on_a_hand_worked_example():
+    deltas = [
+        [3.0, -1.0, 0.2, -4.0, 0.5, 2.0, -0.1, 1.5],
+        [-2.0, 0.3, 1.0, 3.0, -0.4, -2.5, 0.6, 0.1],
+        [1.0, -2.0, 0.3, -1.2, 0.2, 0.4, -3.0, 0.05],
+    ]
+    # trimmed to 4 of 8: [3,0,0,-4,0,2,0,1.5], [-2,0,1,3,0,-2.5,0,0], [1,-2,0,-1.2,0,0,-3,0];
+    # sums 2,-2,1,-2.2,0,-0.5,-3,1.5 elect signs + - + - + - - +; means of the agreeing values:
+    assert naive_ties(deltas, 0.5) == pytest.approx([2.0, -2.0, 1.0, -2.6, 0.0, -2.5, -3.0, 1.5])
+
+
+def test_ties_matches_the_naive_reference(base, tmp_path):
+    hand = [
+        [3.0, -1.0, 0.2, -4.0, 0.5, 2.0, -0.1, 1.5],
+        [-2.0, 0.3, 1.0, 3.0, -0.4, -2.5, 0.6, 0.1],
+        [1.0, -2.0, 0.3, -1.2, 0.2, 0.4, -3.0, 0.05],
+    ]
+    deltas = []
+    for i in range(3):
+        d = random_deltas(base, 10 + i)
+        d[NORM] = torch.tensor(hand[i])
+        deltas.append(d)
+    subs = [variant(base, tmp_path / f"sub{i}", d) for i, d in enumerate(deltas)]
+    merge_models(subs, tmp_path / "out", "ties", base_model=base, params={"density": 0.5})
+    got, base_weights = weights_of(tmp_path / "out"), weights_of(base)
+    hand_worked = torch.tensor([2.0, -2.0, 1.0, -2.6, 0.0, -2.5, -3.0, 1.5])  # see the test above
+    torch.testing.assert_close(got[NORM] - base_weights[NORM], hand_worked)
+    for name, w0 in base_weights.items():
+        # the deltas as stored (base + delta, rounded to float32, minus base), as mergekit sees them
+        flat = [(weights_of(s)[name].double() - w0.double()).flatten().tolist() for s in subs]
+        want = w0.double() + torch.tensor(naive_ties(flat, 0.5), dtype=torch.float64).reshape(w0.shape)
+        torch.testing.assert_close(got[name].double(), want, rtol=0, atol=1e-6)
+
+
+def test_task_arithmetic_adds_weighted_deltas_scaled_by_lambda(base, tmp_path):
+    subs = [variant(base, tmp_path / f"sub{i}", random_deltas(base, 20 + i)) for i in range(2)]
+    merge_models(subs, tmp_path / "out", "task_arithmetic", base_model=base,
+                 params={"weights": [0.5, 0.25], "lambda": 2.0})
+    got, w0 = weights_of(tmp_path / "out"), weights_of(base)
+    t1, t2 = (weights_of(s) for s in subs)
+    for name in w0:
+        b = w0[name].double()
+        want = b + 2.0 * (0.5 * (t1[name].double() - b) + 0.25 * (t2[name].double() - b))
+        torch.testing.assert_close(got[name].double(), want, rtol=0, atol=1e-6)
+
+
+def test_dare_is_reproducible_for_a_seed(base, tmp_path):
+    subs = [variant(base, tmp_path / f"sub{i}", random_deltas(base, 30 + i)) for i in range(2)]
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        merge_models(subs, tmp_path / name, "dare_ties", base_model=base, params={"density": 0.5}, seed=seed)
+    a, b, c = (weights_of(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_mergekit_config_uses_mergekit_parameter_names():
+    config = mergekit_config("dare_linear", ["m0", "m1"], base_model="b", params={"density": 0.3, "lambda": 0.5},
+                             out_dtype="bfloat16")
+    assert config == {
+        "merge_method": "dare_linear",
+        "base_model": "b",
+        "models": [{"model": "m0", "parameters": {"weight": 0.5, "density": 0.3}},
+                   {"model": "m1", "parameters": {"weight": 0.5, "density": 0.3}}],
+        "parameters": {"lambda": 0.5},
+        "dtype": "float32",
+        "out_dtype": "bfloat16",
+    }
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: mergekit_config("average", ["a", "b"], params={"density": 0.5}, out_dtype="float32"), "unknown"),
+        (lambda: mergekit_config("ties", ["a", "b"], out_dtype="float32"), "needs the base model"),
+        (lambda: mergekit_config("ties", ["a", "b"], "base", {"density": 0}, "float32"), "density"),
+        (lambda: mergekit_config("average", ["a", "b"], params={"weights": [1]}, out_dtype="float32"), "1 weights"),
+        (lambda: mergekit_config("fisher", ["a", "b"], out_dtype="float32"), "unknown merge method"),
+        (lambda: mergekit_config("average", ["a", "a"], out_dtype="float32"), "more than once"),
+        (lambda: merge(["a", "b"], "out", "ties", "adapter", "base"), "only method 'average'"),
+    ],
+)
+def test_bad_merge_settings_are_refused(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def lora_runs(base, tmp_path, k):
+    """K LoRA sub-models as the trainer leaves them: adapter dirs and full models with the adapter merged in."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapters, models = [], []
+    for i in range(k):
+        model = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(base),
+            LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]),
+        )
+        gen = torch.Generator().manual_seed(40 + i)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_" in name:
+                    param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+        model.save_pretrained(tmp_path / f"adapter{i}")
+        model.merge_and_unload().save_pretrained(tmp_path / f"model{i}")
+        shutil.copy(base / "tokenizer_config.json", tmp_path / f"model{i}")
+        shutil.copy(base / "tokenizer.json", tmp_path / f"model{i}")
+        adapters.append(tmp_path / f"adapter{i}")
+        models.append(tmp_path / f"model{i}")
+    return adapters, models
+
+
+def test_adapter_space_and_delta_space_differ_as_predicted(base, tmp_path):
+    adapters, models = lora_runs(base, tmp_path, 3)
+    merge(models, tmp_path / "delta", "average", "delta", base)
+    merge(adapters, tmp_path / "adapter", "average", "adapter", base)
+    delta, adapter, w0 = weights_of(tmp_path / "delta"), weights_of(tmp_path / "adapter"), weights_of(base)
+    lora = [load_file(a / "adapter_model.safetensors") for a in adapters]
+    scale = 4 / 2  # lora_alpha / r
+    targets = [k for k in w0 if k.endswith(("q_proj.weight", "v_proj.weight"))]
+    assert targets
+    for name in targets:
+        stem = "base_model.model." + name.removesuffix(".weight")
+        A = [t[f"{stem}.lora_A.weight"].double() for t in lora]
+        B = [t[f"{stem}.lora_B.weight"].double() for t in lora]
+        mean_of_products = sum(b @ a for a, b in zip(A, B)) / 3
+        product_of_means = (sum(B) / 3) @ (sum(A) / 3)
+        base_w = w0[name].double()
+        torch.testing.assert_close(delta[name].double() - base_w, scale * mean_of_products, rtol=0, atol=1e-5)
+        torch.testing.assert_close(adapter[name].double() - base_w, scale * product_of_means, rtol=0, atol=1e-5)
+        # the gap is the K² − K cross terms: far from rounding noise
+        gap = adapter[name].double() - delta[name].double()
+        torch.testing.assert_close(gap, scale * (product_of_means - mean_of_products), rtol=0, atol=1e-5)
+        assert gap.abs().max() > 0.01
+    for name in set(w0) - set(targets):
+        torch.testing.assert_close(delta[name], w0[name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(adapter[name], w0[name], rtol=0, atol=0)
+
+
+def test_merge_script_writes_a_loadable_model(base, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("merge_script", Path(__file__).parents[1] / "scripts" / "merge.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    subs = [variant(base, tmp_path / f"sub{i}", random_deltas(base, 50 + i)) for i in range(2)]
+    script.main(["--inputs", *map(str, subs), "--out", str(tmp_path / "out"), "--method", "ties",
+                 "--base-model", str(base), "--params", json.dumps({"density": 1.0})])
+    # density 1 keeps every delta; the two deltas agree in sign where they are averaged, else one survives
+    got, w0 = weights_of(tmp_path / "out"), weights_of(base)
+    t1, t2 = (weights_of(s)[NORM] - w0[NORM] for s in subs)
+    same_sign = (t1 > 0) == (t2 > 0)
+    elected = torch.where(t1 + t2 >= 0, torch.maximum(t1, t2), torch.minimum(t1, t2))
+    want = torch.where(same_sign, (t1 + t2) / 2, elected)
+    torch.testing.assert_close(got[NORM] - w0[NORM], want, rtol=0, atol=1e-6)
+    assert (tmp_path / "out" / "mergekit_config.yml").is_file()
