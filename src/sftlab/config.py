@@ -177,6 +177,12 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
     """Validate, fill defaults, expand sweeps, resolve cross-references and effective training settings."""
     schema = schema or load_schema()
     config = validate(raw, schema)
+    # the lora block's schema defaults belong to the global settings: a recipe's partial lora block
+    # overrides only the keys it names, not the other global values with the schema's defaults
+    for name, recipe in config["recipes"].items():
+        given = raw["recipes"][name].get("training", {}).get("lora")
+        if given is not None:
+            recipe["training"]["lora"] = copy.deepcopy(given)
     sweeps = expand_sweeps(config, schema)
     for name, recipe in config["recipes"].items():
         recipe["training"] = deep_merge(config["training"], recipe.get("training", {}))

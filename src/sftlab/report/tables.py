@@ -51,6 +51,15 @@ def main_table(scores: pd.DataFrame, runs: list[tuple[str, str, str]], benchmark
     return pd.DataFrame(rows, columns=["model", "dataset", "recipe", *benchmarks])
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` safe inside a LaTeX argument (pandas escapes the cells, not the caption)."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
 def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
     """``stem``.md, .csv and .tex, each written atomically."""
     from sftlab.io import write_text
@@ -59,6 +68,6 @@ def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Pat
     md = f"{caption}\n\n" + table.to_markdown(index=False) + "\n" if len(table) else f"{caption}\n\n(no runs)\n"
     write_text(stem.with_suffix(".md"), md)
     write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
-    latex = table.to_latex(index=False, escape=True, caption=caption, label=f"tab:{stem.name}")
+    latex = table.to_latex(index=False, escape=True, caption=latex_escape(caption), label=f"tab:{stem.name}")
     write_text(stem.with_suffix(".tex"), latex)
     return [stem.with_suffix(s) for s in (".md", ".csv", ".tex")]

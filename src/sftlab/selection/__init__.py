@@ -1,5 +1,7 @@
 """Selectors (the data-selection axis). Importing this package registers every selector."""
 
+from . import influence  # noqa: F401  (registers the "less" and "rose" selectors)
+from . import confidence  # noqa: F401  (registers "confident", "unconfident")
 from .base import SELECTORS, Selector, build_selector, register_selector, take_fraction
 
 __all__ = ["SELECTORS", "Selector", "build_selector", "register_selector", "take_fraction"]

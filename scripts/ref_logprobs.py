@@ -1,0 +1,45 @@
+"""Reference log-probs: log πref(y|x) (sum over response tokens) and |y| per example, for MinorSFT, DPO-SFT and ROSE.
+
+Writes Parquet ``id, ref_logp, n_tokens`` for the examples of every given JSONL file (training pool and held-out set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import pandas as pd
+
+from sftlab.io import write_parquet
+from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, score_examples
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, help="HF directory of the reference (untrained) model")
+    parser.add_argument("--data", required=True, nargs="+", help="normalised JSONL files")
+    parser.add_argument("--out", required=True, help="output Parquet file")
+    parser.add_argument("--max-length", type=int, required=True, help="the training max_length (same truncation)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+
+    model, tokenizer = load_for_scoring(args.model, args.device)
+    ids, examples = [], []
+    for path in args.data:
+        file_ids, file_examples, dropped = encode_jsonl(tokenizer, path, args.max_length)
+        if dropped:
+            logging.warning("%s: %d example(s) have no response token within %d tokens, left out", path, len(dropped), args.max_length)
+        ids += file_ids
+        examples += file_examples
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate ids across {args.data}")
+    scores = score_examples(model, examples, pad_id(tokenizer), args.batch_size)
+    write_parquet(args.out, pd.DataFrame({"id": ids, "ref_logp": scores["logp"], "n_tokens": scores["n_tokens"]}))
+    logging.info("wrote %d reference log-probs to %s", len(ids), args.out)
+
+
+if __name__ == "__main__":
+    main()

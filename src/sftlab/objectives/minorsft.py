@@ -1,0 +1,58 @@
+"""MinorSFT and "SFT using DPO": losses of the implicit reward r = log πθ(y|x) − log πref(y|x).
+
+log πref(y|x) is precomputed once per example (``ref_logprobs.parquet``, column ``ref_logp``) and joined
+into the batch, so no reference model is held in memory while training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Objective, model_inputs, register_objective, sequence_logps
+
+
+def minorsft_loss(
+    policy_logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Per-example −(2 / (β·|y|))·log σ(β·r); its gradient is −(2/|y|)·σ(−β·r)·∇log πθ(y|x)."""
+    reward = policy_logps - ref_logps
+    return -2.0 / (beta * n_tokens.to(reward.dtype)) * F.logsigmoid(beta * reward)
+
+
+def dpo_sft_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-example −log σ(β·r): DPO with the chosen answer only."""
+    return -F.logsigmoid(beta * (policy_logps - ref_logps))
+
+
+class _RewardObjective(Objective):
+    columns = ("ref_logp",)
+
+    def __init__(self, beta: float = 0.1) -> None:
+        if not beta > 0:
+            raise ValueError(f"objective {self.name!r}: beta must be positive, got {beta}")
+        self.beta = float(beta)
+
+    def per_example_loss(self, policy_logps, ref_logps, n_tokens) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, model, batch):
+        logits = model(**model_inputs(batch)).logits
+        policy_logps, n_tokens = sequence_logps(logits, batch["labels"])
+        ref_logps = batch["ref_logp"].to(policy_logps.dtype)
+        losses = self.per_example_loss(policy_logps, ref_logps, n_tokens)
+        # the deviation metric's per-batch counterpart: r/|y| does not depend on β
+        reward = ((policy_logps - ref_logps) / n_tokens).detach()
+        return losses.mean(), {"reward_per_token": float(reward.mean())}
+
+
+@register_objective("minorsft")
+class MinorSFT(_RewardObjective):
+    def per_example_loss(self, policy_logps, ref_logps, n_tokens):
+        return minorsft_loss(policy_logps, ref_logps, n_tokens, self.beta)
+
+
+@register_objective("dpo_sft")
+class DPOSFT(_RewardObjective):
+    def per_example_loss(self, policy_logps, ref_logps, n_tokens):
+        return dpo_sft_loss(policy_logps, ref_logps, self.beta)

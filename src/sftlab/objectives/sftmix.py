@@ -1,0 +1,249 @@
+"""SFTMix: next-token prediction plus a Mixup regulariser between confident and unconfident examples.
+
+Batch layout (made by ``PairSampler``): a batch of B = 2P examples holds the pairs' first members in rows
+0..P-1 and their partners in rows P..2P-1; pair i is (row i, row P+i). With ``pairing: confidence`` the
+first half is confident and the second unconfident; with ``pairing: random`` both come from the whole pool.
+
+ℓ = ℓ_NTP(whole batch) + μ·ℓ_mix. For ℓ_mix, each sequence's last-layer hidden states (the LM head's input)
+at its response positions (positions whose shifted label is not −100), in order, are truncated to
+n = min(N_c, N_u) of the pair, mixed as Z̃ = λ·Z_c + (1−λ)·Z_u with λ ~ Beta(α, α) per pair, and scored as
+λ·CE(lm_head(Z̃), y_c) + (1−λ)·CE(lm_head(Z̃), y_u). The mean is taken over all mixed positions of all pairs
+of the micro-batch (token-weighted, like ℓ_NTP), not per pair and then averaged.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from .base import Objective, model_inputs, register_objective
+from .ntp import ntp_loss
+
+PAIRINGS = ("confidence", "random")
+
+
+def output_embeddings(model: torch.nn.Module) -> torch.nn.Module:
+    """The LM head, looked up through DDP (``.module``) and peft wrappers (they forward the attribute)."""
+    while isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (LM head)")
+    return head
+
+
+def forward_with_final_hidden(model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+    """(logits, final hidden states) from one forward pass.
+
+    The hidden states are exactly the LM head's input (after the final norm), captured by a forward
+    pre-hook. ``output_hidden_states`` is avoided on purpose: whether its last entry is taken before
+    or after the final norm has changed between transformers versions and differs across architectures.
+    """
+    captured: list[torch.Tensor] = []
+    handle = output_embeddings(model).register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+    try:
+        logits = model(**model_inputs(batch)).logits
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise RuntimeError(f"expected the LM head to run once per forward pass, it ran {len(captured)} times")
+    return logits, captured[0]
+
+
+def mixup_loss(
+    hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module, lam: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """(ℓ_mix, number of mixed positions) for a batch laid out as pairs (row i, row P+i).
+
+    ``hidden`` (2P, T, H) is the LM head's input, ``labels`` (2P, T) the unshifted labels, ``lam`` (P,).
+    """
+    rows = hidden.shape[0]
+    if rows % 2:
+        raise ValueError(f"SFTMix needs an even batch (pairs), got {rows} rows")
+    half = rows // 2
+    targets = labels[:, 1:]
+    mask = targets != -100
+    counts = mask.sum(-1)
+    n = torch.minimum(counts[:half], counts[half:])
+    # k-th response position of each row; keep the first n of the pair, so that both members' kept
+    # positions come out of boolean indexing in the same (pair, k) order
+    rank = mask.cumsum(-1) - 1
+    keep = mask & (rank < torch.cat([n, n]).unsqueeze(-1))
+    states = hidden[:, :-1]
+    z_c, z_u = states[:half][keep[:half]], states[half:][keep[half:]]
+    y_c, y_u = targets[:half][keep[:half]], targets[half:][keep[half:]]
+    lam_pos = lam.to(hidden.device).repeat_interleave(n)
+    mix = lam_pos.to(hidden.dtype).unsqueeze(-1)
+    logps = torch.log_softmax(lm_head(mix * z_c + (1 - mix) * z_u).float(), dim=-1)
+    lam_pos = lam_pos.float()
+    per_position = -(
+        lam_pos * logps.gather(-1, y_c.unsqueeze(-1)).squeeze(-1)
+        + (1 - lam_pos) * logps.gather(-1, y_u.unsqueeze(-1)).squeeze(-1)
+    )
+    n_positions = per_position.numel()
+    return per_position.sum() / max(n_positions, 1), n_positions
+
+
+def draw_lambdas(alpha: float, n_pairs: int, seed: int, input_ids: torch.Tensor) -> torch.Tensor:
+    """λ ~ Beta(α, α), one per pair, from a generator keyed on (seed, the batch's token ids).
+
+    Keying on the batch rather than on a step counter keeps λ reproducible across resumed runs, gradient
+    accumulation and processes without any state. numpy's Generator is used because torch's Beta sampler
+    takes no generator.
+    """
+    key = zlib.crc32(input_ids.detach().cpu().numpy().tobytes())
+    rng = np.random.default_rng([seed, key])
+    return torch.from_numpy(rng.beta(alpha, alpha, size=n_pairs)).float()
+
+
+class PairSampler(Sampler[int]):
+    """Indices laid out as pair batches: each run of ``batch_size`` indices is P first members, then their P partners.
+
+    ``confident`` (one bool per dataset row) pairs the i-th confident with the i-th unconfident example, both
+    halves shuffled each epoch; the smaller half is cycled through fresh shuffles so every example of both halves
+    is seen each epoch. ``confident=None`` pairs random×random from the whole pool (with an odd pool, one example
+    sits out each epoch). The last batch is filled up with pairs from the start of the epoch's order, so every
+    batch has exactly ``batch_size`` rows: accelerate's ``BatchSamplerShard`` (HF Trainer) then hands whole
+    batches, hence whole pairs, to each process — leave ``num_replicas=1`` there. When each process builds
+    its own DataLoader (plain DDP), pass ``num_replicas``/``rank``: process r gets batches r, r+W, ...,
+    the batch count padded to a multiple of W with pairs recycled from the start of the epoch's order, so every
+    process runs the same number of steps. Call ``set_epoch`` every epoch.
+    """
+
+    def __init__(
+        self,
+        confident: Sequence[bool] | None,
+        batch_size: int,
+        seed: int = 0,
+        n_examples: int | None = None,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if batch_size < 2 or batch_size % 2:
+            raise ValueError(f"SFTMix needs an even batch size of at least 2 (pairs), got {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} out of range for {num_replicas} replicas")
+        if confident is None:
+            if n_examples is None or n_examples < 2:
+                raise ValueError(f"random pairing needs n_examples >= 2, got {n_examples}")
+            self.pool = np.arange(n_examples)
+            self.halves = None
+        else:
+            flags = np.asarray(confident, dtype=bool)
+            self.halves = (np.flatnonzero(flags), np.flatnonzero(~flags))
+            if not (len(self.halves[0]) and len(self.halves[1])):
+                raise ValueError(
+                    f"confidence pairing needs both halves, got {len(self.halves[0])} confident and "
+                    f"{len(self.halves[1])} unconfident examples"
+                )
+        self.batch_size, self.seed, self.num_replicas, self.rank = batch_size, seed, num_replicas, rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _n_pairs(self) -> int:
+        if self.halves is None:
+            return len(self.pool) // 2
+        return max(len(h) for h in self.halves)
+
+    def _n_batches(self) -> int:
+        per_replica = math.ceil(math.ceil(self._n_pairs() / (self.batch_size // 2)) / self.num_replicas)
+        return per_replica * self.num_replicas
+
+    def __len__(self) -> int:
+        return self._n_batches() // self.num_replicas * self.batch_size
+
+    def pairs(self, epoch: int) -> np.ndarray:
+        """(n_pairs, 2) array of (first member, partner) dataset indices for ``epoch``."""
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.halves is None:
+            order = rng.permutation(self.pool)
+            n = len(order) // 2
+            return np.stack([order[:n], order[n : 2 * n]], axis=1)
+        n = self._n_pairs()
+        columns = []
+        for half in self.halves:
+            cycles = [rng.permutation(half) for _ in range(math.ceil(n / len(half)))]
+            columns.append(np.concatenate(cycles)[:n])
+        return np.stack(columns, axis=1)
+
+    def __iter__(self):
+        pairs = self.pairs(self.epoch)
+        per_batch = self.batch_size // 2
+        n_batches = self._n_batches()
+        # pad with whole pairs recycled from the start of the epoch's order
+        pairs = np.resize(pairs, (n_batches * per_batch, 2))
+        for b in range(self.rank, n_batches, self.num_replicas):
+            chunk = pairs[b * per_batch : (b + 1) * per_batch]
+            yield from chunk[:, 0].tolist()
+            yield from chunk[:, 1].tolist()
+
+
+def dataset_column(dataset, name: str) -> list:
+    """One column of a training dataset: an HF ``datasets.Dataset`` or any sequence of dict rows."""
+    if hasattr(dataset, "column_names"):
+        if name not in dataset.column_names:
+            raise KeyError(f"training dataset has no column {name!r}; columns: {dataset.column_names}")
+        return list(dataset[name])
+    try:
+        return [dataset[i][name] for i in range(len(dataset))]
+    except KeyError:
+        raise KeyError(f"training dataset rows have no {name!r} value (join confidence.parquet by id)") from None
+
+
+@register_objective("sftmix")
+class SFTMix(Objective):
+    columns = ("confident",)
+
+    def __init__(
+        self,
+        mu: float = 0.2,
+        alpha: float = 0.5,
+        mixup_detach: bool = False,
+        pairing: str = "confidence",
+        seed: int = 0,
+    ) -> None:
+        if pairing not in PAIRINGS:
+            raise ValueError(f"objective 'sftmix': pairing must be one of {PAIRINGS}, got {pairing!r}")
+        if not alpha > 0:
+            raise ValueError(f"objective 'sftmix': alpha must be positive, got {alpha}")
+        if mu < 0:
+            raise ValueError(f"objective 'sftmix': mu must be non-negative, got {mu}")
+        self.mu, self.alpha, self.mixup_detach, self.pairing, self.seed = mu, alpha, mixup_detach, pairing, seed
+        if pairing == "random":
+            # random×random pairs need no confidence table
+            self.columns = ()
+
+    def train_sampler(self, dataset, batch_size, seed):
+        if self.pairing == "random":
+            return PairSampler(None, batch_size, seed, n_examples=len(dataset))
+        values = np.asarray(dataset_column(dataset, "confident"), dtype=float)
+        if not np.isin(values, (0.0, 1.0)).all():
+            raise ValueError("the 'confident' column must hold 1.0 (confident) or 0.0 (unconfident)")
+        return PairSampler(values == 1.0, batch_size, seed)
+
+    def loss(self, model, batch):
+        rows = batch["input_ids"].shape[0]
+        if rows % 2:
+            raise ValueError(f"SFTMix needs an even batch (pairs), got {rows} rows; use the objective's train_sampler")
+        half = rows // 2
+        if self.pairing == "confidence":
+            flags = batch["confident"]
+            if not (bool((flags[:half] == 1).all()) and bool((flags[half:] == 0).all())):
+                raise ValueError(
+                    "SFTMix batch is not laid out as confident rows then unconfident rows; "
+                    "use the objective's train_sampler (PairSampler)"
+                )
+        logits, hidden = forward_with_final_hidden(model, batch)
+        ntp = ntp_loss(logits, batch["labels"])
+        lam = draw_lambdas(self.alpha, half, self.seed, batch["input_ids"])
+        states = hidden.detach() if self.mixup_detach else hidden
+        mix, n_positions = mixup_loss(states, batch["labels"], output_embeddings(model), lam)
+        metrics = {"ntp_loss": float(ntp.detach()), "mixup_loss": float(mix.detach()), "mixup_positions": float(n_positions)}
+        return ntp + self.mu * mix, metrics

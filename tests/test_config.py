@@ -1,0 +1,250 @@
+"""Config validation: defaults from the schema, one clear error naming the key path, sweep expansion."""
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from sftlab.config import ConfigError, load, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MINIMAL = {
+    "models": {"m": {"source": "random"}},
+    "datasets": {"d": {"source": "demo"}},
+    "recipes": {"r": {}},
+    "experiments": {"e": {"models": ["m"], "datasets": ["d"], "recipes": ["r"]}},
+}
+
+
+def with_changes(change):
+    raw = copy.deepcopy(MINIMAL)
+    change(raw)
+    return raw
+
+
+def test_minimal_config_gets_the_schema_defaults():
+    cfg = prepare(copy.deepcopy(MINIMAL))
+    assert cfg["training"]["learning_rate"] == 2e-5
+    assert cfg["training"]["finetuning"] == "lora"
+    assert cfg["training"]["lora"]["r"] == 8
+    assert cfg["training"]["lora"]["alpha"] == 16
+    assert cfg["training"]["batch_size"] == 8
+    assert cfg["training"]["max_steps"] == -1
+    assert cfg["models"]["m"]["hidden_size"] == 64
+    assert cfg["models"]["m"]["num_layers"] == 2
+    assert cfg["datasets"]["d"]["per_family"] == 40
+    assert cfg["datasets"]["d"]["degraded_share"] == 0.3
+    assert cfg["datasets"]["d"]["on_bad_rows"] == "error"
+    recipe = cfg["recipes"]["r"]
+    assert recipe["selection"] == {"name": "full", "fraction": 1.0}
+    assert recipe["objective"] == {"name": "ntp"}
+    assert recipe["composition"] == {"name": "single"}
+    # each recipe carries its effective training settings
+    assert recipe["training"]["learning_rate"] == 2e-5
+    assert recipe["training"]["lora"]["r"] == 8
+    assert cfg["experiments"]["e"]["benchmarks"] == []
+    assert cfg["sweeps"] == {} and cfg["benchmarks"] == {}
+
+
+def test_prepare_does_not_modify_its_input():
+    raw = copy.deepcopy(MINIMAL)
+    prepare(raw)
+    assert raw == MINIMAL
+
+
+def test_recipe_training_overrides_the_global_settings():
+    raw = with_changes(lambda c: (
+        c.update(training={"learning_rate": 1e-4, "batch_size": 4, "lora": {"r": 16}}),
+        c["recipes"].update(full={"training": {"finetuning": "full", "learning_rate": 3e-5}}),
+        c["recipes"].update(lora4={"training": {"lora": {"alpha": 4}}}),
+    ))
+    cfg = prepare(raw)
+    assert cfg["recipes"]["r"]["training"]["learning_rate"] == 1e-4
+    assert cfg["recipes"]["r"]["training"]["lora"]["r"] == 16
+    full = cfg["recipes"]["full"]["training"]
+    assert (full["finetuning"], full["learning_rate"], full["batch_size"]) == ("full", 3e-5, 4)
+    # a partial lora block keeps the other global lora settings
+    lora = cfg["recipes"]["lora4"]["training"]["lora"]
+    assert (lora["r"], lora["alpha"], lora["dropout"]) == (16, 4, 0.05)
+
+
+def error_of(change) -> str:
+    with pytest.raises(ConfigError) as info:
+        prepare(with_changes(change))
+    return str(info.value)
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda c: c.update(training={"learning_rate": "fast"}), "training.learning_rate"),
+    (lambda c: c.update(training={"batch_size": 0}), "training.batch_size"),
+    (lambda c: c.update(training={"finetuning": "qlora"}), "training.finetuning"),
+    (lambda c: c["recipes"].update(x={"training": {"learning_rate": "fast"}}), "recipes.x.training.learning_rate"),
+    (lambda c: c["recipes"].update(x={"objective": {"name": "magic"}}), "recipes.x.objective.name"),
+    (lambda c: c["recipes"].update(x={"selection": {"name": "oracle"}}), "recipes.x.selection.name"),
+    (lambda c: c["recipes"].update(x={"selection": {"name": "random", "fraction": 1.5}}),
+     "recipes.x.selection.fraction"),
+    (lambda c: c["recipes"].update(x={"composition": {"name": "ensemble"}}), "recipes.x.composition.name"),
+    (lambda c: c["recipes"].update(x={"objectve": {"name": "ntp"}}), "recipes.x"),
+    (lambda c: c["models"]["m"].update(hidden_size="big"), "models.m.hidden_size"),
+    (lambda c: c["models"].update(h={"source": "hub"}), "models.h"),
+    (lambda c: c["datasets"].update(x={"source": "local", "path": "a.json", "format": "csv"}), "datasets.x.format"),
+    (lambda c: c["datasets"]["d"].update(on_bad_rows="ignore"), "datasets.d.on_bad_rows"),
+])
+def test_schema_errors_name_the_key_path(change, key):
+    message = error_of(change)
+    assert f"config key {key}:" in message
+
+
+def test_unknown_objective_message_names_the_value():
+    message = error_of(lambda c: c["recipes"].update(x={"objective": {"name": "magic"}}))
+    assert "'magic'" in message
+
+
+def test_unknown_top_level_key():
+    message = error_of(lambda c: c.update(traning={"learning_rate": 1e-5}))
+    assert "traning" in message and "<top level>" in message
+
+
+@pytest.mark.parametrize("kind, table", [("models", "model"), ("datasets", "dataset"), ("benchmarks", "benchmark")])
+def test_experiment_naming_a_missing_entry(kind, table):
+    message = error_of(lambda c: c["experiments"]["e"].update({kind: ["nope"]}))
+    assert message == f"config key experiments.e.{kind}[0]: no {table} named 'nope'"
+
+
+def test_experiment_naming_a_missing_model_at_its_position():
+    message = error_of(lambda c: c["experiments"]["e"].update(models=["m", "gone"]))
+    assert "experiments.e.models[1]" in message and "'gone'" in message
+
+
+def test_experiment_naming_a_missing_recipe():
+    message = error_of(lambda c: c["experiments"]["e"].update(recipes=["r", "nope"]))
+    assert "experiments.e.recipes[1]" in message and "'nope'" in message
+
+
+def test_missing_required_section():
+    message = error_of(lambda c: c.pop("recipes"))
+    assert "recipes" in message
+
+
+def test_sweep_over_a_missing_recipe():
+    message = error_of(lambda c: c.update(sweeps={"s": {"recipe": "nope", "grid": {"training.learning_rate": [1e-5]}}}))
+    assert "sweeps.s.recipe" in message and "'nope'" in message
+
+
+def test_sweep_expands_to_the_grid_product_with_readable_names():
+    raw = with_changes(lambda c: (
+        c.update(sweeps={"lrbs": {"recipe": "r", "grid": {"training.learning_rate": [1e-5, 3e-5],
+                                                          "training.batch_size": [4, 16]}}}),
+        c["experiments"]["e"].update(recipes=["r", "lrbs"]),
+    ))
+    cfg = prepare(raw)
+    expected = {
+        "r_lr1e-05_bs4": (1e-5, 4), "r_lr1e-05_bs16": (1e-5, 16),
+        "r_lr3e-05_bs4": (3e-5, 4), "r_lr3e-05_bs16": (3e-5, 16),
+    }
+    assert cfg["_sweeps"] == {"lrbs": list(expected)}
+    assert cfg["experiments"]["e"]["recipes"] == ["r", *expected]
+    for name, (lr, bs) in expected.items():
+        training = cfg["recipes"][name]["training"]
+        assert (training["learning_rate"], training["batch_size"]) == (lr, bs)
+        # everything else from the base recipe and the global defaults
+        assert training["max_length"] == 512 and training["lora"]["r"] == 8
+        assert cfg["recipes"][name]["objective"] == {"name": "ntp"}
+    # the base recipe itself is unchanged
+    assert cfg["recipes"]["r"]["training"]["learning_rate"] == 2e-5
+
+
+def test_sweep_over_selection_uses_short_names_and_keeps_base_settings():
+    raw = with_changes(lambda c: (
+        c["recipes"].update(rnd={"selection": {"name": "random", "seed": 3}, "training": {"learning_rate": 1e-4}}),
+        c.update(sweeps={"fr": {"recipe": "rnd", "grid": {"selection.fraction": [0.1, 0.5]}}}),
+        c["experiments"]["e"].update(recipes=["fr"]),
+    ))
+    cfg = prepare(raw)
+    assert cfg["experiments"]["e"]["recipes"] == ["rnd_frac0.1", "rnd_frac0.5"]
+    assert cfg["recipes"]["rnd_frac0.5"]["selection"] == {"name": "random", "seed": 3, "fraction": 0.5}
+    assert cfg["recipes"]["rnd_frac0.1"]["training"]["learning_rate"] == 1e-4
+
+
+def test_sweep_over_lora_rank_keeps_the_global_lora_settings():
+    raw = with_changes(lambda c: (
+        c.update(training={"lora": {"alpha": 32, "dropout": 0.0}}),
+        c.update(sweeps={"rank": {"recipe": "r", "grid": {"training.lora.r": [4, 64]}}}),
+    ))
+    cfg = prepare(raw)
+    assert cfg["_sweeps"]["rank"] == ["r_r4", "r_r64"]
+    lora = cfg["recipes"]["r_r64"]["training"]["lora"]
+    assert (lora["r"], lora["alpha"], lora["dropout"]) == (64, 32, 0.0)
+
+
+def test_sweep_name_template():
+    raw = with_changes(lambda c: c.update(sweeps={"s": {
+        "recipe": "r", "name": "sft-lr{training.learning_rate}-e{training.epochs}",
+        "grid": {"training.learning_rate": [2e-4], "training.epochs": [1, 2.5]}}}))
+    cfg = prepare(raw)
+    assert cfg["_sweeps"]["s"] == ["sft-lr0.0002-e1", "sft-lr0.0002-e2.5"]
+
+
+def test_experiment_recipes_deduplicated_in_order():
+    raw = with_changes(lambda c: (
+        c.update(sweeps={"s": {"recipe": "r", "grid": {"training.epochs": [2, 3]}}}),
+        c["experiments"]["e"].update(recipes=["r_ep2", "s", "r"]),
+    ))
+    assert prepare(raw)["experiments"]["e"]["recipes"] == ["r_ep2", "r_ep3", "r"]
+
+
+def test_sweep_value_violating_the_schema_names_the_sweep():
+    message = error_of(lambda c: c.update(sweeps={"lrs": {"recipe": "r",
+                                                          "grid": {"training.learning_rate": [1e-5, "fast"]}}}))
+    assert message.startswith("config key sweeps.lrs.grid:")
+    assert "learning_rate" in message
+
+
+def test_sweep_over_an_unknown_objective_is_rejected():
+    message = error_of(lambda c: c.update(sweeps={"o": {"recipe": "r", "grid": {"objective.name": ["ntp", "magic"]}}}))
+    assert message.startswith("config key sweeps.o.grid:") and "'magic'" in message
+
+
+def test_sweep_key_outside_a_recipe():
+    message = error_of(lambda c: c.update(sweeps={"s": {"recipe": "r", "grid": {"models.m.hidden_size": [32]}}}))
+    assert "sweeps.s.grid.models.m.hidden_size" in message
+
+
+def test_sweep_name_collision_with_a_recipe():
+    message = error_of(lambda c: (
+        c["recipes"].update(r_ep2={}),
+        c.update(sweeps={"s": {"recipe": "r", "grid": {"training.epochs": [2]}}}),
+    ))
+    assert "sweeps.s" in message and "'r_ep2'" in message
+
+
+def test_sweep_with_empty_grid():
+    message = error_of(lambda c: c.update(sweeps={"s": {"recipe": "r", "grid": {}}}))
+    assert "sweeps.s.grid" in message
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "configs/tiny.yaml"])
+def test_shipped_configs_validate(path):
+    cfg = load(ROOT / path)
+    assert cfg["experiments"]
+    for exp in cfg["experiments"].values():
+        assert all(r in cfg["recipes"] for r in exp["recipes"])
+
+
+def test_tiny_config_effective_settings():
+    cfg = load(ROOT / "configs" / "tiny.yaml")
+    assert cfg["recipes"]["sft_full"]["training"]["finetuning"] == "full"
+    assert cfg["recipes"]["sft_full"]["training"]["learning_rate"] == 1e-4
+    assert cfg["recipes"]["sft"]["training"]["learning_rate"] == 1e-3
+    assert cfg["recipes"]["sft"]["training"]["lora"]["dropout"] == 0.0
+
+
+def test_invalid_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load(path)

@@ -1,0 +1,104 @@
+"""The main table from Scores files in a results tree: values from the files, ``n/a`` where a result is missing."""
+
+import csv
+import json
+
+import pytest
+
+from sftlab.report.tables import MISSING, load_scores, main_table, write_table
+
+RUNS = [("tiny", "demo", "sft"), ("tiny", "demo", "sft_random50"), ("tiny", "alpaca", "sft")]
+BENCHMARKS = ["heldout_em", "mc_demo"]
+
+
+def write_score(root, model, dataset, recipe, benchmark, **score):
+    path = root / "results" / model / dataset / "runs" / recipe / "scores" / f"{benchmark}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": benchmark, **score}))
+    return path
+
+
+@pytest.fixture
+def scores(tmp_path):
+    return [
+        write_score(tmp_path, "tiny", "demo", "sft", "heldout_em", metric="exact_match", value=41.6667,
+                    ci_low=30.25, ci_high=53.75, n=60),
+        write_score(tmp_path, "tiny", "demo", "sft", "mc_demo", metric="acc", value=25.0, ci_low=None, ci_high=None,
+                    n=8),
+        # a score of exactly zero is a result, not a missing one
+        write_score(tmp_path, "tiny", "demo", "sft_random50", "heldout_em", metric="exact_match", value=0.0,
+                    ci_low=0.0, ci_high=5.96, n=60),
+        # a run of another dataset with a benchmark nobody asked for
+        write_score(tmp_path, "tiny", "alpaca", "sft", "mt_bench", metric="score", value=3.1),
+    ]
+
+
+def test_load_scores_reads_the_run_from_the_path(scores):
+    frame = load_scores(scores)
+    assert list(zip(frame.model, frame.dataset, frame.recipe, frame.benchmark)) == [
+        ("tiny", "demo", "sft", "heldout_em"), ("tiny", "demo", "sft", "mc_demo"),
+        ("tiny", "demo", "sft_random50", "heldout_em"), ("tiny", "alpaca", "sft", "mt_bench")]
+    assert frame.value.tolist() == [41.6667, 25.0, 0.0, 3.1]
+
+
+def test_main_table_cells(scores):
+    table = main_table(load_scores(scores), RUNS, BENCHMARKS)
+    assert list(table.columns) == ["model", "dataset", "recipe", "heldout_em", "mc_demo"]
+    assert table.values.tolist() == [
+        ["tiny", "demo", "sft", "41.67 [30.2, 53.8]", "25.00"],
+        ["tiny", "demo", "sft_random50", "0.00 [0.0, 6.0]", "n/a"],
+        ["tiny", "alpaca", "sft", "n/a", "n/a"],
+    ]
+
+
+def test_no_scores_at_all_gives_a_row_of_na_per_run():
+    table = main_table(load_scores([]), RUNS, BENCHMARKS)
+    assert len(table) == 3
+    assert (table[BENCHMARKS] == MISSING).all().all()
+    assert MISSING == "n/a"
+
+
+def test_a_missing_value_in_a_file_is_na(tmp_path):
+    path = write_score(tmp_path, "tiny", "demo", "sft", "heldout_em", metric="exact_match", value=None, n=0)
+    table = main_table(load_scores([path]), RUNS[:1], ["heldout_em"])
+    assert table.loc[0, "heldout_em"] == "n/a"
+
+
+def test_write_table(scores, tmp_path):
+    table = main_table(load_scores(scores), RUNS, BENCHMARKS)
+    stem = tmp_path / "reports" / "tables" / "main"
+    paths = write_table(table, stem, "Main results & more: value [95% CI]")
+    assert sorted(p.name for p in paths) == ["main.csv", "main.md", "main.tex"]
+    assert all(p.exists() for p in paths)
+
+    with open(stem.with_suffix(".csv")) as fh:
+        rows = list(csv.reader(fh))
+    assert rows == [
+        ["model", "dataset", "recipe", "heldout_em", "mc_demo"],
+        ["tiny", "demo", "sft", "41.67 [30.2, 53.8]", "25.00"],
+        ["tiny", "demo", "sft_random50", "0.00 [0.0, 6.0]", "n/a"],
+        ["tiny", "alpaca", "sft", "n/a", "n/a"],
+    ]
+
+    md = stem.with_suffix(".md").read_text().splitlines()
+    assert md[0] == "Main results & more: value [95% CI]"
+    table_lines = [line for line in md if line.startswith("|")]
+    assert len(table_lines) == 2 + 3  # header, rule, a line per run
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table_lines]
+    assert cells[0] == ["model", "dataset", "recipe", "heldout_em", "mc_demo"]
+    assert cells[3] == ["tiny", "demo", "sft_random50", "0.00 [0.0, 6.0]", "n/a"]
+
+    tex = stem.with_suffix(".tex").read_text()
+    assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex
+    # the caption is escaped too: a bare % would comment out the rest of the line, braces included
+    assert "\\caption{Main results \\& more: value [95\\% CI]}" in tex
+    assert "sft\\_random50" in tex
+    assert "\\label{tab:main}" in tex
+    assert tex.count("n/a") == 3
+
+
+def test_write_table_with_no_runs(tmp_path):
+    table = main_table(load_scores([]), [], BENCHMARKS)
+    paths = write_table(table, tmp_path / "main", "Main results")
+    assert "(no runs)" in (tmp_path / "main.md").read_text()
+    assert all(p.exists() for p in paths)

@@ -1,0 +1,209 @@
+"""Training the tiny model: LoRA and full outputs, the training log, and resuming a killed run from its checkpoint."""
+
+import copy
+import csv
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from sftlab.data import demo
+from sftlab.models.materialise import materialise
+from sftlab.training import trainer as trainer_module
+from sftlab.training.trainer import prepare_checkpoint_dir, train
+
+CFG = {
+    "learning_rate": 1e-3, "epochs": 1, "max_steps": 4, "batch_size": 2, "gradient_accumulation": 1,
+    "max_length": 64, "scheduler": "linear", "warmup_ratio": 0.0, "warmup_steps": 0, "weight_decay": 0.0,
+    "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-8, "max_grad_norm": 1.0, "seed": 0,
+    "precision": "fp32", "finetuning": "full", "lora": {"r": 4, "alpha": 8, "dropout": 0.0,
+                                                        "target_modules": ["q_proj", "v_proj"]},
+    "logging_steps": 1, "eval_steps": 2, "save_steps": 2, "gradient_checkpointing": False,
+}
+NTP = {"name": "ntp"}
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("base") / "model"
+    materialise({"source": "random"}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data():
+    # 12 examples at batch size 2: 6 steps an epoch, so max_steps=4 stops inside the first epoch
+    train_examples, heldout, _ = demo.generate(per_family=2, heldout_per_family=1, degraded_share=0.0,
+                                               pairs_per_family=0, seed=0)
+    return train_examples, heldout
+
+
+def run(base_model, data, root, cfg=CFG, log=None):
+    messages = []
+    train(base_model, data[0], data[1], cfg, NTP, out_dir=root / "model", log_path=root / "train_log.csv",
+          checkpoint_dir=root / "checkpoints", log=log or messages.append)
+    return messages
+
+
+def weights(model_dir):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def read_log(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def full_run(base_model, data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    run(base_model, data, root)
+    return root
+
+
+def test_full_finetuning_output(full_run, base_model):
+    assert not (full_run / "model" / "adapter").exists()
+    assert not (full_run / "checkpoints").exists()  # removed once the run is complete
+    trained, base = weights(full_run / "model"), weights(base_model)
+    assert trained.keys() == base.keys()
+    changed = [k for k in base if not torch.equal(trained[k], base[k])]
+    assert "model.embed_tokens.weight" in changed and "lm_head.weight" in changed
+    assert (full_run / "model" / "tokenizer.json").exists()
+
+
+def test_train_log(full_run):
+    rows = read_log(full_run / "train_log.csv")
+    by_step = {int(r["step"]): r for r in rows}
+    assert sorted(by_step) == [0, 1, 2, 3, 4]
+    # held-out loss before the first step, then every eval_steps and at the end
+    assert by_step[0]["eval_loss"] != "" and by_step[0]["loss"] == ""
+    assert [by_step[s]["eval_loss"] != "" for s in (1, 2, 3, 4)] == [False, True, False, True]
+    assert all(by_step[s]["loss"] != "" for s in (1, 2, 3, 4))
+    # an untrained random model over a ~500-token vocabulary: loss near ln(V)
+    assert 4.0 < float(by_step[0]["eval_loss"]) < 8.0
+    assert float(by_step[4]["eval_loss"]) < float(by_step[0]["eval_loss"])
+    # linear schedule from 1e-3 over 4 steps without warm-up: logged after each step
+    lrs = [float(by_step[s]["learning_rate"]) for s in (1, 2, 3, 4)]
+    assert lrs == pytest.approx([1e-3, 0.75e-3, 0.5e-3, 0.25e-3])
+
+
+def test_lora_output(base_model, data, tmp_path):
+    cfg = {**CFG, "finetuning": "lora", "warmup_ratio": 0.5}
+    run(base_model, data, tmp_path, cfg)
+    out = tmp_path / "model"
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    # the saved model is the merged one: plain weight names, only the LoRA-targeted matrices changed
+    trained, base = weights(out), weights(base_model)
+    assert trained.keys() == base.keys()
+    changed = {k for k in base if not torch.equal(trained[k], base[k])}
+    assert changed == {f"model.layers.{i}.self_attn.{p}.weight" for i in range(2) for p in ("q_proj", "v_proj")}
+    rows = read_log(tmp_path / "train_log.csv")
+    assert rows[0]["step"] == "0" and rows[0]["eval_loss"] != ""
+    # warm-up over half of the 4 steps (2 steps) up to 1e-3, then linear decay to 0 at step 4
+    assert [float(r["learning_rate"]) for r in rows[1:]] == pytest.approx([0.0, 0.5e-3, 1e-3, 0.5e-3])
+
+
+class Killed(RuntimeError):
+    pass
+
+
+class KillAtStep(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Killed(f"killed before step {self.step + 1}")
+
+
+class CountSteps(TrainerCallback):
+    def __init__(self):
+        self.steps = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.steps.append(state.global_step + 1)
+
+
+@pytest.fixture
+def with_callbacks(monkeypatch):
+    """``with_callbacks(cb, ...)``: the next ``train`` calls run with these extra Trainer callbacks."""
+    real = trainer_module.ObjectiveTrainer
+
+    def install(*callbacks):
+        class Patched(real):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                for cb in callbacks:
+                    self.add_callback(cb)
+
+        monkeypatch.setattr(trainer_module, "ObjectiveTrainer", Patched)
+
+    return install
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(base_model, data, full_run, tmp_path, with_callbacks):
+    with_callbacks(KillAtStep(2))
+    with pytest.raises(Killed):
+        run(base_model, data, tmp_path)
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert not (tmp_path / "model").exists()
+
+    counter = CountSteps()
+    with_callbacks(counter)  # the rerun is not killed
+    messages = run(base_model, data, tmp_path)
+    assert any(m.startswith("resuming from") and m.endswith("checkpoint-2") for m in messages), messages
+    assert counter.steps == [3, 4]  # only the steps after the checkpoint ran again
+    # same weights as without the kill: model, optimiser, schedule, RNG and data order all came back
+    resumed, uninterrupted = weights(tmp_path / "model"), weights(full_run / "model")
+    for key in uninterrupted:
+        torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=1e-5, atol=1e-6, msg=key)
+    rows = {int(r["step"]): r for r in read_log(tmp_path / "train_log.csv")}
+    assert sorted(rows) == [0, 1, 2, 3, 4]  # the log of the steps before the kill survives
+    assert float(rows[4]["eval_loss"]) == pytest.approx(
+        float({int(r["step"]): r for r in read_log(full_run / "train_log.csv")}[4]["eval_loss"]), rel=1e-5)
+
+
+def test_changed_parameters_discard_old_checkpoints(base_model, data, tmp_path, with_callbacks):
+    with_callbacks(KillAtStep(2))
+    with pytest.raises(Killed):
+        run(base_model, data, tmp_path)
+    counter = CountSteps()
+    with_callbacks(counter)
+    messages = run(base_model, data, tmp_path, {**CFG, "learning_rate": 5e-4})
+    assert any(m.startswith("removing checkpoints") for m in messages), messages
+    assert not any(m.startswith("resuming") for m in messages)
+    assert counter.steps == [1, 2, 3, 4]
+    rows = {int(r["step"]): r for r in read_log(tmp_path / "train_log.csv")}
+    assert float(rows[1]["learning_rate"]) == pytest.approx(5e-4)
+
+
+def test_prepare_checkpoint_dir(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    params = {"training": {"learning_rate": 1e-3}, "objective": {"name": "ntp"}, "ids": ["a", "b"]}
+    quiet = lambda *_: None  # noqa: E731
+    # a fresh directory: nothing to resume, the parameters are stamped
+    assert prepare_checkpoint_dir(ckpt, params, quiet) is None
+    assert json.loads((ckpt / "params.json").read_text())["params"] == params
+    for step in (2, 10, 4):
+        (ckpt / f"checkpoint-{step}").mkdir()
+    # same parameters: the newest checkpoint by step (10, not the lexically last 4)
+    assert prepare_checkpoint_dir(ckpt, copy.deepcopy(params), quiet) == str(ckpt / "checkpoint-10")
+    # other parameters (another example order counts): everything removed, nothing resumed
+    other = {**params, "ids": ["b", "a"]}
+    logged = []
+    assert prepare_checkpoint_dir(ckpt, other, logged.append) is None
+    assert not list(ckpt.glob("checkpoint-*"))
+    assert json.loads((ckpt / "params.json").read_text())["params"] == other
+    assert any("other parameters" in m for m in logged)
+
+
+def test_checkpoints_without_a_stamp_are_not_trusted(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    (ckpt / "checkpoint-6").mkdir(parents=True)
+    assert prepare_checkpoint_dir(ckpt, {"x": 1}, lambda *_: None) is None
+    assert not (ckpt / "checkpoint-6").exists()
