@@ -25,6 +25,7 @@ envvars:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/reference.smk"
 include: "workflow/rules/selection.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"

@@ -23,6 +23,8 @@ def load_tables(specs: list[str]) -> dict[str, dict[str, object]]:
         for column in frame.columns:
             if column != "id":
                 tables[column] = dict(zip(frame["id"].astype(str), frame[column]))
+        if "split" in frame.columns:  # confidence.parquet → the `confident` flag SFTMix batches by
+            tables["confident"] = dict(zip(frame["id"].astype(str), (frame["split"] == "confident").astype(float)))
     return tables
 
 
@@ -35,7 +37,10 @@ def main() -> None:
     ap.add_argument("--training", required=True, help="effective training settings (JSON)")
     ap.add_argument("--objective", required=True, help="objective config (JSON)")
     ap.add_argument("--table", action="append", default=[], help="per-example Parquet table joined by id")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--heldout-ref", help="ref_logprobs.parquet: adds the deviation metric to held-out evaluations")
+    ap.add_argument("--epoch-models", help="directory for loadable models saved at the end of --save-epochs")
+    ap.add_argument("--save-epochs", type=int, nargs="*", default=[])
+    ap.add_argument("--out", help="final model directory (omit for a reference run that keeps only epoch models)")
     ap.add_argument("--train-log", required=True)
     ap.add_argument("--checkpoints", required=True)
     args = ap.parse_args()
@@ -46,8 +51,11 @@ def main() -> None:
     missing = [i for i in ids if i not in pool]
     if missing:
         raise SystemExit(f"{args.ids}: {len(missing)} ids not in {args.train}, e.g. {missing[:3]}")
+    heldout_ref = load_tables([args.heldout_ref])["ref_logp"] if args.heldout_ref else None
+    epoch_models = (args.epoch_models, args.save_epochs) if args.epoch_models else None
     train(args.model_dir, [pool[i] for i in ids], read_jsonl(args.heldout), json.loads(args.training),
-          json.loads(args.objective), args.out, args.train_log, args.checkpoints, tables=load_tables(args.table), log=log)
+          json.loads(args.objective), args.out, args.train_log, args.checkpoints, tables=load_tables(args.table),
+          heldout_ref_logps=heldout_ref, epoch_models=epoch_models, log=log)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
         return
     schema = _resolve(schema, root)
     for name, prop in schema.get("properties", {}).items():
+        if not isinstance(prop, dict):  # `true`: any value
+            continue
         prop_r = _resolve(prop, root)
         if name not in instance and "default" in prop_r:
             instance[name] = copy.deepcopy(prop_r["default"])

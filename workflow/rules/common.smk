@@ -3,8 +3,11 @@
 import json
 import os
 import re
+import shlex
 
-from sftlab.config import ConfigError, fraction_id, prepare, resources, selector_id
+from sftlab.config import ConfigError, deep_merge, fraction_id, prepare, resources, selector_id
+from sftlab.objectives import build_objective
+from sftlab.selection import SELECTORS
 
 try:
     CFG = prepare(config)
@@ -118,3 +121,44 @@ def report_benchmarks():
 def report_outputs():
     return [f"reports/tables/main.{ext}" for ext in ("md", "csv", "tex")] + [
         f"reports/figures/loss_curves.{ext}" for ext in ("png", "pdf")]
+
+
+# per-example tables by the batch column / selector table they provide
+COLUMN_TABLES = {"ref_logp": "ref_logprobs.parquet", "confident": "confidence.parquet"}
+SELECTOR_TABLES = {"confidence": "confidence.parquet"}
+
+
+def objective_tables(wildcards):
+    """Parquet tables the recipe's objective reads per example (e.g. ref_logprobs for MinorSFT)."""
+    obj = recipe_of(wildcards)["objective"]
+    columns = build_objective(obj["name"], {k: v for k, v in obj.items() if k != "name"}).columns
+    return [f"results/{wildcards.model}/{wildcards.dataset}/{COLUMN_TABLES[c]}" for c in columns]
+
+
+def selector_tables(wildcards):
+    """NAME=PATH of the tables the selector of a selection path reads."""
+    name = selection_config(wildcards)["name"]
+    return {t: f"results/{wildcards.model}/{wildcards.dataset}/{SELECTOR_TABLES[t]}" for t in SELECTORS[name].tables}
+
+
+def table_args(flag, tables):
+    if isinstance(tables, dict):
+        return " ".join(f"{flag} {shlex.quote(k + '=' + v)}" for k, v in tables.items())
+    return " ".join(f"{flag} {shlex.quote(t)}" for t in tables)
+
+
+def reference_model(wildcards):
+    return f"resources/models/{CFG['reference']['model'] or wildcards.model}"
+
+
+def reference_training():
+    """The reference run: global training settings, then the reference's own; epochs cover the last checkpoint."""
+    ref = CFG["reference"]
+    cfg = deep_merge(CFG["training"], ref["training"])
+    if "epochs" not in ref["training"]:
+        cfg["epochs"] = max(ref["checkpoints"])
+    cfg["max_steps"] = -1
+    return cfg
+
+
+REFERENCE_CHECKPOINTS = CFG["reference"]["checkpoints"]

@@ -3,10 +3,12 @@ rule select_data:
     input:
         script=f"{SCRIPTS}/select_data.py",
         train="results/data/{dataset}/train.jsonl",
+        tables=lambda w: list(selector_tables(w).values()),
     output:
         "results/{model}/{dataset}/selection/{selector}/{fraction}.ids",
     params:
         selection=lambda w: as_json(selection_config(w)),
+        tables=lambda w: table_args("--table", selector_tables(w)),
     conda:
         CONDA_ENV
     log:
@@ -15,5 +17,5 @@ rule select_data:
     resources:
         **res("select"),
     shell:
-        "python {input.script:q} --train {input.train:q} --selection {params.selection:q} "
+        "python {input.script:q} --train {input.train:q} --selection {params.selection:q} {params.tables} "
         "--out {output:q} 2> {log:q}"

@@ -6,6 +6,8 @@ rule train:
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
         ids=selection_path,
+        ref="results/{model}/{dataset}/ref_logprobs.parquet",
+        tables=objective_tables,
     output:
         model=directory("results/{model}/{dataset}/runs/{recipe}/model"),
         log="results/{model}/{dataset}/runs/{recipe}/train_log.csv",
@@ -13,6 +15,7 @@ rule train:
         training=lambda w: as_json(recipe_of(w)["training"]),
         objective=lambda w: as_json(recipe_of(w)["objective"]),
         checkpoints=lambda w: f"results/{w.model}/{w.dataset}/runs/{w.recipe}/checkpoints",
+        tables=lambda w, input: table_args("--table", input.tables),
     conda:
         CONDA_ENV
     log:
@@ -25,4 +28,5 @@ rule train:
     shell:
         "python {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
+        "--heldout-ref {input.ref:q} {params.tables} "
         "--out {output.model:q} --train-log {output.log:q} --checkpoints {params.checkpoints:q} 2> {log:q}"

@@ -12,11 +12,12 @@ fused SDPA kernels have no vmap batching rule and would silently fall back to a 
 Losses, per example:
 
 - ``train`` / ``ntp``: mean token NLL over the response tokens (LESS training features and LESS validation).
-- ``dpo``: −log σ(β·[(log πθ(y_w|x) − log πθ(y_l|x)) − (log πref(y_w|x) − log πref(y_l|x))]), with πref the
-  same model with its adapter disabled (ROSE validation).
+- ``dpo``: −log σ(β·[(log πθ(y_w|x) − log πθ(y_l|x)) − (log πref(y_w|x) − log πref(y_l|x))]),
+  with πref the same model with its adapter disabled (ROSE validation).
 
 Feature files are ``torch.save`` dicts (load with ``load_features``; ``weights_only`` safe):
-``{"ids": [str], "features": (N, dim) float16, "subtasks": [str], "skipped": [str], "kind", "dim", "seed", "n_params"}``.
+``{"ids": [str], "features": (N, dim) float16, "subtasks": [str], "skipped": [str],
+"kind", "dim", "seed", "n_params"}``.
 ``skipped`` holds ids with no response token left after truncation to ``max_length`` (no gradient exists).
 """
 
@@ -253,7 +254,8 @@ def encode_rows(tokenizer, rows: list[dict], kind: str, max_length: int) -> tupl
     for row in rows:
         for key in ("id", "prompt", "chosen", "rejected") if kind == "dpo" else ("id", "messages"):
             if key not in row:
-                raise KeyError(f"{'preference pair' if kind == 'dpo' else 'example'} {row.get('id', '?')!r} lacks {key!r}")
+                what = "preference pair" if kind == "dpo" else "example"
+                raise KeyError(f"{what} {row.get('id', '?')!r} lacks {key!r}")
         conversations = pair_messages(row) if kind == "dpo" else [row["messages"]]
         sequences = [encode_example(tokenizer, messages, max_length) for messages in conversations]
         if any(s is None for s in sequences):
@@ -383,8 +385,9 @@ def gather_features(paths: Sequence[str | Path], out: str | Path) -> None:
     ids = [i for r in records for i in r["ids"]]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate ids across shards {list(map(str, paths))}")
-    save_features(out, ids, torch.cat([r["features"] for r in records]), [s for r in records for s in r["subtasks"]],
-                  [s for r in records for s in r["skipped"]], first["kind"], first["dim"], first["seed"], first["n_params"])
+    save_features(out, ids, torch.cat([r["features"] for r in records]),
+                  [s for r in records for s in r["subtasks"]], [s for r in records for s in r["skipped"]],
+                  first["kind"], first["dim"], first["seed"], first["n_params"])
 
 
 def load_lora_checkpoint(base_model: str | Path, checkpoint: str | Path, device: str = "cpu",

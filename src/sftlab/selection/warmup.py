@@ -110,7 +110,7 @@ def load_epoch_info(checkpoint: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no epoch record in warmup checkpoint: {path}")
     info = json.loads(path.read_text())
-    for key in ("mean_lr", "betas", "eps"):
+    for key in ("mean_lr", "betas"):
         if key not in info:
             raise KeyError(f"{path}: lacks {key!r}")
     return info

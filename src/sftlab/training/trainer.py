@@ -7,6 +7,7 @@ pre-scaled by ``num_items_in_batch``), so objectives stay small pure functions o
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import hashlib
@@ -144,6 +145,24 @@ class HeldoutEvalCallback(TrainerCallback):
             self._evaluate(state)
 
 
+class EpochModelSaver(TrainerCallback):
+    """Save a loadable model (LoRA merged into a copy) at the end of chosen epochs: SFTMix's reference checkpoints."""
+
+    def __init__(self, trainer: ObjectiveTrainer, out_dir: Path, epochs: list[int]):
+        self.trainer, self.out_dir, self.epochs = trainer, Path(out_dir), set(epochs)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        epoch = round(state.epoch)
+        target = self.out_dir / f"checkpoint-{epoch}"
+        if epoch in self.epochs and state.is_world_process_zero and not target.exists():
+            model = self.trainer.model
+            if hasattr(model, "merge_and_unload"):
+                model = copy.deepcopy(model).merge_and_unload()
+            with atomic_path(target) as tmp:
+                model.save_pretrained(tmp, safe_serialization=True)
+                self.trainer.processing_class.save_pretrained(tmp)
+
+
 def precision_flags(precision: str) -> dict[str, bool]:
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
@@ -245,10 +264,24 @@ def write_train_log(log_history: list[dict], path: Path) -> None:
             writer.writerow({c: rows[step].get(c, "") for c in columns})
 
 
+def deviation_metric(tokenizer, heldout_examples: list[dict], ref_logps: dict, max_length: int, batch_size: int):
+    """m_θ on the held-out set (mean of (log πθ − log πref)/|y|) as an extra metric of the held-out evaluation."""
+    from sftlab.models.scoring import deviation
+
+    features = encode_examples(tokenizer, heldout_examples, max_length, {"ref_logp": ref_logps}, ("ref_logp",))
+    batches = [collate(features[i:i + batch_size], tokenizer.pad_token_id, ("ref_logp",))
+               for i in range(0, len(features), batch_size)]
+    return lambda model: {"deviation": deviation(model, batches)}
+
+
 def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: list[dict], cfg: dict, objective_cfg: dict,
-          out_dir: str | Path, log_path: str | Path, checkpoint_dir: str | Path, tables: dict | None = None,
-          extra_metrics: list[Callable] = (), log=print) -> None:
-    """Train one run and save the final model (LoRA merged into the base; the adapter kept in ``adapter/``)."""
+          out_dir: str | Path | None, log_path: str | Path, checkpoint_dir: str | Path, tables: dict | None = None,
+          heldout_ref_logps: dict | None = None, epoch_models: tuple[Path, list[int]] | None = None, log=print) -> None:
+    """Train one run and save the final model (LoRA merged into the base; the adapter kept in ``adapter/``).
+
+    ``heldout_ref_logps`` (id → log πref) adds the deviation metric m_θ to every held-out evaluation;
+    ``epoch_models`` = (directory, epochs) also saves a loadable model at the end of those epochs.
+    """
     torch.manual_seed(cfg["seed"])
     objective = build_objective(objective_cfg["name"], {k: v for k, v in objective_cfg.items() if k != "name"})
     model, tokenizer = load_model(model_dir, cfg)
@@ -265,13 +298,18 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
         data_collator=functools.partial(collate, pad_token_id=tokenizer.pad_token_id, columns=objective.columns),
         objective=objective,
     )
-    eval_steps = cfg["eval_steps"]
-    trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], eval_steps, extra_metrics))
+    extra = []
+    if heldout_ref_logps is not None and heldout_examples:
+        extra.append(deviation_metric(tokenizer, heldout_examples, heldout_ref_logps, cfg["max_length"], cfg["batch_size"]))
+    trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"], extra))
+    if epoch_models is not None:
+        trainer.add_callback(EpochModelSaver(trainer, *epoch_models))
     log(f"training on {len(features)} examples, {len(heldout)} held-out; "
         f"{math.ceil(len(features) / (cfg['batch_size'] * cfg['gradient_accumulation']))} steps per epoch")
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
-        save_final(trainer.model, tokenizer, Path(out_dir))
+        if out_dir is not None:
+            save_final(trainer.model, tokenizer, Path(out_dir))
         write_train_log(trainer.state.log_history, Path(log_path))
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
 

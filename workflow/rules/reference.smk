@@ -1,0 +1,82 @@
+rule ref_logprobs:
+    """log πref(y|x) of every training and held-out example under the untrained model, computed once (MinorSFT, DPO-SFT, deviation)."""
+    input:
+        script=f"{SCRIPTS}/ref_logprobs.py",
+        model="resources/models/{model}",
+        train="results/data/{dataset}/train.jsonl",
+        heldout="results/data/{dataset}/heldout.jsonl",
+    output:
+        "results/{model}/{dataset}/ref_logprobs.parquet",
+    params:
+        max_length=CFG["training"]["max_length"],
+    log:
+        "logs/ref_logprobs/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/ref_logprobs/{model}/{dataset}.tsv"
+    conda:
+        CONDA_ENV
+    threads: threads_of("score")
+    resources:
+        **res("score"),
+    shell:
+        "python {input.script:q} --model {input.model:q} --data {input.train:q} {input.heldout:q} "
+        "--out {output:q} --max-length {params.max_length} 2> {log:q}"
+
+
+rule reference_run:
+    """SFTMix's reference run: NTP on the full pool, a loadable checkpoint at the end of each chosen epoch."""
+    input:
+        script=f"{SCRIPTS}/train.py",
+        model=reference_model,
+        train="results/data/{dataset}/train.jsonl",
+        heldout="results/data/{dataset}/heldout.jsonl",
+        ids="results/{model}/{dataset}/selection/full/1.ids",
+    output:
+        checkpoints=[directory(f"results/{{model}}/{{dataset}}/reference/checkpoint-{c}") for c in REFERENCE_CHECKPOINTS],
+        log="results/{model}/{dataset}/reference/train_log.csv",
+    params:
+        training=as_json(reference_training()),
+        epochs=" ".join(str(c) for c in REFERENCE_CHECKPOINTS),
+        out_dir=lambda w: f"results/{w.model}/{w.dataset}/reference",
+        trainer_checkpoints=lambda w: f"results/{w.model}/{w.dataset}/reference/trainer-checkpoints",
+    log:
+        "logs/reference_run/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/reference_run/{model}/{dataset}.tsv"
+    conda:
+        CONDA_ENV
+    threads: threads_of("reference")
+    resources:
+        **res("reference"),
+    shell:
+        "python {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
+        "--heldout {input.heldout:q} --training {params.training:q} --objective '{{\"name\": \"ntp\"}}' "
+        "--epoch-models {params.out_dir:q} --save-epochs {params.epochs} --train-log {output.log:q} "
+        "--checkpoints {params.trainer_checkpoints:q} 2> {log:q}"
+
+
+rule confidence:
+    """Confidence of every training example from the reference checkpoints' perplexities; the median split."""
+    input:
+        script=f"{SCRIPTS}/confidence.py",
+        checkpoints=[f"results/{{model}}/{{dataset}}/reference/checkpoint-{c}" for c in REFERENCE_CHECKPOINTS],
+        train="results/data/{dataset}/train.jsonl",
+    output:
+        table="results/{model}/{dataset}/confidence.parquet",
+        png=report("reports/figures/confidence_{model}_{dataset}.png", caption="../report/confidence.rst",
+                   category="SFTMix"),
+        pdf="reports/figures/confidence_{model}_{dataset}.pdf",
+    params:
+        max_length=CFG["training"]["max_length"],
+    log:
+        "logs/confidence/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/confidence/{model}/{dataset}.tsv"
+    conda:
+        CONDA_ENV
+    threads: threads_of("score")
+    resources:
+        **res("score"),
+    shell:
+        "python {input.script:q} --checkpoints {input.checkpoints:q} --data {input.train:q} --out {output.table:q} "
+        "--histogram-png {output.png:q} --histogram-pdf {output.pdf:q} --max-length {params.max_length} 2> {log:q}"
