@@ -15,6 +15,8 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
+from sftlab.registry import lookup, registrar
+
 from sftlab.data.tokenize import encode_prompt, ensure_chat_template
 
 #: below this temperature decoding is greedy (FastChat's gen_model_answer uses the same threshold)
@@ -51,21 +53,11 @@ class Generation:
 GENERATORS: dict[str, type["Generator"]] = {}
 
 
-def register_generator(name: str) -> Callable[[type["Generator"]], type["Generator"]]:
-    def wrap(cls):
-        if name in GENERATORS:
-            raise ValueError(f"generator {name!r} registered twice")
-        cls.name = name
-        GENERATORS[name] = cls
-        return cls
-
-    return wrap
+register_generator = registrar(GENERATORS, "generator")
 
 
 def build_generator(backend: str, model_path: str, **options: Any) -> "Generator":
-    if backend not in GENERATORS:
-        raise ValueError(f"unknown generation backend {backend!r}; known: {sorted(GENERATORS)}")
-    return GENERATORS[backend].from_pretrained(model_path, **options)
+    return lookup(GENERATORS, "generation backend", backend).from_pretrained(model_path, **options)
 
 
 class Generator:

@@ -26,6 +26,7 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence
 import requests
 
 from sftlab.evaluation.cache import JudgmentCache, request_key
+from sftlab.registry import registrar
 from sftlab.evaluation.generation import GenerationRequest, SamplingParams, TransformersGenerator
 
 log = logging.getLogger(__name__)
@@ -79,15 +80,7 @@ class JudgeUsage:
 JUDGES: dict[str, type["Judge"]] = {}
 
 
-def register_judge(name: str) -> Callable[[type["Judge"]], type["Judge"]]:
-    def wrap(cls):
-        if name in JUDGES:
-            raise ValueError(f"judge backend {name!r} registered twice")
-        cls.backend = name
-        JUDGES[name] = cls
-        return cls
-
-    return wrap
+register_judge = registrar(JUDGES, "judge backend", attribute="backend")
 
 
 def build_judge(config: dict[str, Any]) -> "Judge":

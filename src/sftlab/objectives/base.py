@@ -12,24 +12,16 @@ from typing import Any, ClassVar
 
 import torch
 
+from sftlab.registry import lookup, registrar
+
 OBJECTIVES: dict[str, type["Objective"]] = {}
 
 
-def register_objective(name: str):
-    def wrap(cls: type[Objective]) -> type[Objective]:
-        if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} registered twice")
-        cls.name = name
-        OBJECTIVES[name] = cls
-        return cls
-
-    return wrap
+register_objective = registrar(OBJECTIVES, "objective")
 
 
 def build_objective(name: str, params: dict[str, Any] | None = None) -> "Objective":
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; known: {sorted(OBJECTIVES)}")
-    return OBJECTIVES[name](**(params or {}))
+    return lookup(OBJECTIVES, "objective", name)(**(params or {}))
 
 
 class Objective:

@@ -13,24 +13,16 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from sftlab.registry import lookup, registrar
+
 SELECTORS: dict[str, type["Selector"]] = {}
 
 
-def register_selector(name: str):
-    def wrap(cls):
-        if name in SELECTORS:
-            raise ValueError(f"selector {name!r} registered twice")
-        cls.name = name
-        SELECTORS[name] = cls
-        return cls
-
-    return wrap
+register_selector = registrar(SELECTORS, "selector")
 
 
 def build_selector(name: str, params: dict[str, Any] | None = None) -> "Selector":
-    if name not in SELECTORS:
-        raise ValueError(f"unknown selector {name!r}; known: {sorted(SELECTORS)}")
-    return SELECTORS[name](**(params or {}))
+    return lookup(SELECTORS, "selector", name)(**(params or {}))
 
 
 def take_fraction(ranked: list[str], fraction: float) -> list[str]:
