@@ -71,6 +71,8 @@ def wrong(answer: str, rng: random.Random) -> str:
     """A plausible but wrong answer of the same shape."""
     if answer.replace(", ", "").isdigit() and ", " in answer:
         parts = answer.split(", ")
+        if len(set(parts)) == 1:  # no shuffle can change it
+            parts[0] = str(int(parts[0]) + 1)
         while parts == answer.split(", "):
             rng.shuffle(parts)
         return ", ".join(parts)
