@@ -81,7 +81,19 @@ def test_tiny_dag_outputs(tiny_run):
     for ext in ("md", "tex"):
         assert (workdir / f"reports/tables/main.{ext}").stat().st_size > 0
     for ext in ("png", "pdf"):
-        assert (workdir / f"reports/figures/loss_curves.{ext}").stat().st_size > 1000
+        for figure in ("loss_curves", "tsne_tiny_demo", "confidence_tiny_demo"):
+            assert (workdir / f"reports/figures/{figure}.{ext}").stat().st_size > 1000
+
+    confidence = pd.read_parquet(workdir / "results/tiny/demo/confidence.parquet")
+    assert list(confidence.columns) == ["id", "perplexity_c1", "perplexity_c2", "confidence", "variability", "split"]
+    assert (confidence.split == "confident").sum() == len(train) // 2
+    # confidence is minus the mean perplexity over the reference checkpoints
+    assert confidence.confidence.to_numpy() == pytest.approx(
+        -(confidence.perplexity_c1 + confidence.perplexity_c2).to_numpy() / 2)
+    for c in (1, 2):
+        assert (workdir / f"results/tiny/demo/reference/checkpoint-{c}/config.json").exists()
+    deviation = pd.read_csv(workdir / "results/tiny/demo/runs/minorsft/train_log.csv")
+    assert deviation.loc[deviation.step == 0, "deviation"].abs().max() < 1e-4, "m_θ is 0 before the first step"
 
 
 @pytest.mark.slow
@@ -99,6 +111,7 @@ def test_changing_one_learning_rate_reruns_only_that_recipe(tiny_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = planned_jobs(proc.stdout + proc.stderr)
     planned = sorted((rule, wc.get("recipe", ""), wc.get("benchmark", "")) for rule, wc in jobs)
-    expected = sorted([("train", "sft", ""), ("all", "", ""), ("build_report", "", "")]
+    # the t-SNE figure draws the sft run beside the reference and SFTMix: it is redrawn too
+    expected = sorted([("train", "sft", ""), ("all", "", ""), ("build_report", "", ""), ("tsne", "", "")]
                       + [("evaluate", "sft", b) for b in TINY["experiments"]["main"]["benchmarks"]])
     assert planned == expected

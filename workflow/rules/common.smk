@@ -118,9 +118,31 @@ def report_benchmarks():
     return seen
 
 
+def uses_confidence(recipe):
+    obj, sel = recipe["objective"], recipe["selection"]
+    return (obj["name"] == "sftmix" and obj["pairing"] == "confidence") or "confidence" in SELECTORS[sel["name"]].tables
+
+
+def tsne_runs(model, dataset):
+    """Recipes drawn beside the reference in the t-SNE figure: full-pool NTP and SFTMix runs (the reviewers' figure)."""
+    return [r for (m, d, r) in experiment_runs() if (m, d) == (model, dataset)
+            and CFG["recipes"][r]["selection"]["name"] == "full"
+            and CFG["recipes"][r]["objective"]["name"] in ("ntp", "sftmix")]
+
+
+def tsne_models(wildcards):
+    last = max(REFERENCE_CHECKPOINTS)
+    models = {"reference": f"results/{wildcards.model}/{wildcards.dataset}/reference/checkpoint-{last}"}
+    for r in tsne_runs(wildcards.model, wildcards.dataset):
+        models[r] = f"{run_dir(wildcards.model, wildcards.dataset, r)}/model"
+    return models
+
+
 def report_outputs():
+    figures = ["loss_curves"] + [f"tsne_{m}_{d}" for (m, d) in sorted({(m, d) for (m, d, r) in experiment_runs()
+                                                                        if uses_confidence(CFG["recipes"][r])})]
     return [f"reports/tables/main.{ext}" for ext in ("md", "csv", "tex")] + [
-        f"reports/figures/loss_curves.{ext}" for ext in ("png", "pdf")]
+        f"reports/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")]
 
 
 # per-example tables by the batch column / selector table they provide

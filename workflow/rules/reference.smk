@@ -80,3 +80,33 @@ rule confidence:
     shell:
         "python {input.script:q} --checkpoints {input.checkpoints:q} --data {input.train:q} --out {output.table:q} "
         "--histogram-png {output.png:q} --histogram-pdf {output.pdf:q} --max-length {params.max_length} 2> {log:q}"
+
+
+rule tsne:
+    """t-SNE of mean-pooled response hidden states, coloured by confidence split: the reference and each NTP / SFTMix run."""
+    input:
+        script=f"{SCRIPTS}/tsne.py",
+        models=lambda w: list(tsne_models(w).values()),
+        train="results/data/{dataset}/train.jsonl",
+        confidence="results/{model}/{dataset}/confidence.parquet",
+    output:
+        png=report("reports/figures/tsne_{model}_{dataset}.png", caption="../report/tsne.rst", category="SFTMix"),
+        pdf="reports/figures/tsne_{model}_{dataset}.pdf",
+    params:
+        models=lambda w: table_args("--model", {k: v for k, v in tsne_models(w).items()}),
+        max_length=CFG["training"]["max_length"],
+        sample=CFG["reference"]["tsne_sample"],
+        seed=CFG["reference"]["tsne_seed"],
+    log:
+        "logs/tsne/{model}/{dataset}.log",
+    benchmark:
+        "benchmarks/tsne/{model}/{dataset}.tsv"
+    conda:
+        CONDA_ENV
+    threads: threads_of("score")
+    resources:
+        **res("score"),
+    shell:
+        "python {input.script:q} {params.models} --data {input.train:q} --confidence {input.confidence:q} "
+        "--png {output.png:q} --pdf {output.pdf:q} --max-length {params.max_length} --sample {params.sample} "
+        "--seed {params.seed} 2> {log:q}"
