@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import torch
 
-from sftlab.models.random_init import build_random_model
 from sftlab.objectives import build_objective, sequence_logps
 from sftlab.objectives.base import model_inputs
 
-from sftmix_step import Memory, bench_batch, bench_model, compare, make_step, parse_args, report
+from sftmix_step import compare, make_step, parse_args, report, setup
 
 
 def main() -> None:
     args = parse_args(__doc__)
-    torch.set_num_threads(args.threads)
-    build_random_model()  # loads the modelling code first, so that the runtime's resident size includes it
-    memory = Memory(args.device)
-    model, vocab, pad_token_id = bench_model(args.device, args.vocab)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    batch = bench_batch(vocab, pad_token_id, args.batch_size, args.seq_len, args.device)
+    memory, model, vocab, optimizer, batch = setup(args)
     with torch.no_grad():
         # the reference is the untrained model, as in the ref_logprobs rule
         batch["ref_logp"] = sequence_logps(model(**model_inputs(batch)).logits, batch["labels"])[0]

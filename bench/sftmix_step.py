@@ -151,14 +151,20 @@ def report(results: dict[str, dict[str, float]], baseline: str, goals: dict[str,
             print(f"{name}/{baseline} {what}: {ratio:.3f}x{verdict}")
 
 
-def main() -> None:
-    args = parse_args(__doc__)
+def setup(args):
+    """(memory meter, model, optimizer, batch) shared by the step benchmarks."""
     torch.set_num_threads(args.threads)
     build_random_model()  # loads the modelling code first, so that the runtime's resident size includes it
     memory = Memory(args.device)
     model, vocab, pad_token_id = bench_model(args.device, args.vocab)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     batch = bench_batch(vocab, pad_token_id, args.batch_size, args.seq_len, args.device)
+    return memory, model, vocab, optimizer, batch
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    memory, model, vocab, optimizer, batch = setup(args)
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, vocabulary {vocab}")
     candidates = {name: make_step(build_objective(name), model, optimizer, batch) for name in ("ntp", "sftmix")}
     report(compare(candidates, memory, args.device, args.repeats), "ntp", {"time": 1.25, "peak memory": 1.2}, args)

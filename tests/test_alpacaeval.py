@@ -91,6 +91,9 @@ class NoLogprobJudge(Judge):
     supports_logprobs = False
     id = "test:nologprobs"
 
+    def complete(self, requests):
+        raise AssertionError("the annotator must refuse this judge before asking it anything")
+
 
 def test_weighted_annotator_needs_logprobs(tmp_path):
     with pytest.raises(ValueError, match="log-probabilities"):

@@ -115,6 +115,10 @@ class RecordingGenerator(Generator):
     def __init__(self):
         self.requests: list[GenerationRequest] = []
 
+    @classmethod
+    def from_pretrained(cls, model_path, **options):
+        return cls()
+
     def generate(self, requests, top_logprobs=0):
         out = []
         for r in requests:

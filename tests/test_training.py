@@ -207,3 +207,28 @@ def test_checkpoints_without_a_stamp_are_not_trusted(tmp_path):
     (ckpt / "checkpoint-6").mkdir(parents=True)
     assert prepare_checkpoint_dir(ckpt, {"x": 1}, lambda *_: None) is None
     assert not (ckpt / "checkpoint-6").exists()
+
+
+def test_heldout_deviation_from_the_same_pass(base_model, data):
+    """m_θ = mean (log πθ − log πref)/|y|: with ref_logp = log πθ + k·|y| (log πθ summed naively) it is exactly −k."""
+    from transformers import AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    _, heldout = data
+    features = trainer_module.encode_examples(tokenizer, heldout, 64)
+    ks = [float(i % 3) for i in range(len(features))]
+    for f, k in zip(features, ks):
+        ids = torch.tensor([f["input_ids"]])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+        naive, n = 0.0, 0
+        for t in range(1, len(f["input_ids"])):
+            if f["labels"][t] != -100:
+                naive += float(logprobs[t - 1, f["labels"][t]])
+                n += 1
+        f["ref_logp"] = naive + k * n
+    metrics = trainer_module.heldout_metrics(model, tokenizer, features, batch_size=3)
+    assert metrics["deviation"] == pytest.approx(-sum(ks) / len(ks), abs=1e-4)
+    assert "deviation" not in trainer_module.heldout_metrics(model, tokenizer, [
+        {k: v for k, v in f.items() if k != "ref_logp"} for f in features], batch_size=3)

@@ -8,6 +8,8 @@ Prompts are rendered with the model's own chat template (``sftlab.data.tokenize`
 
 from __future__ import annotations
 
+import abc
+
 import importlib.util
 import itertools
 from dataclasses import dataclass
@@ -60,16 +62,17 @@ def build_generator(backend: str, model_path: str, **options: Any) -> "Generator
     return lookup(GENERATORS, "generation backend", backend).from_pretrained(model_path, **options)
 
 
-class Generator:
+class Generator(abc.ABC):
     name: ClassVar[str]
 
     @classmethod
+    @abc.abstractmethod
     def from_pretrained(cls, model_path: str, **options: Any) -> "Generator":
-        raise NotImplementedError
+        """The backend loaded with the model at ``model_path``."""
 
+    @abc.abstractmethod
     def generate(self, requests: Sequence[GenerationRequest], top_logprobs: int = 0) -> list[Generation]:
         """One generation per request, in request order."""
-        raise NotImplementedError
 
 
 def _resolve_device(device: str) -> str:

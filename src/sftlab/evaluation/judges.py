@@ -15,6 +15,8 @@ are read by the benchmarks, not by the backend.
 
 from __future__ import annotations
 
+import abc
+
 import logging
 import os
 import random
@@ -92,16 +94,16 @@ def build_judge(config: dict[str, Any]) -> "Judge":
     return JUDGES[backend](**options)
 
 
-class Judge:
+class Judge(abc.ABC):
     backend: ClassVar[str]
     #: whether responses can carry top log-probabilities (needed by the weighted AlpacaEval annotator)
     supports_logprobs: ClassVar[bool] = False
     #: the judge's identity in cache keys and reports: backend and model, never a secret or a host
     id: str
 
+    @abc.abstractmethod
     def complete(self, requests: Sequence[JudgeRequest]) -> Iterator[tuple[int, JudgeResponse]]:
         """Yield (request index, response) as responses arrive, in any order."""
-        raise NotImplementedError
 
 
 @register_judge("openai")

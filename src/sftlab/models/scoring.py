@@ -132,6 +132,12 @@ def perplexities(model, examples: Sequence[dict], pad_token_id: int, batch_size:
     return np.exp(-scores["logp"] / scores["n_tokens"])
 
 
+def length_normalised_reward(logits: torch.Tensor, labels: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per example (log πθ(y|x) − log πref(y|x)) / |y|, in float64: the terms m_θ averages."""
+    logp, lengths = sequence_logps(logits, labels)
+    return (logp.double() - ref_logp.double()) / lengths.double()
+
+
 def deviation(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> float:
     """m_θ = mean over the examples of (log πθ(y|x) − ref_logp) / |y|.
 
@@ -146,8 +152,7 @@ def deviation(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
                 raise KeyError("deviation needs batches with a 'ref_logp' column (join ref_logprobs.parquet by id)")
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model(**model_inputs(batch)).logits
-            logp, lengths = sequence_logps(logits, batch["labels"])
-            reward = (logp.double() - batch["ref_logp"].double()) / lengths.double()
+            reward = length_normalised_reward(logits, batch["labels"], batch["ref_logp"])
             total += float(reward.sum())
             count += len(reward)
     if count == 0:

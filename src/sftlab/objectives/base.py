@@ -8,6 +8,8 @@ token, ``n_tokens`` (B,) response-token counts, plus one (B,) tensor per name in
 
 from __future__ import annotations
 
+import abc
+
 from typing import Any, ClassVar
 
 import torch
@@ -24,7 +26,7 @@ def build_objective(name: str, params: dict[str, Any] | None = None) -> "Objecti
     return lookup(OBJECTIVES, "objective", name)(**(params or {}))
 
 
-class Objective:
+class Objective(abc.ABC):
     """Base class. Subclasses implement ``loss``; the trainer only wires batches into it."""
 
     name: ClassVar[str]
@@ -35,9 +37,9 @@ class Objective:
         if params:
             raise ValueError(f"objective {self.name!r} takes no parameters, got {sorted(params)}")
 
+    @abc.abstractmethod
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Scalar loss of this micro-batch and metrics to log (plain floats)."""
-        raise NotImplementedError
 
     def train_sampler(self, dataset, batch_size: int, seed: int):
         """A ``torch.utils.data.Sampler`` over ``dataset`` if the objective needs a special batch layout, else None."""

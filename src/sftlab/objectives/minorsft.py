@@ -6,6 +6,8 @@ into the batch, so no reference model is held in memory while training.
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch.nn.functional as F
 
@@ -33,8 +35,9 @@ class _RewardObjective(Objective):
             raise ValueError(f"objective {self.name!r}: beta must be positive, got {beta}")
         self.beta = float(beta)
 
+    @abc.abstractmethod
     def per_example_loss(self, policy_logps, ref_logps, n_tokens) -> torch.Tensor:
-        raise NotImplementedError
+        """Per-example loss from log πθ(y|x), log πref(y|x) and |y|."""
 
     def loss(self, model, batch):
         logits = model(**model_inputs(batch)).logits

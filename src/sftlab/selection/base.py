@@ -7,6 +7,8 @@ best first. The selection rule keeps the first ``fraction`` of them and writes `
 
 from __future__ import annotations
 
+import abc
+
 import math
 import random
 from typing import Any, ClassVar
@@ -32,7 +34,7 @@ def take_fraction(ranked: list[str], fraction: float) -> list[str]:
     return ranked[: max(1, math.ceil(fraction * len(ranked)))]
 
 
-class Selector:
+class Selector(abc.ABC):
     name: ClassVar[str]
     #: names of per-example tables (Parquet keyed by id) the selector reads, e.g. ("confidence",)
     tables: ClassVar[tuple[str, ...]] = ()
@@ -41,8 +43,9 @@ class Selector:
         if params:
             raise ValueError(f"selector {self.name!r} takes no parameters, got {sorted(params)}")
 
+    @abc.abstractmethod
     def rank(self, ids: list[str], tables: dict[str, pd.DataFrame]) -> list[str]:
-        raise NotImplementedError
+        """The pool's ids ordered by selection score, best first."""
 
 
 @register_selector("full")

@@ -16,7 +16,7 @@ import math
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -25,6 +25,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from sftlab.data.tokenize import collate, encode_example, ensure_chat_template
 from sftlab.io import atomic_path
 from sftlab.objectives import Objective, build_objective
+from sftlab.models.scoring import length_normalised_reward
 from sftlab.objectives.ntp import ntp_loss
 
 
@@ -64,27 +65,31 @@ def encode_examples(tokenizer, examples: list[dict], max_length: int, tables: di
     return out
 
 
-def heldout_metrics(model, tokenizer, features: list[dict], batch_size: int,
-                    extra: list[Callable] = ()) -> dict[str, float]:
-    """NTP loss on the held-out set (token-weighted) plus whatever the ``extra`` metric functions return."""
+def heldout_metrics(model, tokenizer, features: list[dict], batch_size: int) -> dict[str, float]:
+    """NTP loss on the held-out set (token-weighted); with a ``ref_logp`` per example also the deviation m_θ,
+    from the same forward pass."""
     if not features:
         return {}
+    with_ref = "ref_logp" in features[0]
+    columns = ("ref_logp",) if with_ref else ()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    total, count, rewards = 0.0, 0, []
     with torch.no_grad():
         for start in range(0, len(features), batch_size):
-            batch = collate(features[start:start + batch_size], tokenizer.pad_token_id)
+            batch = collate(features[start:start + batch_size], tokenizer.pad_token_id, columns)
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             n = int(batch["n_tokens"].sum())
             total += float(ntp_loss(logits, batch["labels"])) * n
             count += n
-    metrics = {"eval_loss": total / max(count, 1)}
-    for fn in extra:
-        metrics.update(fn(model))
+            if with_ref:
+                rewards += length_normalised_reward(logits, batch["labels"], batch["ref_logp"]).tolist()
     model.train(was_training)
+    metrics = {"eval_loss": total / max(count, 1)}
+    if with_ref:
+        metrics["deviation"] = sum(rewards) / len(rewards)
     return metrics
 
 
@@ -121,16 +126,13 @@ class ObjectiveTrainer(Trainer):
 class HeldoutEvalCallback(TrainerCallback):
     """Evaluate on the held-out set before the first step and every ``eval_steps``; results go to the log history."""
 
-    def __init__(self, trainer: ObjectiveTrainer, features: list[dict], batch_size: int, eval_steps: int,
-                 extra: list[Callable] = ()):
-        self.trainer, self.features, self.batch_size, self.eval_steps, self.extra = (
-            trainer, features, batch_size, eval_steps, list(extra))
+    def __init__(self, trainer: ObjectiveTrainer, features: list[dict], batch_size: int, eval_steps: int):
+        self.trainer, self.features, self.batch_size, self.eval_steps = trainer, features, batch_size, eval_steps
 
     def _evaluate(self, state) -> None:
         if any(e.get("step") == state.global_step and "eval_loss" in e for e in state.log_history):
             return
-        metrics = heldout_metrics(self.trainer.model, self.trainer.processing_class, self.features,
-                                  self.batch_size, self.extra)
+        metrics = heldout_metrics(self.trainer.model, self.trainer.processing_class, self.features, self.batch_size)
         if metrics:
             # appended directly: Trainer.log from inside a step would reset the step's own logging flags
             state.log_history.append({**metrics, "epoch": state.epoch or 0.0, "step": state.global_step})
@@ -264,16 +266,6 @@ def write_train_log(log_history: list[dict], path: Path) -> None:
             writer.writerow({c: rows[step].get(c, "") for c in columns})
 
 
-def deviation_metric(tokenizer, heldout_examples: list[dict], ref_logps: dict, max_length: int, batch_size: int):
-    """m_θ on the held-out set (mean of (log πθ − log πref)/|y|) as an extra metric of the held-out evaluation."""
-    from sftlab.models.scoring import deviation
-
-    features = encode_examples(tokenizer, heldout_examples, max_length, {"ref_logp": ref_logps}, ("ref_logp",))
-    batches = [collate(features[i:i + batch_size], tokenizer.pad_token_id, ("ref_logp",))
-               for i in range(0, len(features), batch_size)]
-    return lambda model: {"deviation": deviation(model, batches)}
-
-
 def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: list[dict], cfg: dict, objective_cfg: dict,
           out_dir: str | Path | None, log_path: str | Path, checkpoint_dir: str | Path, tables: dict | None = None,
           heldout_ref_logps: dict | None = None, epoch_models: tuple[Path, list[int]] | None = None, log=print) -> None:
@@ -288,7 +280,10 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     features = encode_examples(tokenizer, train_examples, cfg["max_length"], tables, objective.columns, log)
     if not features:
         raise ValueError("no training example left after encoding")
-    heldout = encode_examples(tokenizer, heldout_examples, cfg["max_length"], log=log)
+    heldout_columns = ("ref_logp",) if heldout_ref_logps is not None else ()
+    heldout = encode_examples(tokenizer, heldout_examples, cfg["max_length"],
+                              {"ref_logp": heldout_ref_logps} if heldout_ref_logps is not None else None,
+                              heldout_columns, log=log)
     checkpoint_dir = Path(checkpoint_dir)
     resume = prepare_checkpoint_dir(checkpoint_dir, {"training": cfg, "objective": objective_cfg,
                                                      "ids": [e["id"] for e in train_examples]}, log)
@@ -298,10 +293,7 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
         data_collator=functools.partial(collate, pad_token_id=tokenizer.pad_token_id, columns=objective.columns),
         objective=objective,
     )
-    extra = []
-    if heldout_ref_logps is not None and heldout_examples:
-        extra.append(deviation_metric(tokenizer, heldout_examples, heldout_ref_logps, cfg["max_length"], cfg["batch_size"]))
-    trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"], extra))
+    trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"]))
     if epoch_models is not None:
         trainer.add_callback(EpochModelSaver(trainer, *epoch_models))
     log(f"training on {len(features)} examples, {len(heldout)} held-out; "
