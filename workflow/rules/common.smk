@@ -138,11 +138,17 @@ def tsne_models(wildcards):
     return models
 
 
+# Per-paper reports (tables shaped like a paper's, ablations, figures) live in their stage's rule file, which
+# appends a function returning the report files it wants built for the current config (possibly none).
+PAPER_REPORTS = []
+
+
 def report_outputs():
     figures = ["loss_curves"] + [f"tsne_{m}_{d}" for (m, d) in sorted({(m, d) for (m, d, r) in experiment_runs()
                                                                         if uses_confidence(CFG["recipes"][r])})]
     return [f"reports/tables/main.{ext}" for ext in ("md", "csv", "tex")] + [
-        f"reports/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")]
+        f"reports/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")] + [
+        path for outputs in PAPER_REPORTS for path in outputs()]
 
 
 # per-example tables by the batch column / selector table they provide

@@ -1,0 +1,37 @@
+"""The papers' reported numbers, shown beside ours with their source label (METHODS.md marks secondary ones).
+
+One YAML file per paper in ``paper_numbers/``::
+
+    paper: SFTMix (arXiv 2410.05248)
+    source: secondary            # "paper" (read from the PDF) or "secondary" (from a summary of it)
+    rows:
+      - {model: Llama-3.1-8B, dataset: Alpaca-52K, method: NTP, mt_bench: 4.3625, ...}
+
+Every row keeps the label, so a table never shows a paper number without saying where it came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+NUMBERS_DIR = Path(__file__).with_name("paper_numbers")
+
+
+def paper_numbers(name: str) -> pd.DataFrame:
+    """The reported rows of paper ``name`` with a ``source`` column such as ``SFTMix (arXiv 2410.05248), secondary``."""
+    path = NUMBERS_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in NUMBERS_DIR.glob("*.yaml"))
+        raise KeyError(f"no reported numbers for paper {name!r} in {NUMBERS_DIR} (known: {known})")
+    spec = yaml.safe_load(path.read_text())
+    for key in ("paper", "source", "rows"):
+        if key not in spec:
+            raise ValueError(f"{path}: missing key {key!r}")
+    if spec["source"] not in ("paper", "secondary"):
+        raise ValueError(f"{path}: source must be 'paper' or 'secondary', got {spec['source']!r}")
+    table = pd.DataFrame(spec["rows"])
+    table["source"] = f"{spec['paper']}, {spec['source']}"
+    return table
