@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+import tempfile
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -16,7 +17,8 @@ def main() -> None:
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--benchmark", required=True, help="benchmark name")
     ap.add_argument("--benchmark-config", required=True, help="the benchmark's config entry as JSON")
-    ap.add_argument("--heldout", help="held-out examples (exact_match)")
+    ap.add_argument("--heldout", help="held-out examples (exact_match; exam items for lm_eval with exam_from)")
+    ap.add_argument("--train", help="training pool (few-shot exam items for lm_eval with exam_from)")
     ap.add_argument("--scores", required=True)
     ap.add_argument("--answers", required=True, help="per-item answers (JSONL; empty for lm_eval)")
     args = ap.parse_args()
@@ -35,10 +37,17 @@ def main() -> None:
         examples = read_jsonl(args.heldout)[: cfg.get("limit")]
         score, answers = exact_match(model, tokenizer, examples, cfg["max_new_tokens"], cfg["batch_size"])
     elif cfg["type"] == "lm_eval":
-        from sftlab.evaluation.multiple_choice import run_lm_eval
+        from sftlab.evaluation.multiple_choice import run_lm_eval, write_exam_dir
 
-        score = run_lm_eval(model, tokenizer, cfg["task"], cfg["num_fewshot"], cfg["batch_size"], cfg["metric"],
-                            data_dir=cfg.get("data_dir"), limit=cfg.get("limit"))
+        with tempfile.TemporaryDirectory() as tmp:
+            data_dir = cfg.get("data_dir")
+            if cfg.get("exam_from") == "heldout":
+                # the held-out part of an exam the model was trained on; few-shot examples from the training part
+                items = lambda path: [e["exam"] for e in read_jsonl(path) if "exam" in e]  # noqa: E731
+                data_dir = write_exam_dir(tmp, items(args.heldout), items(args.train)[: max(1, cfg["num_fewshot"])])
+            score = run_lm_eval(model, tokenizer, cfg["task"], cfg["num_fewshot"], cfg["batch_size"], cfg["metric"],
+                                data_dir=data_dir, limit=cfg.get("limit"), answer_prompt=cfg["answer_prompt"],
+                                include_path=cfg.get("include_path"), metric_filter=cfg["filter"])
     else:
         raise SystemExit(f"benchmarks.{args.benchmark}.type: {cfg['type']!r} is not an evaluation this script runs")
     score = {"benchmark": args.benchmark, **score}

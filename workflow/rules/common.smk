@@ -21,8 +21,9 @@ def _workflow_path(path):
 
 
 for _bench in CFG["benchmarks"].values():
-    if "data_dir" in _bench:
-        _bench["data_dir"] = _workflow_path(_bench["data_dir"])
+    for _key in ("data_dir", "include_path"):
+        if _key in _bench:
+            _bench[_key] = _workflow_path(_bench[_key])
 for _ds in CFG["datasets"].values():
     if _ds["source"] == "local":
         _ds["path"] = _workflow_path(_ds["path"])

@@ -4,6 +4,7 @@ rule evaluate:
         script=f"{SCRIPTS}/evaluate.py",
         model="results/{model}/{dataset}/runs/{recipe}/model",
         heldout="results/data/{dataset}/heldout.jsonl",
+        train="results/data/{dataset}/train.jsonl",
     output:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
         answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
@@ -20,5 +21,5 @@ rule evaluate:
         **res("evaluate"),
     shell:
         "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} python {input.script:q} --model-dir {input.model:q} "
-        "--benchmark {wildcards.benchmark} --benchmark-config {params.benchmark:q} --heldout {input.heldout:q} "
+        "--benchmark {wildcards.benchmark} --benchmark-config {params.benchmark:q} --heldout {input.heldout:q} --train {input.train:q} "
         "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"

@@ -172,6 +172,56 @@ def from_stackexchange(row: dict, source: str) -> dict:
     return out
 
 
+LETTERS = "ABCDEFGH"
+# multiple-choice exam schemas: where each one keeps the question, the options and the answer
+EXAM_SCHEMAS = {
+    "mmlu": {"question": "question", "choices": "choices", "answer": "answer", "subject": "subject"},  # cais/mmlu
+    "ceval": {"question": "question", "choices": list("ABCD"), "answer": "answer", "subject": None},  # C-Eval, FinEval
+    "financeiq": {"question": "Question", "choices": list("ABCD"), "answer": "Answer", "subject": None},  # FinanceIQ
+}
+EXAM_ANSWER_PROMPT = "答案："
+
+
+def exam_item(row: dict, schema: str) -> dict:
+    """A multiple-choice item in the cais/mmlu schema: question, choices (list), answer (index), subject."""
+    spec = EXAM_SCHEMAS[schema]
+    question = _field(row, spec["question"])
+    if isinstance(spec["choices"], str):
+        choices = _field(row, spec["choices"], list)
+    else:
+        choices = [str(_field(row, c, (str, int, float))) for c in spec["choices"]]
+    answer = row.get(spec["answer"])
+    if isinstance(answer, str) and answer.strip().upper() in LETTERS[: len(choices)]:
+        answer = LETTERS.index(answer.strip().upper())
+    if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
+        raise BadRow(f"field {spec['answer']!r} must name one of {len(choices)} options, got {row.get(spec['answer'])!r}")
+    subject = str(row.get(spec["subject"]) or "") if spec["subject"] else ""
+    return {"question": question, "choices": choices, "answer": answer, "subject": subject}
+
+
+def exam_prompt(item: dict, answer_prompt: str = EXAM_ANSWER_PROMPT) -> str:
+    options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(item["choices"]))
+    return f"{item['question'].strip()}\n{options}\n{answer_prompt}"
+
+
+def _exam_format(schema: str):
+    def load(row: dict, source: str) -> dict:
+        """An exam item as an SFT example (the answer letter as response); the item itself is kept under ``exam``
+        so that an exam benchmark can score the held-out part of the same pool."""
+        item = exam_item(row, schema)
+        messages = [{"role": "user", "content": exam_prompt(item)},
+                    {"role": "assistant", "content": LETTERS[item["answer"]]}]
+        # no id from the row: exams number items per subject, so ids repeat across subjects
+        return {"messages": messages, "source": f"{source}/{item['subject']}" if item["subject"] else source,
+                "exam": item}
+
+    return load
+
+
+for _schema in EXAM_SCHEMAS:
+    register_format(f"exam_{_schema}")(_exam_format(_schema))
+
+
 def pair_to_example(pair: dict) -> dict:
     """A preference pair as an SFT example: the prompt and its chosen answer."""
     return {"id": pair["id"], "messages": pair["prompt"] + [{"role": "assistant", "content": pair["chosen"]}],
@@ -193,6 +243,12 @@ def iter_rows_local(path: str | Path) -> Iterator[tuple[str, dict]]:
             if not isinstance(row, dict):
                 raise DataError(f"{path}[{i}]: expected a JSON object")
             yield f"{path}[{i}]", row
+    elif path.suffix == ".csv":
+        import csv
+
+        with path.open(newline="", encoding="utf-8") as f:
+            for i, row in enumerate(csv.DictReader(f)):
+                yield f"{path}:{i + 2}", dict(row)  # line 1 is the header
     else:
         for lineno, row in iter_jsonl(path):
             yield f"{path}:{lineno}", row

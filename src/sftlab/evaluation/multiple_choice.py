@@ -1,8 +1,10 @@
 """Multiple-choice exams through lm-eval, on the in-memory model.
 
-At paper scale the task is one of lm-eval's own (``mmlu``, 5-shot). Offline, a task is defined over
-local JSONL files in the ``cais/mmlu`` schema (question, subject, choices, answer index): sftlab writes
-the task YAML, with absolute paths, into a temporary directory and lm-eval finds it there.
+At paper scale the task is one of lm-eval's own (``mmlu``, ``ceval-valid``, 5-shot) or one shipped in
+``workflow/benchmarks/lm_eval_tasks`` (FinanceIQ, FinEval; found through ``include_path``). Offline, a task is
+defined over local JSONL files in the ``cais/mmlu`` schema (question, subject, choices, answer index): sftlab
+writes the task YAML, with absolute paths, into a temporary directory and lm-eval finds it there. The same
+route scores the held-out part of an exam the model was trained on (datasets of format ``exam_*``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ import yaml
 LETTERS = ["A", "B", "C", "D", "E", "F", "G", "H"]
 
 
-def mmlu_schema_task(name: str, data_dir: str | Path, n_choices: int = 4) -> dict:
+def write_exam_dir(out_dir: str | Path, test: list[dict], dev: list[dict]) -> Path:
+    """``test.jsonl`` and ``dev.jsonl`` (few-shot examples) in the cais/mmlu schema from exam items."""
+    from sftlab.io import write_jsonl
+
+    if not test:
+        raise ValueError("no exam items to score: the held-out set holds no multiple-choice items (format exam_*)")
+    out_dir = Path(out_dir)
+    write_jsonl(out_dir / "test.jsonl", test)
+    write_jsonl(out_dir / "dev.jsonl", dev or test[:1])
+    return out_dir
+
+
+def mmlu_schema_task(name: str, data_dir: str | Path, n_choices: int = 4, answer_prompt: str = "Answer:") -> dict:
     """An lm-eval task over ``data_dir/test.jsonl`` (scored) and ``data_dir/dev.jsonl`` (few-shot examples)."""
     data_dir = Path(data_dir).resolve()
     test, dev = data_dir / "test.jsonl", data_dir / "dev.jsonl"
@@ -32,7 +46,7 @@ def mmlu_schema_task(name: str, data_dir: str | Path, n_choices: int = 4) -> dic
         "fewshot_split": "dev",
         "fewshot_config": {"sampler": "first_n"},
         "output_type": "multiple_choice",
-        "doc_to_text": "{{question.strip()}}\n" + choices + "\nAnswer:",
+        "doc_to_text": "{{question.strip()}}\n" + choices + "\n" + answer_prompt,
         "doc_to_choice": LETTERS[:n_choices],
         "doc_to_target": "answer",
         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
@@ -41,28 +55,32 @@ def mmlu_schema_task(name: str, data_dir: str | Path, n_choices: int = 4) -> dic
 
 
 def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, metric: str = "acc",
-                data_dir: str | Path | None = None, limit: int | None = None) -> dict:
-    """Score dict ``{"metric", "value" (percent), "ci_low", "ci_high", "n", "task", "num_fewshot"}``."""
+                data_dir: str | Path | None = None, limit: int | None = None, answer_prompt: str = "Answer:",
+                include_path: str | Path | None = None, metric_filter: str = "none") -> dict:
+    """Score dict ``{"metric", "value" (percent), "ci_low", "ci_high", "n", "task", "num_fewshot"}``.
+
+    ``metric_filter`` is lm-eval's filter name in the result key (``exact_match,strict-match`` for GSM8K)."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     with tempfile.TemporaryDirectory() as tmp:
         if data_dir is not None:
-            (Path(tmp) / f"{task}.yaml").write_text(yaml.safe_dump(mmlu_schema_task(task, data_dir)))
+            spec = mmlu_schema_task(task, data_dir, answer_prompt=answer_prompt)
+            (Path(tmp) / f"{task}.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
             manager = TaskManager(include_path=tmp)
         else:
-            manager = TaskManager()
+            manager = TaskManager(include_path=str(include_path) if include_path else None)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
         out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, task_manager=manager,
                                       limit=limit, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
                                       fewshot_random_seed=0, log_samples=False)
     results = out["results"][task]
-    key = f"{metric},none"
+    key = f"{metric},{metric_filter}"
     if key not in results:
         raise KeyError(f"lm-eval task {task} reported no {metric!r}; it reported {sorted(results)}")
     value = float(results[key])
-    stderr = results.get(f"{metric}_stderr,none")
+    stderr = results.get(f"{metric}_stderr,{metric_filter}")
     n = out.get("n-samples", {}).get(task, {}).get("effective")
     # lm-eval reports a standard error; a normal 95% interval from it, in percent
     half = 1.96 * float(stderr) if isinstance(stderr, (int, float)) and not math.isnan(float(stderr)) else float("nan")
