@@ -15,7 +15,11 @@ min_version("9.0")
 ROOT = Path(workflow.basedir)
 sys.path.insert(0, str(ROOT / "src"))
 
-configfile: "config.yaml"
+# The demo's config.yaml is the default, not a base: `--configfile configs/...` replaces it instead of being merged
+# into it (Snakemake merges by default, which would smuggle the demo's models and experiments into every config).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
 envvars:
