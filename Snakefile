@@ -34,6 +34,7 @@ include: "workflow/rules/selection.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/methods_report.smk"
 
 
 rule all:

@@ -95,6 +95,15 @@ def test_tiny_dag_outputs(tiny_run):
     deviation = pd.read_csv(workdir / "results/tiny/demo/runs/minorsft/train_log.csv")
     assert deviation.loc[deviation.step == 0, "deviation"].abs().max() < 1e-4, "m_θ is 0 before the first step"
 
+    # the papers' own reports: SFTMix beside its reported numbers, MinorSFT's methods at their best setting
+    sftmix = pd.read_csv(workdir / "reports/tables/sftmix_main.csv")
+    assert list(sftmix.loc[sftmix.source == "ours", "recipe"]) == ["sft", "sft_full", "sftmix"]
+    assert sftmix.loc[sftmix.source != "ours", "mt_bench"].notna().all()
+    minorsft = pd.read_csv(workdir / "reports/tables/minorsft_accuracy.csv")
+    assert list(minorsft["method"]) == ["SFT", "DPO-SFT", "MinorSFT"]
+    for figure in ("minorsft_grid", "minorsft_deviation"):
+        assert (workdir / f"reports/figures/{figure}.png").stat().st_size > 1000
+
 
 @pytest.mark.slow
 def test_changing_one_learning_rate_reruns_only_that_recipe(tiny_run):
@@ -112,6 +121,8 @@ def test_changing_one_learning_rate_reruns_only_that_recipe(tiny_run):
     jobs = planned_jobs(proc.stdout + proc.stderr)
     planned = sorted((rule, wc.get("recipe", ""), wc.get("benchmark", "")) for rule, wc in jobs)
     # the t-SNE figure draws the sft run beside the reference and SFTMix: it is redrawn too
-    expected = sorted([("train", "sft", ""), ("all", "", ""), ("build_report", "", ""), ("tsne", "", "")]
+    # and so are the SFTMix and MinorSFT tables, where sft is the NTP baseline
+    expected = sorted([("train", "sft", ""), ("all", "", ""), ("build_report", "", ""), ("tsne", "", ""),
+                       ("report_sftmix", "", ""), ("report_minorsft", "", "")]
                       + [("evaluate", "sft", b) for b in TINY["experiments"]["main"]["benchmarks"]])
     assert planned == expected

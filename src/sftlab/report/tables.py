@@ -25,9 +25,10 @@ def load_scores(paths: list[str | Path]) -> pd.DataFrame:
         rows.append({"model": recipe_dir.parent.parent.parent.name, "dataset": recipe_dir.parent.parent.name,
                      "recipe": recipe_dir.name, "benchmark": score["benchmark"], "metric": score["metric"],
                      "value": score["value"], "ci_low": score.get("ci_low"), "ci_high": score.get("ci_high"),
-                     "n": score.get("n"), "source": str(path)})
+                     "n": score.get("n"), "lc_value": (score.get("length_controlled") or {}).get("value"),
+                     "source": str(path)})
     return pd.DataFrame(rows, columns=["model", "dataset", "recipe", "benchmark", "metric", "value", "ci_low",
-                                       "ci_high", "n", "source"])
+                                       "ci_high", "n", "lc_value", "source"])
 
 
 def _fmt(value, low=None, high=None) -> str:

@@ -1,0 +1,77 @@
+"""Paper-shaped reports of SFTMix and MinorSFT from results/ (tables: Markdown, CSV, LaTeX; figures: PNG, PDF).
+
+sftmix:   reports/tables/sftmix_main (ours beside the paper's numbers), reports/tables/sftmix_ablation
+minorsft: reports/tables/minorsft_accuracy, reports/figures/minorsft_grid, reports/figures/minorsft_deviation
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from sftlab.report.methods import (
+    best_settings,
+    deviation_curves,
+    minorsft_accuracy_table,
+    minorsft_grid,
+    minorsft_heatmap,
+    sftmix_ablation_table,
+    sftmix_main_table,
+)
+from sftlab.report.papers import paper_numbers
+from sftlab.report.tables import load_scores, write_table
+
+
+def run_key(log_path: str) -> tuple[str, str, str]:
+    """(model, dataset, recipe) of ``results/{model}/{dataset}/runs/{recipe}/train_log.csv``."""
+    recipe_dir = Path(log_path).parent
+    return recipe_dir.parent.parent.parent.name, recipe_dir.parent.parent.name, recipe_dir.name
+
+
+def sftmix(args, runs, scores, benchmarks) -> None:
+    types = json.loads(args.benchmark_types)
+    main = sftmix_main_table(runs, scores, benchmarks, types, paper_numbers("sftmix"))
+    write_table(main, Path(args.tables) / "sftmix_main",
+                "SFTMix, main table: NTP vs SFTMix per model × dataset (ours: value [95% CI]); the paper's reported "
+                "numbers below ours with their source label. n/a = no result for that cell.")
+    write_table(sftmix_ablation_table(runs, scores, benchmarks), Path(args.tables) / "sftmix_ablation",
+                "SFTMix ablations: μ, α, detach, pairing, and training on the confident / unconfident half alone "
+                "(— = not an SFTMix run).")
+
+
+def minorsft(args, runs, scores, benchmarks) -> None:
+    grid = minorsft_grid(runs, scores, benchmarks)
+    write_table(minorsft_accuracy_table(grid, benchmarks), Path(args.tables) / "minorsft_accuracy",
+                "MinorSFT vs SFT vs DPO-SFT: each method at its best (β, learning rate), chosen by the mean over "
+                "these same scores as the paper does (an optimistic choice); value [95% CI]; n/a = no result.")
+    minorsft_heatmap(grid, benchmarks[0] if benchmarks else "", Path(args.figures) / "minorsft_grid")
+    logs = {run_key(p): pd.read_csv(p) for p in args.train_logs}
+    labels = {}
+    for s in best_settings(grid, benchmarks).itertuples():
+        chosen = grid[(grid["model"] == s.model) & (grid["method"] == s.method)
+                      & (grid["learning_rate"] == s.learning_rate)
+                      & ((grid["beta"] == s.beta) | (grid["beta"].isna() & pd.isna(s.beta)))]
+        for r in chosen.itertuples():
+            beta = "" if pd.isna(r.beta) else f", β={r.beta:g}"
+            labels[(r.model, r.dataset, r.recipe)] = f"{r.method} (lr={r.learning_rate:g}{beta})"
+    deviation_curves(logs, labels, Path(args.figures) / "minorsft_deviation")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("paper", choices=["sftmix", "minorsft"])
+    ap.add_argument("--scores", nargs="*", default=[])
+    ap.add_argument("--train-logs", nargs="*", default=[])
+    ap.add_argument("--runs", required=True, help="JSON list of runs with their recipe settings")
+    ap.add_argument("--benchmarks", required=True, help="JSON list of benchmark names (table columns)")
+    ap.add_argument("--benchmark-types", default="{}", help="JSON benchmark name → type")
+    ap.add_argument("--tables", default="reports/tables")
+    ap.add_argument("--figures", default="reports/figures")
+    args = ap.parse_args()
+    runs, benchmarks = json.loads(args.runs), json.loads(args.benchmarks)
+    {"sftmix": sftmix, "minorsft": minorsft}[args.paper](args, runs, load_scores(args.scores), benchmarks)
+
+
+if __name__ == "__main__":
+    main()

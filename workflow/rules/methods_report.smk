@@ -1,0 +1,61 @@
+# Paper-shaped reports of SFTMix and MinorSFT (their tables, ablations and figures), built when the config has such runs.
+
+METHOD_REPORT_OBJECTIVES = {"sftmix": {"sftmix"}, "minorsft": {"minorsft", "dpo_sft"}}
+METHOD_REPORT_FILES = {
+    "sftmix": [f"reports/tables/sftmix_{t}.{ext}" for t in ("main", "ablation") for ext in ("md", "csv", "tex")],
+    "minorsft": [f"reports/tables/minorsft_accuracy.{ext}" for ext in ("md", "csv", "tex")]
+    + [f"reports/figures/minorsft_{f}.{ext}" for f in ("grid", "deviation") for ext in ("png", "pdf")],
+}
+
+
+def method_report_runs(paper):
+    """Runs of the model × dataset pairs where some recipe uses the paper's objective, with their settings."""
+    runs = experiment_runs()
+    pairs = {(m, d) for (m, d, r) in runs if CFG["recipes"][r]["objective"]["name"] in METHOD_REPORT_OBJECTIVES[paper]}
+    return [{"model": m, "dataset": d, "recipe": r, "objective": CFG["recipes"][r]["objective"],
+             "selection": CFG["recipes"][r]["selection"],
+             "learning_rate": CFG["recipes"][r]["training"]["learning_rate"]}
+            for (m, d, r) in runs if (m, d) in pairs]
+
+
+def method_report_inputs(paper):
+    runs = method_report_runs(paper)
+    keys = {(r["model"], r["dataset"], r["recipe"]) for r in runs}
+    scores = [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in experiment_runs().items()
+              if (m, d, r) in keys for b in sorted(benches)]
+    logs = [f"{run_dir(m, d, r)}/train_log.csv" for (m, d, r) in experiment_runs() if (m, d, r) in keys]
+    return {"scores": scores, "logs": logs}
+
+
+for _paper in METHOD_REPORT_FILES:
+    PAPER_REPORTS.append(lambda paper=_paper: METHOD_REPORT_FILES[paper] if method_report_runs(paper) else [])
+
+
+for _paper in METHOD_REPORT_FILES:
+
+    rule:
+        """A paper's own tables and figures (SFTMix: main table beside the paper's numbers, ablations; MinorSFT:
+        accuracy at the best β × lr, the whole grid as a heat-map, the deviation curves)."""
+        name:
+            f"report_{_paper}"
+        input:
+            script=f"{SCRIPTS}/report_methods.py",
+            scores=method_report_inputs(_paper)["scores"],
+            logs=method_report_inputs(_paper)["logs"],
+        output:
+            METHOD_REPORT_FILES[_paper],
+        params:
+            paper=_paper,
+            runs=as_json(method_report_runs(_paper)),
+            benchmarks=as_json(report_benchmarks()),
+            types=as_json({name: b["type"] for name, b in CFG["benchmarks"].items()}),
+        conda:
+            CONDA_ENV
+        log:
+            f"logs/report/{_paper}.log",
+        threads: threads_of("report")
+        resources:
+            **res("report"),
+        shell:
+            "python {input.script:q} {params.paper} --scores {input.scores:q} --train-logs {input.logs:q} "
+            "--runs {params.runs:q} --benchmarks {params.benchmarks:q} --benchmark-types {params.types:q} 2> {log:q}"
