@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sftlab.report.figures import loss_curves
-from sftlab.report.tables import load_scores, main_table, write_table
+from sftlab.report.figures import loss_curves, score_spread
+from sftlab.report.tables import load_scores, main_table, seed_table, write_table
 
 
 def main() -> None:
@@ -18,11 +18,23 @@ def main() -> None:
     ap.add_argument("--benchmarks", required=True, help="JSON list of benchmark names (table columns)")
     ap.add_argument("--table", required=True, help="output stem of the main table")
     ap.add_argument("--loss-figure", required=True, help="output stem of the loss figure")
+    ap.add_argument("--scores-figure", required=True, help="output stem of the score-spread figure")
+    ap.add_argument("--seeds", default="{}", help="JSON per-seed recipe → [base recipe, seed] (config seeds)")
+    ap.add_argument("--baseline", default="sft", help="recipe the paired tests compare against")
     args = ap.parse_args()
 
-    table = main_table(load_scores(args.scores), [tuple(r) for r in json.loads(args.runs)], json.loads(args.benchmarks))
-    write_table(table, args.table, "Main results: one row per model × dataset × recipe; value [95% CI]; "
-                                   "n/a = no result for that cell.")
+    scores, runs, benchmarks = load_scores(args.scores), [tuple(r) for r in json.loads(args.runs)], json.loads(args.benchmarks)
+    seeds = {k: tuple(v) for k, v in json.loads(args.seeds).items()}
+    if seeds:
+        table = seed_table(scores, runs, benchmarks, seeds, args.baseline)
+        caption = (f"Main results over {max(t.seeds for t in table.itertuples()) if len(table) else 0} training seeds: "
+                   f"mean ± std (n = seeds with a score); '<benchmark> p': two-sided paired t-test against "
+                   f"{args.baseline} over the seeds (— for {args.baseline} itself); n/a = no result for that cell.")
+    else:
+        table = main_table(scores, runs, benchmarks)
+        caption = "Main results: one row per model × dataset × recipe; value [95% CI]; n/a = no result for that cell."
+    write_table(table, args.table, caption)
+    score_spread(scores, runs, benchmarks, seeds, args.scores_figure)
     logs = {}
     for path in args.train_logs:
         recipe_dir = Path(path).parent

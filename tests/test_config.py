@@ -248,3 +248,18 @@ def test_invalid_yaml_file(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load(path)
+
+
+def test_seeds_expand_every_experiment_recipe():
+    raw = with_changes(lambda c: c.update(seeds=[0, 7]))
+    cfg = prepare(raw)
+    assert cfg["experiments"]["e"]["recipes"] == ["r_s0", "r_s7"]
+    assert cfg["_seeds"] == {"r_s0": ("r", 0), "r_s7": ("r", 7)}
+    assert cfg["recipes"]["r_s7"]["training"]["seed"] == 7 and cfg["recipes"]["r"]["training"]["seed"] == 0
+    # without seeds nothing changes
+    assert prepare(with_changes(lambda c: None))["_seeds"] == {}
+
+
+def test_seed_names_may_not_collide():
+    message = error_of(lambda c: (c.update(seeds=[1]), c["recipes"].update(r_s1={})))
+    assert "seeds" in message and "'r_s1'" in message

@@ -102,3 +102,24 @@ def test_write_table_with_no_runs(tmp_path):
     paths = write_table(table, tmp_path / "main", "Main results")
     assert "(no runs)" in (tmp_path / "main.md").read_text()
     assert all(p.exists() for p in paths)
+
+
+def test_seed_table_mean_std_and_paired_test(tmp_path):
+    from scipy import stats
+
+    from sftlab.report.tables import seed_table
+
+    sft, mix = [50.0, 52.0, 54.0], [55.0, 58.0, 57.0]
+    paths = [write_score(tmp_path, "m", "d", f"sft_s{s}", "em", metric="em", value=v) for s, v in enumerate(sft)]
+    paths += [write_score(tmp_path, "m", "d", f"mix_s{s}", "em", metric="em", value=v) for s, v in enumerate(mix)]
+    runs = [("m", "d", f"{r}_s{s}") for r in ("sft", "mix", "other") for s in range(3)]
+    seeds = {f"{r}_s{s}": (r, s) for r in ("sft", "mix", "other") for s in range(3)}
+    table = seed_table(load_scores(paths), runs, ["em"], seeds, "sft").set_index("recipe")
+    # by hand: sft mean 52, std 2; mix mean 56.67, std sqrt(((55-56.67)² + (58-56.67)² + (57-56.67)²) / 2) = 1.53
+    assert table.loc["sft", "em"] == "52.00 ± 2.00 (n=3)" and table.loc["sft", "em p"] == "—"
+    assert table.loc["mix", "em"] == "56.67 ± 1.53 (n=3)"
+    # differences 5, 6, 3: mean 4.667, sd 1.528, t = 4.667 / (1.528 / sqrt 3) = 5.29 with 2 dof
+    t = 4.666667 / (1.527525 / 3 ** 0.5)
+    assert float(table.loc["mix", "em p"]) == pytest.approx(2 * stats.t.sf(t, 2), abs=1e-3)
+    assert table.loc["other", "em"] == MISSING and table.loc["other", "em p"] == MISSING
+    assert table.loc["mix", "seeds"] == 3

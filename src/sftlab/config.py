@@ -205,7 +205,36 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
                 raise ConfigError(f"config key experiments.{exp_id}.recipes[{i}]: no recipe or sweep named {name!r}")
         exp["recipes"] = list(dict.fromkeys(expanded))
     config["_sweeps"] = sweeps
+    config["_seeds"] = expand_seeds(config)
     return config
+
+
+def seed_recipe_name(recipe: str, seed: int) -> str:
+    return f"{recipe}_s{seed}"
+
+
+def expand_seeds(config: dict) -> dict[str, tuple[str, int]]:
+    """With ``seeds``, replace each experiment recipe by one recipe per seed; return generated name → (base, seed)."""
+    seeds = config.get("seeds") or []
+    generated: dict[str, tuple[str, int]] = {}
+    if not seeds:
+        return generated
+    for exp in config["experiments"].values():
+        names = []
+        for base in exp["recipes"]:
+            for seed in seeds:
+                name = seed_recipe_name(base, seed)
+                if name not in generated:
+                    if name in config["recipes"]:
+                        raise ConfigError(f"config key seeds: recipe name {name!r} (recipe {base!r}, seed {seed}) "
+                                          "is taken by another recipe")
+                    recipe = copy.deepcopy(config["recipes"][base])
+                    recipe["training"]["seed"] = seed
+                    config["recipes"][name] = recipe
+                    generated[name] = (base, seed)
+                names.append(name)
+        exp["recipes"] = names
+    return generated
 
 
 def load(path: str | Path) -> dict:

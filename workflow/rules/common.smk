@@ -145,7 +145,7 @@ PAPER_REPORTS = []
 
 
 def report_outputs():
-    figures = ["loss_curves"] + [f"tsne_{m}_{d}" for (m, d) in sorted({(m, d) for (m, d, r) in experiment_runs()
+    figures = ["loss_curves", "scores"] + [f"tsne_{m}_{d}" for (m, d) in sorted({(m, d) for (m, d, r) in experiment_runs()
                                                                         if uses_confidence(CFG["recipes"][r])})]
     return [f"reports/tables/main.{ext}" for ext in ("md", "csv", "tex")] + [
         f"reports/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")] + [

@@ -10,9 +10,13 @@ rule build_report:
         table_tex="reports/tables/main.tex",
         figure_png=report("reports/figures/loss_curves.png", caption="../report/loss_curves.rst", category="Training"),
         figure_pdf="reports/figures/loss_curves.pdf",
+        scores_png=report("reports/figures/scores.png", caption="../report/scores.rst", category="Results"),
+        scores_pdf="reports/figures/scores.pdf",
     params:
         runs=as_json([list(k) for k in experiment_runs()]),
         benchmarks=as_json(report_benchmarks()),
+        seeds=as_json(CFG["_seeds"]),
+        baseline=CFG["report"]["baseline"],
     conda:
         CONDA_ENV
     log:
@@ -23,4 +27,5 @@ rule build_report:
     shell:
         "python {input.script:q} --scores {input.scores:q} --train-logs {input.logs:q} --runs {params.runs:q} "
         "--benchmarks {params.benchmarks:q} --table reports/tables/main --loss-figure reports/figures/loss_curves "
+        "--scores-figure reports/figures/scores --seeds {params.seeds:q} --baseline {params.baseline:q} "
         "2> {log:q}"

@@ -42,3 +42,31 @@ def loss_curves(logs: dict[str, pd.DataFrame], stem: str | Path, title: str = "T
         axes[0].legend(loc="upper right", frameon=False)
         fig.tight_layout()
         return save(fig, stem)
+
+
+def score_spread(scores: pd.DataFrame, runs: list[tuple[str, str, str]], benchmarks: list[str],
+                 seeds: dict[str, tuple[str, int]], stem: str | Path) -> list[Path]:
+    """One panel per benchmark: a dot per run (per seed) for each recipe, the mean as a bar — the spread over seeds."""
+    index = {(r.model, r.dataset, r.recipe, r.benchmark): r.value for r in scores.itertuples()}
+    labels: dict[str, list[tuple[str, str, str]]] = {}
+    multi = len({(m, d) for m, d, _ in runs}) > 1
+    for model, dataset, recipe in runs:
+        base = seeds.get(recipe, (recipe, None))[0]
+        labels.setdefault(f"{model}/{dataset}/{base}" if multi else base, []).append((model, dataset, recipe))
+    names = list(labels)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, max(1, len(benchmarks)), figsize=(max(3.5, 0.45 * len(names) + 1.5) *
+                                                                      max(1, len(benchmarks)), 3.4), squeeze=False)
+        for ax, bench in zip(axes[0], benchmarks or [""]):
+            for x, name in enumerate(names):
+                values = [index.get((*key, bench)) for key in labels[name]]
+                values = [v for v in values if v is not None]
+                if values:
+                    ax.bar(x, sum(values) / len(values), color="0.85", width=0.6)
+                    ax.scatter([x] * len(values), values, s=14, color="C0", zorder=3)
+                else:
+                    ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+            ax.set(title=bench, ylabel="score (dots: seeds; bar: mean)")
+        fig.tight_layout()
+        return save(fig, stem)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -72,3 +73,52 @@ def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Pat
     latex = table.to_latex(index=False, escape=True, caption=latex_escape(caption), label=f"tab:{stem.name}")
     write_text(stem.with_suffix(".tex"), latex)
     return [stem.with_suffix(s) for s in (".md", ".csv", ".tex")]
+
+
+def _paired_p(a: list[float], b: list[float]) -> float:
+    """Two-sided paired t-test p-value of a against b (pairs by seed); NaN below two pairs or with no variance."""
+    from scipy.stats import ttest_rel
+
+    if len(a) < 2:
+        return math.nan
+    diffs = [x - y for x, y in zip(a, b)]
+    if all(d == diffs[0] for d in diffs):
+        return math.nan if diffs[0] == 0 else 0.0
+    return float(ttest_rel(a, b).pvalue)
+
+
+def seed_table(scores: pd.DataFrame, runs: list[tuple[str, str, str]], benchmarks: list[str],
+               seeds: dict[str, tuple[str, int]], baseline: str) -> pd.DataFrame:
+    """One row per (model, dataset, base recipe) run over several seeds: ``mean ± std (n)`` per benchmark, and the
+    paired t-test p-value against ``baseline`` over the seeds both have a score for (``—`` for the baseline itself).
+
+    ``runs`` are the planned per-seed runs; ``seeds`` maps a per-seed recipe name to (base recipe, seed).
+    """
+    index = {(r.model, r.dataset, r.recipe, r.benchmark): r.value for r in scores.itertuples()}
+    groups: dict[tuple[str, str, str], dict[int, str]] = {}
+    for model, dataset, recipe in runs:
+        base, seed = seeds.get(recipe, (recipe, None))
+        groups.setdefault((model, dataset, base), {})[seed] = recipe
+    rows = []
+    for (model, dataset, base), per_seed in groups.items():
+        row = {"model": model, "dataset": dataset, "recipe": base, "seeds": len(per_seed)}
+        reference = groups.get((model, dataset, baseline), {})
+        for bench in benchmarks:
+            values = {s: index.get((model, dataset, r, bench)) for s, r in per_seed.items()}
+            values = {s: v for s, v in values.items() if v is not None and not math.isnan(v)}
+            if not values:
+                row[bench] = MISSING
+            else:
+                v = list(values.values())
+                std = statistics.stdev(v) if len(v) > 1 else math.nan
+                row[bench] = f"{statistics.mean(v):.2f} ± {std:.2f} (n={len(v)})" if len(v) > 1 else f"{v[0]:.2f} (n=1)"
+            if base == baseline:
+                row[f"{bench} p"] = "—"
+                continue
+            pairs = [(values[s], index.get((model, dataset, reference[s], bench))) for s in values if s in reference]
+            pairs = [(a, b) for a, b in pairs if b is not None and not math.isnan(b)]
+            p = _paired_p([a for a, _ in pairs], [b for _, b in pairs]) if reference else math.nan
+            row[f"{bench} p"] = MISSING if math.isnan(p) else f"{p:.3f}"
+        rows.append(row)
+    columns = ["model", "dataset", "recipe", "seeds", *[c for b in benchmarks for c in (b, f"{b} p")]]
+    return pd.DataFrame(rows, columns=columns)
