@@ -1,3 +1,6 @@
+include: "benchmarks.smk"
+
+
 rule evaluate:
     """Score one trained model on one benchmark (exact match on held-out items, or an lm-eval exam)."""
     input:
@@ -15,6 +18,8 @@ rule evaluate:
         "logs/evaluate/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
         "benchmarks/evaluate/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+    wildcard_constraints:
+        benchmark=_alternation(benchmarks_of_type("exact_match", "lm_eval")),
     threads: threads_of("evaluate")
     resources:
         **res("evaluate"),
