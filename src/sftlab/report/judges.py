@@ -84,6 +84,7 @@ def mtbench_categories(scores: pd.DataFrame, stem: str | Path) -> list[Path]:
             judges = sorted({f"{j}{' (demo quality)' if d else ''}" for j, d in zip(rows["judge"], rows["demo_quality"])})
             ax.set(title=f"{bench}: judge {', '.join(judges) or MISSING}", ylabel="mean rating (1-10)", ylim=(0, 10.5))
             ax.set_xticks(range(len(categories)), categories, rotation=20)
+            ax.set_xlim(-0.6, len(categories) - 0.4)
             if len(rows):
                 ax.legend(loc="upper right", frameon=False, ncol=min(len(rows), 3))
         fig.tight_layout()
