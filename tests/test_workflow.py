@@ -177,6 +177,19 @@ def test_judged_benchmarks_and_the_key_stays_secret(tiny_run, judge_server):
 
 
 @pytest.mark.slow
+def test_switching_a_judge_rejudges_without_regenerating(tiny_run):
+    workdir, configfile = tiny_run
+    changed = yaml.safe_load(configfile.read_text())
+    changed["benchmarks"]["pref_tiny"]["judge"] = "tiny_judge"
+    changed_file = workdir / "other_judge.yaml"
+    changed_file.write_text(yaml.safe_dump(changed))
+    proc = snakemake(workdir, changed_file, "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    planned = sorted((rule, wc.get("benchmark", "")) for rule, wc in planned_jobs(proc.stdout + proc.stderr))
+    assert planned == [("all", ""), ("build_report", ""), ("judge", "pref_tiny"), ("judges_table", "")]
+
+
+@pytest.mark.slow
 def test_rerunning_the_judges_makes_no_judge_call(tiny_run, judge_server):
     workdir, configfile = tiny_run
     calls_before = judge_server.calls

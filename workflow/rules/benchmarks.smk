@@ -13,6 +13,8 @@ JUDGED = {"mtbench": "mt_bench", "alpacaeval": "alpaca_eval", "preference": "pre
 ANSWER_FORMAT = {"mtbench": "jsonl", "alpacaeval": "json", "preference": "jsonl"}
 # the file in results/benchmarks/{benchmark}/ that generation answers
 GENERATION_INPUT = {"mtbench": "question.jsonl", "alpacaeval": "eval_set.json", "preference": "pairs.jsonl"}
+# benchmark types with rules of their own (judge.smk); `evaluate` serves every other type
+GENERATIVE = (*JUDGED, "implicit_reward")
 JUDGE_CACHE_DIR = "results/judge_cache"
 
 for _name, _judge in CFG["judges"].items():
@@ -58,6 +60,13 @@ def benchmark_sources(wildcards):
 
         return {name: f"{bench['data_dir']}/{name}" for name in OFFICIAL_FILES}
     return {"eval_set": f"{bench['data_dir']}/eval_set.json"}
+
+
+def benchmark_data_settings(wildcards):
+    """What the gathered files depend on: not the judge nor generation settings, so that switching judges never
+    regenerates answers."""
+    bench = bench_of(wildcards)
+    return {k: bench[k] for k in ("type", "data_dir", "fastchat_commit", "dataset", "limit") if k in bench}
 
 
 def answers_path(wildcards):

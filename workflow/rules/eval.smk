@@ -19,7 +19,7 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{model}/{dataset}/{recipe}/{benchmark}.tsv"
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_of_type("exact_match", "lm_eval")),
+        benchmark=_alternation(set(CFG["benchmarks"]) - set(benchmarks_of_type(*GENERATIVE))),
     threads: threads_of("evaluate")
     resources:
         **res("evaluate"),

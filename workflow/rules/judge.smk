@@ -11,10 +11,10 @@ rule benchmark_data:
     output:
         directory("results/benchmarks/{benchmark}"),
     params:
-        benchmark=lambda w: as_json(bench_of(w)),
+        benchmark=lambda w: as_json(benchmark_data_settings(w)),
         pairs=lambda w: table_args("--pairs", [v for k, v in benchmark_sources(w).items() if k == "pairs"]),
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_of_type(*JUDGED, "implicit_reward")),
+        benchmark=_alternation(benchmarks_of_type(*GENERATIVE)),
     conda:
         CONDA_ENV
     log:
