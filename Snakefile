@@ -33,6 +33,7 @@ include: "workflow/rules/reference.smk"
 include: "workflow/rules/selection.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/eval.smk"
+include: "workflow/rules/judge.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/methods_report.smk"
 

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs", help="preference: preference pairs JSONL")
     ap.add_argument("--annotator", default="weighted_alpaca_eval_gpt4_turbo", help="alpaca_eval / preference annotator")
     ap.add_argument("--benchmark-name", help="name in the scores file (default: --benchmark), e.g. pref_shp")
+    ap.add_argument("--judge-name", help="the judge's name in the config, recorded in the scores (default: its id)")
     ap.add_argument("--n-resamples", type=int, default=2000)
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         scores["annotator"] = args.annotator
     if args.benchmark_name:
         scores["benchmark"] = args.benchmark_name
-    scores["judge"] = {"id": judge.id, "backend": judge.backend, "demo_quality": bool(config.get("demo_quality", False))}
+    scores["judge"] = {"name": args.judge_name or judge.id, "id": judge.id, "backend": judge.backend,
+                       "demo_quality": bool(config.get("demo_quality", False))}
     scores["judge_cost"] = usage.to_dict()
     write_jsonl(args.judgments, judgments)
     write_json(args.scores, scores)

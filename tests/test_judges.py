@@ -64,6 +64,32 @@ def test_cache_drops_a_torn_last_line_and_keeps_appending(tmp_path):
     assert len(JudgmentCache(path)) == 3
 
 
+def test_cache_load_waits_for_a_write_in_progress_in_another_job(tmp_path):
+    """A job loading the shared cache while another job is half-way through a record must not cut it off."""
+    import fcntl
+    import threading
+    import time
+
+    path = tmp_path / "cache.jsonl"
+    JudgmentCache(path).put({"key": "a", "response": {"text": "1"}})
+    line = json.dumps({"key": "b", "response": {"text": "2" * 5000}}) + "\n"
+    loaded = {}
+    with open(path, "ab") as writer:  # another job's append, holding the lock as JudgmentCache.put does
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        writer.write(line[:100].encode())
+        writer.flush()
+        reader = threading.Thread(target=lambda: loaded.setdefault("cache", JudgmentCache(path)))
+        reader.start()
+        time.sleep(0.3)
+        assert reader.is_alive(), "the reader did not wait for the lock"
+        writer.write(line[100:].encode())
+        writer.flush()
+        fcntl.flock(writer.fileno(), fcntl.LOCK_UN)
+    reader.join(timeout=10)
+    assert sorted(r["key"] for r in map(json.loads, path.read_text().splitlines())) == ["a", "b"]
+    assert "b" in loaded["cache"] and len(loaded["cache"]) == 2
+
+
 def test_cache_rejects_a_corrupt_complete_line(tmp_path):
     path = tmp_path / "cache.jsonl"
     path.write_text('{"key": "a"}\nnot json\n{"key": "b"}\n')

@@ -235,7 +235,7 @@ def test_scripts_end_to_end_with_cache_and_hf_judge(tiny_model_dir, tmp_path, mo
     judgments = [json.loads(line) for line in (tmp_path / "hf.jsonl").read_text().splitlines()]
     assert len(judgments) == 16 and scores["n"] + scores["n_unparsable"] == 16
     assert scores["n_unparsable"] == sum(mtbench.parse_rating(j["judgment"]) is None for j in judgments)
-    assert scores["judge"] == {"id": f"hf:{tiny_model_dir}", "backend": "hf", "demo_quality": True}
+    assert scores["judge"] == {"name": f"hf:{tiny_model_dir}", "id": f"hf:{tiny_model_dir}", "backend": "hf", "demo_quality": True}
     assert scores["judge_cost"]["calls"] == 16
 
     # an OpenAI-compatible judge: the stub rates 1 + (length of system + user prompt) mod 10
@@ -257,19 +257,26 @@ def test_scripts_end_to_end_with_cache_and_hf_judge(tiny_model_dir, tmp_path, mo
     assert set(first) >= {"question_id", "turn", "judge", "judgment", "score", "prompt_hash", "user_prompt"}
 
 
-def test_download_official_from_a_pinned_commit(tmp_path):
-    commit = "0123456789abcdef0123456789abcdef01234567"
+def serve_fixtures_at(tmp_path, commit: str):
+    """A local HTTP server laying out the fixture files as raw.githubusercontent.com does at ``commit``."""
     served = tmp_path / "served"
     for name, repo_path in mtbench.OFFICIAL_FILES.items():
         target = served / commit / repo_path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(MT / name, target)
+
     class QuietHandler(SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_download_official_from_a_pinned_commit(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    server = serve_fixtures_at(tmp_path, commit)
     try:
         source = mtbench.download_official(tmp_path / "mt_bench", commit=commit, raw_url=f"http://127.0.0.1:{server.server_address[1]}")
     finally:
@@ -281,3 +288,14 @@ def test_download_official_from_a_pinned_commit(tmp_path):
         assert data == (MT / name).read_bytes()
         assert source["files"][name]["sha256"] == hashlib.sha256(data).hexdigest()
     assert json.loads((tmp_path / "mt_bench" / "SOURCE.json").read_text()) == source
+
+
+def test_download_at_the_pinned_commit_refuses_files_with_other_digests(tmp_path):
+    server = serve_fixtures_at(tmp_path, mtbench.FASTCHAT_COMMIT)
+    try:
+        with pytest.raises(ValueError, match="differs from the pinned"):
+            mtbench.download_official(tmp_path / "mt_bench", raw_url=f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (tmp_path / "mt_bench" / "question.jsonl").exists()

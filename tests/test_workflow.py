@@ -9,17 +9,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hashlib
+
 import pandas as pd
 import pytest
 import yaml
 
+from _openai_stub import OpenAIStub
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 TINY = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+# the judged preference benchmark goes to an OpenAI-compatible server started here, with a key that must not leak
+KEY = "sk-workflow-test-3c9e1f-never-write-me"
+JUDGED = TINY["experiments"]["judged"]["benchmarks"]
 
 
 def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "SFTLAB_TEST_JUDGE_KEY": KEY}
     return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(configfile), "--cores", "2",
                            *args], capture_output=True, text=True, env=env, timeout=1500)
 
@@ -38,10 +46,20 @@ def planned_jobs(dry_run_output: str) -> list[tuple[str, dict]]:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def judge_server():
+    with OpenAIStub(api_key=KEY) as stub:
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, judge_server):
     workdir = tmp_path_factory.mktemp("tiny")
     configfile = workdir / "tiny.yaml"
-    configfile.write_text(yaml.safe_dump(TINY))
+    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config["judges"]["server"] = {"type": "openai", "model": "judge-model", "base_url": judge_server.base_url,
+                                  "api_key_env": "SFTLAB_TEST_JUDGE_KEY", "max_retries": 0}
+    config["benchmarks"]["pref_tiny"]["judge"] = "server"
+    configfile.write_text(yaml.safe_dump(config))
     proc = snakemake(workdir, configfile)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return workdir, configfile
@@ -77,7 +95,7 @@ def test_tiny_dag_outputs(tiny_run):
 
     table = pd.read_csv(workdir / "reports/tables/main.csv")
     assert list(table["recipe"]) == recipes
-    assert list(table.columns) == ["model", "dataset", "recipe", *benchmarks]
+    assert list(table.columns) == ["model", "dataset", "recipe", *benchmarks, *JUDGED]
     for ext in ("md", "tex"):
         assert (workdir / f"reports/tables/main.{ext}").stat().st_size > 0
     for ext in ("png", "pdf"):
@@ -124,5 +142,72 @@ def test_changing_one_learning_rate_reruns_only_that_recipe(tiny_run):
     # and so are the SFTMix and MinorSFT tables, where sft is the NTP baseline
     expected = sorted([("train", "sft", ""), ("all", "", ""), ("build_report", "", ""), ("tsne", "", ""),
                        ("report_sftmix", "", ""), ("report_minorsft", "", "")]
-                      + [("evaluate", "sft", b) for b in TINY["experiments"]["main"]["benchmarks"]])
+                      + [("evaluate", "sft", b) for b in TINY["experiments"]["main"]["benchmarks"]]
+                      + [(rule, "sft", b) for b in JUDGED[:3] for rule in ("generate", "judge")]
+                      + [("implicit_reward", "sft", "ir_tiny"), ("judges_table", "", ""), ("mtbench_categories", "", "")])
     assert planned == expected
+
+
+def pair_is_switched(instruction: str, seed: int = 0) -> bool:
+    """alpaca_eval-style seeded coin: whether the model's answer was shown to the judge first."""
+    return hashlib.sha256(f"{seed}\0{instruction}".encode()).digest()[0] % 2 == 1
+
+
+@pytest.mark.slow
+def test_judged_benchmarks_and_the_key_stays_secret(tiny_run, judge_server):
+    workdir, _ = tiny_run
+    run = workdir / "results/tiny/demo/runs/sft"
+    table = pd.read_csv(workdir / "reports/tables/main.csv").set_index("recipe")
+    mt = json.loads((run / "scores/mt_tiny.json").read_text())
+    assert mt["n"] + mt["n_unparsable"] == 2 * 4 and mt["judge"]["demo_quality"] is True  # 4 questions, 2 turns
+    assert len((run / "answers/mt_tiny.jsonl").read_text().splitlines()) == 4
+    assert len(json.loads((run / "answers/ae_tiny.json").read_text())) == 6
+
+    # the server prefers the second output shown with P = 0.75: 75 when the reference is shown first, else 25
+    pairs = [json.loads(line) for line in (workdir / "results/benchmarks/pref_tiny/pairs.jsonl").read_text().splitlines()]
+    answers = {a["id"]: a["answer"] for a in map(json.loads, (run / "answers/pref_tiny.jsonl").read_text().splitlines())}
+    wins = [50.0 if answers[p["id"]] == p["chosen"] else 25.0 if pair_is_switched(p["prompt"][0]["content"]) else 75.0
+            for p in pairs]
+    pref = json.loads((run / "scores/pref_tiny.json").read_text())
+    assert len(pairs) == 12 and pref["n"] == 12 and pref["value"] == pytest.approx(sum(wins) / len(wins))
+    assert pref["judge"]["name"] == "server" and pref["judge_cost"]["calls"] == judge_server.completions == 12
+    assert table.loc["sft", "pref_tiny"].startswith(f"{sum(wins) / len(wins):.2f} [")
+
+    ir = json.loads((run / "scores/ir_tiny.json").read_text())
+    assert ir["n"] + ir["skipped"] == 12 and 0 <= ir["ci_low"] <= ir["value"] <= ir["ci_high"] <= 100
+    judges = pd.read_csv(workdir / "reports/tables/judges.csv")
+    assert sorted(judges["benchmark"]) == ["ae_tiny", "mt_tiny", "pref_tiny"]
+    assert judges.set_index("benchmark").loc["pref_tiny", "requests"] == 12
+    for ext in ("png", "pdf"):
+        assert (workdir / f"reports/figures/mtbench_categories.{ext}").stat().st_size > 1000
+
+    written = [p for p in workdir.rglob("*") if p.is_file() and p.suffix not in (".safetensors", ".parquet", ".pt")]
+    assert any(p.relative_to(workdir).parts[:2] == ("logs", "judge") for p in written)
+    for path in written:
+        assert KEY not in path.read_text(errors="replace"), path
+
+
+@pytest.mark.slow
+def test_switching_a_judge_rejudges_without_regenerating(tiny_run):
+    workdir, configfile = tiny_run
+    changed = yaml.safe_load(configfile.read_text())
+    changed["benchmarks"]["pref_tiny"]["judge"] = "tiny_judge"
+    changed_file = workdir / "other_judge.yaml"
+    changed_file.write_text(yaml.safe_dump(changed))
+    proc = snakemake(workdir, changed_file, "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    planned = sorted((rule, wc.get("benchmark", "")) for rule, wc in planned_jobs(proc.stdout + proc.stderr))
+    assert planned == [("all", ""), ("build_report", ""), ("judge", "pref_tiny"), ("judges_table", "")]
+
+
+@pytest.mark.slow
+def test_rerunning_the_judges_makes_no_judge_call(tiny_run, judge_server):
+    workdir, configfile = tiny_run
+    calls_before = judge_server.calls
+    proc = snakemake(workdir, configfile, "--forcerun", "judge", "--until", "judge")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert judge_server.calls == calls_before
+    for bench, n in (("mt_tiny", 8), ("ae_tiny", 6), ("pref_tiny", 12)):
+        cost = json.loads((workdir / f"results/tiny/demo/runs/sft/scores/{bench}.json").read_text())["judge_cost"]
+        assert (cost["calls"], cost["cached"]) == (0, n), bench
+

@@ -175,10 +175,19 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def check_benchmark_references(config: dict) -> None:
+    """Every judge and dataset a benchmark names must exist."""
+    for name, bench in config["benchmarks"].items():
+        for key, table in (("judge", "judges"), ("dataset", "datasets")):
+            if key in bench and bench[key] not in config[table]:
+                raise ConfigError(f"config key benchmarks.{name}.{key}: no {table[:-1]} named {bench[key]!r}")
+
+
 def prepare(raw: dict, schema: dict | None = None) -> dict:
     """Validate, fill defaults, expand sweeps, resolve cross-references and effective training settings."""
     schema = schema or load_schema()
     config = validate(raw, schema)
+    check_benchmark_references(config)
     # the lora block's schema defaults belong to the global settings: a recipe's partial lora block
     # overrides only the keys it names, not the other global values with the schema's defaults
     for name, recipe in config["recipes"].items():

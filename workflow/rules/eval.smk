@@ -1,3 +1,6 @@
+include: "benchmarks.smk"
+
+
 rule evaluate:
     """Score one trained model on one benchmark (exact match on held-out items, or an lm-eval exam)."""
     input:
@@ -16,6 +19,8 @@ rule evaluate:
         "logs/evaluate/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
         "benchmarks/evaluate/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+    wildcard_constraints:
+        benchmark=_alternation(set(CFG["benchmarks"]) - set(benchmarks_of_type(*GENERATIVE))),
     threads: threads_of("evaluate")
     resources:
         **res("evaluate"),

@@ -4,10 +4,16 @@ Every record is written with one ``write`` and made durable (flush + fsync) befo
 answered, so a job killed at any moment loses at most the record being written; that torn last line is
 cut off on reload. A rerun finds every response here and makes no backend call; an interrupted job
 resumes with the requests that have no record yet.
+
+Several jobs may share one cache file (the workflow keeps one per judge and benchmark, for all runs): each
+append and the torn-line repair on load hold an exclusive ``flock`` on the file, so records never interleave
+and a reader never cuts off a line that another process is still writing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -42,13 +48,23 @@ class JudgmentCache:
         if self.path.exists():
             self._load()
 
+    @contextlib.contextmanager
+    def _locked(self, mode: str):
+        """The cache file opened in ``mode`` under an exclusive lock shared with every other process."""
+        with open(self.path, mode) as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield fh
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
     def _load(self) -> None:
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
-            # a record is written in one piece ending with a newline: a tail without one is a torn write
-            log.warning("%s: dropping a torn last record (%d bytes) left by an interrupted job", self.path, len(data) - end)
-            with open(self.path, "r+b") as fh:
+        with self._locked("r+b") as fh:
+            data = fh.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):
+                # writers hold the lock until their line is complete: a tail without a newline is a crashed write
+                log.warning("%s: dropping a torn last record (%d bytes) left by an interrupted job", self.path, len(data) - end)
                 fh.truncate(end)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -72,10 +88,10 @@ class JudgmentCache:
 
     def put(self, record: dict) -> None:
         """Append ``record`` (which carries its ``key``) and make it durable before returning."""
-        line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+        line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
+            with self._locked("ab") as fh:
                 fh.write(line)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -8,10 +8,10 @@ bootstrap over pairs.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from sftlab.data.tokenize import collate
+from sftlab.evaluation.stats import bootstrap_ci
 from sftlab.objectives.base import sequence_logps
 from sftlab.selection.gradients import encode_rows
 
@@ -31,14 +31,6 @@ def pair_logps(model: torch.nn.Module, items: list[dict], pad_token_id: int, bat
     return out
 
 
-def bootstrap_ci(wins: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of 0/1 outcomes."""
-    rng = np.random.default_rng(seed)
-    means = wins[rng.integers(0, len(wins), size=(n_boot, len(wins)))].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
-
-
 def implicit_reward_win_rate(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer, pairs: list[dict],
                              beta: float = 0.1, max_length: int = 1024, batch_size: int = 8, n_boot: int = 1000,
                              seed: int = 0) -> dict:
@@ -56,7 +48,7 @@ def implicit_reward_win_rate(policy: torch.nn.Module, reference: torch.nn.Module
                - pair_logps(reference, items, tokenizer.pad_token_id, batch_size))
     margin = beta * (rewards[:, 0] - rewards[:, 1])
     wins = (margin > 0).double().numpy()
-    low, high = bootstrap_ci(wins, n_boot=n_boot, seed=seed)
+    low, high = bootstrap_ci(wins, n_resamples=n_boot, seed=seed)
     return {
         "metric": "implicit_reward_win_rate",
         "value": float(wins.mean()),

@@ -241,9 +241,13 @@ class HFJudge(Judge):
 
     supports_logprobs = True
 
-    def __init__(self, model: str, batch_size: int = 8, device: str = "auto", dtype: str = "auto") -> None:
+    def __init__(
+        self, model: str, batch_size: int = 8, device: str = "auto", dtype: str = "auto", fingerprint: str | None = None
+    ) -> None:
         self.model = model
-        self.id = f"hf:{model}"
+        # a path alone does not say which weights lie there: the workflow adds a fingerprint of the model's
+        # config, so regenerated weights at the same path never meet the old judgments in the cache
+        self.id = f"hf:{model}" + (f"@{fingerprint}" if fingerprint else "")
         self.batch_size = batch_size
         self._generator = TransformersGenerator.from_pretrained(model, device=device, dtype=dtype, batch_size=batch_size)
 

@@ -63,6 +63,12 @@ OFFICIAL_FILES = {
     "judge_prompts.jsonl": "fastchat/llm_judge/data/judge_prompts.jsonl",
     "reference_answer/gpt-4.jsonl": "fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl",
 }
+#: sha256 of official files at FASTCHAT_COMMIT, as other projects pinning that commit record them
+#: (the question file's digest agrees between two of them): a download that differs is refused
+OFFICIAL_SHA256 = {
+    "question.jsonl": "119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7",
+    "reference_answer/gpt-4.jsonl": "f957a5bc977badb66885ec970e6cd08527845780313f0995764260e5777b9b3f",
+}
 
 # FastChat's patterns: "[[8]]" first, "[8]" as fallback; the first match counts
 _RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
@@ -252,8 +258,12 @@ def download_official(
         url = f"{raw_url}/{commit}/{repo_path}"
         reply = requests.get(url, timeout=timeout_s)
         reply.raise_for_status()
+        digest = hashlib.sha256(reply.content).hexdigest()
+        expected = OFFICIAL_SHA256.get(name) if commit == FASTCHAT_COMMIT else None
+        if expected and digest != expected:
+            raise DataError(f"{url}: sha256 {digest} differs from the pinned {expected}")
         fetched[name] = reply.text
-        source["files"][name] = {"url": url, "sha256": hashlib.sha256(reply.content).hexdigest()}
+        source["files"][name] = {"url": url, "sha256": digest}
     for name, text in fetched.items():
         write_text(out_dir / name, text)
     questions = load_questions(out_dir / "question.jsonl")

@@ -1,0 +1,25 @@
+"""Gather a judged benchmark's input files into one directory (copied fixtures, official downloads or a dataset's pairs)."""
+
+import argparse
+import json
+import logging
+import sys
+
+from sftlab.evaluation.benchmark_files import prepare_benchmark_files
+from sftlab.io import atomic_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--benchmark-config", required=True, help="the benchmark's config entry as JSON")
+    ap.add_argument("--pairs", help="preference / implicit_reward: the dataset's pairs.jsonl")
+    ap.add_argument("--out", required=True, help="output directory")
+    args = ap.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with atomic_path(args.out) as tmp:
+        source = prepare_benchmark_files(json.loads(args.benchmark_config), tmp, pairs_path=args.pairs)
+    logging.info("%s: %s", args.out, json.dumps(source, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

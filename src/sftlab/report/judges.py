@@ -1,0 +1,91 @@
+"""What the LLM judges did: which judge scored which benchmark at what cost, and MT-Bench ratings per category.
+
+Everything is read from the Scores files the judge rule writes (``judge``, ``judge_cost``, ``per_category``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from sftlab.report.figures import STYLE, save
+from sftlab.report.tables import MISSING, load_scores
+
+JUDGE_COLUMNS = ["judge", "judge_id", "backend", "demo_quality", "benchmark", "runs", "judgments", "unparsable",
+                 "requests", "new_calls", "prompt_tokens", "completion_tokens"]
+
+
+def judged_scores(paths: list[str | Path]) -> pd.DataFrame:
+    """``load_scores`` rows plus each file's judge and judging cost."""
+    frame = load_scores(paths)
+    extra = []
+    for source in frame["source"]:
+        score = json.loads(Path(source).read_text())
+        judge, cost = score.get("judge", {}), score.get("judge_cost", {})
+        extra.append({"judge": judge.get("name", judge.get("id", MISSING)), "judge_id": judge.get("id", MISSING),
+                      "backend": judge.get("backend", MISSING), "demo_quality": bool(judge.get("demo_quality")),
+                      "unparsable": score.get("n_unparsable", 0), "new_calls": cost.get("calls", 0),
+                      "requests": cost.get("calls", 0) + cost.get("cached", 0),
+                      "prompt_tokens": cost.get("prompt_tokens", 0), "completion_tokens": cost.get("completion_tokens", 0),
+                      "per_category": score.get("per_category")})
+    return pd.concat([frame.reset_index(drop=True), pd.DataFrame(extra, index=range(len(frame)))], axis=1)
+
+
+def judges_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per (judge, benchmark): runs judged, judgments (parsed + unparsable), requests, new calls, tokens."""
+    if scores.empty:
+        return pd.DataFrame(columns=JUDGE_COLUMNS)
+    scores = scores.assign(judgments=scores["n"].fillna(0).astype(int) + scores["unparsable"])
+    table = (scores.groupby(["judge", "judge_id", "backend", "demo_quality", "benchmark"], sort=True)
+             .agg(runs=("recipe", "size"), judgments=("judgments", "sum"), unparsable=("unparsable", "sum"),
+                  requests=("requests", "sum"), new_calls=("new_calls", "sum"), prompt_tokens=("prompt_tokens", "sum"),
+                  completion_tokens=("completion_tokens", "sum"))
+             .reset_index())
+    return table[JUDGE_COLUMNS]
+
+
+def judges_caption(table: pd.DataFrame) -> str:
+    """The line written under the tables: each judge, whether it is demo-quality, and its total cost."""
+    if table.empty:
+        return "Judges: none (no judged benchmark in the experiments)."
+    parts = []
+    for (name, judge_id, demo), rows in table.groupby(["judge", "judge_id", "demo_quality"], sort=True):
+        label = f"{name} ({judge_id}{', demo quality' if demo else ''})"
+        parts.append(f"{label}: {int(rows.requests.sum())} requests ({int(rows.new_calls.sum())} new calls in the "
+                     f"last runs), {int(rows.prompt_tokens.sum())} prompt + {int(rows.completion_tokens.sum())} "
+                     f"completion tokens")
+    return "Judges: " + "; ".join(parts) + "."
+
+
+def mtbench_categories(scores: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Per MT-Bench benchmark a panel of bars: mean rating per category, one bar per run, 95% CI whiskers;
+    a category whose judgments were all unparsable is marked n/a instead of drawn as 0."""
+    benchmarks = sorted(scores["benchmark"].unique()) or ["mt_bench"]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(benchmarks), 1, figsize=(9, 3.2 * len(benchmarks)), squeeze=False)
+        for ax, bench in zip(axes[:, 0], benchmarks):
+            rows = scores[scores["benchmark"] == bench]
+            categories = sorted({c for per in rows["per_category"] if per for c in per})
+            width = 0.8 / max(len(rows), 1)
+            for k, row in enumerate(rows.itertuples()):
+                x = np.arange(len(categories)) - 0.4 + width * (k + 0.5)
+                cells = [(row.per_category or {}).get(c, {}) for c in categories]
+                values = [c.get("value") for c in cells]
+                drawn = [i for i, v in enumerate(values) if v is not None]
+                err = [[values[i] - cells[i]["ci_low"] for i in drawn], [cells[i]["ci_high"] - values[i] for i in drawn]]
+                ax.bar(x[drawn], [values[i] for i in drawn], width, yerr=err, capsize=2,
+                       label=f"{row.model}/{row.dataset}/{row.recipe}")
+                for i in set(range(len(categories))) - set(drawn):
+                    ax.text(x[i], 0.2, MISSING, ha="center", va="bottom", rotation=90, fontsize=7)
+            judges = sorted({f"{j}{' (demo quality)' if d else ''}" for j, d in zip(rows["judge"], rows["demo_quality"])})
+            ax.set(title=f"{bench}: judge {', '.join(judges) or MISSING}", ylabel="mean rating (1-10)", ylim=(0, 10.5))
+            ax.set_xticks(range(len(categories)), categories, rotation=20)
+            ax.set_xlim(-0.6, len(categories) - 0.4)
+            if len(rows):
+                ax.legend(loc="upper right", frameon=False, ncol=min(len(rows), 3))
+        fig.tight_layout()
+        return save(fig, stem)

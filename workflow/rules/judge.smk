@@ -1,0 +1,170 @@
+"""Generative benchmarks: MT-Bench, AlpacaEval 2 and judged preference win rates (generate, then judge), and the
+judge-free implicit-reward win rate. Their Scores files become columns of the main table like any other benchmark."""
+
+
+rule benchmark_data:
+    """A judged benchmark's input files in one place: fixtures, official downloads (FastChat at a pinned commit,
+    AlpacaEval 2 from the hub) or a dataset's preference pairs; `limit` applied once for generation and judging."""
+    input:
+        unpack(benchmark_sources),
+        script=f"{SCRIPTS}/benchmark_data.py",
+    output:
+        directory("results/benchmarks/{benchmark}"),
+    params:
+        benchmark=lambda w: as_json(benchmark_data_settings(w)),
+        pairs=lambda w: table_args("--pairs", [v for k, v in benchmark_sources(w).items() if k == "pairs"]),
+    wildcard_constraints:
+        benchmark=_alternation(benchmarks_of_type(*GENERATIVE)),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/benchmark_data/{benchmark}.log",
+    threads: threads_of("data")
+    resources:
+        **res("data"),
+    shell:
+        "python {input.script:q} --benchmark-config {params.benchmark:q} {params.pairs} --out {output:q} 2> {log:q}"
+
+
+rule generate:
+    """A trained model's answers to a judged benchmark, in the benchmark's own format (MT-Bench model_answer JSONL,
+    AlpacaEval model_outputs JSON, preference answers JSONL)."""
+    input:
+        script=f"{SCRIPTS}/generate.py",
+        model="results/{model}/{dataset}/runs/{recipe}/model",
+        data="results/benchmarks/{benchmark}",
+    output:
+        answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.{fmt}",
+    params:
+        kind=lambda w: JUDGED[bench_of(w)["type"]],
+        questions=lambda w, input: f"{input.data}/{GENERATION_INPUT[bench_of(w)['type']]}",
+        options=lambda w: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(generation_settings(w).items())),
+    wildcard_constraints:
+        benchmark=_alternation(benchmarks_of_type(*JUDGED)),
+        fmt="jsonl|json",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.log",
+    benchmark:
+        "benchmarks/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.tsv"
+    threads: threads_of("generate")
+    resources:
+        **res("generate"),
+    shell:
+        "python {input.script:q} --benchmark {params.kind} --model {input.model:q} "
+        "--model-id {wildcards.model}/{wildcards.dataset}/{wildcards.recipe} --input {params.questions:q} "
+        "{params.options} --out {output.answers:q} 2> {log:q}"
+
+
+rule judge:
+    """Judge a model's answers → judgments JSONL and the Scores file (with the judge's name and cost). The judgment
+    cache is one file per judge shared by every run, a parameter rather than an output: reruns make no judge call."""
+    input:
+        script=f"{SCRIPTS}/judge.py",
+        answers=answers_path,
+        data="results/benchmarks/{benchmark}",
+        judge_model=judge_model_input,
+    output:
+        judgments="results/{model}/{dataset}/runs/{recipe}/judgments/{benchmark}.jsonl",
+        scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
+    params:
+        kind=lambda w: JUDGED[bench_of(w)["type"]],
+        judge_name=lambda w: bench_of(w)["judge"],
+        judge=lambda w: as_json(judge_backend_config(bench_of(w)["judge"])),
+        files=lambda w, input: judge_file_args(w, input.data),
+        options=lambda w: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(judge_settings(w).items())
+                                   if k != "judge"),
+        cache=lambda w: f"{JUDGE_CACHE_DIR}/{bench_of(w)['judge']}.jsonl",
+    wildcard_constraints:
+        benchmark=_alternation(benchmarks_of_type(*JUDGED)),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/judge/{model}/{dataset}/{recipe}/{benchmark}.log",
+    benchmark:
+        "benchmarks/judge/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+    threads: threads_of("judge")
+    resources:
+        **res("judge"),
+    shell:
+        "python {input.script:q} --benchmark {params.kind} --benchmark-name {wildcards.benchmark} "
+        "--answers {input.answers:q} {params.files} --judge {params.judge:q} --judge-name {params.judge_name:q} "
+        "--cache {params.cache:q} {params.options} --judgments {output.judgments:q} --scores {output.scores:q} "
+        "2> {log:q}"
+
+
+rule implicit_reward:
+    """Judge-free preference win rate: share of test pairs with β·r(y_w) > β·r(y_l), r = log πθ − log πref,
+    πref the untrained base model."""
+    input:
+        script=f"{SCRIPTS}/evaluate.py",
+        model="results/{model}/{dataset}/runs/{recipe}/model",
+        reference="resources/models/{model}",
+        data="results/benchmarks/{benchmark}",
+    output:
+        scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
+    params:
+        benchmark=lambda w: as_json(bench_of(w)),
+    wildcard_constraints:
+        benchmark=_alternation(benchmarks_of_type("implicit_reward")),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/implicit_reward/{model}/{dataset}/{recipe}/{benchmark}.log",
+    benchmark:
+        "benchmarks/implicit_reward/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+    threads: threads_of("evaluate")
+    resources:
+        **res("evaluate"),
+    shell:
+        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark} "
+        "--benchmark-config {params.benchmark:q} --reference-model {input.reference:q} "
+        "--pairs {input.data:q}/pairs.jsonl --scores {output.scores:q} 2> {log:q}"
+
+
+rule judges_table:
+    """Which judge scored which benchmark, and what it cost (requests, new calls, prompt and completion tokens)."""
+    input:
+        script=f"{SCRIPTS}/judge_report.py",
+        scores=experiment_scores_of_type(*JUDGED),
+    output:
+        md="reports/tables/judges.md",
+        csv=report("reports/tables/judges.csv", caption="../report/judges.rst", category="Tables"),
+        tex="reports/tables/judges.tex",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/judges_table.log",
+    threads: threads_of("report")
+    resources:
+        **res("report"),
+    shell:
+        "python {input.script:q} --scores {input.scores:q} --judges-table reports/tables/judges 2> {log:q}"
+
+
+rule mtbench_categories:
+    """MT-Bench mean rating per category, one bar per run, with bootstrap CIs."""
+    input:
+        script=f"{SCRIPTS}/judge_report.py",
+        scores=experiment_scores_of_type("mtbench"),
+    output:
+        png=report("reports/figures/mtbench_categories.png", caption="../report/mtbench_categories.rst",
+                   category="Benchmarks"),
+        pdf="reports/figures/mtbench_categories.pdf",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/mtbench_categories.log",
+    threads: threads_of("report")
+    resources:
+        **res("report"),
+    shell:
+        "python {input.script:q} --scores {input.scores:q} --mtbench-figure reports/figures/mtbench_categories "
+        "2> {log:q}"
+
+
+PAPER_REPORTS.append(lambda: (
+    [f"reports/tables/judges.{ext}" for ext in ("md", "csv", "tex")] if experiment_scores_of_type(*JUDGED) else []) + (
+    [f"reports/figures/mtbench_categories.{ext}" for ext in ("png", "pdf")]
+    if experiment_scores_of_type("mtbench") else []))
