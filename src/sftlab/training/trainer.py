@@ -380,7 +380,8 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"]))
     if epoch_models is not None:
         trainer.add_callback(EpochModelSaver(trainer, *epoch_models))
-    log(f"training on {len(features)} examples, {len(heldout)} held-out, {processes} process(es); "
+    log(f"training on {len(features)} examples, {len(heldout)} held-out, {processes} process(es) on device "
+        f"{args.device.type}; "
         f"{math.ceil(len(features) / (cfg['batch_size'] * cfg['gradient_accumulation']))} steps per epoch")
     trainer.train(resume_from_checkpoint=resume)
     weights = full_state_dict(trainer) if out_dir is not None else None
