@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = ROOT / "scripts" / "train.py"
 
 TRAINING = {
-    "learning_rate": 1e-3, "epochs": 2, "max_steps": -1, "batch_size": 4, "gradient_accumulation": 2,
+    "learning_rate": 1e-3, "epochs": 2, "max_steps": -1, "batch_size": 4, "gradient_accumulation": 1,
     "max_length": 64, "scheduler": "linear", "warmup_ratio": 0.0, "warmup_steps": 0, "weight_decay": 0.0,
     "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-8, "max_grad_norm": 1.0, "seed": 0,
     "precision": "fp32", "finetuning": "full", "lora": {"r": 4, "alpha": 8, "dropout": 0.0,

@@ -14,7 +14,6 @@ import yaml
 
 from _train_cli import ROOT, TRAINING, env, make_inputs, read_log, run, train_command, weights
 from sftlab.training.launch import CONFIG_DIR, launch_prefix
-from sftlab.training.trainer import local_accumulation
 
 EPOCH_MODELS = ("--save-epochs", "1", "2")
 
@@ -27,11 +26,12 @@ def inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_and_two(inputs, tmp_path_factory):
-    """The same config (per-device batch 4, accumulation 2) as one process and as two (each accumulating 1)."""
+    """The same global batch of 8: one process accumulating two micro-batches of 4, or two processes with 4 each."""
     runs = {}
     for n in (1, 2):
         out = tmp_path_factory.mktemp(f"processes{n}")
-        proc = run(train_command(launch_prefix(n, "ddp", CONFIG_DIR, sys.executable), inputs, out, TRAINING,
+        training = {**TRAINING, "batch_size": 4, "gradient_accumulation": 2 // n}
+        proc = run(train_command(launch_prefix(n, "ddp", CONFIG_DIR, sys.executable), inputs, out, training,
                                  "--epoch-models", str(out / "epochs"), *EPOCH_MODELS))
         runs[n] = (out, proc.stderr)
     return runs
@@ -65,7 +65,7 @@ def test_only_process_zero_writes(one_and_two):
     for n, (out, stderr) in one_and_two.items():
         # one log line for the run, one per held-out evaluation: not one per process
         assert stderr.count("training on 24 examples") == 1, stderr[-3000:]
-        assert f"{n} process(es) on device cpu" in stderr
+        assert f"{n} process(es) on device cpu; global batch 8, 3 steps per epoch" in stderr
         assert stderr.count("'eval_loss'") == 4
         assert sorted(p.name for p in (out / "epochs").iterdir()) == ["checkpoint-1", "checkpoint-2"]
         assert not (out / "checkpoints").exists()  # removed once the run is complete
@@ -105,12 +105,6 @@ def test_accelerate_configs_load():
     assert zero["stage"] == 3 and zero["stage3_gather_16bit_weights_on_model_save"] is True
 
 
-def test_accumulation_is_split_between_processes():
-    assert [local_accumulation({"gradient_accumulation": 8}, n) for n in (1, 2, 4, 8)] == [8, 4, 2, 1]
-    with pytest.raises(ValueError, match="not a multiple of the 4 processes"):
-        local_accumulation({"gradient_accumulation": 2}, 4)
-
-
 # --- the workflow: which command a job gets ---------------------------------------------------------------------
 
 TINY = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
@@ -126,8 +120,7 @@ def dry_run(tmp_path, cfg, *args) -> subprocess.CompletedProcess:
 
 def test_workflow_launches_one_process_per_gpu(tmp_path):
     cfg = {**TINY, "resources": {**TINY["resources"], "train": {"cpus": 4, "gpus": 2, "mem_mb": 4000},
-                                 "reference": {"cpus": 1, "gpus": 0, "processes": 2}},
-           "training": {**TINY["training"], "gradient_accumulation": 2}}
+                                 "reference": {"cpus": 1, "gpus": 0, "processes": 2}}}
     proc = dry_run(tmp_path, cfg, "-p")
     assert proc.returncode == 0, proc.stderr[-3000:]
     commands = [line.removeprefix("Shell command: ") for line in proc.stdout.splitlines()
@@ -143,9 +136,7 @@ def test_workflow_launches_one_process_per_gpu(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"resources": {"train": {"gpus": 4}}},  # accumulation 1 cannot be split between 4 processes
-     "training.gradient_accumulation: 1 is not a multiple of the 4 processes of resources.train"),
-    ({"resources": {"train": {"gpus": 2}}, "training": {"gradient_accumulation": 2, "distributed": "fsdp"}},
+    ({"resources": {"train": {"gpus": 2}}, "training": {"distributed": "fsdp"}},
      "distributed: fsdp shards full fine-tuning; LoRA runs use ddp"),
     ({"resources": {"select": {"gpus": 1}}}, "resources.select.gpus: the select rules run on CPU"),
     ({"resources": {"train": {"gpus": 2, "processes": 3}}}, "resources.train.processes: 3 processes on 2 GPUs"),

@@ -16,9 +16,8 @@ from _train_cli import TRAINING, env, make_inputs, read_log, run, train_command,
 from sftlab.training.launch import CONFIG_DIR, launch_prefix
 from sftlab.training.trainer import last_complete_checkpoint
 
-# 24 examples, global batch 2 × 2 = 4: 6 steps an epoch; 60 steps with a checkpoint every 10
-CFG = {**TRAINING, "batch_size": 2, "gradient_accumulation": 2, "epochs": 10, "max_steps": 60, "save_steps": 10,
-       "eval_steps": 30}
+# 24 examples at batch 2 per process; 60 steps with a checkpoint every 10
+CFG = {**TRAINING, "batch_size": 2, "epochs": 20, "max_steps": 60, "save_steps": 10, "eval_steps": 30}
 
 
 @pytest.fixture(scope="module")

@@ -108,17 +108,14 @@ def launcher(stage, training=None, where="training"):
     """Command prefix that starts a training script: `python` for one process, else `accelerate launch` with one
     process per GPU under the recipe's `distributed` mode (DDP, FSDP or DeepSpeed ZeRO-3, configs/accelerate/).
 
-    N processes split `gradient_accumulation` between them, so the global batch, and the run, do not depend on N.
+    `batch_size` is per process: the global batch is batch_size × gradient_accumulation × processes. The prefix is a
+    param of the training rules, so a run with another process count is another run.
     """
     training = training or CFG["training"]
     n = processes_of(stage)
     if n == 1:
         return shlex.join(launch_prefix(1))
-    mode, accumulation = training["distributed"], training["gradient_accumulation"]
-    if accumulation % n:
-        raise WorkflowError(f"invalid configuration: config key {where}.gradient_accumulation: {accumulation} is not a "
-                            f"multiple of the {n} processes of resources.{stage} (the global batch is batch_size × "
-                            f"gradient_accumulation, split between the processes)")
+    mode = training["distributed"]
     if mode != "ddp" and training["finetuning"] == "lora":
         raise WorkflowError(f"invalid configuration: config key {where}.distributed: {mode} shards full fine-tuning; "
                             f"LoRA runs use ddp")

@@ -214,21 +214,13 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def local_accumulation(cfg: dict, processes: int) -> int:
-    """Micro-batches each process accumulates: the configured ones split between the processes, so the global
-    batch (batch_size × gradient_accumulation) and the run do not depend on the number of GPUs."""
-    accumulation = cfg["gradient_accumulation"]
-    if accumulation % processes:
-        raise ValueError(f"training.gradient_accumulation: {accumulation} is not a multiple of the {processes} "
-                         "processes (the global batch is batch_size × gradient_accumulation, split between them)")
-    return accumulation // processes
-
-
-def training_arguments(cfg: dict, output_dir: Path, processes: int = 1) -> TrainingArguments:
+def training_arguments(cfg: dict, output_dir: Path) -> TrainingArguments:
+    """The Trainer's settings; ``batch_size`` is per process, so the global batch is batch_size ×
+    gradient_accumulation × processes (the launcher's process count is part of the rule's params)."""
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg["batch_size"],
-        gradient_accumulation_steps=local_accumulation(cfg, processes),
+        gradient_accumulation_steps=cfg["gradient_accumulation"],
         learning_rate=cfg["learning_rate"],
         num_train_epochs=cfg["epochs"],
         max_steps=cfg["max_steps"],
@@ -366,7 +358,7 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
                               heldout_columns, log=log)
     checkpoint_dir = Path(checkpoint_dir)
     processes = world_size()
-    args = training_arguments(cfg, checkpoint_dir, processes)  # first: sets up the processes' shared state
+    args = training_arguments(cfg, checkpoint_dir)  # first: sets up the processes' shared state
     if args.process_index:
         log = lambda *_: None  # noqa: E731  (process 0 speaks for all)
     # the process count is part of the stamp: a checkpoint's data position and RNG states are per process
@@ -380,9 +372,9 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"]))
     if epoch_models is not None:
         trainer.add_callback(EpochModelSaver(trainer, *epoch_models))
+    global_batch = cfg["batch_size"] * cfg["gradient_accumulation"] * processes
     log(f"training on {len(features)} examples, {len(heldout)} held-out, {processes} process(es) on device "
-        f"{args.device.type}; "
-        f"{math.ceil(len(features) / (cfg['batch_size'] * cfg['gradient_accumulation']))} steps per epoch")
+        f"{args.device.type}; global batch {global_batch}, {math.ceil(len(features) / global_batch)} steps per epoch")
     trainer.train(resume_from_checkpoint=resume)
     weights = full_state_dict(trainer) if out_dir is not None else None
     trainer.accelerator.wait_for_everyone()  # every process is done with the checkpoint directory
