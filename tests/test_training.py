@@ -191,6 +191,7 @@ def test_prepare_checkpoint_dir(tmp_path):
     assert json.loads((ckpt / "params.json").read_text())["params"] == params
     for step in (2, 10, 4):
         (ckpt / f"checkpoint-{step}").mkdir()
+        (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")  # complete: its last file is there
     # same parameters: the newest checkpoint by step (10, not the lexically last 4)
     assert prepare_checkpoint_dir(ckpt, copy.deepcopy(params), quiet) == str(ckpt / "checkpoint-10")
     # other parameters (another example order counts): everything removed, nothing resumed

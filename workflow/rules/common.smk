@@ -8,6 +8,7 @@ import shlex
 from sftlab.config import ConfigError, deep_merge, fraction_id, prepare, resources, selector_id
 from sftlab.objectives import build_objective
 from sftlab.selection import SELECTORS
+from sftlab.training.launch import launch_prefix
 
 try:
     CFG = prepare(config)
@@ -56,14 +57,73 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
-def res(stage):
-    """Compute request of a stage in Snakemake's resource names (gpu, cpus_per_gpu, mem_mb, runtime)."""
+# stages whose rules never use a GPU: a `gpus` in `resources.default` does not reach them
+CPU_STAGES = {"data", "model", "select", "report"}
+
+
+def stage_resources(stage):
+    """The config's request of a stage; CPU stages ask for no GPU (naming one for them is a config error)."""
     r = resources(CFG, stage)
-    out = {"mem_mb": r["mem_mb"], "runtime": r["runtime"]}
+    if stage in CPU_STAGES:
+        if CFG["resources"].get(stage, {}).get("gpus"):
+            raise WorkflowError(f"invalid configuration: config key resources.{stage}.gpus: the {stage} rules run on CPU")
+        r["gpus"] = 0
+    return r
+
+
+def _per_attempt(value):
+    """A request that grows with each retry (attempt 1, 2, ...): memory and wall time, never GPUs."""
+    return lambda wildcards, attempt: value * attempt
+
+
+def res(stage):
+    """Compute request of a stage in Snakemake's resource names (gpu, cpus_per_gpu, mem_mb, runtime).
+
+    mem_mb and runtime (minutes) are multiplied by the attempt, so a job that ran out of either is retried with more
+    (the Slurm profile sets `retries`). GPU jobs go to $SFTLAB_SLURM_GPU_PARTITION when that is set.
+    """
+    r = stage_resources(stage)
+    out = {"mem_mb": _per_attempt(r["mem_mb"]), "runtime": _per_attempt(r["runtime"])}
     if r["gpus"]:
         out["gpu"] = r["gpus"]
         out["cpus_per_gpu"] = max(1, r["cpus"] // r["gpus"])
+        if os.environ.get("SFTLAB_SLURM_GPU_PARTITION"):
+            out["slurm_partition"] = os.environ["SFTLAB_SLURM_GPU_PARTITION"]
     return out
+
+
+ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
+
+
+def processes_of(stage):
+    """Training processes of a stage's job: `resources.<stage>.processes`, else one per GPU (1 without GPUs)."""
+    r = stage_resources(stage)
+    n = r.get("processes") or max(1, r["gpus"])
+    if r["gpus"] and n != r["gpus"]:
+        raise WorkflowError(f"invalid configuration: config key resources.{stage}.processes: {n} processes on "
+                            f"{r['gpus']} GPUs; leave it unset for one process per GPU")
+    return n
+
+
+def launcher(stage, training=None, where="training"):
+    """Command prefix that starts a training script: `python` for one process, else `accelerate launch` with one
+    process per GPU under the recipe's `distributed` mode (DDP, FSDP or DeepSpeed ZeRO-3, configs/accelerate/).
+
+    `batch_size` is per process: the global batch is batch_size × gradient_accumulation × processes. The prefix is a
+    param of the training rules, so a run with another process count is another run.
+    """
+    training = training or CFG["training"]
+    n = processes_of(stage)
+    if n == 1:
+        return shlex.join(launch_prefix(1))
+    mode = training["distributed"]
+    if mode != "ddp" and training["finetuning"] == "lora":
+        raise WorkflowError(f"invalid configuration: config key {where}.distributed: {mode} shards full fine-tuning; "
+                            f"LoRA runs use ddp")
+    try:
+        return shlex.join(launch_prefix(n, mode, ACCELERATE_CONFIGS))
+    except ModuleNotFoundError as exc:
+        raise WorkflowError(f"{where}: {exc}") from None
 
 
 def threads_of(stage):

@@ -39,6 +39,7 @@ rule reference_run:
         epochs=" ".join(str(c) for c in REFERENCE_CHECKPOINTS),
         out_dir=lambda w: f"results/{w.model}/{w.dataset}/reference",
         trainer_checkpoints=lambda w: f"results/{w.model}/{w.dataset}/reference/trainer-checkpoints",
+        launch=launcher("reference", reference_training(), "reference.training"),
     log:
         "logs/reference_run/{model}/{dataset}.log",
     benchmark:
@@ -49,7 +50,7 @@ rule reference_run:
     resources:
         **res("reference"),
     shell:
-        "python {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
+        "{params.launch} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective '{{\"name\": \"ntp\"}}' "
         "--epoch-models {params.out_dir:q} --save-epochs {params.epochs} --train-log {output.log:q} "
         "--checkpoints {params.trainer_checkpoints:q} 2> {log:q}"

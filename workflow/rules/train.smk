@@ -16,6 +16,7 @@ rule train:
         objective=lambda w: as_json(recipe_of(w)["objective"]),
         checkpoints=lambda w: f"results/{w.model}/{w.dataset}/runs/{w.recipe}/checkpoints",
         tables=lambda w, input: table_args("--table", input.tables),
+        launch=lambda w: launcher("train", recipe_of(w)["training"], f"recipes.{w.recipe}.training"),
     conda:
         CONDA_ENV
     log:
@@ -26,7 +27,7 @@ rule train:
     resources:
         **res("train"),
     shell:
-        "python {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
+        "{params.launch} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
         "--heldout-ref {input.ref:q} {params.tables} "
         "--out {output.model:q} --train-log {output.log:q} --checkpoints {params.checkpoints:q} 2> {log:q}"

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -20,10 +21,11 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from sftlab.data.tokenize import collate, encode_example, ensure_chat_template
-from sftlab.io import atomic_path
+from sftlab.io import atomic_path, write_text
 from sftlab.objectives import Objective, build_objective
 from sftlab.models.scoring import length_normalised_reward
 from sftlab.objectives.ntp import ntp_loss
@@ -124,7 +126,11 @@ class ObjectiveTrainer(Trainer):
 
 
 class HeldoutEvalCallback(TrainerCallback):
-    """Evaluate on the held-out set before the first step and every ``eval_steps``; results go to the log history."""
+    """Evaluate on the held-out set before the first step and every ``eval_steps``; results go to the log history.
+
+    With several processes each one evaluates the whole held-out set on its own replica (the same numbers; under
+    FSDP the forward passes are collective, so every process must run the same batches): only process 0 writes.
+    """
 
     def __init__(self, trainer: ObjectiveTrainer, features: list[dict], batch_size: int, eval_steps: int):
         self.trainer, self.features, self.batch_size, self.eval_steps = trainer, features, batch_size, eval_steps
@@ -136,7 +142,8 @@ class HeldoutEvalCallback(TrainerCallback):
         if metrics:
             # appended directly: Trainer.log from inside a step would reset the step's own logging flags
             state.log_history.append({**metrics, "epoch": state.epoch or 0.0, "step": state.global_step})
-            print({k: round(v, 4) for k, v in metrics.items()} | {"step": state.global_step}, file=sys.stderr)
+            if state.is_world_process_zero:
+                print({k: round(v, 4) for k, v in metrics.items()} | {"step": state.global_step}, file=sys.stderr)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step == 0:
@@ -148,7 +155,10 @@ class HeldoutEvalCallback(TrainerCallback):
 
 
 class EpochModelSaver(TrainerCallback):
-    """Save a loadable model (LoRA merged into a copy) at the end of chosen epochs: SFTMix's reference checkpoints."""
+    """Save a loadable model (LoRA merged into a copy) at the end of chosen epochs: SFTMix's reference checkpoints.
+
+    Process 0 writes; under FSDP / ZeRO-3 every process first takes part in gathering the sharded weights.
+    """
 
     def __init__(self, trainer: ObjectiveTrainer, out_dir: Path, epochs: list[int]):
         self.trainer, self.out_dir, self.epochs = trainer, Path(out_dir), set(epochs)
@@ -156,13 +166,39 @@ class EpochModelSaver(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         epoch = round(state.epoch)
         target = self.out_dir / f"checkpoint-{epoch}"
-        if epoch in self.epochs and state.is_world_process_zero and not target.exists():
-            model = self.trainer.model
+        if epoch not in self.epochs:
+            return
+        weights = full_state_dict(self.trainer)
+        if state.is_world_process_zero and not target.exists():
+            save_model(self.trainer, target, weights)
+        self.trainer.accelerator.wait_for_everyone()
+
+
+def is_sharded(trainer: Trainer) -> bool:
+    """FSDP or DeepSpeed: no process holds the whole model."""
+    return bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
+
+
+def full_state_dict(trainer: Trainer) -> dict | None:
+    """The whole model's weights, gathered on process 0 when training is sharded (a collective: every process must
+    call it); None when each process holds the whole model anyway."""
+    return trainer.accelerator.get_state_dict(trainer.model_wrapped) if is_sharded(trainer) else None
+
+
+def save_model(trainer: Trainer, out_dir: Path, weights: dict | None = None, final: bool = False) -> None:
+    """A loadable model directory, written atomically: the gathered ``weights`` of a sharded run, or the model with
+    LoRA merged in — into a copy during training; at the end (``final``) in place, the adapter kept in ``adapter/``."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    with atomic_path(out_dir) as tmp:
+        if weights is not None:
+            model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+        else:
             if hasattr(model, "merge_and_unload"):
-                model = copy.deepcopy(model).merge_and_unload()
-            with atomic_path(target) as tmp:
-                model.save_pretrained(tmp, safe_serialization=True)
-                self.trainer.processing_class.save_pretrained(tmp)
+                if final:
+                    model.save_pretrained(tmp / "adapter")
+                model = (model if final else copy.deepcopy(model)).merge_and_unload()
+            model.save_pretrained(tmp, safe_serialization=True)
+        trainer.processing_class.save_pretrained(tmp)
 
 
 def precision_flags(precision: str) -> dict[str, bool]:
@@ -173,7 +209,14 @@ def precision_flags(precision: str) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
+def world_size() -> int:
+    """Processes of this run: set by `accelerate launch` / torchrun, 1 when started as plain python."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def training_arguments(cfg: dict, output_dir: Path) -> TrainingArguments:
+    """The Trainer's settings; ``batch_size`` is per process, so the global batch is batch_size ×
+    gradient_accumulation × processes (the launcher's process count is part of the rule's params)."""
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg["batch_size"],
@@ -227,6 +270,14 @@ def params_hash(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def resume_point(args: TrainingArguments, checkpoint_dir: Path, params: dict, log=print) -> str | None:
+    """``prepare_checkpoint_dir`` on process 0 (which may clear the directory), then the others, which only look."""
+    with args.main_process_first(desc="checkpoint directory"):
+        if args.process_index == 0:
+            return prepare_checkpoint_dir(checkpoint_dir, params, log)
+        return get_last_checkpoint(str(checkpoint_dir))
+
+
 def prepare_checkpoint_dir(checkpoint_dir: Path, params: dict, log=print) -> str | None:
     """The checkpoint to resume from, if one was left by a run with exactly these parameters.
 
@@ -235,16 +286,37 @@ def prepare_checkpoint_dir(checkpoint_dir: Path, params: dict, log=print) -> str
     stamp = checkpoint_dir / "params.json"
     digest = params_hash(params)
     if checkpoint_dir.exists():
-        old = json.loads(stamp.read_text()).get("hash") if stamp.exists() else None
+        try:
+            old = json.loads(stamp.read_text()).get("hash")
+        except (OSError, ValueError):
+            old = None
         if old != digest:
             log(f"removing checkpoints of a run with other parameters in {checkpoint_dir}")
             shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"hash": digest, "params": params}, indent=2, sort_keys=True))
-    last = get_last_checkpoint(str(checkpoint_dir))
+    write_text(stamp, json.dumps({"hash": digest, "params": params}, indent=2, sort_keys=True))
+    last = last_complete_checkpoint(checkpoint_dir, log)
     if last:
         log(f"resuming from {last}")
     return last
+
+
+def last_complete_checkpoint(checkpoint_dir: Path, log=print) -> str | None:
+    """The newest checkpoint the Trainer finished writing: ``trainer_state.json`` is the last file it saves.
+
+    Newer, incomplete ones (a job killed or preempted while saving) are removed, so the Trainer never loads them.
+    """
+    steps = {}
+    for path in checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        suffix = path.name[len(PREFIX_CHECKPOINT_DIR) + 1:]
+        if path.is_dir() and suffix.isdigit():
+            steps[int(suffix)] = path
+    for step in sorted(steps, reverse=True):
+        if (steps[step] / TRAINER_STATE_NAME).exists():
+            return str(steps[step])
+        log(f"removing incomplete checkpoint {steps[step]} (the job stopped while writing it)")
+        shutil.rmtree(steps[step])
+    return None
 
 
 LOG_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "eval_loss"]
@@ -285,9 +357,13 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
                               {"ref_logp": heldout_ref_logps} if heldout_ref_logps is not None else None,
                               heldout_columns, log=log)
     checkpoint_dir = Path(checkpoint_dir)
-    resume = prepare_checkpoint_dir(checkpoint_dir, {"training": cfg, "objective": objective_cfg,
-                                                     "ids": [e["id"] for e in train_examples]}, log)
-    args = training_arguments(cfg, checkpoint_dir)
+    processes = world_size()
+    args = training_arguments(cfg, checkpoint_dir)  # first: sets up the processes' shared state
+    if args.process_index:
+        log = lambda *_: None  # noqa: E731  (process 0 speaks for all)
+    # the process count is part of the stamp: a checkpoint's data position and RNG states are per process
+    resume = resume_point(args, checkpoint_dir, {"training": cfg, "objective": objective_cfg, "processes": processes,
+                                                 "ids": [e["id"] for e in train_examples]}, log)
     trainer = ObjectiveTrainer(
         model=model, args=args, train_dataset=EncodedDataset(features), processing_class=tokenizer,
         data_collator=functools.partial(collate, pad_token_id=tokenizer.pad_token_id, columns=objective.columns),
@@ -296,20 +372,14 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"]))
     if epoch_models is not None:
         trainer.add_callback(EpochModelSaver(trainer, *epoch_models))
-    log(f"training on {len(features)} examples, {len(heldout)} held-out; "
-        f"{math.ceil(len(features) / (cfg['batch_size'] * cfg['gradient_accumulation']))} steps per epoch")
+    global_batch = cfg["batch_size"] * cfg["gradient_accumulation"] * processes
+    log(f"training on {len(features)} examples, {len(heldout)} held-out, {processes} process(es) on device "
+        f"{args.device.type}; global batch {global_batch}, {math.ceil(len(features) / global_batch)} steps per epoch")
     trainer.train(resume_from_checkpoint=resume)
+    weights = full_state_dict(trainer) if out_dir is not None else None
+    trainer.accelerator.wait_for_everyone()  # every process is done with the checkpoint directory
     if trainer.is_world_process_zero():
         if out_dir is not None:
-            save_final(trainer.model, tokenizer, Path(out_dir))
+            save_model(trainer, Path(out_dir), weights, final=True)
         write_train_log(trainer.state.log_history, Path(log_path))
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-
-
-def save_final(model, tokenizer, out_dir: Path) -> None:
-    with atomic_path(out_dir) as tmp:
-        if hasattr(model, "merge_and_unload"):
-            model.save_pretrained(tmp / "adapter")
-            model = model.merge_and_unload()
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)

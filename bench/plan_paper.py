@@ -1,0 +1,75 @@
+"""Planning time at paper scale: `snakemake -n --profile profiles/slurm --configfile configs/paper/<each>.yaml`.
+
+Each dry run is a fresh process, offline, in an empty working directory (nothing built yet: every job is planned),
+timed by wall clock and by the CPU time (user + system) of the process and its children — on a shared machine the
+wall clock includes waiting for a core, the CPU time does not. Also timed, to show where the time goes: starting Python with Snakemake (`snakemake
+--version`) and importing the sftlab modules the Snakefile loads. The largest config (most jobs) is timed
+``--repeat`` times (best kept); goal: under 10 s. Without configs/paper/ the test fixture tests/fixtures/paper_plan.yaml
+stands in. Usage: ``python bench/plan_paper.py [--repeat 3] [configs ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _plan import FIXTURE, PAPER_CONFIGS, job_counts, offline_env, plan  # noqa: E402
+
+GOAL_S = 10.0
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(fn) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds of the child processes, result)."""
+    start, cpu = time.perf_counter(), children_cpu()
+    out = fn()
+    return time.perf_counter() - start, children_cpu() - cpu, out
+
+
+def plan_once(configfile: Path) -> tuple[float, float, int]:
+    with tempfile.TemporaryDirectory() as workdir:
+        wall, cpu, proc = timed(lambda: plan(configfile, Path(workdir)))
+    if proc.returncode != 0:
+        raise SystemExit(f"{configfile}: the dry run failed\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return wall, cpu, sum(job_counts(proc.stdout + proc.stderr).values())
+
+
+def python_seconds(code: list[str]) -> str:
+    wall, cpu, _ = timed(lambda: subprocess.run([sys.executable, *code], capture_output=True, env=offline_env()))
+    return f"{wall:.2f} s wall, {cpu:.2f} s CPU"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("configs", nargs="*", type=Path)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    configs = args.configs or PAPER_CONFIGS or [FIXTURE]
+
+    print(f"python + snakemake (snakemake --version):        {python_seconds(['-m', 'snakemake', '--version'])}")
+    imports = "import sftlab.config, sftlab.objectives, sftlab.selection, sftlab.training.launch"
+    print(f"python + the sftlab modules common.smk imports: {python_seconds(['-c', imports])}")
+    results = {c: plan_once(c) for c in configs}
+    largest = max(results, key=lambda c: results[c][2])
+    runs = [results[largest]] + [plan_once(largest) for _ in range(args.repeat - 1)]
+    wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
+    print(f"\n{'config':<40} {'jobs':>6} {'wall (s)':>9} {'CPU (s)':>8}")
+    for config, (w, c, jobs) in results.items():
+        print(f"{config.name:<40} {jobs:>6} {w:>9.2f} {c:>8.2f}")
+    verdict = "within" if wall < GOAL_S else "OVER"
+    print(f"\nlargest: {largest.name}, {results[largest][2]} jobs planned in {wall:.2f} s wall, {cpu:.2f} s CPU "
+          f"(best of {args.repeat}; goal < {GOAL_S:.0f} s wall: {verdict})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Dry runs of the workflow as a researcher starts it on a cluster (`snakemake -n --profile profiles/slurm`), with
+the network off: shared by the paper-scale planning test and bench/plan_paper.py."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_CONFIGS = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
+FIXTURE = ROOT / "tests" / "fixtures" / "paper_plan.yaml"
+
+# loaded by every Python process of the dry run (sitecustomize): any Internet connection fails loudly
+NO_NETWORK = '''
+import socket
+
+def _refuse(*args, **kwargs):
+    raise OSError("network access during planning (the planning test runs offline)")
+
+_connect = socket.socket.connect
+
+def _connect_local(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _refuse()
+    return _connect(self, address)
+
+socket.socket.connect = _connect_local
+socket.socket.connect_ex = _connect_local
+socket.getaddrinfo = _refuse
+socket.create_connection = _refuse
+'''
+
+
+def offline_env() -> dict[str, str]:
+    """This source tree first and the network guard loaded into every Python process."""
+    guard = Path(tempfile.mkdtemp(prefix="offline-"))
+    (guard / "sitecustomize.py").write_text(NO_NETWORK)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(guard), str(ROOT / "src")]), "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def plan(configfile: Path, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``snakemake -n -p --profile profiles/slurm --configfile configfile`` in ``workdir``, offline."""
+    env = offline_env()
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "-p", "--profile",
+                           str(ROOT / "profiles" / "slurm"), "--directory", str(workdir), "--configfile", str(configfile),
+                           *extra], capture_output=True, text=True, env=env, timeout=600)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The dry run's "Job stats" table as {rule: jobs}, without the total."""
+    table = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def job_resources(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, {resource: value}) of every planned job."""
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule \w+:)", output):
+        head = re.search(r"^(?:local)?rule (\w+):", block, flags=re.M)
+        res = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
+        if head:
+            pairs = (kv.split("=", 1) for kv in res.group(1).split(", ")) if res else ()
+            jobs.append((head.group(1), dict(pairs)))
+    return jobs

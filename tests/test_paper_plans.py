@@ -1,0 +1,95 @@
+"""Planning at paper scale: `snakemake -n --profile profiles/slurm --configfile configs/paper/<each>.yaml` plans every
+job offline, with the job counts worked out from each config by hand, and the Slurm profile's settings reach
+Snakemake (the workflow profile must not override them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from _plan import FIXTURE, PAPER_CONFIGS, ROOT, job_counts, job_resources, offline_env, plan
+from sftlab.config import resources
+
+# Job counts per rule, worked out from each config. tests/fixtures/paper_plan.yaml: 2 models × 2 datasets;
+# main: 7 recipes on all 4 pairs (28 runs × 3 benchmarks), grid: 2 β × 3 lr = 6 runs on llama × alpaca (× 1);
+# selections per pair: full, random-s0/0.5, confident/0.5; every pair has a confidence user (sftmix, confident),
+# so one reference run, confidence table and t-SNE figure each; ref_logprobs once per pair.
+EXPECTED = {
+    "paper_plan.yaml": {
+        "materialise_model": 2, "prepare_data": 2, "ref_logprobs": 4, "select_data": 3 * 4,
+        "reference_run": 4, "confidence": 4, "tsne": 4, "train": 28 + 6, "evaluate": 28 * 3 + 6,
+        "build_report": 1, "all": 1,
+    },
+}
+
+# rules that never ask for a GPU, whatever the config's resources.default says
+CPU_RULES = {"materialise_model", "prepare_data", "select_data", "build_report", "all"}
+
+
+@pytest.fixture(scope="module", params=[*PAPER_CONFIGS, FIXTURE], ids=lambda p: p.name)
+def planned(request, tmp_path_factory):
+    proc = plan(request.param, tmp_path_factory.mktemp("plan"))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    return request.param, proc.stdout + proc.stderr
+
+
+def test_job_counts(planned):
+    configfile, output = planned
+    counts = job_counts(output)
+    assert configfile.name in EXPECTED, (
+        f"no expected job counts for {configfile.name}; the dry run planned {counts}: check them against the config "
+        f"and add them to EXPECTED in {__file__}")
+    assert counts == EXPECTED[configfile.name]
+
+
+def test_gpu_requests_follow_the_config(planned):
+    configfile, output = planned
+    cfg = yaml.safe_load(configfile.read_text())
+    jobs = job_resources(output)
+    assert jobs
+    for rule, res in jobs:
+        if rule in CPU_RULES:
+            assert "gpu" not in res, (rule, res)
+        elif "gpu" in res:  # a GPU job says how much of the node it needs besides the GPUs
+            assert {"cpus_per_gpu", "mem_mb", "runtime"} <= res.keys(), (rule, res)
+    train_gpus = resources(cfg, "train")["gpus"]
+    for rule, res in jobs:
+        if rule == "train":
+            assert int(res.get("gpu", 0)) == train_gpus, res
+
+
+def test_multi_gpu_training_is_launched_with_accelerate(planned):
+    configfile, output = planned
+    cfg = yaml.safe_load(configfile.read_text())
+    commands = [line for line in output.splitlines() if "scripts/train.py" in line and "--model-dir" in line]
+    assert commands
+    if resources(cfg, "train")["gpus"] > 1:
+        assert all("-m accelerate.commands.launch" in c and f"--num_processes {resources(cfg, 'train')['gpus']}" in c
+                   for c in commands)
+
+
+def test_slurm_profile_settings_reach_snakemake(monkeypatch):
+    """profiles/default is loaded after --profile and wins: it must not cap cores or shorten the latency wait."""
+    from snakemake.cli import parse_args
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("SFTLAB_SLURM_NO_ACCOUNT", "1")
+    monkeypatch.setenv("SFTLAB_SLURM_PARTITION", "gpu-a100")
+    _, args = parse_args(["-s", str(ROOT / "Snakefile"), "--profile", str(ROOT / "profiles" / "slurm"), "-n"])
+    assert args.executor == "slurm" and args.jobs == 100 and args.cores is None
+    assert args.latency_wait == 120 and args.retries == 2 and args.slurm_requeue is True
+    assert args.slurm_no_account is True
+    assert args.default_resources["slurm_partition"].raw == "'gpu-a100'"
+    monkeypatch.delenv("SFTLAB_SLURM_NO_ACCOUNT")
+    monkeypatch.delenv("SFTLAB_SLURM_PARTITION")
+    _, args = parse_args(["-s", str(ROOT / "Snakefile"), "--profile", str(ROOT / "profiles" / "slurm"), "-n"])
+    assert args.slurm_no_account is not True and "slurm_partition" not in args.default_resources
+
+
+def test_the_planning_runs_are_really_offline():
+    proc = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('huggingface.co', 443))"],
+                          capture_output=True, text=True, env=offline_env(), timeout=60)
+    assert proc.returncode != 0 and "network access during planning" in proc.stderr
