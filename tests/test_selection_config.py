@@ -96,3 +96,22 @@ def test_validation_items_group_by_subtask_in_a_seeded_order_per_subtask():
     assert validation_items(rows(), seed=8) != items
     with pytest.raises(ValueError, match=r"subtasks \['z'\] not in the data"):
         validation_items(rows(), subtasks=["z"])
+
+
+def test_the_shipped_configs_validate_with_their_influence_selections():
+    from pathlib import Path
+
+    from sftlab.config import load
+
+    root = Path(__file__).resolve().parents[1]
+    rose = load(root / "configs" / "paper" / "rose.yaml")
+    assert selector_id(rose["recipes"]["rose_shp_shots1"]["selection"]) == "rose-shp-1shot"
+    assert selector_id(rose["recipes"]["rose_hh_frac0.2"]["selection"]) == "rose-hh-1shot"
+    assert rose["recipes"]["rose_se_frac0.5"]["selection"]["fraction"] == 0.5
+    less = load(root / "configs" / "paper" / "less.yaml")
+    assert {selector_id(r["selection"]) for r in less["recipes"].values() if r["selection"]["name"] == "less"} == {
+        "less-mmlu-5shot", "less-tydiqa-1shot", "less-bbh-3shot"}
+    assert less["warmup"]["training"]["lora"]["r"] == 128
+    for name in ("config.yaml", "configs/tiny.yaml"):
+        cfg = load(root / name)
+        assert {r["selection"]["name"] for r in cfg["recipes"].values()} >= {"less", "rose"}
