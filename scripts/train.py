@@ -10,6 +10,7 @@ import sys
 import pandas as pd
 
 from sftlab.io import read_ids, read_jsonl
+from sftlab.selection.warmup import WarmupCheckpointCallback
 from sftlab.training.trainer import train
 
 
@@ -40,7 +41,9 @@ def main() -> None:
     ap.add_argument("--heldout-ref", help="ref_logprobs.parquet: adds the deviation metric to held-out evaluations")
     ap.add_argument("--epoch-models", help="directory for loadable models saved at the end of --save-epochs")
     ap.add_argument("--save-epochs", type=int, nargs="*", default=[])
-    ap.add_argument("--out", help="final model directory (omit for a reference run that keeps only epoch models)")
+    ap.add_argument("--warmup-dir", help="LESS/ROSE warmup: write checkpoint-{epoch}/ (adapter, Adam moments by "
+                                         "name, mean lr) here at the end of every epoch")
+    ap.add_argument("--out", help="final model directory (omit for runs that keep only epoch checkpoints)")
     ap.add_argument("--train-log", required=True)
     ap.add_argument("--checkpoints", required=True)
     args = ap.parse_args()
@@ -53,9 +56,10 @@ def main() -> None:
         raise SystemExit(f"{args.ids}: {len(missing)} ids not in {args.train}, e.g. {missing[:3]}")
     heldout_ref = load_tables([args.heldout_ref])["ref_logp"] if args.heldout_ref else None
     epoch_models = (args.epoch_models, args.save_epochs) if args.epoch_models else None
+    callbacks = [WarmupCheckpointCallback(args.warmup_dir)] if args.warmup_dir else []
     train(args.model_dir, [pool[i] for i in ids], read_jsonl(args.heldout), json.loads(args.training),
           json.loads(args.objective), args.out, args.train_log, args.checkpoints, tables=load_tables(args.table),
-          heldout_ref_logps=heldout_ref, epoch_models=epoch_models, log=log)
+          heldout_ref_logps=heldout_ref, epoch_models=epoch_models, callbacks=callbacks, log=log)
 
 
 if __name__ == "__main__":

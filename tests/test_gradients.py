@@ -236,3 +236,17 @@ def test_feature_settings_are_checked(lora_model, tmp_path):
     save_features(tmp_path / "b.pt", ["b"], torch.zeros(1, 8), ["t"], [], "train", 8, 1, 10)
     with pytest.raises(ValueError, match="seed"):
         gather_features([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "c.pt")
+
+
+def test_less_features_of_a_pair_are_those_of_its_chosen_conversation(lora_model):
+    """LESS on a preference validation set: the NTP gradient of prompt + chosen answer, nothing of the rejected."""
+    model, tokenizer = lora_model
+    pairs = pair_rows(3)
+    as_examples = [{"id": p["id"], "subtask": p["subtask"],
+                    "messages": p["prompt"] + [{"role": "assistant", "content": p["chosen"]}]} for p in pairs]
+    pair_items, _ = encode_rows(tokenizer, pairs, "ntp", max_length=64)
+    example_items, _ = encode_rows(tokenizer, as_examples, "ntp", max_length=64)
+    assert [len(i["sequences"]) for i in pair_items] == [1, 1, 1]
+    assert pair_items == example_items
+    with pytest.raises(KeyError, match="preference pair 'x' lacks 'prompt'"):
+        encode_rows(tokenizer, [{"id": "x", "chosen": "a"}], "ntp", 64)

@@ -37,7 +37,7 @@ def local_cfg(path, fmt, **extra):
 
 
 def test_every_config_format_has_a_loader():
-    assert set(FORMATS) == {"alpaca", "messages", "sharegpt", "hh_rlhf", "shp", "stackexchange"}
+    assert set(FORMATS) == {"alpaca", "messages", "sharegpt", "hh_rlhf", "shp", "stackexchange", "mmlu", "tydiqa"}
     assert PREFERENCE_FORMATS == {"hh_rlhf", "shp", "stackexchange"}
 
 
@@ -104,6 +104,54 @@ def test_tulu_mixture_keeps_ids_and_subset_as_source():
         user("Write a Python function that returns the square of a number."),
         assistant("def square(x):\n    return x * x"),
     ]
+
+
+def test_mmlu_rows_become_less_prompts_with_the_subject_as_subtask():
+    rows = [("x", {"question": "What is 2 + 2?", "subject": "elementary_mathematics", "choices": ["3", "4", "5", "22"],
+                   "answer": 1}),
+            ("y", {"question": "Q?", "subject": "s", "choices": ["a", "b"], "answer": 2})]
+    item = convert(rows[:1], "mmlu", source="mmlu_dev")[0]
+    assert item["messages"] == [
+        user("The following are multiple choice questions (with answers) about elementary mathematics.\n\n"
+             "What is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:"),
+        assistant("B")]
+    assert (item["subtask"], item["source"], item["id"]) == ("elementary_mathematics", "mmlu_dev", "mmlu_dev-0000000")
+    with pytest.raises(DataError, match="y: answer 2 is not an index into 2 choices"):
+        convert(rows, "mmlu", source="mmlu_dev")
+
+
+def test_tydiqa_gold_passage_language_from_the_id():
+    row = {"id": "finnish-123-0", "title": "T", "context": "Helsinki on Suomen pääkaupunki.",
+           "question": "Mikä on Suomen pääkaupunki?", "answers": {"text": ["Helsinki"], "answer_start": [0]}}
+    item = convert([("r", row)], "tydiqa", source="tydiqa")[0]
+    assert item["messages"] == [
+        user("Answer the following question based on the information in the given passage.\n"
+             "Passage: Helsinki on Suomen pääkaupunki.\nQuestion: Mikä on Suomen pääkaupunki?"),
+        assistant("Helsinki")]
+    assert (item["id"], item["subtask"]) == ("finnish-123-0", "finnish")
+    with pytest.raises(DataError, match="no answer text"):
+        convert([("r", {**row, "answers": {"text": [], "answer_start": []}})], "tydiqa", source="tydiqa")
+
+
+def test_prepare_dataset_keeps_only_the_listed_sources():
+    cfg = local_cfg(FIXTURES / "tulu.jsonl", "messages", sources=["oasst1", "flan_v2"])
+    train, _, _ = prepare_dataset("tulu", cfg, log=lambda m: None)
+    assert [e["id"] for e in train] == ["flan_v2_12", "oasst1_2871"]
+    with pytest.raises(ValueError, match=r"sources: no rows from \['dolly'\]"):
+        prepare_dataset("tulu", local_cfg(FIXTURES / "tulu.jsonl", "messages", sources=["dolly"]), log=lambda m: None)
+
+
+def test_bbh_exemplars_from_lm_eval_task_yamls():
+    cfg = {"source": "lm_eval_fewshot", "task_dir": "bbh/fewshot", "heldout": 0, "seed": 0, "on_bad_rows": "error"}
+    train, heldout, pairs = prepare_dataset("bbh_shots", cfg, log=lambda m: None)
+    assert len(train) == 27 * 3 and heldout == [] and pairs == []
+    first = [e for e in train if e["subtask"] == "boolean_expressions"]
+    assert [e["id"] for e in first] == [f"bbh_shots-boolean_expressions-{k}" for k in range(3)]
+    assert first[0]["messages"] == [
+        user("Evaluate the result of a random Boolean expression.\n\nQ: not ( ( not not True ) ) is\nA:"),
+        assistant("False")]
+    with pytest.raises(DataError, match="no task directory"):
+        prepare_dataset("x", {**cfg, "task_dir": "nope"}, log=lambda m: None)
 
 
 def test_sharegpt():

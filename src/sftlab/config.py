@@ -195,6 +195,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
         if given is not None:
             recipe["training"]["lora"] = copy.deepcopy(given)
     sweeps = expand_sweeps(config, schema)
+    resolve_influence_selections(config)
     for name, recipe in config["recipes"].items():
         recipe["training"] = deep_merge(config["training"], recipe.get("training", {}))
         if recipe["training"]["finetuning"] == "lora":
@@ -246,6 +247,39 @@ def expand_seeds(config: dict) -> dict[str, tuple[str, int]]:
     return generated
 
 
+INFLUENCE_SELECTORS = ("less", "rose")
+_INFLUENCE_KEYS = ("validation", "shots", "beta")
+
+
+def resolve_influence_selections(config: dict) -> None:
+    """Check every less / rose selection against its validation set and fill in the set's ``shots``.
+
+    ROSE needs preference pairs (its validation loss is DPO); LESS takes SFT examples, or the chosen
+    answers of pairs. The settings of the other selectors may not carry these keys.
+    """
+    for name in config["validation"]:
+        dataset = config["validation"][name]["dataset"]
+        if dataset not in config["datasets"]:
+            raise ConfigError(f"config key validation.{name}.dataset: no dataset named {dataset!r}")
+    for name, recipe in config["recipes"].items():
+        sel, where = recipe["selection"], f"recipes.{name}.selection"
+        if sel["name"] not in INFLUENCE_SELECTORS:
+            extra = [k for k in _INFLUENCE_KEYS if k in sel]
+            if extra:
+                raise ConfigError(f"config key {where}.{extra[0]}: only the less and rose selectors take it")
+            continue
+        if sel["name"] == "less" and "beta" in sel:
+            raise ConfigError(f"config key {where}.beta: the less selector has no DPO temperature (rose only)")
+        vset = config["validation"].get(sel["validation"])
+        if vset is None:
+            raise ConfigError(f"config key {where}.validation: no validation set named {sel['validation']!r} "
+                              f"(known: {sorted(config['validation'])})")
+        if sel["name"] == "rose" and vset["split"] != "pairs":
+            raise ConfigError(f"config key {where}.validation: rose needs preference pairs, but validation set "
+                              f"{sel['validation']!r} takes {vset['split']!r} examples")
+        sel.setdefault("shots", vset["shots"])
+
+
 def load(path: str | Path) -> dict:
     path = Path(path)
     try:
@@ -270,6 +304,12 @@ def selector_id(selection: dict) -> str:
     name = selection["name"]
     if name == "random":
         return f"random-s{selection.get('seed', 0)}"
+    if name in INFLUENCE_SELECTORS:
+        # the fraction is not part of it: every fraction of one selector reads one influence table
+        sid = f"{name}-{selection['validation']}-{selection['shots']}shot"
+        if name == "rose" and selection.get("beta", 0.1) != 0.1:
+            sid += f"-beta{format_value(float(selection['beta']))}"
+        return sid
     return name
 
 

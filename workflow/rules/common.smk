@@ -155,10 +155,14 @@ def selection_path(wildcards):
             f"{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids")
 
 
+def warmup_selection():
+    """The LESS/ROSE warmup subset: the seeded `random` selector at the warmup fraction."""
+    return {"name": "random", "fraction": CFG["warmup"]["fraction"], "seed": CFG["warmup"]["seed"]}
+
+
 def selection_config(wildcards):
     """The selection settings of the selector named in the path (shared by every recipe that names it)."""
-    for recipe in CFG["recipes"].values():
-        sel = recipe["selection"]
+    for sel in [recipe["selection"] for recipe in CFG["recipes"].values()] + [warmup_selection()]:
         if selector_id(sel) == wildcards.selector and fraction_id(sel["fraction"]) == wildcards.fraction:
             return sel
     raise WorkflowError(f"no recipe selects {wildcards.selector} at fraction {wildcards.fraction}")
@@ -214,7 +218,8 @@ def report_outputs():
 
 # per-example tables by the batch column / selector table they provide
 COLUMN_TABLES = {"ref_logp": "ref_logprobs.parquet", "confident": "confidence.parquet"}
-SELECTOR_TABLES = {"confidence": "confidence.parquet"}
+SELECTOR_TABLES = {"confidence": "confidence.parquet", "influence_less": "influence/{selector}.parquet",
+                   "influence_rose": "influence/{selector}.parquet"}
 
 
 def objective_tables(wildcards):
@@ -227,7 +232,8 @@ def objective_tables(wildcards):
 def selector_tables(wildcards):
     """NAME=PATH of the tables the selector of a selection path reads."""
     name = selection_config(wildcards)["name"]
-    return {t: f"results/{wildcards.model}/{wildcards.dataset}/{SELECTOR_TABLES[t]}" for t in SELECTORS[name].tables}
+    return {t: f"results/{wildcards.model}/{wildcards.dataset}/{SELECTOR_TABLES[t].format(selector=wildcards.selector)}"
+            for t in SELECTORS[name].tables}
 
 
 def table_args(flag, tables):

@@ -13,6 +13,8 @@ rule select_data:
         CONDA_ENV
     log:
         "logs/select_data/{model}/{dataset}/{selector}/{fraction}.log",
+    benchmark:
+        "benchmarks/select_data/{model}/{dataset}/{selector}/{fraction}.tsv"
     threads: threads_of("select")
     resources:
         **res("select"),

@@ -222,6 +222,73 @@ for _schema in EXAM_SCHEMAS:
     register_format(f"exam_{_schema}")(_exam_format(_schema))
 
 
+MMLU_LETTERS = "ABCDEFGHIJ"
+
+
+@register_format("mmlu")
+def from_mmlu(row: dict, source: str) -> dict:
+    """``cais/mmlu`` rows (question, subject, choices, answer index) as LESS prompts them; subtask = subject."""
+    question, subject = _field(row, "question"), _field(row, "subject")
+    choices, answer = _field(row, "choices", list), _field(row, "answer", int)
+    if not 0 <= answer < len(choices) <= len(MMLU_LETTERS):
+        raise BadRow(f"answer {answer} is not an index into {len(choices)} choices")
+    options = "".join(f"\n{MMLU_LETTERS[i]}. {c}" for i, c in enumerate(choices))
+    prompt = (f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+              f"{question}{options}\nAnswer:")
+    return {"messages": check_messages([{"role": "user", "content": prompt},
+                                        {"role": "assistant", "content": MMLU_LETTERS[answer]}]),
+            "source": source, "subtask": subject}
+
+
+@register_format("tydiqa")
+def from_tydiqa(row: dict, source: str) -> dict:
+    """TyDi QA gold passage rows (``google-research-datasets/tydiqa``, secondary_task) with the open-instruct
+    English template LESS uses; subtask = the language, the prefix of the id (``english-...``)."""
+    row_id, context, question = _field(row, "id"), _field(row, "context"), _field(row, "question")
+    answers = _field(row, "answers", dict).get("text") or []
+    if not answers or not isinstance(answers[0], str) or not answers[0].strip():
+        raise BadRow("no answer text")
+    prompt = ("Answer the following question based on the information in the given passage.\n"
+              f"Passage: {context}\nQuestion: {question}")
+    return {"id": str(row_id), "messages": check_messages([{"role": "user", "content": prompt},
+                                                           {"role": "assistant", "content": answers[0]}]),
+            "source": source, "subtask": row_id.split("-")[0]}
+
+
+def lm_eval_fewshot_examples(task_dir: str, source: str) -> list[dict]:
+    """SFT examples from the few-shot exemplars that lm-eval's task YAMLs in ``lm_eval/tasks/{task_dir}`` carry.
+
+    E.g. ``bbh/fewshot``: BIG-Bench Hard's three exemplars per task, which are not test items (LESS's BBH
+    validation set). The prompt is the task's description and ``doc_to_text``, the answer its ``doc_to_target``,
+    both rendered from the exemplar as lm-eval renders them; subtask = the task's ``dataset_name``.
+    """
+    import jinja2
+    import lm_eval
+    import yaml
+
+    root = Path(lm_eval.__file__).parent / "tasks" / task_dir
+    if not root.is_dir():
+        raise DataError(f"lm-eval has no task directory {task_dir!r} (looked in {root})")
+    examples = []
+    for path in sorted(root.glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        if not isinstance(spec, dict) or not spec.get("fewshot_config", {}).get("samples"):
+            continue
+        if "include" in spec:
+            spec = {**yaml.safe_load((root / spec["include"]).read_text()), **spec}
+        subtask = spec.get("dataset_name") or path.stem
+        for k, sample in enumerate(spec["fewshot_config"]["samples"]):
+            prompt = jinja2.Template(spec["doc_to_text"]).render(**sample)
+            target = jinja2.Template(spec["doc_to_target"]).render(**sample)
+            messages = [{"role": "user", "content": spec.get("description", "") + prompt},
+                        {"role": "assistant", "content": target}]
+            examples.append({"id": f"{source}-{subtask}-{k}", "messages": check_messages(messages), "source": source,
+                             "subtask": subtask})
+    if not examples:
+        raise DataError(f"no few-shot exemplars in lm-eval task directory {task_dir!r}")
+    return examples
+
+
 def pair_to_example(pair: dict) -> dict:
     """A preference pair as an SFT example: the prompt and its chosen answer."""
     return {"id": pair["id"], "messages": pair["prompt"] + [{"role": "assistant", "content": pair["chosen"]}],

@@ -5,7 +5,19 @@ from __future__ import annotations
 import random
 
 from sftlab.data import demo
-from sftlab.data.loaders import PREFERENCE_FORMATS, convert, iter_rows_hub, iter_rows_local, pair_to_example
+from sftlab.data.loaders import (PREFERENCE_FORMATS, convert, iter_rows_hub, iter_rows_local,
+                                 lm_eval_fewshot_examples, pair_to_example)
+
+
+def keep_sources(items: list[dict], sources: list[str], name: str) -> list[dict]:
+    """The items whose ``source`` is listed (e.g. four subsets of a mixture); every listed source must occur."""
+    kept = [item for item in items if item.get("source") in sources]
+    found = {item["source"] for item in kept}
+    absent = [s for s in sources if s not in found]
+    if absent:
+        present = sorted({str(item.get("source")) for item in items})
+        raise ValueError(f"datasets.{name}.sources: no rows from {absent} (the data has {present[:20]})")
+    return kept
 
 
 def prepare_dataset(name: str, cfg: dict, log=print) -> tuple[list[dict], list[dict], list[dict]]:
@@ -18,12 +30,19 @@ def prepare_dataset(name: str, cfg: dict, log=print) -> tuple[list[dict], list[d
         log(f"{name}: generated {len(train)} training examples, {len(heldout)} held-out, {len(pairs)} preference pairs")
         return train, heldout, pairs
 
+    if cfg["source"] == "lm_eval_fewshot":
+        items = lm_eval_fewshot_examples(cfg["task_dir"], source=name)
+        log(f"{name}: {len(items)} few-shot exemplars of lm-eval's {cfg['task_dir']}")
+        return items, [], []
+
     if cfg["source"] == "local":
         rows = iter_rows_local(cfg["path"])
     else:
         rows = iter_rows_hub(cfg["path"], cfg.get("name"), cfg.get("split", "train"), cfg.get("revision"))
     items = convert(rows, cfg["format"], source=name, on_bad_rows=cfg["on_bad_rows"],
                     first_turn_only=cfg.get("first_turn_only", False), log=log)
+    if cfg.get("sources"):
+        items = keep_sources(items, cfg["sources"], name)
     if cfg["format"] in PREFERENCE_FORMATS:
         pairs = items
         examples = [pair_to_example(p) for p in pairs]

@@ -245,18 +245,30 @@ def pair_messages(pair: dict) -> tuple[list[dict], list[dict]]:
 def encode_rows(tokenizer, rows: list[dict], kind: str, max_length: int) -> tuple[list[dict], list[str]]:
     """Encoded items ``{"id", "subtask", "sequences": [encoded, ...]}`` and the ids that had to be skipped.
 
-    An SFT example is one sequence; a preference pair is two (chosen, rejected). An item is skipped when a
-    sequence keeps no response token after truncation to ``max_length``.
+    An SFT example is one sequence; a preference pair is two (chosen, rejected), or, for ``ntp`` (LESS on a
+    preference validation set), one: the prompt with its chosen answer. An item is skipped when a sequence
+    keeps no response token after truncation to ``max_length``.
     """
     if kind not in FEATURE_KINDS:
         raise ValueError(f"unknown feature kind {kind!r}; known: {FEATURE_KINDS}")
     items, skipped = [], []
     for row in rows:
-        for key in ("id", "prompt", "chosen", "rejected") if kind == "dpo" else ("id", "messages"):
+        chosen_only = kind == "ntp" and "messages" not in row and "chosen" in row
+        if kind == "dpo":
+            required, what = ("id", "prompt", "chosen", "rejected"), "preference pair"
+        elif chosen_only:
+            required, what = ("id", "prompt", "chosen"), "preference pair"
+        else:
+            required, what = ("id", "messages"), "example"
+        for key in required:
             if key not in row:
-                what = "preference pair" if kind == "dpo" else "example"
                 raise KeyError(f"{what} {row.get('id', '?')!r} lacks {key!r}")
-        conversations = pair_messages(row) if kind == "dpo" else [row["messages"]]
+        if kind == "dpo":
+            conversations = pair_messages(row)
+        elif chosen_only:
+            conversations = [list(row["prompt"]) + [{"role": "assistant", "content": row["chosen"]}]]
+        else:
+            conversations = [row["messages"]]
         sequences = [encode_example(tokenizer, messages, max_length) for messages in conversations]
         if any(s is None for s in sequences):
             skipped.append(str(row["id"]))

@@ -78,7 +78,14 @@ def influence_table(train_paths: Sequence[str | Path], val_paths: Sequence[str |
 
 
 class InfluenceSelector(Selector):
-    """Rank by the ``influence`` column of the selector's table, highest first; NaN last; ties in pool order."""
+    """Rank by the ``influence`` column of the selector's table, highest first; NaN last; ties in pool order.
+
+    The settings (validation set, shots, β) define which influence table the workflow computes and hands
+    over; the ranking itself reads only the table, so they are kept for the record.
+    """
+
+    def __init__(self, validation: str | None = None, shots: int | None = None, beta: float | None = None) -> None:
+        self.validation, self.shots, self.beta = validation, shots, beta
 
     def rank(self, ids, tables):
         (table_name,) = self.tables

@@ -340,11 +340,13 @@ def write_train_log(log_history: list[dict], path: Path) -> None:
 
 def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: list[dict], cfg: dict, objective_cfg: dict,
           out_dir: str | Path | None, log_path: str | Path, checkpoint_dir: str | Path, tables: dict | None = None,
-          heldout_ref_logps: dict | None = None, epoch_models: tuple[Path, list[int]] | None = None, log=print) -> None:
+          heldout_ref_logps: dict | None = None, epoch_models: tuple[Path, list[int]] | None = None,
+          callbacks: list[TrainerCallback] = (), log=print) -> None:
     """Train one run and save the final model (LoRA merged into the base; the adapter kept in ``adapter/``).
 
     ``heldout_ref_logps`` (id → log πref) adds the deviation metric m_θ to every held-out evaluation;
-    ``epoch_models`` = (directory, epochs) also saves a loadable model at the end of those epochs.
+    ``epoch_models`` = (directory, epochs) also saves a loadable model at the end of those epochs;
+    ``callbacks`` are added to the Trainer (e.g. the LESS/ROSE warmup checkpoints with Adam moments).
     """
     torch.manual_seed(cfg["seed"])
     objective = build_objective(objective_cfg["name"], {k: v for k, v in objective_cfg.items() if k != "name"})
@@ -372,6 +374,8 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"]))
     if epoch_models is not None:
         trainer.add_callback(EpochModelSaver(trainer, *epoch_models))
+    for callback in callbacks:
+        trainer.add_callback(callback)
     global_batch = cfg["batch_size"] * cfg["gradient_accumulation"] * processes
     log(f"training on {len(features)} examples, {len(heldout)} held-out, {processes} process(es) on device "
         f"{args.device.type}; global batch {global_batch}, {math.ceil(len(features) / global_batch)} steps per epoch")

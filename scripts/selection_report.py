@@ -1,0 +1,35 @@
+"""LESS / ROSE report: the fraction curve (figure), the shots ablation and the cost per stage (tables)."""
+
+import argparse
+import json
+
+from sftlab.report.cost import cost_table, format_cost
+from sftlab.report.selection import curve_frame, fraction_curve, shots_table
+from sftlab.report.tables import load_scores, write_table
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--scores", nargs="*", default=[], help="Scores JSON files of the compared runs")
+    ap.add_argument("--recipes", required=True, help="JSON: recipe → selector, name, fraction, shots, validation, "
+                                                     "objective, group")
+    ap.add_argument("--benchmarks", required=True, help="JSON list of benchmark names, in report order")
+    ap.add_argument("--costs", required=True, help="JSON list of stage groups: model, dataset, stage, item, "
+                                                   "benchmarks [{path, gpus}], outputs [paths]")
+    ap.add_argument("--stems", required=True, help='JSON {"curve", "shots", "cost"}: output paths without suffix')
+    args = ap.parse_args(argv)
+    stems, benchmarks = json.loads(args.stems), json.loads(args.benchmarks)
+
+    frame = curve_frame(load_scores(args.scores), json.loads(args.recipes))
+    fraction_curve(frame, benchmarks, stems["curve"])
+    write_table(shots_table(frame, benchmarks), stems["shots"],
+                "LESS / ROSE shots ablation: score with k validation items per subtask; value [95% CI]; "
+                "n/a = no run with that number of shots.")
+    write_table(format_cost(cost_table(json.loads(args.costs))), stems["cost"],
+                "Cost per stage from Snakemake benchmark files: wall time summed over the jobs, largest resident "
+                "memory of a job, GPU-hours (wall time x GPUs requested; n/a without GPUs), bytes stored by the "
+                "outputs; total = the stage's rows together.")
+
+
+if __name__ == "__main__":
+    main()

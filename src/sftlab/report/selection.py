@@ -1,0 +1,83 @@
+"""LESS / ROSE report: score against selected fraction (full data as a line) and the shots ablation.
+
+Both read the Scores files (``tables.load_scores``) and a description of each recipe, as the workflow
+passes it: ``{recipe: {"selector", "name", "fraction", "shots", "validation", "objective", "group"}}``,
+where ``group`` is the same for recipes that differ in nothing but their selection (only those are
+compared with each other).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from sftlab.report.figures import STYLE, save
+from sftlab.report.tables import MISSING, _fmt
+
+INFLUENCE = ("less", "rose")
+
+
+def curve_frame(scores: pd.DataFrame, recipes: dict[str, dict]) -> pd.DataFrame:
+    """Scores of the described recipes with their selection settings, one row per (run, benchmark)."""
+    info = pd.DataFrame([{"recipe": r, **d} for r, d in recipes.items()],
+                        columns=["recipe", "selector", "name", "fraction", "shots", "validation", "objective", "group"])
+    return scores.merge(info, on="recipe", how="inner")
+
+
+def _panels(frame: pd.DataFrame, benchmarks: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    keys = []
+    for (model, dataset, group), part in frame.groupby(["model", "dataset", "group"], sort=True):
+        for bench in benchmarks:
+            sub = part[part.benchmark == bench]
+            if len(sub):
+                keys.append(((model, dataset, group, bench), sub))
+    return keys
+
+
+def fraction_curve(frame: pd.DataFrame, benchmarks: list[str], stem: str | Path) -> list[Path]:
+    """One panel per model × dataset × comparison group × benchmark: a line per selector (value against
+    fraction, log scale, 95% CI as error bars) and a dashed line per full-data recipe."""
+    panels = _panels(frame, benchmarks)
+    several_groups = frame["group"].nunique() > 1
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.2), squeeze=False)
+        if not panels:
+            axes[0, 0].text(0.5, 0.5, "no results (n/a)", ha="center", va="center", transform=axes[0, 0].transAxes)
+            axes[0, 0].set_axis_off()
+        for ax, ((model, dataset, _, bench), part) in zip(axes[0], panels):
+            partial = part[part.name != "full"]
+            for selector, line in partial.groupby("selector", sort=True):
+                line = line.sort_values("fraction")
+                err = [line.value - line.ci_low.fillna(line.value), line.ci_high.fillna(line.value) - line.value]
+                ax.errorbar(line.fraction, line.value, yerr=err, marker="o", ms=3, lw=1.2, capsize=2, label=selector)
+            for row in part[part.name == "full"].itertuples():
+                ax.axhline(row.value, ls="--", lw=1, color="0.3", label=f"full data ({row.recipe})")
+            fractions = sorted(partial.fraction.unique())
+            if fractions:
+                ax.set_xscale("log")
+                ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+                ax.minorticks_off()
+            objective = f", {part.objective.iloc[0]}" if several_groups else ""
+            ax.set(title=f"{model} / {dataset}{objective}", xlabel="fraction of the pool selected",
+                   ylabel=f"{bench} ({part.metric.iloc[0]})")
+            ax.legend(frameon=False)
+        fig.tight_layout()
+        return save(fig, stem)
+
+
+def shots_table(frame: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
+    """A row per less / rose (model, dataset, selector, validation set, objective, fraction, benchmark),
+    a column per number of shots; cells ``value [ci_low, ci_high]``, n/a where that run does not exist."""
+    part = frame[frame.name.isin(INFLUENCE) & frame.benchmark.isin(benchmarks)]
+    shots = sorted({int(s) for s in part.shots.dropna()})
+    columns = ["model", "dataset", "selector", "validation", "objective", "fraction", "benchmark"]
+    rows = {}
+    for r in part.itertuples():
+        key = (r.model, r.dataset, r.name, r.validation, r.objective, r.fraction, r.benchmark)
+        rows.setdefault(key, {})[int(r.shots)] = _fmt(r.value, r.ci_low, r.ci_high)
+    order = {b: i for i, b in enumerate(benchmarks)}
+    out = [dict(zip(columns, key)) | {f"{k}-shot": cells.get(k, MISSING) for k in shots}
+           for key, cells in sorted(rows.items(), key=lambda kv: (*kv[0][:6], order[kv[0][6]]))]
+    return pd.DataFrame(out, columns=columns + [f"{k}-shot" for k in shots])

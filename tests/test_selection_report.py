@@ -1,0 +1,155 @@
+"""LESS / ROSE report: cost per stage from hand-made Snakemake benchmark files, the fraction curve, the shots table."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sftlab.report.cost import cost_table, format_cost, read_benchmark, stage_cost, stored_bytes
+from sftlab.report.selection import curve_frame, fraction_curve, shots_table
+from sftlab.report.tables import load_scores
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def benchmark(path: Path, *rows: tuple) -> str:
+    """A Snakemake benchmark TSV with rows (seconds, max_rss)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + "".join(f"{s}\t0:00:00\t{rss}\t900.0\t1.0\t1.0\t0.0\t0.0\t50.0\t1.0\n" for s, rss in rows))
+    return str(path)
+
+
+def blob(path: Path, size: int) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    return str(path)
+
+
+def test_read_benchmark_means_repeats_and_takes_the_largest_rss(tmp_path):
+    assert read_benchmark(benchmark(tmp_path / "a.tsv", (10.0, 100.5), (20.0, 300.25))) == {"s": 15.0, "max_rss": 300.25}
+    unmeasured = read_benchmark(benchmark(tmp_path / "b.tsv", (4.5, "-")))
+    assert unmeasured["s"] == 4.5 and math.isnan(unmeasured["max_rss"])
+    (tmp_path / "c.tsv").write_text("x\ty\n1\t2\n")
+    with pytest.raises(ValueError, match="not a Snakemake benchmark"):
+        read_benchmark(tmp_path / "c.tsv")
+
+
+def test_stored_bytes_of_files_and_directories(tmp_path):
+    blob(tmp_path / "d" / "a.bin", 100)
+    blob(tmp_path / "d" / "sub" / "b.bin", 23)
+    assert stored_bytes(tmp_path / "d") == 123
+    assert stored_bytes(tmp_path / "d" / "a.bin") == 100
+    assert stored_bytes(tmp_path / "nothing") is None
+
+
+def test_cost_table_sums_time_and_gpu_hours_takes_max_rss_and_totals_per_stage(tmp_path):
+    b = tmp_path / "benchmarks"
+    groups = [
+        {"model": "m", "dataset": "d", "stage": "warmup", "item": "pool",
+         "benchmarks": [{"path": benchmark(b / "warmup.tsv", (1800.0, 2000.0)), "gpus": 2}],
+         "outputs": [blob(tmp_path / "warmup" / "checkpoint-1" / "adapter.bin", 1000)]},
+        {"model": "m", "dataset": "d", "stage": "gradient features", "item": "pool",
+         "benchmarks": [{"path": benchmark(b / "g0.tsv", (360.0, 500.0)), "gpus": 1},
+                        {"path": benchmark(b / "g1.tsv", (720.0, "-")), "gpus": 1},
+                        {"path": benchmark(b / "gather.tsv", (36.0, 800.0)), "gpus": 0}],
+         "outputs": [blob(tmp_path / "grads" / "c1.pt", 300), blob(tmp_path / "grads" / "c2.pt", 200)]},
+        {"model": "m", "dataset": "d", "stage": "selection", "item": "rose-shp-5shot",
+         "benchmarks": [{"path": benchmark(b / "influence.tsv", (5.0, 50.0)), "gpus": 0},
+                        {"path": str(b / "never-ran.tsv"), "gpus": 0}],
+         "outputs": [blob(tmp_path / "influence.parquet", 10), str(tmp_path / "missing.ids")]},
+        {"model": "m", "dataset": "d", "stage": "gradient features", "item": "rose-shp-5shot",
+         "benchmarks": [{"path": benchmark(b / "val.tsv", (90.0, 700.0)), "gpus": 1}],
+         "outputs": [blob(tmp_path / "grads" / "val.pt", 7)]},
+    ]
+    table = cost_table(groups)
+    # the stage's rows together, in first-appearance order, then its total
+    assert list(zip(table.stage, table.item)) == [
+        ("warmup", "pool"), ("gradient features", "pool"), ("gradient features", "rose-shp-5shot"),
+        ("gradient features", "total"), ("selection", "rose-shp-5shot")]
+    rows = {(r.stage, r.item): r for r in table.itertuples()}
+    warmup = rows["warmup", "pool"]
+    assert (warmup.jobs, warmup.wall_s, warmup.max_rss_mb, warmup.gpu_hours, warmup.bytes) == (1, 1800.0, 2000.0, 1.0, 1000)
+    grads = rows["gradient features", "pool"]
+    # 360 + 720 + 36 s; GPU-hours (360 + 720) / 3600 = 0.3 (the gather job had no GPU); RSS max of 500, n/a, 800
+    assert (grads.jobs, grads.wall_s, grads.max_rss_mb, grads.bytes) == (3, 1116.0, 800.0, 500)
+    assert grads.gpu_hours == pytest.approx(0.3)
+    total = rows["gradient features", "total"]
+    assert (total.jobs, total.wall_s, total.max_rss_mb, total.bytes) == (4, 1206.0, 800.0, 507)
+    assert total.gpu_hours == pytest.approx(0.325)
+    selection = rows["selection", "rose-shp-5shot"]
+    # the job that never ran is not counted; a missing output makes the bytes unknown; no GPU → no GPU-hours
+    assert (selection.jobs, selection.wall_s) == (1, 5.0)
+    assert math.isnan(selection.bytes) and math.isnan(selection.gpu_hours)
+
+    shown = format_cost(table)
+    assert list(shown.columns) == ["model", "dataset", "stage", "item", "jobs", "wall time (s)", "max RSS (MB)",
+                                   "GPU-hours", "stored (MiB)"]
+    last = shown.iloc[-1]
+    assert (last["wall time (s)"], last["GPU-hours"], last["stored (MiB)"]) == ("5.0", "n/a", "n/a")
+    assert shown.iloc[0]["GPU-hours"] == "1.0000" and shown.iloc[0]["stored (MiB)"] == "0.00"
+
+
+def test_stage_cost_without_any_benchmark_is_unknown(tmp_path):
+    cost = stage_cost([{"path": str(tmp_path / "no.tsv"), "gpus": 1}], [])
+    assert cost["jobs"] == 0 and all(math.isnan(cost[k]) for k in ("wall_s", "max_rss_mb", "gpu_hours", "bytes"))
+
+
+# ----------------------------------------------------------------------------- curve and shots
+
+
+def scores_file(root: Path, recipe: str, bench: str, value: float, low: float, high: float) -> str:
+    path = root / "results" / "m" / "d" / "runs" / recipe / "scores" / f"{bench}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": bench, "metric": "accuracy", "value": value, "ci_low": low,
+                                "ci_high": high, "n": 50}))
+    return str(path)
+
+
+RECIPES = {
+    "rose_1s_10": {"selector": "rose-shp-1shot", "name": "rose", "fraction": 0.1, "shots": 1, "validation": "shp"},
+    "rose_5s_10": {"selector": "rose-shp-5shot", "name": "rose", "fraction": 0.1, "shots": 5, "validation": "shp"},
+    "rose_5s_50": {"selector": "rose-shp-5shot", "name": "rose", "fraction": 0.5, "shots": 5, "validation": "shp"},
+    "less_5s_10": {"selector": "less-shp-5shot", "name": "less", "fraction": 0.1, "shots": 5, "validation": "shp"},
+    "random_10": {"selector": "random-s0", "name": "random", "fraction": 0.1, "shots": None, "validation": None},
+    "sft": {"selector": "full", "name": "full", "fraction": 1.0, "shots": None, "validation": None},
+}
+
+
+@pytest.fixture
+def frame(tmp_path):
+    paths = []
+    for k, recipe in enumerate(RECIPES):
+        paths.append(scores_file(tmp_path, recipe, "em", 40.0 + k, 35.0 + k, 45.0 + k))
+    paths.append(scores_file(tmp_path, "rose_5s_10", "mc", 61.0, 55.0, 66.0))
+    recipes = {r: {**d, "objective": "ntp", "group": "g1"} for r, d in RECIPES.items()}
+    return curve_frame(load_scores(paths), recipes)
+
+
+def test_shots_table_puts_each_number_of_shots_in_its_column(frame):
+    table = shots_table(frame, ["em", "mc"])
+    assert list(table.columns) == ["model", "dataset", "selector", "validation", "objective", "fraction", "benchmark",
+                                   "1-shot", "5-shot"]
+    cells = {(r.selector, r.fraction, r.benchmark): (r[-2], r[-1]) for r in table.itertuples(index=False)}
+    assert cells == {
+        ("less", 0.1, "em"): ("n/a", "43.00 [38.0, 48.0]"),
+        ("rose", 0.1, "em"): ("40.00 [35.0, 45.0]", "41.00 [36.0, 46.0]"),
+        ("rose", 0.1, "mc"): ("n/a", "61.00 [55.0, 66.0]"),
+        ("rose", 0.5, "em"): ("n/a", "42.00 [37.0, 47.0]"),
+    }
+
+
+def test_fraction_curve_draws_png_and_pdf(frame, tmp_path):
+    out = fraction_curve(frame, ["em", "mc"], tmp_path / "fig" / "curve")
+    assert [p.suffix for p in out] == [".png", ".pdf"]
+    assert all(p.stat().st_size > 1000 for p in out)
+    empty = fraction_curve(frame.iloc[0:0], ["em"], tmp_path / "fig" / "empty")
+    assert all(p.stat().st_size > 1000 for p in empty)
+
+
+def test_curve_frame_keeps_only_described_recipes(frame, tmp_path):
+    assert sorted(frame.recipe.unique()) == sorted(RECIPES)
+    extra = scores_file(tmp_path, "other", "em", 1.0, 0.0, 2.0)
+    merged = curve_frame(load_scores([extra]), {r: {**d, "objective": "ntp", "group": "g1"} for r, d in RECIPES.items()})
+    assert merged.empty
