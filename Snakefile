@@ -28,6 +28,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/selection.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/merge.smk"
 include: "workflow/rules/eval.smk"
 include: "workflow/rules/report.smk"
 
