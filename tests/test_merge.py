@@ -232,8 +232,15 @@ def test_merge_script_writes_a_loadable_model(base, tmp_path):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     subs = [variant(base, tmp_path / f"sub{i}", random_deltas(base, 50 + i)) for i in range(2)]
+    logs = [tmp_path / "log0.csv", tmp_path / "log1.csv"]
+    logs[0].write_text("step,loss,eval_loss\n0,,3.0\n1,2.0,\n2,1.0,2.0\n")
+    logs[1].write_text("step,loss,eval_loss\n0,,3.0\n1,4.0,\n")
     script.main(["--inputs", *map(str, subs), "--out", str(tmp_path / "out"), "--method", "ties",
-                 "--base-model", str(base), "--params", json.dumps({"density": 1.0})])
+                 "--base-model", str(base), "--params", json.dumps({"density": 1.0}),
+                 "--member-logs", *map(str, logs), "--train-log", str(tmp_path / "train_log.csv")])
+    # the merged run's log: per step, the mean over the members that logged it
+    assert (tmp_path / "train_log.csv").read_text().splitlines() == [
+        "step,members,loss,eval_loss", "0,2,,3.0", "1,2,3.0,", "2,1,1.0,2.0"]
     # density 1 keeps every delta; the two deltas agree in sign where they are averaged, else one survives
     got, w0 = weights_of(tmp_path / "out"), weights_of(base)
     t1, t2 = (weights_of(s)[NORM] - w0[NORM] for s in subs)

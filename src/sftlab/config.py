@@ -190,8 +190,14 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
         recipe["training"] = deep_merge(config["training"], recipe.get("training", {}))
         if recipe["training"]["finetuning"] == "lora":
             recipe["training"]["lora"] = deep_merge(config["training"]["lora"], recipe["training"].get("lora", {}))
+    generated_by = {name: sweep_id for sweep_id, names in sweeps.items() for name in names}
     for name, recipe in config["recipes"].items():
-        check_composition(f"recipes.{name}", recipe)
+        try:
+            check_composition(f"recipes.{name}", recipe)
+        except ConfigError as exc:
+            if name not in generated_by:
+                raise
+            raise ConfigError(f"config key sweeps.{generated_by[name]}.grid: generated recipe {name!r}: {exc}") from None
     for exp_id, exp in config["experiments"].items():
         for kind, table in (("models", "models"), ("datasets", "datasets"), ("benchmarks", "benchmarks")):
             for i, name in enumerate(exp[kind]):

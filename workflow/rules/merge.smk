@@ -1,57 +1,7 @@
 """Composed recipes: Disperse-Then-Merge (K shards → K sub-models → merge) and the seed soup (full-data runs
 with different seeds → merge), and the DTM report. Member runs: see sftlab.compose.members."""
 
-from sftlab.compose.members import member_names, member_owner, member_training
-from sftlab.report.dtm import dtm_runs
-
-
-def composition_of(wildcards):
-    return recipe_of(wildcards)["composition"]
-
-
-def shard_ids(wildcards):
-    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/shards/ids"
-
-
-def disperse_embedder(wildcards):
-    """k-means with the default embedder reads the base model; a random split or a named embedder does not."""
-    comp = composition_of(wildcards)
-    return [f"resources/models/{wildcards.model}"] if comp["split"] == "kmeans" and "embedder" not in comp else []
-
-
-def disperse_args(wildcards, input):
-    comp = composition_of(wildcards)
-    args = f"--k {comp['k']} --method {comp['split']} --seed {comp['seed']}"
-    if comp["split"] == "kmeans":
-        args += f" --embedder {shlex.quote(comp['embedder'])}" if "embedder" in comp else (
-            f" --base-model {shlex.quote(input.embedder[0])}")
-    return args
-
-
-def member_ids(wildcards):
-    """What a member run trains on: the shards of the recipe's selection (DTM), or the whole selection (soup)."""
-    return shard_ids(wildcards) if wildcards.member.startswith("shards/") else selection_path(wildcards)
-
-
-def member_ids_file(wildcards, input):
-    if wildcards.member.startswith("shards/"):
-        return f"{input.ids}/{wildcards.member.removeprefix('shards/')}.ids"
-    return input.ids
-
-
-def member_dirs(wildcards):
-    """The member runs a composed recipe merges, in the directory of the recipe that owns them."""
-    owner = member_owner(CFG["recipes"], wildcards.recipe)
-    return [f"{run_dir(wildcards.model, wildcards.dataset, owner)}/{m}" for m in member_names(composition_of(wildcards))]
-
-
-def merge_args(wildcards, input):
-    """The merge inputs (adapter directories in adapter space) and the method's parameters, as arguments."""
-    merge = composition_of(wildcards)["merge"]
-    inputs = [f"{m}/adapter" if merge["merge_space"] == "adapter" else m for m in input.members]
-    params = {k: merge[k] for k in ("weights", "density", "lambda") if k in merge}
-    return (f"--inputs {' '.join(shlex.quote(i) for i in inputs)} --method {merge['method']} "
-            f"--merge-space {merge['merge_space']} --seed {merge['seed']} --params {shlex.quote(as_json(params))}")
+include: "merge_common.smk"
 
 
 rule disperse:
@@ -149,34 +99,6 @@ rule merge:
         "--member-logs {input.logs:q} --train-log {output.log:q} --log {log:q}"
 
 
-DTM_RUNS = dtm_runs(CFG["recipes"], experiment_runs())
-DTM_TABLES = ["reports/tables/dtm_main", "reports/tables/dtm_merge_methods"]
-DTM_FIGURE = "reports/figures/dtm_k_ablation"
-
-
-def dtm_benchmarks():
-    """Benchmark name → the key of the paper's numbers (its lm-eval task where it has one), in report order."""
-    runs = experiment_runs()
-    used = {b for r in DTM_RUNS for b in runs[(r["model"], r["dataset"], r["recipe"])]}
-    return {b: CFG["benchmarks"][b].get("task", b) for b in report_benchmarks() if b in used}
-
-
-def dtm_score_files():
-    runs = experiment_runs()
-    return [f"{run_dir(r['model'], r['dataset'], r['recipe'])}/scores/{b}.json"
-            for r in DTM_RUNS for b in sorted(runs[(r["model"], r["dataset"], r["recipe"])])]
-
-
-def dtm_report_files():
-    if not DTM_RUNS:
-        return []
-    return [f"{t}.{ext}" for t in DTM_TABLES for ext in ("md", "csv", "tex")] + [
-        f"{DTM_FIGURE}.{ext}" for ext in ("png", "pdf")]
-
-
-PAPER_REPORTS.append(dtm_report_files)
-
-
 rule dtm_report:
     """The DTM report: DTM vs SFT vs seed soup beside the paper's numbers, the merge-method table, the K figure."""
     input:
@@ -195,9 +117,9 @@ rule dtm_report:
     params:
         runs=as_json(DTM_RUNS),
         benchmarks=as_json(dtm_benchmarks()),
-        main=DTM_TABLES[0],
-        merge=DTM_TABLES[1],
-        figure=DTM_FIGURE,
+        main=lambda w, output: os.path.splitext(output.main_md)[0],
+        merge=lambda w, output: os.path.splitext(output.merge_md)[0],
+        figure=lambda w, output: os.path.splitext(output.figure_png)[0],
     conda:
         CONDA_ENV
     log:

@@ -128,7 +128,7 @@ def merge_method_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks
     dtm = [r for r in runs if r["role"] == "dtm"]
     order = {g: i for i, g in enumerate(dict.fromkeys((r["model"], r["dataset"]) for r in dtm))}
     dtm.sort(key=lambda r: (order[(r["model"], r["dataset"])], r["split"], r["k"], METHOD_ORDER.index(r["method"]),
-                            r["merge_space"]))
+                            r["merge_space"] != "delta"))
     rows = [{"model": r["model"], "dataset": r["dataset"], "recipe": r["recipe"], "K": str(r["k"]),
              "split": r["split"], "merge method": r["method"], "merge space": r["merge_space"],
              **{c: _score_cell(index, r, c) if c in benchmarks else MISSING for c in columns}, "source": "this work"}
@@ -150,7 +150,7 @@ def k_ablation_points(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks:
         if run["role"] == "dtm":
             series = f"{run['model']}/{run['dataset']} DTM {run['split']}, {_merge_label(run)}"
         else:
-            series = f"{run['model']}/{run['dataset']} {run['label']}"
+            series = f"{run['model']}/{run['dataset']} {run['label']}: {run['recipe']}"
         for bench in benchmarks:
             hit = index.get((run["model"], run["dataset"], run["recipe"], bench))
             if hit is not None and not pd.isna(hit.value):
@@ -168,6 +168,10 @@ def k_ablation_figure(points: pd.DataFrame, benchmarks: Sequence[str], stem: str
     with plt.rc_context(STYLE):
         n = max(1, len(benchmarks))
         fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.0), squeeze=False)
+        # one colour per DTM setting across the panels, whichever panels it has points in
+        cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        settings = sorted(points.loc[points["role"] == "dtm", "series"].unique())
+        colours = {s: cycle[i % len(cycle)] for i, s in enumerate(settings)}
         for ax, bench in zip(axes[0], benchmarks):
             here = points[points["benchmark"] == bench]
             dtm = here[here["role"] == "dtm"]
@@ -175,7 +179,7 @@ def k_ablation_figure(points: pd.DataFrame, benchmarks: Sequence[str], stem: str
                 low = (line["value"] - line["ci_low"]).clip(lower=0).fillna(0)
                 high = (line["ci_high"] - line["value"]).clip(lower=0).fillna(0)
                 ax.errorbar(line["k"], line["value"], yerr=[low, high], marker="o", ms=4, lw=1.2, capsize=2,
-                            label=series)
+                            color=colours[series], label=series)
             for (series, role), base in here[here["role"] != "dtm"].groupby(["series", "role"], sort=True):
                 ax.axhline(base["value"].iloc[0], ls="--" if role == "sft" else ":", lw=1.0, color="0.4"
                            if role == "sft" else "0.6", label=series)
