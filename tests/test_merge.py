@@ -224,6 +224,26 @@ def test_adapter_space_and_delta_space_differ_as_predicted(base, tmp_path):
         torch.testing.assert_close(adapter[name], w0[name], rtol=0, atol=0)
 
 
+def test_adapters_listing_their_target_modules_in_another_order_average(base, tmp_path):
+    from sftlab.compose.merge import average_adapters
+
+    adapters, _ = lora_runs(base, tmp_path, 2)
+    config_path = adapters[1] / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    # peft keeps target_modules as a set: two runs of one recipe may write them in either order
+    first = json.loads((adapters[0] / "adapter_config.json").read_text())["target_modules"]
+    config["target_modules"] = first[::-1]
+    config_path.write_text(json.dumps(config))
+    _, mean = average_adapters(adapters)
+    lora = [load_file(a / "adapter_model.safetensors") for a in adapters]
+    for name, tensor in mean.items():
+        torch.testing.assert_close(tensor, (lora[0][name] + lora[1][name]) / 2)
+    config["target_modules"] = ["q_proj"]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="target_modules"):
+        average_adapters(adapters)
+
+
 def test_merge_script_writes_a_loadable_model(base, tmp_path):
     import importlib.util
     from pathlib import Path

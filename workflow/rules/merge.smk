@@ -29,7 +29,7 @@ rule disperse:
         **res("disperse"),
     shell:
         "python {input.script:q} --ids {input.ids:q} --examples {input.train:q} {params.args} "
-        "--max-length {params.max_length} --out-dir {output:q} --log {log:q}"
+        "--max-length {params.max_length} --out-dir {output:q} 2> {log:q}"
 
 
 rule train_member:
@@ -96,7 +96,7 @@ rule merge:
         **res("merge"),
     shell:
         "python {input.script:q} {params.args} --base-model {input.base:q} --device auto --out {output.model:q} "
-        "--member-logs {input.logs:q} --train-log {output.log:q} --log {log:q}"
+        "--member-logs {input.logs:q} --train-log {output.log:q} 2> {log:q}"
 
 
 rule dtm_report:

@@ -19,12 +19,14 @@ def disperse_embedder(wildcards):
     return [f"resources/models/{wildcards.model}"] if comp["split"] == "kmeans" and "embedder" not in comp else []
 
 
-def disperse_args(wildcards, input):
+# Parameter functions take the wildcards only: Snakemake records (and compares, for the params rerun trigger)
+# only parameters that do not depend on the input files.
+def disperse_args(wildcards):
     comp = composition_of(wildcards)
     args = f"--k {comp['k']} --method {comp['split']} --seed {comp['seed']}"
     if comp["split"] == "kmeans":
         args += f" --embedder {shlex.quote(comp['embedder'])}" if "embedder" in comp else (
-            f" --base-model {shlex.quote(input.embedder[0])}")
+            f" --base-model {shlex.quote(disperse_embedder(wildcards)[0])}")
     return args
 
 
@@ -33,10 +35,10 @@ def member_ids(wildcards):
     return shard_ids(wildcards) if wildcards.member.startswith("shards/") else selection_path(wildcards)
 
 
-def member_ids_file(wildcards, input):
+def member_ids_file(wildcards):
     if wildcards.member.startswith("shards/"):
-        return f"{input.ids}/{wildcards.member.removeprefix('shards/')}.ids"
-    return input.ids
+        return f"{shard_ids(wildcards)}/{wildcards.member.removeprefix('shards/')}.ids"
+    return selection_path(wildcards)
 
 
 def member_dirs(wildcards):
@@ -45,10 +47,11 @@ def member_dirs(wildcards):
     return [f"{owner}/{member}" for member in member_names(composition_of(wildcards))]
 
 
-def merge_args(wildcards, input):
+def merge_args(wildcards):
     """The merge inputs (adapter directories in adapter space) and the method's parameters, as arguments."""
     merge = composition_of(wildcards)["merge"]
-    inputs = [f"{m}/adapter" if merge["merge_space"] == "adapter" else m for m in input.members]
+    suffix = "/model/adapter" if merge["merge_space"] == "adapter" else "/model"
+    inputs = [member + suffix for member in member_dirs(wildcards)]
     params = {k: merge[k] for k in ("weights", "density", "lambda") if k in merge}
     return (f"--inputs {' '.join(shlex.quote(i) for i in inputs)} --method {merge['method']} "
             f"--merge-space {merge['merge_space']} --seed {merge['seed']} --params {shlex.quote(as_json(params))}")
