@@ -12,7 +12,7 @@ from sftlab.compose.disperse import (
     shard_summary,
     write_shards,
 )
-from sftlab.io import read_ids, read_jsonl
+from sftlab.io import atomic_path, read_ids, read_jsonl
 
 log = logging.getLogger("disperse")
 
@@ -67,7 +67,9 @@ def main(argv=None) -> None:
         if examples is None:
             raise SystemExit("--method kmeans needs --examples (the responses to embed)")
         shards = kmeans_shards(ids, embed(args, [examples[i] for i in ids]), args.k, args.seed)
-    write_shards(args.out_dir, shards)
+    # the shard files appear together or not at all (the workflow treats the directory as one output)
+    with atomic_path(args.out_dir) as tmp:
+        write_shards(tmp, shards)
     log.info("%s split of %s (seed %d):\n%s", args.method, args.ids, args.seed, shard_summary(shards, examples))
 
 

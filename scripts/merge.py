@@ -1,10 +1,15 @@
-"""Merge a Disperse-Then-Merge recipe's sub-models into one model directory (mergekit; see sftlab.compose.merge)."""
+"""Merge a composed recipe's member runs (DTM sub-models, seed-soup members) into one model directory (mergekit;
+see sftlab.compose.merge), and write the merged run's training log (the members' step-wise mean)."""
 
 import argparse
 import json
 import logging
 
+import pandas as pd
+
+from sftlab.compose.members import mean_train_log
 from sftlab.compose.merge import MERGE_METHODS, MERGE_SPACES, merge
+from sftlab.io import atomic_path
 
 
 def main(argv=None) -> None:
@@ -18,12 +23,19 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="{}", help='method parameters as JSON, e.g. {"density": 0.5, "lambda": 1.0}')
     ap.add_argument("--seed", type=int, default=0, help="seed of DARE's random drops")
     ap.add_argument("--device", default="cpu", help="where the arithmetic runs: cpu, cuda or auto")
+    ap.add_argument("--member-logs", nargs="*", default=[], help="the member runs' train_log.csv files")
+    ap.add_argument("--train-log", help="the merged run's train_log.csv: the step-wise mean of --member-logs")
     ap.add_argument("--log", help="log file (default: stderr)")
     args = ap.parse_args(argv)
     # force: replace handlers an embedding host (pytest, a notebook) already installed
     logging.basicConfig(level=logging.INFO, filename=args.log, format="%(asctime)s %(name)s %(message)s", force=True)
+    if args.train_log and not args.member_logs:
+        ap.error("--train-log needs --member-logs")
     merge(args.inputs, args.out, args.method, args.merge_space, args.base_model, json.loads(args.params),
           seed=args.seed, device=args.device)
+    if args.train_log:
+        with atomic_path(args.train_log, suffix=".csv") as tmp:
+            mean_train_log([pd.read_csv(p) for p in args.member_logs]).to_csv(tmp, index=False)
 
 
 if __name__ == "__main__":

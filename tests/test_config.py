@@ -224,7 +224,68 @@ def test_sweep_with_empty_grid():
     assert "sweeps.s.grid" in message
 
 
-@pytest.mark.parametrize("path", ["config.yaml", "configs/tiny.yaml"])
+def test_composition_defaults():
+    cfg = prepare(with_changes(lambda c: c["recipes"].update(
+        dtm={"composition": {"name": "disperse_merge"}},
+        soup={"composition": {"name": "seed_soup", "seeds": [3, 5]}})))
+    assert cfg["recipes"]["r"]["composition"] == {"name": "single"}
+    assert cfg["recipes"]["dtm"]["composition"] == {
+        "name": "disperse_merge", "k": 4, "split": "random", "seed": 0,
+        "merge": {"method": "average", "merge_space": "delta", "seed": 0}}
+    assert cfg["recipes"]["soup"]["composition"] == {
+        "name": "seed_soup", "seeds": [3, 5], "merge": {"method": "average", "merge_space": "delta", "seed": 0}}
+
+
+def dtm(merge=None, **composition):
+    return {"composition": {"name": "disperse_merge", "k": 2, **composition, "merge": merge or {}}}
+
+
+@pytest.mark.parametrize("recipe, key, words", [
+    (dtm(k=1), "recipes.x.composition.k", "minimum"),
+    (dtm(split="spectral"), "recipes.x.composition.split", "spectral"),
+    (dtm(shards=3), "recipes.x.composition", "shards"),
+    (dtm({"method": "fisher"}), "recipes.x.composition.merge.method", "fisher"),
+    (dtm({"density": 1.5}), "recipes.x.composition.merge.density", "1.5"),
+    (dtm({"density": 0.5}), "recipes.x.composition.merge.density", "takes no density"),
+    (dtm({"lambda": 2.0}), "recipes.x.composition.merge.lambda", "takes no lambda"),
+    (dtm({"method": "ties", "weights": [1, 2, 3]}), "recipes.x.composition.merge.weights", "3 weights for 2"),
+    (dtm({"method": "ties", "merge_space": "adapter"}), "recipes.x.composition.merge.method", "only 'average'"),
+    ({**dtm({"merge_space": "adapter"}), "training": {"finetuning": "full"}},
+     "recipes.x.composition.merge.merge_space", "needs LoRA"),
+    (dtm(embedder="all-MiniLM-L6-v2"), "recipes.x.composition.embedder", "only the kmeans split"),
+    ({"composition": {"name": "seed_soup"}}, "recipes.x.composition", "seeds"),
+    ({"composition": {"name": "seed_soup", "seeds": [1, 1]}}, "recipes.x.composition.seeds", "non-unique"),
+    ({"composition": {"name": "seed_soup", "seeds": [1, 2], "k": 2}}, "recipes.x.composition", "'k'"),
+    ({"composition": {"name": "single", "k": 2}}, "recipes.x.composition", "'k'"),
+])
+def test_composition_errors_name_the_key(recipe, key, words):
+    message = error_of(lambda c: c["recipes"].update(x=recipe))
+    assert message.startswith(f"config key {key}:") and words in message
+
+
+def test_composition_settings_that_fit_are_accepted():
+    cfg = prepare(with_changes(lambda c: c["recipes"].update(
+        ties=dtm({"method": "ties", "density": 0.3, "lambda": 1.5, "weights": [1, 3]}),
+        km=dtm(split="kmeans", embedder="all-MiniLM-L6-v2"),
+        adapter=dtm({"merge_space": "adapter"}))))
+    assert cfg["recipes"]["ties"]["composition"]["merge"]["density"] == 0.3
+    assert cfg["recipes"]["km"]["composition"]["embedder"] == "all-MiniLM-L6-v2"
+
+
+def test_sweep_over_merge_methods_checks_each_generated_recipe():
+    raw = with_changes(lambda c: (
+        c["recipes"].update(d=dtm()),
+        c.update(sweeps={"m": {"recipe": "d", "grid": {"composition.merge.method": ["ties", "task_arithmetic"]},
+                               "name": "d_{composition.merge.method}"}})))
+    assert prepare(raw)["_sweeps"]["m"] == ["d_ties", "d_task_arithmetic"]
+    raw["sweeps"]["m"]["grid"]["composition.merge.density"] = [0.5]
+    with pytest.raises(ConfigError) as info:
+        prepare(raw)
+    assert str(info.value).startswith("config key sweeps.m.grid: generated recipe 'd_task_arithmetic': "
+                                      "config key recipes.d_task_arithmetic.composition.merge.density:")
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "configs/tiny.yaml", "configs/paper/dtm.yaml"])
 def test_shipped_configs_validate(path):
     cfg = load(ROOT / path)
     assert cfg["experiments"]

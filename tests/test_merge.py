@@ -224,6 +224,26 @@ def test_adapter_space_and_delta_space_differ_as_predicted(base, tmp_path):
         torch.testing.assert_close(adapter[name], w0[name], rtol=0, atol=0)
 
 
+def test_adapters_listing_their_target_modules_in_another_order_average(base, tmp_path):
+    from sftlab.compose.merge import average_adapters
+
+    adapters, _ = lora_runs(base, tmp_path, 2)
+    config_path = adapters[1] / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    # peft keeps target_modules as a set: two runs of one recipe may write them in either order
+    first = json.loads((adapters[0] / "adapter_config.json").read_text())["target_modules"]
+    config["target_modules"] = first[::-1]
+    config_path.write_text(json.dumps(config))
+    _, mean = average_adapters(adapters)
+    lora = [load_file(a / "adapter_model.safetensors") for a in adapters]
+    for name, tensor in mean.items():
+        torch.testing.assert_close(tensor, (lora[0][name] + lora[1][name]) / 2)
+    config["target_modules"] = ["q_proj"]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="target_modules"):
+        average_adapters(adapters)
+
+
 def test_merge_script_writes_a_loadable_model(base, tmp_path):
     import importlib.util
     from pathlib import Path
@@ -232,8 +252,15 @@ def test_merge_script_writes_a_loadable_model(base, tmp_path):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     subs = [variant(base, tmp_path / f"sub{i}", random_deltas(base, 50 + i)) for i in range(2)]
+    logs = [tmp_path / "log0.csv", tmp_path / "log1.csv"]
+    logs[0].write_text("step,loss,eval_loss\n0,,3.0\n1,2.0,\n2,1.0,2.0\n")
+    logs[1].write_text("step,loss,eval_loss\n0,,3.0\n1,4.0,\n")
     script.main(["--inputs", *map(str, subs), "--out", str(tmp_path / "out"), "--method", "ties",
-                 "--base-model", str(base), "--params", json.dumps({"density": 1.0})])
+                 "--base-model", str(base), "--params", json.dumps({"density": 1.0}),
+                 "--member-logs", *map(str, logs), "--train-log", str(tmp_path / "train_log.csv")])
+    # the merged run's log: per step, the mean over the members that logged it
+    assert (tmp_path / "train_log.csv").read_text().splitlines() == [
+        "step,members,loss,eval_loss", "0,2,,3.0", "1,2,3.0,", "2,1,1.0,2.0"]
     # density 1 keeps every delta; the two deltas agree in sign where they are averaged, else one survives
     got, w0 = weights_of(tmp_path / "out"), weights_of(base)
     t1, t2 = (weights_of(s)[NORM] - w0[NORM] for s in subs)

@@ -80,7 +80,8 @@ def test_tiny_dag_outputs(tiny_run):
     for recipe in recipes:
         run = workdir / "results/tiny/demo/runs" / recipe
         assert (run / "model" / "config.json").exists()
-        assert (run / "model" / "adapter").exists() == (recipe != "sft_full")
+        composed = "composition" in TINY["recipes"][recipe]  # merged models keep no adapter
+        assert (run / "model" / "adapter").exists() == (recipe != "sft_full" and not composed)
         log = pd.read_csv(run / "train_log.csv")
         assert log.loc[log.step == 0, "eval_loss"].notna().all()
         assert log["loss"].notna().any()
@@ -139,9 +140,10 @@ def test_changing_one_learning_rate_reruns_only_that_recipe(tiny_run):
     jobs = planned_jobs(proc.stdout + proc.stderr)
     planned = sorted((rule, wc.get("recipe", ""), wc.get("benchmark", "")) for rule, wc in jobs)
     # the t-SNE figure draws the sft run beside the reference and SFTMix: it is redrawn too
-    # and so are the SFTMix and MinorSFT tables, where sft is the NTP baseline
+    # and so are the SFTMix, MinorSFT and DTM tables, where sft is the baseline
     expected = sorted([("train", "sft", ""), ("all", "", ""), ("build_report", "", ""), ("tsne", "", ""),
-                       ("report_sftmix", "", ""), ("report_minorsft", "", "")]
+                       ("report_sftmix", "", ""), ("report_minorsft", "", ""),
+                       ("dtm_report", "", "")]
                       + [("evaluate", "sft", b) for b in TINY["experiments"]["main"]["benchmarks"]]
                       + [(rule, "sft", b) for b in JUDGED[:3] for rule in ("generate", "judge")]
                       + [("implicit_reward", "sft", "ir_tiny"), ("judges_table", "", ""), ("mtbench_categories", "", "")])
@@ -211,3 +213,37 @@ def test_rerunning_the_judges_makes_no_judge_call(tiny_run, judge_server):
         cost = json.loads((workdir / f"results/tiny/demo/runs/sft/scores/{bench}.json").read_text())["judge_cost"]
         assert (cost["calls"], cost["cached"]) == (0, n), bench
 
+
+@pytest.mark.slow
+def test_tiny_dtm_and_seed_soup(tiny_run):
+    workdir, _ = tiny_run
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    runs = workdir / "results/tiny/demo/runs"
+    pool = (workdir / "results/tiny/demo/selection/full/1.ids").read_text().split()
+    k = TINY["recipes"]["dtm"]["composition"]["k"]
+    shards = [(runs / f"dtm/shards/ids/shard-{i}.ids").read_text().split() for i in range(k)]
+    assert sorted(i for shard in shards for i in shard) == sorted(pool), "shards are disjoint and cover the pool"
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    seeds = TINY["recipes"]["seed_soup"]["composition"]["seeds"]
+    for recipe, members in (("dtm", [f"shards/shard-{i}" for i in range(k)]),
+                            ("seed_soup", [f"seeds/seed-{s}" for s in seeds])):
+        # the merged model loads and is the mean of its members (merge method average)
+        merged_weights = AutoModelForCausalLM.from_pretrained(runs / recipe / "model").state_dict()
+        member_weights = [AutoModelForCausalLM.from_pretrained(runs / recipe / m / "model").state_dict()
+                          for m in members]
+        name = "model.layers.0.self_attn.q_proj.weight"
+        assert not torch.equal(member_weights[0][name], member_weights[1][name])
+        torch.testing.assert_close(merged_weights[name], sum(w[name] for w in member_weights) / len(members),
+                                   rtol=0, atol=1e-6)
+        logs = [pd.read_csv(runs / recipe / m / "train_log.csv") for m in members]
+        merged = pd.read_csv(runs / recipe / "train_log.csv")
+        # the merged run's log is its members' step-wise mean
+        first = merged.set_index("step").loc[1]
+        assert first["members"] == len(members)
+        assert first["loss"] == pytest.approx(sum(log.set_index("step").loc[1, "loss"] for log in logs) / len(members))
+    table = pd.read_csv(workdir / "reports/tables/dtm_main.csv")
+    assert table.loc[table.source == "this work", "recipe"].tolist() == ["sft", "seed_soup", "dtm"]
+    for ext in ("png", "pdf"):
+        assert (workdir / f"reports/figures/dtm_k_ablation.{ext}").stat().st_size > 1000

@@ -200,6 +200,14 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
         recipe["training"] = deep_merge(config["training"], recipe.get("training", {}))
         if recipe["training"]["finetuning"] == "lora":
             recipe["training"]["lora"] = deep_merge(config["training"]["lora"], recipe["training"].get("lora", {}))
+    generated_by = {name: sweep_id for sweep_id, names in sweeps.items() for name in names}
+    for name, recipe in config["recipes"].items():
+        try:
+            check_composition(f"recipes.{name}", recipe)
+        except ConfigError as exc:
+            if name not in generated_by:
+                raise
+            raise ConfigError(f"config key sweeps.{generated_by[name]}.grid: generated recipe {name!r}: {exc}") from None
     for exp_id, exp in config["experiments"].items():
         for kind, table in (("models", "models"), ("datasets", "datasets"), ("benchmarks", "benchmarks")):
             for i, name in enumerate(exp[kind]):
@@ -278,6 +286,44 @@ def resolve_influence_selections(config: dict) -> None:
             raise ConfigError(f"config key {where}.validation: rose needs preference pairs, but validation set "
                               f"{sel['validation']!r} takes {vset['split']!r} examples")
         sel.setdefault("shots", vset["shots"])
+
+
+def composition_members(composition: dict) -> int:
+    """How many runs a composed recipe merges (1 for ``single``)."""
+    if composition["name"] == "disperse_merge":
+        return composition["k"]
+    if composition["name"] == "seed_soup":
+        return len(composition["seeds"])
+    return 1
+
+
+def check_composition(key: str, recipe: dict) -> None:
+    """What the schema cannot say about a composed recipe: the merge settings must fit the method and the runs."""
+    from sftlab.compose.merge import MERGE_METHODS
+
+    composition = recipe["composition"]
+    if composition["name"] == "single":
+        return
+    if composition.get("embedder") is not None and composition["split"] != "kmeans":
+        raise ConfigError(f"config key {key}.composition.embedder: only the kmeans split embeds (split is "
+                          f"{composition['split']!r})")
+    merge = composition["merge"]
+    method = MERGE_METHODS[merge["method"]]
+    for param in ("density", "lambda"):
+        if param in merge and param not in method.params:
+            raise ConfigError(f"config key {key}.composition.merge.{param}: merge method {merge['method']!r} "
+                              f"takes no {param} (it takes {list(method.params)})")
+    members = composition_members(composition)
+    if "weights" in merge and len(merge["weights"]) != members:
+        raise ConfigError(f"config key {key}.composition.merge.weights: {len(merge['weights'])} weights for "
+                          f"{members} member runs")
+    if merge["merge_space"] == "adapter":
+        if merge["method"] != "average":
+            raise ConfigError(f"config key {key}.composition.merge.method: merge_space 'adapter' averages LoRA "
+                              f"matrices and supports only 'average', got {merge['method']!r}")
+        if recipe["training"]["finetuning"] != "lora":
+            raise ConfigError(f"config key {key}.composition.merge.merge_space: 'adapter' needs LoRA runs, but "
+                              f"training.finetuning is {recipe['training']['finetuning']!r}")
 
 
 def load(path: str | Path) -> dict:

@@ -53,6 +53,12 @@ wildcard_constraints:
     fraction=r"[0-9.e-]+",
 
 
+def recipes_composed(*names):
+    """Alternation of the recipes whose composition is one of ``names``: a rule-level recipe constraint, so that
+    the rule writing a single run's model and the rule merging a composed recipe's model never compete."""
+    return _alternation([r for r, recipe in CFG["recipes"].items() if recipe["composition"]["name"] in names])
+
+
 def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
@@ -192,6 +198,7 @@ def tsne_runs(model, dataset):
     """Recipes drawn beside the reference in the t-SNE figure: full-pool NTP and SFTMix runs (the reviewers' figure)."""
     return [r for (m, d, r) in experiment_runs() if (m, d) == (model, dataset)
             and CFG["recipes"][r]["selection"]["name"] == "full"
+            and CFG["recipes"][r]["composition"]["name"] == "single"
             and CFG["recipes"][r]["objective"]["name"] in ("ntp", "sftmix")]
 
 

@@ -23,6 +23,8 @@ rule train:
         "logs/train/{model}/{dataset}/{recipe}.log",
     benchmark:
         "benchmarks/train/{model}/{dataset}/{recipe}.tsv"
+    wildcard_constraints:
+        recipe=recipes_composed("single"),
     threads: threads_of("train")
     resources:
         **res("train"),

@@ -232,6 +232,13 @@ def _read_adapter(adapter_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 _ADAPTER_KEYS = ("peft_type", "r", "lora_alpha", "target_modules", "use_rslora", "rank_pattern", "alpha_pattern")
 
 
+def _adapter_setting(config: dict, key: str):
+    """An adapter setting, comparable across runs: peft keeps target_modules as a set and writes it in
+    arbitrary order, so a list of them compares as a set."""
+    value = config.get(key)
+    return sorted(value) if key == "target_modules" and isinstance(value, list) else value
+
+
 def average_adapters(adapters: Sequence[str | Path], weights: Sequence[float] | None = None):
     """(adapter config, tensors): the weighted mean of each LoRA tensor (A and B separately) over ``adapters``."""
     if len(adapters) < 2:
@@ -243,7 +250,7 @@ def average_adapters(adapters: Sequence[str | Path], weights: Sequence[float] | 
     for adapter, weight in zip(adapters[1:], weights[1:]):
         config, tensors = _read_adapter(Path(adapter))
         for key in _ADAPTER_KEYS:
-            if config.get(key) != first_config.get(key):
+            if _adapter_setting(config, key) != _adapter_setting(first_config, key):
                 raise ValueError(
                     f"{adapter}/adapter_config.json: {key}={config.get(key)!r} differs from "
                     f"{adapters[0]}'s {first_config.get(key)!r}; adapters cannot be averaged"

@@ -1,0 +1,132 @@
+"""Composed recipes: Disperse-Then-Merge (K shards → K sub-models → merge) and the seed soup (full-data runs
+with different seeds → merge), and the DTM report. Member runs: see sftlab.compose.members."""
+
+include: "merge_common.smk"
+
+
+rule disperse:
+    """Split a DTM recipe's selected examples into K disjoint shards (seeded random, or k-means on responses)."""
+    input:
+        script=f"{SCRIPTS}/disperse.py",
+        ids=selection_path,
+        train="results/data/{dataset}/train.jsonl",
+        embedder=disperse_embedder,
+    output:
+        directory("results/{model}/{dataset}/runs/{recipe}/shards/ids"),
+    params:
+        args=disperse_args,
+        max_length=lambda w: recipe_of(w)["training"]["max_length"],
+    conda:
+        CONDA_ENV
+    log:
+        "logs/disperse/{model}/{dataset}/{recipe}.log",
+    benchmark:
+        "benchmarks/disperse/{model}/{dataset}/{recipe}.tsv"
+    wildcard_constraints:
+        recipe=recipes_composed("disperse_merge"),
+    threads: threads_of("disperse")
+    resources:
+        **res("disperse"),
+    shell:
+        "python {input.script:q} --ids {input.ids:q} --examples {input.train:q} {params.args} "
+        "--max-length {params.max_length} --out-dir {output:q} 2> {log:q}"
+
+
+rule train_member:
+    """One member run of a composed recipe: a DTM sub-model on its shard, or a seed-soup run with its seed;
+    the recipe's objective and training settings otherwise (each member its own job)."""
+    input:
+        script=f"{SCRIPTS}/train.py",
+        model="resources/models/{model}",
+        train="results/data/{dataset}/train.jsonl",
+        heldout="results/data/{dataset}/heldout.jsonl",
+        ids=member_ids,
+        ref="results/{model}/{dataset}/ref_logprobs.parquet",
+        tables=objective_tables,
+    output:
+        model=directory("results/{model}/{dataset}/runs/{recipe}/{member}/model"),
+        log="results/{model}/{dataset}/runs/{recipe}/{member}/train_log.csv",
+    params:
+        ids=member_ids_file,
+        training=lambda w: as_json(member_training(recipe_of(w), w.member)),
+        objective=lambda w: as_json(recipe_of(w)["objective"]),
+        checkpoints=lambda w: f"results/{w.model}/{w.dataset}/runs/{w.recipe}/{w.member}/checkpoints",
+        tables=lambda w, input: table_args("--table", input.tables),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/train_member/{model}/{dataset}/{recipe}/{member}.log",
+    benchmark:
+        "benchmarks/train_member/{model}/{dataset}/{recipe}/{member}.tsv"
+    wildcard_constraints:
+        recipe=recipes_composed("disperse_merge", "seed_soup"),
+        member=r"shards/shard-[0-9]+|seeds/seed-[0-9]+",
+    threads: threads_of("train")
+    resources:
+        **res("train"),
+    shell:
+        "python {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {params.ids:q} "
+        "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
+        "--heldout-ref {input.ref:q} {params.tables} "
+        "--out {output.model:q} --train-log {output.log:q} --checkpoints {params.checkpoints:q} 2> {log:q}"
+
+
+rule merge:
+    """Merge a composed recipe's member runs with mergekit into its model; its training log is the members' mean."""
+    input:
+        script=f"{SCRIPTS}/merge.py",
+        base="resources/models/{model}",
+        members=lambda w: [f"{d}/model" for d in member_dirs(w)],
+        logs=lambda w: [f"{d}/train_log.csv" for d in member_dirs(w)],
+    output:
+        model=directory("results/{model}/{dataset}/runs/{recipe}/model"),
+        log="results/{model}/{dataset}/runs/{recipe}/train_log.csv",
+    params:
+        args=merge_args,
+    conda:
+        CONDA_ENV
+    log:
+        "logs/merge/{model}/{dataset}/{recipe}.log",
+    benchmark:
+        "benchmarks/merge/{model}/{dataset}/{recipe}.tsv"
+    wildcard_constraints:
+        recipe=recipes_composed("disperse_merge", "seed_soup"),
+    threads: threads_of("merge")
+    resources:
+        **res("merge"),
+    shell:
+        "python {input.script:q} {params.args} --base-model {input.base:q} --device auto --out {output.model:q} "
+        "--member-logs {input.logs:q} --train-log {output.log:q} 2> {log:q}"
+
+
+rule dtm_report:
+    """The DTM report: DTM vs SFT vs seed soup beside the paper's numbers, the merge-method table, the K figure."""
+    input:
+        script=f"{SCRIPTS}/dtm_report.py",
+        scores=dtm_score_files(),
+    output:
+        main_md=f"{DTM_TABLES[0]}.md",
+        main_csv=report(f"{DTM_TABLES[0]}.csv", caption="../report/dtm_main.rst", category="Disperse-Then-Merge"),
+        main_tex=f"{DTM_TABLES[0]}.tex",
+        merge_md=f"{DTM_TABLES[1]}.md",
+        merge_csv=report(f"{DTM_TABLES[1]}.csv", caption="../report/dtm_merge_methods.rst",
+                         category="Disperse-Then-Merge"),
+        merge_tex=f"{DTM_TABLES[1]}.tex",
+        figure_png=report(f"{DTM_FIGURE}.png", caption="../report/dtm_k_ablation.rst", category="Disperse-Then-Merge"),
+        figure_pdf=f"{DTM_FIGURE}.pdf",
+    params:
+        runs=as_json(DTM_RUNS),
+        benchmarks=as_json(dtm_benchmarks()),
+        main=lambda w, output: os.path.splitext(output.main_md)[0],
+        merge=lambda w, output: os.path.splitext(output.merge_md)[0],
+        figure=lambda w, output: os.path.splitext(output.figure_png)[0],
+    conda:
+        CONDA_ENV
+    log:
+        "logs/dtm_report.log",
+    threads: threads_of("report")
+    resources:
+        **res("report"),
+    shell:
+        "python {input.script:q} --scores {input.scores:q} --runs {params.runs:q} --benchmarks {params.benchmarks:q} "
+        "--main-table {params.main:q} --merge-table {params.merge:q} --k-figure {params.figure:q} 2> {log:q}"
