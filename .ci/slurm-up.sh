@@ -72,6 +72,9 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
+# the daemons find each other by this machine's name
+getent hosts "$HOST" >/dev/null || echo "127.0.0.1 $HOST" >> /etc/hosts
+
 # two GPU devices: Slurm rejects regular files in gres.conf, character devices (like /dev/null) pass
 for i in 0 1; do
     [[ -c $DEV$i ]] || { rm -f "$DEV$i"; mknod "$DEV$i" c 1 3; }

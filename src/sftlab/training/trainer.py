@@ -348,6 +348,11 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     ``epoch_models`` = (directory, epochs) also saves a loadable model at the end of those epochs;
     ``callbacks`` are added to the Trainer (e.g. the LESS/ROSE warmup checkpoints with Adam moments).
     """
+    checkpoint_dir = Path(checkpoint_dir)
+    processes = world_size()
+    args = training_arguments(cfg, checkpoint_dir)  # first: sets up the processes' shared state
+    if args.process_index:
+        log = lambda *_: None  # noqa: E731  (process 0 speaks for all)
     torch.manual_seed(cfg["seed"])
     objective = build_objective(objective_cfg["name"], {k: v for k, v in objective_cfg.items() if k != "name"})
     model, tokenizer = load_model(model_dir, cfg)
@@ -358,11 +363,6 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     heldout = encode_examples(tokenizer, heldout_examples, cfg["max_length"],
                               {"ref_logp": heldout_ref_logps} if heldout_ref_logps is not None else None,
                               heldout_columns, log=log)
-    checkpoint_dir = Path(checkpoint_dir)
-    processes = world_size()
-    args = training_arguments(cfg, checkpoint_dir)  # first: sets up the processes' shared state
-    if args.process_index:
-        log = lambda *_: None  # noqa: E731  (process 0 speaks for all)
     # the process count is part of the stamp: a checkpoint's data position and RNG states are per process
     resume = resume_point(args, checkpoint_dir, {"training": cfg, "objective": objective_cfg, "processes": processes,
                                                  "ids": [e["id"] for e in train_examples]}, log)
