@@ -89,7 +89,7 @@ rule validation_set:
         **res("data"),
     shell:
         "python {input.script:q} --data {input.data:q} --subtasks {params.subtasks} --seed {params.seed} "
-        "--out {output:q} --log {log:q}"
+        "--out {output:q} 2> {log:q}"
 
 
 rule warmup:
@@ -146,9 +146,9 @@ rule grad_features:
     resources:
         **res("grads"),
     shell:
-        "python {input.script:q} --log {log:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
+        "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --kind train --shard {wildcards.shard} --shards {params.shards} {params.flags} "
-        "--out {output:q}"
+        "--out {output:q} 2> {log:q}"
 
 
 rule gather_grad_features:
@@ -168,7 +168,7 @@ rule gather_grad_features:
     resources:
         **res("influence"),
     shell:
-        "python {input.script:q} --log {log:q} gather --inputs {input.shards:q} --out {output:q}"
+        "python {input.script:q} gather --inputs {input.shards:q} --out {output:q} 2> {log:q}"
 
 
 rule validation_grad_features:
@@ -195,8 +195,8 @@ rule validation_grad_features:
     resources:
         **res("grads"),
     shell:
-        "python {input.script:q} --log {log:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
-        "--data {input.data:q} {params.validation} {params.flags} --out {output:q}"
+        "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
+        "--data {input.data:q} {params.validation} {params.flags} --out {output:q} 2> {log:q}"
 
 
 rule influence:
@@ -221,7 +221,7 @@ rule influence:
         **res("influence"),
     shell:
         "python {input.script:q} --train {input.train:q} --val {input.val:q} --checkpoints {input.checkpoints:q} "
-        "--out {output:q} --log {log:q}"
+        "--out {output:q} 2> {log:q}"
 
 
 # ----------------------------------------------------------------------------- report
