@@ -129,9 +129,9 @@ def frame(tmp_path):
 
 def test_shots_table_puts_each_number_of_shots_in_its_column(frame):
     table = shots_table(frame, ["em", "mc"])
-    assert list(table.columns) == ["model", "dataset", "selector", "validation", "objective", "fraction", "benchmark",
+    assert list(table.columns) == ["model", "dataset", "method", "validation", "objective", "fraction", "benchmark",
                                    "1-shot", "5-shot"]
-    cells = {(r.selector, r.fraction, r.benchmark): (r[-2], r[-1]) for r in table.itertuples(index=False)}
+    cells = {(r.method, r.fraction, r.benchmark): (r[-2], r[-1]) for r in table.itertuples(index=False)}
     assert cells == {
         ("less", 0.1, "em"): ("n/a", "43.00 [38.0, 48.0]"),
         ("rose", 0.1, "em"): ("40.00 [35.0, 45.0]", "41.00 [36.0, 46.0]"),

@@ -247,3 +247,47 @@ def test_tiny_dtm_and_seed_soup(tiny_run):
     assert table.loc[table.source == "this work", "recipe"].tolist() == ["sft", "seed_soup", "dtm"]
     for ext in ("png", "pdf"):
         assert (workdir / f"reports/figures/dtm_k_ablation.{ext}").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_less_rose_outputs_nested_fractions_and_cost_report(tiny_run):
+    workdir, _ = tiny_run
+    base = workdir / "results/tiny/demo"
+    pool = [json.loads(line)["id"] for line in (workdir / "results/data/demo/train.jsonl").read_text().splitlines()]
+    warmup_ids = (base / "selection/random-s0/0.25.ids").read_text().split()
+    assert len(warmup_ids) == len(pool) // 4
+    for c in (1, 2):
+        checkpoint = base / f"warmup/checkpoint-{c}"
+        assert (checkpoint / "adam_moments.safetensors").exists() and (checkpoint / "adapter_model.safetensors").exists()
+        assert json.loads((checkpoint / "warmup_epoch.json").read_text())["mean_lr"] > 0
+    validation = [json.loads(line) for line in (workdir / "results/data/demo/validation/target.jsonl").read_text().splitlines()]
+    assert {v["subtask"] for v in validation} == {"arithmetic", "count"}
+    for selector in ("less-target-2shot", "rose-target-2shot"):
+        table = pd.read_parquet(base / f"influence/{selector}.parquet")
+        assert sorted(table["id"]) == sorted(pool) and table["influence"].notna().all()
+        small, large = ((base / f"selection/{selector}/{f}.ids").read_text().split() for f in ("0.25", "0.5"))
+        assert len(small) == len(pool) // 4 and len(large) == len(pool) // 2
+        assert small == large[: len(small)], "a smaller fraction is the head of the larger one"
+        ranked = table.sort_values("influence", ascending=False, kind="stable")["id"].tolist()
+        assert large == ranked[: len(large)]
+
+    cost = pd.read_csv(workdir / "reports/tables/selection_cost.csv")
+    assert set(cost["stage"]) == {"warmup", "gradient features", "selection", "final training"}
+    warmup = cost[cost.stage == "warmup"].iloc[0]
+    assert float(warmup["wall time (s)"]) > 0 and warmup["GPU-hours"] == "n/a"
+    assert float(warmup["stored (MiB)"]) > 0
+    shots = pd.read_csv(workdir / "reports/tables/selection_shots.csv")
+    assert sorted(set(shots["method"])) == ["less", "rose"] and "2-shot" in shots.columns
+    for ext in ("png", "pdf"):
+        assert (workdir / f"reports/figures/selection_fraction_curve.{ext}").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_rose_selection(tiny_run, tmp_path_factory):
+    """The whole chain again in a fresh directory (model, data, warmup, gradients, influence, selection)."""
+    workdir, configfile = tiny_run
+    again = tmp_path_factory.mktemp("tiny_again")
+    target = "results/tiny/demo/selection/rose-target-2shot/0.25.ids"
+    proc = snakemake(again, configfile, target)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert (again / target).read_text() == (workdir / target).read_text()

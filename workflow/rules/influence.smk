@@ -6,68 +6,14 @@ warmup (random subset, Adam moments) ─► gradient features per checkpoint × 
 The selection itself is the shared `select_data` rule, which reads the influence table (SELECTOR_TABLES).
 """
 
-import hashlib
 
-from sftlab.config import INFLUENCE_SELECTORS
-
-WARMUP_EPOCHS = list(range(1, CFG["warmup"]["training"]["epochs"] + 1))
-GRAD_SHARDS = list(range(CFG["gradients"]["shards"]))
-# the curve compares selectors on equal terms: these selections, with one objective, composition and training
-CURVE_SELECTORS = ("less", "rose", "random", "full")
+include: "influence_common.smk"
 
 
 wildcard_constraints:
     c=r"\d+",
     shard=r"\d+",
     name=_alternation(CFG["validation"]),
-
-
-def warmup_training():
-    """The warmup run: the global training settings under the warmup's own (LESS defaults)."""
-    return deep_merge(CFG["training"], CFG["warmup"]["training"])
-
-
-def warmup_ids(wildcards):
-    sel = warmup_selection()
-    return (f"results/{wildcards.model}/{wildcards.dataset}/selection/"
-            f"{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids")
-
-
-def warmup_checkpoints(wildcards):
-    return [f"results/{wildcards.model}/{wildcards.dataset}/warmup/checkpoint-{c}" for c in WARMUP_EPOCHS]
-
-
-def influence_selection(wildcards):
-    """The less / rose selection named by a selector id (any of its fractions: they share the influence table)."""
-    for recipe in CFG["recipes"].values():
-        sel = recipe["selection"]
-        if sel["name"] in INFLUENCE_SELECTORS and selector_id(sel) == wildcards.selector:
-            return sel
-    raise WorkflowError(f"no recipe selects with {wildcards.selector}")
-
-
-def validation_path(name):
-    return f"results/data/{CFG['validation'][name]['dataset']}/validation/{name}.jsonl"
-
-
-def validation_source(wildcards):
-    vset = CFG["validation"][wildcards.name]
-    if vset["dataset"] != wildcards.dataset:
-        raise WorkflowError(f"validation set {wildcards.name} comes from dataset {vset['dataset']}, not {wildcards.dataset}")
-    return f"results/data/{wildcards.dataset}/{vset['split']}.jsonl"
-
-
-def gradient_flags():
-    """Command-line settings of every gradient-feature job (also its params: a change reruns the features)."""
-    g = CFG["gradients"]
-    return (f"--dim {g['dim']} --seed {g['seed']} --batch-size {g['batch_size']} --project-batch {g['project_batch']} "
-            f"--cache-mb {g['cache_mb']} --dtype {g['dtype']} --max-length {warmup_training()['max_length']}")
-
-
-def validation_flags(wildcards):
-    sel = influence_selection(wildcards)
-    kind = "dpo" if sel["name"] == "rose" else "ntp"
-    return f"--kind {kind} --shots {sel['shots']}" + (f" --beta {sel['beta']}" if kind == "dpo" else "")
 
 
 rule validation_set:
@@ -89,7 +35,7 @@ rule validation_set:
         **res("data"),
     shell:
         "python {input.script:q} --data {input.data:q} --subtasks {params.subtasks} --seed {params.seed} "
-        "--out {output:q} --log {log:q}"
+        "--out {output:q} 2> {log:q}"
 
 
 rule warmup:
@@ -146,9 +92,9 @@ rule grad_features:
     resources:
         **res("grads"),
     shell:
-        "python {input.script:q} --log {log:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
+        "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --kind train --shard {wildcards.shard} --shards {params.shards} {params.flags} "
-        "--out {output:q}"
+        "--out {output:q} 2> {log:q}"
 
 
 rule gather_grad_features:
@@ -168,7 +114,7 @@ rule gather_grad_features:
     resources:
         **res("influence"),
     shell:
-        "python {input.script:q} --log {log:q} gather --inputs {input.shards:q} --out {output:q}"
+        "python {input.script:q} gather --inputs {input.shards:q} --out {output:q} 2> {log:q}"
 
 
 rule validation_grad_features:
@@ -195,8 +141,8 @@ rule validation_grad_features:
     resources:
         **res("grads"),
     shell:
-        "python {input.script:q} --log {log:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
-        "--data {input.data:q} {params.validation} {params.flags} --out {output:q}"
+        "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
+        "--data {input.data:q} {params.validation} {params.flags} --out {output:q} 2> {log:q}"
 
 
 rule influence:
@@ -221,107 +167,7 @@ rule influence:
         **res("influence"),
     shell:
         "python {input.script:q} --train {input.train:q} --val {input.val:q} --checkpoints {input.checkpoints:q} "
-        "--out {output:q} --log {log:q}"
-
-
-# ----------------------------------------------------------------------------- report
-
-
-def comparison_key(recipe):
-    """Recipes compared in the curve share everything but the selection (a short digest of the rest)."""
-    rest = as_json({k: recipe[k] for k in ("objective", "composition", "training")})
-    return hashlib.sha256(rest.encode()).hexdigest()[:8]
-
-
-def curve_runs():
-    """Experiment runs in the fraction curve: on a (model, dataset) with a less / rose run, the less / rose /
-    random / full recipes that share that run's objective, composition and training settings."""
-    runs = experiment_runs()
-    keys = {(m, d, comparison_key(CFG["recipes"][r])) for (m, d, r) in runs
-            if CFG["recipes"][r]["selection"]["name"] in INFLUENCE_SELECTORS}
-    return {(m, d, r): benches for (m, d, r), benches in runs.items()
-            if CFG["recipes"][r]["selection"]["name"] in CURVE_SELECTORS
-            and (m, d, comparison_key(CFG["recipes"][r])) in keys}
-
-
-def curve_recipes():
-    """recipe → what the report needs to place it: selector id and name, fraction, shots, validation set, group."""
-    out = {}
-    for (m, d, r) in curve_runs():
-        recipe = CFG["recipes"][r]
-        sel = recipe["selection"]
-        out[r] = {"selector": selector_id(sel), "name": sel["name"], "fraction": sel["fraction"],
-                  "shots": sel.get("shots"), "validation": sel.get("validation"),
-                  "objective": recipe["objective"]["name"], "group": comparison_key(recipe)}
-    return out
-
-
-def curve_score_files():
-    return [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in curve_runs().items() for b in sorted(benches)]
-
-
-STAGE_OF_RULE = {"warmup": "warmup", "grad_features": "grads", "gather_grad_features": "influence",
-                 "validation_grad_features": "grads", "influence": "influence", "select_data": "select", "train": "train"}
-
-
-def benchmark_file(rule, model, dataset, rest=""):
-    """A rule's Snakemake benchmark file, with the GPUs its job requested (for GPU-hours)."""
-    return {"path": f"benchmarks/{rule}/{model}/{dataset}{rest}.tsv", "gpus": resources(CFG, STAGE_OF_RULE[rule])["gpus"]}
-
-
-def influence_fractions(model, dataset):
-    """selector id → fraction ids of the less / rose runs of the curve on (model, dataset)."""
-    out = {}
-    for (m, d, r) in curve_runs():
-        sel = CFG["recipes"][r]["selection"]
-        if (m, d) == (model, dataset) and sel["name"] in INFLUENCE_SELECTORS:
-            out.setdefault(selector_id(sel), set()).add(fraction_id(sel["fraction"]))
-    return {s: sorted(f) for s, f in sorted(out.items())}
-
-
-def cost_groups():
-    """Per model × dataset and stage: the benchmark files of its jobs and the outputs it stores."""
-    groups = []
-    for m, d in sorted({(m, d) for (m, d, r) in curve_runs()}):
-        base = f"results/{m}/{d}"
-
-        def add(stage, item, benchmarks, outputs):
-            groups.append({"model": m, "dataset": d, "stage": stage, "item": item, "benchmarks": benchmarks,
-                           "outputs": outputs})
-
-        add("warmup", "pool", [benchmark_file("warmup", m, d)], [f"{base}/warmup/checkpoint-{c}" for c in WARMUP_EPOCHS])
-        add("gradient features", "pool",
-            [benchmark_file("grad_features", m, d, f"/train/checkpoint-{c}/shard-{s}") for c in WARMUP_EPOCHS
-             for s in GRAD_SHARDS] + [benchmark_file("gather_grad_features", m, d, f"/checkpoint-{c}") for c in WARMUP_EPOCHS],
-            [f"{base}/grads/train/checkpoint-{c}.pt" for c in WARMUP_EPOCHS])
-        for s, fractions in influence_fractions(m, d).items():
-            add("gradient features", s,
-                [benchmark_file("validation_grad_features", m, d, f"/{s}/checkpoint-{c}") for c in WARMUP_EPOCHS],
-                [f"{base}/grads/{s}/checkpoint-{c}.pt" for c in WARMUP_EPOCHS])
-            add("selection", s,
-                [benchmark_file("influence", m, d, f"/{s}")] + [benchmark_file("select_data", m, d, f"/{s}/{f}") for f in fractions],
-                [f"{base}/influence/{s}.parquet"] + [f"{base}/selection/{s}/{f}.ids" for f in fractions])
-        for r in sorted(r for (mm, dd, r) in curve_runs() if (mm, dd) == (m, d)):
-            add("final training", r, [benchmark_file("train", m, d, f"/{r}")], [f"{run_dir(m, d, r)}/model"])
-    return groups
-
-
-def cost_files():
-    return sorted({b["path"] for g in cost_groups() for b in g["benchmarks"]} | {o for g in cost_groups() for o in g["outputs"]})
-
-
-SELECTION_REPORT = {
-    "curve": "reports/figures/selection_fraction_curve",
-    "shots": "reports/tables/selection_shots",
-    "cost": "reports/tables/selection_cost",
-}
-
-
-def selection_report_outputs():
-    if not curve_runs():
-        return []
-    return ([f"{SELECTION_REPORT['curve']}.{ext}" for ext in ("png", "pdf")]
-            + [f"{SELECTION_REPORT[t]}.{ext}" for t in ("shots", "cost") for ext in ("md", "csv", "tex")])
+        "--out {output:q} 2> {log:q}"
 
 
 PAPER_REPORTS.append(selection_report_outputs)

@@ -54,7 +54,7 @@ def fraction_curve(frame: pd.DataFrame, benchmarks: list[str], stem: str | Path)
                 ax.errorbar(line.fraction, line.value, yerr=err, marker="o", ms=3, lw=1.2, capsize=2, label=selector)
             for row in part[part.name == "full"].itertuples():
                 ax.axhline(row.value, ls="--", lw=1, color="0.3", label=f"full data ({row.recipe})")
-            fractions = sorted(partial.fraction.unique())
+            fractions = sorted(set(partial.fraction) | ({1.0} if (part.name == "full").any() else set()))
             if fractions:
                 ax.set_xscale("log")
                 ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
@@ -62,17 +62,17 @@ def fraction_curve(frame: pd.DataFrame, benchmarks: list[str], stem: str | Path)
             objective = f", {part.objective.iloc[0]}" if several_groups else ""
             ax.set(title=f"{model} / {dataset}{objective}", xlabel="fraction of the pool selected",
                    ylabel=f"{bench} ({part.metric.iloc[0]})")
-            ax.legend(frameon=False)
+            ax.legend(frameon=False, loc="best")
         fig.tight_layout()
         return save(fig, stem)
 
 
 def shots_table(frame: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
-    """A row per less / rose (model, dataset, selector, validation set, objective, fraction, benchmark),
+    """A row per less / rose (model, dataset, method, validation set, objective, fraction, benchmark),
     a column per number of shots; cells ``value [ci_low, ci_high]``, n/a where that run does not exist."""
     part = frame[frame.name.isin(INFLUENCE) & frame.benchmark.isin(benchmarks)]
     shots = sorted({int(s) for s in part.shots.dropna()})
-    columns = ["model", "dataset", "selector", "validation", "objective", "fraction", "benchmark"]
+    columns = ["model", "dataset", "method", "validation", "objective", "fraction", "benchmark"]
     rows = {}
     for r in part.itertuples():
         key = (r.model, r.dataset, r.name, r.validation, r.objective, r.fraction, r.benchmark)
