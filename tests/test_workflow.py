@@ -140,10 +140,10 @@ def test_changing_one_learning_rate_reruns_only_that_recipe(tiny_run):
     jobs = planned_jobs(proc.stdout + proc.stderr)
     planned = sorted((rule, wc.get("recipe", ""), wc.get("benchmark", "")) for rule, wc in jobs)
     # the t-SNE figure draws the sft run beside the reference and SFTMix: it is redrawn too
-    # and so are the SFTMix, MinorSFT and DTM tables, where sft is the baseline
+    # and so are the SFTMix, MinorSFT, DTM and LESS/ROSE reports, where sft is the (full-data) baseline
     expected = sorted([("train", "sft", ""), ("all", "", ""), ("build_report", "", ""), ("tsne", "", ""),
                        ("report_sftmix", "", ""), ("report_minorsft", "", ""),
-                       ("dtm_report", "", "")]
+                       ("dtm_report", "", ""), ("selection_report", "", "")]
                       + [("evaluate", "sft", b) for b in TINY["experiments"]["main"]["benchmarks"]]
                       + [(rule, "sft", b) for b in JUDGED[:3] for rule in ("generate", "judge")]
                       + [("implicit_reward", "sft", "ir_tiny"), ("judges_table", "", ""), ("mtbench_categories", "", "")])
