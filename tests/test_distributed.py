@@ -123,10 +123,14 @@ def test_workflow_launches_one_process_per_gpu(tmp_path):
                                  "reference": {"cpus": 1, "gpus": 0, "processes": 2}}}
     proc = dry_run(tmp_path, cfg, "-p")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the LESS/ROSE warmup is its own stage (resources.warmup): one process here
     commands = [line.removeprefix("Shell command: ") for line in proc.stdout.splitlines()
-                if "scripts/train.py" in line and "--model-dir" in line]
-    recipes = TINY["experiments"]["main"]["recipes"]
-    assert len(commands) == len(recipes) + 1  # every recipe and the reference run
+                if "scripts/train.py" in line and "--model-dir" in line and "--warmup-dir" not in line]
+    recipes = [TINY["recipes"][r] for r in TINY["experiments"]["main"]["recipes"]]
+    runs = sum(r["composition"]["k"] if r.get("composition", {}).get("name") == "disperse_merge"
+               else len(r["composition"]["seeds"]) if r.get("composition", {}).get("name") == "seed_soup"
+               else 1 for r in recipes)
+    assert len(commands) == runs + 1  # every single run, every DTM / soup member and the reference run
     for command in commands:
         assert command.startswith(f"python -m accelerate.commands.launch --config_file {CONFIG_DIR}/ddp.yaml "
                                   "--num_processes 2 --num_machines 1 --main_process_port 0 "), command[:300]

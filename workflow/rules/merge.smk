@@ -49,6 +49,7 @@ rule train_member:
     params:
         ids=member_ids_file,
         training=lambda w: as_json(member_training(recipe_of(w), w.member)),
+        launch=lambda w: launcher("train", recipe_of(w)["training"], f"recipes.{w.recipe}.training"),
         objective=lambda w: as_json(recipe_of(w)["objective"]),
         checkpoints=lambda w: f"results/{w.model}/{w.dataset}/runs/{w.recipe}/{w.member}/checkpoints",
         tables=lambda w, input: table_args("--table", input.tables),
@@ -65,7 +66,7 @@ rule train_member:
     resources:
         **res("train"),
     shell:
-        "python {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {params.ids:q} "
+        "{params.launch} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {params.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
         "--heldout-ref {input.ref:q} {params.tables} "
         "--out {output.model:q} --train-log {output.log:q} --checkpoints {params.checkpoints:q} 2> {log:q}"
