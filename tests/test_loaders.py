@@ -37,7 +37,8 @@ def local_cfg(path, fmt, **extra):
 
 
 def test_every_config_format_has_a_loader():
-    assert set(FORMATS) == {"alpaca", "messages", "sharegpt", "hh_rlhf", "shp", "stackexchange", "mmlu", "tydiqa"}
+    assert set(FORMATS) == {"alpaca", "messages", "sharegpt", "hh_rlhf", "shp", "stackexchange", "mmlu", "tydiqa",
+                            "exam_mmlu", "exam_ceval", "exam_financeiq"}
     assert PREFERENCE_FORMATS == {"hh_rlhf", "shp", "stackexchange"}
 
 
