@@ -23,6 +23,39 @@ EXPECTED = {
         "reference_run": 4, "confidence": 4, "tsne": 4, "train": 28 + 6, "evaluate": 28 * 3 + 6,
         "build_report": 1, "all": 1,
     },
+    # minorsft: 1 model × 2 datasets; sweeps 4 (SFT lr) + 12 (DPO-SFT β × lr) + 12 (MinorSFT β × lr) = 28 runs per
+    # dataset, × 2 benchmarks; one full selection and one ref_logprobs per dataset
+    "minorsft.yaml": {
+        "materialise_model": 1, "prepare_data": 2, "ref_logprobs": 2, "select_data": 2, "train": 56,
+        "evaluate": 112, "build_report": 1, "report_minorsft": 1, "all": 1,
+    },
+    # sftmix: 2 models × 2 datasets × {NTP, SFTMix} = 8 runs, + 8 ablation runs on llama × alpaca (μ 2, α 2, detach,
+    # random pairing, confident, unconfident); 16 runs × 2 judged benchmarks; a reference run per pair (every pair
+    # has an SFTMix run); selections: full per pair + confident and unconfident on llama × alpaca
+    "sftmix.yaml": {
+        "benchmark_data": 2, "materialise_model": 2, "prepare_data": 2, "ref_logprobs": 4, "select_data": 6,
+        "reference_run": 4, "train": 16, "confidence": 4, "generate": 32, "judge": 32, "tsne": 4, "build_report": 1,
+        "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "all": 1,
+    },
+    # dtm: 1 pair; sft (1 train) + 11 merged runs: soup (4 seeds), dtm (K 4; shared with adapter space and the 4
+    # merge methods), kmeans (K 4), K 2, K 8 → 4 + 4 + 4 + 2 + 8 = 22 members, 10 merges, 4 disperse jobs;
+    # 11 runs × 5 benchmarks
+    "dtm.yaml": {
+        "materialise_model": 1, "prepare_data": 1, "ref_logprobs": 1, "select_data": 1, "disperse": 4, "train": 1,
+        "train_member": 22, "evaluate": 55, "merge": 10, "build_report": 1, "dtm_report": 1, "all": 1,
+    },
+    # less and rose: counts read off the dry run (shards × checkpoints of gradient features, validation features per
+    # validation set × shots × checkpoint) and checked against their structure, not derived line by line
+    "less.yaml": {
+        "materialise_model": 1, "prepare_data": 4, "ref_logprobs": 1, "select_data": 17, "validation_set": 3,
+        "train": 17, "warmup": 1, "evaluate": 99, "grad_features": 32, "validation_grad_features": 12,
+        "gather_grad_features": 4, "influence": 3, "build_report": 1, "selection_report": 1, "all": 1,
+    },
+    "rose.yaml": {
+        "materialise_model": 2, "prepare_data": 4, "ref_logprobs": 2, "select_data": 60, "validation_set": 3,
+        "train": 60, "warmup": 2, "evaluate": 60, "grad_features": 64, "validation_grad_features": 56,
+        "gather_grad_features": 8, "influence": 14, "build_report": 1, "selection_report": 1, "all": 1,
+    },
 }
 
 # rules that never ask for a GPU, whatever the config's resources.default says
