@@ -21,7 +21,7 @@ EXPECTED = {
     "paper_plan.yaml": {
         "materialise_model": 2, "prepare_data": 2, "ref_logprobs": 4, "select_data": 3 * 4,
         "reference_run": 4, "confidence": 4, "tsne": 4, "train": 28 + 6, "evaluate": 28 * 3 + 6,
-        "build_report": 1, "all": 1,
+        "build_report": 1, "report_sftmix": 1, "report_minorsft": 1, "all": 1,
     },
     # minorsft: 1 model × 2 datasets; sweeps 4 (SFT lr) + 12 (DPO-SFT β × lr) + 12 (MinorSFT β × lr) = 28 runs per
     # dataset, × 2 benchmarks; one full selection and one ref_logprobs per dataset
