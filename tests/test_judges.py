@@ -234,5 +234,7 @@ def test_hf_judge_runs_batched_and_is_cached(tiny_model_dir, tmp_path):
         assert len(response.top_logprobs) == response.completion_tokens
         assert all(len(position) <= 2 for position in response.top_logprobs)
         assert all(lp <= 0 for position in response.top_logprobs for lp in position.values())
-    again = run_judge(judge, requests_(3, top_logprobs=2), JudgmentCache(tmp_path / "c.jsonl"))
+    fresh = build_judge({"backend": "hf", "model": str(tiny_model_dir), "batch_size": 2, "device": "cpu"})
+    again = run_judge(fresh, requests_(3, top_logprobs=2), JudgmentCache(tmp_path / "c.jsonl"))
     assert (again.usage.calls, again.usage.cached) == (0, 3)
+    assert fresh._generator is None, "a rerun answered from the cache must not load the judge model"

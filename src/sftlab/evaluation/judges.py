@@ -249,14 +249,22 @@ class HFJudge(Judge):
         # config, so regenerated weights at the same path never meet the old judgments in the cache
         self.id = f"hf:{model}" + (f"@{fingerprint}" if fingerprint else "")
         self.batch_size = batch_size
-        self._generator = TransformersGenerator.from_pretrained(model, device=device, dtype=dtype, batch_size=batch_size)
+        self._options = {"device": device, "dtype": dtype, "batch_size": batch_size}
+        self._generator: TransformersGenerator | None = None
+
+    @property
+    def generator(self) -> TransformersGenerator:
+        # loaded on first use: a rerun answered wholly from the cache never loads the judge model
+        if self._generator is None:
+            self._generator = TransformersGenerator.from_pretrained(self.model, **self._options)
+        return self._generator
 
     def complete(self, requests_: Sequence[JudgeRequest]) -> Iterator[tuple[int, JudgeResponse]]:
         # one batch per call, so every finished batch reaches the cache before the next starts
         for start in range(0, len(requests_), self.batch_size):
             chunk = requests_[start : start + self.batch_size]
             k = max(r.top_logprobs for r in chunk)
-            generations = self._generator.generate(
+            generations = self.generator.generate(
                 [GenerationRequest(r.messages, SamplingParams(max_new_tokens=r.max_tokens)) for r in chunk],
                 top_logprobs=k,
             )
