@@ -20,6 +20,7 @@ import abc
 import logging
 import os
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -104,6 +105,10 @@ class Judge(abc.ABC):
     @abc.abstractmethod
     def complete(self, requests: Sequence[JudgeRequest]) -> Iterator[tuple[int, JudgeResponse]]:
         """Yield (request index, response) as responses arrive, in any order."""
+
+
+class _Stopped(Exception):
+    """A request left unsent because another one had failed for good."""
 
 
 @register_judge("openai")
@@ -214,11 +219,23 @@ class OpenAIJudge(Judge):
 
     def complete(self, requests_: Sequence[JudgeRequest]) -> Iterator[tuple[int, JudgeResponse]]:
         pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="judge")
+        stop = threading.Event()
+
+        def call(request: JudgeRequest) -> JudgeResponse:
+            # after a failure no worker sends another request, even before this thread has seen the failure
+            if stop.is_set():
+                raise _Stopped()
+            try:
+                return self._call(request)
+            except BaseException:
+                stop.set()
+                raise
+
         error: BaseException | None = None
         try:
-            futures = {pool.submit(self._call, r): i for i, r in enumerate(requests_)}
+            futures = {pool.submit(call, r): i for i, r in enumerate(requests_)}
             for future in as_completed(futures):
-                if future.cancelled():
+                if future.cancelled() or isinstance(future.exception(), _Stopped):
                     continue
                 if future.exception() is not None:
                     # stop what has not started, but still hand over what was already paid for
@@ -249,14 +266,22 @@ class HFJudge(Judge):
         # config, so regenerated weights at the same path never meet the old judgments in the cache
         self.id = f"hf:{model}" + (f"@{fingerprint}" if fingerprint else "")
         self.batch_size = batch_size
-        self._generator = TransformersGenerator.from_pretrained(model, device=device, dtype=dtype, batch_size=batch_size)
+        self._options = {"device": device, "dtype": dtype, "batch_size": batch_size}
+        self._generator: TransformersGenerator | None = None
+
+    @property
+    def generator(self) -> TransformersGenerator:
+        # loaded on first use: a rerun answered wholly from the cache never loads the judge model
+        if self._generator is None:
+            self._generator = TransformersGenerator.from_pretrained(self.model, **self._options)
+        return self._generator
 
     def complete(self, requests_: Sequence[JudgeRequest]) -> Iterator[tuple[int, JudgeResponse]]:
         # one batch per call, so every finished batch reaches the cache before the next starts
         for start in range(0, len(requests_), self.batch_size):
             chunk = requests_[start : start + self.batch_size]
             k = max(r.top_logprobs for r in chunk)
-            generations = self._generator.generate(
+            generations = self.generator.generate(
                 [GenerationRequest(r.messages, SamplingParams(max_new_tokens=r.max_tokens)) for r in chunk],
                 top_logprobs=k,
             )
