@@ -126,7 +126,7 @@ def test_workflow_launches_one_process_per_gpu(tmp_path):
     # the LESS/ROSE warmup is its own stage (resources.warmup): one process here
     commands = [line.removeprefix("Shell command: ") for line in proc.stdout.splitlines()
                 if "scripts/train.py" in line and "--model-dir" in line and "--warmup-dir" not in line]
-    recipes = [TINY["recipes"][r] for r in TINY["experiments"]["main"]["recipes"]]
+    recipes = [TINY["recipes"][r] for r in dict.fromkeys(r for e in TINY["experiments"].values() for r in e["recipes"])]
     runs = sum(r["composition"]["k"] if r.get("composition", {}).get("name") == "disperse_merge"
                else len(r["composition"]["seeds"]) if r.get("composition", {}).get("name") == "seed_soup"
                else 1 for r in recipes)
