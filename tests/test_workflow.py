@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-
-import hashlib
 
 import pandas as pd
 import pytest
@@ -55,7 +55,7 @@ def judge_server():
 def tiny_run(tmp_path_factory, judge_server):
     workdir = tmp_path_factory.mktemp("tiny")
     configfile = workdir / "tiny.yaml"
-    config = yaml.safe_load(yaml.safe_dump(TINY))
+    config = copy.deepcopy(TINY)  # in the file's order: the main experiment's columns come first
     config["judges"]["server"] = {"type": "openai", "model": "judge-model", "base_url": judge_server.base_url,
                                   "api_key_env": "SFTLAB_TEST_JUDGE_KEY", "max_retries": 0}
     config["benchmarks"]["pref_tiny"]["judge"] = "server"
