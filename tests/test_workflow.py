@@ -111,8 +111,10 @@ def test_changing_one_learning_rate_reruns_only_that_recipe(tiny_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = planned_jobs(proc.stdout + proc.stderr)
     planned = sorted((rule, wc.get("recipe", ""), wc.get("benchmark", "")) for rule, wc in jobs)
-    # the t-SNE figure draws the sft run beside the reference and SFTMix: it is redrawn too
-    expected = sorted([("train", "sft", ""), ("all", "", ""), ("build_report", "", ""), ("tsne", "", "")]
+    # the t-SNE figure draws the sft run beside the reference and SFTMix, the LESS/ROSE report has it as the
+    # full-data line: both are redrawn too
+    expected = sorted([("train", "sft", ""), ("all", "", ""), ("build_report", "", ""), ("tsne", "", ""),
+                       ("selection_report", "", "")]
                       + [("evaluate", "sft", b) for b in TINY["experiments"]["main"]["benchmarks"]])
     assert planned == expected
 
@@ -139,7 +141,7 @@ def test_less_rose_outputs_nested_fractions_and_cost_report(tiny_run):
         ranked = table.sort_values("influence", ascending=False, kind="stable")["id"].tolist()
         assert large == ranked[: len(large)]
 
-    cost = pd.read_csv(workdir / "reports/tables/selection_cost.csv")
+    cost = pd.read_csv(workdir / "reports/tables/selection_cost.csv", keep_default_na=False)
     assert set(cost["stage"]) == {"warmup", "gradient features", "selection", "final training"}
     warmup = cost[cost.stage == "warmup"].iloc[0]
     assert float(warmup["wall time (s)"]) > 0 and warmup["GPU-hours"] == "n/a"
