@@ -136,7 +136,9 @@ def cost_groups():
             add("selection", s,
                 [benchmark_file("influence", m, d, s)] + [benchmark_file("select_data", m, d, s, f) for f in fractions],
                 [f"{base}/influence/{s}.parquet"] + [f"{base}/selection/{s}/{f}.ids" for f in fractions])
-        for r in sorted(r for (mm, dd, r) in curve_runs() if (mm, dd) == (m, d)):
+        # runs of the `train` rule; other compositions keep their own benchmark files
+        for r in sorted(r for (mm, dd, r) in curve_runs()
+                        if (mm, dd) == (m, d) and CFG["recipes"][r]["composition"]["name"] == "single"):
             add("final training", r, [benchmark_file("train", m, d, r)], [f"{run_dir(m, d, r)}/model"])
     return groups
 

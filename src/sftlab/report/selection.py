@@ -41,6 +41,8 @@ def fraction_curve(frame: pd.DataFrame, benchmarks: list[str], stem: str | Path)
     fraction, log scale, 95% CI as error bars) and a dashed line per full-data recipe."""
     panels = _panels(frame, benchmarks)
     several_groups = frame["group"].nunique() > 1
+    # one colour per selector across panels
+    colours = {sel: f"C{i}" for i, sel in enumerate(sorted(frame.loc[frame.name != "full", "selector"].unique()))}
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.2), squeeze=False)
         if not panels:
@@ -51,7 +53,8 @@ def fraction_curve(frame: pd.DataFrame, benchmarks: list[str], stem: str | Path)
             for selector, line in partial.groupby("selector", sort=True):
                 line = line.sort_values("fraction")
                 err = [line.value - line.ci_low.fillna(line.value), line.ci_high.fillna(line.value) - line.value]
-                ax.errorbar(line.fraction, line.value, yerr=err, marker="o", ms=3, lw=1.2, capsize=2, label=selector)
+                ax.errorbar(line.fraction, line.value, yerr=err, marker="o", ms=3, lw=1.2, capsize=2, label=selector,
+                            color=colours[selector])
             for row in part[part.name == "full"].itertuples():
                 ax.axhline(row.value, ls="--", lw=1, color="0.3", label=f"full data ({row.recipe})")
             fractions = sorted(set(partial.fraction) | ({1.0} if (part.name == "full").any() else set()))
