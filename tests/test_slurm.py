@@ -39,14 +39,15 @@ pytestmark = [
 # GPU stages of the slice: training asks for a GPU although it runs on the CPU (the GRES devices are fake); scoring
 # with the untrained model (ref_logprobs) and evaluation too. Data, selection, model and report stay on CPU.
 GPU_RULES = {"train", "ref_logprobs", "evaluate"}
-CPU_RULES = {"materialise_model", "prepare_data", "select_data", "build_report"}
+CPU_RULES = {"materialise_model", "prepare_data", "select_data", "build_report", "report_minorsft"}
 
 
 def slice_config() -> dict:
-    """sft and minorsft (which reads the reference log-probs) on one benchmark: 9 cluster jobs."""
+    """sft and minorsft (which reads the reference log-probs) on one benchmark: 10 cluster jobs."""
     cfg = copy.deepcopy(TINY)
-    cfg["experiments"]["main"]["recipes"] = ["sft", "minorsft"]
-    cfg["experiments"]["main"]["benchmarks"] = ["heldout_em"]
+    # the main experiment only: the judged and selection experiments would add a dozen jobs
+    cfg["experiments"] = {"main": {**cfg["experiments"]["main"], "recipes": ["sft", "minorsft"],
+                                   "benchmarks": ["heldout_em"]}}
     cfg["resources"] = {
         "default": {"cpus": 1, "mem_mb": 1000, "runtime": 10},
         "train": {"cpus": 2, "gpus": 1, "mem_mb": 2000, "runtime": 10},
@@ -103,7 +104,7 @@ def test_gpu_rules_ask_slurm_for_gpus_and_cpu_rules_do_not(runs):
     # every job of the slice went through Slurm (rule `all` is local), each once
     assert {r: len(j) for r, j in by_rule.items()} == {
         "materialise_model": 1, "prepare_data": 1, "select_data": 1, "ref_logprobs": 1, "train": 2, "evaluate": 2,
-        "build_report": 1}
+        "build_report": 1, "report_minorsft": 1}
     for rule, rule_jobs in by_rule.items():
         for job in rule_jobs:
             assert job["JobState"] == "COMPLETED", (rule, job["JobState"])
@@ -139,4 +140,4 @@ def test_cluster_outputs_equal_a_local_run(runs):
         assert a == b
     assert (cluster / "reports/tables/main.csv").read_text() == (local / "reports/tables/main.csv").read_text()
     # one Slurm log per job, kept after success (slurm-keep-successful-logs in the profile)
-    assert len(list((cluster / ".snakemake/slurm_logs").rglob("*.log"))) == 9
+    assert len(list((cluster / ".snakemake/slurm_logs").rglob("*.log"))) == 10
