@@ -9,8 +9,9 @@ METHOD_REPORT_FILES = {
 
 
 def method_report_runs(paper):
-    """Runs of the model × dataset pairs where some recipe uses the paper's objective, with their settings."""
-    runs = experiment_runs()
+    """Single-model runs of the model × dataset pairs where some recipe uses the paper's objective, with their settings
+    (composed runs — merged shards, seed soups — belong to the DTM report, not to these papers' tables)."""
+    runs = {k: v for k, v in experiment_runs().items() if CFG["recipes"][k[2]]["composition"]["name"] == "single"}
     pairs = {(m, d) for (m, d, r) in runs if CFG["recipes"][r]["objective"]["name"] in METHOD_REPORT_OBJECTIVES[paper]}
     return [{"model": m, "dataset": d, "recipe": r, "objective": CFG["recipes"][r]["objective"],
              "selection": CFG["recipes"][r]["selection"],
@@ -23,7 +24,7 @@ def method_report_inputs(paper):
     keys = {(r["model"], r["dataset"], r["recipe"]) for r in runs}
     scores = [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in experiment_runs().items()
               if (m, d, r) in keys for b in sorted(benches)]
-    logs = [f"{run_dir(m, d, r)}/train_log.csv" for (m, d, r) in experiment_runs() if (m, d, r) in keys]
+    logs = [f"{run_dir(m, d, r)}/train_log.csv" for (m, d, r) in sorted(keys)]
     return {"scores": scores, "logs": logs}
 
 
