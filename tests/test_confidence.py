@@ -96,6 +96,16 @@ def test_confident_and_unconfident_selectors():
         build_selector("confident").rank(["a", "zz"], {"confidence": table})
 
 
+def test_ambiguous_selector_ranks_by_variability():
+    # perplexities over two checkpoints; population std = |p1 - p2| / 2: a 1.0, b 3.0, c 0.0, d 3.0, e 0.5
+    table = confidence_table(list("abcde"), {1: [2.0, 1.0, 4.0, 9.0, 5.0], 2: [4.0, 7.0, 4.0, 3.0, 6.0]})
+    ranked = build_selector("ambiguous").rank(list("abcde"), {"confidence": table})
+    assert ranked == ["b", "d", "a", "e", "c"]  # tie b/d broken by id
+    assert take_fraction(ranked, 0.4) == ["b", "d"]
+    with pytest.raises(ValueError, match="two or more"):
+        build_selector("ambiguous").rank(list("ab"), {"confidence": confidence_table(list("ab"), {1: [1.0, 2.0]})})
+
+
 def test_tsne_helpers(tmp_path):
     assert sample_ids(list("abcdefgh"), 3, seed=0) == sample_ids(list("abcdefgh"), 3, seed=0)
     assert sample_ids(list("abc"), 10, seed=0) == list("abc")

@@ -73,3 +73,29 @@ class Unconfident(Selector):
     def rank(self, ids, tables):
         rows = _split_rows(ids, tables, "unconfident")
         return rows.sort_values(["confidence", "id"], kind="stable")["id"].tolist()
+
+
+@register_selector("ambiguous")
+class Ambiguous(Selector):
+    """Examples whose perplexity moves most across the reference checkpoints, most variable first.
+
+    The "ambiguous" region of dataset cartography (Swayamdipta et al., 2020): high variability across training.
+    With SFTMix's objective it is a confidence-based selection the paper does not run; its confident/unconfident
+    pairing keeps the pool-wide median split of ``confidence.parquet``. Needs two or more checkpoints: with one,
+    every variability is 0 and the ranking would only be the id order.
+    """
+
+    tables = ("confidence",)
+
+    def rank(self, ids, tables):
+        if "confidence" not in tables:
+            raise KeyError("selector 'ambiguous' needs the 'confidence' table (confidence.parquet)")
+        table = tables["confidence"].astype({"id": str})
+        if sum(c.startswith("perplexity_c") for c in table.columns) < 2:
+            raise ValueError("selector 'ambiguous' ranks by variability across reference checkpoints: "
+                             "set reference.checkpoints to two or more epochs")
+        missing = set(ids) - set(table["id"])
+        if missing:
+            raise KeyError(f"confidence table lacks {len(missing)} pool id(s), e.g. {sorted(missing)[:3]}")
+        rows = table[table["id"].isin(set(ids))]
+        return rows.sort_values(["variability", "id"], ascending=[False, True], kind="stable")["id"].tolist()
