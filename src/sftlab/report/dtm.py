@@ -36,8 +36,9 @@ METHOD_ORDER = ("average", "ties", "dare_ties", "dare_linear", "task_arithmetic"
 
 def _baseline_key(recipe: Mapping) -> str:
     """What makes a single run the SFT baseline of a composed run: same selection, objective and training
-    settings, the seed aside (a seed soup's members replace it)."""
-    training = {k: v for k, v in recipe["training"].items() if k != "seed"}
+    settings, the seed aside (a seed soup's members replace it) and the run length (a shard's member trains on a
+    K-th of the pool, so DTM configs commonly set their own epochs or steps)."""
+    training = {k: v for k, v in recipe["training"].items() if k not in ("seed", "max_steps", "epochs")}
     return json.dumps([recipe["selection"], recipe["objective"], training], sort_keys=True)
 
 
@@ -51,13 +52,15 @@ def describe_run(model: str, dataset: str, name: str, recipe: Mapping) -> dict:
     row = {"model": model, "dataset": dataset, "recipe": name, "k": None, "split": None, "seeds": None,
            "method": None, "merge_space": None}
     if comp["name"] == "single":
-        return {**row, "role": "sft", "label": "SFT"}
+        objective = recipe["objective"]["name"]
+        return {**row, "role": "sft", "label": "SFT" if objective == "ntp" else f"single run ({objective})"}
     row.update(method=comp["merge"]["method"], merge_space=comp["merge"]["merge_space"])
     if comp["name"] == "seed_soup":
         return {**row, "role": "seed_soup", "seeds": len(comp["seeds"]),
                 "label": f"seed soup ({len(comp['seeds'])} seeds, {_merge_label(comp['merge'])})"}
+    objective = "" if recipe["objective"]["name"] == "ntp" else f", {recipe['objective']['name']} members"
     return {**row, "role": "dtm", "k": comp["k"], "split": comp["split"],
-            "label": f"DTM (K={comp['k']}, {comp['split']}, {_merge_label(comp['merge'])})"}
+            "label": f"DTM (K={comp['k']}, {comp['split']}, {_merge_label(comp['merge'])}{objective})"}
 
 
 def dtm_runs(recipes: Mapping[str, Mapping], runs: Iterable[tuple[str, str, str]]) -> list[dict]:
