@@ -73,3 +73,20 @@ class Unconfident(Selector):
     def rank(self, ids, tables):
         rows = _split_rows(ids, tables, "unconfident")
         return rows.sort_values(["confidence", "id"], kind="stable")["id"].tolist()
+
+
+@register_selector("ambiguous")
+class Ambiguous(Selector):
+    """Most variable perplexity across the reference checkpoints first, equal variabilities by id: the "ambiguous"
+    region of dataset maps (Swayamdipta et al., 2020), a confidence-based selection no paper here runs."""
+
+    tables = ("confidence",)
+
+    def rank(self, ids, tables):
+        if "confidence" not in tables:
+            raise KeyError("selector 'ambiguous' needs the 'confidence' table (confidence.parquet)")
+        table = tables["confidence"].astype({"id": str})
+        rows = table[table["id"].isin(set(ids))]
+        if len(rows) != len(set(ids)):
+            raise KeyError(f"confidence table lacks {len(set(ids)) - len(rows)} pool id(s)")
+        return rows.sort_values(["variability", "id"], ascending=[False, True], kind="stable")["id"].tolist()
