@@ -3,6 +3,7 @@ the network off: shared by the paper-scale planning test and bench/plan_paper.py
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -63,13 +64,38 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def job_resources(output: str) -> list[tuple[str, dict[str, str]]]:
-    """(rule, {resource: value}) of every planned job."""
+def dry_run_jobs(output: str) -> list[dict]:
+    """Every job the dry run lists, as {"rule", "input", "output", "wildcards", "resources", "shell"}.
+
+    Read from the per-job blocks of ``snakemake -n -p`` (``rule NAME:``, then ``    key: value`` lines, then
+    ``Shell command:``): each planned job is listed once, with all its outputs, so an artefact two jobs would make
+    shows up twice. Paths and values are split at ", " (none of the workflow's paths has one).
+    """
     jobs = []
     for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule \w+:)", output):
         head = re.search(r"^(?:local)?rule (\w+):", block, flags=re.M)
-        res = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
-        if head:
-            pairs = (kv.split("=", 1) for kv in res.group(1).split(", ")) if res else ()
-            jobs.append((head.group(1), dict(pairs)))
+        if not head:
+            continue
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block[head.end():].split("\nShell command:")[0], flags=re.M))
+        shell = re.search(r"^Shell command: (.*)$", block, flags=re.M)
+        jobs.append({
+            "rule": head.group(1),
+            "input": fields["input"].split(", ") if "input" in fields else [],
+            "output": fields["output"].split(", ") if "output" in fields else [],
+            "wildcards": dict(kv.split("=", 1) for kv in fields["wildcards"].split(", ")) if "wildcards" in fields else {},
+            "resources": dict(kv.split("=", 1) for kv in fields["resources"].split(", ")) if "resources" in fields else {},
+            "shell": shell.group(1) if shell else None,
+        })
     return jobs
+
+
+def job_resources(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, {resource: value}) of every planned job."""
+    return [(job["rule"], job["resources"]) for job in dry_run_jobs(output)]
+
+
+@functools.cache
+def planned(configfile: Path) -> subprocess.CompletedProcess:
+    """The dry run of ``configfile`` in a fresh working directory, once per test session (several test modules
+    check the same plan; planning every paper config takes a while)."""
+    return plan(configfile, Path(tempfile.mkdtemp(prefix="plan-")))

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from _plan import FIXTURE, PAPER_CONFIGS, ROOT, job_counts, job_resources, offline_env, plan
+from _plan import FIXTURE, PAPER_CONFIGS, ROOT, dry_run_jobs, job_counts, job_resources, offline_env, planned
 from sftlab.config import resources
 
 # Job counts per rule, worked out from each config. tests/fixtures/paper_plan.yaml: 2 models × 2 datasets;
@@ -51,10 +51,32 @@ EXPECTED = {
         "train": 17, "warmup": 1, "evaluate": 99, "grad_features": 32, "validation_grad_features": 12,
         "gather_grad_features": 4, "influence": 3, "build_report": 1, "selection_report": 1, "all": 1,
     },
+    # rose: as above, plus the three test-pair datasets and six preference benchmarks (3 judged: generate + judge,
+    # 3 implicit-reward) on each of the 60 runs
     "rose.yaml": {
-        "materialise_model": 2, "prepare_data": 4, "ref_logprobs": 2, "select_data": 60, "validation_set": 3,
+        "materialise_model": 2, "prepare_data": 7, "ref_logprobs": 2, "select_data": 60, "validation_set": 3,
         "train": 60, "warmup": 2, "evaluate": 60, "grad_features": 64, "validation_grad_features": 56,
-        "gather_grad_features": 8, "influence": 14, "build_report": 1, "selection_report": 1, "all": 1,
+        "gather_grad_features": 8, "influence": 14, "benchmark_data": 6, "generate": 180, "judge": 180,
+        "implicit_reward": 180, "build_report": 1, "judges_table": 1, "selection_report": 1, "all": 1,
+    },
+    # all: the union of the five above with what they share planned once, plus the three combined recipes
+    # (rose_sftmix on llama31 × less_pool, dtm_minorsft on llama2 × tulu2, sftmix_ambiguous on llama31 × alpaca52k).
+    # models 2 + 1 + 2 + 1 + 1 − 3 shared hub ids (Llama-3.1-8B, Llama-2-7B twice) = 4; datasets 2 + 2 + 7 + 4 + 1 − 1
+    # (the LESS pool) = 15; ref_logprobs: the 9 model × dataset pairs with runs; reference runs: sftmix's 4 + llama31 ×
+    # less_pool (rose_sftmix); selections: sftmix 6 + ambiguous + minorsft 2 + llama2 × less_pool 43 (ROSE's 31 and
+    # LESS's 17 share full and random at 4 fractions; the warmup's random 5% is random_frac0.05's) + llama31 29 + dtm 1
+    # = 82; train: 16 + 1 + 56 + 43 + 29 + 1 + 1 = 147; members 22 + 4, merges 10 + 1, disperse 4 + 1; evaluate (lm-eval):
+    # minorsft 112 + mmlu on ROSE's 60 runs and rose_sftmix + LESS's 99 minus the 5 mmlu scores ROSE's llama2 full /
+    # random runs share + dtm 55 + 5 = 327; judged: sftmix 32 + 2 (ambiguous) + 61 ROSE-benchmarked runs × 3 = 217
+    # generate and judge, 61 × 3 = 183 implicit-reward; warmup and gradient jobs as in less.yaml ∪ rose.yaml
+    # (llama2's shared): 2 warmups, 64 + 8 feature jobs, 56 + 12 validation features, 14 + 3 influence tables
+    "all.yaml": {
+        "materialise_model": 4, "prepare_data": 15, "ref_logprobs": 9, "select_data": 82, "validation_set": 6,
+        "reference_run": 5, "confidence": 5, "tsne": 5, "train": 147, "train_member": 26, "merge": 11, "disperse": 5,
+        "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68, "influence": 17,
+        "evaluate": 327, "benchmark_data": 8, "generate": 217, "judge": 217, "implicit_reward": 183,
+        "build_report": 1, "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "report_minorsft": 1,
+        "selection_report": 1, "dtm_report": 1, "all": 1,
     },
 }
 
@@ -63,14 +85,14 @@ CPU_RULES = {"materialise_model", "prepare_data", "select_data", "build_report",
 
 
 @pytest.fixture(scope="module", params=[*PAPER_CONFIGS, FIXTURE], ids=lambda p: p.name)
-def planned(request, tmp_path_factory):
-    proc = plan(request.param, tmp_path_factory.mktemp("plan"))
+def paper_plan(request):
+    proc = planned(request.param)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     return request.param, proc.stdout + proc.stderr
 
 
-def test_job_counts(planned):
-    configfile, output = planned
+def test_job_counts(paper_plan):
+    configfile, output = paper_plan
     counts = job_counts(output)
     assert configfile.name in EXPECTED, (
         f"no expected job counts for {configfile.name}; the dry run planned {counts}: check them against the config "
@@ -78,8 +100,8 @@ def test_job_counts(planned):
     assert counts == EXPECTED[configfile.name]
 
 
-def test_gpu_requests_follow_the_config(planned):
-    configfile, output = planned
+def test_gpu_requests_follow_the_config(paper_plan):
+    configfile, output = paper_plan
     cfg = yaml.safe_load(configfile.read_text())
     jobs = job_resources(output)
     assert jobs
@@ -94,11 +116,12 @@ def test_gpu_requests_follow_the_config(planned):
             assert int(res.get("gpu", 0)) == train_gpus, res
 
 
-def test_multi_gpu_training_is_launched_with_accelerate(planned):
-    configfile, output = planned
+def test_multi_gpu_training_is_launched_with_accelerate(paper_plan):
+    """Training runs (the train stage's jobs) start one process per GPU; the LESS/ROSE warmup is a stage of its own."""
+    configfile, output = paper_plan
     cfg = yaml.safe_load(configfile.read_text())
-    commands = [line for line in output.splitlines() if "scripts/train.py" in line and "--model-dir" in line]
-    assert commands
+    commands = [job["shell"] for job in dry_run_jobs(output) if job["rule"] in ("train", "train_member")]
+    assert commands and all("scripts/train.py" in c and "--model-dir" in c for c in commands)
     if resources(cfg, "train")["gpus"] > 1:
         assert all("-m accelerate.commands.launch" in c and f"--num_processes {resources(cfg, 'train')['gpus']}" in c
                    for c in commands)

@@ -120,7 +120,9 @@ def test_tiny_dag_outputs(tiny_run):
     # the papers' own reports: SFTMix beside its reported numbers, MinorSFT's methods at their best setting
     sftmix = pd.read_csv(workdir / "reports/tables/sftmix_main.csv")
     assert list(sftmix.loc[sftmix.source == "ours", "recipe"]) == ["sft", "sft_full", "sftmix"]
-    assert sftmix.loc[sftmix.source != "ours", "mt_bench"].notna().all()
+    # the paper's MT-Bench numbers sit under our benchmark of the same type
+    paper_rows = sftmix[sftmix.source != "ours"]
+    assert len(paper_rows) and paper_rows["mt_tiny"].notna().all() and (paper_rows["mt_tiny"] != "n/a").all()
     minorsft = pd.read_csv(workdir / "reports/tables/minorsft_accuracy.csv")
     assert list(minorsft["method"]) == ["SFT", "DPO-SFT", "MinorSFT"]
     for figure in ("minorsft_grid", "minorsft_deviation"):

@@ -25,7 +25,6 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from sftlab.report.figures import STYLE, save
 from sftlab.report.papers import paper_numbers
 from sftlab.report.tables import MISSING, _fmt
 
@@ -166,7 +165,10 @@ def k_ablation_points(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks:
 
 def k_ablation_figure(points: pd.DataFrame, benchmarks: Sequence[str], stem: str | Path) -> list[Path]:
     """Score against K, one panel per benchmark (PNG and PDF); baselines as horizontal lines."""
+    # matplotlib only when drawing: the workflow imports this module to plan (dtm_runs)
     import matplotlib.pyplot as plt
+
+    from sftlab.report.figures import STYLE, save
 
     with plt.rc_context(STYLE):
         n = max(1, len(benchmarks))

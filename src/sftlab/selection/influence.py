@@ -19,8 +19,6 @@ import pandas as pd
 import torch
 
 from .base import Selector, register_selector
-from .gradients import load_features
-from .warmup import checkpoint_weights
 
 
 def influence_matrix(train: Sequence[torch.Tensor], val: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
@@ -53,6 +51,11 @@ def influence_table(train_paths: Sequence[str | Path], val_paths: Sequence[str |
     The three lists are aligned by checkpoint. Training files must list the same ids in the same order,
     validation files the same items; all must share one projection (dim, seed).
     """
+    # imported here, not with the module: the workflow imports the selector registry to plan, and these two pull in
+    # transformers (seconds of every `snakemake -n`)
+    from .gradients import load_features
+    from .warmup import checkpoint_weights
+
     weights = checkpoint_weights(list(checkpoints))
     train = [load_features(p) for p in train_paths]
     val = [load_features(p) for p in val_paths]
