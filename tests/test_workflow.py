@@ -252,7 +252,9 @@ def test_tiny_dtm_and_seed_soup(tiny_run):
         assert first["members"] == len(members)
         assert first["loss"] == pytest.approx(sum(log.set_index("step").loc[1, "loss"] for log in logs) / len(members))
     table = pd.read_csv(workdir / "reports/tables/dtm_main.csv")
-    assert table.loc[table.source == "this work", "recipe"].tolist() == ["sft", "seed_soup", "dtm"]
+    # single runs that are a DTM's baseline (same objective: SFT for dtm, MinorSFT for dtm_minorsft), soups, DTMs
+    assert table.loc[table.source == "this work", "recipe"].tolist() == ["sft", "minorsft", "seed_soup", "dtm",
+                                                                         "dtm_minorsft"]
     for ext in ("png", "pdf"):
         assert (workdir / f"reports/figures/dtm_k_ablation.{ext}").stat().st_size > 1000
 
