@@ -123,3 +123,24 @@ def test_seed_table_mean_std_and_paired_test(tmp_path):
     assert float(table.loc["mix", "em p"]) == pytest.approx(2 * stats.t.sf(t, 2), abs=1e-3)
     assert table.loc["other", "em"] == MISSING and table.loc["other", "em p"] == MISSING
     assert table.loc["mix", "seeds"] == 3
+
+
+def test_collapse_seeds_folds_per_seed_runs_into_their_recipe(tmp_path):
+    from sftlab.report.tables import collapse_seed_runs, collapse_seeds
+
+    paths = [write_score(tmp_path, "m", "d", f"mix_s{s}", "em", metric="em", value=v)
+             for s, v in enumerate([55.0, 58.0, 57.0])]
+    paths.append(write_score(tmp_path, "m", "d", "solo_s0", "em", metric="em", value=40.0))
+    paths.append(write_score(tmp_path, "m", "d", "plain", "em", metric="em", value=30.0))
+    seeds = {f"mix_s{s}": ("mix", s) for s in range(3)} | {"solo_s0": ("solo", 0)}
+    folded = collapse_seeds(load_scores(paths), seeds).set_index("recipe")
+    # by hand: mean 56.667, s = 1.5275, t(0.975, 2) = 4.3027 → half-width 4.3027 · 1.5275 / √3 = 3.7945
+    assert folded.loc["mix", "value"] == pytest.approx(56.6667, abs=1e-4)
+    assert folded.loc["mix", "ci_low"] == pytest.approx(56.6667 - 3.7945, abs=1e-3)
+    assert folded.loc["mix", "ci_high"] == pytest.approx(56.6667 + 3.7945, abs=1e-3)
+    assert folded.loc["mix", "seeds"] == 3 and folded.loc["mix", "source"].count(";") == 2
+    assert folded.loc["solo", "value"] == 40.0 and folded.loc["solo", "seeds"] == 1
+    assert folded.loc["plain", "value"] == 30.0
+    runs = [{"model": "m", "dataset": "d", "recipe": f"mix_s{s}", "objective": {"name": "sftmix"}} for s in range(3)]
+    assert collapse_seed_runs(runs, seeds) == [{"model": "m", "dataset": "d", "recipe": "mix",
+                                                "objective": {"name": "sftmix"}}]

@@ -87,6 +87,43 @@ def _paired_p(a: list[float], b: list[float]) -> float:
     return float(ttest_rel(a, b).pvalue)
 
 
+def collapse_seeds(scores: pd.DataFrame, seeds: dict[str, tuple[str, int]]) -> pd.DataFrame:
+    """Scores with each per-seed run folded into its base recipe, for tables shaped like a paper's (one row per method).
+
+    The value is the mean over the seeds that have a score; the interval is the 95% t-interval of that mean over
+    seeds (mean ± t₀.₉₇₅,ₙ₋₁ · s/√n), so it shows seed-to-seed spread, not the benchmark's sampling error. A base recipe
+    with a single scored seed keeps that run's own interval. ``seeds`` maps a per-seed recipe name to (base, seed);
+    recipes not in it pass through unchanged. ``source`` lists every file that went into a row.
+    """
+    from scipy.stats import t as student_t
+
+    if not seeds or scores.empty:
+        return scores
+    scores = scores.assign(recipe=[seeds.get(r, (r, None))[0] for r in scores["recipe"]])
+    rows = []
+    for _, group in scores.groupby(["model", "dataset", "recipe", "benchmark"], sort=False):
+        scored = group[group["value"].notna()]
+        row = group.iloc[0].to_dict()
+        if len(scored) > 1:
+            mean, n = float(scored["value"].mean()), len(scored)
+            half = float(student_t.ppf(0.975, n - 1) * scored["value"].std(ddof=1) / math.sqrt(n))
+            row.update(value=mean, ci_low=mean - half, ci_high=mean + half, lc_value=scored["lc_value"].mean())
+        elif len(scored) == 1:
+            row = scored.iloc[0].to_dict()
+        row.update(seeds=len(scored), source=";".join(group["source"]))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*scores.columns, "seeds"])
+
+
+def collapse_seed_runs(runs: list[dict], seeds: dict[str, tuple[str, int]]) -> list[dict]:
+    """Runs (dicts with ``model``, ``dataset``, ``recipe``) with per-seed recipes renamed to their base, once each."""
+    out: dict[tuple[str, str, str], dict] = {}
+    for run in runs:
+        base = seeds.get(run["recipe"], (run["recipe"], None))[0]
+        out.setdefault((run["model"], run["dataset"], base), {**run, "recipe": base})
+    return list(out.values())
+
+
 def seed_table(scores: pd.DataFrame, runs: list[tuple[str, str, str]], benchmarks: list[str],
                seeds: dict[str, tuple[str, int]], baseline: str) -> pd.DataFrame:
     """One row per (model, dataset, base recipe) run over several seeds: ``mean ± std (n)`` per benchmark, and the
