@@ -27,7 +27,7 @@ import pandas as pd
 
 from sftlab.report.figures import STYLE, save
 from sftlab.report.papers import paper_numbers
-from sftlab.report.tables import MISSING, _fmt
+from sftlab.report.tables import MISSING, fmt_cell
 
 ROLES = ("sft", "seed_soup", "dtm")
 #: the order of merge methods in the ablation table (the paper's default first)
@@ -84,7 +84,7 @@ def _columns(benchmarks: Mapping[str, str], paper: pd.DataFrame) -> tuple[list[s
 
 def _score_cell(index: Mapping, run: Mapping, bench: str) -> str:
     hit = index.get((run["model"], run["dataset"], run["recipe"], bench))
-    return _fmt(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
+    return fmt_cell(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
 
 
 def _paper_cell(row: pd.Series, key: str) -> str:

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from sftlab.report.figures import STYLE, save
-from sftlab.report.tables import MISSING, _fmt
+from sftlab.report.tables import MISSING, fmt_cell
 
 INFLUENCE = ("less", "rose")
 
@@ -79,7 +79,7 @@ def shots_table(frame: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
     rows = {}
     for r in part.itertuples():
         key = (r.model, r.dataset, r.name, r.validation, r.objective, r.fraction, r.benchmark)
-        rows.setdefault(key, {})[int(r.shots)] = _fmt(r.value, r.ci_low, r.ci_high)
+        rows.setdefault(key, {})[int(r.shots)] = fmt_cell(r.value, r.ci_low, r.ci_high)
     order = {b: i for i, b in enumerate(benchmarks)}
     out = [dict(zip(columns, key)) | {f"{k}-shot": cells.get(k, MISSING) for k in shots}
            for key, cells in sorted(rows.items(), key=lambda kv: (*kv[0][:6], order[kv[0][6]]))]
