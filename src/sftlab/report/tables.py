@@ -64,12 +64,14 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
 
 
-def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
-    """``stem``.md, .csv and .tex, each written atomically."""
+def write_table(table: pd.DataFrame, stem: str | Path, caption: str, note: str | None = None) -> list[Path]:
+    """``stem``.md, .csv and .tex, each written atomically; ``note``, a line for the reader, goes under the Markdown
+    table (e.g. which judge scored the judged columns, and whether it is demo-quality)."""
     from sftlab.io import write_text
 
     stem = Path(stem)
     md = f"{caption}\n\n" + table.to_markdown(index=False) + "\n" if len(table) else f"{caption}\n\n(no runs)\n"
+    md += f"\n{note}\n" if note else ""
     write_text(stem.with_suffix(".md"), md)
     write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
     latex = table.to_latex(index=False, escape=True, caption=latex_escape(caption), label=f"tab:{stem.name}")
