@@ -25,6 +25,7 @@ REFERENCE_SELECTION = {"selector": "full", "fraction": "1"}
 
 
 def recipe_papers(name):
+    """The papers whose method a recipe uses (its row in cost_papers); none of them: the SFT baseline."""
     recipe = CFG["recipes"][name]
     papers = []
     if recipe["objective"]["name"] == "sftmix" or uses_confidence(recipe):
