@@ -6,7 +6,7 @@ import json
 
 from sftlab.report.cost import cost_table, format_cost
 from sftlab.report.papers import paper_numbers
-from sftlab.report.selection import curve_frame, fraction_curve, selection_main_table, shots_table
+from sftlab.report.selection import INFLUENCE, curve_frame, fraction_curve, selection_main_table, shots_table
 from sftlab.report.tables import load_scores, write_table
 
 
@@ -28,7 +28,8 @@ def main(argv=None) -> None:
     frame = curve_frame(load_scores(args.scores), json.loads(args.recipes))
     fraction_curve(frame, benchmarks, stems["curve"])
     paper_keys = json.loads(args.paper_keys)
-    scored = [b for b in benchmarks if b in set(frame.benchmark)]  # the compared runs' benchmarks, not every one
+    # the benchmarks the LESS / ROSE runs are scored on (the full-data run may have more, from other experiments)
+    scored = [b for b in benchmarks if b in set(frame.loc[frame.name.isin(INFLUENCE), "benchmark"])]
     write_table(selection_main_table(frame, {b: paper_keys.get(b, b) for b in scored}, paper_numbers("less")),
                 stems["main"], "LESS / ROSE against random subsets and the full data, per benchmark: value [95% CI]; "
                 "the LESS paper's reported numbers below ours with their source label; n/a = no result.")

@@ -252,4 +252,5 @@ def test_selection_main_table_beside_the_less_papers_numbers(frame):
     assert ours.loc["rose_1s_10", "mc"] == "n/a" and (ours[["tydiqa", "bbh"]] == "n/a").all().all()
     paper = table[table.source != "ours"].iloc[0]
     assert paper.source == "LESS (arXiv 2402.04333), secondary" and paper.method == "LESS 5%"
+    assert paper.dataset == "LESS pool (Flan v2, CoT, Dolly, OASST1)"
     assert (paper.mc, paper.tydiqa, paper.bbh, paper.em) == ("50.20", "56.20", "41.50", "n/a")
