@@ -1,10 +1,12 @@
-"""LESS / ROSE report: the fraction curve (figure), the shots ablation and the cost per stage (tables)."""
+"""LESS / ROSE report: the fraction curve (figure), the main table beside the LESS paper's numbers, the shots
+ablation and the cost per stage (tables)."""
 
 import argparse
 import json
 
 from sftlab.report.cost import cost_table, format_cost
-from sftlab.report.selection import curve_frame, fraction_curve, shots_table
+from sftlab.report.papers import paper_numbers
+from sftlab.report.selection import INFLUENCE, curve_frame, fraction_curve, selection_main_table, shots_table
 from sftlab.report.tables import load_scores, write_table
 
 
@@ -14,14 +16,23 @@ def main(argv=None) -> None:
     ap.add_argument("--recipes", required=True, help="JSON: recipe → selector, name, fraction, shots, validation, "
                                                      "objective, group")
     ap.add_argument("--benchmarks", required=True, help="JSON list of benchmark names, in report order")
+    ap.add_argument("--paper-keys", default="{}", help="JSON: benchmark name → the LESS paper's key for it (lm-eval "
+                                                       "task or name); default: the name")
     ap.add_argument("--costs", required=True, help="JSON list of stage groups: model, dataset, stage, item, "
                                                    "benchmarks [{path, gpus}], outputs [paths]")
-    ap.add_argument("--stems", required=True, help='JSON {"curve", "shots", "cost"}: output paths without suffix')
+    ap.add_argument("--stems", required=True,
+                    help='JSON {"curve", "shots", "cost", "main"}: output paths without suffix')
     args = ap.parse_args(argv)
     stems, benchmarks = json.loads(args.stems), json.loads(args.benchmarks)
 
     frame = curve_frame(load_scores(args.scores), json.loads(args.recipes))
     fraction_curve(frame, benchmarks, stems["curve"])
+    paper_keys = json.loads(args.paper_keys)
+    # the benchmarks the LESS / ROSE runs are scored on (the full-data run may have more, from other experiments)
+    scored = [b for b in benchmarks if b in set(frame.loc[frame.name.isin(INFLUENCE), "benchmark"])]
+    write_table(selection_main_table(frame, {b: paper_keys.get(b, b) for b in scored}, paper_numbers("less")),
+                stems["main"], "LESS / ROSE against random subsets and the full data, per benchmark: value [95% CI]; "
+                "the LESS paper's reported numbers below ours with their source label; n/a = no result.")
     write_table(shots_table(frame, benchmarks), stems["shots"],
                 "LESS / ROSE shots ablation: score with k validation items per subtask; value [95% CI]; "
                 "n/a = no run with that number of shots.")

@@ -4,8 +4,13 @@ Snakemake (the workflow profile must not override them)."""
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,13 +26,13 @@ EXPECTED = {
     "paper_plan.yaml": {
         "materialise_model": 2, "prepare_data": 2, "ref_logprobs": 4, "select_data": 3 * 4,
         "reference_run": 4, "confidence": 4, "tsne": 4, "train": 28 + 6, "evaluate": 28 * 3 + 6,
-        "build_report": 1, "report_sftmix": 1, "report_minorsft": 1, "all": 1,
+        "build_report": 1, "report_sftmix": 1, "report_minorsft": 1, "cost_report": 1, "all": 1,
     },
     # minorsft: 1 model × 2 datasets; sweeps 4 (SFT lr) + 12 (DPO-SFT β × lr) + 12 (MinorSFT β × lr) = 28 runs per
     # dataset, × 2 benchmarks; one full selection and one ref_logprobs per dataset
     "minorsft.yaml": {
         "materialise_model": 1, "prepare_data": 2, "ref_logprobs": 2, "select_data": 2, "train": 56,
-        "evaluate": 112, "build_report": 1, "report_minorsft": 1, "all": 1,
+        "evaluate": 112, "build_report": 1, "report_minorsft": 1, "cost_report": 1, "all": 1,
     },
     # sftmix: 2 models × 2 datasets × {NTP, SFTMix} = 8 runs, + 8 ablation runs on llama × alpaca (μ 2, α 2, detach,
     # random pairing, confident, unconfident); 16 runs × 2 judged benchmarks; a reference run per pair (every pair
@@ -35,21 +40,21 @@ EXPECTED = {
     "sftmix.yaml": {
         "benchmark_data": 2, "materialise_model": 2, "prepare_data": 2, "ref_logprobs": 4, "select_data": 6,
         "reference_run": 4, "train": 16, "confidence": 4, "generate": 32, "judge": 32, "tsne": 4, "build_report": 1,
-        "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "all": 1,
+        "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "cost_report": 1, "all": 1,
     },
     # dtm: 1 pair; sft (1 train) + 11 merged runs: soup (4 seeds), dtm (K 4; shared with adapter space and the 4
     # merge methods), kmeans (K 4), K 2, K 8 → 4 + 4 + 4 + 2 + 8 = 22 members, 10 merges, 4 disperse jobs;
     # 11 runs × 5 benchmarks
     "dtm.yaml": {
         "materialise_model": 1, "prepare_data": 1, "ref_logprobs": 1, "select_data": 1, "disperse": 4, "train": 1,
-        "train_member": 22, "evaluate": 55, "merge": 10, "build_report": 1, "dtm_report": 1, "all": 1,
+        "train_member": 22, "evaluate": 55, "merge": 10, "build_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
     },
     # less and rose: counts read off the dry run (shards × checkpoints of gradient features, validation features per
     # validation set × shots × checkpoint) and checked against their structure, not derived line by line
     "less.yaml": {
         "materialise_model": 1, "prepare_data": 4, "ref_logprobs": 1, "select_data": 17, "validation_set": 3,
         "train": 17, "warmup": 1, "evaluate": 99, "grad_features": 32, "validation_grad_features": 12,
-        "gather_grad_features": 4, "influence": 3, "build_report": 1, "selection_report": 1, "all": 1,
+        "gather_grad_features": 4, "influence": 3, "build_report": 1, "selection_report": 1, "cost_report": 1, "all": 1,
     },
     # rose: as above, plus the three test-pair datasets and six preference benchmarks (3 judged: generate + judge,
     # 3 implicit-reward) on each of the 60 runs
@@ -57,7 +62,7 @@ EXPECTED = {
         "materialise_model": 2, "prepare_data": 7, "ref_logprobs": 2, "select_data": 60, "validation_set": 3,
         "train": 60, "warmup": 2, "evaluate": 60, "grad_features": 64, "validation_grad_features": 56,
         "gather_grad_features": 8, "influence": 14, "benchmark_data": 6, "generate": 180, "judge": 180,
-        "implicit_reward": 180, "build_report": 1, "judges_table": 1, "selection_report": 1, "all": 1,
+        "implicit_reward": 180, "build_report": 1, "judges_table": 1, "selection_report": 1, "cost_report": 1, "all": 1,
     },
     # all: the union of the five above with what they share planned once, plus the three combined recipes
     # (rose_sftmix on llama31 × less_pool, dtm_minorsft on llama2 × tulu2, sftmix_ambiguous on llama31 × alpaca52k).
@@ -76,12 +81,12 @@ EXPECTED = {
         "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68, "influence": 17,
         "evaluate": 327, "benchmark_data": 8, "generate": 217, "judge": 217, "implicit_reward": 183,
         "build_report": 1, "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "report_minorsft": 1,
-        "selection_report": 1, "dtm_report": 1, "all": 1,
+        "selection_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
     },
 }
 
 # rules that never ask for a GPU, whatever the config's resources.default says
-CPU_RULES = {"materialise_model", "prepare_data", "select_data", "build_report", "all"}
+CPU_RULES = {"materialise_model", "prepare_data", "select_data", "build_report", "cost_report", "all"}
 
 
 @pytest.fixture(scope="module", params=[*PAPER_CONFIGS, FIXTURE], ids=lambda p: p.name)
@@ -114,6 +119,22 @@ def test_gpu_requests_follow_the_config(paper_plan):
     for rule, res in jobs:
         if rule == "train":
             assert int(res.get("gpu", 0)) == train_gpus, res
+
+
+def test_the_cost_report_reads_the_benchmark_file_of_every_planned_job(paper_plan):
+    """The cost report's plan is worked out from the config apart from Snakemake's DAG: it must name exactly the jobs
+    the dry run plans (every rule but the reports writes a benchmark file), with the GPUs each rule requests."""
+    configfile, output = paper_plan
+    cfg = yaml.safe_load(configfile.read_text())
+    block = re.search(r"^rule cost_report:\n(.*?)\n\n", output, flags=re.M | re.S).group(1)
+    inputs = re.search(r"^\s+input: (.*)$", block, flags=re.M).group(1).split(", ")
+    measured = Counter(Path(p).parts[1] for p in inputs if p.startswith("benchmarks/"))
+    reports = {"all", "judges_table", "mtbench_categories"}
+    assert measured == {rule: n for rule, n in job_counts(output).items() if rule not in reports and "report" not in rule}
+    command = shlex.split(next(line for line in output.splitlines() if "scripts/cost_report.py --plan" in line))
+    plan = json.loads(command[command.index("--plan") + 1])
+    assert plan["rules"]["train"]["gpus"] == resources(cfg, "train")["gpus"]
+    assert plan["rules"]["prepare_data"]["gpus"] == 0
 
 
 def test_multi_gpu_training_is_launched_with_accelerate(paper_plan):

@@ -144,3 +144,20 @@ def test_collapse_seeds_folds_per_seed_runs_into_their_recipe(tmp_path):
     runs = [{"model": "m", "dataset": "d", "recipe": f"mix_s{s}", "objective": {"name": "sftmix"}} for s in range(3)]
     assert collapse_seed_runs(runs, seeds) == [{"model": "m", "dataset": "d", "recipe": "mix",
                                                 "objective": {"name": "sftmix"}}]
+
+
+def test_a_note_goes_under_the_markdown_table_only(scores, tmp_path):
+    table = main_table(load_scores(scores), RUNS, BENCHMARKS)
+    write_table(table, tmp_path / "main", "Main results", note="Judges: tiny_judge (hf:tiny, demo quality): 8 requests")
+    md = (tmp_path / "main.md").read_text().splitlines()
+    assert md[-1] == "Judges: tiny_judge (hf:tiny, demo quality): 8 requests" and md[-2] == ""
+    assert md[-3].startswith("| tiny ")  # right under the table's last row
+    assert "Judges" not in (tmp_path / "main.csv").read_text()
+
+
+def test_a_zero_is_a_result_and_a_missing_value_is_na():
+    from sftlab.report.tables import fmt_cell
+
+    assert fmt_cell(0.0) == "0.00" and fmt_cell(0.0, 0.0, 0.0) == "0.00 [0.0, 0.0]"
+    assert fmt_cell(None) == fmt_cell(float("nan")) == fmt_cell(float("nan"), 1.0, 2.0) == MISSING
+    assert fmt_cell(41.6667, float("nan"), 50.0) == "41.67"

@@ -7,8 +7,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sftlab.report.cost import cost_table, format_cost, read_benchmark, stage_cost, stored_bytes
-from sftlab.report.selection import curve_frame, fraction_curve, shots_table
+from sftlab.report.cost import (
+    cost_table,
+    format_cost,
+    paper_groups,
+    pipeline_groups,
+    planned_jobs,
+    read_benchmark,
+    stage_cost,
+    stored_bytes,
+    with_grand_total,
+)
+from sftlab.report.papers import paper_numbers
+from sftlab.report.selection import curve_frame, fraction_curve, selection_main_table, shots_table
 from sftlab.report.tables import load_scores
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -96,6 +107,78 @@ def test_stage_cost_without_any_benchmark_is_unknown(tmp_path):
     assert cost["jobs"] == 0 and all(math.isnan(cost[k]) for k in ("wall_s", "max_rss_mb", "gpu_hours", "bytes"))
 
 
+# ----------------------------------------------------------------------------- the whole pipeline, per paper
+
+
+def test_pipeline_cost_rows_per_model_dataset_rule_and_per_paper(tmp_path, monkeypatch):
+    """A plan as the cost rule passes it: rows of each rule's jobs by model × dataset, GPU-hours only for GPU rules,
+    n/a where a job has no benchmark file yet, the papers' view by phase with a job shared by two papers in both."""
+    monkeypatch.chdir(tmp_path)
+    plan = {
+        "rules": {
+            "materialise_model": {"benchmark": "benchmarks/materialise_model/{model}.tsv", "phase": "setup",
+                                  "outputs": ["resources/models/{model}"], "gpus": 0, "wildcards": ["model"]},
+            "grad_features": {"benchmark": "benchmarks/grad_features/{model}/{dataset}/{shard}.tsv",
+                              "phase": "method preparation", "outputs": [], "gpus": 2,
+                              "wildcards": ["dataset", "model", "shard"]},
+            "train": {"benchmark": "benchmarks/train/{model}/{dataset}/{recipe}.tsv", "phase": "training",
+                      "outputs": ["results/{model}/{dataset}/runs/{recipe}/model"], "gpus": 1,
+                      "wildcards": ["dataset", "model", "recipe"]},
+        },
+        "jobs": [
+            {"rule": "materialise_model", "papers": ["SFT", "LESS / ROSE"], "wildcards": [["m"]]},
+            {"rule": "grad_features", "papers": ["LESS / ROSE"], "wildcards": [["d", "m", "0"], ["d", "m", "1"]]},
+            {"rule": "train", "papers": ["SFT"], "wildcards": [["d", "m", "sft"], ["e", "m", "sft"]]},
+            {"rule": "train", "papers": ["LESS / ROSE"], "wildcards": [["d", "m", "less_5"]]},
+        ],
+    }
+    benchmark(Path("benchmarks/materialise_model/m.tsv"), (30.0, 400.0))
+    blob(Path("resources/models/m/model.safetensors"), 2**20)
+    benchmark(Path("benchmarks/grad_features/m/d/0.tsv"), (1800.0, 900.0))
+    benchmark(Path("benchmarks/grad_features/m/d/1.tsv"), (3600.0, 1000.0))
+    benchmark(Path("benchmarks/train/m/d/sft.tsv"), (720.0, 2000.0))
+    blob(Path("results/m/d/runs/sft/model/adapter.bin"), 3 * 2**19)
+    benchmark(Path("benchmarks/train/m/d/less_5.tsv"), (360.0, 1500.0))
+    blob(Path("results/m/d/runs/less_5/model/adapter.bin"), 2**19)
+    # train on dataset e has not run: its row is n/a, not 0
+
+    jobs = planned_jobs(plan)
+    assert [j["benchmark"]["path"] for j in jobs][:2] == ["benchmarks/materialise_model/m.tsv",
+                                                         "benchmarks/grad_features/m/d/0.tsv"]
+    assert jobs[0]["dataset"] == "—" and jobs[-1]["outputs"] == ["results/m/d/runs/less_5/model"]
+
+    table = with_grand_total(cost_table(pipeline_groups(jobs, list(plan["rules"]))))
+    assert list(zip(table.model, table.dataset, table.stage)) == [
+        ("m", "—", "materialise_model"), ("m", "d", "grad_features"), ("m", "d", "train"), ("m", "e", "train"),
+        ("all", "all", "whole pipeline")]
+    shown = format_cost(table).set_index(["dataset", "stage"])
+    # by hand: materialise 30 s on CPU, 1 MiB; gradients 1800 + 3600 s × 2 GPUs = 3 GPU-hours, temporary outputs;
+    # train on d: 720 + 360 s × 1 GPU = 0.3 GPU-hours, 1.5 + 0.5 MiB
+    assert tuple(shown.loc[("—", "materialise_model"), ["jobs", "wall time (s)", "max RSS (MB)", "GPU-hours",
+                                                         "stored (MiB)"]]) == (1, "30.0", "400.0", "n/a", "1.00")
+    assert tuple(shown.loc[("d", "grad_features"), ["jobs", "wall time (s)", "GPU-hours", "stored (MiB)"]]) == (
+        2, "5400.0", "3.0000", "n/a")
+    assert tuple(shown.loc[("d", "train"), ["jobs", "wall time (s)", "max RSS (MB)", "GPU-hours", "stored (MiB)"]]) == (
+        2, "1080.0", "2000.0", "0.3000", "2.00")
+    assert tuple(shown.loc[("e", "train"), ["jobs", "wall time (s)", "max RSS (MB)", "GPU-hours", "stored (MiB)"]]) == (
+        0, "n/a", "n/a", "n/a", "n/a")
+    # a stage not yet measured makes the pipeline's total unknown: never a sum that leaves it out
+    assert tuple(shown.loc[("all", "whole pipeline"), ["jobs", "wall time (s)", "GPU-hours"]]) == (5, "n/a", "n/a")
+
+    papers = cost_table(paper_groups(jobs, ["SFT", "SFTMix", "LESS / ROSE"], ["setup", "method preparation",
+                                                                             "training"]))
+    rows = {(r.stage, r.item): r for r in papers.itertuples()}
+    # SFTMix has no job; the base model counts under both SFT and LESS / ROSE
+    assert list(rows) == [("SFT", "setup"), ("SFT", "training"), ("SFT", "total"), ("LESS / ROSE", "setup"),
+                          ("LESS / ROSE", "method preparation"), ("LESS / ROSE", "training"), ("LESS / ROSE", "total")]
+    less = rows["LESS / ROSE", "total"]
+    # 30 + 5400 + 360 s; GPU-hours 3 + 0.1, the CPU job adding none; bytes n/a (temporary gradient features)
+    assert (less.jobs, less.wall_s, less.max_rss_mb) == (4, 5790.0, 1500.0)
+    assert less.gpu_hours == pytest.approx(3.1) and math.isnan(less.bytes)
+    # within a group, a job without a benchmark file is not counted (jobs says how many were measured)
+    assert (rows["SFT", "training"].jobs, rows["SFT", "total"].wall_s) == (1, 750.0)
+
+
 # ----------------------------------------------------------------------------- curve and shots
 
 
@@ -153,3 +236,21 @@ def test_curve_frame_keeps_only_described_recipes(frame, tmp_path):
     extra = scores_file(tmp_path, "other", "em", 1.0, 0.0, 2.0)
     merged = curve_frame(load_scores([extra]), {r: {**d, "objective": "ntp", "group": "g1"} for r, d in RECIPES.items()})
     assert merged.empty
+
+
+def test_selection_main_table_beside_the_less_papers_numbers(frame):
+    table = selection_main_table(frame, {"em": "em", "mc": "mmlu"}, paper_numbers("less"))
+    # our benchmarks, then the paper's benchmarks we did not run (mmlu is our "mc")
+    assert list(table.columns) == ["model", "dataset", "method", "recipe", "objective", "em", "mc", "tydiqa", "bbh",
+                                   "source"]
+    ours = table[table.source == "ours"].set_index("recipe")
+    # full data, random, then LESS and ROSE subsets by fraction
+    assert list(ours.index) == ["sft", "random_10", "less_5s_10", "rose_1s_10", "rose_5s_10", "rose_5s_50"]
+    assert list(ours.method) == ["full data", "random 10%", "LESS 10%", "ROSE 10%", "ROSE 10%", "ROSE 50%"]
+    assert ours.loc["rose_5s_10", "mc"] == "61.00 [55.0, 66.0]" and ours.loc["sft", "em"] == "45.00 [40.0, 50.0]"
+    # a run with no score on a benchmark, and a paper benchmark we did not run: n/a, never blank or 0
+    assert ours.loc["rose_1s_10", "mc"] == "n/a" and (ours[["tydiqa", "bbh"]] == "n/a").all().all()
+    paper = table[table.source != "ours"].iloc[0]
+    assert paper.source == "LESS (arXiv 2402.04333), secondary" and paper.method == "LESS 5%"
+    assert paper.dataset == "LESS pool (Flan v2, CoT, Dolly, OASST1)"
+    assert (paper.mc, paper.tydiqa, paper.bbh, paper.em) == ("50.20", "56.20", "41.50", "n/a")

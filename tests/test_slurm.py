@@ -39,11 +39,11 @@ pytestmark = [
 # GPU stages of the slice: training asks for a GPU although it runs on the CPU (the GRES devices are fake); scoring
 # with the untrained model (ref_logprobs) and evaluation too. Data, selection, model and report stay on CPU.
 GPU_RULES = {"train", "ref_logprobs", "evaluate"}
-CPU_RULES = {"materialise_model", "prepare_data", "select_data", "build_report", "report_minorsft"}
+CPU_RULES = {"materialise_model", "prepare_data", "select_data", "build_report", "report_minorsft", "cost_report"}
 
 
 def slice_config() -> dict:
-    """sft and minorsft (which reads the reference log-probs) on one benchmark: 10 cluster jobs."""
+    """sft and minorsft (which reads the reference log-probs) on one benchmark: 11 cluster jobs."""
     cfg = copy.deepcopy(TINY)
     # the main experiment only: the judged and selection experiments would add a dozen jobs
     cfg["experiments"] = {"main": {**cfg["experiments"]["main"], "recipes": ["sft", "minorsft"],
@@ -104,7 +104,7 @@ def test_gpu_rules_ask_slurm_for_gpus_and_cpu_rules_do_not(runs):
     # every job of the slice went through Slurm (rule `all` is local), each once
     assert {r: len(j) for r, j in by_rule.items()} == {
         "materialise_model": 1, "prepare_data": 1, "select_data": 1, "ref_logprobs": 1, "train": 2, "evaluate": 2,
-        "build_report": 1, "report_minorsft": 1}
+        "build_report": 1, "report_minorsft": 1, "cost_report": 1}
     for rule, rule_jobs in by_rule.items():
         for job in rule_jobs:
             assert job["JobState"] == "COMPLETED", (rule, job["JobState"])

@@ -25,7 +25,9 @@ KEY = "sk-workflow-test-3c9e1f-never-write-me"
 JUDGED = TINY["experiments"]["judged"]["benchmarks"]
 # rules that only read results and write reports: rerunning them is cheap and expected when a score changes
 REPORT_RULES = {"all", "build_report", "judges_table", "mtbench_categories", "report_sftmix", "report_minorsft",
-                "dtm_report", "selection_report"}
+                "dtm_report", "selection_report", "cost_report"}
+# the categories of reports/report.html: one per paper, the main results and the judged benchmarks
+REPORT_CATEGORIES = ["Main", "SFTMix", "MinorSFT", "LESS / ROSE", "Disperse-Then-Merge", "Judged benchmarks"]
 
 
 def snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
@@ -130,6 +132,31 @@ def test_tiny_dag_outputs(tiny_run):
 
 
 @pytest.mark.slow
+def test_cost_of_every_stage_and_the_html_report(tiny_run):
+    workdir, configfile = tiny_run
+    # every job of the finished DAG that writes a benchmark file (all but the reports) has its row
+    proc = snakemake(workdir, configfile, "-n", "--forceall")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    planned = {}
+    for rule, _ in planned_jobs(proc.stdout + proc.stderr):
+        if rule not in REPORT_RULES:
+            planned[rule] = planned.get(rule, 0) + 1
+    cost = pd.read_csv(workdir / "reports/tables/cost.csv", keep_default_na=False)
+    stages = cost[cost.stage != "whole pipeline"]
+    assert stages.groupby("stage")["jobs"].sum().to_dict() == planned
+    assert (stages["wall time (s)"] != "n/a").all() and (cost["GPU-hours"] == "n/a").all()  # measured, on CPU
+    papers = pd.read_csv(workdir / "reports/tables/cost_papers.csv", keep_default_na=False)
+    assert set(papers.paper) == {"SFT", "SFTMix", "MinorSFT", "LESS / ROSE", "Disperse-Then-Merge"}
+    judges_line = (workdir / "reports/tables/main.md").read_text().splitlines()[-1]  # under the main table
+    assert judges_line.startswith("Judges: ") and "tiny_judge (" in judges_line and "demo quality" in judges_line
+
+    proc = snakemake(workdir, configfile, "--report", "reports/report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (workdir / "reports/report.html").read_text()
+    assert all(json.dumps(c) in html for c in REPORT_CATEGORIES), [c for c in REPORT_CATEGORIES if json.dumps(c) not in html]
+
+
+@pytest.mark.slow
 def test_changing_one_learning_rate_reruns_only_that_recipe(tiny_run):
     workdir, configfile = tiny_run
     proc = snakemake(workdir, configfile, "-n")
@@ -148,7 +175,7 @@ def test_changing_one_learning_rate_reruns_only_that_recipe(tiny_run):
     # and so are the SFTMix, MinorSFT, DTM and LESS/ROSE reports, where sft is the (full-data) baseline
     expected = sorted([("train", "sft", ""), ("all", "", ""), ("build_report", "", ""), ("tsne", "", ""),
                        ("report_sftmix", "", ""), ("report_minorsft", "", ""),
-                       ("dtm_report", "", ""), ("selection_report", "", "")]
+                       ("dtm_report", "", ""), ("selection_report", "", ""), ("cost_report", "", "")]
                       + [("evaluate", "sft", b) for b in TINY["experiments"]["main"]["benchmarks"]]
                       + [(rule, "sft", b) for b in JUDGED[:3] for rule in ("generate", "judge")]
                       + [("implicit_reward", "sft", "ir_tiny"), ("judges_table", "", ""), ("mtbench_categories", "", "")])

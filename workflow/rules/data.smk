@@ -12,6 +12,8 @@ rule prepare_data:
         CONDA_ENV
     log:
         "logs/prepare_data/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_data/{dataset}.tsv"
     threads: threads_of("data")
     resources:
         **res("data"),

@@ -30,6 +30,8 @@ rule validation_set:
         CONDA_ENV
     log:
         "logs/validation_set/{dataset}/{name}.log",
+    benchmark:
+        "benchmarks/validation_set/{dataset}/{name}.tsv"
     threads: threads_of("data")
     resources:
         **res("data"),
@@ -181,18 +183,24 @@ rule selection_report:
         costs=cost_files(),
     output:
         curve_png=report(f"{SELECTION_REPORT['curve']}.png", caption="../report/selection_fraction_curve.rst",
-                         category="LESS / ROSE"),
+                         category="LESS / ROSE", subcategory="Figures"),
         curve_pdf=f"{SELECTION_REPORT['curve']}.pdf",
         shots_md=f"{SELECTION_REPORT['shots']}.md",
-        shots_csv=f"{SELECTION_REPORT['shots']}.csv",
+        shots_csv=report(f"{SELECTION_REPORT['shots']}.csv", caption="../report/selection_shots.rst",
+                         category="LESS / ROSE", subcategory="Tables"),
         shots_tex=f"{SELECTION_REPORT['shots']}.tex",
         cost_md=f"{SELECTION_REPORT['cost']}.md",
         cost_csv=report(f"{SELECTION_REPORT['cost']}.csv", caption="../report/selection_cost.rst",
-                        category="LESS / ROSE"),
+                        category="LESS / ROSE", subcategory="Tables"),
         cost_tex=f"{SELECTION_REPORT['cost']}.tex",
+        main_md=f"{SELECTION_REPORT['main']}.md",
+        main_csv=report(f"{SELECTION_REPORT['main']}.csv", caption="../report/selection_main.rst",
+                        category="LESS / ROSE", subcategory="Tables"),
+        main_tex=f"{SELECTION_REPORT['main']}.tex",
     params:
         recipes=as_json(curve_recipes()),
         benchmarks=as_json(report_benchmarks()),
+        paper_keys=as_json(less_paper_keys()),
         costs=as_json(cost_groups()),
         stems=as_json(SELECTION_REPORT),
     conda:
@@ -204,4 +212,5 @@ rule selection_report:
         **res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --recipes {params.recipes:q} "
-        "--benchmarks {params.benchmarks:q} --costs {params.costs:q} --stems {params.stems:q} 2> {log:q}"
+        "--benchmarks {params.benchmarks:q} --paper-keys {params.paper_keys:q} --costs {params.costs:q} "
+        "--stems {params.stems:q} 2> {log:q}"

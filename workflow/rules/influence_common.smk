@@ -101,7 +101,7 @@ STAGE_OF_RULE = {"warmup": "warmup", "grad_features": "grads", "gather_grad_feat
 def benchmark_file(rule, model, dataset, *parts):
     """A rule's Snakemake benchmark file, with the GPUs its job requested (for GPU-hours)."""
     *dirs, name = [rule, model, dataset, *parts]
-    return {"path": str(Path("benchmarks", *dirs, f"{name}.tsv")), "gpus": resources(CFG, STAGE_OF_RULE[rule])["gpus"]}
+    return {"path": str(Path("benchmarks", *dirs, f"{name}.tsv")), "gpus": stage_resources(STAGE_OF_RULE[rule])["gpus"]}
 
 
 def influence_fractions(model, dataset):
@@ -151,11 +151,17 @@ SELECTION_REPORT = {
     "curve": "reports/figures/selection_fraction_curve",
     "shots": "reports/tables/selection_shots",
     "cost": "reports/tables/selection_cost",
+    "main": "reports/tables/selection_main",
 }
+
+
+def less_paper_keys():
+    """Benchmark name → the key of the LESS paper's numbers: its lm-eval task where it has one, else its name."""
+    return {b: CFG["benchmarks"][b].get("task", b) for b in report_benchmarks()}
 
 
 def selection_report_outputs():
     if not curve_runs():
         return []
     return ([f"{SELECTION_REPORT['curve']}.{ext}" for ext in ("png", "pdf")]
-            + [f"{SELECTION_REPORT[t]}.{ext}" for t in ("shots", "cost") for ext in ("md", "csv", "tex")])
+            + [f"{SELECTION_REPORT[t]}.{ext}" for t in ("shots", "cost", "main") for ext in ("md", "csv", "tex")])

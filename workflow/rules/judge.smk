@@ -19,6 +19,8 @@ rule benchmark_data:
         CONDA_ENV
     log:
         "logs/benchmark_data/{benchmark}.log",
+    benchmark:
+        "benchmarks/benchmark_data/{benchmark}.tsv"
     threads: threads_of("data")
     resources:
         **res("data"),
@@ -130,7 +132,8 @@ rule judges_table:
         scores=experiment_scores_of_type(*JUDGED),
     output:
         md="reports/tables/judges.md",
-        csv=report("reports/tables/judges.csv", caption="../report/judges.rst", category="Tables"),
+        csv=report("reports/tables/judges.csv", caption="../report/judges.rst", category="Judged benchmarks",
+                   subcategory="Tables"),
         tex="reports/tables/judges.tex",
     conda:
         CONDA_ENV
@@ -150,7 +153,7 @@ rule mtbench_categories:
         scores=experiment_scores_of_type("mtbench"),
     output:
         png=report("reports/figures/mtbench_categories.png", caption="../report/mtbench_categories.rst",
-                   category="Benchmarks"),
+                   category="Judged benchmarks", subcategory="Figures"),
         pdf="reports/figures/mtbench_categories.pdf",
     conda:
         CONDA_ENV

@@ -107,13 +107,15 @@ rule dtm_report:
         scores=dtm_score_files(),
     output:
         main_md=f"{DTM_TABLES[0]}.md",
-        main_csv=report(f"{DTM_TABLES[0]}.csv", caption="../report/dtm_main.rst", category="Disperse-Then-Merge"),
+        main_csv=report(f"{DTM_TABLES[0]}.csv", caption="../report/dtm_main.rst", category="Disperse-Then-Merge",
+                        subcategory="Tables"),
         main_tex=f"{DTM_TABLES[0]}.tex",
         merge_md=f"{DTM_TABLES[1]}.md",
         merge_csv=report(f"{DTM_TABLES[1]}.csv", caption="../report/dtm_merge_methods.rst",
-                         category="Disperse-Then-Merge"),
+                         category="Disperse-Then-Merge", subcategory="Tables"),
         merge_tex=f"{DTM_TABLES[1]}.tex",
-        figure_png=report(f"{DTM_FIGURE}.png", caption="../report/dtm_k_ablation.rst", category="Disperse-Then-Merge"),
+        figure_png=report(f"{DTM_FIGURE}.png", caption="../report/dtm_k_ablation.rst",
+                          category="Disperse-Then-Merge", subcategory="Figures"),
         figure_pdf=f"{DTM_FIGURE}.pdf",
     params:
         runs=as_json(DTM_RUNS),

@@ -8,6 +8,18 @@ METHOD_REPORT_FILES = {
 }
 
 
+METHOD_REPORT_CATEGORY = {"sftmix": "SFTMix", "minorsft": "MinorSFT"}
+
+
+def method_report_outputs(paper):
+    """The paper's files; its tables (CSV) and figures (PNG) shown in reports/report.html under the paper's category,
+    each with its caption workflow/report/<file stem>.rst."""
+    subcategory = {".csv": "Tables", ".png": "Figures"}
+    return [report(f, caption=f"../report/{Path(f).stem}.rst", category=METHOD_REPORT_CATEGORY[paper],
+                   subcategory=subcategory[Path(f).suffix]) if Path(f).suffix in subcategory else f
+            for f in METHOD_REPORT_FILES[paper]]
+
+
 def method_report_runs(paper):
     """Single-model runs of the model × dataset pairs where some recipe uses the paper's objective, with their settings
     (composed runs — merged shards, seed soups — belong to the DTM report, not to these papers' tables)."""
@@ -44,7 +56,7 @@ for _paper in METHOD_REPORT_FILES:
             scores=method_report_inputs(_paper)["scores"],
             logs=method_report_inputs(_paper)["logs"],
         output:
-            METHOD_REPORT_FILES[_paper],
+            method_report_outputs(_paper),
         params:
             paper=_paper,
             runs=as_json(method_report_runs(_paper)),

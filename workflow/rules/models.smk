@@ -10,6 +10,8 @@ rule materialise_model:
         CONDA_ENV
     log:
         "logs/materialise_model/{model}.log",
+    benchmark:
+        "benchmarks/materialise_model/{model}.tsv"
     threads: threads_of("model")
     resources:
         **res("model"),

@@ -77,7 +77,7 @@ rule confidence:
     output:
         table="results/{model}/{dataset}/confidence.parquet",
         png=report("reports/figures/confidence_{model}_{dataset}.png", caption="../report/confidence.rst",
-                   category="SFTMix"),
+                   category="SFTMix", subcategory="Figures"),
         pdf="reports/figures/confidence_{model}_{dataset}.pdf",
     params:
         max_length=CFG["training"]["max_length"],
@@ -103,7 +103,8 @@ rule tsne:
         train="results/data/{dataset}/train.jsonl",
         confidence="results/{model}/{dataset}/confidence.parquet",
     output:
-        png=report("reports/figures/tsne_{model}_{dataset}.png", caption="../report/tsne.rst", category="SFTMix"),
+        png=report("reports/figures/tsne_{model}_{dataset}.png", caption="../report/tsne.rst", category="SFTMix",
+                   subcategory="Figures"),
         pdf="reports/figures/tsne_{model}_{dataset}.pdf",
     params:
         models=lambda w: table_args("--model", {k: v for k, v in tsne_models(w).items()}),

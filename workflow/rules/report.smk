@@ -6,11 +6,14 @@ rule build_report:
         logs=train_logs(),
     output:
         table_md="reports/tables/main.md",
-        table_csv=report("reports/tables/main.csv", caption="../report/main_table.rst", category="Tables"),
+        table_csv=report("reports/tables/main.csv", caption="../report/main_table.rst", category="Main",
+                         subcategory="Tables"),
         table_tex="reports/tables/main.tex",
-        figure_png=report("reports/figures/loss_curves.png", caption="../report/loss_curves.rst", category="Training"),
+        figure_png=report("reports/figures/loss_curves.png", caption="../report/loss_curves.rst",
+                          category="Main", subcategory="Figures"),
         figure_pdf="reports/figures/loss_curves.pdf",
-        scores_png=report("reports/figures/scores.png", caption="../report/scores.rst", category="Results"),
+        scores_png=report("reports/figures/scores.png", caption="../report/scores.rst", category="Main",
+                          subcategory="Figures"),
         scores_pdf="reports/figures/scores.pdf",
     params:
         runs=as_json([list(k) for k in experiment_runs()]),

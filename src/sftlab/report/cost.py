@@ -58,10 +58,18 @@ def stage_cost(benchmarks: list[dict], outputs: list[str | Path]) -> dict[str, f
     }
 
 
+def _gpu_total(part: list[dict]) -> float:
+    """GPU-hours of several rows: unknown when a row's wall time is; a row whose jobs had no GPU adds nothing
+    (its n/a means "no GPU", not "unknown"); n/a when no row had a GPU."""
+    if any(math.isnan(r["wall_s"]) for r in part):
+        return math.nan
+    return _sum_or_nan([r["gpu_hours"] for r in part if not math.isnan(r["gpu_hours"])])
+
+
 def _total(part: list[dict]) -> dict:
     total = {**{k: part[0][k] for k in ("model", "dataset", "stage")}, "item": "total",
-             "jobs": sum(r["jobs"] for r in part)}
-    for column in ("wall_s", "gpu_hours", "bytes"):
+             "jobs": sum(r["jobs"] for r in part), "gpu_hours": _gpu_total(part)}
+    for column in ("wall_s", "bytes"):
         values = [r[column] for r in part]
         total[column] = math.nan if any(math.isnan(v) for v in values) else float(sum(values))
     rss = [r["max_rss_mb"] for r in part if not math.isnan(r["max_rss_mb"])]
@@ -74,7 +82,8 @@ def cost_table(groups: list[dict]) -> pd.DataFrame:
     and after a stage of several rows its ``total``.
 
     Totals add wall time, GPU-hours and bytes and take the largest memory; a total is n/a if any of its
-    rows is n/a (a sum over missing numbers would understate the stage).
+    rows is n/a (a sum over missing numbers would understate the stage), except that rows without GPUs add
+    no GPU-hours.
     """
     rows = [{**{k: g[k] for k in ("model", "dataset", "stage", "item")}, **stage_cost(g["benchmarks"], g["outputs"])}
             for g in groups]
@@ -97,3 +106,62 @@ def format_cost(table: pd.DataFrame) -> pd.DataFrame:
     out["GPU-hours"] = [fmt(v, 4) for v in table["gpu_hours"]]
     out["stored (MiB)"] = [fmt(v / 2**20 if not math.isnan(v) else v, 2) for v in table["bytes"]]
     return out
+
+
+# ---------------------------------------------------------------- the whole pipeline, and per paper
+
+#: model or dataset of a job that has none (the base model's materialisation has no dataset, and so on)
+NOT_APPLICABLE = "—"
+
+
+def planned_jobs(plan: dict) -> list[dict]:
+    """Every job of a plan with its benchmark file (``{"path", "gpus"}``) and the outputs it keeps.
+
+    ``plan`` is what the cost rule passes: ``{"rules": {rule: {"benchmark", "outputs", "gpus", "phase",
+    "wildcards"}}, "jobs": [{"rule", "papers", "wildcards": [[value, ...], ...]}]}``: the rules in pipeline order
+    with their own ``benchmark:`` and (non-temporary) output patterns and wildcard names, then the jobs, those of a
+    rule that serve the same papers together, each by its wildcard values. A path is the one the job writes.
+    """
+    jobs = []
+    for entry in plan["jobs"]:
+        spec = plan["rules"][entry["rule"]]
+        for values in entry["wildcards"]:
+            wildcards = dict(zip(spec["wildcards"], values, strict=True))
+            jobs.append({"rule": entry["rule"], "phase": spec["phase"], "papers": entry["papers"],
+                         "model": wildcards.get("model", NOT_APPLICABLE),
+                         "dataset": wildcards.get("dataset", NOT_APPLICABLE),
+                         "benchmark": {"path": spec["benchmark"].format(**wildcards), "gpus": spec["gpus"]},
+                         "outputs": [o.format(**wildcards) for o in spec["outputs"]]})
+    return jobs
+
+
+def _group(model: str, dataset: str, stage: str, item: str, jobs: list[dict]) -> dict:
+    return {"model": model, "dataset": dataset, "stage": stage, "item": item,
+            "benchmarks": [j["benchmark"] for j in jobs], "outputs": [o for j in jobs for o in j["outputs"]]}
+
+
+def pipeline_groups(jobs: list[dict], rules: list[str]) -> list[dict]:
+    """One group per (model, dataset, rule) that has jobs: jobs without a model or dataset first, then each model
+    and dataset in sorted order, the rules in pipeline order; the item is the rule's phase."""
+    order = {r: i for i, r in enumerate(rules)}
+    keys = sorted({(j["model"], j["dataset"], j["rule"]) for j in jobs},
+                  key=lambda k: (k[0] != NOT_APPLICABLE, k[0], k[1] != NOT_APPLICABLE, k[1], order[k[2]]))
+    phase = {j["rule"]: j["phase"] for j in jobs}
+    return [_group(m, d, r, phase[r], [j for j in jobs if (j["model"], j["dataset"], j["rule"]) == (m, d, r)])
+            for m, d, r in keys]
+
+
+def paper_groups(jobs: list[dict], papers: list[str], phases: list[str]) -> list[dict]:
+    """One group per (paper, phase): the jobs that serve some recipe of the paper. A job serving several papers'
+    recipes (the base model, the data, a combined recipe) counts under each of them."""
+    return [_group("all", "all", paper, phase, part) for paper in papers for phase in phases
+            if (part := [j for j in jobs if paper in j["papers"] and j["phase"] == phase])]
+
+
+def with_grand_total(table: pd.DataFrame, label: str = "whole pipeline") -> pd.DataFrame:
+    """``table`` and a last row totalling its rows (its per-stage totals left out)."""
+    part = [r for r in table.to_dict("records") if r["item"] != "total"]
+    if not part:
+        return table
+    total = {**_total(part), "model": "all", "dataset": "all", "stage": label}
+    return pd.concat([table, pd.DataFrame([total], columns=COLUMNS)], ignore_index=True)

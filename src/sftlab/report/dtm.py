@@ -25,8 +25,8 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from sftlab.report.papers import paper_numbers
-from sftlab.report.tables import MISSING, _fmt
+from sftlab.report.papers import paper_columns, paper_numbers
+from sftlab.report.tables import MISSING, fmt_cell
 
 ROLES = ("sft", "seed_soup", "dtm")
 #: the order of merge methods in the ablation table (the paper's default first)
@@ -73,20 +73,9 @@ def dtm_runs(recipes: Mapping[str, Mapping], runs: Iterable[tuple[str, str, str]
             if composition[r] != "single" or (m, d, _baseline_key(recipes[r])) in composed]
 
 
-def _columns(benchmarks: Mapping[str, str], paper: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
-    """Table columns (ours, then the paper's other benchmarks) and, per column, the paper's key."""
-    keys = dict(benchmarks)
-    taken = set(keys.values())
-    reserved = {"model", "dataset", "method", "table", "source"}
-    for key in paper.columns:
-        if key not in reserved and key not in taken and paper[key].notna().any():
-            keys[key] = key
-    return list(keys), keys
-
-
 def _score_cell(index: Mapping, run: Mapping, bench: str) -> str:
     hit = index.get((run["model"], run["dataset"], run["recipe"], bench))
-    return _fmt(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
+    return fmt_cell(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
 
 
 def _paper_cell(row: pd.Series, key: str) -> str:
@@ -105,7 +94,7 @@ def _paper_rows(paper: pd.DataFrame, table: str) -> pd.DataFrame:
 def main_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapping[str, str],
                paper: pd.DataFrame) -> pd.DataFrame:
     """SFT, seed soup and DTM (average, delta space) per model and dataset, then the paper's rows."""
-    columns, keys = _columns(benchmarks, _paper_rows(paper, "main"))
+    columns, keys = paper_columns(benchmarks, _paper_rows(paper, "main"))
     index = _index(scores)
     shown = [r for r in runs if r["role"] != "dtm" or (r["method"] == "average" and r["merge_space"] == "delta")]
     groups = list(dict.fromkeys((r["model"], r["dataset"]) for r in shown))
@@ -125,7 +114,7 @@ def main_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mappin
 def merge_method_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapping[str, str],
                        paper: pd.DataFrame) -> pd.DataFrame:
     """Every DTM run by K, split, merge method and merge space, then the paper's merge-method rows."""
-    columns, keys = _columns(benchmarks, _paper_rows(paper, "merge_methods"))
+    columns, keys = paper_columns(benchmarks, _paper_rows(paper, "merge_methods"))
     index = _index(scores)
     dtm = [r for r in runs if r["role"] == "dtm"]
     order = {g: i for i, g in enumerate(dict.fromkeys((r["model"], r["dataset"]) for r in dtm))}

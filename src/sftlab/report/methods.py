@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sftlab.report.figures import STYLE, plt, save
-from sftlab.report.tables import MISSING, _fmt
+from sftlab.report.tables import MISSING, fmt_cell
 
 MINORSFT_METHODS = {"ntp": "SFT", "dpo_sft": "DPO-SFT", "minorsft": "MinorSFT"}
 SFTMIX_DEFAULTS = {"mu": 0.2, "alpha": 0.5, "mixup_detach": False, "pairing": "confidence"}
@@ -30,7 +30,7 @@ def _score_index(scores: pd.DataFrame) -> dict:
 
 def _cell(index: dict, run: dict, bench: str) -> str:
     hit = index.get((run["model"], run["dataset"], run["recipe"], bench))
-    return _fmt(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
+    return fmt_cell(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
 
 
 def _value(index: dict, run: dict, bench: str) -> float:
@@ -202,7 +202,7 @@ def sftmix_main_table(runs: list[dict], scores: pd.DataFrame, benchmarks: list[s
         for b in lc_benches:
             hit = index.get((run["model"], run["dataset"], run["recipe"], b))
             lc = getattr(hit, "lc_value", None) if hit is not None else None
-            row[f"{b} LC"] = _fmt(lc)
+            row[f"{b} LC"] = fmt_cell(lc)
         rows.append(row)
     if paper is not None:
         for rec in paper.to_dict("records"):
@@ -210,10 +210,10 @@ def sftmix_main_table(runs: list[dict], scores: pd.DataFrame, benchmarks: list[s
                    "source": rec["source"]}
             for b in benchmarks:
                 column = SFTMIX_PAPER_COLUMNS.get(types.get(b))
-                row[b] = _fmt(rec[column]) if column in rec else MISSING
+                row[b] = fmt_cell(rec[column]) if column in rec else MISSING
             for b in lc_benches:
-                row[f"{b} LC"] = _fmt(rec.get("alpacaeval2_lc_wr"))
-            row.update({c: _fmt(rec.get(c)) for c in unmatched})
+                row[f"{b} LC"] = fmt_cell(rec.get("alpacaeval2_lc_wr"))
+            row.update({c: fmt_cell(rec.get(c)) for c in unmatched})
             rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 

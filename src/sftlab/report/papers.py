@@ -13,6 +13,7 @@ Every row keeps the label, so a table never shows a paper number without saying 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 import yaml
@@ -35,3 +36,22 @@ def paper_numbers(name: str) -> pd.DataFrame:
     table = pd.DataFrame(spec["rows"])
     table["source"] = f"{spec['paper']}, {spec['source']}"
     return table
+
+
+#: columns of a paper's rows that are not numbers
+DESCRIPTIVE = ("model", "dataset", "method", "table", "source")
+
+
+def paper_columns(benchmarks: Mapping[str, str], paper: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
+    """The columns of a table of ours beside a paper's numbers, and per column the paper's key.
+
+    ``benchmarks`` maps our benchmark names (our columns, in order) to the paper's key for the same benchmark (its
+    name or lm-eval task); the paper's benchmarks we did not run get columns of their own, so its numbers always
+    show (ours n/a there).
+    """
+    keys = dict(benchmarks)
+    taken = set(keys.values())
+    for key in paper.columns:
+        if key not in DESCRIPTIVE and key not in taken and paper[key].notna().any():
+            keys[key] = key
+    return list(keys), keys

@@ -14,9 +14,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from sftlab.report.figures import STYLE, save
-from sftlab.report.tables import MISSING, _fmt
+from sftlab.report.papers import paper_columns
+from sftlab.report.tables import MISSING, fmt_cell
 
 INFLUENCE = ("less", "rose")
+# rows of the main table within a model × dataset: full data, then random, LESS and ROSE subsets
+METHOD_ORDER = ("full", "random", *INFLUENCE)
 
 
 def curve_frame(scores: pd.DataFrame, recipes: dict[str, dict]) -> pd.DataFrame:
@@ -79,8 +82,38 @@ def shots_table(frame: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
     rows = {}
     for r in part.itertuples():
         key = (r.model, r.dataset, r.name, r.validation, r.objective, r.fraction, r.benchmark)
-        rows.setdefault(key, {})[int(r.shots)] = _fmt(r.value, r.ci_low, r.ci_high)
+        rows.setdefault(key, {})[int(r.shots)] = fmt_cell(r.value, r.ci_low, r.ci_high)
     order = {b: i for i, b in enumerate(benchmarks)}
     out = [dict(zip(columns, key)) | {f"{k}-shot": cells.get(k, MISSING) for k in shots}
            for key, cells in sorted(rows.items(), key=lambda kv: (*kv[0][:6], order[kv[0][6]]))]
     return pd.DataFrame(out, columns=columns + [f"{k}-shot" for k in shots])
+
+
+def method_label(name: str, fraction: float) -> str:
+    """How the LESS paper names a row: ``LESS 5%``, ``random 5%``, ``full data``."""
+    if name == "full":
+        return "full data"
+    return f"{name.upper() if name in INFLUENCE else name} {100 * fraction:g}%"
+
+
+def selection_main_table(frame: pd.DataFrame, benchmarks: dict[str, str], paper: pd.DataFrame) -> pd.DataFrame:
+    """Shaped like the LESS paper's main table: a row per run of ours (full data, random, LESS, ROSE subsets) with
+    its score per benchmark (``value [ci_low, ci_high]``, n/a where that run has none), then the paper's rows with
+    their source label. ``benchmarks`` maps our benchmark names to the paper's keys (name or lm-eval task)."""
+    columns, keys = paper_columns(benchmarks, paper)
+    index = {(r.model, r.dataset, r.recipe, r.benchmark): r for r in frame.itertuples()}
+    runs = frame.drop_duplicates(["model", "dataset", "recipe"])
+    runs = runs.assign(order=runs.name.map(METHOD_ORDER.index)).sort_values(
+        ["model", "dataset", "group", "order", "fraction", "recipe"])
+    rows = []
+    for run in runs.itertuples():
+        row = {"model": run.model, "dataset": run.dataset, "method": method_label(run.name, run.fraction),
+               "recipe": run.recipe, "objective": run.objective, "source": "ours"}
+        for column in columns:
+            hit = index.get((run.model, run.dataset, run.recipe, column)) if column in benchmarks else None
+            row[column] = fmt_cell(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
+        rows.append(row)
+    for rec in paper.to_dict("records"):
+        rows.append({"model": rec["model"], "dataset": rec["dataset"], "method": rec["method"], "recipe": "—",
+                     "objective": "—", **{c: fmt_cell(rec.get(keys[c])) for c in columns}, "source": rec["source"]})
+    return pd.DataFrame(rows, columns=["model", "dataset", "method", "recipe", "objective", *columns, "source"])

@@ -32,7 +32,9 @@ def load_scores(paths: list[str | Path]) -> pd.DataFrame:
                                        "ci_high", "n", "lc_value", "source"])
 
 
-def _fmt(value, low=None, high=None) -> str:
+def fmt_cell(value, low=None, high=None) -> str:
+    """A table cell: ``value`` to two decimals, with ``[low, high]`` when both are known; ``n/a`` when the value is
+    missing (None or NaN). A score of 0 is a result and reads ``0.00``, never n/a. Every report table uses this."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
     if low is None or high is None or any(isinstance(x, float) and math.isnan(x) for x in (low, high)):
@@ -48,7 +50,7 @@ def main_table(scores: pd.DataFrame, runs: list[tuple[str, str, str]], benchmark
         row = {"model": model, "dataset": dataset, "recipe": recipe}
         for bench in benchmarks:
             hit = index.get((model, dataset, recipe, bench))
-            row[bench] = _fmt(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
+            row[bench] = fmt_cell(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", "dataset", "recipe", *benchmarks])
 
@@ -62,12 +64,14 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
 
 
-def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
-    """``stem``.md, .csv and .tex, each written atomically."""
+def write_table(table: pd.DataFrame, stem: str | Path, caption: str, note: str | None = None) -> list[Path]:
+    """``stem``.md, .csv and .tex, each written atomically; ``note``, a line for the reader, goes under the Markdown
+    table (e.g. which judge scored the judged columns, and whether it is demo-quality)."""
     from sftlab.io import write_text
 
     stem = Path(stem)
     md = f"{caption}\n\n" + table.to_markdown(index=False) + "\n" if len(table) else f"{caption}\n\n(no runs)\n"
+    md += f"\n{note}\n" if note else ""
     write_text(stem.with_suffix(".md"), md)
     write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
     latex = table.to_latex(index=False, escape=True, caption=latex_escape(caption), label=f"tab:{stem.name}")

@@ -1,0 +1,46 @@
+"""Cost of the whole pipeline from Snakemake's benchmark files: one row per model × dataset × stage (rule), and
+the cost of each paper's recipes by phase (tables: Markdown, CSV, LaTeX)."""
+
+import argparse
+import json
+
+from sftlab.report.cost import (
+    cost_table,
+    format_cost,
+    paper_groups,
+    pipeline_groups,
+    planned_jobs,
+    with_grand_total,
+)
+from sftlab.report.tables import write_table
+
+MEASURES = ("wall time summed over the jobs, the largest resident memory of a job, GPU-hours (wall time x GPUs "
+            "the rule requests; n/a where its jobs have no GPU), bytes its outputs keep on disk (n/a where they are "
+            "temporary or gone)")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--plan", required=True, help="JSON: rules (benchmark and output patterns, GPUs, phase, wildcards), jobs "
+                                                  "(rule, papers, wildcard values), papers and phases in report order")
+    ap.add_argument("--table", required=True, help="output stem of the per-stage table")
+    ap.add_argument("--papers-table", required=True, help="output stem of the per-paper table")
+    args = ap.parse_args(argv)
+    plan = json.loads(args.plan)
+    jobs = planned_jobs(plan)
+
+    stages = with_grand_total(cost_table(pipeline_groups(jobs, list(plan["rules"]))))
+    write_table(format_cost(stages).rename(columns={"item": "phase"}), args.table,
+                f"Cost of every stage, one row per model x dataset x rule (— where the rule has no such wildcard), "
+                f"from Snakemake's benchmark files: {MEASURES}; last row: the whole pipeline.")
+    papers = cost_table(paper_groups(jobs, plan["papers"], plan["phases"]))
+    write_table(format_cost(papers).drop(columns=["model", "dataset"]).rename(columns={"stage": "paper",
+                                                                                       "item": "phase"}),
+                args.papers_table,
+                f"Cost of each paper's recipes by phase, from the same benchmark files: {MEASURES}. A job serving "
+                f"recipes of several papers (base model, data, reference log-probs, combined recipes) counts under "
+                f"each, so the papers' totals add up to more than the pipeline's.")
+
+
+if __name__ == "__main__":
+    main()
