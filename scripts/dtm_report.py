@@ -4,7 +4,7 @@ import argparse
 import json
 
 from sftlab.report.dtm import build_report
-from sftlab.report.tables import load_scores
+from sftlab.report.tables import collapse_seed_runs, collapse_seeds, load_scores
 
 
 def main(argv=None) -> None:
@@ -12,11 +12,14 @@ def main(argv=None) -> None:
     ap.add_argument("--scores", nargs="*", default=[], help="Scores JSON files of the runs")
     ap.add_argument("--runs", required=True, help="JSON list of the runs (sftlab.report.dtm.dtm_runs)")
     ap.add_argument("--benchmarks", required=True, help="JSON object: benchmark name → key of the paper's numbers")
+    ap.add_argument("--seeds", default="{}", help="JSON per-seed recipe → [base recipe, seed] (rows per base recipe)")
     ap.add_argument("--main-table", required=True, help="output stem of the DTM vs SFT vs seed soup table")
     ap.add_argument("--merge-table", required=True, help="output stem of the merge-method table")
     ap.add_argument("--k-figure", required=True, help="output stem of the K ablation figure")
     args = ap.parse_args(argv)
-    build_report(load_scores(args.scores), json.loads(args.runs), json.loads(args.benchmarks), args.main_table,
+    seeds = json.loads(args.seeds)
+    build_report(collapse_seeds(load_scores(args.scores), seeds), collapse_seed_runs(json.loads(args.runs), seeds),
+                 json.loads(args.benchmarks), args.main_table,
                  args.merge_table, args.k_figure)
 
 

@@ -20,7 +20,7 @@ from sftlab.report.methods import (
     sftmix_main_table,
 )
 from sftlab.report.papers import paper_numbers
-from sftlab.report.tables import load_scores, write_table
+from sftlab.report.tables import collapse_seed_runs, collapse_seeds, load_scores, write_table
 
 
 def run_key(log_path: str) -> tuple[str, str, str]:
@@ -46,7 +46,13 @@ def minorsft(args, runs, scores, benchmarks) -> None:
                 "MinorSFT vs SFT vs DPO-SFT: each method at its best (β, learning rate), chosen by the mean over "
                 "these same scores as the paper does (an optimistic choice); value [95% CI]; n/a = no result.")
     minorsft_heatmap(grid, benchmarks[0] if benchmarks else "", Path(args.figures) / "minorsft_grid")
-    logs = {run_key(p): pd.read_csv(p) for p in args.train_logs}
+    # a recipe run over several seeds draws one curve: the step-wise mean of its seeds' logs
+    seeds, per_run = json.loads(args.seeds), {}
+    for path in args.train_logs:
+        model, dataset, recipe = run_key(path)
+        per_run.setdefault((model, dataset, seeds.get(recipe, (recipe, None))[0]), []).append(pd.read_csv(path))
+    logs = {key: frames[0] if len(frames) == 1 else pd.concat(frames).groupby("step", as_index=False).mean(numeric_only=True)
+            for key, frames in per_run.items()}
     labels = {}
     for s in best_settings(grid, benchmarks).itertuples():
         chosen = grid[(grid["model"] == s.model) & (grid["method"] == s.method)
@@ -66,11 +72,14 @@ def main() -> None:
     ap.add_argument("--runs", required=True, help="JSON list of runs with their recipe settings")
     ap.add_argument("--benchmarks", required=True, help="JSON list of benchmark names (table columns)")
     ap.add_argument("--benchmark-types", default="{}", help="JSON benchmark name → type")
+    ap.add_argument("--seeds", default="{}", help="JSON per-seed recipe → [base recipe, seed]: tables show one row "
+                                                  "per base recipe, the mean over seeds [95% t-interval over seeds]")
     ap.add_argument("--tables", default="reports/tables")
     ap.add_argument("--figures", default="reports/figures")
     args = ap.parse_args()
-    runs, benchmarks = json.loads(args.runs), json.loads(args.benchmarks)
-    {"sftmix": sftmix, "minorsft": minorsft}[args.paper](args, runs, load_scores(args.scores), benchmarks)
+    runs, benchmarks, seeds = json.loads(args.runs), json.loads(args.benchmarks), json.loads(args.seeds)
+    scores = collapse_seeds(load_scores(args.scores), seeds)
+    {"sftmix": sftmix, "minorsft": minorsft}[args.paper](args, collapse_seed_runs(runs, seeds), scores, benchmarks)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 from sftlab.report.cost import cost_table, format_cost
 from sftlab.report.papers import paper_numbers
 from sftlab.report.selection import INFLUENCE, curve_frame, fraction_curve, selection_main_table, shots_table
-from sftlab.report.tables import load_scores, write_table
+from sftlab.report.tables import collapse_seeds, load_scores, write_table
 
 
 def main(argv=None) -> None:
@@ -18,6 +18,7 @@ def main(argv=None) -> None:
     ap.add_argument("--benchmarks", required=True, help="JSON list of benchmark names, in report order")
     ap.add_argument("--paper-keys", default="{}", help="JSON: benchmark name → the LESS paper's key for it (lm-eval "
                                                        "task or name); default: the name")
+    ap.add_argument("--seeds", default="{}", help="JSON per-seed recipe → [base recipe, seed] (points per base recipe)")
     ap.add_argument("--costs", required=True, help="JSON list of stage groups: model, dataset, stage, item, "
                                                    "benchmarks [{path, gpus}], outputs [paths]")
     ap.add_argument("--stems", required=True,
@@ -25,7 +26,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     stems, benchmarks = json.loads(args.stems), json.loads(args.benchmarks)
 
-    frame = curve_frame(load_scores(args.scores), json.loads(args.recipes))
+    seeds = json.loads(args.seeds)
+    recipes = {seeds.get(name, (name, None))[0]: settings for name, settings in json.loads(args.recipes).items()}
+    frame = curve_frame(collapse_seeds(load_scores(args.scores), seeds), recipes)
     fraction_curve(frame, benchmarks, stems["curve"])
     paper_keys = json.loads(args.paper_keys)
     # the benchmarks the LESS / ROSE runs are scored on (the full-data run may have more, from other experiments)

@@ -250,6 +250,34 @@ def test_rerunning_the_judges_makes_no_judge_call(tiny_run, judge_server):
 
 
 @pytest.mark.slow
+def test_seeds_give_mean_std_a_paired_test_and_one_row_per_recipe(tmp_path_factory):
+    """With ``seeds``, every recipe runs per seed; the main table folds them (mean ± std, paired t-test against
+    SFT) and so do the papers' tables (one row per recipe, not per seed)."""
+    workdir = tmp_path_factory.mktemp("seeds")
+    config = copy.deepcopy(TINY)
+    config["seeds"] = [0, 1]
+    config["experiments"] = {"main": {"models": ["tiny"], "datasets": ["demo"], "recipes": ["sft", "minorsft"],
+                                      "benchmarks": ["heldout_em", "mc_demo"]}}
+    configfile = workdir / "seeds.yaml"
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake(workdir, configfile)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+
+    table = pd.read_csv(workdir / "reports/tables/main.csv", dtype=str).set_index("recipe")
+    assert list(table.index) == ["sft", "minorsft"] and set(table["seeds"]) == {"2"}
+    for recipe in ("sft", "minorsft"):
+        for bench in ("heldout_em", "mc_demo"):
+            values = [json.loads((workdir / f"results/tiny/demo/runs/{recipe}_s{s}/scores/{bench}.json").read_text())
+                      ["value"] for s in (0, 1)]
+            mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2 ** 0.5  # sample std of two values
+            assert table.loc[recipe, bench] == f"{mean:.2f} ± {std:.2f} (n=2)"
+    assert table.loc["sft", "mc_demo p"] == "—" and table.loc["minorsft", "mc_demo p"] != ""
+    minorsft = pd.read_csv(workdir / "reports/tables/minorsft_accuracy.csv")
+    assert list(minorsft["method"]) == ["SFT", "MinorSFT"]
+    assert (workdir / "reports/figures/minorsft_deviation.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
 def test_tiny_dtm_and_seed_soup(tiny_run):
     workdir, _ = tiny_run
     import torch

@@ -203,6 +203,7 @@ rule selection_report:
         paper_keys=as_json(less_paper_keys()),
         costs=as_json(cost_groups()),
         stems=as_json(SELECTION_REPORT),
+        seeds=as_json(CFG["_seeds"]),
     conda:
         CONDA_ENV
     log:
@@ -213,4 +214,4 @@ rule selection_report:
     shell:
         "python {input.script:q} --scores {input.scores:q} --recipes {params.recipes:q} "
         "--benchmarks {params.benchmarks:q} --paper-keys {params.paper_keys:q} --costs {params.costs:q} "
-        "--stems {params.stems:q} 2> {log:q}"
+        "--stems {params.stems:q} --seeds {params.seeds:q} 2> {log:q}"

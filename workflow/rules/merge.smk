@@ -120,6 +120,7 @@ rule dtm_report:
     params:
         runs=as_json(DTM_RUNS),
         benchmarks=as_json(dtm_benchmarks()),
+        seeds=as_json(CFG["_seeds"]),
         main=lambda w, output: os.path.splitext(output.main_md)[0],
         merge=lambda w, output: os.path.splitext(output.merge_md)[0],
         figure=lambda w, output: os.path.splitext(output.figure_png)[0],
@@ -132,4 +133,5 @@ rule dtm_report:
         **res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --runs {params.runs:q} --benchmarks {params.benchmarks:q} "
-        "--main-table {params.main:q} --merge-table {params.merge:q} --k-figure {params.figure:q} 2> {log:q}"
+        "--main-table {params.main:q} --merge-table {params.merge:q} --k-figure {params.figure:q} "
+        "--seeds {params.seeds:q} 2> {log:q}"

@@ -62,6 +62,7 @@ for _paper in METHOD_REPORT_FILES:
             runs=as_json(method_report_runs(_paper)),
             benchmarks=as_json(report_benchmarks()),
             types=as_json({name: b["type"] for name, b in CFG["benchmarks"].items()}),
+            seeds=as_json(CFG["_seeds"]),
         conda:
             CONDA_ENV
         log:
@@ -71,4 +72,5 @@ for _paper in METHOD_REPORT_FILES:
             **res("report"),
         shell:
             "python {input.script:q} {params.paper} --scores {input.scores:q} --train-logs {input.logs:q} "
-            "--runs {params.runs:q} --benchmarks {params.benchmarks:q} --benchmark-types {params.types:q} 2> {log:q}"
+            "--runs {params.runs:q} --benchmarks {params.benchmarks:q} --benchmark-types {params.types:q} "
+            "--seeds {params.seeds:q} 2> {log:q}"
