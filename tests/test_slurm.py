@@ -139,5 +139,5 @@ def test_cluster_outputs_equal_a_local_run(runs):
         a, b = (json.loads((d / run / "scores/heldout_em.json").read_text()) for d in (cluster, local))
         assert a == b
     assert (cluster / "reports/tables/main.csv").read_text() == (local / "reports/tables/main.csv").read_text()
-    # one Slurm log per job, kept after success (slurm-keep-successful-logs in the profile)
-    assert len(list((cluster / ".snakemake/slurm_logs").rglob("*.log"))) == 11  # one log per submitted job (every job but `all`)
+    # one Slurm log per submitted job (every job but `all`), kept after success (slurm-keep-successful-logs)
+    assert len(list((cluster / ".snakemake/slurm_logs").rglob("*.log"))) == 11
