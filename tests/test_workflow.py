@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from _openai_stub import OpenAIStub
 
@@ -263,7 +264,7 @@ def test_seeds_give_mean_std_a_paired_test_and_one_row_per_recipe(tmp_path_facto
     proc = snakemake(workdir, configfile)
     assert proc.returncode == 0, proc.stderr[-5000:]
 
-    table = pd.read_csv(workdir / "reports/tables/main.csv", dtype=str).set_index("recipe")
+    table = pd.read_csv(workdir / "reports/tables/main.csv", dtype=str, keep_default_na=False).set_index("recipe")
     assert list(table.index) == ["sft", "minorsft"] and set(table["seeds"]) == {"2"}
     for recipe in ("sft", "minorsft"):
         for bench in ("heldout_em", "mc_demo"):
@@ -271,7 +272,16 @@ def test_seeds_give_mean_std_a_paired_test_and_one_row_per_recipe(tmp_path_facto
                       ["value"] for s in (0, 1)]
             mean, std = sum(values) / 2, abs(values[0] - values[1]) / 2 ** 0.5  # sample std of two values
             assert table.loc[recipe, bench] == f"{mean:.2f} ± {std:.2f} (n=2)"
-    assert table.loc["sft", "mc_demo p"] == "—" and table.loc["minorsft", "mc_demo p"] != ""
+    assert table.loc["sft", "mc_demo p"] == "—"
+    for bench in ("heldout_em", "mc_demo"):  # the paired test, recomputed with scipy from the per-seed files
+        pairs = [[json.loads((workdir / f"results/tiny/demo/runs/{r}_s{s}/scores/{bench}.json").read_text())["value"]
+                  for r in ("minorsft", "sft")] for s in (0, 1)]
+        diffs = {a - b for a, b in pairs}
+        if len(diffs) == 1:  # no variance in the differences: no t statistic
+            assert table.loc["minorsft", f"{bench} p"] == ("n/a" if diffs == {0} else "0.000")
+        else:
+            expected = stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue
+            assert float(table.loc["minorsft", f"{bench} p"]) == pytest.approx(expected, abs=1e-3)
     minorsft = pd.read_csv(workdir / "reports/tables/minorsft_accuracy.csv")
     assert list(minorsft["method"]) == ["SFT", "MinorSFT"]
     assert (workdir / "reports/figures/minorsft_deviation.png").stat().st_size > 1000
