@@ -25,6 +25,17 @@ def implicit_reward(model, tokenizer, cfg: dict, reference_dir: str, pairs_path:
     return {**result, **{k: 100 * result[k] for k in ("value", "ci_low", "ci_high")}}
 
 
+def log_likelihood(model, tokenizer, cfg: dict, reference_dir: str, heldout: str, dtype, device) -> tuple[dict, list]:
+    """Per-item NLL per token of the reference answers, each item also scored under the base model."""
+    from sftlab.evaluation.nll import benchmark_items, score_nll
+
+    if not reference_dir:
+        raise SystemExit("nll needs --reference-model (the untrained base model)")
+    reference = AutoModelForCausalLM.from_pretrained(reference_dir, dtype=dtype).to(device).eval()
+    return score_nll(model, reference, tokenizer, benchmark_items(cfg, heldout), cfg["max_length"], cfg["batch_size"],
+                     cfg["n_resamples"], cfg["seed"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model-dir", required=True)
@@ -32,7 +43,7 @@ def main() -> None:
     ap.add_argument("--benchmark-config", required=True, help="the benchmark's config entry as JSON")
     ap.add_argument("--heldout", help="held-out examples (exact_match; exam items for lm_eval with exam_from)")
     ap.add_argument("--train", help="training pool (few-shot exam items for lm_eval with exam_from)")
-    ap.add_argument("--reference-model", help="implicit_reward: the reference model πref (the untrained base model)")
+    ap.add_argument("--reference-model", help="implicit_reward, nll: the reference model πref (the untrained base model)")
     ap.add_argument("--pairs", help="implicit_reward: preference pairs JSONL")
     ap.add_argument("--scores", required=True)
     ap.add_argument("--answers", help="per-item answers (JSONL; empty for lm_eval)")
@@ -65,6 +76,8 @@ def main() -> None:
                                 include_path=cfg.get("include_path"), metric_filter=cfg["filter"])
     elif cfg["type"] == "implicit_reward":
         score = implicit_reward(model, tokenizer, cfg, args.reference_model, args.pairs, dtype, device)
+    elif cfg["type"] == "nll":
+        score, answers = log_likelihood(model, tokenizer, cfg, args.reference_model, args.heldout, dtype, device)
     else:
         raise SystemExit(f"benchmarks.{args.benchmark}.type: {cfg['type']!r} is not an evaluation this script runs")
     score = {"benchmark": args.benchmark, **score}
