@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sftlab.data.tokenize import ensure_chat_template
 from sftlab.io import read_jsonl, write_json, write_jsonl
+from sftlab.numerics import flush_denormals
 
 
 def implicit_reward(model, tokenizer, cfg: dict, reference_dir: str, pairs_path: str, dtype, device) -> dict:
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--scores", required=True)
     ap.add_argument("--answers", help="per-item answers (JSONL; empty for lm_eval)")
     args = ap.parse_args()
+    flush_denormals()
     cfg = json.loads(args.benchmark_config)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

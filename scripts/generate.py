@@ -14,6 +14,7 @@ import sys
 from sftlab.evaluation import alpacaeval, mtbench, preference
 from sftlab.evaluation.generation import build_generator
 from sftlab.io import read_jsonl, write_json, write_jsonl
+from sftlab.numerics import flush_denormals
 
 DEFAULT_MAX_NEW_TOKENS = {"mt_bench": mtbench.MAX_NEW_TOKENS, "alpaca_eval": 2048, "preference": 512}
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, ...")
     args = ap.parse_args(argv)
+    flush_denormals()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     options = {"seed": args.seed, "batch_size": args.batch_size}
