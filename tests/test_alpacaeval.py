@@ -269,7 +269,7 @@ def test_alpaca_eval_scripts_end_to_end(tmp_path):
     judge = load_script("judge")
     with OpenAIStub() as stub:
         config = {"backend": "openai", "model": "gpt-4-1106-preview", "base_url": stub.base_url, "api_key_env": None}
-        argv = ["--benchmark", "alpaca_eval", "--answers", str(model_outputs), "--eval-set", str(EVAL_SET),
+        argv = ["--benchmark-type", "alpacaeval", "--answers", str(model_outputs), "--data", str(EVAL_SET.parent),
                 "--judge", json.dumps(config), "--cache", str(tmp_path / "c.jsonl"),
                 "--judgments", str(tmp_path / "j.jsonl"), "--scores", str(tmp_path / "s.json"), "--n-resamples", "200"]
         judge.main(argv)
@@ -293,8 +293,8 @@ def test_generate_alpaca_eval_outputs_with_tiny_model(tmp_path):
 
     save_random_model(tmp_path / "model")
     load_script("generate").main([
-        "--benchmark", "alpaca_eval", "--model", str(tmp_path / "model"), "--model-id", "tiny-sft",
-        "--input", str(EVAL_SET), "--out", str(tmp_path / "outputs.json"), "--max-new-tokens", "5", "--device", "cpu",
+        "--benchmark-type", "alpacaeval", "--model", str(tmp_path / "model"), "--model-id", "tiny-sft",
+        "--data", str(EVAL_SET.parent), "--out", str(tmp_path / "outputs.json"), "--max-new-tokens", "5", "--device", "cpu",
     ])
     outputs = alpacaeval.load_eval_set(tmp_path / "outputs.json")
     reference = json.loads(EVAL_SET.read_text())
