@@ -2,17 +2,18 @@ include: "benchmarks.smk"
 
 
 rule evaluate:
-    """Score one trained model on one benchmark (exact match on held-out items, or an lm-eval exam)."""
+    """Score one trained model on one benchmark in-process (exact match on held-out items, lm-eval tasks, ...: the
+    benchmark types whose `scored_by` is evaluate)."""
     input:
+        unpack(evaluate_inputs),
         script=f"{SCRIPTS}/evaluate.py",
         model="results/{model}/{dataset}/runs/{recipe}/model",
-        heldout="results/data/{dataset}/heldout.jsonl",
-        train="results/data/{dataset}/train.jsonl",
     output:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
         answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
     params:
-        benchmark=lambda w: as_json(CFG["benchmarks"][w.benchmark]),
+        benchmark=benchmark_config,
+        inputs=evaluate_input_args,
     conda:
         CONDA_ENV
     log:
@@ -20,22 +21,14 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{model}/{dataset}/{recipe}/{benchmark}.tsv"
     wildcard_constraints:
-        benchmark=_alternation(set(CFG["benchmarks"]) - set(benchmarks_of_type(*GENERATIVE, "nll"))),
+        benchmark=_alternation(benchmarks_scored_by("evaluate")),
     threads: threads_of("evaluate")
     resources:
         **res("evaluate"),
     shell:
         "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} python {input.script:q} --model-dir {input.model:q} "
-        "--benchmark {wildcards.benchmark} --benchmark-config {params.benchmark:q} --heldout {input.heldout:q} --train {input.train:q} "
+        "--benchmark {wildcards.benchmark} --benchmark-config {params.benchmark:q} {params.inputs} "
         "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"
-
-
-def nll_items_input(wildcards):
-    """The items an nll benchmark scores: the held-out file, or the exam's test.jsonl."""
-    bench = bench_of(wildcards)
-    if bench["items"] == "exam":
-        return f"{bench['data_dir']}/test.jsonl"
-    return f"results/data/{wildcards.dataset}/heldout.jsonl"
 
 
 rule log_likelihood:
@@ -45,14 +38,14 @@ rule log_likelihood:
         script=f"{SCRIPTS}/evaluate.py",
         model="results/{model}/{dataset}/runs/{recipe}/model",
         reference="resources/models/{model}",
-        data=nll_items_input,
+        data=scored_items,
     output:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
         answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
     params:
-        benchmark=lambda w: as_json(bench_of(w)),
+        benchmark=benchmark_config,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_of_type("nll")),
+        benchmark=_alternation(benchmarks_scored_by("log_likelihood")),
     conda:
         CONDA_ENV
     log:
@@ -64,5 +57,5 @@ rule log_likelihood:
         **res("evaluate"),
     shell:
         "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark} "
-        "--benchmark-config {params.benchmark:q} --reference-model {input.reference:q} --heldout {input.data:q} "
+        "--benchmark-config {params.benchmark:q} --input reference={input.reference:q} --input items={input.data:q} "
         "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"

@@ -38,16 +38,9 @@ def exam_items(data_dir: str | Path) -> list[dict]:
     return items
 
 
-def benchmark_items(cfg: dict, heldout: str | Path | None) -> list[dict]:
-    """The items a ``nll`` benchmark scores, its ``limit`` applied."""
-    if cfg["items"] == "exam":
-        if "data_dir" not in cfg:
-            raise ValueError("an nll benchmark over exam items needs data_dir")
-        items = exam_items(cfg["data_dir"])
-    else:
-        if not heldout:
-            raise ValueError("an nll benchmark over held-out items needs the held-out file")
-        items = read_jsonl(heldout)
+def benchmark_items(cfg: dict, path: str | Path) -> list[dict]:
+    """The items a ``nll`` benchmark scores from ``path`` (held-out JSONL, or the exam's test.jsonl), ``limit`` applied."""
+    items = exam_items(Path(path).parent) if cfg["items"] == "exam" else read_jsonl(path)
     return items[: cfg.get("limit")]
 
 
