@@ -5,8 +5,6 @@ compared reruns that report; an empty spec means the config has nothing to show 
 not built.
 """
 
-from sftlab.config import INFLUENCE_SELECTORS
-
 MECHANISM_PAPERS = {"sftmix": "SFTMix", "selection": "LESS / ROSE", "minorsft": "MinorSFT",
                     "dtm": "Disperse-Then-Merge", "nll": "Main"}
 DEVIATION_OBJECTIVES = ("minorsft", "dpo_sft")
@@ -39,8 +37,13 @@ def answers_entries(m, d, benchmark, runs):
             for base, seeded in sorted(runs.items()) for r, seed in seeded]
 
 
+def knows_quality(dataset):
+    """Only the demo corpus records each example's true quality (source demo/{family}/{quality})."""
+    return CFG["datasets"][dataset]["source"] == "demo"
+
+
 def sftmix_mechanism_spec():
-    pairs = sorted({(m, d) for (m, d, r) in experiment_runs() if uses_confidence(CFG["recipes"][r])})
+    pairs = sorted({(m, d) for (m, d, r) in experiment_runs() if uses_confidence(CFG["recipes"][r]) and knows_quality(d)})
     return {"n_resamples": 2000, "seed": 0,
             "pairs": [{"model": m, "dataset": d, "confidence": f"results/{m}/{d}/confidence.parquet",
                        "train": f"results/data/{d}/train.jsonl"} for m, d in pairs]}
@@ -50,7 +53,7 @@ def selection_mechanism_spec():
     pairs = {}
     for (m, d, r) in experiment_runs():
         sel = CFG["recipes"][r]["selection"]
-        if sel["name"] == "full":
+        if sel["name"] == "full" or not knows_quality(d):
             continue
         entry = {"selector": selector_id(sel), "name": sel["name"], "fraction": float(sel["fraction"]),
                  "ids": f"results/{m}/{d}/selection/{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids",
