@@ -1,8 +1,8 @@
 """Mechanism table and figure of one paper (sftmix, selection, minorsft, dtm) or the paired held-out NLL table (nll).
 
 Reads the files the spec names (training pool, confidence table, selection ids, validation sets, per-item answers of
-nll benchmarks) and writes STEM.{md,csv,tex} and FIGURE.{png,pdf}. The spec is JSON built by the workflow
-(workflow/rules/mechanisms_common.smk).
+nll benchmarks) and writes the table as .md, .csv, .tex and the figure as .png, .pdf. The spec is JSON built by the
+workflow (workflow/rules/mechanisms_common.smk).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -141,11 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("paper", choices=sorted(PAPERS))
     ap.add_argument("--spec", required=True, help="JSON: the files and runs to compare (see the workflow)")
-    ap.add_argument("--table", required=True, help="output stem of the table (.md, .csv, .tex)")
-    ap.add_argument("--figure", required=True, help="output stem of the figure (.png, .pdf)")
+    ap.add_argument("--table", required=True, help="the table's .md path (.csv and .tex beside it)")
+    ap.add_argument("--figure", required=True, help="the figure's .png path (.pdf beside it)")
     args = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
-    PAPERS[args.paper](json.loads(args.spec), args.table, args.figure)
+    PAPERS[args.paper](json.loads(args.spec), str(Path(args.table).with_suffix("")), str(Path(args.figure).with_suffix("")))
 
 
 if __name__ == "__main__":

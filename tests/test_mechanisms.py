@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,9 +15,6 @@ from scipy import stats
 
 from sftlab.evaluation.nll import exam_items, nll_score
 from sftlab.report import mechanisms as mech
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 # --------------------------------------------------------------------------------------- naive implementations
 

@@ -24,8 +24,6 @@ for _paper in MECHANISM_PAPERS:
         params:
             paper=_paper,
             spec=as_json(mechanism_spec(_paper)),
-            table=f"reports/tables/mechanism_{_paper}",
-            figure=f"reports/figures/mechanism_{_paper}",
         conda:
             CONDA_ENV
         log:
@@ -34,5 +32,5 @@ for _paper in MECHANISM_PAPERS:
         resources:
             **res("report"),
         shell:
-            "python {input.script:q} {params.paper} --spec {params.spec:q} --table {params.table:q} "
-            "--figure {params.figure:q} 2> {log:q}"
+            "python {input.script:q} {params.paper} --spec {params.spec:q} --table {output[0]:q} "
+            "--figure {output[3]:q} 2> {log:q}"
