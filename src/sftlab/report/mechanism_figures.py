@@ -11,6 +11,9 @@ import pandas as pd
 from sftlab.report.figures import STYLE, grid, save
 
 
+HALVES = {"D^c": "D^c (confident half)", "D^u": "D^u (unconfident half)"}
+
+
 def _empty(ax, text: str = "no runs (n/a)") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
@@ -37,8 +40,8 @@ def sftmix_figure(rows: pd.DataFrame, rocs: dict[tuple[str, str], dict[str, tupl
                 auc = f" (AUROC {hit.value.iloc[0]:.2f})" if len(hit) else ""
                 roc_ax.plot(fpr, tpr, lw=1.4, label=f"{label}{auc}")
             roc_ax.plot([0, 1], [0, 1], ls=":", color="0.5", lw=1)
-            roc_ax.set(title=f"{key[0]} / {key[1]}: confidence vs true quality", xlabel="degraded ranked confident",
-                       ylabel="clean ranked confident")
+            roc_ax.set(title=f"{key[0]} / {key[1]}: confidence vs true quality", xlabel="share of degraded examples above the cut (FPR)",
+                       ylabel="share of clean examples above the cut (TPR)")
             roc_ax.legend(frameon=False, loc="lower right", fontsize=7)
             shares = part[part.measure.str.startswith("degraded share in")]
             if len(shares):
@@ -46,7 +49,7 @@ def sftmix_figure(rows: pd.DataFrame, rocs: dict[tuple[str, str], dict[str, tupl
                 bar_ax.bar(x, shares.value, color=["#1f77b4", "#ff7f0e"][: len(shares)], width=0.55,
                            yerr=_err(shares, "value", "ci_low", "ci_high"), capsize=4)
                 bar_ax.axhline(shares.chance.iloc[0], ls="--", color="0.3", lw=1, label="pool")
-                bar_ax.set_xticks(x, [m.replace("degraded share in ", "") for m in shares.measure])
+                bar_ax.set_xticks(x, [HALVES.get(m.replace("degraded share in ", ""), m) for m in shares.measure])
                 bar_ax.set(title="degraded share of each half (95% Wilson)", ylabel="share degraded", ylim=(0, 1))
                 bar_ax.legend(frameon=False)
             else:
@@ -56,29 +59,34 @@ def sftmix_figure(rows: pd.DataFrame, rocs: dict[tuple[str, str], dict[str, tupl
 
 
 def selection_figure(rows: pd.DataFrame, stem: str | Path) -> list[Path]:
-    """Per model × dataset: precision (clean share of the top k) against the fraction selected, a line per
-    selector with Wilson intervals, the pool's share (dashed) and a random k's 95% range (band)."""
+    """Per model × dataset: precision (clean share of the selected k) per fraction (evenly spaced), a point per
+    selector side by side with its Wilson interval, a random k's 95% range as a grey bar, the pool's share dashed."""
     pairs = sorted({(r.model, r.dataset) for r in rows.itertuples()})
     with plt.rc_context(STYLE):
-        fig, axes = grid(len(pairs), ncols=2, size=(4.6, 3.4))
+        fig, axes = grid(len(pairs), ncols=2, size=(5.2, 3.6))
         if not pairs:
             _empty(axes[0])
         for ax, (model, dataset) in zip(axes, pairs):
-            part = rows[(rows.model == model) & (rows.dataset == dataset)].sort_values("fraction")
-            band = part.drop_duplicates("fraction")
-            ax.fill_between(band.fraction, band.random_low, band.random_high, color="0.85", step="mid",
-                            label="random k, 95% range")
-            ax.axhline(part.pool_share.iloc[0], ls="--", color="0.3", lw=1, label="pool")
-            for i, (selector, line) in enumerate(part.groupby("selector", sort=True)):
-                ax.errorbar(line.fraction, line.precision, yerr=_err(line, "precision", "ci_low", "ci_high"),
-                            marker="o", ms=4, lw=1.2, capsize=2, label=selector, color=f"C{i}")
+            part = rows[(rows.model == model) & (rows.dataset == dataset)]
             fractions = sorted(part.fraction.unique())
-            ax.set_xscale("log")
-            ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
-            ax.minorticks_off()
+            selectors = sorted(part.selector.unique())
+            slot = {f: i for i, f in enumerate(fractions)}
+            width = 0.8 / max(1, len(selectors))
+            for f in fractions:
+                band = part[part.fraction == f].iloc[0]
+                ax.bar(slot[f], band.random_high - band.random_low, bottom=band.random_low, width=0.9, color="0.88",
+                       label="random k, 95% range" if f == fractions[0] else None, zorder=1)
+            ax.axhline(part.pool_share.iloc[0], ls="--", color="0.3", lw=1, label="pool", zorder=2)
+            for i, selector in enumerate(selectors):
+                line = part[part.selector == selector]
+                x = [slot[f] - 0.4 + width * (i + 0.5) for f in line.fraction]
+                ax.errorbar(x, line.precision, yerr=_err(line, "precision", "ci_low", "ci_high"), fmt="o", ms=5,
+                            capsize=2, label=selector, color=f"C{i}", zorder=3)
+            ax.set_xticks(range(len(fractions)), [f"{f:g}" for f in fractions])
+            ax.set_xlim(-0.6, len(fractions) - 0.4)
             ax.set(title=f"{model} / {dataset}: precision of each selection", xlabel="fraction of the pool selected",
-                   ylabel="share clean in the selection", ylim=(0, 1.05))
-            ax.legend(frameon=False, fontsize=7, loc="lower right")
+                   ylabel="share clean among the selected", ylim=(0, 1.05))
+            ax.legend(frameon=False, fontsize=7, loc="lower left", ncols=2)
         fig.tight_layout()
         return save(fig, stem)
 
