@@ -82,11 +82,15 @@ def check_selection(workdir: Path) -> int:
         assert _close(row.pool_share, n_clean / len(truth)), row
         assert _close(row.random_low, naive_hypergeom_quantile(len(truth), n_clean, len(ids), 0.025) / len(ids))
         assert _close(row.random_high, naive_hypergeom_quantile(len(truth), n_clean, len(ids), 0.975) / len(ids))
-        randoms = [p for p in (workdir / f"results/{row.model}/{row.dataset}/selection").glob("random-*/*.ids")
-                   if math.isclose(float(p.stem), row.fraction)]
+        # the random selector's own k: a random selection of the experiments at this fraction (not the warmup's)
+        randoms = [r.selector for r in table.itertuples() if r.selector.startswith("random-")
+                   and (r.model, r.dataset) == (row.model, row.dataset) and math.isclose(r.fraction, row.fraction)]
         if randoms:
-            rid = [line for line in randoms[0].read_text().splitlines() if line]
+            path = workdir / f"results/{row.model}/{row.dataset}/selection/{randoms[0]}/{files[0].name}"
+            rid = [line for line in path.read_text().splitlines() if line]
             assert _close(row.random_selection, sum(truth[i][1] for i in rid) / len(rid)), row
+        else:
+            assert math.isnan(row.random_selection), row
         if row.validation_families != "—":
             fams = set(row.validation_families.split(", "))
             assert _close(row.in_validation_families, sum(truth[i][0] in fams for i in ids) / len(ids)), row

@@ -100,7 +100,8 @@ def verdict(low: float, high: float, claim: str, opposite: str, null: float = 0.
 
 
 def _r(x: float) -> float:
-    return round(float(x), DIGITS) if x is not None and not (isinstance(x, float) and math.isnan(x)) else math.nan
+    # + 0.0 turns a rounded −0.0 into 0.0
+    return round(float(x), DIGITS) + 0.0 if x is not None and not (isinstance(x, float) and math.isnan(x)) else math.nan
 
 
 # ---------------------------------------------------------------------------------------------------------- SFTMix
@@ -309,7 +310,7 @@ def nll_rows(model: str, dataset: str, benchmark: str, items: pd.DataFrame, reci
     for recipe in recipes:
         v, low, high = _measure(items, recipe, "nll")
         row = {"model": model, "dataset": dataset, "benchmark": benchmark, "recipe": recipe,
-               "seeds": int(items.loc[items.recipe == recipe, "seed"].nunique()), "nll": _r(v), "nll_low": _r(low),
+               "seeds": int(items.loc[items.recipe == recipe, "seed"].nunique(dropna=False)), "nll": _r(v), "nll_low": _r(low),
                "nll_high": _r(high)}
         if recipe == baseline or baseline not in set(items["recipe"]):
             rows.append({**row, "d_nll": math.nan, "d_low": math.nan, "d_high": math.nan, "p": math.nan,
@@ -319,6 +320,6 @@ def nll_rows(model: str, dataset: str, benchmark: str, items: pd.DataFrame, reci
         d = paired(items, recipe, baseline, "nll")
         rows.append({**row, "d_nll": _r(d["diff"]), "d_low": _r(d["diff_low"]), "d_high": _r(d["diff_high"]),
                      "p": _r(d["p"]), "items": d["items"],
-                     "verdict": verdict(d["diff_low"], d["diff_high"], f"lower held-out NLL than {baseline}",
+                     "verdict": verdict(d["diff_low"], d["diff_high"], f"lower NLL than {baseline} on these items",
                                         f"higher NLL than {baseline}", higher=False)})
     return rows
