@@ -78,11 +78,11 @@ def judge_file_args(wildcards, data_dir):
     """The judge script's arguments naming the benchmark's gathered files."""
     kind = bench_of(wildcards)["type"]
     if kind == "mtbench":
-        return (f"--questions {data_dir}/question.jsonl --judge-prompts {data_dir}/judge_prompts.jsonl "
-                f"--references {data_dir}/reference_answer/gpt-4.jsonl")
+        return ["--questions", f"{data_dir}/question.jsonl", "--judge-prompts", f"{data_dir}/judge_prompts.jsonl",
+                "--references", f"{data_dir}/reference_answer/gpt-4.jsonl"]
     if kind == "alpacaeval":
-        return f"--eval-set {data_dir}/eval_set.json"
-    return f"--pairs {data_dir}/pairs.jsonl"
+        return ["--eval-set", f"{data_dir}/eval_set.json"]
+    return ["--pairs", f"{data_dir}/pairs.jsonl"]
 
 
 def judge_settings(wildcards):

@@ -25,7 +25,7 @@ rule benchmark_data:
     resources:
         **res("data"),
     shell:
-        "python {input.script:q} --benchmark-config {params.benchmark:q} {params.pairs} --out {output:q} 2> {log:q}"
+        "python {input.script:q} --benchmark-config {params.benchmark:q} {params.pairs:q} --out {output:q} 2> {log:q}"
 
 
 rule generate:
@@ -40,7 +40,7 @@ rule generate:
     params:
         kind=lambda w: JUDGED[bench_of(w)["type"]],
         questions=lambda w, input: f"{input.data}/{GENERATION_INPUT[bench_of(w)['type']]}",
-        options=lambda w: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(generation_settings(w).items())),
+        options=lambda w: option_args(generation_settings(w)),
     wildcard_constraints:
         benchmark=_alternation(benchmarks_of_type(*JUDGED)),
         fmt="jsonl|json",
@@ -54,9 +54,9 @@ rule generate:
     resources:
         **res("generate"),
     shell:
-        "python {input.script:q} --benchmark {params.kind} --model {input.model:q} "
-        "--model-id {wildcards.model}/{wildcards.dataset}/{wildcards.recipe} --input {params.questions:q} "
-        "{params.options} --out {output.answers:q} 2> {log:q}"
+        "python {input.script:q} --benchmark {params.kind:q} --model {input.model:q} "
+        "--model-id {wildcards.model:q}/{wildcards.dataset:q}/{wildcards.recipe:q} --input {params.questions:q} "
+        "{params.options:q} --out {output.answers:q} 2> {log:q}"
 
 
 rule judge:
@@ -75,8 +75,7 @@ rule judge:
         judge_name=lambda w: bench_of(w)["judge"],
         judge=lambda w: as_json(judge_backend_config(bench_of(w)["judge"])),
         files=lambda w, input: judge_file_args(w, input.data),
-        options=lambda w: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(judge_settings(w).items())
-                                   if k != "judge"),
+        options=lambda w: option_args({k: v for k, v in judge_settings(w).items() if k != "judge"}),
         cache=lambda w: f"{JUDGE_CACHE_DIR}/{bench_of(w)['judge']}.jsonl",
     wildcard_constraints:
         benchmark=_alternation(benchmarks_of_type(*JUDGED)),
@@ -90,9 +89,9 @@ rule judge:
     resources:
         **res("judge"),
     shell:
-        "python {input.script:q} --benchmark {params.kind} --benchmark-name {wildcards.benchmark} "
-        "--answers {input.answers:q} {params.files} --judge {params.judge:q} --judge-name {params.judge_name:q} "
-        "--cache {params.cache:q} {params.options} --judgments {output.judgments:q} --scores {output.scores:q} "
+        "python {input.script:q} --benchmark {params.kind:q} --benchmark-name {wildcards.benchmark:q} "
+        "--answers {input.answers:q} {params.files:q} --judge {params.judge:q} --judge-name {params.judge_name:q} "
+        "--cache {params.cache:q} {params.options:q} --judgments {output.judgments:q} --scores {output.scores:q} "
         "2> {log:q}"
 
 
@@ -120,7 +119,7 @@ rule implicit_reward:
     resources:
         **res("evaluate"),
     shell:
-        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark} "
+        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark:q} "
         "--benchmark-config {params.benchmark:q} --reference-model {input.reference:q} "
         "--pairs {input.data:q}/pairs.jsonl --scores {output.scores:q} 2> {log:q}"
 
