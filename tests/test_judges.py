@@ -198,8 +198,8 @@ def test_api_key_never_reaches_results_or_logs(tmp_path, monkeypatch, caplog, ca
         config = {"backend": "openai", "model": "judge-model", "base_url": stub.base_url,
                   "api_key_env": "SFTLAB_TEST_JUDGE_KEY", "backoff_s": 0.01}
         judge_script.main([
-            "--benchmark", "alpaca_eval", "--answers", str(tmp_path / "outputs.json"),
-            "--eval-set", str(FIXTURES / "alpaca_eval" / "eval_set.json"), "--judge", json.dumps(config),
+            "--benchmark-type", "alpacaeval", "--answers", str(tmp_path / "outputs.json"),
+            "--data", str(FIXTURES / "alpaca_eval"), "--judge", json.dumps(config),
             "--cache", str(results / "cache.jsonl"), "--judgments", str(results / "judgments.jsonl"),
             "--scores", str(results / "scores.json"), "--n-resamples", "200",
         ])

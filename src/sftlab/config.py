@@ -242,6 +242,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
     generated_by = {name: sweep_id for sweep_id, names in sweeps.items() for name in names}
     for name, recipe in config["recipes"].items():
         try:
+            check_selection(f"recipes.{name}", recipe)
             check_composition(f"recipes.{name}", recipe)
         except ConfigError as exc:
             if name not in generated_by:
@@ -325,6 +326,17 @@ def resolve_influence_selections(config: dict) -> None:
             raise ConfigError(f"config key {where}.validation: rose needs preference pairs, but validation set "
                               f"{sel['validation']!r} takes {vset['split']!r} examples")
         sel.setdefault("shots", vset["shots"])
+
+
+def check_selection(key: str, recipe: dict) -> None:
+    """The fraction is a share of the pool: refuse one the selector cannot deliver (confident / unconfident: a half)."""
+    from sftlab.selection import SELECTORS
+
+    selection = recipe["selection"]
+    limit = SELECTORS[selection["name"]].max_fraction
+    if selection["fraction"] > limit:
+        raise ConfigError(f"config key {key}.selection.fraction: {selection['fraction']:g} of the pool, but selector "
+                          f"{selection['name']!r} delivers at most {limit:g} of it (fraction is a share of the pool)")
 
 
 def composition_members(composition: dict) -> int:
