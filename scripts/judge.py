@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # one line per judge request is noise; failed attempts and retries are still logged by the judge and the SDK
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
 
     config = json.loads(args.judge)
     judge = build_judge(config)
