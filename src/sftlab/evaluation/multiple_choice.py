@@ -75,8 +75,9 @@ def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, 
 
 
 def lm_eval_score(lm, task: str, manager, num_fewshot: int, metric: str, limit: int | None = None,
-                  metric_filter: str = "none", apply_chat_template: bool = False) -> dict:
-    """``run_lm_eval``'s score dict from any lm-eval ``LM`` on a task its ``TaskManager`` knows, seeded."""
+                  metric_filter: str = "none", apply_chat_template: bool = False, report: tuple[str, ...] = ()) -> dict:
+    """``run_lm_eval``'s score dict from any lm-eval ``LM`` on a task its ``TaskManager`` knows, seeded; the
+    metrics named in ``report`` (percent) under ``metrics``."""
     import lm_eval
 
     out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, task_manager=manager,
@@ -92,7 +93,10 @@ def lm_eval_score(lm, task: str, manager, num_fewshot: int, metric: str, limit: 
     # lm-eval reports a standard error; a normal 95% interval from it, in percent
     half = 1.96 * float(stderr) if isinstance(stderr, (int, float)) and not math.isnan(float(stderr)) else float("nan")
     low, high = max(0.0, value - half), min(1.0, value + half)
-    return {"metric": metric, "value": 100.0 * value, "ci_low": 100.0 * low, "ci_high": 100.0 * high,
-            "n": n, "task": task, "num_fewshot": num_fewshot}
+    score = {"metric": metric, "value": 100.0 * value, "ci_low": 100.0 * low, "ci_high": 100.0 * high,
+             "n": n, "task": task, "num_fewshot": num_fewshot}
+    if report:
+        score["metrics"] = {name: 100.0 * float(results[f"{name},{metric_filter}"]) for name in report}
+    return score
 
 
