@@ -12,6 +12,7 @@ import sys
 
 from sftlab.benchmarks import BENCHMARK_TYPES, benchmark_type
 from sftlab.evaluation.generation import build_generator
+from sftlab.numerics import flush_denormals
 
 log = logging.getLogger("generate")
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, ...")
     args = ap.parse_args(argv)
+    flush_denormals()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     kind = benchmark_type(args.benchmark_type)

@@ -19,6 +19,7 @@ from sftlab.evaluation.judges import build_judge
 from sftlab.io import write_json, write_jsonl
 
 log = logging.getLogger("judge")
+from sftlab.numerics import flush_denormals
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    flush_denormals()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     config = json.loads(args.judge)

@@ -25,6 +25,7 @@ RECIPES = {
     "dtm": dtm(),
     "dtm_k2": dtm(2),
     "dtm_ties": dtm(method="ties"),
+    "dtm_ta": dtm(method="task_arithmetic"),
     "dtm_adapter": dtm(merge_space="adapter"),
 }
 # (value, ci_low, ci_high) per recipe and benchmark; dtm_k2 has no mmlu result
@@ -76,11 +77,12 @@ def test_runs_shown_and_their_roles(runs):
     # sft_full (full fine-tuning) is another recipe; sft_seed7 differs only by its seed, as soup members do
     assert [(r["recipe"], r["role"]) for r in runs] == [
         ("sft", "sft"), ("sft_seed7", "sft"), ("soup", "seed_soup"), ("dtm", "dtm"), ("dtm_k2", "dtm"),
-        ("dtm_ties", "dtm"), ("dtm_adapter", "dtm")]
+        ("dtm_ties", "dtm"), ("dtm_ta", "dtm"), ("dtm_adapter", "dtm")]
     labels = {r["recipe"]: r["label"] for r in runs}
     assert labels["soup"] == "seed soup (2 seeds, average)"
     assert labels["dtm_k2"] == "DTM (K=2, random, average)"
     assert labels["dtm_adapter"] == "DTM (K=4, random, average, adapter space)"
+    assert labels["dtm_ta"] == "DTM (K=4, random, task_arithmetic (λ=0.3))"  # its default λ, shown
 
 
 def test_no_dtm_recipe_no_report(config):
@@ -114,7 +116,8 @@ def test_merge_method_table(scores, runs):
     ours = table[table["source"] == "this work"]
     assert ours[["recipe", "K", "merge method", "merge space"]].values.tolist() == [
         ["dtm_k2", "2", "average", "delta"], ["dtm", "4", "average", "delta"],
-        ["dtm_adapter", "4", "average", "adapter"], ["dtm_ties", "4", "ties", "delta"]]
+        ["dtm_adapter", "4", "average", "adapter"], ["dtm_ties", "4", "ties", "delta"],
+        ["dtm_ta", "4", "task_arithmetic (λ=0.3)", "delta"]]
     assert ours.set_index("recipe").loc["dtm_ties", "mmlu_local"] == "44.00 [42.0, 46.0]"
     assert ours.set_index("recipe").loc["dtm_ties", "em"] == "n/a"
     paper = table[table["source"] == SOURCE]
@@ -132,6 +135,7 @@ def test_k_ablation_points(scores, runs):
     mmlu = points[points["benchmark"] == "mmlu_local"]
     assert mmlu[mmlu["role"] == "dtm"].groupby("series")["k"].apply(list).to_dict() == {
         "m/d DTM random, average": [4], "m/d DTM random, average, adapter space": [4], "m/d DTM random, ties": [4]}
+    assert "m/d DTM random, task_arithmetic (λ=0.3)" not in set(points["series"])  # no score, no point
     assert len(points) == sum(1 for (r, _) in SCORES if r != "sft_full")
 
 

@@ -269,3 +269,18 @@ def test_merge_script_writes_a_loadable_model(base, tmp_path):
     want = torch.where(same_sign, (t1 + t2) / 2, elected)
     torch.testing.assert_close(got[NORM] - w0[NORM], want, rtol=0, atol=1e-6)
     assert (tmp_path / "out" / "mergekit_config.yml").is_file()
+
+
+def test_task_arithmetic_is_base_plus_lambda_times_the_sum_of_deltas(base, tmp_path):
+    """Defaults: weight 1 per sub-model and λ = 0.3, so with K = 4 the update is 1.2 × the average's."""
+    norm = weights_of(base)[NORM]
+    hand = [torch.tensor([1.0, 0, 0, 0, 0, 0, 0, -2.0]), torch.tensor([0, 2.0, 0, 0, 0, 0, 0, 0]),
+            torch.tensor([0, 0, 4.0, 0, 0, 0, 0, 2.0]), torch.tensor([0, 0, 0, -1.0, 0, 0, 0, 4.0])]
+    subs = [variant(base, tmp_path / f"sub{i}", {NORM: d}) for i, d in enumerate(hand)]
+    merge_models(subs, tmp_path / "ta", "task_arithmetic", base_model=base)
+    merge_models(subs, tmp_path / "avg", "average")
+    # Σ δ = [1, 2, 4, −1, 0, 0, 0, 4]; × 0.3 → [0.3, 0.6, 1.2, −0.3, 0, 0, 0, 1.2]; the mean is Σ δ / 4
+    torch.testing.assert_close(weights_of(tmp_path / "ta")[NORM] - norm,
+                               torch.tensor([0.3, 0.6, 1.2, -0.3, 0, 0, 0, 1.2]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(weights_of(tmp_path / "avg")[NORM] - norm,
+                               torch.tensor([0.25, 0.5, 1.0, -0.25, 0, 0, 0, 1.0]), rtol=0, atol=1e-6)

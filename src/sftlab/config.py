@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,9 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     schema = schema or load_schema()
     config = copy.deepcopy(config)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    # a key that fails inside its `then` branch also counts as unevaluated there: report the real failure first
+    errors = sorted(validator.iter_errors(config), key=lambda e: (e.validator == "unevaluatedProperties",
+                                                                  len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         raise ConfigError(_describe(errors[0]))
     fill_defaults(config, schema, schema)
@@ -89,12 +92,33 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     return config
 
 
+# keys whose value names an environment variable holding a secret: a wrong value may be the secret itself
+SECRET_NAME_KEYS = ("api_key_env",)
+
+
+def _known_keys(schema: dict, instance: dict) -> set[str]:
+    """Property names an object schema declares for this instance (with the `then` branches whose `if` holds)."""
+    known = set(schema.get("properties", {}))
+    for sub in schema.get("allOf", []):
+        known |= _known_keys(sub, instance)
+        if "if" in sub and "then" in sub and jsonschema.Draft202012Validator(sub["if"]).is_valid(instance):
+            known |= _known_keys(sub["then"], instance)
+    return known
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     # an `if/then` failure reports the first error of the branch, which names the real key
     best = jsonschema.exceptions.best_match([error] + list(error.context or []))
     path = key_path(best.absolute_path)
-    if best.validator == "additionalProperties":
-        return f"config key {path}: {best.message}"
+    if best.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(best.instance, dict):
+        known = _known_keys(best.schema, best.instance)
+        unknown = [k for k in best.instance if k not in known] or list(best.instance)
+        where = key_path([*best.absolute_path, unknown[0]])
+        return f"config key {where}: unknown key" + (f" (known here: {sorted(known)})" if known else "")
+    if best.absolute_path and best.absolute_path[-1] in SECRET_NAME_KEYS:
+        # the value may be a pasted key: never repeat it
+        return (f"config key {path}: must be the NAME of an environment variable (letters, digits and '_', "
+                "not starting with a digit), not the key itself; the value is not shown")
     if best.validator == "enum":
         return f"config key {path}: {best.instance!r} is not one of {best.validator_value}"
     return f"config key {path}: {best.message}"
@@ -114,11 +138,21 @@ def _set_dotted(obj: dict, dotted: str, value) -> None:
 
 
 def format_value(value) -> str:
+    """A value as it reads in a generated recipe name: lists as `q_proj-v_proj`, mappings as `method-ties`."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
         return format(value, "g")
+    if isinstance(value, (list, tuple)):
+        return "-".join(format_value(v) for v in value)
+    if isinstance(value, dict):
+        return "-".join(f"{k}-{format_value(v)}" for k, v in value.items())
     return str(value)
+
+
+def name_pattern(schema: dict, table: str) -> str:
+    """The pattern the schema sets for the names of a table (recipes, models, ...)."""
+    return schema["properties"][table]["propertyNames"]["pattern"]
 
 
 def sweep_name(sweep: dict, base: str, assignment: dict[str, Any]) -> str:
@@ -152,6 +186,11 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
                     )
                 _set_dotted(recipe, key, value)
             name = sweep_name(sweep, base, assignment)
+            # a generated name becomes a path component and a wildcard: the same rule as a hand-written one
+            if not re.fullmatch(name_pattern(schema, "recipes"), name):
+                raise ConfigError(f"config key sweeps.{sweep_id}.{'name' if 'name' in sweep else 'grid'}: generated "
+                                  f"recipe name {name!r} is not a valid recipe name (letters, digits, '_', '.', '-'; "
+                                  "not starting with a '.', '_' or '-')")
             if name in config["recipes"] or name in names:
                 raise ConfigError(f"config key sweeps.{sweep_id}: generated recipe name {name!r} already exists")
             errors = list(jsonschema.Draft202012Validator(recipe_schema).iter_errors(recipe))

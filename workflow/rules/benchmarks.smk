@@ -97,8 +97,7 @@ def judge_settings(wildcards):
 
 
 def judge_options(wildcards):
-    return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in sorted(judge_settings(wildcards).items())
-                    if k != "judge")
+    return option_args({k: v for k, v in judge_settings(wildcards).items() if k != "judge"})
 
 
 def judge_config(wildcards):
@@ -119,8 +118,7 @@ def generation_settings(wildcards):
 
 
 def generation_options(wildcards):
-    return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
-                    for k, v in sorted(generation_settings(wildcards).items()))
+    return option_args(generation_settings(wildcards))
 
 
 def benchmark_type_name(wildcards):

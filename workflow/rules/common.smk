@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shlex
 
 from sftlab.config import ConfigError, deep_merge, fraction_id, prepare, resources, selector_id
 from sftlab.objectives import build_objective
@@ -112,7 +111,7 @@ def processes_of(stage):
 
 
 def launcher(stage, training=None, where="training"):
-    """Command prefix that starts a training script: `python` for one process, else `accelerate launch` with one
+    """Command prefix (a list of arguments) that starts a training script: `python` for one process, else `accelerate launch` with one
     process per GPU under the recipe's `distributed` mode (DDP, FSDP or DeepSpeed ZeRO-3, configs/accelerate/).
 
     `batch_size` is per process: the global batch is batch_size × gradient_accumulation × processes. The prefix is a
@@ -121,13 +120,13 @@ def launcher(stage, training=None, where="training"):
     training = training or CFG["training"]
     n = processes_of(stage)
     if n == 1:
-        return shlex.join(launch_prefix(1))
+        return launch_prefix(1)
     mode = training["distributed"]
     if mode != "ddp" and training["finetuning"] == "lora":
         raise WorkflowError(f"invalid configuration: config key {where}.distributed: {mode} shards full fine-tuning; "
                             f"LoRA runs use ddp")
     try:
-        return shlex.join(launch_prefix(n, mode, ACCELERATE_CONFIGS))
+        return launch_prefix(n, mode, ACCELERATE_CONFIGS)
     except ModuleNotFoundError as exc:
         raise WorkflowError(f"{where}: {exc}") from None
 
@@ -244,9 +243,15 @@ def selector_tables(wildcards):
 
 
 def table_args(flag, tables):
+    """`flag NAME=PATH ...` (or `flag PATH ...`) as a list of arguments: rules quote each one (`:q`)."""
     if isinstance(tables, dict):
-        return " ".join(f"{flag} {shlex.quote(k + '=' + v)}" for k, v in tables.items())
-    return " ".join(f"{flag} {shlex.quote(t)}" for t in tables)
+        return [arg for k, v in tables.items() for arg in (flag, f"{k}={v}")]
+    return [arg for t in tables for arg in (flag, t)]
+
+
+def option_args(settings):
+    """`--some-key VALUE ...` of a settings mapping, sorted, as a list of arguments (quoted by the rules' `:q`)."""
+    return [arg for k, v in sorted(settings.items()) for arg in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def reference_model(wildcards):

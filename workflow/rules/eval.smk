@@ -27,5 +27,5 @@ rule evaluate:
         **res("evaluate"),
     shell:
         "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} python {input.script:q} --model-dir {input.model:q} "
-        "--benchmark {wildcards.benchmark} --benchmark-config {params.benchmark:q} {params.inputs} "
+        "--benchmark {wildcards.benchmark:q} --benchmark-config {params.benchmark:q} {params.inputs:q} "
         "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"

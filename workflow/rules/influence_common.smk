@@ -48,14 +48,15 @@ def validation_source(wildcards):
 def gradient_flags():
     """Command-line settings of every gradient-feature job (also its params: a change reruns the features)."""
     g = CFG["gradients"]
-    return (f"--dim {g['dim']} --seed {g['seed']} --batch-size {g['batch_size']} --project-batch {g['project_batch']} "
-            f"--cache-mb {g['cache_mb']} --dtype {g['dtype']} --max-length {warmup_training()['max_length']}")
+    return ["--dim", str(g["dim"]), "--seed", str(g["seed"]), "--batch-size", str(g["batch_size"]),
+            "--project-batch", str(g["project_batch"]), "--cache-mb", str(g["cache_mb"]), "--dtype", g["dtype"],
+            "--max-length", str(warmup_training()["max_length"])]
 
 
 def validation_flags(wildcards):
     sel = influence_selection(wildcards)
     kind = "dpo" if sel["name"] == "rose" else "ntp"
-    return f"--kind {kind} --shots {sel['shots']}" + (f" --beta {sel['beta']}" if kind == "dpo" else "")
+    return ["--kind", kind, "--shots", str(sel["shots"])] + (["--beta", str(sel["beta"])] if kind == "dpo" else [])
 
 
 # the report

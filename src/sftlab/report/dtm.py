@@ -41,8 +41,23 @@ def _baseline_key(recipe: Mapping) -> str:
     return json.dumps([recipe["selection"], recipe["objective"], training], sort_keys=True)
 
 
+def merge_lambda(merge: Mapping) -> float | None:
+    """The λ a merge scales its deltas by (its method's default where the config leaves it out); None if it has none."""
+    from sftlab.compose.merge import MERGE_METHODS
+
+    method = MERGE_METHODS[merge["method"]]
+    return float(merge.get("lambda", method.defaults["lambda"])) if "lambda" in method.params else None
+
+
+def method_label(merge: Mapping) -> str:
+    """The merge method with its λ where it matters: always for task arithmetic (θ0 + λ·Σδ), else when not 1."""
+    lam = merge_lambda(merge)
+    shown = lam is not None and (merge["method"] == "task_arithmetic" or lam != 1.0)
+    return merge["method"] + (f" (λ={lam:g})" if shown else "")
+
+
 def _merge_label(merge: Mapping) -> str:
-    return merge["method"] + (", adapter space" if merge["merge_space"] == "adapter" else "")
+    return method_label(merge) + (", adapter space" if merge["merge_space"] == "adapter" else "")
 
 
 def describe_run(model: str, dataset: str, name: str, recipe: Mapping) -> dict:
@@ -53,7 +68,8 @@ def describe_run(model: str, dataset: str, name: str, recipe: Mapping) -> dict:
     if comp["name"] == "single":
         objective = recipe["objective"]["name"]
         return {**row, "role": "sft", "label": "SFT" if objective == "ntp" else f"single run ({objective})"}
-    row.update(method=comp["merge"]["method"], merge_space=comp["merge"]["merge_space"])
+    row.update(method=comp["merge"]["method"], merge_space=comp["merge"]["merge_space"],
+               method_label=method_label(comp["merge"]))
     if comp["name"] == "seed_soup":
         return {**row, "role": "seed_soup", "seeds": len(comp["seeds"]),
                 "label": f"seed soup ({len(comp['seeds'])} seeds, {_merge_label(comp['merge'])})"}
@@ -119,9 +135,9 @@ def merge_method_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks
     dtm = [r for r in runs if r["role"] == "dtm"]
     order = {g: i for i, g in enumerate(dict.fromkeys((r["model"], r["dataset"]) for r in dtm))}
     dtm.sort(key=lambda r: (order[(r["model"], r["dataset"])], r["split"], r["k"], METHOD_ORDER.index(r["method"]),
-                            r["merge_space"] != "delta"))
+                            r["method_label"], r["merge_space"] != "delta"))
     rows = [{"model": r["model"], "dataset": r["dataset"], "recipe": r["recipe"], "K": str(r["k"]),
-             "split": r["split"], "merge method": r["method"], "merge space": r["merge_space"],
+             "split": r["split"], "merge method": r["method_label"], "merge space": r["merge_space"],
              **{c: _score_cell(index, r, c) if c in benchmarks else MISSING for c in columns}, "source": "this work"}
             for r in dtm]
     for _, row in _paper_rows(paper, "merge_methods").iterrows():
@@ -139,7 +155,8 @@ def k_ablation_points(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks:
     rows = []
     for run in runs:
         if run["role"] == "dtm":
-            series = f"{run['model']}/{run['dataset']} DTM {run['split']}, {_merge_label(run)}"
+            series = (f"{run['model']}/{run['dataset']} DTM {run['split']}, {run['method_label']}"
+                      + (", adapter space" if run["merge_space"] == "adapter" else ""))
         else:
             series = f"{run['model']}/{run['dataset']} {run['label']}: {run['recipe']}"
         for bench in benchmarks:
