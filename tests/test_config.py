@@ -254,7 +254,7 @@ def test_composition_defaults():
         soup={"composition": {"name": "seed_soup", "seeds": [3, 5]}})))
     assert cfg["recipes"]["r"]["composition"] == {"name": "single"}
     assert cfg["recipes"]["dtm"]["composition"] == {
-        "name": "disperse_merge", "k": 4, "split": "random", "seed": 0,
+        "name": "disperse_merge", "k": 4, "split": "random", "seed": 0, "init": "same",
         "merge": {"method": "average", "merge_space": "delta", "seed": 0}}
     assert cfg["recipes"]["soup"]["composition"] == {
         "name": "seed_soup", "seeds": [3, 5], "merge": {"method": "average", "merge_space": "delta", "seed": 0}}
@@ -277,6 +277,8 @@ def dtm(merge=None, **composition):
     ({**dtm({"merge_space": "adapter"}), "training": {"finetuning": "full"}},
      "recipes.x.composition.merge.merge_space", "needs LoRA"),
     (dtm(embedder="all-MiniLM-L6-v2"), "recipes.x.composition.embedder", "only the kmeans split"),
+    ({**dtm(init="different"), "training": {"finetuning": "full"}}, "recipes.x.composition.init", "LoRA"),
+    (dtm(init="other"), "recipes.x.composition.init", "other"),
     ({"composition": {"name": "seed_soup"}}, "recipes.x.composition", "seeds"),
     ({"composition": {"name": "seed_soup", "seeds": [1, 1]}}, "recipes.x.composition.seeds", "non-unique"),
     ({"composition": {"name": "seed_soup", "seeds": [1, 2], "k": 2}}, "recipes.x.composition.k", "unknown key"),

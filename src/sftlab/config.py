@@ -363,6 +363,9 @@ def check_composition(key: str, recipe: dict) -> None:
     if composition.get("embedder") is not None and composition["split"] != "kmeans":
         raise ConfigError(f"config key {key}.composition.embedder: only the kmeans split embeds (split is "
                           f"{composition['split']!r})")
+    if composition.get("init", "same") == "different" and recipe["training"]["finetuning"] != "lora":
+        raise ConfigError(f"config key {key}.composition.init: 'different' draws each member's LoRA initialisation, "
+                          f"but training.finetuning is {recipe['training']['finetuning']!r}")
     merge = composition["merge"]
     method = MERGE_METHODS[merge["method"]]
     for param in ("density", "lambda"):
