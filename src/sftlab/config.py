@@ -215,8 +215,13 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def check_benchmark_references(config: dict) -> None:
-    """Every judge and dataset a benchmark names must exist."""
+    """Every benchmark's type must be registered, every judge and dataset it names must exist."""
+    from sftlab.benchmarks import BENCHMARK_TYPES
+
     for name, bench in config["benchmarks"].items():
+        if bench["type"] not in BENCHMARK_TYPES:
+            raise ConfigError(f"config key benchmarks.{name}.type: {bench['type']!r} is not one of "
+                              f"{sorted(BENCHMARK_TYPES)}")
         for key, table in (("judge", "judges"), ("dataset", "datasets")):
             if key in bench and bench[key] not in config[table]:
                 raise ConfigError(f"config key benchmarks.{name}.{key}: no {table[:-1]} named {bench[key]!r}")
