@@ -31,6 +31,7 @@ def test_minimal_config_gets_the_schema_defaults():
     assert cfg["training"]["lora"]["alpha"] == 16
     assert cfg["training"]["batch_size"] == 8
     assert cfg["training"]["max_steps"] == -1
+    assert cfg["training"]["report_to"] == "none"
     assert cfg["models"]["m"]["hidden_size"] == 64
     assert cfg["models"]["m"]["num_layers"] == 2
     assert cfg["datasets"]["d"]["per_family"] == 40
@@ -79,6 +80,7 @@ def error_of(change) -> str:
     (lambda c: c.update(training={"learning_rate": "fast"}), "training.learning_rate"),
     (lambda c: c.update(training={"batch_size": 0}), "training.batch_size"),
     (lambda c: c.update(training={"finetuning": "qlora"}), "training.finetuning"),
+    (lambda c: c.update(training={"report_to": "mlflow"}), "training.report_to"),
     (lambda c: c["recipes"].update(x={"training": {"learning_rate": "fast"}}), "recipes.x.training.learning_rate"),
     (lambda c: c["recipes"].update(x={"objective": {"name": "magic"}}), "recipes.x.objective.name"),
     (lambda c: c["recipes"].update(x={"selection": {"name": "oracle"}}), "recipes.x.selection.name"),
@@ -254,7 +256,7 @@ def test_composition_defaults():
         soup={"composition": {"name": "seed_soup", "seeds": [3, 5]}})))
     assert cfg["recipes"]["r"]["composition"] == {"name": "single"}
     assert cfg["recipes"]["dtm"]["composition"] == {
-        "name": "disperse_merge", "k": 4, "split": "random", "seed": 0,
+        "name": "disperse_merge", "k": 4, "split": "random", "seed": 0, "init": "same",
         "merge": {"method": "average", "merge_space": "delta", "seed": 0}}
     assert cfg["recipes"]["soup"]["composition"] == {
         "name": "seed_soup", "seeds": [3, 5], "merge": {"method": "average", "merge_space": "delta", "seed": 0}}
@@ -277,6 +279,8 @@ def dtm(merge=None, **composition):
     ({**dtm({"merge_space": "adapter"}), "training": {"finetuning": "full"}},
      "recipes.x.composition.merge.merge_space", "needs LoRA"),
     (dtm(embedder="all-MiniLM-L6-v2"), "recipes.x.composition.embedder", "only the kmeans split"),
+    ({**dtm(init="different"), "training": {"finetuning": "full"}}, "recipes.x.composition.init", "LoRA"),
+    (dtm(init="other"), "recipes.x.composition.init", "other"),
     ({"composition": {"name": "seed_soup"}}, "recipes.x.composition", "seeds"),
     ({"composition": {"name": "seed_soup", "seeds": [1, 1]}}, "recipes.x.composition.seeds", "non-unique"),
     ({"composition": {"name": "seed_soup", "seeds": [1, 2], "k": 2}}, "recipes.x.composition.k", "unknown key"),

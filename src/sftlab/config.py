@@ -215,8 +215,13 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def check_benchmark_references(config: dict) -> None:
-    """Every judge and dataset a benchmark names must exist."""
+    """Every benchmark's type must be registered, every judge and dataset it names must exist."""
+    from sftlab.benchmarks import BENCHMARK_TYPES
+
     for name, bench in config["benchmarks"].items():
+        if bench["type"] not in BENCHMARK_TYPES:
+            raise ConfigError(f"config key benchmarks.{name}.type: {bench['type']!r} is not one of "
+                              f"{sorted(BENCHMARK_TYPES)}")
         for key, table in (("judge", "judges"), ("dataset", "datasets")):
             if key in bench and bench[key] not in config[table]:
                 raise ConfigError(f"config key benchmarks.{name}.{key}: no {table[:-1]} named {bench[key]!r}")
@@ -422,6 +427,9 @@ def check_composition(key: str, recipe: dict) -> None:
     if composition.get("embedder") is not None and composition["split"] != "kmeans":
         raise ConfigError(f"config key {key}.composition.embedder: only the kmeans split embeds (split is "
                           f"{composition['split']!r})")
+    if composition.get("init", "same") == "different" and recipe["training"]["finetuning"] != "lora":
+        raise ConfigError(f"config key {key}.composition.init: 'different' draws each member's LoRA initialisation, "
+                          f"but training.finetuning is {recipe['training']['finetuning']!r}")
     merge = composition["merge"]
     method = MERGE_METHODS[merge["method"]]
     for param in ("density", "lambda"):

@@ -15,12 +15,18 @@ Two merge spaces:
 
 ``adapter`` (an ablation, ``average`` only)
     What the DTM authors' code does: average the LoRA matrices A and B *separately* across the sub-models
-    and merge the averaged adapter into the base, W = W0 + s·B̄·Ā with s = lora_alpha / r. That is not the
-    average of the sub-models: averaging in delta space gives W0 + s·mean_k(B_k·A_k), and
-    B̄·Ā = (1/K²)·Σ_j Σ_k B_j·A_k contains the K² − K cross terms B_j·A_k (j ≠ k) of adapters that were
-    trained independently, while it carries only 1/K of each sub-model's own product. Since the B_k start
-    at zero and the A_k from different random draws, the cross terms are mostly noise and the adapter-space
-    merge shrinks each sub-model's update towards zero; the two agree only when all A_k (or all B_k) are equal.
+    and merge the averaged adapter into the base, W = W0 + s·B̄·Ā with s = lora_alpha / r. Averaging in delta
+    space gives W0 + s·mean_k(B_k·A_k) instead. How far apart they are depends on the members' initialisation:
+
+    - ``init: same`` (the default, and the authors' setup: one seed before ``get_peft_model``): every member starts
+      from the same A0 and B = 0, so A_k = A0 + ΔA_k and mean_k(B_k·A_k) = B̄·A0 + mean_k(B_k·ΔA_k), while
+      B̄·Ā = B̄·A0 + B̄·mean_k(ΔA_k). The gap B̄·Ā − mean_k(B_k·A_k) = −(1/K)·Σ_k (B_k − B̄)·(ΔA_k − mean ΔA) is
+      minus the members' covariance of B and the drift of A: zero at the start, and it grows only as the A
+      matrices drift apart (with A frozen the two merges are equal).
+    - ``init: different`` (one draw of A0 per member): B̄·Ā = (1/K²)·Σ_j Σ_k B_j·A_k also holds the K² − K cross
+      terms B_j·A_k (j ≠ k) between unrelated initialisations and only 1/K of each member's own product, so the
+      adapter-space merge shrinks each sub-model's update towards zero.
+
     This merge loads the base model whole (it is not out-of-core).
 """
 
