@@ -32,6 +32,7 @@ Two merge spaces:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -64,22 +65,44 @@ _DONOR_FILES = (
 )
 
 
+@functools.lru_cache(maxsize=None)
+def mergekit_spec(name: str):
+    """mergekit's own declaration of a merge method (its parameters, per input or shared, and its base policy)."""
+    from mergekit.merge_methods import registry
+
+    return registry.get(name).spec
+
+
 @dataclass(frozen=True)
 class MergeMethod:
-    """A merge method under its config name: the mergekit method it maps to and the parameters it takes.
+    """A merge method under its config name: the mergekit method it maps to, sftlab's defaults for the parameters
+    the config may set (``composition.merge``: the others keep mergekit's own), and whether it is defined as a sum
+    of deltas.
 
-    ``model_params`` are given to mergekit once per sub-model, ``shared_params`` once for the merge;
-    ``defaults`` fill the ones the config leaves out. Every method also takes ``weights`` (one per
-    sub-model): by default uniform 1/K, so that methods that do not normalise still average the deltas, or 1 each
-    where the method is defined as a sum of deltas (``sums_deltas``: task arithmetic).
+    Whether each parameter is given once per sub-model (``model_params``) or once for the merge
+    (``shared_params``), and whether the method needs the base model, are read from mergekit's registry, not
+    declared again. Every method also
+    takes ``weights`` (one per sub-model): by default uniform 1/K, so that methods that do not normalise still
+    average the deltas, or 1 each where the method is defined as a sum of deltas (``sums_deltas``: task arithmetic).
     """
 
     mergekit_method: str
-    uses_base: bool
-    model_params: tuple[str, ...] = ()
-    shared_params: tuple[str, ...] = ()
     defaults: Mapping[str, float] = field(default_factory=dict)
     sums_deltas: bool = False
+
+    @property
+    def uses_base(self) -> bool:
+        from mergekit.merge_methods.base import BasePolicy
+
+        return mergekit_spec(self.mergekit_method).contract.base == BasePolicy.REQUIRED
+
+    @property
+    def model_params(self) -> tuple[str, ...]:
+        return tuple(p.name for p in mergekit_spec(self.mergekit_method).input_parameters if p.name in self.defaults)
+
+    @property
+    def shared_params(self) -> tuple[str, ...]:
+        return tuple(p.name for p in mergekit_spec(self.mergekit_method).shared_parameters if p.name in self.defaults)
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -88,12 +111,13 @@ class MergeMethod:
 
 # density 0.5 is mergekit's documented example value; lambda 1.0 is mergekit's default, except for task
 # arithmetic, whose λ = 0.3 scales a sum of K deltas (the common default of its papers' baselines).
+# The order is the reports' order of methods.
 MERGE_METHODS: dict[str, MergeMethod] = {
-    "average": MergeMethod("linear", uses_base=False),
-    "ties": MergeMethod("ties", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
-    "dare_ties": MergeMethod("dare_ties", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
-    "dare_linear": MergeMethod("dare_linear", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
-    "task_arithmetic": MergeMethod("task_arithmetic", True, (), ("lambda",), {"lambda": 0.3}, sums_deltas=True),
+    "average": MergeMethod("linear"),
+    "ties": MergeMethod("ties", {"density": 0.5, "lambda": 1.0}),
+    "dare_ties": MergeMethod("dare_ties", {"density": 0.5, "lambda": 1.0}),
+    "dare_linear": MergeMethod("dare_linear", {"density": 0.5, "lambda": 1.0}),
+    "task_arithmetic": MergeMethod("task_arithmetic", {"lambda": 0.3}, sums_deltas=True),
 }
 
 MERGE_SPACES = ("delta", "adapter")
