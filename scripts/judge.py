@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     flush_denormals()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # one line per judge request is noise; failed attempts and retries are still logged by the judge and the SDK
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
 
     config = json.loads(args.judge)
     judge = build_judge(config)

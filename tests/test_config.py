@@ -31,6 +31,7 @@ def test_minimal_config_gets_the_schema_defaults():
     assert cfg["training"]["lora"]["alpha"] == 16
     assert cfg["training"]["batch_size"] == 8
     assert cfg["training"]["max_steps"] == -1
+    assert cfg["training"]["report_to"] == "none"
     assert cfg["models"]["m"]["hidden_size"] == 64
     assert cfg["models"]["m"]["num_layers"] == 2
     assert cfg["datasets"]["d"]["per_family"] == 40
@@ -79,6 +80,7 @@ def error_of(change) -> str:
     (lambda c: c.update(training={"learning_rate": "fast"}), "training.learning_rate"),
     (lambda c: c.update(training={"batch_size": 0}), "training.batch_size"),
     (lambda c: c.update(training={"finetuning": "qlora"}), "training.finetuning"),
+    (lambda c: c.update(training={"report_to": "mlflow"}), "training.report_to"),
     (lambda c: c["recipes"].update(x={"training": {"learning_rate": "fast"}}), "recipes.x.training.learning_rate"),
     (lambda c: c["recipes"].update(x={"objective": {"name": "magic"}}), "recipes.x.objective.name"),
     (lambda c: c["recipes"].update(x={"selection": {"name": "oracle"}}), "recipes.x.selection.name"),

@@ -35,11 +35,13 @@ EXPECTED = {
         "evaluate": 112, "build_report": 1, "report_minorsft": 1, "cost_report": 1, "all": 1,
     },
     # sftmix: 2 models × 2 datasets × {NTP, SFTMix} = 8 runs, + 8 ablation runs on llama × alpaca (μ 2, α 2, detach,
-    # random pairing, confident, unconfident); 16 runs × 2 judged benchmarks; a reference run per pair (every pair
-    # has an SFTMix run); selections: full per pair + confident and unconfident on llama × alpaca
+    # random pairing, confident, unconfident); 16 runs × 2 judged benchmarks, and IFEval and Arena-Hard (judged) on
+    # the 8 main runs; a reference run per pair (every pair has an SFTMix run); selections: full per pair + confident
+    # and unconfident on llama × alpaca
     "sftmix.yaml": {
-        "benchmark_data": 2, "materialise_model": 2, "prepare_data": 2, "ref_logprobs": 4, "select_data": 6,
-        "reference_run": 4, "train": 16, "confidence": 4, "generate": 32, "judge": 32, "tsne": 4, "build_report": 1,
+        "benchmark_data": 4, "materialise_model": 2, "prepare_data": 2, "ref_logprobs": 4, "select_data": 6,
+        "reference_run": 4, "train": 16, "confidence": 4, "generate": 40, "judge": 40, "evaluate": 8, "tsne": 4,
+        "build_report": 1,
         "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "cost_report": 1, "all": 1,
     },
     # dtm: 1 pair; sft (1 train) + 13 merged runs: soup (4 seeds), dtm (K 4; shared with adapter space, the 5

@@ -215,8 +215,13 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def check_benchmark_references(config: dict) -> None:
-    """Every judge and dataset a benchmark names must exist."""
+    """Every benchmark's type must be registered, every judge and dataset it names must exist."""
+    from sftlab.benchmarks import BENCHMARK_TYPES
+
     for name, bench in config["benchmarks"].items():
+        if bench["type"] not in BENCHMARK_TYPES:
+            raise ConfigError(f"config key benchmarks.{name}.type: {bench['type']!r} is not one of "
+                              f"{sorted(BENCHMARK_TYPES)}")
         for key, table in (("judge", "judges"), ("dataset", "datasets")):
             if key in bench and bench[key] not in config[table]:
                 raise ConfigError(f"config key benchmarks.{name}.{key}: no {table[:-1]} named {bench[key]!r}")
@@ -262,9 +267,73 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
             else:
                 raise ConfigError(f"config key experiments.{exp_id}.recipes[{i}]: no recipe or sweep named {name!r}")
         exp["recipes"] = list(dict.fromkeys(expanded))
+    check_references(config, raw)
+    check_demo_datasets(config)
     config["_sweeps"] = sweeps
     config["_seeds"] = expand_seeds(config)
     return config
+
+
+def check_references(config: dict, raw: dict) -> None:
+    """Names that the schema cannot check: the reference run's model, the report's baseline recipe."""
+    model = config["reference"]["model"]
+    if model is not None and model not in config["models"]:
+        raise ConfigError(f"config key reference.model: no model named {model!r} (known: {sorted(config['models'])})")
+    # the default baseline `sft` may be absent (no paired tests then); a baseline the user names must exist
+    baseline = raw.get("report", {}).get("baseline")
+    if baseline is not None and baseline not in config["recipes"]:
+        raise ConfigError(f"config key report.baseline: no recipe named {baseline!r}")
+
+
+def check_demo_datasets(config: dict) -> None:
+    """A demo dataset asks each family for per_family + heldout + preference_pairs distinct items."""
+    from sftlab.data.demo import FAMILIES, FAMILY_CAPACITY
+
+    for name, ds in config["datasets"].items():
+        if ds["source"] != "demo":
+            continue
+        needed = ds["per_family"] + ds["heldout"] + ds["preference_pairs"]
+        for family in ds.get("families") or FAMILIES:
+            if needed > FAMILY_CAPACITY[family]:
+                key = "heldout" if ds["heldout"] else "per_family"
+                raise ConfigError(f"config key datasets.{name}.{key}: per_family ({ds['per_family']}) + heldout "
+                                  f"({ds['heldout']}) + preference_pairs ({ds['preference_pairs']}) = {needed} distinct "
+                                  f"items per family, but family {family!r} has only {FAMILY_CAPACITY[family]}")
+
+
+def recipe_key(config: dict, name: str) -> str:
+    """Where the user wrote a recipe: its own entry, or the sweep that generated it (seed copies: their base)."""
+    name = config["_seeds"].get(name, (name,))[0]
+    for sweep_id, names in config["_sweeps"].items():
+        if name in names:
+            return f"sweeps.{sweep_id}.grid (generated recipe {name!r})"
+    return f"recipes.{name}"
+
+
+def check_shards_fit(config: dict, pool_bounds: dict[str, int | None]) -> None:
+    """A disperse_merge recipe's k shards each need an example: k may not exceed what its selection can keep.
+
+    ``pool_bounds``: dataset → most training examples it can have (None: known only after data preparation).
+    """
+    import math
+
+    for exp_id, exp in config["experiments"].items():
+        for recipe_name in exp["recipes"]:
+            recipe = config["recipes"][recipe_name]
+            if recipe["composition"]["name"] != "disperse_merge":
+                continue
+            k, fraction = recipe["composition"]["k"], recipe["selection"]["fraction"]
+            for dataset in exp["datasets"]:
+                pool = pool_bounds.get(dataset)
+                if pool is None:
+                    continue
+                most = max(1, math.ceil(fraction * pool))
+                if k > most:
+                    where = recipe_key(config, recipe_name)
+                    where = where if where.startswith("sweeps.") else f"{where}.composition.k"
+                    raise ConfigError(f"config key {where}: {k} shards, but on dataset {dataset!r} "
+                                      f"(experiment {exp_id}) its selection keeps at most {most} examples "
+                                      f"(pool of at most {pool} × fraction {fraction})")
 
 
 def seed_recipe_name(recipe: str, seed: int) -> str:
@@ -295,8 +364,14 @@ def expand_seeds(config: dict) -> dict[str, tuple[str, int]]:
     return generated
 
 
-INFLUENCE_SELECTORS = ("less", "rose")
 _INFLUENCE_KEYS = ("validation", "shots", "beta")
+
+
+def influence_selectors() -> tuple[str, ...]:
+    """The selectors that rank by an influence table (less, rose), from the selector registry."""
+    from sftlab.selection import SELECTORS
+
+    return tuple(name for name, cls in SELECTORS.items() if cls.influence)
 
 
 def resolve_influence_selections(config: dict) -> None:
@@ -311,7 +386,7 @@ def resolve_influence_selections(config: dict) -> None:
             raise ConfigError(f"config key validation.{name}.dataset: no dataset named {dataset!r}")
     for name, recipe in config["recipes"].items():
         sel, where = recipe["selection"], f"recipes.{name}.selection"
-        if sel["name"] not in INFLUENCE_SELECTORS:
+        if sel["name"] not in influence_selectors():
             extra = [k for k in _INFLUENCE_KEYS if k in sel]
             if extra:
                 raise ConfigError(f"config key {where}.{extra[0]}: only the less and rose selectors take it")
@@ -380,12 +455,34 @@ def check_composition(key: str, recipe: dict) -> None:
                               f"training.finetuning is {recipe['training']['finetuning']!r}")
 
 
-def load(path: str | Path) -> dict:
-    path = Path(path)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges, it does not repeat
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{key_node.start_mark.name}:{line}: duplicate key {key!r} (first at line "
+                                  f"{seen[key]}); YAML would silently keep only the last one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path):
+    """A YAML (or JSON) config file, refusing duplicate keys with the file and line of the repetition."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        with open(path, encoding="utf-8") as stream:  # an open file: the marks carry its path
+            return yaml.load(stream, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
+def load(path: str | Path) -> dict:
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping")
     return prepare(raw)
@@ -400,17 +497,20 @@ def resources(config: dict, stage: str) -> dict:
 
 
 def selector_id(selection: dict) -> str:
-    """The selector's name with the settings that change its output, as used in selection paths."""
-    name = selection["name"]
-    if name == "random":
-        return f"random-s{selection.get('seed', 0)}"
-    if name in INFLUENCE_SELECTORS:
-        # the fraction is not part of it: every fraction of one selector reads one influence table
-        sid = f"{name}-{selection['validation']}-{selection['shots']}shot"
-        if name == "rose" and selection.get("beta", 0.1) != 0.1:
-            sid += f"-beta{format_value(float(selection['beta']))}"
-        return sid
-    return name
+    """The selector's name with every parameter it declares (its constructor's), as used in selection paths: two
+    selections that can differ get different paths. The fraction is not part of it: every fraction of one selector
+    reads one ranking (one influence table)."""
+    from sftlab.registry import lookup
+    from sftlab.selection import SELECTORS
+
+    cls = lookup(SELECTORS, "selector", selection["name"])
+    parts = [cls.name]
+    for key, default in cls.parameters().items():
+        value = selection.get(key, default)
+        if value is None or (key in cls.id_omitted and value == cls.id_omitted[key]):
+            continue
+        parts.append(cls.id_formats.get(key, "{key}{value}").format(key=key, value=format_value(value)))
+    return "-".join(parts)
 
 
 def fraction_id(fraction: float) -> str:

@@ -155,3 +155,19 @@ def judged_report_files():
     if mtbench_category_scores():
         files += [f"reports/figures/mtbench_categories.{ext}" for ext in ("png", "pdf")]
     return files
+
+
+def check_judge_keys(jobs):
+    """Before the first job: every API judge that a planned judge job calls has its key variable set (a dry run, or a
+    plan whose judgments are all done, needs no key)."""
+    for job in jobs:
+        if job.rule.name != "judge":
+            continue
+        name = bench_of(job.wildcards)["judge"]
+        judge = CFG["judges"][name]
+        var = judge.get("api_key_env")
+        if judge["type"] == "openai" and var and not os.environ.get(var):
+            raise WorkflowError(f"invalid configuration: config key judges.{name}.api_key_env: the environment "
+                                f"variable {var} is not set, and benchmark {job.wildcards.benchmark} is judged by "
+                                f"{name!r} in this plan; export {var}, or set api_key_env: null for a server "
+                                "without a key")

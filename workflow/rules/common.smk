@@ -4,12 +4,17 @@ import json
 import os
 import re
 
-from sftlab.config import ConfigError, deep_merge, fraction_id, prepare, resources, selector_id
+from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
+                           selector_id)
+from sftlab.data.prepare import pool_bound
 from sftlab.objectives import build_objective
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
 
 try:
+    # Snakemake's own YAML loading keeps the last of two equal keys: re-read each file with a loader that refuses them
+    for _configfile in workflow.configfiles:
+        read_yaml(_configfile)
     CFG = prepare(config)
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
@@ -30,6 +35,10 @@ for _ds in CFG["datasets"].values():
 for _m in CFG["models"].values():
     if _m["source"] == "local":
         _m["path"] = _workflow_path(_m["path"])
+try:
+    check_shards_fit(CFG, {name: pool_bound(ds) for name, ds in CFG["datasets"].items()})
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
 
 # Jobs run `python` from PATH: the interpreter running Snakemake comes first (its venv holds sftlab's pins),
 # unless --software-deployment-method conda puts the environment of envs/ there instead.
@@ -154,10 +163,13 @@ def run_dir(model, dataset, recipe):
     return f"results/{model}/{dataset}/runs/{recipe}"
 
 
+def selection_ids(model, dataset, sel):
+    """The ids file of selection ``sel`` (its id from the selector's declared parameters, then the fraction)."""
+    return f"results/{model}/{dataset}/selection/{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids"
+
+
 def selection_path(wildcards):
-    sel = recipe_of(wildcards)["selection"]
-    return (f"results/{wildcards.model}/{wildcards.dataset}/selection/"
-            f"{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids")
+    return selection_ids(wildcards.model, wildcards.dataset, recipe_of(wildcards)["selection"])
 
 
 def warmup_selection():

@@ -165,3 +165,7 @@ rule mtbench_categories:
 
 
 PAPER_REPORTS.append(judged_report_files)
+
+
+onstart:
+    check_judge_keys(workflow.dag.needrun_jobs())
