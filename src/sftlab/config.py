@@ -364,8 +364,14 @@ def expand_seeds(config: dict) -> dict[str, tuple[str, int]]:
     return generated
 
 
-INFLUENCE_SELECTORS = ("less", "rose")
 _INFLUENCE_KEYS = ("validation", "shots", "beta")
+
+
+def influence_selectors() -> tuple[str, ...]:
+    """The selectors that rank by an influence table (less, rose), from the selector registry."""
+    from sftlab.selection import SELECTORS
+
+    return tuple(name for name, cls in SELECTORS.items() if cls.influence)
 
 
 def resolve_influence_selections(config: dict) -> None:
@@ -380,7 +386,7 @@ def resolve_influence_selections(config: dict) -> None:
             raise ConfigError(f"config key validation.{name}.dataset: no dataset named {dataset!r}")
     for name, recipe in config["recipes"].items():
         sel, where = recipe["selection"], f"recipes.{name}.selection"
-        if sel["name"] not in INFLUENCE_SELECTORS:
+        if sel["name"] not in influence_selectors():
             extra = [k for k in _INFLUENCE_KEYS if k in sel]
             if extra:
                 raise ConfigError(f"config key {where}.{extra[0]}: only the less and rose selectors take it")
@@ -432,7 +438,7 @@ def check_composition(key: str, recipe: dict) -> None:
                           f"but training.finetuning is {recipe['training']['finetuning']!r}")
     merge = composition["merge"]
     method = MERGE_METHODS[merge["method"]]
-    for param in ("density", "lambda"):
+    for param in ("density", "lambda", "fisher_samples"):
         if param in merge and param not in method.params:
             raise ConfigError(f"config key {key}.composition.merge.{param}: merge method {merge['method']!r} "
                               f"takes no {param} (it takes {list(method.params)})")
@@ -491,17 +497,20 @@ def resources(config: dict, stage: str) -> dict:
 
 
 def selector_id(selection: dict) -> str:
-    """The selector's name with the settings that change its output, as used in selection paths."""
-    name = selection["name"]
-    if name == "random":
-        return f"random-s{selection.get('seed', 0)}"
-    if name in INFLUENCE_SELECTORS:
-        # the fraction is not part of it: every fraction of one selector reads one influence table
-        sid = f"{name}-{selection['validation']}-{selection['shots']}shot"
-        if name == "rose" and selection.get("beta", 0.1) != 0.1:
-            sid += f"-beta{format_value(float(selection['beta']))}"
-        return sid
-    return name
+    """The selector's name with every parameter it declares (its constructor's), as used in selection paths: two
+    selections that can differ get different paths. The fraction is not part of it: every fraction of one selector
+    reads one ranking (one influence table)."""
+    from sftlab.registry import lookup
+    from sftlab.selection import SELECTORS
+
+    cls = lookup(SELECTORS, "selector", selection["name"])
+    parts = [cls.name]
+    for key, default in cls.parameters().items():
+        value = selection.get(key, default)
+        if value is None or (key in cls.id_omitted and value == cls.id_omitted[key]):
+            continue
+        parts.append(cls.id_formats.get(key, "{key}{value}").format(key=key, value=format_value(value)))
+    return "-".join(parts)
 
 
 def fraction_id(fraction: float) -> str:

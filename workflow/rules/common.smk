@@ -171,10 +171,13 @@ def run_dir(model, dataset, recipe):
     return f"results/{model}/{dataset}/runs/{recipe}"
 
 
+def selection_ids(model, dataset, sel):
+    """The ids file of selection ``sel`` (its id from the selector's declared parameters, then the fraction)."""
+    return f"results/{model}/{dataset}/selection/{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids"
+
+
 def selection_path(wildcards):
-    sel = recipe_of(wildcards)["selection"]
-    return (f"results/{wildcards.model}/{wildcards.dataset}/selection/"
-            f"{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids")
+    return selection_ids(wildcards.model, wildcards.dataset, recipe_of(wildcards)["selection"])
 
 
 def warmup_selection():

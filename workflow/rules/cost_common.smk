@@ -3,7 +3,6 @@
 from snakemake.io import strip_wildcard_constraints
 
 from sftlab.compose.members import member_names, member_owner
-from sftlab.config import INFLUENCE_SELECTORS
 from sftlab.report.cost import planned_jobs
 
 # the rules with a benchmark file, in pipeline order, and the phase each belongs to

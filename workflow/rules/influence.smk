@@ -129,7 +129,7 @@ rule validation_grad_features:
     output:
         "results/{model}/{dataset}/grads/{selector}/checkpoint-{c}.pt",
     wildcard_constraints:
-        selector=r"(less|rose)-[^/]+",
+        selector=INFLUENCE_SELECTOR_ID,
     params:
         flags=gradient_flags(),
         validation=validation_flags,
@@ -157,7 +157,7 @@ rule influence:
     output:
         "results/{model}/{dataset}/influence/{selector}.parquet",
     wildcard_constraints:
-        selector=r"(less|rose)-[^/]+",
+        selector=INFLUENCE_SELECTOR_ID,
     conda:
         CONDA_ENV
     log:

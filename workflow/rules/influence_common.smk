@@ -2,7 +2,11 @@
 
 import hashlib
 
-from sftlab.config import INFLUENCE_SELECTORS
+from sftlab.config import influence_selectors
+
+# the selectors that rank by an influence table, and their selection ids (the influence rules' wildcard)
+INFLUENCE_SELECTORS = influence_selectors()
+INFLUENCE_SELECTOR_ID = f"({_alternation(INFLUENCE_SELECTORS)})-[^/]+"
 
 WARMUP_EPOCHS = list(range(1, CFG["warmup"]["training"]["epochs"] + 1))
 GRAD_SHARDS = list(range(CFG["gradients"]["shards"]))
@@ -16,9 +20,7 @@ def warmup_training():
 
 
 def warmup_ids(wildcards):
-    sel = warmup_selection()
-    return (f"results/{wildcards.model}/{wildcards.dataset}/selection/"
-            f"{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids")
+    return selection_ids(wildcards.model, wildcards.dataset, warmup_selection())
 
 
 def warmup_checkpoints(wildcards):

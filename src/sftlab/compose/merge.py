@@ -12,6 +12,8 @@ Two merge spaces:
     not normalise) and scaled by λ (``merge.lambda``), 0.3 by default: the value AdaMerging's task-arithmetic
     baseline uses (mergekit's own default is 1; the DTM authors' released code does not include its merge
     utilities, so their λ is not known). With K = 4 sub-models that is 1.2 times the average's update.
+    ``fisher`` (not a mergekit method; ``sftlab.compose.fisher``) is the diagonal-Fisher-weighted average, each
+    member's Fisher estimated on ``fisher_samples`` of its own training examples.
 
 ``adapter`` (an ablation, ``average`` only)
     What the DTM authors' code does: average the LoRA matrices A and B *separately* across the sub-models
@@ -74,7 +76,7 @@ class MergeMethod:
     where the method is defined as a sum of deltas (``sums_deltas``: task arithmetic).
     """
 
-    mergekit_method: str
+    mergekit_method: str | None  # None: merged by our own code (see ``merge``), not mergekit
     uses_base: bool
     model_params: tuple[str, ...] = ()
     shared_params: tuple[str, ...] = ()
@@ -94,6 +96,9 @@ MERGE_METHODS: dict[str, MergeMethod] = {
     "dare_ties": MergeMethod("dare_ties", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
     "dare_linear": MergeMethod("dare_linear", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
     "task_arithmetic": MergeMethod("task_arithmetic", True, (), ("lambda",), {"lambda": 0.3}, sums_deltas=True),
+    # the base tells which tensors the members changed (the only ones whose Fisher is computed)
+    # 256 examples a member: our choice, a Monte-Carlo estimate of the diagonal Fisher
+    "fisher": MergeMethod(None, True, (), ("fisher_samples",), {"fisher_samples": 256}),
 }
 
 MERGE_SPACES = ("delta", "adapter")
@@ -145,6 +150,8 @@ def mergekit_config(
 ) -> dict[str, Any]:
     """The mergekit configuration (as a dict, the YAML's structure) of merging ``models`` with ``method``."""
     spec = _method(method)
+    if spec.mergekit_method is None:
+        raise ValueError(f"merge method {method!r} is not a mergekit method (see sftlab.compose.merge.merge)")
     if len(models) < 2:
         raise ValueError(f"merging needs at least 2 models, got {len(models)}")
     repeated = sorted({str(m) for m in models if [str(x) for x in models].count(str(m)) > 1})
@@ -311,9 +318,28 @@ def merge(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
     device: str = "cpu",
+    member_examples: Sequence[Sequence[dict]] | None = None,
+    max_length: int = 1024,
 ) -> None:
-    """Merge sub-models: ``inputs`` are model directories (delta space) or peft adapter directories (adapter space)."""
-    if merge_space == "delta":
+    """Merge sub-models: ``inputs`` are model directories (delta space) or peft adapter directories (adapter space).
+
+    ``member_examples`` (Fisher merging only): each member's own training examples, normalised, in input order.
+    """
+    if method == "fisher":
+        from sftlab.compose.fisher import fisher_merge
+
+        if merge_space != "delta":
+            raise ValueError("Fisher merging works on full models: merge_space must be 'delta'")
+        if base_model is None or member_examples is None:
+            raise ValueError("Fisher merging needs the base model and each member's training examples")
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        resolved = resolve_params(method, len(inputs), params)
+        fisher_merge(inputs, out_dir, base_model, member_examples, resolved["weights"],
+                     int(resolved["fisher_samples"]), max_length, seed=seed, device=device)
+    elif merge_space == "delta":
         merge_models(inputs, out_dir, method, base_model, params, seed=seed, device=device)
     elif merge_space == "adapter":
         if method != "average":

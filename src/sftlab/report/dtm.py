@@ -30,8 +30,8 @@ from sftlab.report.papers import paper_columns, paper_numbers
 from sftlab.report.tables import MISSING, fmt_cell
 
 ROLES = ("sft", "seed_soup", "dtm")
-#: the order of merge methods in the ablation table (the paper's default first)
-METHOD_ORDER = ("average", "ties", "dare_ties", "dare_linear", "task_arithmetic")
+#: the order of merge methods in the ablation table (the paper's: average, Fisher, task vector, DARE, TIES)
+METHOD_ORDER = ("average", "fisher", "task_arithmetic", "dare_linear", "dare_ties", "ties")
 
 
 def _baseline_key(recipe: Mapping) -> str:
@@ -230,7 +230,8 @@ def build_report(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapp
                       "Disperse-Then-Merge vs SFT and a seed soup (DTM merged by averaging in delta space): value "
                       "[95% CI]; the paper's reported numbers below ours with their source label; n/a = no result.")
     out += write_table(merge_method_table(scores, runs, benchmarks, paper), merge_stem,
-                       "Disperse-Then-Merge by merge method and merge space: value [95% CI]; the paper's merge-method "
-                       "MMLU numbers below ours (its Fisher merging has no counterpart here); n/a = no result.")
+                       "Disperse-Then-Merge by merge method (task arithmetic with its λ), merge space and member "
+                       "initialisation: value [95% CI]; the paper's merge-method MMLU numbers below ours; n/a = no "
+                       "result.")
     out += k_ablation_figure(k_ablation_points(scores, runs, list(benchmarks)), list(benchmarks), figure_stem)
     return out
