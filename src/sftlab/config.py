@@ -438,7 +438,7 @@ def check_composition(key: str, recipe: dict) -> None:
                           f"but training.finetuning is {recipe['training']['finetuning']!r}")
     merge = composition["merge"]
     method = MERGE_METHODS[merge["method"]]
-    for param in ("density", "lambda"):
+    for param in ("density", "lambda", "fisher_samples"):
         if param in merge and param not in method.params:
             raise ConfigError(f"config key {key}.composition.merge.{param}: merge method {merge['method']!r} "
                               f"takes no {param} (it takes {list(method.params)})")

@@ -171,3 +171,15 @@ def check_judge_keys(jobs):
                                 f"variable {var} is not set, and benchmark {job.wildcards.benchmark} is judged by "
                                 f"{name!r} in this plan; export {var}, or set api_key_env: null for a server "
                                 "without a key")
+
+
+def local_benchmark_files(wildcards):
+    """Local task files an in-process benchmark reads (an lm-eval data_dir, extra task YAMLs): inputs of evaluate."""
+    bench = bench_of(wildcards)
+    return [f for key in ("data_dir", "include_path") if key in bench for f in files_under(bench[key])]
+
+
+def local_judge_files(wildcards):
+    """An hf judge given as a directory (not a config model) is read by the judge job: its files are inputs."""
+    judge = CFG["judges"][bench_of(wildcards)["judge"]]
+    return files_under(judge["model"]) if judge["type"] == "hf" and judge["model"] not in CFG["models"] else []

@@ -79,6 +79,7 @@ rule merge:
         base="resources/models/{model}",
         members=lambda w: [f"{d}/model" for d in member_dirs(w)],
         logs=lambda w: [f"{d}/train_log.csv" for d in member_dirs(w)],
+        fisher=fisher_inputs,
     output:
         model=directory("results/{model}/{dataset}/runs/{recipe}/model"),
         log="results/{model}/{dataset}/runs/{recipe}/train_log.csv",

@@ -30,7 +30,6 @@ from sftlab.report.papers import paper_columns, paper_numbers
 from sftlab.report.tables import MISSING, fmt_cell
 
 ROLES = ("sft", "seed_soup", "dtm")
-#: the order of merge methods in the ablation table (the paper's default first)
 
 
 def _baseline_key(recipe: Mapping) -> str:
@@ -232,7 +231,8 @@ def build_report(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapp
                       "Disperse-Then-Merge vs SFT and a seed soup (DTM merged by averaging in delta space): value "
                       "[95% CI]; the paper's reported numbers below ours with their source label; n/a = no result.")
     out += write_table(merge_method_table(scores, runs, benchmarks, paper), merge_stem,
-                       "Disperse-Then-Merge by merge method and merge space: value [95% CI]; the paper's merge-method "
-                       "MMLU numbers below ours (its Fisher merging has no counterpart here); n/a = no result.")
+                       "Disperse-Then-Merge by merge method (task arithmetic with its λ), merge space and member "
+                       "initialisation: value [95% CI]; the paper's merge-method MMLU numbers below ours; n/a = no "
+                       "result.")
     out += k_ablation_figure(k_ablation_points(scores, runs, list(benchmarks)), list(benchmarks), figure_stem)
     return out
