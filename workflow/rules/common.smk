@@ -109,8 +109,10 @@ def res(stage):
     if r["gpus"]:
         out["gpu"] = r["gpus"]
         out["cpus_per_gpu"] = max(1, r["cpus"] // r["gpus"])
-        if os.environ.get("SFTLAB_SLURM_GPU_PARTITION"):
-            out["slurm_partition"] = os.environ["SFTLAB_SLURM_GPU_PARTITION"]
+        # optional, so read with get(): an `envvars:` directive would make every run require it
+        partition = os.environ.get("SFTLAB_SLURM_GPU_PARTITION")
+        if partition:
+            out["slurm_partition"] = partition
     return out
 
 
