@@ -349,8 +349,9 @@ def iter_rows_local(path: str | Path) -> Iterator[tuple[str, dict | BadRow]]:
             reader = csv.DictReader(f)
             for row in reader:
                 location = f"{path}:{reader.line_num}"
-                bad = [k for k, v in row.items() if _has_surrogates(k) or _has_surrogates(v)]
-                yield location, BadRow(f"not valid UTF-8 (field {bad[0]!r})") if bad else dict(row)
+                bad = ["a cell beyond the header" if k is None else f"field {k!r}" for k, v in row.items()
+                       if _has_surrogates(k) or _has_surrogates(v)]
+                yield location, BadRow(f"not valid UTF-8 ({bad[0]})") if bad else dict(row)
     else:
         yield from _jsonl_rows(path)
 
