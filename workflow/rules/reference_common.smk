@@ -11,3 +11,19 @@ def ref_logprobs_max_length(wildcards):
                             f"{sorted(lengths)}: their reference log-probs are one table, so use one max_length per "
                             "model and dataset")
     return lengths.pop() if lengths else CFG["training"]["max_length"]
+
+
+def reference_dir(wildcards):
+    return f"results/{wildcards.model}/{wildcards.dataset}/reference"
+
+
+def reference_trainer_checkpoints(wildcards):
+    return f"{reference_dir(wildcards)}/trainer-checkpoints"
+
+
+def tsne_model_dirs(wildcards):
+    return list(tsne_models(wildcards).values())
+
+
+def tsne_model_args(wildcards):
+    return table_args("--model", tsne_models(wildcards))
