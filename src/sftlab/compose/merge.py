@@ -34,6 +34,7 @@ Two merge spaces:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -66,22 +67,52 @@ _DONOR_FILES = (
 )
 
 
+@functools.lru_cache(maxsize=None)
+def mergekit_spec(name: str):
+    """mergekit's own declaration of a merge method (its parameters, per input or shared, and its base policy)."""
+    from mergekit.merge_methods import registry
+
+    return registry.get(name).spec
+
+
 @dataclass(frozen=True)
 class MergeMethod:
-    """A merge method under its config name: the mergekit method it maps to and the parameters it takes.
+    """A merge method under its config name: the mergekit method it maps to, sftlab's defaults for the parameters
+    the config may set (``composition.merge``: the others keep mergekit's own), and whether it is defined as a sum
+    of deltas.
 
-    ``model_params`` are given to mergekit once per sub-model, ``shared_params`` once for the merge;
-    ``defaults`` fill the ones the config leaves out. Every method also takes ``weights`` (one per
-    sub-model): by default uniform 1/K, so that methods that do not normalise still average the deltas, or 1 each
-    where the method is defined as a sum of deltas (``sums_deltas``: task arithmetic).
+    Whether each parameter is given once per sub-model (``model_params``) or once for the merge
+    (``shared_params``), and whether the method needs the base model, are read from mergekit's registry, not
+    declared again (a method of our own declares them itself). Every method also takes ``weights`` (one per sub-model): by default uniform 1/K, so that methods that do not normalise still
+    average the deltas, or 1 each where the method is defined as a sum of deltas (``sums_deltas``: task arithmetic).
     """
 
-    mergekit_method: str | None  # None: merged by our own code (see ``merge``), not mergekit
-    uses_base: bool
-    model_params: tuple[str, ...] = ()
-    shared_params: tuple[str, ...] = ()
+    mergekit_method: str | None  # None: merged by our own code (see ``merge``), which declares the two below
     defaults: Mapping[str, float] = field(default_factory=dict)
     sums_deltas: bool = False
+    #: a method of our own (no mergekit declaration to read): whether it needs the base, its shared parameters
+    own_uses_base: bool = False
+    own_shared_params: tuple[str, ...] = ()
+
+    @property
+    def uses_base(self) -> bool:
+        if self.mergekit_method is None:
+            return self.own_uses_base
+        from mergekit.merge_methods.base import BasePolicy
+
+        return mergekit_spec(self.mergekit_method).contract.base == BasePolicy.REQUIRED
+
+    @property
+    def model_params(self) -> tuple[str, ...]:
+        if self.mergekit_method is None:
+            return ()
+        return tuple(p.name for p in mergekit_spec(self.mergekit_method).input_parameters if p.name in self.defaults)
+
+    @property
+    def shared_params(self) -> tuple[str, ...]:
+        if self.mergekit_method is None:
+            return self.own_shared_params
+        return tuple(p.name for p in mergekit_spec(self.mergekit_method).shared_parameters if p.name in self.defaults)
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -90,15 +121,16 @@ class MergeMethod:
 
 # density 0.5 is mergekit's documented example value; lambda 1.0 is mergekit's default, except for task
 # arithmetic, whose λ = 0.3 scales a sum of K deltas (the common default of its papers' baselines).
+# The order is the reports' (the DTM paper's: average, Fisher, task vector, DARE, TIES).
 MERGE_METHODS: dict[str, MergeMethod] = {
-    "average": MergeMethod("linear", uses_base=False),
-    "ties": MergeMethod("ties", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
-    "dare_ties": MergeMethod("dare_ties", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
-    "dare_linear": MergeMethod("dare_linear", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
-    "task_arithmetic": MergeMethod("task_arithmetic", True, (), ("lambda",), {"lambda": 0.3}, sums_deltas=True),
+    "average": MergeMethod("linear"),
     # the base tells which tensors the members changed (the only ones whose Fisher is computed)
     # 256 examples a member: our choice, a Monte-Carlo estimate of the diagonal Fisher
-    "fisher": MergeMethod(None, True, (), ("fisher_samples",), {"fisher_samples": 256}),
+    "fisher": MergeMethod(None, {"fisher_samples": 256}, own_uses_base=True, own_shared_params=("fisher_samples",)),
+    "task_arithmetic": MergeMethod("task_arithmetic", {"lambda": 0.3}, sums_deltas=True),
+    "dare_linear": MergeMethod("dare_linear", {"density": 0.5, "lambda": 1.0}),
+    "dare_ties": MergeMethod("dare_ties", {"density": 0.5, "lambda": 1.0}),
+    "ties": MergeMethod("ties", {"density": 0.5, "lambda": 1.0}),
 }
 
 MERGE_SPACES = ("delta", "adapter")

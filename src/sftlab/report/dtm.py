@@ -30,8 +30,6 @@ from sftlab.report.papers import paper_columns, paper_numbers
 from sftlab.report.tables import MISSING, fmt_cell
 
 ROLES = ("sft", "seed_soup", "dtm")
-#: the order of merge methods in the ablation table (the paper's: average, Fisher, task vector, DARE, TIES)
-METHOD_ORDER = ("average", "fisher", "task_arithmetic", "dare_linear", "dare_ties", "ties")
 
 
 def _baseline_key(recipe: Mapping) -> str:
@@ -138,9 +136,12 @@ def merge_method_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks
     rows."""
     columns, keys = paper_columns(benchmarks, _paper_rows(paper, "merge_methods"))
     index = _index(scores)
+    from sftlab.compose.merge import MERGE_METHODS
+
     dtm = [r for r in runs if r["role"] == "dtm"]
     order = {g: i for i, g in enumerate(dict.fromkeys((r["model"], r["dataset"]) for r in dtm))}
-    dtm.sort(key=lambda r: (order[(r["model"], r["dataset"])], r["split"], r["k"], METHOD_ORDER.index(r["method"]),
+    method_order = list(MERGE_METHODS)  # every registered method, in the registry's order
+    dtm.sort(key=lambda r: (order[(r["model"], r["dataset"])], r["split"], r["k"], method_order.index(r["method"]),
                             r["method_label"], r["merge_space"] != "delta", r["init"] != "same"))
     rows = [{"model": r["model"], "dataset": r["dataset"], "recipe": r["recipe"], "K": str(r["k"]),
              "split": r["split"], "merge method": r["method_label"], "merge space": r["merge_space"],
