@@ -72,6 +72,8 @@ def test_warmup_and_gradient_defaults_are_the_papers():
     (lambda c: c["validation"].update({"a-b": {"dataset": "d"}}), "validation"),
     (lambda c: c.update(warmup={"training": {"finetuning": "full"}}), "warmup.training.finetuning"),
     (lambda c: c.update(warmup={"training": {"epochs": 1.5}}), "warmup.training.epochs"),
+    (lambda c: c["recipes"]["rnd"]["selection"].update(seed=0),
+     "recipes.rnd.selection.seed: 0 is the LESS/ROSE warmup's seed"),
     (lambda c: c["recipes"].update(conf={"selection": {"name": "confident", "fraction": 0.6}}),
      "recipes.conf.selection.fraction: 0.6 of the pool, but selector 'confident' delivers at most 0.5"),
     (lambda c: c.update(sweeps={"u": {"recipe": "rnd", "grid": {"selection.name": ["unconfident"],

@@ -243,6 +243,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
             recipe["training"]["lora"] = copy.deepcopy(given)
     sweeps = expand_sweeps(config, schema)
     resolve_influence_selections(config)
+    check_random_baseline(config)
     for name, recipe in config["recipes"].items():
         recipe["training"] = deep_merge(config["training"], recipe.get("training", {}))
         if recipe["training"]["finetuning"] == "lora":
@@ -415,6 +416,23 @@ def check_selection(key: str, recipe: dict) -> None:
     if selection["fraction"] > limit:
         raise ConfigError(f"config key {key}.selection.fraction: {selection['fraction']:g} of the pool, but selector "
                           f"{selection['name']!r} delivers at most {limit:g} of it (fraction is a share of the pool)")
+
+
+def check_random_baseline(config: dict) -> None:
+    """The random selection baseline must be a draw independent of the LESS / ROSE warmup's random subset.
+
+    Both are the ``random`` selector: with the warmup's seed, every fraction of the baseline contains (or is
+    contained in) the warmup's subset, so the "random" rows would be the warmup's own data.
+    """
+    if not any(r["selection"]["name"] in influence_selectors() for r in config["recipes"].values()):
+        return
+    seed = config["warmup"]["seed"]
+    for name, recipe in config["recipes"].items():
+        sel = recipe["selection"]
+        if sel["name"] == "random" and sel.get("seed", 0) == seed:
+            raise ConfigError(f"config key recipes.{name}.selection.seed: {seed} is the LESS/ROSE warmup's seed "
+                              f"(warmup.seed), so this random baseline would hold the warmup's own subset; give it "
+                              f"another seed for an independent draw")
 
 
 def composition_members(composition: dict) -> int:
