@@ -313,7 +313,7 @@ def local_model_files(wildcards):
 
 
 # Input functions of the rule files without a *_common.smk of their own (models, data, selection, train), and the
-# ones several rule files share: rules name them instead of holding lambdas.
+# ones several rule files share (the rules name them instead of holding lambdas).
 def model_config(wildcards):
     return as_json(CFG["models"][wildcards.model])
 
