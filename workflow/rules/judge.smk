@@ -66,6 +66,7 @@ rule judge:
         answers=answers_path,
         data="results/benchmarks/{benchmark}",
         judge_model=judge_model_input,
+        local=local_judge_files,
     output:
         judgments="results/{model}/{dataset}/runs/{recipe}/judgments/{benchmark}.jsonl",
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
@@ -165,3 +166,7 @@ rule mtbench_categories:
 
 
 PAPER_REPORTS.append(judged_report_files)
+
+
+onstart:
+    check_judge_keys(workflow.dag.needrun_jobs())
