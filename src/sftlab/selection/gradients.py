@@ -176,9 +176,10 @@ def adam_precondition(
 ) -> torch.Tensor:
     """Γ = m' / sqrt(v' + eps), m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g² (no bias correction, as LESS)."""
     beta1, beta2 = betas
-    m = beta1 * exp_avg + (1 - beta1) * grads
-    v = beta2 * exp_avg_sq + (1 - beta2) * grads.square()
-    return m / torch.sqrt(v + eps)
+    # in place on fresh (B, n) tensors: 134M numbers an example at LESS's size, each pass over them counts
+    m = torch.add(beta1 * exp_avg, grads, alpha=1 - beta1)
+    v = grads.square().mul_(1 - beta2).add_(beta2 * exp_avg_sq).add_(eps)
+    return m.div_(v.sqrt_())
 
 
 def module_moments(params: dict[str, torch.Tensor], moments: dict[str, tuple[torch.Tensor, torch.Tensor]],
