@@ -5,7 +5,7 @@ import json
 import logging
 import sys
 
-from sftlab.evaluation.benchmark_files import prepare_benchmark_files
+from sftlab.benchmarks import prepare_benchmark_files
 from sftlab.io import atomic_path
 
 

@@ -17,6 +17,7 @@ from sftlab.io import write_parquet
 from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, perplexities
 from sftlab.report.tsne import plot_confidence_histogram
 from sftlab.selection.confidence import confidence_table
+from sftlab.numerics import flush_denormals
 
 
 def checkpoint_label(path: str) -> str:
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     args = parser.parse_args(argv)
+    flush_denormals()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
 
     labels = [checkpoint_label(path) for path in args.checkpoints]

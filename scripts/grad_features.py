@@ -27,6 +27,7 @@ from sftlab.selection.gradients import (
 )
 from sftlab.selection.projection import PROJECTIONS, build_projection
 from sftlab.selection.warmup import load_epoch_info, load_moments
+from sftlab.numerics import flush_denormals
 
 log = logging.getLogger("grad_features")
 
@@ -98,6 +99,7 @@ def main(argv=None) -> None:
     g.add_argument("--out", required=True)
 
     args = ap.parse_args(argv)
+    flush_denormals()
     logging.basicConfig(level=logging.INFO, filename=args.log, format="%(asctime)s %(name)s %(message)s")
     if args.command == "compute":
         compute(args)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from sftlab.io import write_parquet
 from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, score_examples
+from sftlab.numerics import flush_denormals
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     args = parser.parse_args(argv)
+    flush_denormals()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
 
     model, tokenizer = load_for_scoring(args.model, args.device)

@@ -10,13 +10,13 @@ from sftlab.io import read_jsonl, write_ids
 from sftlab.selection import build_selector, take_fraction
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--train", required=True, help="normalised training pool (JSONL)")
     ap.add_argument("--selection", required=True, help="the recipe's selection config (JSON)")
     ap.add_argument("--table", action="append", default=[], help="NAME=PATH of a per-example Parquet table")
     ap.add_argument("--out", required=True)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cfg = json.loads(args.selection)
     params = {k: v for k, v in cfg.items() if k not in ("name", "fraction")}
     selector = build_selector(cfg["name"], params)
@@ -28,7 +28,7 @@ def main() -> None:
     if missing:
         raise SystemExit(f"selector {cfg['name']!r} needs tables {missing}")
     ids = [e["id"] for e in read_jsonl(args.train)]
-    chosen = take_fraction(selector.rank(ids, tables), cfg["fraction"])
+    chosen = take_fraction(selector.rank(ids, tables), cfg["fraction"], len(ids), selector.max_fraction)
     print(f"selected {len(chosen)} of {len(ids)} examples with {cfg['name']}", file=sys.stderr)
     write_ids(args.out, chosen)
 

@@ -12,6 +12,7 @@ import pandas as pd
 from sftlab.io import read_ids, read_jsonl
 from sftlab.selection.warmup import WarmupCheckpointCallback
 from sftlab.training.trainer import train
+from sftlab.numerics import flush_denormals
 
 
 def load_tables(specs: list[str]) -> dict[str, dict[str, object]]:
@@ -47,6 +48,7 @@ def main() -> None:
     ap.add_argument("--train-log", required=True)
     ap.add_argument("--checkpoints", required=True)
     args = ap.parse_args()
+    flush_denormals()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     pool = {e["id"]: e for e in read_jsonl(args.train)}

@@ -15,6 +15,7 @@ import pandas as pd
 
 from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, score_examples
 from sftlab.report.tsne import plot_tsne, sample_ids, tsne_embedding
+from sftlab.numerics import flush_denormals
 
 
 def parse_model(spec: str) -> tuple[str, str]:
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     args = parser.parse_args(argv)
+    flush_denormals()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
 
     labels = [label for label, _ in args.model]

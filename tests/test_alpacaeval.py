@@ -14,6 +14,7 @@ from _openai_stub import OpenAIStub
 from sftlab.evaluation import alpacaeval, preference
 from sftlab.evaluation.cache import JudgmentCache
 from sftlab.evaluation.judges import Judge, JudgeResponse, OpenAIJudge
+from sftlab.io import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_SET = ROOT / "tests" / "fixtures" / "alpaca_eval" / "eval_set.json"
@@ -66,17 +67,37 @@ def test_text_preference(text, preference_):
     assert alpacaeval.get_annotator("alpaca_eval_clf_text").parse(response(None, text)) == preference_
 
 
-def test_template_is_alpaca_evals_own_when_installed():
+def test_annotators_read_prompt_and_decoding_from_alpaca_eval():
     spec = importlib.util.find_spec("alpaca_eval")
-    if spec is None:
-        pytest.skip("alpaca_eval is not installed")
-    path = Path(spec.submodule_search_locations[0]) / "evaluators_configs/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt"
-    assert path.read_text() == alpacaeval.CLF_TEMPLATE
+    assert spec is not None, "alpaca_eval is a pinned dependency"
+    package = Path(spec.submodule_search_locations[0]) / "evaluators_configs"
+    prompt = (package / "alpaca_eval_clf_gpt4_turbo" / "alpaca_eval_clf.txt").read_text()
+    weighted = alpacaeval.get_annotator("weighted_alpaca_eval_gpt4_turbo")
+    assert weighted.template == prompt
+    # weighted_alpaca_eval_gpt4_turbo/configs.yaml: max_tokens 1, temperature 1, logprobs true, top_logprobs 5
+    assert (weighted.max_tokens, weighted.temperature, weighted.top_logprobs) == (1, 1.0, 5)
+    text = alpacaeval.get_annotator("alpaca_eval_clf_text")
+    assert text.template == prompt and (text.max_tokens, text.temperature, text.top_logprobs) == (1, 0.0, 0)
+    assert not hasattr(alpacaeval, "CLF_TEMPLATE"), "no verbatim copy of the package's prompt"
+
+
+def test_annotator_follows_the_config_it_is_pointed_at(tmp_path):
+    """A different alpaca_eval config (here a stand-in directory) changes prompt and decoding: nothing is hard-coded."""
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "p.txt").write_text("<|im_start|>user\nPick: {instruction} {output_1} {output_2}<|im_end|>")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "configs.yaml").write_text(
+        "mine:\n  prompt_template: prompts/p.txt\n  completions_kwargs:\n    max_tokens: 3\n    temperature: 0.5\n"
+    )
+    annotator = alpacaeval.annotator_from_package("x", lambda r: None, config="mine", config_dir=tmp_path)
+    assert (annotator.max_tokens, annotator.temperature, annotator.top_logprobs) == (3, 0.5, 0)
+    messages = alpacaeval.render_chatml(annotator.template, {"instruction": "i", "output_1": "a", "output_2": "b"})
+    assert messages == [{"role": "user", "content": "Pick: i a b"}]
 
 
 def test_render_chatml_fills_once_and_splits_messages():
     messages = alpacaeval.render_chatml(
-        alpacaeval.CLF_TEMPLATE, {"instruction": "Say {output_2}", "output_1": "first", "output_2": "second"}
+        alpacaeval.get_annotator("weighted_alpaca_eval_gpt4_turbo").template, {"instruction": "Say {output_2}", "output_1": "first", "output_2": "second"}
     )
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[0]["content"].startswith("You are a highly efficient assistant")
@@ -132,13 +153,108 @@ def test_order_is_switched_per_instruction_and_undone(tmp_path):
     assert annotations[10]["preference"] == 1.5 and annotations[10]["prompt_hash"] is None
 
 
-def test_length_controlled_is_reported_unavailable_not_approximated():
+def lc_annotations(n: int, seed: int = 0) -> tuple[list[dict], float, float]:
+    """Outputs of random lengths whose preference follows a known logistic model of the length gap: the model's
+    output wins more the longer it is. Returns the annotations and the model's intercept and slope."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    len_reference = rng.integers(100, 400, n)
+    len_model = len_reference + rng.integers(-150, 250, n)
+    delta = len_reference - len_model
+    intercept, slope = -0.3, -1.5
+    p = 1 / (1 + np.exp(-(intercept + slope * np.tanh(delta / delta.std(ddof=1)))))
     annotations = [
-        {"instruction": f"i{k}", "output_1": "r", "output_2": "m" * k, "annotator": "a", "preference": 1.5} for k in range(8)
+        {"instruction": f"task {k}", "output_1": "r" * int(lr), "output_2": "m" * int(lm), "annotator": "a", "preference": 1 + float(pk)}
+        for k, (lr, lm, pk) in enumerate(zip(len_reference, len_model, p))
     ]
+    return annotations, intercept, slope
+
+
+def naive_lc(annotations: list[dict]) -> float:
+    """The minimal GLM fitted by plain maximum likelihood (scipy, soft labels, no penalty, no cross-validation):
+    logit P(model better) = a + b·tanh(Δlen / sd(Δlen)), Δlen = len(reference) − len(model); LC = 100·σ(a)."""
+    import numpy as np
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    delta = np.array([len(a["output_1"]) - len(a["output_2"]) for a in annotations], dtype=float)
+    x = np.tanh(delta / delta.std(ddof=1))
+    y = np.array([a["preference"] - 1 for a in annotations])
+
+    def nll(w):
+        p = np.clip(expit(w[0] + w[1] * x), 1e-12, 1 - 1e-12)
+        return -np.sum(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+    a, _ = minimize(nll, [0.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-12}).x
+    return 100 * float(expit(a))
+
+
+def test_length_controlled_win_rate_is_alpaca_evals_glm_on_any_eval_set():
+    annotations, intercept, _ = lc_annotations(40)
+    raw = alpacaeval.win_rate([a["preference"] for a in annotations])["value"]
     lc = alpacaeval.length_controlled_win_rate(annotations, "model", "reference")
-    assert lc["available"] is False and lc["reason"]
-    assert set(lc) == {"available", "reason"}
+    assert lc["available"] is True and lc["glm"] == "length_controlled_minimal"
+    assert lc["value"] == pytest.approx(naive_lc(annotations), abs=0.05)
+    # the generating model's win rate at zero length gap, and the raw rate that longer outputs inflate
+    assert lc["value"] == pytest.approx(100 / (1 + math.exp(-intercept)), abs=0.05)
+    assert raw - lc["value"] > 10
+
+
+def test_length_controlled_needs_enough_parsable_preferences():
+    annotations, _, _ = lc_annotations(8)
+    for a in annotations[4:]:
+        a["preference"] = None
+    lc = alpacaeval.length_controlled_win_rate(annotations, "model", "reference")
+    assert lc == {"available": False, "reason": lc["reason"]} and "5 instructions" in lc["reason"] and "got 4" in lc["reason"]
+
+
+def fake_hub(monkeypatch, tmp_path, gamed: "pd.DataFrame | None"):
+    """Stand-ins for the hub's df_gamed.csv (a file, or no network when ``gamed`` is None)."""
+    import huggingface_hub
+
+    glm_winrate = alpacaeval._import_glm()
+
+    def download(repo_id, filename, repo_type=None, **kwargs):
+        assert (repo_id, filename, repo_type) == ("tatsu-lab/alpaca_eval", "df_gamed.csv", "dataset")
+        if gamed is None:
+            raise OSError("no network")
+        path = tmp_path / filename
+        gamed.to_csv(path, index=False)
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(glm_winrate, "hf_hub_download", download)
+
+
+def test_length_controlled_on_the_official_set_uses_alpaca_evals_v1_glm(monkeypatch, tmp_path):
+    """805 instructions: alpaca_eval's own get_length_controlled_winrate with instruction difficulty and the gamed
+    baselines (here a synthetic df_gamed.csv in the hub file's columns)."""
+    import numpy as np
+    import pandas as pd
+
+    annotations, intercept, slope = lc_annotations(805, seed=1)
+    rng = np.random.default_rng(2)
+    difficulty = rng.normal(0, 0.3, 805)
+    rows = []
+    for model, gap in (("gamed_verbose", -1.0), ("gamed_concise", 1.0)):  # std_delta_len: reference − model
+        p = 1 / (1 + np.exp(-(intercept + slope * np.tanh(gap) + difficulty)))
+        rows.append(pd.DataFrame({"model": model, "index": range(805), "preference": p, "std_delta_len": gap,
+                                  "instruction_difficulty": difficulty, "not_gamed_baseline": False}))
+    fake_hub(monkeypatch, tmp_path, pd.concat(rows, ignore_index=True))
+    raw = alpacaeval.win_rate([a["preference"] for a in annotations])["value"]
+    lc = alpacaeval.length_controlled_win_rate(annotations, "model", "reference")
+    assert lc["available"] is True and lc["glm"] == "length_controlled_v1"
+    assert 0 < lc["standard_error"] < 5
+    # longer outputs won: controlling for length brings the rate down towards the zero-gap rate σ(−0.3) = 42.6 %
+    assert raw - lc["value"] > 8 and abs(lc["value"] - 100 / (1 + math.exp(-intercept))) < 5
+
+
+def test_length_controlled_on_the_official_set_without_the_hub_fails_naming_the_file(monkeypatch, tmp_path):
+    annotations, _, _ = lc_annotations(805)
+    fake_hub(monkeypatch, tmp_path, None)
+    with pytest.raises(DataError, match="tatsu-lab/alpaca_eval/df_gamed.csv.*no network"):
+        alpacaeval.length_controlled_win_rate(annotations, "model", "reference")
 
 
 def test_alpaca_eval_scripts_end_to_end(tmp_path):
@@ -153,7 +269,7 @@ def test_alpaca_eval_scripts_end_to_end(tmp_path):
     judge = load_script("judge")
     with OpenAIStub() as stub:
         config = {"backend": "openai", "model": "gpt-4-1106-preview", "base_url": stub.base_url, "api_key_env": None}
-        argv = ["--benchmark", "alpaca_eval", "--answers", str(model_outputs), "--eval-set", str(EVAL_SET),
+        argv = ["--benchmark-type", "alpacaeval", "--answers", str(model_outputs), "--data", str(EVAL_SET.parent),
                 "--judge", json.dumps(config), "--cache", str(tmp_path / "c.jsonl"),
                 "--judgments", str(tmp_path / "j.jsonl"), "--scores", str(tmp_path / "s.json"), "--n-resamples", "200"]
         judge.main(argv)
@@ -163,7 +279,11 @@ def test_alpaca_eval_scripts_end_to_end(tmp_path):
     expected = [0.5 if k < 2 else (0.25 if coin(e["instruction"], 0) else 0.75) for k, e in enumerate(eval_set)]
     assert scores["value"] == pytest.approx(100 * sum(expected) / 8)
     assert (scores["n"], scores["n_draws"], scores["n_unparsable"]) == (8, 2, 0)
-    assert scores["length_controlled"]["available"] is False
+    lc = scores["length_controlled"]
+    assert lc["available"] is True and lc["glm"] == "length_controlled_minimal"
+    # every model output is shorter than its reference: the GLM credits part of the losses to length (raw 37.5 %)
+    assert lc["value"] == pytest.approx(naive_lc([json.loads(line) for line in (tmp_path / "j.jsonl").read_text().splitlines()]), abs=0.5)
+    assert lc["value"] > scores["value"] + 5
     assert scores["annotator"] == "weighted_alpaca_eval_gpt4_turbo"
     assert scores["judge_cost"]["calls"] == 0 and scores["judge_cost"]["cached"] == 6
 
@@ -173,8 +293,8 @@ def test_generate_alpaca_eval_outputs_with_tiny_model(tmp_path):
 
     save_random_model(tmp_path / "model")
     load_script("generate").main([
-        "--benchmark", "alpaca_eval", "--model", str(tmp_path / "model"), "--model-id", "tiny-sft",
-        "--input", str(EVAL_SET), "--out", str(tmp_path / "outputs.json"), "--max-new-tokens", "5", "--device", "cpu",
+        "--benchmark-type", "alpacaeval", "--model", str(tmp_path / "model"), "--model-id", "tiny-sft",
+        "--data", str(EVAL_SET.parent), "--out", str(tmp_path / "outputs.json"), "--max-new-tokens", "5", "--device", "cpu",
     ])
     outputs = alpacaeval.load_eval_set(tmp_path / "outputs.json")
     reference = json.loads(EVAL_SET.read_text())

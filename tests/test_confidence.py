@@ -90,7 +90,11 @@ def test_confident_and_unconfident_selectors():
     unconfident = build_selector("unconfident").rank(ids, {"confidence": table})
     assert confident == ["b", "d", "a"]  # most confident (lowest perplexity) first
     assert unconfident == ["c", "e", "f"]  # least confident first
-    assert take_fraction(unconfident, 0.5) == ["c", "e"]
+    # fraction is a share of the pool (6 ids): 0.5 is the whole half, 1/3 two of its three
+    assert take_fraction(unconfident, 0.5, 6, 0.5) == ["c", "e", "f"]
+    assert take_fraction(confident, 1 / 3, 6, 0.5) == ["b", "d"]
+    with pytest.raises(ValueError, match="more than the selector delivers"):
+        take_fraction(confident, 0.75, 6, 0.5)
     assert build_selector("confident").rank(["a", "b"], {"confidence": table}) == ["b", "a"]
     with pytest.raises(KeyError, match="lacks 1 pool id"):
         build_selector("confident").rank(["a", "zz"], {"confidence": table})
@@ -101,7 +105,7 @@ def test_ambiguous_selector_ranks_by_variability():
     table = confidence_table(list("abcde"), {1: [2.0, 1.0, 4.0, 9.0, 5.0], 2: [4.0, 7.0, 4.0, 3.0, 6.0]})
     ranked = build_selector("ambiguous").rank(list("abcde"), {"confidence": table})
     assert ranked == ["b", "d", "a", "e", "c"]  # tie b/d broken by id
-    assert take_fraction(ranked, 0.4) == ["b", "d"]
+    assert take_fraction(ranked, 0.4, 5) == ["b", "d"]
     with pytest.raises(ValueError, match="two or more"):
         build_selector("ambiguous").rank(list("ab"), {"confidence": confidence_table(list("ab"), {1: [1.0, 2.0]})})
 
@@ -127,6 +131,26 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.mark.parametrize("name, fraction, expected", [("confident", 0.5, 36), ("unconfident", 0.5, 36),
+                                                       ("confident", 0.25, 18), ("random", 0.25, 18)])
+def test_select_data_keeps_a_share_of_the_pool(tmp_path, name, fraction, expected):
+    """fraction is of the 72-example pool for every selector: the confident half at 0.5 is all 36 of its ids."""
+    ids = [f"ex{i:02d}" for i in range(72)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"id": i, "messages": [], "source": "t"}) + "\n"
+                                                  for i in ids))
+    confidence_table(ids, {0: [float(i) for i in range(72)]}).to_parquet(tmp_path / "c.parquet")
+    out = tmp_path / "sel.ids"
+    load_script("select_data").main(["--train", str(tmp_path / "train.jsonl"), "--out", str(out),
+                                     "--selection", json.dumps({"name": name, "fraction": fraction}),
+                                     "--table", f"confidence={tmp_path / 'c.parquet'}"])
+    chosen = out.read_text().split()
+    assert len(chosen) == expected
+    if name == "confident":  # the lowest perplexities, most confident first
+        assert chosen == ids[:expected]
+    if name == "unconfident":
+        assert chosen == ids[::-1][:expected]
 
 
 def test_confidence_and_tsne_scripts(tmp_path):

@@ -94,7 +94,7 @@ def test_influence_table_and_selectors_from_feature_files(tmp_path):
     ids = ["z0", "z1", "z2", "z3"]
     ranked = build_selector("rose").rank(ids, {"influence_rose": table})
     assert ranked == ["z1", "z2", "z0", "z3"]  # no gradient (z3) ranks last
-    assert take_fraction(ranked, 0.5) == ["z1", "z2"]
+    assert take_fraction(ranked, 0.5, 4) == ["z1", "z2"]
     assert build_selector("less").rank(ids, {"influence_less": table}) == ranked
     with pytest.raises(KeyError, match="influence_less"):
         build_selector("less").rank(ids, {"influence_rose": table})

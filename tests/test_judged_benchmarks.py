@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sftlab.config import ConfigError, prepare
-from sftlab.evaluation.benchmark_files import prepare_benchmark_files
+from sftlab.benchmarks import prepare_benchmark_files
 from sftlab.io import DataError
 from sftlab.report.judges import judged_scores, judges_caption, judges_table, mtbench_categories
 

@@ -172,8 +172,11 @@ def test_bad_merge_settings_are_refused(call, message):
         call()
 
 
-def lora_runs(base, tmp_path, k):
-    """K LoRA sub-models as the trainer leaves them: adapter dirs and full models with the adapter merged in."""
+def lora_runs(base, tmp_path, k, a_drift=None):
+    """K LoRA sub-models as the trainer leaves them: adapter dirs and full models with the adapter merged in.
+
+    Independent random A and B per member (``init: different``), or, with ``a_drift``, one shared A0 that each
+    member's A has drifted from by ``a_drift``·noise (``init: same``, the members' real starting point)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -184,10 +187,14 @@ def lora_runs(base, tmp_path, k):
             LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]),
         )
         gen = torch.Generator().manual_seed(40 + i)
+        shared, drift = torch.Generator().manual_seed(39), torch.Generator().manual_seed(60 + i)
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if "lora_" in name:
                     param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+                if "lora_A" in name and a_drift is not None:
+                    param.copy_(torch.randn(param.shape, generator=shared) * 0.3
+                                + a_drift * torch.randn(param.shape, generator=drift))
         model.save_pretrained(tmp_path / f"adapter{i}")
         model.merge_and_unload().save_pretrained(tmp_path / f"model{i}")
         shutil.copy(base / "tokenizer_config.json", tmp_path / f"model{i}")
@@ -269,3 +276,71 @@ def test_merge_script_writes_a_loadable_model(base, tmp_path):
     want = torch.where(same_sign, (t1 + t2) / 2, elected)
     torch.testing.assert_close(got[NORM] - w0[NORM], want, rtol=0, atol=1e-6)
     assert (tmp_path / "out" / "mergekit_config.yml").is_file()
+
+
+def test_task_arithmetic_is_base_plus_lambda_times_the_sum_of_deltas(base, tmp_path):
+    """Defaults: weight 1 per sub-model and λ = 0.3, so with K = 4 the update is 1.2 × the average's."""
+    norm = weights_of(base)[NORM]
+    hand = [torch.tensor([1.0, 0, 0, 0, 0, 0, 0, -2.0]), torch.tensor([0, 2.0, 0, 0, 0, 0, 0, 0]),
+            torch.tensor([0, 0, 4.0, 0, 0, 0, 0, 2.0]), torch.tensor([0, 0, 0, -1.0, 0, 0, 0, 4.0])]
+    subs = [variant(base, tmp_path / f"sub{i}", {NORM: d}) for i, d in enumerate(hand)]
+    merge_models(subs, tmp_path / "ta", "task_arithmetic", base_model=base)
+    merge_models(subs, tmp_path / "avg", "average")
+    # Σ δ = [1, 2, 4, −1, 0, 0, 0, 4]; × 0.3 → [0.3, 0.6, 1.2, −0.3, 0, 0, 0, 1.2]; the mean is Σ δ / 4
+    torch.testing.assert_close(weights_of(tmp_path / "ta")[NORM] - norm,
+                               torch.tensor([0.3, 0.6, 1.2, -0.3, 0, 0, 0, 1.2]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(weights_of(tmp_path / "avg")[NORM] - norm,
+                               torch.tensor([0.25, 0.5, 1.0, -0.25, 0, 0, 0, 1.0]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("drift", [0.0, 0.01])
+def test_adapter_and_delta_space_from_a_shared_initialisation(base, tmp_path, drift):
+    """Members from one LoRA initialisation (A_k = A0 + ΔA_k): the merges differ by minus the members' covariance
+    of B and ΔA, zero when A has not moved and small next to independent initialisations."""
+    def gaps(where, a_drift):
+        where.mkdir()
+        adapters, models = lora_runs(base, where, 3, a_drift=a_drift)
+        merge(models, where / "delta", "average", "delta", base)
+        merge(adapters, where / "adapter", "average", "adapter", base)
+        return adapters, weights_of(where / "delta"), weights_of(where / "adapter")
+
+    adapters, delta, adapter = gaps(tmp_path / "shared", drift)
+    _, delta_ind, adapter_ind = gaps(tmp_path / "independent", None)
+    lora = [load_file(a / "adapter_model.safetensors") for a in adapters]
+    for name in [k for k in delta if k.endswith(("q_proj.weight", "v_proj.weight"))]:
+        stem = "base_model.model." + name.removesuffix(".weight")
+        A = [t[f"{stem}.lora_A.weight"].double() for t in lora]
+        B = [t[f"{stem}.lora_B.weight"].double() for t in lora]
+        A_bar, B_bar = sum(A) / 3, sum(B) / 3
+        covariance = sum((b - B_bar) @ (a - A_bar) for a, b in zip(A, B)) / 3  # ΔA − mean ΔA = A − Ā
+        gap = adapter[name].double() - delta[name].double()
+        torch.testing.assert_close(gap, -2.0 * covariance, rtol=0, atol=1e-5)  # s = lora_alpha / r = 2
+        independent = (adapter_ind[name].double() - delta_ind[name].double()).abs().max()
+        if drift == 0.0:
+            assert gap.abs().max() < 1e-5
+        else:  # a drift of 0.01 next to A's 0.3: the gap is real but a small part of the independent one
+            assert 1e-4 < gap.abs().max() < 0.1 * independent
+
+
+def test_dtm_members_share_their_lora_initialisation_unless_told_otherwise(tmp_path):
+    """The trainer's load_model with each member's training settings: init same → equal A; different → not."""
+    from sftlab.compose.members import member_training
+    from sftlab.config import prepare
+    from sftlab.training.trainer import load_model
+
+    save_random_model(tmp_path / "base", **TINY)
+    recipes = {name: {"composition": {"name": "disperse_merge", "k": 2, "init": init}}
+               for name, init in (("same", "same"), ("different", "different"))}
+    cfg = prepare({"models": {"m": {"source": "random"}}, "datasets": {"d": {"source": "demo"}},
+                   "training": {"finetuning": "lora"}, "recipes": recipes,
+                   "experiments": {"e": {"models": ["m"], "datasets": ["d"], "recipes": list(recipes)}}})
+
+    def lora_a(recipe, member):
+        model, _ = load_model(tmp_path / "base", member_training(cfg["recipes"][recipe], member))
+        return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
+
+    same = [lora_a("same", f"shards/shard-{k}") for k in range(2)]
+    different = [lora_a("different", f"shards/shard-{k}") for k in range(2)]
+    assert same[0] and all(torch.equal(same[0][n], same[1][n]) for n in same[0])
+    assert not any(torch.equal(different[0][n], different[1][n]) for n in different[0])
+    assert not any(torch.equal(same[0][n], different[0][n]) for n in same[0])

@@ -218,17 +218,16 @@ def test_scripts_end_to_end_with_cache_and_hf_judge(tiny_model_dir, tmp_path, mo
     generate, judge = load_script("generate"), load_script("judge")
     answers = tmp_path / "answers.jsonl"
     generate.main([
-        "--benchmark", "mt_bench", "--model", str(tiny_model_dir), "--model-id", "tiny", "--input",
-        str(MT / "question.jsonl"), "--out", str(answers), "--max-new-tokens", "6", "--device", "cpu",
+        "--benchmark-type", "mtbench", "--model", str(tiny_model_dir), "--model-id", "tiny", "--data",
+        str(MT), "--out", str(answers), "--max-new-tokens", "6", "--device", "cpu",
     ])
     rows = [json.loads(line) for line in answers.read_text().splitlines()]
     assert len(rows) == 8 and all(len(r["choices"][0]["turns"]) == 2 for r in rows)
-    files = ["--questions", str(MT / "question.jsonl"), "--judge-prompts", str(MT / "judge_prompts.jsonl"),
-             "--references", str(MT / "reference_answer" / "gpt-4.jsonl"), "--n-resamples", "200"]
+    files = ["--data", str(MT), "--n-resamples", "200"]
 
     # a local model as judge: its output may be unparsable, which is counted, never replaced
     config = {"backend": "hf", "model": str(tiny_model_dir), "batch_size": 8, "device": "cpu", "max_tokens": 8, "demo_quality": True}
-    judge.main(["--benchmark", "mt_bench", "--answers", str(answers), "--judge", json.dumps(config),
+    judge.main(["--benchmark-type", "mtbench", "--answers", str(answers), "--judge", json.dumps(config),
                 "--cache", str(tmp_path / "hf_cache.jsonl"), "--judgments", str(tmp_path / "hf.jsonl"),
                 "--scores", str(tmp_path / "hf.json"), *files])
     scores = json.loads((tmp_path / "hf.json").read_text())
@@ -241,7 +240,7 @@ def test_scripts_end_to_end_with_cache_and_hf_judge(tiny_model_dir, tmp_path, mo
     # an OpenAI-compatible judge: the stub rates 1 + (length of system + user prompt) mod 10
     with OpenAIStub() as stub:
         config = {"backend": "openai", "model": "gpt-4", "base_url": stub.base_url, "api_key_env": None}
-        argv = ["--benchmark", "mt_bench", "--answers", str(answers), "--judge", json.dumps(config),
+        argv = ["--benchmark-type", "mtbench", "--answers", str(answers), "--judge", json.dumps(config),
                 "--cache", str(tmp_path / "cache.jsonl"), "--judgments", str(tmp_path / "j.jsonl"),
                 "--scores", str(tmp_path / "s.json"), *files]
         judge.main(argv)

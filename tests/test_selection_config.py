@@ -31,6 +31,12 @@ def config_with(change):
     return raw
 
 
+def test_confident_halves_default_to_the_whole_half():
+    raw = copy.deepcopy(BASE)
+    raw["recipes"]["conf"] = {"selection": {"name": "unconfident"}}
+    assert prepare(raw)["recipes"]["conf"]["selection"]["fraction"] == 0.5
+
+
 def test_selector_ids_name_the_settings_that_change_the_influence_table():
     cfg = prepare(copy.deepcopy(BASE))
     ids = {name: selector_id(r["selection"]) for name, r in cfg["recipes"].items()}
@@ -66,6 +72,11 @@ def test_warmup_and_gradient_defaults_are_the_papers():
     (lambda c: c["validation"].update({"a-b": {"dataset": "d"}}), "validation"),
     (lambda c: c.update(warmup={"training": {"finetuning": "full"}}), "warmup.training.finetuning"),
     (lambda c: c.update(warmup={"training": {"epochs": 1.5}}), "warmup.training.epochs"),
+    (lambda c: c["recipes"].update(conf={"selection": {"name": "confident", "fraction": 0.6}}),
+     "recipes.conf.selection.fraction: 0.6 of the pool, but selector 'confident' delivers at most 0.5"),
+    (lambda c: c.update(sweeps={"u": {"recipe": "rnd", "grid": {"selection.name": ["unconfident"],
+                                                                "selection.fraction": [0.25, 0.75]}}}),
+     "sweeps.u.grid: generated recipe .* selector 'unconfident' delivers at most 0.5"),
 ])
 def test_bad_influence_settings_name_the_key(change, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -233,3 +233,20 @@ def test_heldout_deviation_from_the_same_pass(base_model, data):
     assert metrics["deviation"] == pytest.approx(-sum(ks) / len(ks), abs=1e-4)
     assert "deviation" not in trainer_module.heldout_metrics(model, tokenizer, [
         {k: v for k, v in f.items() if k != "ref_logp"} for f in features], batch_size=3)
+
+
+
+def test_report_to_trackers(tmp_path, monkeypatch):
+    """none → no tracker; a tracker whose package is missing is named; an installed one reaches the Trainer."""
+    from sftlab.training.trainer import report_targets, training_arguments
+
+    assert training_arguments(CFG, tmp_path / "runs" / "r" / "checkpoints").report_to == []
+    monkeypatch.setattr(trainer_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="training.report_to: wandb .* wandb package"):
+        report_targets("wandb")
+    with pytest.raises(ValueError, match="training.report_to: 'mlflow'"):
+        report_targets("mlflow")
+    monkeypatch.setattr(trainer_module.importlib.util, "find_spec", lambda name: name == "tensorboard" or None)
+    args = training_arguments({**CFG, "report_to": "tensorboard"}, tmp_path / "m" / "d" / "runs" / "r" / "checkpoints")
+    assert args.report_to == ["tensorboard"]
+    assert args.run_name == "m/d/runs/r"

@@ -1,20 +1,10 @@
-"""Benchmark look-ups and input functions of the evaluation rules (eval.smk, judge.smk)."""
+"""Benchmark look-ups and input functions of the evaluation rules (eval.smk, judge.smk): every answer comes from the
+benchmark's type (sftlab.benchmarks), never from its name."""
 
 import hashlib
 
+from sftlab.benchmarks import GENERATION_KEYS, JUDGE_KEYS, benchmark_type
 
-def benchmarks_of_type(*types):
-    """Names of the configured benchmarks of these types: each evaluation rule claims only its own."""
-    return [name for name, bench in CFG["benchmarks"].items() if bench["type"] in types]
-
-
-# benchmark type → the benchmark name generate.py and judge.py use; answer file format
-JUDGED = {"mtbench": "mt_bench", "alpacaeval": "alpaca_eval", "preference": "preference"}
-ANSWER_FORMAT = {"mtbench": "jsonl", "alpacaeval": "json", "preference": "jsonl"}
-# the file in results/benchmarks/{benchmark}/ that generation answers
-GENERATION_INPUT = {"mtbench": "question.jsonl", "alpacaeval": "eval_set.json", "preference": "pairs.jsonl"}
-# benchmark types with rules of their own (judge.smk); `evaluate` serves every other type
-GENERATIVE = (*JUDGED, "implicit_reward")
 JUDGE_CACHE_DIR = "results/judge_cache"
 
 for _name, _judge in CFG["judges"].items():
@@ -23,6 +13,21 @@ for _name, _judge in CFG["judges"].items():
         if not os.path.isdir(_judge["model"]):
             raise WorkflowError(f"config key judges.{_name}.model: {_judge['model']!r} is neither a model in `models` "
                                 f"nor a directory")
+
+
+def type_of(name):
+    """The registered type of configured benchmark ``name``."""
+    return benchmark_type(CFG["benchmarks"][name]["type"])
+
+
+def benchmarks_scored_by(rule):
+    """Names of the configured benchmarks whose Scores file ``rule`` writes: each scoring rule claims only its own."""
+    return [name for name in CFG["benchmarks"] if type_of(name).scored_by == rule]
+
+
+def benchmarks_gathered():
+    """Names of the benchmarks whose inputs rule benchmark_data gathers."""
+    return [name for name in CFG["benchmarks"] if type_of(name).gathers_files]
 
 
 def bench_of(wildcards):
@@ -50,54 +55,119 @@ def judge_model_input(wildcards):
 
 def benchmark_sources(wildcards):
     """Files a benchmark's inputs are gathered from: fixtures in data_dir, or a dataset's preference pairs."""
-    bench = bench_of(wildcards)
-    if "dataset" in bench:
-        return {"pairs": f"results/data/{bench['dataset']}/pairs.jsonl"}
-    if "data_dir" not in bench:
-        return {}  # downloaded
-    if bench["type"] == "mtbench":
-        from sftlab.evaluation.mtbench import OFFICIAL_FILES
-
-        return {name: f"{bench['data_dir']}/{name}" for name in OFFICIAL_FILES}
-    return {"eval_set": f"{bench['data_dir']}/eval_set.json"}
+    return type_of(wildcards.benchmark).sources(bench_of(wildcards))
 
 
 def benchmark_data_settings(wildcards):
     """What the gathered files depend on: not the judge nor generation settings, so that switching judges never
     regenerates answers."""
-    bench = bench_of(wildcards)
-    return {k: bench[k] for k in ("type", "data_dir", "fastchat_commit", "dataset", "limit") if k in bench}
+    return as_json(type_of(wildcards.benchmark).data_settings(bench_of(wildcards)))
+
+
+def benchmark_pairs_arg(wildcards):
+    return table_args("--pairs", [v for k, v in benchmark_sources(wildcards).items() if k == "pairs"])
+
+
+def evaluate_inputs(wildcards):
+    """The files rule evaluate hands the type besides the model: the run's pool files it reads, its gathered files."""
+    inputs = {name: f"results/data/{wildcards.dataset}/{name}.jsonl" for name in type_of(wildcards.benchmark).pool_files}
+    if type_of(wildcards.benchmark).gathers_files:
+        inputs["data"] = f"results/benchmarks/{wildcards.benchmark}"
+    return inputs
+
+
+def evaluate_input_args(wildcards, input):
+    return table_args("--input", {name: input[name] for name in evaluate_inputs(wildcards)})
+
+
+def benchmark_config(wildcards):
+    return as_json(bench_of(wildcards))
 
 
 def answers_path(wildcards):
-    fmt = ANSWER_FORMAT[bench_of(wildcards)["type"]]
+    fmt = type_of(wildcards.benchmark).answer_format
     return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/answers/{wildcards.benchmark}.{fmt}"
-
-
-def judge_file_args(wildcards, data_dir):
-    """The judge script's arguments naming the benchmark's gathered files."""
-    kind = bench_of(wildcards)["type"]
-    if kind == "mtbench":
-        return (f"--questions {data_dir}/question.jsonl --judge-prompts {data_dir}/judge_prompts.jsonl "
-                f"--references {data_dir}/reference_answer/gpt-4.jsonl")
-    if kind == "alpacaeval":
-        return f"--eval-set {data_dir}/eval_set.json"
-    return f"--pairs {data_dir}/pairs.jsonl"
 
 
 def judge_settings(wildcards):
     """What a judgment depends on besides the answers (the params rerun trigger watches it)."""
     bench = bench_of(wildcards)
-    settings = {k: bench[k] for k in ("annotator", "seed", "n_resamples") if k in bench}
+    settings = {k: bench[k] for k in JUDGE_KEYS if k in bench}
     return {**settings, "judge": judge_backend_config(bench["judge"])}
+
+
+def judge_options(wildcards):
+    return option_args({k: v for k, v in judge_settings(wildcards).items() if k != "judge"})
+
+
+def judge_config(wildcards):
+    return as_json(judge_backend_config(bench_of(wildcards)["judge"]))
+
+
+def judge_name(wildcards):
+    return bench_of(wildcards)["judge"]
+
+
+def judge_cache(wildcards):
+    return f"{JUDGE_CACHE_DIR}/{bench_of(wildcards)['judge']}.jsonl"
 
 
 def generation_settings(wildcards):
     bench = bench_of(wildcards)
-    return {k: bench[k] for k in ("backend", "batch_size", "max_new_tokens", "temperature", "seed") if k in bench}
+    return {k: bench[k] for k in GENERATION_KEYS if k in bench}
 
 
-def experiment_scores_of_type(*types):
-    names = set(benchmarks_of_type(*types))
+def generation_options(wildcards):
+    return option_args(generation_settings(wildcards))
+
+
+def benchmark_type_name(wildcards):
+    return bench_of(wildcards)["type"]
+
+
+def answer_formats():
+    return _alternation({type_of(name).answer_format for name in benchmarks_scored_by("judge")})
+
+
+def experiment_scores_where(keep):
+    """Scores files of the experiments' runs on the benchmarks whose type satisfies ``keep``."""
+    names = {name for name in CFG["benchmarks"] if keep(type_of(name))}
     return [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in experiment_runs().items()
             for b in sorted(benches) if b in names]
+
+
+def judged_scores():
+    return experiment_scores_where(lambda kind: kind.judged)
+
+
+def figure_scores(figure):
+    """Scores files feeding a per-type figure (a type lists its figures in ``figures``)."""
+    return experiment_scores_where(lambda kind: figure in kind.figures)
+
+
+def mtbench_category_scores():
+    return figure_scores("mtbench_categories")
+
+
+def judged_report_files():
+    """The judges table when any run is judged, the MT-Bench category figure when any run has MT-Bench scores."""
+    files = [f"reports/tables/judges.{ext}" for ext in ("md", "csv", "tex")] if judged_scores() else []
+    if mtbench_category_scores():
+        files += [f"reports/figures/mtbench_categories.{ext}" for ext in ("png", "pdf")]
+    return files
+
+
+def check_judge_keys(jobs):
+    """Before the first job: every API judge that a planned judge job calls has its key variable set (a dry run, or a
+    plan whose judgments are all done, needs no key)."""
+    for job in jobs:
+        if job.rule.name != "judge":
+            continue
+        name = bench_of(job.wildcards)["judge"]
+        judge = CFG["judges"][name]
+        var = judge.get("api_key_env")
+        if judge["type"] == "openai" and var and not os.environ.get(var):
+            raise WorkflowError(f"invalid configuration: config key judges.{name}.api_key_env: the environment "
+                                f"variable {var} is not set, and benchmark {job.wildcards.benchmark} is judged by "
+                                f"{name!r} in this plan; export {var}, or set api_key_env: null for a server "
+                                "without a key")

@@ -3,14 +3,18 @@
 import json
 import os
 import re
-import shlex
 
-from sftlab.config import ConfigError, deep_merge, fraction_id, prepare, resources, selector_id
+from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
+                           selector_id)
+from sftlab.data.prepare import pool_bound
 from sftlab.objectives import build_objective
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
 
 try:
+    # Snakemake's own YAML loading keeps the last of two equal keys: re-read each file with a loader that refuses them
+    for _configfile in workflow.configfiles:
+        read_yaml(_configfile)
     CFG = prepare(config)
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
@@ -31,6 +35,10 @@ for _ds in CFG["datasets"].values():
 for _m in CFG["models"].values():
     if _m["source"] == "local":
         _m["path"] = _workflow_path(_m["path"])
+try:
+    check_shards_fit(CFG, {name: pool_bound(ds) for name, ds in CFG["datasets"].items()})
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
 
 # Jobs run `python` from PATH: the interpreter running Snakemake comes first (its venv holds sftlab's pins),
 # unless --software-deployment-method conda puts the environment of envs/ there instead.
@@ -112,7 +120,7 @@ def processes_of(stage):
 
 
 def launcher(stage, training=None, where="training"):
-    """Command prefix that starts a training script: `python` for one process, else `accelerate launch` with one
+    """Command prefix (a list of arguments) that starts a training script: `python` for one process, else `accelerate launch` with one
     process per GPU under the recipe's `distributed` mode (DDP, FSDP or DeepSpeed ZeRO-3, configs/accelerate/).
 
     `batch_size` is per process: the global batch is batch_size × gradient_accumulation × processes. The prefix is a
@@ -121,13 +129,13 @@ def launcher(stage, training=None, where="training"):
     training = training or CFG["training"]
     n = processes_of(stage)
     if n == 1:
-        return shlex.join(launch_prefix(1))
+        return launch_prefix(1)
     mode = training["distributed"]
     if mode != "ddp" and training["finetuning"] == "lora":
         raise WorkflowError(f"invalid configuration: config key {where}.distributed: {mode} shards full fine-tuning; "
                             f"LoRA runs use ddp")
     try:
-        return shlex.join(launch_prefix(n, mode, ACCELERATE_CONFIGS))
+        return launch_prefix(n, mode, ACCELERATE_CONFIGS)
     except ModuleNotFoundError as exc:
         raise WorkflowError(f"{where}: {exc}") from None
 
@@ -244,9 +252,15 @@ def selector_tables(wildcards):
 
 
 def table_args(flag, tables):
+    """`flag NAME=PATH ...` (or `flag PATH ...`) as a list of arguments: rules quote each one (`:q`)."""
     if isinstance(tables, dict):
-        return " ".join(f"{flag} {shlex.quote(k + '=' + v)}" for k, v in tables.items())
-    return " ".join(f"{flag} {shlex.quote(t)}" for t in tables)
+        return [arg for k, v in tables.items() for arg in (flag, f"{k}={v}")]
+    return [arg for t in tables for arg in (flag, t)]
+
+
+def option_args(settings):
+    """`--some-key VALUE ...` of a settings mapping, sorted, as a list of arguments (quoted by the rules' `:q`)."""
+    return [arg for k, v in sorted(settings.items()) for arg in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def reference_model(wildcards):

@@ -80,17 +80,15 @@ def _run_jobs(add, m, d, r):
 
 
 def _benchmark_jobs(add, m, d, r, b):
-    bench = CFG["benchmarks"][b]
-    if bench["type"] not in GENERATIVE:
-        add("evaluate", model=m, dataset=d, recipe=r, benchmark=b)
-        return
-    add("benchmark_data", benchmark=b)
+    bench, kind = CFG["benchmarks"][b], type_of(b)
+    if kind.gathers_files:
+        add("benchmark_data", benchmark=b)
     if "dataset" in bench:
         add("prepare_data", dataset=bench["dataset"])
-    if bench["type"] == "implicit_reward":
-        add("implicit_reward", model=m, dataset=d, recipe=r, benchmark=b)
+    if not kind.judged:
+        add(kind.scored_by, model=m, dataset=d, recipe=r, benchmark=b)
         return
-    add("generate", model=m, dataset=d, recipe=r, benchmark=b, fmt=ANSWER_FORMAT[bench["type"]])
+    add("generate", model=m, dataset=d, recipe=r, benchmark=b, fmt=kind.answer_format)
     add("judge", model=m, dataset=d, recipe=r, benchmark=b)
     judge = CFG["judges"][bench["judge"]]
     if judge["type"] == "hf" and judge["model"] in CFG["models"]:

@@ -18,5 +18,5 @@ rule prepare_data:
     resources:
         **res("data"),
     shell:
-        "python {input.script:q} --name {wildcards.dataset} --dataset-config {params.dataset:q} "
+        "python {input.script:q} --name {wildcards.dataset:q} --dataset-config {params.dataset:q} "
         "--train {output.train:q} --heldout {output.heldout:q} --pairs {output.pairs:q} 2> {log:q}"

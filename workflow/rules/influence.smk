@@ -24,7 +24,7 @@ rule validation_set:
     output:
         "results/data/{dataset}/validation/{name}.jsonl",
     params:
-        subtasks=lambda w: " ".join(shlex.quote(s) for s in CFG["validation"][w.name].get("subtasks", [])),
+        subtasks=lambda w: CFG["validation"][w.name].get("subtasks", []),
         seed=lambda w: CFG["validation"][w.name]["seed"],
     conda:
         CONDA_ENV
@@ -36,7 +36,7 @@ rule validation_set:
     resources:
         **res("data"),
     shell:
-        "python {input.script:q} --data {input.data:q} --subtasks {params.subtasks} --seed {params.seed} "
+        "python {input.script:q} --data {input.data:q} --subtasks {params.subtasks:q} --seed {params.seed:q} "
         "--out {output:q} 2> {log:q}"
 
 
@@ -95,7 +95,7 @@ rule grad_features:
         **grad_features_resources(),
     shell:
         "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
-        "--data {input.data:q} --kind train --shard {wildcards.shard} --shards {params.shards} {params.flags} "
+        "--data {input.data:q} --kind train --shard {wildcards.shard:q} --shards {params.shards:q} {params.flags:q} "
         "--out {output:q} 2> {log:q}"
 
 
@@ -144,7 +144,7 @@ rule validation_grad_features:
         **res("grads"),
     shell:
         "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
-        "--data {input.data:q} {params.validation} {params.flags} --out {output:q} 2> {log:q}"
+        "--data {input.data:q} {params.validation:q} {params.flags:q} --out {output:q} 2> {log:q}"
 
 
 rule influence:

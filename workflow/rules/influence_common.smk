@@ -49,8 +49,9 @@ def validation_source(wildcards):
 def gradient_flags():
     """Command-line settings of every gradient-feature job (also its params: a change reruns the features)."""
     g = CFG["gradients"]
-    return (f"--projection {g['projection']} --dim {g['dim']} --seed {g['seed']} --max-tokens {g['max_tokens']} "
-            f"--cache-mb {g['cache_mb']} --dtype {g['dtype']} --max-length {warmup_training()['max_length']}")
+    return ["--projection", g["projection"], "--dim", str(g["dim"]), "--seed", str(g["seed"]),
+            "--max-tokens", str(g["max_tokens"]), "--cache-mb", str(g["cache_mb"]), "--dtype", g["dtype"],
+            "--max-length", str(warmup_training()["max_length"])]
 
 
 def grad_features_resources():
@@ -83,7 +84,7 @@ def grad_features_runtime_of(wildcards, attempt):
 def validation_flags(wildcards):
     sel = influence_selection(wildcards)
     kind = "dpo" if sel["name"] == "rose" else "ntp"
-    return f"--kind {kind} --shots {sel['shots']}" + (f" --beta {sel['beta']}" if kind == "dpo" else "")
+    return ["--kind", kind, "--shots", str(sel["shots"])] + (["--beta", str(sel["beta"])] if kind == "dpo" else [])
 
 
 # the report

@@ -11,10 +11,10 @@ rule benchmark_data:
     output:
         directory("results/benchmarks/{benchmark}"),
     params:
-        benchmark=lambda w: as_json(benchmark_data_settings(w)),
-        pairs=lambda w: table_args("--pairs", [v for k, v in benchmark_sources(w).items() if k == "pairs"]),
+        benchmark=benchmark_data_settings,
+        pairs=benchmark_pairs_arg,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_of_type(*GENERATIVE)),
+        benchmark=_alternation(benchmarks_gathered()),
     conda:
         CONDA_ENV
     log:
@@ -25,7 +25,7 @@ rule benchmark_data:
     resources:
         **res("data"),
     shell:
-        "python {input.script:q} --benchmark-config {params.benchmark:q} {params.pairs} --out {output:q} 2> {log:q}"
+        "python {input.script:q} --benchmark-config {params.benchmark:q} {params.pairs:q} --out {output:q} 2> {log:q}"
 
 
 rule generate:
@@ -38,12 +38,11 @@ rule generate:
     output:
         answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.{fmt}",
     params:
-        kind=lambda w: JUDGED[bench_of(w)["type"]],
-        questions=lambda w, input: f"{input.data}/{GENERATION_INPUT[bench_of(w)['type']]}",
-        options=lambda w: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(generation_settings(w).items())),
+        kind=benchmark_type_name,
+        options=generation_options,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_of_type(*JUDGED)),
-        fmt="jsonl|json",
+        benchmark=_alternation(benchmarks_scored_by("judge")),
+        fmt=answer_formats(),
     conda:
         CONDA_ENV
     log:
@@ -54,9 +53,9 @@ rule generate:
     resources:
         **res("generate"),
     shell:
-        "python {input.script:q} --benchmark {params.kind} --model {input.model:q} "
-        "--model-id {wildcards.model}/{wildcards.dataset}/{wildcards.recipe} --input {params.questions:q} "
-        "{params.options} --out {output.answers:q} 2> {log:q}"
+        "python {input.script:q} --benchmark-type {params.kind:q} --model {input.model:q} "
+        "--model-id {wildcards.model:q}/{wildcards.dataset:q}/{wildcards.recipe:q} --data {input.data:q} "
+        "{params.options:q} --out {output.answers:q} 2> {log:q}"
 
 
 rule judge:
@@ -71,15 +70,13 @@ rule judge:
         judgments="results/{model}/{dataset}/runs/{recipe}/judgments/{benchmark}.jsonl",
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
     params:
-        kind=lambda w: JUDGED[bench_of(w)["type"]],
-        judge_name=lambda w: bench_of(w)["judge"],
-        judge=lambda w: as_json(judge_backend_config(bench_of(w)["judge"])),
-        files=lambda w, input: judge_file_args(w, input.data),
-        options=lambda w: " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(judge_settings(w).items())
-                                   if k != "judge"),
-        cache=lambda w: f"{JUDGE_CACHE_DIR}/{bench_of(w)['judge']}.jsonl",
+        kind=benchmark_type_name,
+        judge_name=judge_name,
+        judge=judge_config,
+        options=judge_options,
+        cache=judge_cache,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_of_type(*JUDGED)),
+        benchmark=_alternation(benchmarks_scored_by("judge")),
     conda:
         CONDA_ENV
     log:
@@ -90,9 +87,9 @@ rule judge:
     resources:
         **res("judge"),
     shell:
-        "python {input.script:q} --benchmark {params.kind} --benchmark-name {wildcards.benchmark} "
-        "--answers {input.answers:q} {params.files} --judge {params.judge:q} --judge-name {params.judge_name:q} "
-        "--cache {params.cache:q} {params.options} --judgments {output.judgments:q} --scores {output.scores:q} "
+        "python {input.script:q} --benchmark-type {params.kind:q} --benchmark-name {wildcards.benchmark:q} "
+        "--data {input.data:q} --answers {input.answers:q} --judge {params.judge:q} --judge-name {params.judge_name:q} "
+        "--cache {params.cache:q} {params.options:q} --judgments {output.judgments:q} --scores {output.scores:q} "
         "2> {log:q}"
 
 
@@ -107,9 +104,9 @@ rule implicit_reward:
     output:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
     params:
-        benchmark=lambda w: as_json(bench_of(w)),
+        benchmark=benchmark_config,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_of_type("implicit_reward")),
+        benchmark=_alternation(benchmarks_scored_by("implicit_reward")),
     conda:
         CONDA_ENV
     log:
@@ -120,16 +117,16 @@ rule implicit_reward:
     resources:
         **res("evaluate"),
     shell:
-        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark} "
-        "--benchmark-config {params.benchmark:q} --reference-model {input.reference:q} "
-        "--pairs {input.data:q}/pairs.jsonl --scores {output.scores:q} 2> {log:q}"
+        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark:q} "
+        "--benchmark-config {params.benchmark:q} --input reference={input.reference:q} --input data={input.data:q} "
+        "--scores {output.scores:q} 2> {log:q}"
 
 
 rule judges_table:
     """Which judge scored which benchmark, and what it cost (requests, new calls, prompt and completion tokens)."""
     input:
         script=f"{SCRIPTS}/judge_report.py",
-        scores=experiment_scores_of_type(*JUDGED),
+        scores=judged_scores(),
     output:
         md="reports/tables/judges.md",
         csv=report("reports/tables/judges.csv", caption="../report/judges.rst", category="Judged benchmarks",
@@ -150,7 +147,7 @@ rule mtbench_categories:
     """MT-Bench mean rating per category, one bar per run, with bootstrap CIs."""
     input:
         script=f"{SCRIPTS}/judge_report.py",
-        scores=experiment_scores_of_type("mtbench"),
+        scores=mtbench_category_scores(),
     output:
         png=report("reports/figures/mtbench_categories.png", caption="../report/mtbench_categories.rst",
                    category="Judged benchmarks", subcategory="Figures"),
@@ -167,7 +164,8 @@ rule mtbench_categories:
         "2> {log:q}"
 
 
-PAPER_REPORTS.append(lambda: (
-    [f"reports/tables/judges.{ext}" for ext in ("md", "csv", "tex")] if experiment_scores_of_type(*JUDGED) else []) + (
-    [f"reports/figures/mtbench_categories.{ext}" for ext in ("png", "pdf")]
-    if experiment_scores_of_type("mtbench") else []))
+PAPER_REPORTS.append(judged_report_files)
+
+
+onstart:
+    check_judge_keys(workflow.dag.needrun_jobs())

@@ -28,8 +28,8 @@ rule disperse:
     resources:
         **res("disperse"),
     shell:
-        "python {input.script:q} --ids {input.ids:q} --examples {input.train:q} {params.args} "
-        "--max-length {params.max_length} --out-dir {output:q} 2> {log:q}"
+        "python {input.script:q} --ids {input.ids:q} --examples {input.train:q} {params.args:q} "
+        "--max-length {params.max_length:q} --out-dir {output:q} 2> {log:q}"
 
 
 rule train_member:
@@ -66,9 +66,9 @@ rule train_member:
     resources:
         **res("train"),
     shell:
-        "{params.launch} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {params.ids:q} "
+        "{params.launch:q} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {params.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
-        "--heldout-ref {input.ref:q} {params.tables} "
+        "--heldout-ref {input.ref:q} {params.tables:q} "
         "--out {output.model:q} --train-log {output.log:q} --checkpoints {params.checkpoints:q} 2> {log:q}"
 
 
@@ -96,7 +96,7 @@ rule merge:
     resources:
         **res("merge"),
     shell:
-        "python {input.script:q} {params.args} --base-model {input.base:q} --device auto --out {output.model:q} "
+        "python {input.script:q} {params.args:q} --base-model {input.base:q} --device auto --out {output.model:q} "
         "--member-logs {input.logs:q} --train-log {output.log:q} 2> {log:q}"
 
 

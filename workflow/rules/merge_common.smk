@@ -23,10 +23,10 @@ def disperse_embedder(wildcards):
 # only parameters that do not depend on the input files.
 def disperse_args(wildcards):
     comp = composition_of(wildcards)
-    args = f"--k {comp['k']} --method {comp['split']} --seed {comp['seed']}"
+    args = ["--k", str(comp["k"]), "--method", comp["split"], "--seed", str(comp["seed"])]
     if comp["split"] == "kmeans":
-        args += f" --embedder {shlex.quote(comp['embedder'])}" if "embedder" in comp else (
-            f" --base-model {shlex.quote(disperse_embedder(wildcards)[0])}")
+        args += ["--embedder", comp["embedder"]] if "embedder" in comp else (
+            ["--base-model", disperse_embedder(wildcards)[0]])
     return args
 
 
@@ -53,8 +53,8 @@ def merge_args(wildcards):
     suffix = "/model/adapter" if merge["merge_space"] == "adapter" else "/model"
     inputs = [member + suffix for member in member_dirs(wildcards)]
     params = {k: merge[k] for k in ("weights", "density", "lambda") if k in merge}
-    return (f"--inputs {' '.join(shlex.quote(i) for i in inputs)} --method {merge['method']} "
-            f"--merge-space {merge['merge_space']} --seed {merge['seed']} --params {shlex.quote(as_json(params))}")
+    return ["--inputs", *inputs, "--method", merge["method"], "--merge-space", merge["merge_space"],
+            "--seed", str(merge["seed"]), "--params", as_json(params)]
 
 
 DTM_RUNS = dtm_runs(CFG["recipes"], experiment_runs())

@@ -32,7 +32,7 @@ rule ref_logprobs:
         **res("score"),
     shell:
         "python {input.script:q} --model {input.model:q} --data {input.train:q} {input.heldout:q} "
-        "--out {output:q} --max-length {params.max_length} 2> {log:q}"
+        "--out {output:q} --max-length {params.max_length:q} 2> {log:q}"
 
 
 rule reference_run:
@@ -48,7 +48,7 @@ rule reference_run:
         log="results/{model}/{dataset}/reference/train_log.csv",
     params:
         training=as_json(reference_training()),
-        epochs=" ".join(str(c) for c in REFERENCE_CHECKPOINTS),
+        epochs=[str(c) for c in REFERENCE_CHECKPOINTS],
         out_dir=lambda w: f"results/{w.model}/{w.dataset}/reference",
         trainer_checkpoints=lambda w: f"results/{w.model}/{w.dataset}/reference/trainer-checkpoints",
         launch=launcher("reference", reference_training(), "reference.training"),
@@ -62,9 +62,9 @@ rule reference_run:
     resources:
         **res("reference"),
     shell:
-        "{params.launch} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
+        "{params.launch:q} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective '{{\"name\": \"ntp\"}}' "
-        "--epoch-models {params.out_dir:q} --save-epochs {params.epochs} --train-log {output.log:q} "
+        "--epoch-models {params.out_dir:q} --save-epochs {params.epochs:q} --train-log {output.log:q} "
         "--checkpoints {params.trainer_checkpoints:q} 2> {log:q}"
 
 
@@ -92,7 +92,7 @@ rule confidence:
         **res("score"),
     shell:
         "python {input.script:q} --checkpoints {input.checkpoints:q} --data {input.train:q} --out {output.table:q} "
-        "--histogram-png {output.png:q} --histogram-pdf {output.pdf:q} --max-length {params.max_length} 2> {log:q}"
+        "--histogram-png {output.png:q} --histogram-pdf {output.pdf:q} --max-length {params.max_length:q} 2> {log:q}"
 
 
 rule tsne:
@@ -121,6 +121,6 @@ rule tsne:
     resources:
         **res("score"),
     shell:
-        "python {input.script:q} {params.models} --data {input.train:q} --confidence {input.confidence:q} "
-        "--png {output.png:q} --pdf {output.pdf:q} --max-length {params.max_length} --sample {params.sample} "
-        "--seed {params.seed} 2> {log:q}"
+        "python {input.script:q} {params.models:q} --data {input.train:q} --confidence {input.confidence:q} "
+        "--png {output.png:q} --pdf {output.pdf:q} --max-length {params.max_length:q} --sample {params.sample:q} "
+        "--seed {params.seed:q} 2> {log:q}"

@@ -19,5 +19,5 @@ rule select_data:
     resources:
         **res("select"),
     shell:
-        "python {input.script:q} --train {input.train:q} --selection {params.selection:q} {params.tables} "
+        "python {input.script:q} --train {input.train:q} --selection {params.selection:q} {params.tables:q} "
         "--out {output:q} 2> {log:q}"

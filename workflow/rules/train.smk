@@ -29,7 +29,7 @@ rule train:
     resources:
         **res("train"),
     shell:
-        "{params.launch} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
+        "{params.launch:q} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
-        "--heldout-ref {input.ref:q} {params.tables} "
+        "--heldout-ref {input.ref:q} {params.tables:q} "
         "--out {output.model:q} --train-log {output.log:q} --checkpoints {params.checkpoints:q} 2> {log:q}"

@@ -2,7 +2,9 @@
 settings, and the training log the merged run shows.
 
 ``disperse_merge`` has K members ``shards/shard-{k}``, each trained on shard k of the recipe's selection with
-the recipe's own training settings (seed included: the shards differ by their data only). ``seed_soup`` has
+the recipe's own training settings (seed included: the shards differ by their data only, and LoRA members start
+from one shared adapter initialisation). With ``init: different`` member k draws its LoRA initialisation with its
+own seed, ``init_seed`` = training.seed + 1 + k (data order and dropout keep training.seed). ``seed_soup`` has
 one member ``seeds/seed-{s}`` per seed, each trained on the whole selection with ``training.seed = s`` (the
 members differ by their seed only).
 
@@ -52,6 +54,8 @@ def member_training(recipe: Mapping, member: str) -> dict:
     training = copy.deepcopy(dict(recipe["training"]))
     if member.startswith("seeds/seed-"):
         training["seed"] = int(member.removeprefix("seeds/seed-"))
+    if member.startswith("shards/shard-") and recipe["composition"].get("init", "same") == "different":
+        training["init_seed"] = training["seed"] + 1 + int(member.removeprefix("shards/shard-"))
     return training
 
 

@@ -8,15 +8,25 @@ Two merge spaces:
     more than a few tensors of each input plus one output shard in memory: models larger than RAM merge.
     ``average`` is mergekit's ``linear`` (the mean of the weights, equal to the base plus the mean of the
     deltas); ``ties``, ``dare_ties``, ``dare_linear`` and ``task_arithmetic`` work on the deltas to the base.
+    ``task_arithmetic`` is Ilharco et al.'s θ0 + λ·Σ_k δ_k: the deltas are *summed* (weight 1 each, mergekit does
+    not normalise) and scaled by λ (``merge.lambda``), 0.3 by default: the value AdaMerging's task-arithmetic
+    baseline uses (mergekit's own default is 1; the DTM authors' released code does not include its merge
+    utilities, so their λ is not known). With K = 4 sub-models that is 1.2 times the average's update.
 
 ``adapter`` (an ablation, ``average`` only)
     What the DTM authors' code does: average the LoRA matrices A and B *separately* across the sub-models
-    and merge the averaged adapter into the base, W = W0 + s·B̄·Ā with s = lora_alpha / r. That is not the
-    average of the sub-models: averaging in delta space gives W0 + s·mean_k(B_k·A_k), and
-    B̄·Ā = (1/K²)·Σ_j Σ_k B_j·A_k contains the K² − K cross terms B_j·A_k (j ≠ k) of adapters that were
-    trained independently, while it carries only 1/K of each sub-model's own product. Since the B_k start
-    at zero and the A_k from different random draws, the cross terms are mostly noise and the adapter-space
-    merge shrinks each sub-model's update towards zero; the two agree only when all A_k (or all B_k) are equal.
+    and merge the averaged adapter into the base, W = W0 + s·B̄·Ā with s = lora_alpha / r. Averaging in delta
+    space gives W0 + s·mean_k(B_k·A_k) instead. How far apart they are depends on the members' initialisation:
+
+    - ``init: same`` (the default, and the authors' setup: one seed before ``get_peft_model``): every member starts
+      from the same A0 and B = 0, so A_k = A0 + ΔA_k and mean_k(B_k·A_k) = B̄·A0 + mean_k(B_k·ΔA_k), while
+      B̄·Ā = B̄·A0 + B̄·mean_k(ΔA_k). The gap B̄·Ā − mean_k(B_k·A_k) = −(1/K)·Σ_k (B_k − B̄)·(ΔA_k − mean ΔA) is
+      minus the members' covariance of B and the drift of A: zero at the start, and it grows only as the A
+      matrices drift apart (with A frozen the two merges are equal).
+    - ``init: different`` (one draw of A0 per member): B̄·Ā = (1/K²)·Σ_j Σ_k B_j·A_k also holds the K² − K cross
+      terms B_j·A_k (j ≠ k) between unrelated initialisations and only 1/K of each member's own product, so the
+      adapter-space merge shrinks each sub-model's update towards zero.
+
     This merge loads the base model whole (it is not out-of-core).
 """
 
@@ -60,7 +70,8 @@ class MergeMethod:
 
     ``model_params`` are given to mergekit once per sub-model, ``shared_params`` once for the merge;
     ``defaults`` fill the ones the config leaves out. Every method also takes ``weights`` (one per
-    sub-model, default uniform 1/K, so that methods that do not normalise still average the deltas).
+    sub-model): by default uniform 1/K, so that methods that do not normalise still average the deltas, or 1 each
+    where the method is defined as a sum of deltas (``sums_deltas``: task arithmetic).
     """
 
     mergekit_method: str
@@ -68,19 +79,21 @@ class MergeMethod:
     model_params: tuple[str, ...] = ()
     shared_params: tuple[str, ...] = ()
     defaults: Mapping[str, float] = field(default_factory=dict)
+    sums_deltas: bool = False
 
     @property
     def params(self) -> tuple[str, ...]:
         return ("weights", *self.model_params, *self.shared_params)
 
 
-# density 0.5 is mergekit's documented example value; lambda 1.0 is mergekit's default.
+# density 0.5 is mergekit's documented example value; lambda 1.0 is mergekit's default, except for task
+# arithmetic, whose λ = 0.3 scales a sum of K deltas (the common default of its papers' baselines).
 MERGE_METHODS: dict[str, MergeMethod] = {
     "average": MergeMethod("linear", uses_base=False),
     "ties": MergeMethod("ties", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
     "dare_ties": MergeMethod("dare_ties", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
     "dare_linear": MergeMethod("dare_linear", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
-    "task_arithmetic": MergeMethod("task_arithmetic", True, (), ("lambda",), {"lambda": 1.0}),
+    "task_arithmetic": MergeMethod("task_arithmetic", True, (), ("lambda",), {"lambda": 0.3}, sums_deltas=True),
 }
 
 MERGE_SPACES = ("delta", "adapter")
@@ -102,7 +115,7 @@ def resolve_params(method: str, n_models: int, params: Mapping[str, Any] | None 
     resolved = {**spec.defaults, **{k: v for k, v in params.items() if v is not None}}
     weights = resolved.get("weights")
     if weights is None:
-        weights = [1.0 / n_models] * n_models
+        weights = [1.0 if spec.sums_deltas else 1.0 / n_models] * n_models
     weights = [float(w) for w in weights]
     if len(weights) != n_models:
         raise ValueError(f"merge method {method!r}: {len(weights)} weights for {n_models} models")

@@ -6,22 +6,31 @@ is mean(preference − 1) × 100, so a tie counts half. The two outputs are show
 random order per instruction (undone before scoring) to cancel position bias, and identical outputs are
 a tie without a judge call.
 
-Annotators are registered by name. ``weighted_alpaca_eval_gpt4_turbo`` is alpaca_eval 0.6.6's default
-AlpacaEval 2 annotator: its prompt (``alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt``), one output token,
-and preference = 2 − P("m") / (P("m") + P("M")) from the top-5 log-probabilities. ``alpaca_eval_clf_text``
-is the same prompt for judges without log-probabilities: the answer text "m" or "M" gives 1 or 2.
+Annotators are registered by name and read from the installed ``alpaca_eval`` package (a pinned dependency):
+its ``evaluators_configs/<name>/configs.yaml`` gives the prompt template file and the decoding, so the prompt
+is the package's own text, never a copy here. ``weighted_alpaca_eval_gpt4_turbo`` is alpaca_eval's default
+AlpacaEval 2 annotator: one output token and preference = 2 − P("m") / (P("m") + P("M")) from the top
+log-probabilities. ``alpaca_eval_clf_text`` (ours) is the same prompt for judges without log-probabilities:
+greedy, the answer text "m" or "M" gives 1 or 2.
+
+The length-controlled win rate is alpaca_eval's GLM (``alpaca_eval.metrics.glm_winrate``), see
+``length_controlled_win_rate``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import yaml
 
 from sftlab.evaluation.cache import JudgmentCache
 from sftlab.evaluation.generation import Generator, GenerationRequest, SamplingParams
@@ -36,42 +45,6 @@ OFFICIAL_SIZE = 805
 HUB_DATASET = "tatsu-lab/alpaca_eval"
 #: AlpacaEval 2's reference outputs (GPT-4 Turbo) in the hub dataset
 HUB_EVAL_FILE = "alpaca_eval_gpt4_baseline.json"
-
-# alpaca_eval 0.6.6, evaluators_configs/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt (Apache-2.0), verbatim.
-# ChatML markers split it into chat messages, as alpaca_eval's prompt_to_chatml does.
-CLF_TEMPLATE = '''<|im_start|>system
-You are a highly efficient assistant, who evaluates and selects the best large language model (LLMs) based on the quality of their responses to a given instruction. This process will be used to create a leaderboard reflecting the most accurate and human-preferred answers.
-<|im_end|>
-<|im_start|>user
-I require a leaderboard for various large language models. I'll provide you with prompts given to these models and their corresponding outputs. Your task is to assess these responses, and select the model that produces the best output from a human perspective.
-
-## Instruction
-
-{
-    "instruction": """{instruction}""",
-}
-
-## Model Outputs
-
-Here are the unordered outputs from the models. Each output is associated with a specific model, identified by a unique model identifier.
-
-{
-    {
-        "model_identifier": "m",
-        "output": """{output_1}"""
-    },
-    {
-        "model_identifier": "M",
-        "output": """{output_2}"""
-    }
-}
-
-## Task
-
-Evaluate the models based on the quality and relevance of their outputs, and select the model that generated the best output. Answer by providing the model identifier of the best model. We will use your output as the name of the best model, so make sure your output only contains one of the following model identifiers and nothing else (no quotes, no spaces, no new lines, ...): m or M.
-
-## Best Model Identifier
-<|im_end|>'''
 
 _PLACEHOLDER = re.compile(r"\{(instruction|output_1|output_2)\}")
 
@@ -113,20 +86,47 @@ class PairwiseAnnotator:
     parse: Callable[[JudgeResponse], float | None]
 
 
-ANNOTATORS: dict[str, PairwiseAnnotator] = {
-    a.name: a
-    for a in (
-        # alpaca_eval's config samples at temperature 1; with one token and log-probabilities it makes no difference
-        PairwiseAnnotator("weighted_alpaca_eval_gpt4_turbo", CLF_TEMPLATE, 1, 1.0, 5, _logprob_preference),
-        PairwiseAnnotator("alpaca_eval_clf_text", CLF_TEMPLATE, 1, 0.0, 0, _text_preference),
-    )
+def evaluators_config_dir() -> Path:
+    """``alpaca_eval``'s directory of annotator configs, found without importing the package (which is slow)."""
+    spec = importlib.util.find_spec("alpaca_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the alpaca_eval package (a pinned dependency of sftlab) is not installed")
+    return Path(spec.submodule_search_locations[0]) / "evaluators_configs"
+
+
+def annotator_from_package(
+    name: str, parse: Callable[[JudgeResponse], float | None], config: str | None = None, config_dir: Path | None = None,
+    **decoding_overrides,
+) -> PairwiseAnnotator:
+    """Annotator ``name`` with the prompt and decoding of alpaca_eval's annotator config ``config`` (default: ``name``)."""
+    config = config or name
+    config_dir = config_dir or evaluators_config_dir()
+    path = config_dir / config / "configs.yaml"
+    entry = yaml.safe_load(path.read_text())[config]
+    completions = entry["completions_kwargs"]
+    decoding = {
+        "max_tokens": int(completions["max_tokens"]),
+        # alpaca_eval samples at temperature 1; with one token and log-probabilities it makes no difference
+        "temperature": float(completions.get("temperature", 0.0)),
+        "top_logprobs": int(completions.get("top_logprobs", 0)) if completions.get("logprobs") else 0,
+    }
+    decoding.update(decoding_overrides)
+    template = (config_dir / entry["prompt_template"]).read_text()
+    return PairwiseAnnotator(name, template, parse=parse, **decoding)
+
+
+#: our annotator name → (alpaca_eval config it is read from, parser, decoding overrides)
+ANNOTATOR_SOURCES: dict[str, tuple[str, Callable[[JudgeResponse], float | None], dict]] = {
+    "weighted_alpaca_eval_gpt4_turbo": ("weighted_alpaca_eval_gpt4_turbo", _logprob_preference, {}),
+    "alpaca_eval_clf_text": ("weighted_alpaca_eval_gpt4_turbo", _text_preference, {"temperature": 0.0, "top_logprobs": 0}),
 }
 
 
 def get_annotator(name: str) -> PairwiseAnnotator:
-    if name not in ANNOTATORS:
-        raise ValueError(f"unknown AlpacaEval annotator {name!r}; known: {sorted(ANNOTATORS)}")
-    return ANNOTATORS[name]
+    if name not in ANNOTATOR_SOURCES:
+        raise ValueError(f"unknown AlpacaEval annotator {name!r}; known: {sorted(ANNOTATOR_SOURCES)}")
+    config, parse, overrides = ANNOTATOR_SOURCES[name]
+    return annotator_from_package(name, parse, config=config, **overrides)
 
 
 def is_switched(instruction: str, seed: int) -> bool:
@@ -195,24 +195,19 @@ def win_rate(
     return out
 
 
-def length_controlled_win_rate(annotations: Sequence[dict], model_name: str, reference_name: str) -> dict:
-    """alpaca_eval's own length-controlled win rate, or ``{"available": False, "reason"}`` when it cannot run.
+#: alpaca_eval's GLM on the official set: length, per-instruction difficulty and a pull towards its precomputed
+#: length-gamed baselines, the last two indexed by position in the 805 instructions and read from the hub
+OFFICIAL_GLM = "length_controlled_v1"
+#: the same GLM without those two official-set terms, for any other eval set (the demo's, a fixture, a `limit`)
+CUSTOM_GLM = "length_controlled_minimal"
+#: hub file holding the official GLM's instruction difficulties and gamed-baseline annotations
+GLM_HUB_FILE = "df_gamed.csv"
 
-    It needs the ``alpaca_eval`` package importable, the official 805-instruction set (the GLM's instruction
-    difficulty is indexed by position in it) and its hub files; nothing here approximates it.
-    """
-    try:
-        from alpaca_eval.metrics.glm_winrate import get_length_controlled_winrate
-    except ImportError as exc:
-        return {"available": False, "reason": f"alpaca_eval is not importable ({exc})"}
-    if len(annotations) != OFFICIAL_SIZE:
-        return {
-            "available": False,
-            "reason": f"needs the official {OFFICIAL_SIZE}-instruction eval set, got {len(annotations)} instructions",
-        }
+
+def _annotation_frame(annotations: Sequence[dict], model_name: str, reference_name: str):
     import pandas as pd
 
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "index": range(len(annotations)),
             "instruction": [a["instruction"] for a in annotations],
@@ -224,15 +219,83 @@ def length_controlled_win_rate(annotations: Sequence[dict], model_name: str, ref
             "preference": [float("nan") if a["preference"] is None else a["preference"] for a in annotations],
         }
     )
+
+
+def _import_glm():
+    with warnings.catch_warnings():
+        # alpaca_eval 0.6.6 imports pkg_resources (hence the setuptools pin), which warns on import
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        from alpaca_eval.metrics import glm_winrate
+    return glm_winrate
+
+
+def fetch_glm_data() -> Path:
+    """The official GLM's hub file, downloaded into the Hugging Face cache where alpaca_eval looks for it."""
+    from huggingface_hub import hf_hub_download
+
     try:
-        metrics = get_length_controlled_winrate(frame, save_weights_dir=None, is_add_glm_preference_inplace=False)
-    except Exception as exc:  # its hub downloads and GLM fit can fail in many ways; report, never substitute
-        return {"available": False, "reason": f"alpaca_eval's length-controlled GLM failed ({type(exc).__name__}: {exc})"}
-    return {
-        "available": True,
-        "value": float(metrics["length_controlled_winrate"]),
-        "standard_error": float(metrics["lc_standard_error"]),
-    }
+        return Path(hf_hub_download(repo_id=HUB_DATASET, filename=GLM_HUB_FILE, repo_type="dataset"))
+    except Exception as exc:  # offline, gated, moved: many exception types, one meaning
+        raise DataError(
+            f"AlpacaEval 2's length-controlled win rate needs {HUB_DATASET}/{GLM_HUB_FILE} from the Hugging Face hub "
+            f"(instruction difficulties and gamed baselines of alpaca_eval's GLM) and could not get it: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _official_glm(frame, glm_winrate) -> dict:
+    fetch_glm_data()
+    metrics = glm_winrate.get_length_controlled_winrate(
+        frame, glm_name=OFFICIAL_GLM, save_weights_dir=None, is_add_glm_preference_inplace=False
+    )
+    return {"value": float(metrics["length_controlled_winrate"]), "standard_error": float(metrics["lc_standard_error"])}
+
+
+def _custom_glm(frame, glm_winrate) -> dict:
+    """alpaca_eval's minimal GLM fitted with its own design matrix and cross-validated fit, on features built as
+    ``glm_winrate._get_featurized_data`` builds them (which itself always downloads the official set's file)."""
+    import pandas as pd
+
+    info = glm_winrate.GLM_INFO[CUSTOM_GLM]
+    delta = frame["output_1"].str.len() - frame["output_2"].str.len()
+    spread = delta.std()
+    features = pd.DataFrame(
+        {
+            "preference": frame["preference"].astype(float).replace({0.0: 1.5}) - 1,
+            # equal length differences everywhere (or one instruction): there is no length effect to control for
+            "std_delta_len": delta / spread if spread > 0 else 0.0,
+            "not_gamed_baseline": True,
+        }
+    )
+    no_length_gap = features[["not_gamed_baseline"]].assign(std_delta_len=0.0)
+    train, test = glm_winrate.make_dmatrix_for_model(features, no_length_gap, formula=info["formula"])
+    train = train[train["preference"].notna()]
+    model = glm_winrate.fit_LogisticRegressionCV(train, "preference", is_ytrue_proba=True, **info["kwargs"])
+    return {"value": float(model.predict_proba(test)[:, 1].mean() * 100)}
+
+
+def length_controlled_win_rate(annotations: Sequence[dict], model_name: str, reference_name: str) -> dict:
+    """The win rate had the model's outputs been as long as the reference's: alpaca_eval's logistic GLM of the
+    preference on tanh(standardised length difference), predicted at zero difference.
+
+    On the official 805-instruction set this is AlpacaEval 2's LC win rate exactly (``length_controlled_v1``, with
+    ``standard_error`` as alpaca_eval reports it); on any other set the GLM drops the two terms only the official
+    set has (``length_controlled_minimal``). ``{"available": False, "reason"}`` only when too few instructions
+    have a parsable preference for alpaca_eval's cross-validated fit.
+    """
+    glm_winrate = _import_glm()
+    glm = OFFICIAL_GLM if len(annotations) == OFFICIAL_SIZE else CUSTOM_GLM
+    n_folds = glm_winrate.GLM_INFO[glm]["kwargs"]["n_splits"]
+    n_parsable = sum(a["preference"] is not None for a in annotations)
+    if n_parsable < n_folds:
+        return {"available": False, "reason": f"alpaca_eval's GLM is fitted with {n_folds}-fold cross-validation: "
+                                              f"needs {n_folds} instructions with a parsable preference, got {n_parsable}"}
+    frame = _annotation_frame(annotations, model_name, reference_name)
+    with warnings.catch_warnings():
+        # scikit-learn's notices about its own 1.10 API, not about this fit
+        warnings.simplefilter("ignore", FutureWarning)
+        fitted = _official_glm(frame, glm_winrate) if glm == OFFICIAL_GLM else _custom_glm(frame, glm_winrate)
+    return {"available": True, "glm": glm, **fitted}
 
 
 def load_eval_set(path: str | Path) -> list[dict]:
@@ -256,6 +319,7 @@ def download_eval_set(out_path: str | Path, filename: str = HUB_EVAL_FILE) -> Pa
     items = load_eval_set(local)
     if len(items) != OFFICIAL_SIZE:
         raise DataError(f"{HUB_DATASET}/{filename}: expected {OFFICIAL_SIZE} items, got {len(items)}")
+    fetch_glm_data()  # now, while the hub is reachable: the judge job needs it for the length-controlled win rate
     write_text(out_path, Path(local).read_text())
     return Path(out_path)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from .base import Objective, model_inputs, register_objective
+from .base import Objective, chunked_logsumexp, model_inputs, register_objective
 from .ntp import ntp_loss
 
 PAIRINGS = ("confidence", "random")
@@ -79,11 +79,13 @@ def mixup_loss(
     y_c, y_u = targets[:half][keep[:half]], targets[half:][keep[half:]]
     lam_pos = lam.to(hidden.device).repeat_interleave(n)
     mix = lam_pos.to(hidden.dtype).unsqueeze(-1)
-    logps = torch.log_softmax(lm_head(mix * z_c + (1 - mix) * z_u).float(), dim=-1)
+    logits = lm_head(mix * z_c + (1 - mix) * z_u)
+    log_norm = chunked_logsumexp(logits)  # once for both targets
     lam_pos = lam_pos.float()
     per_position = -(
-        lam_pos * logps.gather(-1, y_c.unsqueeze(-1)).squeeze(-1)
-        + (1 - lam_pos) * logps.gather(-1, y_u.unsqueeze(-1)).squeeze(-1)
+        lam_pos * logits.gather(-1, y_c.unsqueeze(-1)).squeeze(-1).float()
+        + (1 - lam_pos) * logits.gather(-1, y_u.unsqueeze(-1)).squeeze(-1).float()
+        - log_norm
     )
     n_positions = per_position.numel()
     return per_position.sum() / max(n_positions, 1), n_positions

@@ -6,8 +6,9 @@ objective and training settings but the seed). Three views of their scores:
 
 - ``dtm_main``: SFT, seed soup and DTM merged by plain averaging in delta space (the paper's method), one row
   each per model and dataset; the paper's reported rows below ours, with their source label.
-- ``dtm_merge_methods``: every DTM run by K, split, merge method and merge space; the paper's merge-method
-  MMLU numbers below ours.
+- ``dtm_merge_methods``: every DTM run by K, split, merge method (with its λ where it scales), merge space and
+  member initialisation (same LoRA initialisation for all members, or one each); the paper's merge-method MMLU
+  numbers below ours.
 - ``dtm_k_ablation``: score against K per benchmark, one line per (model, dataset, split, merge method, space),
   SFT and seed soup as horizontal lines.
 
@@ -41,25 +42,43 @@ def _baseline_key(recipe: Mapping) -> str:
     return json.dumps([recipe["selection"], recipe["objective"], training], sort_keys=True)
 
 
+def merge_lambda(merge: Mapping) -> float | None:
+    """The λ a merge scales its deltas by (its method's default where the config leaves it out); None if it has none."""
+    from sftlab.compose.merge import MERGE_METHODS
+
+    method = MERGE_METHODS[merge["method"]]
+    return float(merge.get("lambda", method.defaults["lambda"])) if "lambda" in method.params else None
+
+
+def method_label(merge: Mapping) -> str:
+    """The merge method with its λ where it matters: always for task arithmetic (θ0 + λ·Σδ), else when not 1."""
+    lam = merge_lambda(merge)
+    shown = lam is not None and (merge["method"] == "task_arithmetic" or lam != 1.0)
+    return merge["method"] + (f" (λ={lam:g})" if shown else "")
+
+
 def _merge_label(merge: Mapping) -> str:
-    return merge["method"] + (", adapter space" if merge["merge_space"] == "adapter" else "")
+    return method_label(merge) + (", adapter space" if merge["merge_space"] == "adapter" else "")
 
 
 def describe_run(model: str, dataset: str, name: str, recipe: Mapping) -> dict:
     """A run as the report sees it: its role, a readable label and the settings the tables show."""
     comp = recipe["composition"]
     row = {"model": model, "dataset": dataset, "recipe": name, "k": None, "split": None, "seeds": None,
-           "method": None, "merge_space": None}
+           "method": None, "merge_space": None, "init": None}
     if comp["name"] == "single":
         objective = recipe["objective"]["name"]
         return {**row, "role": "sft", "label": "SFT" if objective == "ntp" else f"single run ({objective})"}
-    row.update(method=comp["merge"]["method"], merge_space=comp["merge"]["merge_space"])
+    row.update(method=comp["merge"]["method"], merge_space=comp["merge"]["merge_space"],
+               method_label=method_label(comp["merge"]))
     if comp["name"] == "seed_soup":
         return {**row, "role": "seed_soup", "seeds": len(comp["seeds"]),
                 "label": f"seed soup ({len(comp['seeds'])} seeds, {_merge_label(comp['merge'])})"}
     objective = "" if recipe["objective"]["name"] == "ntp" else f", {recipe['objective']['name']} members"
-    return {**row, "role": "dtm", "k": comp["k"], "split": comp["split"],
-            "label": f"DTM (K={comp['k']}, {comp['split']}, {_merge_label(comp['merge'])}{objective})"}
+    init = comp.get("init", "same")
+    return {**row, "role": "dtm", "k": comp["k"], "split": comp["split"], "init": init,
+            "label": f"DTM (K={comp['k']}, {comp['split']}, {_merge_label(comp['merge'])}{objective}"
+                     f"{', different init' if init == 'different' else ''})"}
 
 
 def dtm_runs(recipes: Mapping[str, Mapping], runs: Iterable[tuple[str, str, str]]) -> list[dict]:
@@ -93,10 +112,12 @@ def _paper_rows(paper: pd.DataFrame, table: str) -> pd.DataFrame:
 
 def main_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapping[str, str],
                paper: pd.DataFrame) -> pd.DataFrame:
-    """SFT, seed soup and DTM (average, delta space) per model and dataset, then the paper's rows."""
+    """SFT, seed soup and DTM (average, delta space, shared initialisation) per model and dataset, then the paper's
+    rows."""
     columns, keys = paper_columns(benchmarks, _paper_rows(paper, "main"))
     index = _index(scores)
-    shown = [r for r in runs if r["role"] != "dtm" or (r["method"] == "average" and r["merge_space"] == "delta")]
+    shown = [r for r in runs if r["role"] != "dtm"
+             or (r["method"] == "average" and r["merge_space"] == "delta" and r["init"] == "same")]
     groups = list(dict.fromkeys((r["model"], r["dataset"]) for r in shown))
     rows = []
     for model, dataset in groups:
@@ -113,23 +134,25 @@ def main_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mappin
 
 def merge_method_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapping[str, str],
                        paper: pd.DataFrame) -> pd.DataFrame:
-    """Every DTM run by K, split, merge method and merge space, then the paper's merge-method rows."""
+    """Every DTM run by K, split, merge method, merge space and member initialisation, then the paper's merge-method
+    rows."""
     columns, keys = paper_columns(benchmarks, _paper_rows(paper, "merge_methods"))
     index = _index(scores)
     dtm = [r for r in runs if r["role"] == "dtm"]
     order = {g: i for i, g in enumerate(dict.fromkeys((r["model"], r["dataset"]) for r in dtm))}
     dtm.sort(key=lambda r: (order[(r["model"], r["dataset"])], r["split"], r["k"], METHOD_ORDER.index(r["method"]),
-                            r["merge_space"] != "delta"))
+                            r["method_label"], r["merge_space"] != "delta", r["init"] != "same"))
     rows = [{"model": r["model"], "dataset": r["dataset"], "recipe": r["recipe"], "K": str(r["k"]),
-             "split": r["split"], "merge method": r["method"], "merge space": r["merge_space"],
+             "split": r["split"], "merge method": r["method_label"], "merge space": r["merge_space"],
+             "member init": r["init"],
              **{c: _score_cell(index, r, c) if c in benchmarks else MISSING for c in columns}, "source": "this work"}
             for r in dtm]
     for _, row in _paper_rows(paper, "merge_methods").iterrows():
         rows.append({"model": row["model"], "dataset": row["dataset"], "recipe": MISSING, "K": MISSING,
-                     "split": MISSING, "merge method": row["method"], "merge space": MISSING,
+                     "split": MISSING, "merge method": row["method"], "merge space": MISSING, "member init": MISSING,
                      **{c: _paper_cell(row, keys[c]) for c in columns}, "source": row["source"]})
     return pd.DataFrame(rows, columns=["model", "dataset", "recipe", "K", "split", "merge method", "merge space",
-                                       *columns, "source"])
+                                       "member init", *columns, "source"])
 
 
 def k_ablation_points(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Sequence[str]) -> pd.DataFrame:
@@ -139,7 +162,9 @@ def k_ablation_points(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks:
     rows = []
     for run in runs:
         if run["role"] == "dtm":
-            series = f"{run['model']}/{run['dataset']} DTM {run['split']}, {_merge_label(run)}"
+            series = (f"{run['model']}/{run['dataset']} DTM {run['split']}, {run['method_label']}"
+                      + (", adapter space" if run["merge_space"] == "adapter" else "")
+                      + (", different init" if run["init"] == "different" else ""))
         else:
             series = f"{run['model']}/{run['dataset']} {run['label']}: {run['recipe']}"
         for bench in benchmarks:

@@ -3,6 +3,10 @@
 A selector gets the pool's ids (in file order) and the per-example tables it declares in ``tables``
 (read from Parquet by the selection rule, keyed by id), and returns ids ordered by selection score,
 best first. The selection rule keeps the first ``fraction`` of them and writes ``{fraction}.ids``.
+
+``fraction`` is a share of the *pool* for every selector: 0.05 keeps 5% of the pool's examples whether the
+selector ranks the whole pool (random, less, rose) or only part of it (confident / unconfident rank their half,
+so their largest fraction, ``max_fraction``, is 0.5: the whole half).
 """
 
 from __future__ import annotations
@@ -27,17 +31,25 @@ def build_selector(name: str, params: dict[str, Any] | None = None) -> "Selector
     return lookup(SELECTORS, "selector", name)(**(params or {}))
 
 
-def take_fraction(ranked: list[str], fraction: float) -> list[str]:
-    """The first ceil(fraction · n) ids (at least one)."""
+def take_fraction(ranked: list[str], fraction: float, pool_size: int, max_fraction: float = 1.0) -> list[str]:
+    """The first ceil(fraction · pool_size) ids of ``ranked`` (at least one).
+
+    A selector that ranks only part of the pool declares the largest share it can deliver (``max_fraction``);
+    the count is capped at what it ranked (the unconfident half of an odd pool is one short of ceil(n/2)).
+    """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    return ranked[: max(1, math.ceil(fraction * len(ranked)))]
+    if fraction > max_fraction:
+        raise ValueError(f"fraction {fraction} is more than the selector delivers ({max_fraction} of the pool)")
+    return ranked[: min(len(ranked), max(1, math.ceil(fraction * pool_size)))]
 
 
 class Selector(abc.ABC):
     name: ClassVar[str]
     #: names of per-example tables (Parquet keyed by id) the selector reads, e.g. ("confidence",)
     tables: ClassVar[tuple[str, ...]] = ()
+    #: the largest share of the pool the selector ranks (the config's fraction may not exceed it)
+    max_fraction: ClassVar[float] = 1.0
 
     def __init__(self, **params: Any) -> None:
         if params:

@@ -56,9 +56,10 @@ def _split_rows(ids: list[str], tables: dict[str, pd.DataFrame], split: str) -> 
 
 @register_selector("confident")
 class Confident(Selector):
-    """The confident half, most confident first (SFTMix's "train on D^c only" ablation)."""
+    """The confident half, most confident first (SFTMix's "train on D^c only" ablation; fraction 0.5 of the pool)."""
 
     tables = ("confidence",)
+    max_fraction = 0.5
 
     def rank(self, ids, tables):
         return confidence_order(_split_rows(ids, tables, "confident"))["id"].tolist()
@@ -66,9 +67,10 @@ class Confident(Selector):
 
 @register_selector("unconfident")
 class Unconfident(Selector):
-    """The unconfident half, least confident first (SFTMix's "train on D^u only" ablation)."""
+    """The unconfident half, least confident first (SFTMix's "train on D^u only" ablation; fraction 0.5 of the pool)."""
 
     tables = ("confidence",)
+    max_fraction = 0.5
 
     def rank(self, ids, tables):
         rows = _split_rows(ids, tables, "unconfident")

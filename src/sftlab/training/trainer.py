@@ -11,6 +11,7 @@ import copy
 import csv
 import functools
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -209,6 +210,22 @@ def precision_flags(precision: str) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
+#: training.report_to → the package its transformers integration needs
+TRACKERS = {"wandb": "wandb", "tensorboard": "tensorboard"}
+
+
+def report_targets(report_to: str) -> list[str]:
+    """The Trainer's ``report_to`` list; a tracker whose package is missing is named before training starts."""
+    if report_to == "none":
+        return []
+    if report_to not in TRACKERS:
+        raise ValueError(f"training.report_to: {report_to!r} is not one of {['none', *TRACKERS]}")
+    if importlib.util.find_spec(TRACKERS[report_to]) is None:
+        raise ModuleNotFoundError(f"training.report_to: {report_to} is selected but the {TRACKERS[report_to]} package "
+                                  f"is not installed in this environment (pip install {TRACKERS[report_to]})")
+    return [report_to]
+
+
 def world_size() -> int:
     """Processes of this run: set by `accelerate launch` / torchrun, 1 when started as plain python."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -216,7 +233,9 @@ def world_size() -> int:
 
 def training_arguments(cfg: dict, output_dir: Path) -> TrainingArguments:
     """The Trainer's settings; ``batch_size`` is per process, so the global batch is batch_size ×
-    gradient_accumulation × processes (the launcher's process count is part of the rule's params)."""
+    gradient_accumulation × processes (the launcher's process count is part of the rule's params).
+    Trackers (``report_to``) name the run after its directory (the checkpoints' parent)."""
+    run_dir = Path(output_dir).resolve().parent
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg["batch_size"],
@@ -237,7 +256,8 @@ def training_arguments(cfg: dict, output_dir: Path) -> TrainingArguments:
         save_strategy="steps",
         save_steps=cfg["save_steps"],
         save_total_limit=2,
-        report_to=[],
+        report_to=report_targets(cfg.get("report_to", "none")),
+        run_name="/".join(run_dir.parts[-4:]),
         remove_unused_columns=False,
         dataloader_num_workers=0,
         gradient_checkpointing=cfg["gradient_checkpointing"],
@@ -261,6 +281,9 @@ def load_model(model_dir: str | Path, cfg: dict):
         from peft import LoraConfig, get_peft_model
 
         lora = cfg["lora"]
+        # the adapter's random A matrices are drawn here: runs with one seed share them (the members of a DTM recipe,
+        # as in the authors' code) unless ``init_seed`` gives a run its own draw (composition init: different)
+        torch.manual_seed(cfg.get("init_seed", cfg["seed"]))
         model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                                                  target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM"))
     return model, tokenizer
@@ -351,6 +374,8 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     checkpoint_dir = Path(checkpoint_dir)
     processes = world_size()
     args = training_arguments(cfg, checkpoint_dir)  # first: sets up the processes' shared state
+    if "tensorboard" in args.report_to:  # beside train_log.csv: the checkpoint directory is removed at the end
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(log_path).resolve().parent / "tensorboard"))
     if args.process_index:
         log = lambda *_: None  # noqa: E731  (process 0 speaks for all)
     torch.manual_seed(cfg["seed"])

@@ -1,0 +1,15 @@
+"""Benchmark types (the evaluation axis). Importing this package registers every type."""
+
+from .base import (BENCHMARK_TYPES, DATA_KEYS, GENERATION_KEYS, JUDGE_KEYS, BenchmarkType, benchmark_type,
+                   prepare_benchmark_files, register_benchmark_type)
+from . import exact_match  # noqa: F401
+from . import lm_eval  # noqa: F401
+from . import mtbench  # noqa: F401
+from . import alpacaeval  # noqa: F401
+from . import preference  # noqa: F401
+from . import implicit_reward  # noqa: F401
+from . import ifeval  # noqa: F401
+from . import arena_hard  # noqa: F401
+
+__all__ = ["BENCHMARK_TYPES", "DATA_KEYS", "GENERATION_KEYS", "JUDGE_KEYS", "BenchmarkType", "benchmark_type",
+           "prepare_benchmark_files", "register_benchmark_type"]
