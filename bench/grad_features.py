@@ -290,7 +290,7 @@ def bench_tiny_fidelity(args) -> None:
     gen = torch.Generator().manual_seed(1)
     moments = [(torch.randn(p.numel(), generator=gen) * 1e-3, torch.rand(p.numel(), generator=gen) * 1e-5)
                for p in params.values()]
-    items = synthetic_items(64, 48, 512)
+    items = synthetic_items(64, 48, model.get_base_model().config.vocab_size)
     for k, item in enumerate(items):  # lengths 24..48: padding inside the batches
         seq = item["sequences"][0]
         n = 24 + k % 25
