@@ -196,6 +196,9 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
             errors = list(jsonschema.Draft202012Validator(recipe_schema).iter_errors(recipe))
             if errors:
                 raise ConfigError(f"config key sweeps.{sweep_id}.grid: generated recipe {name!r}: {_describe(errors[0])}")
+            # a grid value may be a whole block (merge: {...}): its defaults; training's come from the global settings
+            for axis in ("selection", "objective", "composition"):
+                fill_defaults(recipe[axis], schema["$defs"][axis], schema)
             config["recipes"][name] = recipe
             names.append(name)
         if sweep_id in config["recipes"]:
@@ -241,6 +244,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
     sweeps = expand_sweeps(config, schema)
     resolve_influence_selections(config)
     check_token_budget(config)
+    check_random_baseline(config)
     for name, recipe in config["recipes"].items():
         recipe["training"] = deep_merge(config["training"], recipe.get("training", {}))
         if recipe["training"]["finetuning"] == "lora":
@@ -365,8 +369,14 @@ def expand_seeds(config: dict) -> dict[str, tuple[str, int]]:
     return generated
 
 
-INFLUENCE_SELECTORS = ("less", "rose")
 _INFLUENCE_KEYS = ("validation", "shots", "beta")
+
+
+def influence_selectors() -> tuple[str, ...]:
+    """The selectors that rank by an influence table (less, rose), from the selector registry."""
+    from sftlab.selection import SELECTORS
+
+    return tuple(name for name, cls in SELECTORS.items() if cls.influence)
 
 
 def resolve_influence_selections(config: dict) -> None:
@@ -381,7 +391,7 @@ def resolve_influence_selections(config: dict) -> None:
             raise ConfigError(f"config key validation.{name}.dataset: no dataset named {dataset!r}")
     for name, recipe in config["recipes"].items():
         sel, where = recipe["selection"], f"recipes.{name}.selection"
-        if sel["name"] not in INFLUENCE_SELECTORS:
+        if sel["name"] not in influence_selectors():
             extra = [k for k in _INFLUENCE_KEYS if k in sel]
             if extra:
                 raise ConfigError(f"config key {where}.{extra[0]}: only the less and rose selectors take it")
@@ -402,7 +412,7 @@ def check_token_budget(config: dict) -> None:
     """Every gradient-feature item must fit ``gradients.max_tokens``: max_length tokens a sequence (the warmup's),
     two sequences for a rose (DPO) pair. Refused here, before any job starts, rather than by the job."""
     names = {r["selection"]["name"] for r in config["recipes"].values()}
-    if not names & set(INFLUENCE_SELECTORS):
+    if not names & set(influence_selectors()):
         return
     max_length = deep_merge(config["training"], config["warmup"]["training"])["max_length"]
     need = max_length * (2 if "rose" in names else 1)
@@ -421,6 +431,23 @@ def check_selection(key: str, recipe: dict) -> None:
     if selection["fraction"] > limit:
         raise ConfigError(f"config key {key}.selection.fraction: {selection['fraction']:g} of the pool, but selector "
                           f"{selection['name']!r} delivers at most {limit:g} of it (fraction is a share of the pool)")
+
+
+def check_random_baseline(config: dict) -> None:
+    """The random selection baseline must be a draw independent of the LESS / ROSE warmup's random subset.
+
+    Both are the ``random`` selector: with the warmup's seed, every fraction of the baseline contains (or is
+    contained in) the warmup's subset, so the "random" rows would be the warmup's own data.
+    """
+    if not any(r["selection"]["name"] in influence_selectors() for r in config["recipes"].values()):
+        return
+    seed = config["warmup"]["seed"]
+    for name, recipe in config["recipes"].items():
+        sel = recipe["selection"]
+        if sel["name"] == "random" and sel.get("seed", 0) == seed:
+            raise ConfigError(f"config key recipes.{name}.selection.seed: {seed} is the LESS/ROSE warmup's seed "
+                              f"(warmup.seed), so this random baseline would hold the warmup's own subset; give it "
+                              f"another seed for an independent draw")
 
 
 def composition_members(composition: dict) -> int:
@@ -447,7 +474,7 @@ def check_composition(key: str, recipe: dict) -> None:
                           f"but training.finetuning is {recipe['training']['finetuning']!r}")
     merge = composition["merge"]
     method = MERGE_METHODS[merge["method"]]
-    for param in ("density", "lambda"):
+    for param in ("density", "lambda", "fisher_samples"):
         if param in merge and param not in method.params:
             raise ConfigError(f"config key {key}.composition.merge.{param}: merge method {merge['method']!r} "
                               f"takes no {param} (it takes {list(method.params)})")
@@ -506,17 +533,20 @@ def resources(config: dict, stage: str) -> dict:
 
 
 def selector_id(selection: dict) -> str:
-    """The selector's name with the settings that change its output, as used in selection paths."""
-    name = selection["name"]
-    if name == "random":
-        return f"random-s{selection.get('seed', 0)}"
-    if name in INFLUENCE_SELECTORS:
-        # the fraction is not part of it: every fraction of one selector reads one influence table
-        sid = f"{name}-{selection['validation']}-{selection['shots']}shot"
-        if name == "rose" and selection.get("beta", 0.1) != 0.1:
-            sid += f"-beta{format_value(float(selection['beta']))}"
-        return sid
-    return name
+    """The selector's name with every parameter it declares (its constructor's), as used in selection paths: two
+    selections that can differ get different paths. The fraction is not part of it: every fraction of one selector
+    reads one ranking (one influence table)."""
+    from sftlab.registry import lookup
+    from sftlab.selection import SELECTORS
+
+    cls = lookup(SELECTORS, "selector", selection["name"])
+    parts = [cls.name]
+    for key, default in cls.parameters().items():
+        value = selection.get(key, default)
+        if value is None or (key in cls.id_omitted and value == cls.id_omitted[key]):
+            continue
+        parts.append(cls.id_formats.get(key, "{key}{value}").format(key=key, value=format_value(value)))
+    return "-".join(parts)
 
 
 def fraction_id(fraction: float) -> str:

@@ -2,8 +2,12 @@
 
 import hashlib
 
-from sftlab.config import INFLUENCE_SELECTORS
+from sftlab.config import influence_selectors
 from sftlab.selection.gradient_cost import grad_features_runtime, model_memory_gb
+
+# the selectors that rank by an influence table, and their selection ids (the influence rules' wildcard)
+INFLUENCE_SELECTORS = influence_selectors()
+INFLUENCE_SELECTOR_ID = f"({_alternation(INFLUENCE_SELECTORS)})-[^/]+"
 
 WARMUP_EPOCHS = list(range(1, CFG["warmup"]["training"]["epochs"] + 1))
 GRAD_SHARDS = list(range(CFG["gradients"]["shards"]))
@@ -17,13 +21,33 @@ def warmup_training():
 
 
 def warmup_ids(wildcards):
-    sel = warmup_selection()
-    return (f"results/{wildcards.model}/{wildcards.dataset}/selection/"
-            f"{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids")
+    return selection_ids(wildcards.model, wildcards.dataset, warmup_selection())
 
 
 def warmup_checkpoints(wildcards):
     return [f"results/{wildcards.model}/{wildcards.dataset}/warmup/checkpoint-{c}" for c in WARMUP_EPOCHS]
+
+
+def warmup_dir(wildcards):
+    return f"results/{wildcards.model}/{wildcards.dataset}/warmup"
+
+
+def warmup_trainer_checkpoints(wildcards):
+    """The Trainer's own checkpoint-{step} directories, apart from the epoch checkpoints."""
+    return f"{warmup_dir(wildcards)}/trainer-checkpoints"
+
+
+def validation_subtasks(wildcards):
+    return CFG["validation"][wildcards.name].get("subtasks", [])
+
+
+def validation_seed(wildcards):
+    return CFG["validation"][wildcards.name]["seed"]
+
+
+def influence_validation_file(wildcards):
+    """The validation set whose gradients a less / rose selector compares with."""
+    return validation_path(influence_selection(wildcards)["validation"])
 
 
 def influence_selection(wildcards):

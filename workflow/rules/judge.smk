@@ -66,6 +66,7 @@ rule judge:
         answers=answers_path,
         data="results/benchmarks/{benchmark}",
         judge_model=judge_model_input,
+        local=local_judge_files,
     output:
         judgments="results/{model}/{dataset}/runs/{recipe}/judgments/{benchmark}.jsonl",
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",

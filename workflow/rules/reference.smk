@@ -1,13 +1,4 @@
-def ref_logprobs_max_length(wildcards):
-    """The truncation of log πref: that of the runs on this model × dataset, whose own log-probs it is compared with
-    (MinorSFT / DPO-SFT weights, the deviation m_θ). One table per pair, so its runs must truncate alike."""
-    lengths = {CFG["recipes"][r]["training"]["max_length"] for (m, d, r) in experiment_runs()
-               if (m, d) == (wildcards.model, wildcards.dataset)}
-    if len(lengths) > 1:
-        raise WorkflowError(f"runs on {wildcards.model} × {wildcards.dataset} use training.max_length "
-                            f"{sorted(lengths)}: their reference log-probs are one table, so use one max_length per "
-                            "model and dataset")
-    return lengths.pop() if lengths else CFG["training"]["max_length"]
+include: "reference_common.smk"
 
 
 rule ref_logprobs:
@@ -49,8 +40,8 @@ rule reference_run:
     params:
         training=as_json(reference_training()),
         epochs=[str(c) for c in REFERENCE_CHECKPOINTS],
-        out_dir=lambda w: f"results/{w.model}/{w.dataset}/reference",
-        trainer_checkpoints=lambda w: f"results/{w.model}/{w.dataset}/reference/trainer-checkpoints",
+        out_dir=reference_dir,
+        trainer_checkpoints=reference_trainer_checkpoints,
         launch=launcher("reference", reference_training(), "reference.training"),
     log:
         "logs/reference_run/{model}/{dataset}.log",
@@ -99,7 +90,7 @@ rule tsne:
     """t-SNE of mean-pooled response hidden states, coloured by confidence split: the reference and each NTP / SFTMix run."""
     input:
         script=f"{SCRIPTS}/tsne.py",
-        models=lambda w: list(tsne_models(w).values()),
+        models=tsne_model_dirs,
         train="results/data/{dataset}/train.jsonl",
         confidence="results/{model}/{dataset}/confidence.parquet",
     output:
@@ -107,7 +98,7 @@ rule tsne:
                    subcategory="Figures"),
         pdf="reports/figures/tsne_{model}_{dataset}.pdf",
     params:
-        models=lambda w: table_args("--model", {k: v for k, v in tsne_models(w).items()}),
+        models=tsne_model_args,
         max_length=CFG["training"]["max_length"],
         sample=CFG["reference"]["tsne_sample"],
         seed=CFG["reference"]["tsne_seed"],

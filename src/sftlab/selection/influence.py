@@ -82,8 +82,12 @@ class InfluenceSelector(Selector):
     """Rank by the ``influence`` column of the selector's table, highest first; NaN last; ties in pool order.
 
     The settings (validation set, shots, β) define which influence table the workflow computes and hands
-    over; the ranking itself reads only the table, so they are kept for the record.
+    over; the ranking itself reads only the table, so they are kept for the record — and name its path.
     """
+
+    influence = True
+    id_formats = {"validation": "{value}", "shots": "{value}shot", "beta": "beta{value}"}
+    id_omitted = {"beta": 0.1}  # ROSE's default β: its paths predate the setting
 
     def __init__(self, validation: str | None = None, shots: int | None = None, beta: float | None = None) -> None:
         self.validation, self.shots, self.beta = validation, shots, beta
