@@ -52,6 +52,7 @@ except ConfigError as exc:
 # unless --software-deployment-method conda puts the environment of envs/ there instead.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 CONDA_ENV = str(ROOT / "envs" / "sftlab.yaml")
+VLLM_ENV = str(ROOT / "envs" / "vllm.yaml")
 # scripts import sftlab from the source tree, installed or not (conda environments do not install it)
 shell.prefix(f"export PYTHONPATH={ROOT / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 SCRIPTS = _recorded_path(ROOT / "scripts")
@@ -310,3 +311,58 @@ def local_dataset_files(wildcards):
 def local_model_files(wildcards):
     m = CFG["models"][wildcards.model]
     return files_under(m["path"]) if m["source"] == "local" else []
+
+
+# Input functions of the rule files without a *_common.smk of their own (models, data, selection, train), and the
+# ones several rule files share (the rules name them instead of holding lambdas).
+def model_config(wildcards):
+    return as_json(CFG["models"][wildcards.model])
+
+
+def dataset_config(wildcards):
+    return as_json(CFG["datasets"][wildcards.dataset])
+
+
+def selection_settings(wildcards):
+    return as_json(selection_config(wildcards))
+
+
+def selector_table_files(wildcards):
+    return list(selector_tables(wildcards).values())
+
+
+def selector_table_args(wildcards):
+    return table_args("--table", selector_tables(wildcards))
+
+
+def recipe_training(wildcards):
+    return as_json(recipe_of(wildcards)["training"])
+
+
+def recipe_objective(wildcards):
+    return as_json(recipe_of(wildcards)["objective"])
+
+
+def recipe_max_length(wildcards):
+    return recipe_of(wildcards)["training"]["max_length"]
+
+
+def train_launcher(wildcards):
+    return launcher("train", recipe_of(wildcards)["training"], f"recipes.{wildcards.recipe}.training")
+
+
+def run_checkpoints(wildcards):
+    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/checkpoints"
+
+
+def input_table_args(wildcards, input):
+    return table_args("--table", input.tables)
+
+
+def output_stem(name):
+    """A params function: output ``name`` without its extension (the scripts write every format of one stem)."""
+
+    def stem(wildcards, output):
+        return os.path.splitext(output[name])[0]
+
+    return stem

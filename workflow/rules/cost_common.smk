@@ -94,6 +94,14 @@ def _benchmark_jobs(add, m, d, r, b):
         add("materialise_model", model=judge["model"])
 
 
+def cost_report_files():
+    return [f"{stem}.{ext}" for stem in COST_TABLES.values() for ext in ("md", "csv", "tex")]
+
+
+def cost_plan_json(wildcards):
+    return as_json(COST_PLAN)
+
+
 def rule_gpus(spec):
     """GPUs a rule's jobs request (its `resources: gpu`, set by res() for GPU stages), 0 without."""
     return int(spec.resources["gpu"].value) if "gpu" in spec.resources else 0

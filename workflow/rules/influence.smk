@@ -24,8 +24,8 @@ rule validation_set:
     output:
         "results/data/{dataset}/validation/{name}.jsonl",
     params:
-        subtasks=lambda w: CFG["validation"][w.name].get("subtasks", []),
-        seed=lambda w: CFG["validation"][w.name]["seed"],
+        subtasks=validation_subtasks,
+        seed=validation_seed,
     conda:
         CONDA_ENV
     log:
@@ -53,9 +53,9 @@ rule warmup:
         log="results/{model}/{dataset}/warmup/train_log.csv",
     params:
         training=as_json(warmup_training()),
-        warmup_dir=lambda w: f"results/{w.model}/{w.dataset}/warmup",
+        warmup_dir=warmup_dir,
         # the Trainer's own checkpoint-{step} directories must not mix with the epoch checkpoints
-        trainer_checkpoints=lambda w: f"results/{w.model}/{w.dataset}/warmup/trainer-checkpoints",
+        trainer_checkpoints=warmup_trainer_checkpoints,
     conda:
         CONDA_ENV
     log:
@@ -125,7 +125,7 @@ rule validation_grad_features:
         script=f"{SCRIPTS}/grad_features.py",
         model="resources/models/{model}",
         checkpoint="results/{model}/{dataset}/warmup/checkpoint-{c}",
-        data=lambda w: validation_path(influence_selection(w)["validation"]),
+        data=influence_validation_file,
     output:
         "results/{model}/{dataset}/grads/{selector}/checkpoint-{c}.pt",
     wildcard_constraints:

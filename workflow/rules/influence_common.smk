@@ -27,6 +27,28 @@ def warmup_checkpoints(wildcards):
     return [f"results/{wildcards.model}/{wildcards.dataset}/warmup/checkpoint-{c}" for c in WARMUP_EPOCHS]
 
 
+def warmup_dir(wildcards):
+    return f"results/{wildcards.model}/{wildcards.dataset}/warmup"
+
+
+def warmup_trainer_checkpoints(wildcards):
+    """The Trainer's own checkpoint-{step} directories, apart from the epoch checkpoints."""
+    return f"{warmup_dir(wildcards)}/trainer-checkpoints"
+
+
+def validation_subtasks(wildcards):
+    return CFG["validation"][wildcards.name].get("subtasks", [])
+
+
+def validation_seed(wildcards):
+    return CFG["validation"][wildcards.name]["seed"]
+
+
+def influence_validation_file(wildcards):
+    """The validation set whose gradients a less / rose selector compares with."""
+    return validation_path(influence_selection(wildcards)["validation"])
+
+
 def influence_selection(wildcards):
     """The less / rose selection named by a selector id (any of its fractions: they share the influence table)."""
     for recipe in CFG["recipes"].values():

@@ -41,6 +41,22 @@ def member_ids_file(wildcards):
     return selection_path(wildcards)
 
 
+def member_training_settings(wildcards):
+    return as_json(member_training(recipe_of(wildcards), wildcards.member))
+
+
+def member_checkpoints(wildcards):
+    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/{wildcards.member}/checkpoints"
+
+
+def member_models(wildcards):
+    return [f"{d}/model" for d in member_dirs(wildcards)]
+
+
+def member_logs(wildcards):
+    return [f"{d}/train_log.csv" for d in member_dirs(wildcards)]
+
+
 def member_dirs(wildcards):
     """The member runs a composed recipe merges, in the directory of the recipe that owns them."""
     owner = run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))

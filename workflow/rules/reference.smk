@@ -41,8 +41,8 @@ rule reference_run:
     params:
         training=as_json(reference_training()),
         epochs=[str(c) for c in REFERENCE_CHECKPOINTS],
-        out_dir=lambda w: f"results/{w.model}/{w.dataset}/reference",
-        trainer_checkpoints=lambda w: f"results/{w.model}/{w.dataset}/reference/trainer-checkpoints",
+        out_dir=reference_dir,
+        trainer_checkpoints=reference_trainer_checkpoints,
         launch=launcher("reference", reference_training(), "reference.training"),
     log:
         "logs/reference_run/{model}/{dataset}.log",
@@ -91,7 +91,7 @@ rule tsne:
     """t-SNE of mean-pooled response hidden states, coloured by confidence split: the reference and each NTP / SFTMix run."""
     input:
         script=f"{SCRIPTS}/tsne.py",
-        models=lambda w: list(tsne_models(w).values()),
+        models=tsne_model_dirs,
         train="results/data/{dataset}/train.jsonl",
         confidence="results/{model}/{dataset}/confidence.parquet",
     output:
@@ -99,7 +99,7 @@ rule tsne:
                    subcategory="Figures"),
         pdf="reports/figures/tsne_{model}_{dataset}.pdf",
     params:
-        models=lambda w: table_args("--model", {k: v for k, v in tsne_models(w).items()}),
+        models=tsne_model_args,
         max_length=CFG["training"]["max_length"],
         sample=CFG["reference"]["tsne_sample"],
         seed=CFG["reference"]["tsne_seed"],

@@ -24,3 +24,19 @@ def ref_logprobs_precision(wildcards):
                             f"{sorted(precisions)}: their reference log-probs are one table, scored as their "
                             "forward is, so use one precision per model and dataset")
     return precisions.pop() if precisions else CFG["training"]["precision"]
+
+
+def reference_dir(wildcards):
+    return f"results/{wildcards.model}/{wildcards.dataset}/reference"
+
+
+def reference_trainer_checkpoints(wildcards):
+    return f"{reference_dir(wildcards)}/trainer-checkpoints"
+
+
+def tsne_model_dirs(wildcards):
+    return list(tsne_models(wildcards).values())
+
+
+def tsne_model_args(wildcards):
+    return table_args("--model", tsne_models(wildcards))

@@ -8,12 +8,14 @@ An encoded example is ``{"input_ids": [...], "labels": [...]}`` from ``sftlab.da
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from sftlab.progress import progress
 from sftlab.data.tokenize import collate, encode_example, ensure_chat_template
 from sftlab.io import read_jsonl
 from sftlab.objectives.base import model_inputs, sequence_logps
@@ -125,7 +127,8 @@ def score_examples(
     hidden = None
     device = model_device(model)
     with _eval_mode(model):
-        for rows, batch in _batches(examples, pad_token_id, batch_size, device):
+        batches = _batches(examples, pad_token_id, batch_size, device)
+        for rows, batch in progress(batches, "log-probabilities", total=math.ceil(n / batch_size)):
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 logits, states = forward_with_final_hidden(model, batch)
             seq_logp, lengths = sequence_logps(logits, batch["labels"])

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
 
+from sftlab.progress import progress
 from sftlab.data.tokenize import collate, encode_example
 from sftlab.io import atomic_path
 from sftlab.objectives.base import sequence_logps
@@ -346,7 +347,8 @@ def gradient_features(
         pending_index.clear()
         pending.clear()
 
-    for start in range(0, len(order), batch_size):
+    for start in progress(range(0, len(order), batch_size), f"{kind} gradient features",
+                          total=math.ceil(len(order) / batch_size)):
         index = order[start : start + batch_size]
         inputs = batch_inputs([items[i] for i in index], pad_token_id, device)
         if kind == "dpo":
