@@ -121,6 +121,11 @@ def generation_options(wildcards):
     return option_args(generation_settings(wildcards))
 
 
+def generation_env(wildcards):
+    """The generate job's conda environment: vLLM's own (envs/vllm.yaml) for a benchmark with backend vllm."""
+    return VLLM_ENV if generation_settings(wildcards).get("backend") == "vllm" else CONDA_ENV
+
+
 def benchmark_type_name(wildcards):
     return bench_of(wildcards)["type"]
 

@@ -52,6 +52,7 @@ except ConfigError as exc:
 # unless --software-deployment-method conda puts the environment of envs/ there instead.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 CONDA_ENV = str(ROOT / "envs" / "sftlab.yaml")
+VLLM_ENV = str(ROOT / "envs" / "vllm.yaml")
 # scripts import sftlab from the source tree, installed or not (conda environments do not install it)
 shell.prefix(f"export PYTHONPATH={ROOT / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 SCRIPTS = _recorded_path(ROOT / "scripts")

@@ -11,7 +11,7 @@ import abc
 import torch
 import torch.nn.functional as F
 
-from .base import Objective, model_inputs, register_objective, sequence_logps
+from .base import Objective, batch_sequence_logps, model_inputs, register_objective
 
 
 def minorsft_loss(
@@ -41,7 +41,7 @@ class _RewardObjective(Objective):
 
     def loss(self, model, batch):
         logits = model(**model_inputs(batch)).logits
-        policy_logps, n_tokens = sequence_logps(logits, batch["labels"])
+        policy_logps, n_tokens = batch_sequence_logps(logits, batch)
         ref_logps = batch["ref_logp"].to(policy_logps.dtype)
         losses = self.per_example_loss(policy_logps, ref_logps, n_tokens)
         # the deviation metric's per-batch counterpart: r/|y| does not depend on β

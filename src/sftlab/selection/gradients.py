@@ -40,6 +40,7 @@ import torch
 from sftlab.data.tokenize import collate, encode_example
 from sftlab.io import atomic_path
 from sftlab.objectives.base import sequence_logps
+from sftlab.progress import progress
 
 from .projection import Projection
 
@@ -344,7 +345,8 @@ def gradient_features(
     params = lora_parameters(model)
     device = next(iter(params.values())).device
     out = torch.empty(len(items), projection.dim, dtype=torch.float16)
-    for index in token_batches(items, max_tokens):
+    batches = token_batches(items, max_tokens)
+    for index in progress(batches, f"{kind} gradient features", total=len(batches)):
         inputs = batch_inputs([items[i] for i in index], pad_token_id, device)
         if kind == "dpo":
             inputs["ref_logps"] = reference_logps(model, inputs)
