@@ -55,7 +55,7 @@ def test_warmup_and_gradient_defaults_are_the_papers():
         "epochs": 4, "learning_rate": 2e-5, "scheduler": "linear", "warmup_ratio": 0.03, "finetuning": "lora"}
     assert warmup["training"]["lora"] == {"r": 128, "alpha": 512, "dropout": 0.1,
                                          "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-    assert cfg["gradients"] == {"dim": 8192, "seed": 0, "shards": 1, "batch_size": 8, "project_batch": 16,
+    assert cfg["gradients"] == {"dim": 8192, "seed": 0, "shards": 1, "projection": "sjlt", "max_tokens": 4096,
                                 "dtype": "float32", "cache_mb": 1024}
     assert cfg["validation"]["shp"] == {"dataset": "d", "split": "pairs", "shots": 5, "seed": 0}
 

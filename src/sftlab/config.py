@@ -243,6 +243,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
             recipe["training"]["lora"] = copy.deepcopy(given)
     sweeps = expand_sweeps(config, schema)
     resolve_influence_selections(config)
+    check_token_budget(config)
     check_random_baseline(config)
     for name, recipe in config["recipes"].items():
         recipe["training"] = deep_merge(config["training"], recipe.get("training", {}))
@@ -405,6 +406,20 @@ def resolve_influence_selections(config: dict) -> None:
             raise ConfigError(f"config key {where}.validation: rose needs preference pairs, but validation set "
                               f"{sel['validation']!r} takes {vset['split']!r} examples")
         sel.setdefault("shots", vset["shots"])
+
+
+def check_token_budget(config: dict) -> None:
+    """Every gradient-feature item must fit ``gradients.max_tokens``: max_length tokens a sequence (the warmup's),
+    two sequences for a rose (DPO) pair. Refused here, before any job starts, rather than by the job."""
+    names = {r["selection"]["name"] for r in config["recipes"].values()}
+    if not names & set(influence_selectors()):
+        return
+    max_length = deep_merge(config["training"], config["warmup"]["training"])["max_length"]
+    need = max_length * (2 if "rose" in names else 1)
+    budget = config["gradients"]["max_tokens"]
+    if budget < need:
+        raise ConfigError(f"config key gradients.max_tokens: {budget} tokens cannot hold one item of "
+                          f"{'a rose pair: 2 × ' if 'rose' in names else ''}max_length {max_length} = {need} tokens")
 
 
 def check_selection(key: str, recipe: dict) -> None:

@@ -92,7 +92,7 @@ rule grad_features:
         "benchmarks/grad_features/{model}/{dataset}/train/checkpoint-{c}/shard-{shard}.tsv"
     threads: threads_of("grads")
     resources:
-        **res("grads"),
+        **grad_features_resources(),
     shell:
         "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --kind train --shard {wildcards.shard:q} --shards {params.shards:q} {params.flags:q} "

@@ -3,6 +3,7 @@
 import hashlib
 
 from sftlab.config import influence_selectors
+from sftlab.selection.gradient_cost import grad_features_runtime, model_memory_gb
 
 # the selectors that rank by an influence table, and their selection ids (the influence rules' wildcard)
 INFLUENCE_SELECTORS = influence_selectors()
@@ -72,9 +73,36 @@ def validation_source(wildcards):
 def gradient_flags():
     """Command-line settings of every gradient-feature job (also its params: a change reruns the features)."""
     g = CFG["gradients"]
-    return ["--dim", str(g["dim"]), "--seed", str(g["seed"]), "--batch-size", str(g["batch_size"]),
-            "--project-batch", str(g["project_batch"]), "--cache-mb", str(g["cache_mb"]), "--dtype", g["dtype"],
+    return ["--projection", g["projection"], "--dim", str(g["dim"]), "--seed", str(g["seed"]),
+            "--max-tokens", str(g["max_tokens"]), "--cache-mb", str(g["cache_mb"]), "--dtype", g["dtype"],
             "--max-length", str(warmup_training()["max_length"])]
+
+
+def grad_features_resources():
+    """res("grads"); with `gradients.cost`, each job's runtime from the cost model (per model and pool), and a batch
+    of max_tokens checked against the GPU's memory before any job starts."""
+    out = res("grads")
+    g = CFG["gradients"]
+    cost = g.get("cost")
+    if not cost:
+        return out
+    for model in cost["models"]:
+        need = model_memory_gb(cost, model, g)
+        if need > cost["gpu"]["memory_gb"]:
+            raise WorkflowError(f"invalid configuration: config key gradients.max_tokens: a batch of {g['max_tokens']} "
+                                f"tokens of {model} needs about {need:.0f} GB, over gradients.cost.gpu.memory_gb "
+                                f"{cost['gpu']['memory_gb']}")
+    out["runtime"] = grad_features_runtime_of
+    return out
+
+
+def grad_features_runtime_of(wildcards, attempt):
+    cost = CFG["gradients"]["cost"]
+    try:
+        minutes = grad_features_runtime(cost, CFG["gradients"], len(GRAD_SHARDS), wildcards.model, wildcards.dataset)
+    except KeyError as exc:
+        raise WorkflowError(f"invalid configuration: {exc.args[0]}") from None
+    return minutes * attempt
 
 
 def validation_flags(wildcards):

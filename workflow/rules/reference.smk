@@ -12,6 +12,7 @@ rule ref_logprobs:
         "results/{model}/{dataset}/ref_logprobs.parquet",
     params:
         max_length=ref_logprobs_max_length,
+        precision=ref_logprobs_precision,
     log:
         "logs/ref_logprobs/{model}/{dataset}.log",
     benchmark:
@@ -23,7 +24,7 @@ rule ref_logprobs:
         **res("score"),
     shell:
         "python {input.script:q} --model {input.model:q} --data {input.train:q} {input.heldout:q} "
-        "--out {output:q} --max-length {params.max_length:q} 2> {log:q}"
+        "--out {output:q} --max-length {params.max_length:q} --precision {params.precision:q} 2> {log:q}"
 
 
 rule reference_run:

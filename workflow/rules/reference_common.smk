@@ -13,6 +13,19 @@ def ref_logprobs_max_length(wildcards):
     return lengths.pop() if lengths else CFG["training"]["max_length"]
 
 
+def ref_logprobs_precision(wildcards):
+    """The precision log πref is scored in: that of the runs on this model × dataset whose loss compares their own
+    log-probs with it (MinorSFT, DPO-SFT), so that the ratio starts at exactly 1; else that of all its runs."""
+    runs = [CFG["recipes"][r] for (m, d, r) in experiment_runs() if (m, d) == (wildcards.model, wildcards.dataset)]
+    users = [r for r in runs if r["objective"]["name"] in ("minorsft", "dpo_sft")] or runs
+    precisions = {r["training"]["precision"] for r in users}
+    if len(precisions) > 1:
+        raise WorkflowError(f"runs on {wildcards.model} × {wildcards.dataset} use training.precision "
+                            f"{sorted(precisions)}: their reference log-probs are one table, scored as their "
+                            "forward is, so use one precision per model and dataset")
+    return precisions.pop() if precisions else CFG["training"]["precision"]
+
+
 def reference_dir(wildcards):
     return f"results/{wildcards.model}/{wildcards.dataset}/reference"
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
+from sftlab.progress import progress
 from sftlab.registry import lookup, registrar
 
 from sftlab.data.tokenize import encode_prompt, ensure_chat_template
@@ -139,7 +140,8 @@ class TransformersGenerator(Generator):
         prompts = [encode_prompt(self.tokenizer, r.messages) for r in requests]
         results: list[Generation | None] = [None] * len(requests)
         device = self.model.device
-        for batch_no, batch in enumerate(self._batches(prompts, requests)):
+        batches = self._batches(prompts, requests)
+        for batch_no, batch in enumerate(progress(batches, "generation", total=len(batches))):
             params = requests[batch[0]].params
             width = max(len(prompts[i]) for i in batch)
             input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
