@@ -13,9 +13,10 @@ core would take, and it does not count the waits of a machine shared with other 
    few of its 32,768 blocks and extrapolated; the new sparse JL on all 256 matrices, first call (generating its index)
    and cached; the new dense on a few blocks, extrapolated; Adam preconditioning on all 256 matrices.
 3. fidelity: (a) the tiny model: Pearson correlation of feature cosines with the exact (unprojected) Adam-
-   preconditioned gradient cosines; (b) the demo pool (--demo-dir: a workflow directory holding the demo model, pool,
-   validation pairs and warmup checkpoints): the ROSE top-10% of the new projection vs the former dense one, beside
-   dense vs dense across two seeds (the projection's own noise floor) and each vs the exact unprojected influence.
+   preconditioned gradient cosines; (b) a workflow directory's pool (--demo-dir: one holding the model, pool,
+   preference validation set and warmup checkpoints, e.g. the demo's or the tiny config's): the ROSE top-10% of the
+   sparse projection vs the former dense one over --seeds seeds each, beside dense vs dense across seeds (the
+   projection's own noise floor) and each vs the exact unprojected influence.
 
     .venv/bin/python bench/grad_features.py [--sections grads,projection,fidelity] [--demo-dir DIR]
 """
@@ -312,6 +313,7 @@ def jaccard(a: set, b: set) -> float:
 
 
 def bench_demo_fidelity(args) -> None:
+    """ROSE influence on the demo pool: exact per-example gradients once per checkpoint, then each projection."""
     import yaml
 
     from sftlab.io import read_jsonl
@@ -321,23 +323,30 @@ def bench_demo_fidelity(args) -> None:
 
     root = Path(args.demo_dir)
     config = yaml.safe_load((root / "config.yaml").read_text())
+    model_name, dataset = next(iter(config["models"])), next(iter(config["datasets"]))
+    vset = next(name for name, v in config["validation"].items() if v["split"] == "pairs")
     dim = config["gradients"]["dim"]
     max_length = {**config["training"], **config["warmup"]["training"]}["max_length"]
-    checkpoints = sorted((root / "results/smollm2/demo/warmup").glob("checkpoint-*"))
-    pool = read_jsonl(root / "results/data/demo/train.jsonl")
-    pairs = take_shots(read_jsonl(root / "results/data/demo/validation/demo_pairs.jsonl"), 2)
-    variants = [("old", 0), ("old", 1), ("sjlt", 0), ("sjlt", 1), ("dense", 0), ("exact", 0)]
+    checkpoints = sorted((root / f"results/{model_name}/{dataset}/warmup").glob("checkpoint-*"))
+    pool = read_jsonl(root / f"results/data/{dataset}/train.jsonl")
+    pairs = take_shots(read_jsonl(root / f"results/data/{dataset}/validation/{vset}.jsonl"),
+                      config["validation"][vset]["shots"])
+    # the counter-based dense is left out: its integer hashing takes minutes a call on a CPU at this P (section 2)
+    seeds = range(args.seeds)
+    variants = [("old", s) for s in seeds] + [("sjlt", s) for s in seeds] + [("exact", 0)]
+    max_tokens = config["gradients"]["max_tokens"]
     train, val = {v: [] for v in variants}, {v: [] for v in variants}
     start = time.process_time()
     for checkpoint in checkpoints:
-        model, tokenizer = load_lora_checkpoint(root / "resources/models/smollm2", checkpoint)
+        model, tokenizer = load_lora_checkpoint(root / f"resources/models/{model_name}", checkpoint)
         params = lora_parameters(model)
         # padding ids sit at masked positions with label -100: which id the batches pad with changes nothing
         items, _ = encode_rows(tokenizer, pool, "train", max_length)
         val_items, _ = encode_rows(tokenizer, pairs, "dpo", max_length)
         moments = module_moments(params, load_moments(checkpoint), str(checkpoint))
-        g_train = per_module_gradients(model, items, "train", moments, tuple(load_epoch_info(checkpoint)["betas"]))
-        g_val = per_module_gradients(model, val_items, "dpo")
+        g_train = per_module_gradients(model, items, "train", moments, tuple(load_epoch_info(checkpoint)["betas"]),
+                                       max_tokens=max_tokens)
+        g_val = per_module_gradients(model, val_items, "dpo", max_tokens=max_tokens)
         n = g_train[0].shape[0]
         for v in variants:
             both = features([torch.cat([t, w]) for t, w in zip(g_train, g_val)], v[0], v[1], dim)
@@ -351,16 +360,22 @@ def bench_demo_fidelity(args) -> None:
         score, _ = aggregate_subtasks(influence_matrix(train[v], val[v], weights), subtasks)
         top[v] = set(torch.argsort(score, descending=True)[:k].tolist())
     P = sum(g.shape[1] for g in g_train)
-    print(f"\n3b. fidelity on the demo pool (SmolLM2-135M, warmup checkpoints {len(checkpoints)}, LoRA P = {P:,}, "
-          f"dim {dim}): ROSE top-10% ({k} of {n} examples, {len(val_items)} validation pairs), Jaccard overlap "
+    print(f"\n3b. fidelity on the pool of {root} (model {model_name}, {len(checkpoints)} warmup checkpoints, LoRA "
+          f"P = {P:,}, dim {dim}): ROSE top-10% ({k} of {n} examples, {len(val_items)} validation pairs), Jaccard "
+          f"overlap"
           f"[{time.process_time() - start:.0f} s]")
-    print(f"  former dense seed 0 vs seed 1 (noise floor): {jaccard(top[('old', 0)], top[('old', 1)]):.3f}")
-    for v in (("sjlt", 0), ("sjlt", 1), ("dense", 0)):
-        print(f"  {v[0]} seed {v[1]} vs former dense seed 0: {jaccard(top[v], top[('old', 0)]):.3f}, "
-              f"vs seed 1: {jaccard(top[v], top[('old', 1)]):.3f}")
-    print(f"  sjlt seed 0 vs sjlt seed 1: {jaccard(top[('sjlt', 0)], top[('sjlt', 1)]):.3f}")
-    for v in variants[:-1]:
-        print(f"  {v[0]} seed {v[1]} vs exact (unprojected): {jaccard(top[v], top[('exact', 0)]):.3f}")
+
+    def mean_jaccard(pairs):
+        values = [jaccard(top[x], top[y]) for x, y in pairs]
+        return f"{np.mean(values):.3f} (min {min(values):.3f}, max {max(values):.3f}, {len(values)} pairs)"
+
+    old, new = [("old", s) for s in seeds], [("sjlt", s) for s in seeds]
+    print(f"  former dense vs former dense, different seeds (noise floor): "
+          f"{mean_jaccard([(x, y) for i, x in enumerate(old) for y in old[i + 1:]])}")
+    print(f"  sjlt vs former dense, all seed pairs: {mean_jaccard([(x, y) for x in new for y in old])}")
+    print(f"  sjlt vs sjlt, different seeds: {mean_jaccard([(x, y) for i, x in enumerate(new) for y in new[i + 1:]])}")
+    print(f"  vs exact (unprojected) influence: former dense {mean_jaccard([(x, ('exact', 0)) for x in old])}, "
+          f"sjlt {mean_jaccard([(x, ('exact', 0)) for x in new])}")
 
 
 def main() -> None:
@@ -373,6 +388,7 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--old-blocks", type=int, default=3, help="former-path blocks timed (section 2)")
     ap.add_argument("--proj-batch", type=int, default=4, help="examples projected together (section 2)")
+    ap.add_argument("--seeds", type=int, default=4, help="projection seeds of each kind (section 3b)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--tokens", type=int, help=argparse.SUPPRESS)

@@ -4,8 +4,10 @@ A feature is x·R for the concatenated gradient x of all LoRA matrices and a ran
 never stored: its rows for parameter matrix k (the k-th LoRA matrix in ``named_parameters`` order) are a pure
 function of (seed, k, row), computed by a counter-based hash in integer tensor arithmetic on the device that
 consumes them. So every process on every device (CPU or GPU) makes exactly the same matrix, shards and validation
-features agree, and no matrix crosses from the CPU to a GPU. Projecting module by module and summing is x·R exactly,
-so the per-module gradients can be projected inside the backward and the P-number gradient never exists.
+features agree, and no matrix crosses from the CPU to a GPU. (The matrix is bit-identical everywhere; the sums
+are not: a GPU's atomic additions in ``sjlt`` and BLAS blockings in ``dense`` change float round-off only.)
+Projecting module by module and summing is x·R exactly, so the per-module gradients can be projected inside the
+backward and the P-number gradient never exists.
 
 Registered projections (one class each, ``PROJECTIONS[name]``):
 
