@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from torch.utils.data import Sampler
 
 #: micro-batches per group sorted by length (transformers uses 50 as well)
 GROUP_BATCHES = 50
@@ -27,7 +26,7 @@ def length_grouped_order(lengths: Sequence[int], per_batch: int, rng: np.random.
     return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
 
-class LengthGroupedSampler(Sampler[int]):
+class LengthGroupedSampler:
     """Indices in length-grouped order, a fresh order every epoch (the Trainer calls ``set_epoch``)."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0) -> None:

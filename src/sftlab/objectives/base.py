@@ -12,7 +12,7 @@ import abc
 
 from typing import Any, ClassVar
 
-import torch
+from sftlab.lazy import torch
 
 from sftlab.registry import lookup, registrar
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import abc
 
-import torch
-import torch.nn.functional as F
+from sftlab.lazy import torch
 
 from .base import Objective, batch_sequence_logps, model_inputs, register_objective
 
@@ -19,12 +18,12 @@ def minorsft_loss(
 ) -> torch.Tensor:
     """Per-example −(2 / (β·|y|))·log σ(β·r); its gradient is −(2/|y|)·σ(−β·r)·∇log πθ(y|x)."""
     reward = policy_logps - ref_logps
-    return -2.0 / (beta * n_tokens.to(reward.dtype)) * F.logsigmoid(beta * reward)
+    return -2.0 / (beta * n_tokens.to(reward.dtype)) * torch.nn.functional.logsigmoid(beta * reward)
 
 
 def dpo_sft_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
     """Per-example −log σ(β·r): DPO with the chosen answer only."""
-    return -F.logsigmoid(beta * (policy_logps - ref_logps))
+    return -torch.nn.functional.logsigmoid(beta * (policy_logps - ref_logps))
 
 
 class _RewardObjective(Objective):

@@ -18,8 +18,7 @@ import zlib
 from typing import Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Sampler
+from sftlab.lazy import torch
 
 from sftlab.data.batching import length_grouped_order
 
@@ -112,7 +111,7 @@ def draw_lambdas(alpha: float, n_pairs: int, seed: int, input_ids: torch.Tensor)
     return torch.from_numpy(rng.beta(alpha, alpha, size=n_pairs)).float()
 
 
-class PairSampler(Sampler[int]):
+class PairSampler:
     """Indices laid out as pair batches: each run of ``batch_size`` indices is P first members, then their P partners.
 
     ``confident`` (one bool per dataset row) pairs the i-th confident with the i-th unconfident example, both

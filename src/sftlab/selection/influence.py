@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-import torch
+from sftlab.lazy import torch
 
 from .base import Selector, register_selector
 
