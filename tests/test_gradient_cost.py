@@ -33,8 +33,9 @@ def test_example_cost_by_hand():
 
 
 def test_job_memory_by_hand():
-    # bf16 weights 2·1e9 bytes, adapter + 2 moments + summed gradient 16·1e6; per token 34·100·4 + 10·1000 bytes
-    expected = (2e9 + 16e6 + 50 * (34 * 100 * 4 + 10 * 1000)) / 2**30
+    # bf16 weights 2·1e9 bytes, adapter + 2 moments + summed gradient 16·1e6; per token 34·100·4 activations,
+    # 16·100·4 fp32 adapter inputs, 10·1000 logits bytes
+    expected = (2e9 + 16e6 + 50 * (34 * 100 * 4 + 16 * 100 * 4 + 10 * 1000)) / 2**30
     assert job_memory_gb(50, 1e9, 4, 100, 1000, 1e6) == pytest.approx(expected)
     assert job_memory_gb(50, 1e9, 4, 100, 1000, 1e6, dtype_bytes=4) > expected
 

@@ -452,11 +452,9 @@ def check_random_baseline(config: dict) -> None:
 
 def composition_members(composition: dict) -> int:
     """How many runs a composed recipe merges (1 for ``single``)."""
-    if composition["name"] == "disperse_merge":
-        return composition["k"]
-    if composition["name"] == "seed_soup":
-        return len(composition["seeds"])
-    return 1
+    from sftlab.compose.members import COMPOSED, member_names
+
+    return len(member_names(composition)) if composition["name"] in COMPOSED else 1
 
 
 def check_composition(key: str, recipe: dict) -> None:

@@ -7,6 +7,7 @@ import re
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
                            selector_id)
 from sftlab.data.prepare import pool_bound
+from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
@@ -74,6 +75,11 @@ def recipes_composed(*names):
     """Alternation of the recipes whose composition is one of ``names``: a rule-level recipe constraint, so that
     the rule writing a single run's model and the rule merging a composed recipe's model never compete."""
     return _alternation([r for r, recipe in CFG["recipes"].items() if recipe["composition"]["name"] in names])
+
+
+# the compositions, from their registry: one run, members trained on shards (rule disperse), any merged members
+SINGLE_RUN = [name for name in COMPOSITIONS if name not in COMPOSED]
+SHARDED = [name for name, cls in COMPOSITIONS.items() if cls.shards]
 
 
 def as_json(obj):

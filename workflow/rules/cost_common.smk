@@ -71,7 +71,7 @@ def _run_jobs(add, m, d, r):
         add("train", model=m, dataset=d, recipe=r)
     else:
         owner = member_owner(CFG["recipes"], r)  # recipes that differ by their merge only share the members
-        if comp["name"] == "disperse_merge":
+        if comp["name"] in SHARDED:
             add("disperse", model=m, dataset=d, recipe=owner)
         for member in member_names(comp):
             add("train_member", model=m, dataset=d, recipe=owner, member=member)

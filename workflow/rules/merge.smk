@@ -23,7 +23,7 @@ rule disperse:
     benchmark:
         "benchmarks/disperse/{model}/{dataset}/{recipe}.tsv"
     wildcard_constraints:
-        recipe=recipes_composed("disperse_merge"),
+        recipe=recipes_composed(*SHARDED),
     threads: threads_of("disperse")
     resources:
         **res("disperse"),
@@ -60,7 +60,7 @@ rule train_member:
     benchmark:
         "benchmarks/train_member/{model}/{dataset}/{recipe}/{member}.tsv"
     wildcard_constraints:
-        recipe=recipes_composed("disperse_merge", "seed_soup"),
+        recipe=recipes_composed(*COMPOSED),
         member=r"shards/shard-[0-9]+|seeds/seed-[0-9]+",
     threads: threads_of("train")
     resources:
@@ -92,7 +92,7 @@ rule merge:
     benchmark:
         "benchmarks/merge/{model}/{dataset}/{recipe}.tsv"
     wildcard_constraints:
-        recipe=recipes_composed("disperse_merge", "seed_soup"),
+        recipe=recipes_composed(*COMPOSED),
     threads: threads_of("merge")
     resources:
         **res("merge"),

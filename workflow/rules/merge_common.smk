@@ -66,7 +66,7 @@ def member_dirs(wildcards):
 def fisher_ids(wildcards):
     """Fisher merging: each member's own training ids (a DTM shard, or a seed-soup member's whole selection)."""
     comp = composition_of(wildcards)
-    if comp["name"] == "disperse_merge":
+    if comp["name"] in SHARDED:
         owner = run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))
         return [f"{owner}/shards/ids/{m.removeprefix('shards/')}.ids" for m in member_names(comp)]
     return [selection_path(wildcards)] * len(member_names(comp))

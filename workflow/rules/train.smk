@@ -24,7 +24,7 @@ rule train:
     benchmark:
         "benchmarks/train/{model}/{dataset}/{recipe}.tsv"
     wildcard_constraints:
-        recipe=recipes_composed("single"),
+        recipe=recipes_composed(*SINGLE_RUN),
     threads: threads_of("train")
     resources:
         **res("train"),

@@ -55,10 +55,13 @@ def job_memory_gb(max_tokens: int, model_params: float, layers: int, hidden: int
                   dtype_bytes: int = 2) -> float:
     """Peak GPU memory of one batch of ``max_tokens`` tokens: the base's weights, the adapter with its two Adam
     moments and summed gradient (fp32), activations kept for the backward (34·d bytes a token a layer in 16-bit,
-    Korthikanti et al. 2022, without attention scores: SDPA never stores them) and the logits (16-bit, their fp32
-    log-softmax and its gradient: 10 bytes a vocabulary entry)."""
+    Korthikanti et al. 2022, without attention scores: SDPA never stores them; an upper bound, a frozen base keeps
+    fewer), the fp32 copies of their inputs that the four q/k/v/o adapters keep (peft casts a 16-bit input to the
+    adapter's fp32: 4 × 4·d bytes a token a layer) and the logits (16-bit, their fp32 log-softmax and its gradient:
+    10 bytes a vocabulary entry)."""
     weights = dtype_bytes * model_params + 4 * 4 * lora_params
-    activations = max_tokens * (34 * hidden * layers * dtype_bytes / 2 + 10 * vocab)
+    lora_inputs = 16 * hidden * layers if dtype_bytes < 4 else 0
+    activations = max_tokens * (34 * hidden * layers * dtype_bytes / 2 + lora_inputs + 10 * vocab)
     return (weights + activations) / 2**30
 
 
