@@ -1,7 +1,8 @@
 """A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions protocol, for judge tests.
 
-It counts calls, tracks how many requests are in flight at once, can answer chosen calls (by their
-1-based number) with scripted error statuses, and echoes a wrong Authorization header in its 401 body (as a careless server
+It counts calls, tracks how many requests are in flight at once, records when each call arrived and its
+Authorization header, can answer chosen calls (by their 1-based number) with scripted error statuses (with a
+Retry-After header where given) or with a body that is not JSON, and echoes a wrong Authorization header in its 401 body (as a careless server
 might) so tests can check that the key is redacted.
 """
 
@@ -28,6 +29,13 @@ class OpenAIStub:
         self.responder = responder
         self.delay_s = delay_s
         self.fail_calls: dict[int, int] = {}
+        #: call number -> Retry-After header value sent with its scripted error
+        self.retry_after: dict[int, str] = {}
+        #: call number -> Content-Type of a 200 answer whose body is an HTML page, as a misconfigured proxy's
+        self.non_json_calls: dict[int, str] = {}
+        #: per call, arrival time (time.monotonic) and Authorization header (None when absent)
+        self.arrivals: list[float] = []
+        self.authorizations: list[str | None] = []
         #: call number -> seconds to stall before answering (to provoke client timeouts)
         self.slow_calls: dict[int, float] = {}
         self.calls = 0
@@ -48,10 +56,12 @@ class OpenAIStub:
                 except (BrokenPipeError, ConnectionResetError):  # a client that timed out and left
                     pass
 
-            def _send(self, status: int, body: dict | str) -> None:
+            def _send(self, status: int, body: dict | str, headers: dict | None = None) -> None:
                 data = (body if isinstance(body, str) else json.dumps(body)).encode()
+                headers = {"Content-Type": "application/json", **(headers or {})}
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -60,10 +70,13 @@ class OpenAIStub:
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with stub._lock:
                     stub.calls += 1
+                    call = stub.calls
+                    stub.arrivals.append(time.monotonic())
+                    stub.authorizations.append(self.headers.get("Authorization"))
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
-                    status = stub.fail_calls.get(stub.calls, 200)
-                    delay = stub.slow_calls.get(stub.calls, stub.delay_s)
+                    status = stub.fail_calls.get(call, 200)
+                    delay = stub.slow_calls.get(call, stub.delay_s)
                 try:
                     time.sleep(delay)
                     if not self.path.endswith("/chat/completions"):
@@ -72,7 +85,11 @@ class OpenAIStub:
                     if stub.api_key is not None and auth != f"Bearer {stub.api_key}":
                         return self._send(401, {"error": {"message": f"bad credentials: {auth}"}})
                     if status != 200:
-                        return self._send(status, {"error": {"message": f"scripted {status}; you sent {auth}"}})
+                        retry_after = {"Retry-After": stub.retry_after[call]} if call in stub.retry_after else {}
+                        return self._send(status, {"error": {"message": f"scripted {status}; you sent {auth}"}}, retry_after)
+                    if call in stub.non_json_calls:
+                        page = "<html><body>Welcome to the proxy</body></html>"
+                        return self._send(200, page, {"Content-Type": stub.non_json_calls[call]})
                     text, top = stub.responder(payload)
                     logprobs = None
                     if top is not None:

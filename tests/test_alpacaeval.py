@@ -196,6 +196,7 @@ def test_length_controlled_win_rate_is_alpaca_evals_glm_on_any_eval_set():
     lc = alpacaeval.length_controlled_win_rate(annotations, "model", "reference")
     assert lc["available"] is True and lc["glm"] == "length_controlled_minimal"
     assert lc["value"] == pytest.approx(naive_lc(annotations), abs=0.05)
+    assert lc["glm_weights"]["np.tanh(std_delta_len)"] == pytest.approx(-1.5, abs=0.01)
     # the generating model's win rate at zero length gap, and the raw rate that longer outputs inflate
     assert lc["value"] == pytest.approx(100 / (1 + math.exp(-intercept)), abs=0.05)
     assert raw - lc["value"] > 10
@@ -207,6 +208,20 @@ def test_length_controlled_needs_enough_parsable_preferences():
         a["preference"] = None
     lc = alpacaeval.length_controlled_win_rate(annotations, "model", "reference")
     assert lc == {"available": False, "reason": lc["reason"]} and "5 instructions" in lc["reason"] and "got 4" in lc["reason"]
+
+
+def test_length_controlled_refuses_fits_that_say_nothing():
+    """alpaca_eval's GLM prints 50 % for a model that lost every comparison (liblinear drops the empty class), and
+    its cross-validation zeroes the win-rate term on a handful of instructions (83 % raw → 50): neither is a result."""
+    def annotations(preferences):
+        return [{"instruction": f"i{k}", "output_1": "r" * 50, "output_2": "m" * (10 + 7 * k), "annotator": "a",
+                 "preference": p} for k, p in enumerate(preferences)]
+
+    for preferences, reason in (([1.0] * 6, "every parsable preference is a loss"),
+                                ([2.0] * 6, "every parsable preference is a win"),
+                                ([2, 2, 2, 2, 2, 1], "zeroed its win-rate term on 6 instructions")):
+        lc = alpacaeval.length_controlled_win_rate(annotations(preferences), "model", "reference")
+        assert lc["available"] is False and reason in lc["reason"], (preferences, lc)
 
 
 def fake_hub(monkeypatch, tmp_path, gamed: "pd.DataFrame | None"):

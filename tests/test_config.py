@@ -31,6 +31,7 @@ def test_minimal_config_gets_the_schema_defaults():
     assert cfg["training"]["lora"]["alpha"] == 16
     assert cfg["training"]["batch_size"] == 8
     assert cfg["training"]["max_steps"] == -1
+    assert cfg["training"]["report_to"] == "none"
     assert cfg["models"]["m"]["hidden_size"] == 64
     assert cfg["models"]["m"]["num_layers"] == 2
     assert cfg["datasets"]["d"]["per_family"] == 40
@@ -79,13 +80,14 @@ def error_of(change) -> str:
     (lambda c: c.update(training={"learning_rate": "fast"}), "training.learning_rate"),
     (lambda c: c.update(training={"batch_size": 0}), "training.batch_size"),
     (lambda c: c.update(training={"finetuning": "qlora"}), "training.finetuning"),
+    (lambda c: c.update(training={"report_to": "mlflow"}), "training.report_to"),
     (lambda c: c["recipes"].update(x={"training": {"learning_rate": "fast"}}), "recipes.x.training.learning_rate"),
     (lambda c: c["recipes"].update(x={"objective": {"name": "magic"}}), "recipes.x.objective.name"),
     (lambda c: c["recipes"].update(x={"selection": {"name": "oracle"}}), "recipes.x.selection.name"),
     (lambda c: c["recipes"].update(x={"selection": {"name": "random", "fraction": 1.5}}),
      "recipes.x.selection.fraction"),
     (lambda c: c["recipes"].update(x={"composition": {"name": "ensemble"}}), "recipes.x.composition.name"),
-    (lambda c: c["recipes"].update(x={"objectve": {"name": "ntp"}}), "recipes.x"),
+    (lambda c: c["recipes"].update(x={"objectve": {"name": "ntp"}}), "recipes.x.objectve"),
     (lambda c: c["models"]["m"].update(hidden_size="big"), "models.m.hidden_size"),
     (lambda c: c["models"].update(h={"source": "hub"}), "models.h"),
     (lambda c: c["datasets"].update(x={"source": "local", "path": "a.json", "format": "csv"}), "datasets.x.format"),
@@ -96,6 +98,30 @@ def test_schema_errors_name_the_key_path(change, key):
     assert f"config key {key}:" in message
 
 
+@pytest.mark.parametrize("change, key", [
+    (lambda c: c["recipes"]["r"].update(selection={"name": "random", "fracton": 0.1}), "recipes.r.selection.fracton"),
+    (lambda c: c["datasets"]["d"].update(sed=1), "datasets.d.sed"),
+    (lambda c: c["datasets"]["d"].update(heldot=3), "datasets.d.heldot"),
+    (lambda c: c["datasets"]["d"].update(per_famly=3), "datasets.d.per_famly"),
+    (lambda c: c["datasets"]["d"].update(path="x.json"), "datasets.d.path"),  # a key of another source
+    (lambda c: c["models"]["m"].update(hiden_size=64), "models.m.hiden_size"),
+    (lambda c: c["models"]["m"].update(repo_id="x/y"), "models.m.repo_id"),
+    (lambda c: c.update(benchmarks={"b": {"type": "exact_match", "limt": 5}}), "benchmarks.b.limt"),
+    (lambda c: c.update(benchmarks={"b": {"type": "lm_eval", "task": "mmlu", "judge": "j"}}), "benchmarks.b.judge"),
+    (lambda c: c.update(judges={"j": {"type": "hf", "model": "m", "base_url": "x"}}), "judges.j.base_url"),
+    (lambda c: c["recipes"]["r"].update(objective={"name": "minorsft", "bta": 1}), "recipes.r.objective.bta"),
+    (lambda c: c.update(sweeps={"s": {"recipe": "r", "grid": {"selection.fracton": [0.1, 0.2]}}}),
+     "sweeps.s.grid: generated recipe 'r_fracton0.1': config key selection.fracton"),
+])
+def test_unknown_keys_are_refused_in_every_object(change, key):
+    message = error_of(change)
+    assert f"config key {key}: unknown key" in message
+
+
+def test_max_steps_has_a_maximum():
+    assert "training.max_steps" in error_of(lambda c: c.update(training={"max_steps": 10**9}))
+
+
 def test_unknown_objective_message_names_the_value():
     message = error_of(lambda c: c["recipes"].update(x={"objective": {"name": "magic"}}))
     assert "'magic'" in message
@@ -103,7 +129,7 @@ def test_unknown_objective_message_names_the_value():
 
 def test_unknown_top_level_key():
     message = error_of(lambda c: c.update(traning={"learning_rate": 1e-5}))
-    assert "traning" in message and "<top level>" in message
+    assert "config key traning: unknown key" in message
 
 
 @pytest.mark.parametrize("kind, table", [("models", "model"), ("datasets", "dataset"), ("benchmarks", "benchmark")])
@@ -230,7 +256,7 @@ def test_composition_defaults():
         soup={"composition": {"name": "seed_soup", "seeds": [3, 5]}})))
     assert cfg["recipes"]["r"]["composition"] == {"name": "single"}
     assert cfg["recipes"]["dtm"]["composition"] == {
-        "name": "disperse_merge", "k": 4, "split": "random", "seed": 0,
+        "name": "disperse_merge", "k": 4, "split": "random", "seed": 0, "init": "same",
         "merge": {"method": "average", "merge_space": "delta", "seed": 0}}
     assert cfg["recipes"]["soup"]["composition"] == {
         "name": "seed_soup", "seeds": [3, 5], "merge": {"method": "average", "merge_space": "delta", "seed": 0}}
@@ -244,7 +270,9 @@ def dtm(merge=None, **composition):
     (dtm(k=1), "recipes.x.composition.k", "minimum"),
     (dtm(split="spectral"), "recipes.x.composition.split", "spectral"),
     (dtm(shards=3), "recipes.x.composition", "shards"),
-    (dtm({"method": "fisher"}), "recipes.x.composition.merge.method", "fisher"),
+    (dtm({"method": "slerp"}), "recipes.x.composition.merge.method", "slerp"),
+    (dtm({"method": "ties", "fisher_samples": 8}), "recipes.x.composition.merge.fisher_samples", "takes no fisher"),
+    (dtm({"method": "fisher", "merge_space": "adapter"}), "recipes.x.composition.merge.method", "only 'average'"),
     (dtm({"density": 1.5}), "recipes.x.composition.merge.density", "1.5"),
     (dtm({"density": 0.5}), "recipes.x.composition.merge.density", "takes no density"),
     (dtm({"lambda": 2.0}), "recipes.x.composition.merge.lambda", "takes no lambda"),
@@ -253,14 +281,16 @@ def dtm(merge=None, **composition):
     ({**dtm({"merge_space": "adapter"}), "training": {"finetuning": "full"}},
      "recipes.x.composition.merge.merge_space", "needs LoRA"),
     (dtm(embedder="all-MiniLM-L6-v2"), "recipes.x.composition.embedder", "only the kmeans split"),
+    ({**dtm(init="different"), "training": {"finetuning": "full"}}, "recipes.x.composition.init", "LoRA"),
+    (dtm(init="other"), "recipes.x.composition.init", "other"),
     ({"composition": {"name": "seed_soup"}}, "recipes.x.composition", "seeds"),
     ({"composition": {"name": "seed_soup", "seeds": [1, 1]}}, "recipes.x.composition.seeds", "non-unique"),
-    ({"composition": {"name": "seed_soup", "seeds": [1, 2], "k": 2}}, "recipes.x.composition", "'k'"),
-    ({"composition": {"name": "single", "k": 2}}, "recipes.x.composition", "'k'"),
+    ({"composition": {"name": "seed_soup", "seeds": [1, 2], "k": 2}}, "recipes.x.composition.k", "unknown key"),
+    ({"composition": {"name": "single", "k": 2}}, "recipes.x.composition.k", "unknown key"),
 ])
 def test_composition_errors_name_the_key(recipe, key, words):
     message = error_of(lambda c: c["recipes"].update(x=recipe))
-    assert message.startswith(f"config key {key}:") and words in message
+    assert message.startswith(f"config key {key}") and words in message
 
 
 def test_composition_settings_that_fit_are_accepted():

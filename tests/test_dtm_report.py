@@ -26,6 +26,7 @@ RECIPES = {
     "dtm_k2": dtm(2),
     "dtm_ties": dtm(method="ties"),
     "dtm_ta": dtm(method="task_arithmetic"),
+    "dtm_init": {"composition": {"name": "disperse_merge", "k": 4, "init": "different"}},
     "dtm_adapter": dtm(merge_space="adapter"),
 }
 # (value, ci_low, ci_high) per recipe and benchmark; dtm_k2 has no mmlu result
@@ -35,7 +36,7 @@ SCORES = {
     ("soup", "mmlu"): (42.5, 40.0, 45.0), ("soup", "em"): (12.0, 6.0, 18.0),
     ("dtm", "mmlu"): (45.0, 43.0, 47.0), ("dtm", "em"): (20.0, 12.0, 28.0),
     ("dtm_k2", "em"): (15.0, 9.0, 21.0),
-    ("dtm_ties", "mmlu"): (44.0, 42.0, 46.0), ("dtm_adapter", "mmlu"): (43.0, 41.0, 45.0),
+    ("dtm_ties", "mmlu"): (44.0, 42.0, 46.0), ("dtm_init", "mmlu"): (46.0, 44.0, 48.0), ("dtm_adapter", "mmlu"): (43.0, 41.0, 45.0),
 }
 
 
@@ -77,12 +78,13 @@ def test_runs_shown_and_their_roles(runs):
     # sft_full (full fine-tuning) is another recipe; sft_seed7 differs only by its seed, as soup members do
     assert [(r["recipe"], r["role"]) for r in runs] == [
         ("sft", "sft"), ("sft_seed7", "sft"), ("soup", "seed_soup"), ("dtm", "dtm"), ("dtm_k2", "dtm"),
-        ("dtm_ties", "dtm"), ("dtm_ta", "dtm"), ("dtm_adapter", "dtm")]
+        ("dtm_ties", "dtm"), ("dtm_ta", "dtm"), ("dtm_init", "dtm"), ("dtm_adapter", "dtm")]
     labels = {r["recipe"]: r["label"] for r in runs}
     assert labels["soup"] == "seed soup (2 seeds, average)"
     assert labels["dtm_k2"] == "DTM (K=2, random, average)"
     assert labels["dtm_adapter"] == "DTM (K=4, random, average, adapter space)"
     assert labels["dtm_ta"] == "DTM (K=4, random, task_arithmetic (λ=0.3))"  # its default λ, shown
+    assert labels["dtm_init"] == "DTM (K=4, random, average, different init)"
 
 
 def test_no_dtm_recipe_no_report(config):
@@ -112,12 +114,13 @@ def test_main_table(scores, runs):
 def test_merge_method_table(scores, runs):
     table = merge_method_table(scores, runs, BENCHMARKS, paper_numbers("dtm"))
     assert list(table.columns) == ["model", "dataset", "recipe", "K", "split", "merge method", "merge space",
-                                   "mmlu_local", "em", "source"]
+                                   "member init", "mmlu_local", "em", "source"]
     ours = table[table["source"] == "this work"]
-    assert ours[["recipe", "K", "merge method", "merge space"]].values.tolist() == [
-        ["dtm_k2", "2", "average", "delta"], ["dtm", "4", "average", "delta"],
-        ["dtm_adapter", "4", "average", "adapter"], ["dtm_ties", "4", "ties", "delta"],
-        ["dtm_ta", "4", "task_arithmetic (λ=0.3)", "delta"]]
+    assert ours[["recipe", "K", "merge method", "merge space", "member init"]].values.tolist() == [
+        ["dtm_k2", "2", "average", "delta", "same"], ["dtm", "4", "average", "delta", "same"],
+        ["dtm_init", "4", "average", "delta", "different"], ["dtm_adapter", "4", "average", "adapter", "same"],
+        ["dtm_ta", "4", "task_arithmetic (λ=0.3)", "delta", "same"], ["dtm_ties", "4", "ties", "delta", "same"]]
+    assert ours.set_index("recipe").loc["dtm_init", "mmlu_local"] == "46.00 [44.0, 48.0]"
     assert ours.set_index("recipe").loc["dtm_ties", "mmlu_local"] == "44.00 [42.0, 46.0]"
     assert ours.set_index("recipe").loc["dtm_ties", "em"] == "n/a"
     paper = table[table["source"] == SOURCE]
@@ -134,7 +137,8 @@ def test_k_ablation_points(scores, runs):
     assert dict(zip(baselines["series"], baselines["value"])) == {"m/d SFT: sft": 10.0, "m/d seed soup (2 seeds, average): soup": 12.0}
     mmlu = points[points["benchmark"] == "mmlu_local"]
     assert mmlu[mmlu["role"] == "dtm"].groupby("series")["k"].apply(list).to_dict() == {
-        "m/d DTM random, average": [4], "m/d DTM random, average, adapter space": [4], "m/d DTM random, ties": [4]}
+        "m/d DTM random, average": [4], "m/d DTM random, average, adapter space": [4], "m/d DTM random, ties": [4],
+        "m/d DTM random, average, different init": [4]}
     assert "m/d DTM random, task_arithmetic (λ=0.3)" not in set(points["series"])  # no score, no point
     assert len(points) == sum(1 for (r, _) in SCORES if r != "sft_full")
 

@@ -35,7 +35,6 @@ def requests_(n: int, top_logprobs: int = 0) -> list[JudgeRequest]:
 
 def openai_judge(stub: OpenAIStub, monkeypatch, **options) -> OpenAIJudge:
     monkeypatch.setenv("SFTLAB_TEST_JUDGE_KEY", KEY)
-    options.setdefault("backoff_s", 0.01)
     return OpenAIJudge(model="judge-model", base_url=stub.base_url, api_key_env="SFTLAB_TEST_JUDGE_KEY", **options)
 
 
@@ -134,6 +133,45 @@ def test_transient_errors_are_retried(tmp_path, monkeypatch):
         assert (stub.calls, stub.completions) == (3, 1)
 
 
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_waits_for_the_servers_retry_after(tmp_path, monkeypatch, status):
+    """Retry-After: 2 is longer than any first backoff of the SDK (at most 0.5 s): the gap shows whose wait it was."""
+    with OpenAIStub(api_key=KEY) as stub:
+        stub.fail_calls = {1: status}
+        stub.retry_after = {1: "2"}
+        judge = openai_judge(stub, monkeypatch)
+        judged = run_judge(judge, requests_(1), JudgmentCache(tmp_path / "c.jsonl"))
+        assert judged.responses[0].text.startswith("Rating: [[")
+        assert (stub.calls, stub.completions) == (2, 1)
+        assert 2.0 <= stub.arrivals[1] - stub.arrivals[0] < 4.0
+
+
+def test_retries_back_off_exponentially_without_retry_after(tmp_path, monkeypatch):
+    # the SDK's backoff: 0.5 s · 2^retry, less up to 25 % jitter → gaps in [0.375, 0.5] then [0.75, 1.0]
+    with OpenAIStub(api_key=KEY) as stub:
+        stub.fail_calls = {1: 502, 2: 502}
+        run_judge(openai_judge(stub, monkeypatch), requests_(1), JudgmentCache(tmp_path / "c.jsonl"))
+        first, second = (b - a for a, b in zip(stub.arrivals, stub.arrivals[1:]))
+        assert 0.3 <= first < 0.7 and 0.7 <= second < 1.3
+
+
+@pytest.mark.parametrize("content_type", ["text/html", "application/json"])
+def test_a_200_that_is_not_json_fails_naming_the_url(tmp_path, monkeypatch, content_type):
+    with OpenAIStub(api_key=KEY) as stub:
+        stub.non_json_calls = {1: content_type}
+        judge = openai_judge(stub, monkeypatch, max_concurrency=1)
+        with pytest.raises(JudgeError, match=f"{stub.base_url}/chat/completions answered HTTP 200 with"):
+            run_judge(judge, requests_(2), JudgmentCache(tmp_path / "c.jsonl"))
+        assert stub.calls == 1  # not retried, and nothing sent after it
+
+
+def test_no_key_sends_no_authorization_header(tmp_path):
+    with OpenAIStub() as stub:
+        judge = OpenAIJudge("judge-model", base_url=stub.base_url + "/", api_key_env=None)
+        run_judge(judge, requests_(2), JudgmentCache(tmp_path / "c.jsonl"))
+        assert stub.authorizations == [None, None] and stub.completions == 2
+
+
 def test_timeouts_are_retried(tmp_path, monkeypatch):
     with OpenAIStub(api_key=KEY) as stub:
         stub.slow_calls = {1: 0.6}
@@ -196,7 +234,7 @@ def test_api_key_never_reaches_results_or_logs(tmp_path, monkeypatch, caplog, ca
     with OpenAIStub(api_key=KEY) as stub:
         stub.fail_calls = {1: 500}  # a retried error is logged: its body echoes the header
         config = {"backend": "openai", "model": "judge-model", "base_url": stub.base_url,
-                  "api_key_env": "SFTLAB_TEST_JUDGE_KEY", "backoff_s": 0.01}
+                  "api_key_env": "SFTLAB_TEST_JUDGE_KEY"}
         judge_script.main([
             "--benchmark-type", "alpacaeval", "--answers", str(tmp_path / "outputs.json"),
             "--data", str(FIXTURES / "alpaca_eval"), "--judge", json.dumps(config),
@@ -206,7 +244,7 @@ def test_api_key_never_reaches_results_or_logs(tmp_path, monkeypatch, caplog, ca
     captured = capsys.readouterr()
     logs.mkdir()
     (logs / "judge.log").write_text(caplog.text + captured.err + captured.out)
-    assert "retry 1/" in caplog.text  # the log did record the failed call
+    assert "answered HTTP 500" in caplog.text and "retry 1 of" in caplog.text  # the log did record the failed call
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert {p.name for p in written} >= {"cache.jsonl", "judgments.jsonl", "scores.json", "judge.log"}
     for path in written:

@@ -162,7 +162,8 @@ def test_mergekit_config_uses_mergekit_parameter_names():
         (lambda: mergekit_config("ties", ["a", "b"], out_dtype="float32"), "needs the base model"),
         (lambda: mergekit_config("ties", ["a", "b"], "base", {"density": 0}, "float32"), "density"),
         (lambda: mergekit_config("average", ["a", "b"], params={"weights": [1]}, out_dtype="float32"), "1 weights"),
-        (lambda: mergekit_config("fisher", ["a", "b"], out_dtype="float32"), "unknown merge method"),
+        (lambda: mergekit_config("slerp", ["a", "b"], out_dtype="float32"), "unknown merge method"),
+        (lambda: mergekit_config("fisher", ["a", "b"], "base", out_dtype="float32"), "not a mergekit method"),
         (lambda: mergekit_config("average", ["a", "a"], out_dtype="float32"), "more than once"),
         (lambda: merge(["a", "b"], "out", "ties", "adapter", "base"), "only method 'average'"),
     ],
@@ -172,8 +173,11 @@ def test_bad_merge_settings_are_refused(call, message):
         call()
 
 
-def lora_runs(base, tmp_path, k):
-    """K LoRA sub-models as the trainer leaves them: adapter dirs and full models with the adapter merged in."""
+def lora_runs(base, tmp_path, k, a_drift=None):
+    """K LoRA sub-models as the trainer leaves them: adapter dirs and full models with the adapter merged in.
+
+    Independent random A and B per member (``init: different``), or, with ``a_drift``, one shared A0 that each
+    member's A has drifted from by ``a_drift``·noise (``init: same``, the members' real starting point)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -184,10 +188,14 @@ def lora_runs(base, tmp_path, k):
             LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]),
         )
         gen = torch.Generator().manual_seed(40 + i)
+        shared, drift = torch.Generator().manual_seed(39), torch.Generator().manual_seed(60 + i)
         with torch.no_grad():
             for name, param in model.named_parameters():
                 if "lora_" in name:
                     param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+                if "lora_A" in name and a_drift is not None:
+                    param.copy_(torch.randn(param.shape, generator=shared) * 0.3
+                                + a_drift * torch.randn(param.shape, generator=drift))
         model.save_pretrained(tmp_path / f"adapter{i}")
         model.merge_and_unload().save_pretrained(tmp_path / f"model{i}")
         shutil.copy(base / "tokenizer_config.json", tmp_path / f"model{i}")
@@ -284,3 +292,72 @@ def test_task_arithmetic_is_base_plus_lambda_times_the_sum_of_deltas(base, tmp_p
                                torch.tensor([0.3, 0.6, 1.2, -0.3, 0, 0, 0, 1.2]), rtol=0, atol=1e-6)
     torch.testing.assert_close(weights_of(tmp_path / "avg")[NORM] - norm,
                                torch.tensor([0.25, 0.5, 1.0, -0.25, 0, 0, 0, 1.0]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("drift", [0.0, 0.01])
+def test_adapter_and_delta_space_from_a_shared_initialisation(base, tmp_path, drift):
+    """Members from one LoRA initialisation (A_k = A0 + ΔA_k): the merges differ by minus the members' covariance
+    of B and ΔA, zero when A has not moved and small next to independent initialisations."""
+    def gaps(where, a_drift):
+        where.mkdir()
+        adapters, models = lora_runs(base, where, 3, a_drift=a_drift)
+        merge(models, where / "delta", "average", "delta", base)
+        merge(adapters, where / "adapter", "average", "adapter", base)
+        return adapters, weights_of(where / "delta"), weights_of(where / "adapter")
+
+    adapters, delta, adapter = gaps(tmp_path / "shared", drift)
+    _, delta_ind, adapter_ind = gaps(tmp_path / "independent", None)
+    lora = [load_file(a / "adapter_model.safetensors") for a in adapters]
+    for name in [k for k in delta if k.endswith(("q_proj.weight", "v_proj.weight"))]:
+        stem = "base_model.model." + name.removesuffix(".weight")
+        A = [t[f"{stem}.lora_A.weight"].double() for t in lora]
+        B = [t[f"{stem}.lora_B.weight"].double() for t in lora]
+        A_bar, B_bar = sum(A) / 3, sum(B) / 3
+        covariance = sum((b - B_bar) @ (a - A_bar) for a, b in zip(A, B)) / 3  # ΔA − mean ΔA = A − Ā
+        gap = adapter[name].double() - delta[name].double()
+        torch.testing.assert_close(gap, -2.0 * covariance, rtol=0, atol=1e-5)  # s = lora_alpha / r = 2
+        independent = (adapter_ind[name].double() - delta_ind[name].double()).abs().max()
+        if drift == 0.0:
+            assert gap.abs().max() < 1e-5
+        else:  # a drift of 0.01 next to A's 0.3: the gap is real but a small part of the independent one
+            assert 1e-4 < gap.abs().max() < 0.1 * independent
+
+
+def test_dtm_members_share_their_lora_initialisation_unless_told_otherwise(tmp_path):
+    """The trainer's load_model with each member's training settings: init same → equal A; different → not."""
+    from sftlab.compose.members import member_training
+    from sftlab.config import prepare
+    from sftlab.training.trainer import load_model
+
+    save_random_model(tmp_path / "base", **TINY)
+    recipes = {name: {"composition": {"name": "disperse_merge", "k": 2, "init": init}}
+               for name, init in (("same", "same"), ("different", "different"))}
+    cfg = prepare({"models": {"m": {"source": "random"}}, "datasets": {"d": {"source": "demo"}},
+                   "training": {"finetuning": "lora"}, "recipes": recipes,
+                   "experiments": {"e": {"models": ["m"], "datasets": ["d"], "recipes": list(recipes)}}})
+
+    def lora_a(recipe, member):
+        model, _ = load_model(tmp_path / "base", member_training(cfg["recipes"][recipe], member))
+        return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
+
+    same = [lora_a("same", f"shards/shard-{k}") for k in range(2)]
+    different = [lora_a("different", f"shards/shard-{k}") for k in range(2)]
+    assert same[0] and all(torch.equal(same[0][n], same[1][n]) for n in same[0])
+    assert not any(torch.equal(different[0][n], different[1][n]) for n in different[0])
+    assert not any(torch.equal(same[0][n], different[0][n]) for n in same[0])
+
+
+def test_merge_parameters_come_from_mergekits_registry():
+    """Per-model or shared, and whether the base model is needed: mergekit's declaration, not a copy of it."""
+    from mergekit.merge_methods import registry
+
+    from sftlab.compose.merge import MERGE_METHODS
+
+    assert (MERGE_METHODS["ties"].model_params, MERGE_METHODS["ties"].shared_params) == (("density",), ("lambda",))
+    assert MERGE_METHODS["task_arithmetic"].params == ("weights", "lambda")
+    assert [n for n, m in MERGE_METHODS.items() if not m.uses_base] == ["average"]
+    for name, method in MERGE_METHODS.items():
+        if method.mergekit_method is None:  # our own (fisher): it declares its parameters itself
+            continue
+        declared = {p.name for p in registry.get(method.mergekit_method).spec.parameters}
+        assert set(method.defaults) <= declared, (name, set(method.defaults) - declared)

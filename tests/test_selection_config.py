@@ -55,7 +55,7 @@ def test_warmup_and_gradient_defaults_are_the_papers():
         "epochs": 4, "learning_rate": 2e-5, "scheduler": "linear", "warmup_ratio": 0.03, "finetuning": "lora"}
     assert warmup["training"]["lora"] == {"r": 128, "alpha": 512, "dropout": 0.1,
                                          "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-    assert cfg["gradients"] == {"dim": 8192, "seed": 0, "shards": 1, "batch_size": 8, "project_batch": 16,
+    assert cfg["gradients"] == {"dim": 8192, "seed": 0, "shards": 1, "projection": "sjlt", "max_tokens": 4096,
                                 "dtype": "float32", "cache_mb": 1024}
     assert cfg["validation"]["shp"] == {"dataset": "d", "split": "pairs", "shots": 5, "seed": 0}
 
@@ -72,6 +72,8 @@ def test_warmup_and_gradient_defaults_are_the_papers():
     (lambda c: c["validation"].update({"a-b": {"dataset": "d"}}), "validation"),
     (lambda c: c.update(warmup={"training": {"finetuning": "full"}}), "warmup.training.finetuning"),
     (lambda c: c.update(warmup={"training": {"epochs": 1.5}}), "warmup.training.epochs"),
+    (lambda c: c["recipes"]["rnd"]["selection"].update(seed=0),
+     "recipes.rnd.selection.seed: 0 is the LESS/ROSE warmup's seed"),
     (lambda c: c["recipes"].update(conf={"selection": {"name": "confident", "fraction": 0.6}}),
      "recipes.conf.selection.fraction: 0.6 of the pool, but selector 'confident' delivers at most 0.5"),
     (lambda c: c.update(sweeps={"u": {"recipe": "rnd", "grid": {"selection.name": ["unconfident"],
@@ -126,3 +128,30 @@ def test_the_shipped_configs_validate_with_their_influence_selections():
     for name in ("config.yaml", "configs/tiny.yaml"):
         cfg = load(root / name)
         assert {r["selection"]["name"] for r in cfg["recipes"].values()} >= {"less", "rose"}
+
+
+def test_a_new_selector_with_a_parameter_gets_it_in_its_path():
+    """The selection id comes from the selector's declared parameters: a new selector needs no edit elsewhere."""
+    from sftlab.selection import SELECTORS, Selector, register_selector
+
+    @register_selector("by_length_test")
+    class ByLength(Selector):
+        def __init__(self, longest_first: bool = True, min_tokens: int = 0) -> None:
+            self.longest_first, self.min_tokens = longest_first, min_tokens
+
+        def rank(self, ids, tables):
+            return list(ids)
+
+    try:
+        ids = {selector_id({"name": "by_length_test", "fraction": 0.5, **kw})
+               for kw in ({}, {"min_tokens": 8}, {"longest_first": False}, {"longest_first": True, "min_tokens": 0})}
+        assert ids == {"by_length_test-longest_firsttrue-min_tokens0", "by_length_test-longest_firsttrue-min_tokens8",
+                       "by_length_test-longest_firstfalse-min_tokens0"}
+    finally:
+        del SELECTORS["by_length_test"]
+    # the paths the earlier hand-written ids gave are unchanged
+    assert selector_id({"name": "random", "fraction": 0.5}) == "random-s0"
+    assert selector_id({"name": "rose", "validation": "shp", "shots": 2, "beta": 0.1}) == "rose-shp-2shot"
+    assert selector_id({"name": "rose", "validation": "shp", "shots": 2, "beta": 0.5}) == "rose-shp-2shot-beta0.5"
+    assert selector_id({"name": "less", "validation": "mmlu", "shots": 5}) == "less-mmlu-5shot"
+    assert selector_id({"name": "confident", "fraction": 0.5}) == "confident"

@@ -1,4 +1,5 @@
-"""A slice of configs/tiny.yaml through `snakemake --profile profiles/slurm` on a real Slurm cluster.
+"""A slice of configs/tiny.yaml through `snakemake --profile slurm`, typed at the repository root as users type it,
+on a real Slurm cluster.
 
 Needs a running cluster with a `gpu` GRES (CI starts one with .ci/slurm-up.sh); skipped otherwise. Checks, from
 Slurm's own job records (`scontrol show job`, kept for an hour by MinJobAge), that the GPU rules were submitted with
@@ -61,8 +62,9 @@ def slice_config() -> dict:
 def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PYTHONPATH": str(ROOT / "src")}
+    # from the repository root, where Snakemake finds the profile named `slurm` (and the workflow profile)
     return subprocess.Popen([*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(workdir / "slice.yaml"),
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
 
 
 def slurm_jobs(workdir: Path) -> list[dict[str, str]]:
@@ -84,13 +86,15 @@ def runs(tmp_path_factory):
         (workdir / "slice.yaml").write_text(cfg)
     # the profile as a researcher uses it, with test overrides: sooner status checks (the plugin waits 40 s before
     # the first), no account, no retries; the local run goes on meanwhile (the cluster run mostly waits)
-    on_cluster = start_snakemake(cluster, "--profile", str(ROOT / "profiles" / "slurm"), "--slurm-no-account",
+    on_cluster = start_snakemake(cluster, "--profile", "slurm", "--slurm-no-account",
                                  "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "10",
                                  "--latency-wait", "10", "--retries", "0", "--jobs", "4")
     on_host = start_snakemake(local, "--cores", "1")
     for proc in (on_host, on_cluster):
         out, _ = proc.communicate(timeout=1500)
         assert proc.returncode == 0, out[-6000:]
+        if proc is on_cluster:
+            assert "Using profiles slurm and workflow specific profile profiles/default" in out
     return cluster, local
 
 

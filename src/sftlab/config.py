@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,9 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     schema = schema or load_schema()
     config = copy.deepcopy(config)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    # a key that fails inside its `then` branch also counts as unevaluated there: report the real failure first
+    errors = sorted(validator.iter_errors(config), key=lambda e: (e.validator == "unevaluatedProperties",
+                                                                  len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         raise ConfigError(_describe(errors[0]))
     fill_defaults(config, schema, schema)
@@ -89,12 +92,33 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     return config
 
 
+# keys whose value names an environment variable holding a secret: a wrong value may be the secret itself
+SECRET_NAME_KEYS = ("api_key_env",)
+
+
+def _known_keys(schema: dict, instance: dict) -> set[str]:
+    """Property names an object schema declares for this instance (with the `then` branches whose `if` holds)."""
+    known = set(schema.get("properties", {}))
+    for sub in schema.get("allOf", []):
+        known |= _known_keys(sub, instance)
+        if "if" in sub and "then" in sub and jsonschema.Draft202012Validator(sub["if"]).is_valid(instance):
+            known |= _known_keys(sub["then"], instance)
+    return known
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     # an `if/then` failure reports the first error of the branch, which names the real key
     best = jsonschema.exceptions.best_match([error] + list(error.context or []))
     path = key_path(best.absolute_path)
-    if best.validator == "additionalProperties":
-        return f"config key {path}: {best.message}"
+    if best.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(best.instance, dict):
+        known = _known_keys(best.schema, best.instance)
+        unknown = [k for k in best.instance if k not in known] or list(best.instance)
+        where = key_path([*best.absolute_path, unknown[0]])
+        return f"config key {where}: unknown key" + (f" (known here: {sorted(known)})" if known else "")
+    if best.absolute_path and best.absolute_path[-1] in SECRET_NAME_KEYS:
+        # the value may be a pasted key: never repeat it
+        return (f"config key {path}: must be the NAME of an environment variable (letters, digits and '_', "
+                "not starting with a digit), not the key itself; the value is not shown")
     if best.validator == "enum":
         return f"config key {path}: {best.instance!r} is not one of {best.validator_value}"
     return f"config key {path}: {best.message}"
@@ -114,11 +138,21 @@ def _set_dotted(obj: dict, dotted: str, value) -> None:
 
 
 def format_value(value) -> str:
+    """A value as it reads in a generated recipe name: lists as `q_proj-v_proj`, mappings as `method-ties`."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
         return format(value, "g")
+    if isinstance(value, (list, tuple)):
+        return "-".join(format_value(v) for v in value)
+    if isinstance(value, dict):
+        return "-".join(f"{k}-{format_value(v)}" for k, v in value.items())
     return str(value)
+
+
+def name_pattern(schema: dict, table: str) -> str:
+    """The pattern the schema sets for the names of a table (recipes, models, ...)."""
+    return schema["properties"][table]["propertyNames"]["pattern"]
 
 
 def sweep_name(sweep: dict, base: str, assignment: dict[str, Any]) -> str:
@@ -152,11 +186,19 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
                     )
                 _set_dotted(recipe, key, value)
             name = sweep_name(sweep, base, assignment)
+            # a generated name becomes a path component and a wildcard: the same rule as a hand-written one
+            if not re.fullmatch(name_pattern(schema, "recipes"), name):
+                raise ConfigError(f"config key sweeps.{sweep_id}.{'name' if 'name' in sweep else 'grid'}: generated "
+                                  f"recipe name {name!r} is not a valid recipe name (letters, digits, '_', '.', '-'; "
+                                  "not starting with a '.', '_' or '-')")
             if name in config["recipes"] or name in names:
                 raise ConfigError(f"config key sweeps.{sweep_id}: generated recipe name {name!r} already exists")
             errors = list(jsonschema.Draft202012Validator(recipe_schema).iter_errors(recipe))
             if errors:
                 raise ConfigError(f"config key sweeps.{sweep_id}.grid: generated recipe {name!r}: {_describe(errors[0])}")
+            # a grid value may be a whole block (merge: {...}): its defaults; training's come from the global settings
+            for axis in ("selection", "objective", "composition"):
+                fill_defaults(recipe[axis], schema["$defs"][axis], schema)
             config["recipes"][name] = recipe
             names.append(name)
         if sweep_id in config["recipes"]:
@@ -176,8 +218,13 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def check_benchmark_references(config: dict) -> None:
-    """Every judge and dataset a benchmark names must exist."""
+    """Every benchmark's type must be registered, every judge and dataset it names must exist."""
+    from sftlab.benchmarks import BENCHMARK_TYPES
+
     for name, bench in config["benchmarks"].items():
+        if bench["type"] not in BENCHMARK_TYPES:
+            raise ConfigError(f"config key benchmarks.{name}.type: {bench['type']!r} is not one of "
+                              f"{sorted(BENCHMARK_TYPES)}")
         for key, table in (("judge", "judges"), ("dataset", "datasets")):
             if key in bench and bench[key] not in config[table]:
                 raise ConfigError(f"config key benchmarks.{name}.{key}: no {table[:-1]} named {bench[key]!r}")
@@ -196,6 +243,8 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
             recipe["training"]["lora"] = copy.deepcopy(given)
     sweeps = expand_sweeps(config, schema)
     resolve_influence_selections(config)
+    check_token_budget(config)
+    check_random_baseline(config)
     for name, recipe in config["recipes"].items():
         recipe["training"] = deep_merge(config["training"], recipe.get("training", {}))
         if recipe["training"]["finetuning"] == "lora":
@@ -223,9 +272,73 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
             else:
                 raise ConfigError(f"config key experiments.{exp_id}.recipes[{i}]: no recipe or sweep named {name!r}")
         exp["recipes"] = list(dict.fromkeys(expanded))
+    check_references(config, raw)
+    check_demo_datasets(config)
     config["_sweeps"] = sweeps
     config["_seeds"] = expand_seeds(config)
     return config
+
+
+def check_references(config: dict, raw: dict) -> None:
+    """Names that the schema cannot check: the reference run's model, the report's baseline recipe."""
+    model = config["reference"]["model"]
+    if model is not None and model not in config["models"]:
+        raise ConfigError(f"config key reference.model: no model named {model!r} (known: {sorted(config['models'])})")
+    # the default baseline `sft` may be absent (no paired tests then); a baseline the user names must exist
+    baseline = raw.get("report", {}).get("baseline")
+    if baseline is not None and baseline not in config["recipes"]:
+        raise ConfigError(f"config key report.baseline: no recipe named {baseline!r}")
+
+
+def check_demo_datasets(config: dict) -> None:
+    """A demo dataset asks each family for per_family + heldout + preference_pairs distinct items."""
+    from sftlab.data.demo import FAMILIES, FAMILY_CAPACITY
+
+    for name, ds in config["datasets"].items():
+        if ds["source"] != "demo":
+            continue
+        needed = ds["per_family"] + ds["heldout"] + ds["preference_pairs"]
+        for family in ds.get("families") or FAMILIES:
+            if needed > FAMILY_CAPACITY[family]:
+                key = "heldout" if ds["heldout"] else "per_family"
+                raise ConfigError(f"config key datasets.{name}.{key}: per_family ({ds['per_family']}) + heldout "
+                                  f"({ds['heldout']}) + preference_pairs ({ds['preference_pairs']}) = {needed} distinct "
+                                  f"items per family, but family {family!r} has only {FAMILY_CAPACITY[family]}")
+
+
+def recipe_key(config: dict, name: str) -> str:
+    """Where the user wrote a recipe: its own entry, or the sweep that generated it (seed copies: their base)."""
+    name = config["_seeds"].get(name, (name,))[0]
+    for sweep_id, names in config["_sweeps"].items():
+        if name in names:
+            return f"sweeps.{sweep_id}.grid (generated recipe {name!r})"
+    return f"recipes.{name}"
+
+
+def check_shards_fit(config: dict, pool_bounds: dict[str, int | None]) -> None:
+    """A disperse_merge recipe's k shards each need an example: k may not exceed what its selection can keep.
+
+    ``pool_bounds``: dataset → most training examples it can have (None: known only after data preparation).
+    """
+    import math
+
+    for exp_id, exp in config["experiments"].items():
+        for recipe_name in exp["recipes"]:
+            recipe = config["recipes"][recipe_name]
+            if recipe["composition"]["name"] != "disperse_merge":
+                continue
+            k, fraction = recipe["composition"]["k"], recipe["selection"]["fraction"]
+            for dataset in exp["datasets"]:
+                pool = pool_bounds.get(dataset)
+                if pool is None:
+                    continue
+                most = max(1, math.ceil(fraction * pool))
+                if k > most:
+                    where = recipe_key(config, recipe_name)
+                    where = where if where.startswith("sweeps.") else f"{where}.composition.k"
+                    raise ConfigError(f"config key {where}: {k} shards, but on dataset {dataset!r} "
+                                      f"(experiment {exp_id}) its selection keeps at most {most} examples "
+                                      f"(pool of at most {pool} × fraction {fraction})")
 
 
 def seed_recipe_name(recipe: str, seed: int) -> str:
@@ -256,8 +369,14 @@ def expand_seeds(config: dict) -> dict[str, tuple[str, int]]:
     return generated
 
 
-INFLUENCE_SELECTORS = ("less", "rose")
 _INFLUENCE_KEYS = ("validation", "shots", "beta")
+
+
+def influence_selectors() -> tuple[str, ...]:
+    """The selectors that rank by an influence table (less, rose), from the selector registry."""
+    from sftlab.selection import SELECTORS
+
+    return tuple(name for name, cls in SELECTORS.items() if cls.influence)
 
 
 def resolve_influence_selections(config: dict) -> None:
@@ -272,7 +391,7 @@ def resolve_influence_selections(config: dict) -> None:
             raise ConfigError(f"config key validation.{name}.dataset: no dataset named {dataset!r}")
     for name, recipe in config["recipes"].items():
         sel, where = recipe["selection"], f"recipes.{name}.selection"
-        if sel["name"] not in INFLUENCE_SELECTORS:
+        if sel["name"] not in influence_selectors():
             extra = [k for k in _INFLUENCE_KEYS if k in sel]
             if extra:
                 raise ConfigError(f"config key {where}.{extra[0]}: only the less and rose selectors take it")
@@ -289,6 +408,20 @@ def resolve_influence_selections(config: dict) -> None:
         sel.setdefault("shots", vset["shots"])
 
 
+def check_token_budget(config: dict) -> None:
+    """Every gradient-feature item must fit ``gradients.max_tokens``: max_length tokens a sequence (the warmup's),
+    two sequences for a rose (DPO) pair. Refused here, before any job starts, rather than by the job."""
+    names = {r["selection"]["name"] for r in config["recipes"].values()}
+    if not names & set(influence_selectors()):
+        return
+    max_length = deep_merge(config["training"], config["warmup"]["training"])["max_length"]
+    need = max_length * (2 if "rose" in names else 1)
+    budget = config["gradients"]["max_tokens"]
+    if budget < need:
+        raise ConfigError(f"config key gradients.max_tokens: {budget} tokens cannot hold one item of "
+                          f"{'a rose pair: 2 × ' if 'rose' in names else ''}max_length {max_length} = {need} tokens")
+
+
 def check_selection(key: str, recipe: dict) -> None:
     """The fraction is a share of the pool: refuse one the selector cannot deliver (confident / unconfident: a half)."""
     from sftlab.selection import SELECTORS
@@ -300,13 +433,28 @@ def check_selection(key: str, recipe: dict) -> None:
                           f"{selection['name']!r} delivers at most {limit:g} of it (fraction is a share of the pool)")
 
 
+def check_random_baseline(config: dict) -> None:
+    """The random selection baseline must be a draw independent of the LESS / ROSE warmup's random subset.
+
+    Both are the ``random`` selector: with the warmup's seed, every fraction of the baseline contains (or is
+    contained in) the warmup's subset, so the "random" rows would be the warmup's own data.
+    """
+    if not any(r["selection"]["name"] in influence_selectors() for r in config["recipes"].values()):
+        return
+    seed = config["warmup"]["seed"]
+    for name, recipe in config["recipes"].items():
+        sel = recipe["selection"]
+        if sel["name"] == "random" and sel.get("seed", 0) == seed:
+            raise ConfigError(f"config key recipes.{name}.selection.seed: {seed} is the LESS/ROSE warmup's seed "
+                              f"(warmup.seed), so this random baseline would hold the warmup's own subset; give it "
+                              f"another seed for an independent draw")
+
+
 def composition_members(composition: dict) -> int:
     """How many runs a composed recipe merges (1 for ``single``)."""
-    if composition["name"] == "disperse_merge":
-        return composition["k"]
-    if composition["name"] == "seed_soup":
-        return len(composition["seeds"])
-    return 1
+    from sftlab.compose.members import COMPOSED, member_names
+
+    return len(member_names(composition)) if composition["name"] in COMPOSED else 1
 
 
 def check_composition(key: str, recipe: dict) -> None:
@@ -319,9 +467,12 @@ def check_composition(key: str, recipe: dict) -> None:
     if composition.get("embedder") is not None and composition["split"] != "kmeans":
         raise ConfigError(f"config key {key}.composition.embedder: only the kmeans split embeds (split is "
                           f"{composition['split']!r})")
+    if composition.get("init", "same") == "different" and recipe["training"]["finetuning"] != "lora":
+        raise ConfigError(f"config key {key}.composition.init: 'different' draws each member's LoRA initialisation, "
+                          f"but training.finetuning is {recipe['training']['finetuning']!r}")
     merge = composition["merge"]
     method = MERGE_METHODS[merge["method"]]
-    for param in ("density", "lambda"):
+    for param in ("density", "lambda", "fisher_samples"):
         if param in merge and param not in method.params:
             raise ConfigError(f"config key {key}.composition.merge.{param}: merge method {merge['method']!r} "
                               f"takes no {param} (it takes {list(method.params)})")
@@ -338,12 +489,34 @@ def check_composition(key: str, recipe: dict) -> None:
                               f"training.finetuning is {recipe['training']['finetuning']!r}")
 
 
-def load(path: str | Path) -> dict:
-    path = Path(path)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges, it does not repeat
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{key_node.start_mark.name}:{line}: duplicate key {key!r} (first at line "
+                                  f"{seen[key]}); YAML would silently keep only the last one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path):
+    """A YAML (or JSON) config file, refusing duplicate keys with the file and line of the repetition."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        with open(path, encoding="utf-8") as stream:  # an open file: the marks carry its path
+            return yaml.load(stream, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
+def load(path: str | Path) -> dict:
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping")
     return prepare(raw)
@@ -358,17 +531,20 @@ def resources(config: dict, stage: str) -> dict:
 
 
 def selector_id(selection: dict) -> str:
-    """The selector's name with the settings that change its output, as used in selection paths."""
-    name = selection["name"]
-    if name == "random":
-        return f"random-s{selection.get('seed', 0)}"
-    if name in INFLUENCE_SELECTORS:
-        # the fraction is not part of it: every fraction of one selector reads one influence table
-        sid = f"{name}-{selection['validation']}-{selection['shots']}shot"
-        if name == "rose" and selection.get("beta", 0.1) != 0.1:
-            sid += f"-beta{format_value(float(selection['beta']))}"
-        return sid
-    return name
+    """The selector's name with every parameter it declares (its constructor's), as used in selection paths: two
+    selections that can differ get different paths. The fraction is not part of it: every fraction of one selector
+    reads one ranking (one influence table)."""
+    from sftlab.registry import lookup
+    from sftlab.selection import SELECTORS
+
+    cls = lookup(SELECTORS, "selector", selection["name"])
+    parts = [cls.name]
+    for key, default in cls.parameters().items():
+        value = selection.get(key, default)
+        if value is None or (key in cls.id_omitted and value == cls.id_omitted[key]):
+            continue
+        parts.append(cls.id_formats.get(key, "{key}{value}").format(key=key, value=format_value(value)))
+    return "-".join(parts)
 
 
 def fraction_id(fraction: float) -> str:

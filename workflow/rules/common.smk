@@ -3,22 +3,35 @@
 import json
 import os
 import re
-import shlex
 
-from sftlab.config import ConfigError, deep_merge, fraction_id, prepare, resources, selector_id
+from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
+                           selector_id)
+from sftlab.data.prepare import pool_bound
+from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
 
 try:
+    # Snakemake's own YAML loading keeps the last of two equal keys: re-read each file with a loader that refuses them
+    for _configfile in workflow.configfiles:
+        read_yaml(_configfile)
     CFG = prepare(config)
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 
+def _recorded_path(path):
+    """A workflow path as jobs record it (inputs, params): relative to the working directory when inside it, so that a
+    project copied or moved with its results (`cp -a`) keeps its records; absolute otherwise, so that a results tree
+    moved on its own keeps them too."""
+    rel = os.path.relpath(path)
+    return str(path) if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
 def _workflow_path(path):
     """Relative config paths: the working directory's if the path exists there, else the workflow's."""
     p = Path(path)
-    return str(p) if p.is_absolute() or p.exists() else str(ROOT / p)
+    return str(p) if p.is_absolute() or p.exists() else _recorded_path(ROOT / p)
 
 
 for _bench in CFG["benchmarks"].values():
@@ -31,14 +44,19 @@ for _ds in CFG["datasets"].values():
 for _m in CFG["models"].values():
     if _m["source"] == "local":
         _m["path"] = _workflow_path(_m["path"])
+try:
+    check_shards_fit(CFG, {name: pool_bound(ds) for name, ds in CFG["datasets"].items()})
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
 
 # Jobs run `python` from PATH: the interpreter running Snakemake comes first (its venv holds sftlab's pins),
 # unless --software-deployment-method conda puts the environment of envs/ there instead.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 CONDA_ENV = str(ROOT / "envs" / "sftlab.yaml")
+VLLM_ENV = str(ROOT / "envs" / "vllm.yaml")
 # scripts import sftlab from the source tree, installed or not (conda environments do not install it)
 shell.prefix(f"export PYTHONPATH={ROOT / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
-SCRIPTS = ROOT / "scripts"
+SCRIPTS = _recorded_path(ROOT / "scripts")
 
 
 def _alternation(names):
@@ -57,6 +75,11 @@ def recipes_composed(*names):
     """Alternation of the recipes whose composition is one of ``names``: a rule-level recipe constraint, so that
     the rule writing a single run's model and the rule merging a composed recipe's model never compete."""
     return _alternation([r for r, recipe in CFG["recipes"].items() if recipe["composition"]["name"] in names])
+
+
+# the compositions, from their registry: one run, members trained on shards (rule disperse), any merged members
+SINGLE_RUN = [name for name in COMPOSITIONS if name not in COMPOSED]
+SHARDED = [name for name, cls in COMPOSITIONS.items() if cls.shards]
 
 
 def as_json(obj):
@@ -93,12 +116,14 @@ def res(stage):
     if r["gpus"]:
         out["gpu"] = r["gpus"]
         out["cpus_per_gpu"] = max(1, r["cpus"] // r["gpus"])
-        if os.environ.get("SFTLAB_SLURM_GPU_PARTITION"):
-            out["slurm_partition"] = os.environ["SFTLAB_SLURM_GPU_PARTITION"]
+        # optional, so read with get(): an `envvars:` directive would make every run require it
+        partition = os.environ.get("SFTLAB_SLURM_GPU_PARTITION")
+        if partition:
+            out["slurm_partition"] = partition
     return out
 
 
-ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
+ACCELERATE_CONFIGS = Path(_recorded_path(ROOT / "configs" / "accelerate"))
 
 
 def processes_of(stage):
@@ -112,7 +137,7 @@ def processes_of(stage):
 
 
 def launcher(stage, training=None, where="training"):
-    """Command prefix that starts a training script: `python` for one process, else `accelerate launch` with one
+    """Command prefix (a list of arguments) that starts a training script: `python` for one process, else `accelerate launch` with one
     process per GPU under the recipe's `distributed` mode (DDP, FSDP or DeepSpeed ZeRO-3, configs/accelerate/).
 
     `batch_size` is per process: the global batch is batch_size × gradient_accumulation × processes. The prefix is a
@@ -121,13 +146,13 @@ def launcher(stage, training=None, where="training"):
     training = training or CFG["training"]
     n = processes_of(stage)
     if n == 1:
-        return shlex.join(launch_prefix(1))
+        return launch_prefix(1)
     mode = training["distributed"]
     if mode != "ddp" and training["finetuning"] == "lora":
         raise WorkflowError(f"invalid configuration: config key {where}.distributed: {mode} shards full fine-tuning; "
                             f"LoRA runs use ddp")
     try:
-        return shlex.join(launch_prefix(n, mode, ACCELERATE_CONFIGS))
+        return launch_prefix(n, mode, ACCELERATE_CONFIGS)
     except ModuleNotFoundError as exc:
         raise WorkflowError(f"{where}: {exc}") from None
 
@@ -155,10 +180,13 @@ def run_dir(model, dataset, recipe):
     return f"results/{model}/{dataset}/runs/{recipe}"
 
 
+def selection_ids(model, dataset, sel):
+    """The ids file of selection ``sel`` (its id from the selector's declared parameters, then the fraction)."""
+    return f"results/{model}/{dataset}/selection/{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids"
+
+
 def selection_path(wildcards):
-    sel = recipe_of(wildcards)["selection"]
-    return (f"results/{wildcards.model}/{wildcards.dataset}/selection/"
-            f"{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids")
+    return selection_ids(wildcards.model, wildcards.dataset, recipe_of(wildcards)["selection"])
 
 
 def warmup_selection():
@@ -244,9 +272,15 @@ def selector_tables(wildcards):
 
 
 def table_args(flag, tables):
+    """`flag NAME=PATH ...` (or `flag PATH ...`) as a list of arguments: rules quote each one (`:q`)."""
     if isinstance(tables, dict):
-        return " ".join(f"{flag} {shlex.quote(k + '=' + v)}" for k, v in tables.items())
-    return " ".join(f"{flag} {shlex.quote(t)}" for t in tables)
+        return [arg for k, v in tables.items() for arg in (flag, f"{k}={v}")]
+    return [arg for t in tables for arg in (flag, t)]
+
+
+def option_args(settings):
+    """`--some-key VALUE ...` of a settings mapping, sorted, as a list of arguments (quoted by the rules' `:q`)."""
+    return [arg for k, v in sorted(settings.items()) for arg in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def reference_model(wildcards):
@@ -264,3 +298,77 @@ def reference_training():
 
 
 REFERENCE_CHECKPOINTS = CFG["reference"]["checkpoints"]
+
+
+# Local files a job reads are its inputs, so that editing one reruns what depends on it (as a changed setting does).
+def files_under(path):
+    """A local file, or every file under a local directory (a directory's own mtime misses edits inside it)."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(str(f) for f in p.rglob("*") if f.is_file() and ".cache" not in f.parts)
+    return [str(p)]
+
+
+def local_dataset_files(wildcards):
+    ds = CFG["datasets"][wildcards.dataset]
+    return files_under(ds["path"]) if ds["source"] == "local" else []
+
+
+def local_model_files(wildcards):
+    m = CFG["models"][wildcards.model]
+    return files_under(m["path"]) if m["source"] == "local" else []
+
+
+# Input functions of the rule files without a *_common.smk of their own (models, data, selection, train), and the
+# ones several rule files share (the rules name them instead of holding lambdas).
+def model_config(wildcards):
+    return as_json(CFG["models"][wildcards.model])
+
+
+def dataset_config(wildcards):
+    return as_json(CFG["datasets"][wildcards.dataset])
+
+
+def selection_settings(wildcards):
+    return as_json(selection_config(wildcards))
+
+
+def selector_table_files(wildcards):
+    return list(selector_tables(wildcards).values())
+
+
+def selector_table_args(wildcards):
+    return table_args("--table", selector_tables(wildcards))
+
+
+def recipe_training(wildcards):
+    return as_json(recipe_of(wildcards)["training"])
+
+
+def recipe_objective(wildcards):
+    return as_json(recipe_of(wildcards)["objective"])
+
+
+def recipe_max_length(wildcards):
+    return recipe_of(wildcards)["training"]["max_length"]
+
+
+def train_launcher(wildcards):
+    return launcher("train", recipe_of(wildcards)["training"], f"recipes.{wildcards.recipe}.training")
+
+
+def run_checkpoints(wildcards):
+    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/checkpoints"
+
+
+def input_table_args(wildcards, input):
+    return table_args("--table", input.tables)
+
+
+def output_stem(name):
+    """A params function: output ``name`` without its extension (the scripts write every format of one stem)."""
+
+    def stem(wildcards, output):
+        return os.path.splitext(output[name])[0]
+
+    return stem

@@ -8,6 +8,7 @@ rule evaluate:
         unpack(evaluate_inputs),
         script=f"{SCRIPTS}/evaluate.py",
         model="results/{model}/{dataset}/runs/{recipe}/model",
+        local=local_benchmark_files,
     output:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
         answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
@@ -27,7 +28,7 @@ rule evaluate:
         **res("evaluate"),
     shell:
         "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} python {input.script:q} --model-dir {input.model:q} "
-        "--benchmark {wildcards.benchmark} --benchmark-config {params.benchmark:q} {params.inputs} "
+        "--benchmark {wildcards.benchmark:q} --benchmark-config {params.benchmark:q} {params.inputs:q} "
         "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"
 
 

@@ -24,8 +24,8 @@ rule validation_set:
     output:
         "results/data/{dataset}/validation/{name}.jsonl",
     params:
-        subtasks=lambda w: " ".join(shlex.quote(s) for s in CFG["validation"][w.name].get("subtasks", [])),
-        seed=lambda w: CFG["validation"][w.name]["seed"],
+        subtasks=validation_subtasks,
+        seed=validation_seed,
     conda:
         CONDA_ENV
     log:
@@ -36,7 +36,7 @@ rule validation_set:
     resources:
         **res("data"),
     shell:
-        "python {input.script:q} --data {input.data:q} --subtasks {params.subtasks} --seed {params.seed} "
+        "python {input.script:q} --data {input.data:q} --subtasks {params.subtasks:q} --seed {params.seed:q} "
         "--out {output:q} 2> {log:q}"
 
 
@@ -53,9 +53,9 @@ rule warmup:
         log="results/{model}/{dataset}/warmup/train_log.csv",
     params:
         training=as_json(warmup_training()),
-        warmup_dir=lambda w: f"results/{w.model}/{w.dataset}/warmup",
+        warmup_dir=warmup_dir,
         # the Trainer's own checkpoint-{step} directories must not mix with the epoch checkpoints
-        trainer_checkpoints=lambda w: f"results/{w.model}/{w.dataset}/warmup/trainer-checkpoints",
+        trainer_checkpoints=warmup_trainer_checkpoints,
     conda:
         CONDA_ENV
     log:
@@ -92,10 +92,10 @@ rule grad_features:
         "benchmarks/grad_features/{model}/{dataset}/train/checkpoint-{c}/shard-{shard}.tsv"
     threads: threads_of("grads")
     resources:
-        **res("grads"),
+        **grad_features_resources(),
     shell:
         "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
-        "--data {input.data:q} --kind train --shard {wildcards.shard} --shards {params.shards} {params.flags} "
+        "--data {input.data:q} --kind train --shard {wildcards.shard:q} --shards {params.shards:q} {params.flags:q} "
         "--out {output:q} 2> {log:q}"
 
 
@@ -125,11 +125,11 @@ rule validation_grad_features:
         script=f"{SCRIPTS}/grad_features.py",
         model="resources/models/{model}",
         checkpoint="results/{model}/{dataset}/warmup/checkpoint-{c}",
-        data=lambda w: validation_path(influence_selection(w)["validation"]),
+        data=influence_validation_file,
     output:
         "results/{model}/{dataset}/grads/{selector}/checkpoint-{c}.pt",
     wildcard_constraints:
-        selector=r"(less|rose)-[^/]+",
+        selector=INFLUENCE_SELECTOR_ID,
     params:
         flags=gradient_flags(),
         validation=validation_flags,
@@ -144,7 +144,7 @@ rule validation_grad_features:
         **res("grads"),
     shell:
         "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
-        "--data {input.data:q} {params.validation} {params.flags} --out {output:q} 2> {log:q}"
+        "--data {input.data:q} {params.validation:q} {params.flags:q} --out {output:q} 2> {log:q}"
 
 
 rule influence:
@@ -157,7 +157,7 @@ rule influence:
     output:
         "results/{model}/{dataset}/influence/{selector}.parquet",
     wildcard_constraints:
-        selector=r"(less|rose)-[^/]+",
+        selector=INFLUENCE_SELECTOR_ID,
     conda:
         CONDA_ENV
     log:
@@ -180,7 +180,7 @@ rule selection_report:
     input:
         script=f"{SCRIPTS}/selection_report.py",
         scores=curve_score_files(),
-        costs=cost_files(),
+        costs=cost_files,
     output:
         curve_png=report(f"{SELECTION_REPORT['curve']}.png", caption="../report/selection_fraction_curve.rst",
                          category="LESS / ROSE", subcategory="Figures"),
@@ -201,7 +201,7 @@ rule selection_report:
         recipes=as_json(curve_recipes()),
         benchmarks=as_json(report_benchmarks()),
         paper_keys=as_json(less_paper_keys()),
-        costs=as_json(cost_groups()),
+        costs=cost_groups_json,
         stems=as_json(SELECTION_REPORT),
         seeds=as_json(CFG["_seeds"]),
     conda:

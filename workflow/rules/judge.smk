@@ -25,7 +25,7 @@ rule benchmark_data:
     resources:
         **res("data"),
     shell:
-        "python {input.script:q} --benchmark-config {params.benchmark:q} {params.pairs} --out {output:q} 2> {log:q}"
+        "python {input.script:q} --benchmark-config {params.benchmark:q} {params.pairs:q} --out {output:q} 2> {log:q}"
 
 
 rule generate:
@@ -44,7 +44,7 @@ rule generate:
         benchmark=_alternation(benchmarks_scored_by("judge")),
         fmt=answer_formats(),
     conda:
-        CONDA_ENV
+        generation_env
     log:
         "logs/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.log",
     benchmark:
@@ -54,8 +54,8 @@ rule generate:
         **res("generate"),
     shell:
         "python {input.script:q} --benchmark-type {params.kind:q} --model {input.model:q} "
-        "--model-id {wildcards.model}/{wildcards.dataset}/{wildcards.recipe} --data {input.data:q} "
-        "{params.options} --out {output.answers:q} 2> {log:q}"
+        "--model-id {wildcards.model:q}/{wildcards.dataset:q}/{wildcards.recipe:q} --data {input.data:q} "
+        "{params.options:q} --out {output.answers:q} 2> {log:q}"
 
 
 rule judge:
@@ -66,6 +66,7 @@ rule judge:
         answers=answers_path,
         data="results/benchmarks/{benchmark}",
         judge_model=judge_model_input,
+        local=local_judge_files,
     output:
         judgments="results/{model}/{dataset}/runs/{recipe}/judgments/{benchmark}.jsonl",
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
@@ -87,9 +88,9 @@ rule judge:
     resources:
         **res("judge"),
     shell:
-        "python {input.script:q} --benchmark-type {params.kind:q} --benchmark-name {wildcards.benchmark} "
+        "python {input.script:q} --benchmark-type {params.kind:q} --benchmark-name {wildcards.benchmark:q} "
         "--data {input.data:q} --answers {input.answers:q} --judge {params.judge:q} --judge-name {params.judge_name:q} "
-        "--cache {params.cache:q} {params.options} --judgments {output.judgments:q} --scores {output.scores:q} "
+        "--cache {params.cache:q} {params.options:q} --judgments {output.judgments:q} --scores {output.scores:q} "
         "2> {log:q}"
 
 
@@ -117,7 +118,7 @@ rule implicit_reward:
     resources:
         **res("evaluate"),
     shell:
-        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark} "
+        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark:q} "
         "--benchmark-config {params.benchmark:q} --input reference={input.reference:q} --input data={input.data:q} "
         "--scores {output.scores:q} 2> {log:q}"
 
@@ -165,3 +166,7 @@ rule mtbench_categories:
 
 
 PAPER_REPORTS.append(judged_report_files)
+
+
+onstart:
+    check_judge_keys(workflow.dag.needrun_jobs())

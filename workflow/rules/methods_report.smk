@@ -71,6 +71,6 @@ for _paper in METHOD_REPORT_FILES:
         resources:
             **res("report"),
         shell:
-            "python {input.script:q} {params.paper} --scores {input.scores:q} --train-logs {input.logs:q} "
+            "python {input.script:q} {params.paper:q} --scores {input.scores:q} --train-logs {input.logs:q} "
             "--runs {params.runs:q} --benchmarks {params.benchmarks:q} --benchmark-types {params.types:q} "
             "--seeds {params.seeds:q} 2> {log:q}"

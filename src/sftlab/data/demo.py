@@ -66,6 +66,15 @@ FAMILIES: dict[str, Callable[[random.Random], Item]] = {
     "sort": sort, "maximum": maximum, "count": count,
 }
 
+_N_WORDS = len(set(WORDS))
+# distinct instructions each family can produce (training, held-out and pair items never repeat one)
+FAMILY_CAPACITY = {
+    "arithmetic": 98 * 98 + 98 * 99 // 2,  # a + b over 2..99 ordered, a - b with a >= b
+    "reverse": _N_WORDS, "count": _N_WORDS,
+    "uppercase": len(WORDS) * (len(WORDS) - 1),
+    "sort": 99 ** 4, "maximum": 99 ** 4,
+}
+
 
 def wrong(answer: str, rng: random.Random) -> str:
     """A plausible but wrong answer of the same shape."""

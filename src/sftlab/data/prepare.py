@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from sftlab.data import demo
 from sftlab.data.loaders import (PREFERENCE_FORMATS, convert, iter_rows_hub, iter_rows_local,
@@ -18,6 +19,35 @@ def keep_sources(items: list[dict], sources: list[str], name: str) -> list[dict]
         present = sorted({str(item.get("source")) for item in items})
         raise ValueError(f"datasets.{name}.sources: no rows from {absent} (the data has {present[:20]})")
     return kept
+
+
+# local files larger than this are not read at planning time (their pool size is checked when prepared)
+_COUNT_LIMIT_BYTES = 256 * 2**20
+
+
+def count_local_rows(path: str | Path) -> int | None:
+    """Rows of a local dataset file (non-blank JSONL lines, JSON list items, CSV records); None if unknown."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size > _COUNT_LIMIT_BYTES:
+        return None
+    if path.suffix in (".json", ".csv"):
+        try:
+            return sum(1 for _ in iter_rows_local(path))
+        except (ValueError, UnicodeDecodeError):
+            return None  # a broken file: data preparation reports it with its line
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def pool_bound(cfg: dict) -> int | None:
+    """The most training examples a dataset can have, from its config (and a local file's row count), before
+    anything is prepared; None when only data preparation can tell (hub data without max_examples)."""
+    if cfg["source"] == "demo":
+        return cfg["per_family"] * len(cfg.get("families") or demo.FAMILIES)
+    rows = count_local_rows(cfg["path"]) if cfg["source"] == "local" else None
+    if cfg.get("max_examples"):
+        rows = cfg["max_examples"] if rows is None else min(rows, cfg["max_examples"])
+    return None if rows is None else rows - cfg.get("heldout", 0)
 
 
 def prepare_dataset(name: str, cfg: dict, log=print) -> tuple[list[dict], list[dict], list[dict]]:
@@ -40,7 +70,7 @@ def prepare_dataset(name: str, cfg: dict, log=print) -> tuple[list[dict], list[d
     else:
         rows = iter_rows_hub(cfg["path"], cfg.get("name"), cfg.get("split", "train"), cfg.get("revision"))
     items = convert(rows, cfg["format"], source=name, on_bad_rows=cfg["on_bad_rows"],
-                    first_turn_only=cfg.get("first_turn_only", False), log=log)
+                    first_turn_only=cfg.get("first_turn_only", False), log=log, origin=cfg["path"])
     if cfg.get("sources"):
         items = keep_sources(items, cfg["sources"], name)
     if cfg["format"] in PREFERENCE_FORMATS:

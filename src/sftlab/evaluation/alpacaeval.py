@@ -253,7 +253,12 @@ def _official_glm(frame, glm_winrate) -> dict:
 
 def _custom_glm(frame, glm_winrate) -> dict:
     """alpaca_eval's minimal GLM fitted with its own design matrix and cross-validated fit, on features built as
-    ``glm_winrate._get_featurized_data`` builds them (which itself always downloads the official set's file)."""
+    ``glm_winrate._get_featurized_data`` builds them (which itself always downloads the official set's file).
+
+    Two fits say nothing and are reported unavailable rather than as the 50 % they print: every preference on one
+    side (liblinear then drops the empty class: a model that lost everything scores 50), and a fit whose L1
+    cross-validation zeroed the win-rate term (on a few instructions it picks the strongest penalty, whatever the data).
+    """
     import pandas as pd
 
     info = glm_winrate.GLM_INFO[CUSTOM_GLM]
@@ -270,8 +275,15 @@ def _custom_glm(frame, glm_winrate) -> dict:
     no_length_gap = features[["not_gamed_baseline"]].assign(std_delta_len=0.0)
     train, test = glm_winrate.make_dmatrix_for_model(features, no_length_gap, formula=info["formula"])
     train = train[train["preference"].notna()]
+    if (train["preference"] <= 0).all() or (train["preference"] >= 1).all():
+        side = "loss" if (train["preference"] <= 0).all() else "win"
+        return {"available": False, "reason": f"every parsable preference is a {side}: the GLM has nothing to fit"}
     model = glm_winrate.fit_LogisticRegressionCV(train, "preference", is_ytrue_proba=True, **info["kwargs"])
-    return {"value": float(model.predict_proba(test)[:, 1].mean() * 100)}
+    weights = dict(zip(test.columns, map(float, model.coef_[0])))
+    if weights["not_gamed_baseline.astype(float)"] == 0.0:
+        return {"available": False, "reason": f"alpaca_eval's cross-validated GLM zeroed its win-rate term on "
+                                              f"{len(train)} instructions: too few for a length-controlled estimate"}
+    return {"value": float(model.predict_proba(test)[:, 1].mean() * 100), "glm_weights": weights}
 
 
 def length_controlled_win_rate(annotations: Sequence[dict], model_name: str, reference_name: str) -> dict:
@@ -280,8 +292,9 @@ def length_controlled_win_rate(annotations: Sequence[dict], model_name: str, ref
 
     On the official 805-instruction set this is AlpacaEval 2's LC win rate exactly (``length_controlled_v1``, with
     ``standard_error`` as alpaca_eval reports it); on any other set the GLM drops the two terms only the official
-    set has (``length_controlled_minimal``). ``{"available": False, "reason"}`` only when too few instructions
-    have a parsable preference for alpaca_eval's cross-validated fit.
+    set has (``length_controlled_minimal``, with its fitted ``glm_weights``). ``{"available": False, "reason"}``
+    when a small custom set cannot support the fit (too few parsable preferences for alpaca_eval's 5-fold
+    cross-validation, or a degenerate fit, see ``_custom_glm``).
     """
     glm_winrate = _import_glm()
     glm = OFFICIAL_GLM if len(annotations) == OFFICIAL_SIZE else CUSTOM_GLM
@@ -295,6 +308,8 @@ def length_controlled_win_rate(annotations: Sequence[dict], model_name: str, ref
         # scikit-learn's notices about its own 1.10 API, not about this fit
         warnings.simplefilter("ignore", FutureWarning)
         fitted = _official_glm(frame, glm_winrate) if glm == OFFICIAL_GLM else _custom_glm(frame, glm_winrate)
+    if fitted.get("available") is False:
+        return fitted
     return {"available": True, "glm": glm, **fitted}
 
 

@@ -16,18 +16,14 @@ are read by the benchmarks, not by the backend.
 from __future__ import annotations
 
 import abc
-
 import logging
 import os
-import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
-import requests
-
+from sftlab.progress import progress
 from sftlab.evaluation.cache import JudgmentCache, request_key
 from sftlab.registry import registrar
 from sftlab.evaluation.generation import GenerationRequest, SamplingParams, TransformersGenerator
@@ -113,12 +109,12 @@ class _Stopped(Exception):
 
 @register_judge("openai")
 class OpenAIJudge(Judge):
-    """Any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, Azure-compatible proxies, vLLM, llama.cpp).
+    """Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp, a proxy), through the ``openai`` SDK.
 
-    ``base_url`` includes the version prefix (``https://api.openai.com/v1``). Requests run on a thread pool
-    of ``max_concurrency``; 429, 5xx, timeouts and dropped connections are retried up to ``max_retries``
-    times with exponential backoff (``backoff_s`` · 2^attempt, jittered, at most ``backoff_max_s``, at
-    least the server's Retry-After); other errors fail at once.
+    ``base_url`` includes the version prefix (``https://api.openai.com/v1``). Requests run on a thread pool of
+    ``max_concurrency`` sharing one client. The SDK retries 408, 409, 429, 5xx, timeouts and dropped connections up
+    to ``max_retries`` times, waiting the server's Retry-After (up to two minutes) or else its exponential backoff
+    (0.5 s doubling up to 8 s, jittered); other errors fail at once.
     """
 
     supports_logprobs = True
@@ -131,30 +127,40 @@ class OpenAIJudge(Judge):
         max_concurrency: int = 8,
         max_retries: int = 6,
         timeout_s: float = 120.0,
-        backoff_s: float = 1.0,
-        backoff_max_s: float = 60.0,
     ) -> None:
+        import openai
+
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be positive, got {max_concurrency}")
         self.model = model
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.max_concurrency = max_concurrency
-        self.max_retries = max_retries
-        self.timeout_s = timeout_s
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
         self.id = f"openai:{model}"
         self._api_key = None
         if api_key_env:
             self._api_key = os.environ.get(api_key_env)
             if not self._api_key:
                 raise JudgeError(f"environment variable {api_key_env} (the judge's API key) is not set")
+        # without a key no Authorization header is sent at all; the SDK insists on some key to construct a client
+        self._extra_headers = {} if self._api_key else {"Authorization": openai.Omit()}
+        self._client = openai.OpenAI(
+            api_key=self._api_key or "no-key",
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout_s,
+            http_client=openai.DefaultHttpxClient(event_hooks={"response": [self._log_failed_attempt]}),
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIJudge(model={self.model!r}, url={self.url!r})"
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[api key]") if self._api_key else text
+
+    def _log_failed_attempt(self, response) -> None:
+        # the SDK logs that it retries, not why
+        if response.status_code >= 400:
+            log.warning("judge %s: %s answered HTTP %d", self.id, self.url, response.status_code)
 
     def _payload(self, request: JudgeRequest) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -168,53 +174,52 @@ class OpenAIJudge(Judge):
             payload.update(logprobs=True, top_logprobs=request.top_logprobs)
         return payload
 
-    def _call(self, request: JudgeRequest) -> JudgeResponse:
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        payload = self._payload(request)
-        attempt = 0
-        while True:
-            retry_after = 0.0
-            try:
-                reply = requests.post(self.url, json=payload, headers=headers, timeout=self.timeout_s)
-            except (requests.Timeout, requests.ConnectionError) as exc:
-                reason = f"{type(exc).__name__}: {self._redact(str(exc))[:200]}"
-            else:
-                if reply.status_code == 200:
-                    return self._parse(reply.json())
-                body = self._redact(reply.text[:500])
-                if reply.status_code != 429 and reply.status_code < 500:
-                    raise JudgeError(f"{self.url} answered HTTP {reply.status_code}: {body}")
-                reason = f"HTTP {reply.status_code}: {body}"
-                try:
-                    retry_after = float(reply.headers.get("Retry-After", 0))
-                except ValueError:
-                    retry_after = 0.0
-            if attempt == self.max_retries:
-                raise JudgeError(f"{self.url}: giving up after {attempt + 1} attempts; last error {reason}")
-            delay = max(retry_after, min(self.backoff_max_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0))
-            attempt += 1
-            log.warning("judge %s: %s; retry %d/%d in %.2fs", self.id, reason, attempt, self.max_retries, delay)
-            time.sleep(delay)
-
     @staticmethod
-    def _parse(body: dict) -> JudgeResponse:
+    def _attempts(request) -> int:
+        """Attempts made for a request, from the retry counter the SDK puts in each request's headers."""
+        return int(request.headers.get("x-stainless-retry-count", 0)) + 1
+
+    def _call(self, request: JudgeRequest) -> JudgeResponse:
+        import openai
+
         try:
-            choice = body["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise JudgeError(f"not a chat-completions response: {str(body)[:300]}") from None
+            completion = self._client.chat.completions.create(**self._payload(request), extra_headers=self._extra_headers)
+        except openai.APIStatusError as exc:
+            # ``from None``: the SDK's own message quotes the body unredacted
+            body = self._redact(exc.response.text[:500])
+            attempts = self._attempts(exc.response.request)
+            if attempts > 1:
+                raise JudgeError(
+                    f"{self.url}: giving up after {attempts} attempts; last error HTTP {exc.status_code}: {body}"
+                ) from None
+            raise JudgeError(f"{self.url} answered HTTP {exc.status_code}: {body}") from None
+        except openai.APIConnectionError as exc:  # timeouts included
+            raise JudgeError(
+                f"{self.url}: giving up after {self._attempts(exc.request)} attempts; last error "
+                f"{type(exc).__name__}: {self._redact(str(exc))[:200]}"
+            ) from None
+        except ValueError as exc:  # a 200 whose body is not JSON (json.JSONDecodeError)
+            raise JudgeError(f"{self.url} answered HTTP 200 with a body that is not JSON ({exc})") from None
+        return self._parse(completion)
+
+    def _parse(self, completion) -> JudgeResponse:
+        import openai.types.chat
+
+        # the SDK hands back whatever a 200 carried: plain text from a proxy's HTML page, a list, an empty object
+        choices = getattr(completion, "choices", None) if isinstance(completion, openai.types.chat.ChatCompletion) else None
+        if not choices or choices[0].message is None:
+            raise JudgeError(f"{self.url} answered HTTP 200 with something other than a chat completion: "
+                             f"{self._redact(str(completion))[:300]}")
+        choice = choices[0]
         top = None
-        content = (choice.get("logprobs") or {}).get("content")
-        if content:
-            top = [{alt["token"]: alt["logprob"] for alt in position.get("top_logprobs") or []} for position in content]
-        usage = body.get("usage") or {}
+        if choice.logprobs is not None and choice.logprobs.content:
+            top = [{alt.token: alt.logprob for alt in position.top_logprobs or []} for position in choice.logprobs.content]
+        usage = completion.usage
         return JudgeResponse(
-            text=text,
+            text=choice.message.content or "",
             top_logprobs=top,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_tokens=int(usage.prompt_tokens or 0) if usage else 0,
+            completion_tokens=int(usage.completion_tokens or 0) if usage else 0,
         )
 
     def complete(self, requests_: Sequence[JudgeRequest]) -> Iterator[tuple[int, JudgeResponse]]:
@@ -315,7 +320,8 @@ def run_judge(judge: Judge, requests_: Sequence[JudgeRequest], cache: JudgmentCa
     todo = list(missing.values())
     if todo:
         log.info("judge %s: %d requests, %d from the cache, %d to send", judge.id, len(keys), usage.cached, len(todo))
-    for j, response in judge.complete([requests_[i] for i in todo]):
+    for j, response in progress(judge.complete([requests_[i] for i in todo]), f"judge {judge.id}", total=len(todo),
+                                unit="judgment"):
         i = todo[j]
         cache.put({"key": keys[i], "judge": judge.id, "decoding": requests_[i].decoding(), "response": asdict(response)})
         usage.calls += 1

@@ -60,7 +60,6 @@ def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, 
     """Score dict ``{"metric", "value" (percent), "ci_low", "ci_high", "n", "task", "num_fewshot"}``.
 
     ``metric_filter`` is lm-eval's filter name in the result key (``exact_match,strict-match`` for GSM8K)."""
-    import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
@@ -72,9 +71,18 @@ def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, 
         else:
             manager = TaskManager(include_path=str(include_path) if include_path else None)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
-        out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, task_manager=manager,
-                                      limit=limit, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
-                                      fewshot_random_seed=0, log_samples=False)
+        return lm_eval_score(lm, task, manager, num_fewshot, metric, limit=limit, metric_filter=metric_filter)
+
+
+def lm_eval_score(lm, task: str, manager, num_fewshot: int, metric: str, limit: int | None = None,
+                  metric_filter: str = "none", apply_chat_template: bool = False, report: tuple[str, ...] = ()) -> dict:
+    """``run_lm_eval``'s score dict from any lm-eval ``LM`` on a task its ``TaskManager`` knows, seeded; the
+    metrics named in ``report`` (percent) under ``metrics``."""
+    import lm_eval
+
+    out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, task_manager=manager,
+                                  limit=limit, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
+                                  fewshot_random_seed=0, log_samples=False, apply_chat_template=apply_chat_template)
     results = out["results"][task]
     key = f"{metric},{metric_filter}"
     if key not in results:
@@ -85,7 +93,10 @@ def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, 
     # lm-eval reports a standard error; a normal 95% interval from it, in percent
     half = 1.96 * float(stderr) if isinstance(stderr, (int, float)) and not math.isnan(float(stderr)) else float("nan")
     low, high = max(0.0, value - half), min(1.0, value + half)
-    return {"metric": metric, "value": 100.0 * value, "ci_low": 100.0 * low, "ci_high": 100.0 * high,
-            "n": n, "task": task, "num_fewshot": num_fewshot}
+    score = {"metric": metric, "value": 100.0 * value, "ci_low": 100.0 * low, "ci_high": 100.0 * high,
+             "n": n, "task": task, "num_fewshot": num_fewshot}
+    if report:
+        score["metrics"] = {name: 100.0 * float(results[f"{name},{metric_filter}"]) for name in report}
+    return score
 
 

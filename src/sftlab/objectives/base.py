@@ -12,7 +12,7 @@ import abc
 
 from typing import Any, ClassVar
 
-import torch
+from sftlab.lazy import torch
 
 from sftlab.registry import lookup, registrar
 
@@ -41,29 +41,87 @@ class Objective(abc.ABC):
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Scalar loss of this micro-batch and metrics to log (plain floats)."""
 
-    def train_sampler(self, dataset, batch_size: int, seed: int):
-        """A ``torch.utils.data.Sampler`` over ``dataset`` if the objective needs a special batch layout, else None."""
+    def train_sampler(self, dataset, batch_size: int, seed: int, lengths: list[int] | None = None):
+        """A ``torch.utils.data.Sampler`` over ``dataset`` if the objective needs a special batch layout, else None.
+
+        ``lengths`` (tokens per example) asks for batches of similar lengths, as far as the layout allows."""
         return None
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's inputs: padded batches carry an attention mask, packed ones (``collate_packed``) position ids.
+
+    Packed: no cache, because transformers only derives the per-example mask from restarting position ids when
+    there is neither an attention mask nor a key-value cache (a cache would let attention cross examples).
+    """
+    if "position_ids" in batch:
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+#: positions per log-sum-exp chunk: bounds the float32 working set to chunk × vocabulary (0.5 GB at a 128K vocabulary)
+LOGSUMEXP_CHUNK = 1024
+
+
+def chunked_logsumexp(logits: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """log Σ_v exp(logits[..., v]) in float32, ``chunk`` positions at a time.
+
+    Slices are views, so float32 logits are never copied; lower-precision logits are upcast one chunk at a time.
+    """
+    chunk = chunk or LOGSUMEXP_CHUNK
+    if logits.shape[0] == 0:
+        return logits.new_zeros(logits.shape[:-1], dtype=torch.float32)
+    if logits.dim() > 2:
+        return torch.stack([chunked_logsumexp(row, chunk) for row in logits])
+    return torch.cat([torch.logsumexp(logits[start:start + chunk].float(), dim=-1)
+                      for start in range(0, logits.shape[0], chunk)])
+
+
+def selective_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[..., target] in float32 without materialising the (…, vocabulary) log-softmax:
+    the target's logit minus the position's log-sum-exp (TRL's ``selective_log_softmax``)."""
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1).float()
+    return picked - chunked_logsumexp(logits)
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities of the next-token labels and their mask.
 
-    ``logits`` (B, T, V) from positions 0..T-1 predict tokens 1..T; returns (B, T-1) log-probs
+    ``logits`` (B, T, V) from positions 0..T-1 predict tokens 1..T; returns (B, T-1) float32 log-probs
     (0 where masked) and the (B, T-1) boolean mask of response positions.
     """
     shifted_labels = labels[:, 1:]
     mask = shifted_labels != -100
     safe = shifted_labels.masked_fill(~mask, 0)
-    logps = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    logps = selective_logps(logits[:, :-1], safe)
     return logps * mask, mask
 
 
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of response-token log-probabilities per example, log π(y|x), and the response lengths |y|."""
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor,
+                   seq_idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of response-token log-probabilities per example, log π(y|x), and the response lengths |y|.
+
+    For a packed batch (``collate_packed``) pass its ``seq_idx``: the sums are then taken per example, (B,).
+    """
     logps, mask = token_logps(logits, labels)
-    return logps.sum(-1), mask.sum(-1)
+    if seq_idx is None:
+        return logps.sum(-1), mask.sum(-1)
+    owner = seq_idx[:, 1:].reshape(-1)  # shifted label t+1 belongs to the example of token t+1
+    n = int(seq_idx.max()) + 1
+    sums = logps.new_zeros(n).index_add(0, owner, logps.reshape(-1))
+    return sums, torch.bincount(owner[mask.reshape(-1)], minlength=n)
+
+
+def batch_sequence_logps(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sequence_logps`` of a padded or packed batch."""
+    return sequence_logps(logits, batch["labels"], batch.get("seq_idx"))
+
+
+def unpack(values: torch.Tensor, batch: dict[str, torch.Tensor], fill=0) -> torch.Tensor:
+    """A packed batch's (1, N, ...) per-token tensor laid out as the padded (B, T, ...) one (right padding ``fill``);
+    a padded batch's tensor is returned as it is. Differentiable: gradients flow back to the packed positions."""
+    if "seq_idx" not in batch:
+        return values
+    rows, positions = batch["seq_idx"][0], batch["position_ids"][0]
+    out = values.new_full((int(rows.max()) + 1, int(positions.max()) + 1, *values.shape[2:]), fill)
+    return out.index_put((rows, positions), values[0])

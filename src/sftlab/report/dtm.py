@@ -6,8 +6,9 @@ objective and training settings but the seed). Three views of their scores:
 
 - ``dtm_main``: SFT, seed soup and DTM merged by plain averaging in delta space (the paper's method), one row
   each per model and dataset; the paper's reported rows below ours, with their source label.
-- ``dtm_merge_methods``: every DTM run by K, split, merge method and merge space; the paper's merge-method
-  MMLU numbers below ours.
+- ``dtm_merge_methods``: every DTM run by K, split, merge method (with its λ where it scales), merge space and
+  member initialisation (same LoRA initialisation for all members, or one each); the paper's merge-method MMLU
+  numbers below ours.
 - ``dtm_k_ablation``: score against K per benchmark, one line per (model, dataset, split, merge method, space),
   SFT and seed soup as horizontal lines.
 
@@ -29,8 +30,6 @@ from sftlab.report.papers import paper_columns, paper_numbers
 from sftlab.report.tables import MISSING, fmt_cell
 
 ROLES = ("sft", "seed_soup", "dtm")
-#: the order of merge methods in the ablation table (the paper's default first)
-METHOD_ORDER = ("average", "ties", "dare_ties", "dare_linear", "task_arithmetic")
 
 
 def _baseline_key(recipe: Mapping) -> str:
@@ -64,7 +63,7 @@ def describe_run(model: str, dataset: str, name: str, recipe: Mapping) -> dict:
     """A run as the report sees it: its role, a readable label and the settings the tables show."""
     comp = recipe["composition"]
     row = {"model": model, "dataset": dataset, "recipe": name, "k": None, "split": None, "seeds": None,
-           "method": None, "merge_space": None}
+           "method": None, "merge_space": None, "init": None}
     if comp["name"] == "single":
         objective = recipe["objective"]["name"]
         return {**row, "role": "sft", "label": "SFT" if objective == "ntp" else f"single run ({objective})"}
@@ -74,8 +73,10 @@ def describe_run(model: str, dataset: str, name: str, recipe: Mapping) -> dict:
         return {**row, "role": "seed_soup", "seeds": len(comp["seeds"]),
                 "label": f"seed soup ({len(comp['seeds'])} seeds, {_merge_label(comp['merge'])})"}
     objective = "" if recipe["objective"]["name"] == "ntp" else f", {recipe['objective']['name']} members"
-    return {**row, "role": "dtm", "k": comp["k"], "split": comp["split"],
-            "label": f"DTM (K={comp['k']}, {comp['split']}, {_merge_label(comp['merge'])}{objective})"}
+    init = comp.get("init", "same")
+    return {**row, "role": "dtm", "k": comp["k"], "split": comp["split"], "init": init,
+            "label": f"DTM (K={comp['k']}, {comp['split']}, {_merge_label(comp['merge'])}{objective}"
+                     f"{', different init' if init == 'different' else ''})"}
 
 
 def dtm_runs(recipes: Mapping[str, Mapping], runs: Iterable[tuple[str, str, str]]) -> list[dict]:
@@ -109,10 +110,12 @@ def _paper_rows(paper: pd.DataFrame, table: str) -> pd.DataFrame:
 
 def main_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapping[str, str],
                paper: pd.DataFrame) -> pd.DataFrame:
-    """SFT, seed soup and DTM (average, delta space) per model and dataset, then the paper's rows."""
+    """SFT, seed soup and DTM (average, delta space, shared initialisation) per model and dataset, then the paper's
+    rows."""
     columns, keys = paper_columns(benchmarks, _paper_rows(paper, "main"))
     index = _index(scores)
-    shown = [r for r in runs if r["role"] != "dtm" or (r["method"] == "average" and r["merge_space"] == "delta")]
+    shown = [r for r in runs if r["role"] != "dtm"
+             or (r["method"] == "average" and r["merge_space"] == "delta" and r["init"] == "same")]
     groups = list(dict.fromkeys((r["model"], r["dataset"]) for r in shown))
     rows = []
     for model, dataset in groups:
@@ -129,23 +132,28 @@ def main_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mappin
 
 def merge_method_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapping[str, str],
                        paper: pd.DataFrame) -> pd.DataFrame:
-    """Every DTM run by K, split, merge method and merge space, then the paper's merge-method rows."""
+    """Every DTM run by K, split, merge method, merge space and member initialisation, then the paper's merge-method
+    rows."""
     columns, keys = paper_columns(benchmarks, _paper_rows(paper, "merge_methods"))
     index = _index(scores)
+    from sftlab.compose.merge import MERGE_METHODS
+
     dtm = [r for r in runs if r["role"] == "dtm"]
     order = {g: i for i, g in enumerate(dict.fromkeys((r["model"], r["dataset"]) for r in dtm))}
-    dtm.sort(key=lambda r: (order[(r["model"], r["dataset"])], r["split"], r["k"], METHOD_ORDER.index(r["method"]),
-                            r["method_label"], r["merge_space"] != "delta"))
+    method_order = list(MERGE_METHODS)  # every registered method, in the registry's order
+    dtm.sort(key=lambda r: (order[(r["model"], r["dataset"])], r["split"], r["k"], method_order.index(r["method"]),
+                            r["method_label"], r["merge_space"] != "delta", r["init"] != "same"))
     rows = [{"model": r["model"], "dataset": r["dataset"], "recipe": r["recipe"], "K": str(r["k"]),
              "split": r["split"], "merge method": r["method_label"], "merge space": r["merge_space"],
+             "member init": r["init"],
              **{c: _score_cell(index, r, c) if c in benchmarks else MISSING for c in columns}, "source": "this work"}
             for r in dtm]
     for _, row in _paper_rows(paper, "merge_methods").iterrows():
         rows.append({"model": row["model"], "dataset": row["dataset"], "recipe": MISSING, "K": MISSING,
-                     "split": MISSING, "merge method": row["method"], "merge space": MISSING,
+                     "split": MISSING, "merge method": row["method"], "merge space": MISSING, "member init": MISSING,
                      **{c: _paper_cell(row, keys[c]) for c in columns}, "source": row["source"]})
     return pd.DataFrame(rows, columns=["model", "dataset", "recipe", "K", "split", "merge method", "merge space",
-                                       *columns, "source"])
+                                       "member init", *columns, "source"])
 
 
 def k_ablation_points(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Sequence[str]) -> pd.DataFrame:
@@ -156,7 +164,8 @@ def k_ablation_points(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks:
     for run in runs:
         if run["role"] == "dtm":
             series = (f"{run['model']}/{run['dataset']} DTM {run['split']}, {run['method_label']}"
-                      + (", adapter space" if run["merge_space"] == "adapter" else ""))
+                      + (", adapter space" if run["merge_space"] == "adapter" else "")
+                      + (", different init" if run["init"] == "different" else ""))
         else:
             series = f"{run['model']}/{run['dataset']} {run['label']}: {run['recipe']}"
         for bench in benchmarks:
@@ -222,7 +231,8 @@ def build_report(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapp
                       "Disperse-Then-Merge vs SFT and a seed soup (DTM merged by averaging in delta space): value "
                       "[95% CI]; the paper's reported numbers below ours with their source label; n/a = no result.")
     out += write_table(merge_method_table(scores, runs, benchmarks, paper), merge_stem,
-                       "Disperse-Then-Merge by merge method and merge space: value [95% CI]; the paper's merge-method "
-                       "MMLU numbers below ours (its Fisher merging has no counterpart here); n/a = no result.")
+                       "Disperse-Then-Merge by merge method (task arithmetic with its λ), merge space and member "
+                       "initialisation: value [95% CI]; the paper's merge-method MMLU numbers below ours; n/a = no "
+                       "result.")
     out += k_ablation_figure(k_ablation_points(scores, runs, list(benchmarks)), list(benchmarks), figure_stem)
     return out

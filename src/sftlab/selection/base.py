@@ -12,7 +12,7 @@ so their largest fraction, ``max_fraction``, is 0.5: the whole half).
 from __future__ import annotations
 
 import abc
-
+import inspect
 import math
 import random
 from typing import Any, ClassVar
@@ -50,6 +50,19 @@ class Selector(abc.ABC):
     tables: ClassVar[tuple[str, ...]] = ()
     #: the largest share of the pool the selector ranks (the config's fraction may not exceed it)
     max_fraction: ClassVar[float] = 1.0
+    #: whether it ranks by an influence table that the LESS / ROSE rules compute (influence.smk)
+    influence: ClassVar[bool] = False
+    #: how a constructor parameter reads in the selection's path id (default ``<key><value>``)
+    id_formats: ClassVar[dict[str, str]] = {}
+    #: parameter values left out of the path id (so that paths written before the parameter existed stay valid)
+    id_omitted: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def parameters(cls) -> dict[str, Any]:
+        """The constructor's parameters with their defaults: every setting that can change the selection."""
+        signature = inspect.signature(cls.__init__)
+        return {name: p.default for name, p in signature.parameters.items()
+                if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
     def __init__(self, **params: Any) -> None:
         if params:
@@ -71,6 +84,8 @@ class Full(Selector):
 @register_selector("random")
 class Random(Selector):
     """A seeded random order of the pool (the fraction keeps a random subset)."""
+
+    id_formats = {"seed": "s{value}"}
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

@@ -1,0 +1,161 @@
+"""Arena-Hard (v0.1): 500 hard user prompts; the judge compares the model's answer with a baseline's (GPT-4-0314)
+twice, once in each position, on a five-point verdict ``[[A>>B]] … [[B>>A]]``; the score is the model's win rate
+against the baseline, a decisive verdict counting three times (lmarena/arena-hard-auto's ``show_result``; with one
+model against the baseline its Bradley-Terry win rate is this mean).
+
+Its files — ``question.jsonl``, ``model_answer/<baseline>.jsonl`` and the judge's prompt in ``judge_config.yaml`` —
+come from lmarena/arena-hard-auto at a pinned commit, or from ``data_dir`` in the same formats (test fixtures).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from sftlab.io import DataError, read_jsonl, write_jsonl, write_text
+
+from .base import BenchmarkType, file_sha256, register_benchmark_type
+
+REPOSITORY = "lmarena/arena-hard-auto"
+RAW_URL = "https://raw.githubusercontent.com/lmarena/arena-hard-auto"
+# the last commit with v0.1 in its original format (question_id, turns), before the April 2025 reformat
+COMMIT = "e0a8ea1df42c1df76451a6cd04b14e31ff992b87"
+BASELINE = "gpt-4-0314"
+JUDGE_MAX_TOKENS = 4096
+#: the judge's verdict label → the score(s) of assistant A; a decisive verdict counts ``DECISIVE_WEIGHT`` times
+DECISIVE_WEIGHT = 3
+A_SCORE = {"A>>B": [1.0] * DECISIVE_WEIGHT, "A>B": [1.0], "A=B": [0.5], "B=A": [0.5], "B>A": [0.0],
+           "B>>A": [0.0] * DECISIVE_WEIGHT, "A<B": [0.0], "A<<B": [0.0] * DECISIVE_WEIGHT, "B<A": [1.0],
+           "B<<A": [1.0] * DECISIVE_WEIGHT}
+
+
+def files(baseline: str) -> dict[str, tuple[str, str]]:
+    """Each gathered file: its role → (path in the gathered directory, path in the repository)."""
+    return {"questions": ("question.jsonl", "data/arena-hard-v0.1/question.jsonl"),
+            "baseline": (f"model_answer/{baseline}.jsonl", f"data/arena-hard-v0.1/model_answer/{baseline}.jsonl"),
+            "judge_config": ("judge_config.yaml", "config/judge_config.yaml")}
+
+
+def answer_text(record: dict) -> str:
+    return record["choices"][0]["turns"][0]["content"]
+
+
+def load_judge_config(path: Path) -> dict:
+    cfg = yaml.safe_load(Path(path).read_text())
+    missing = [k for k in ("system_prompt", "prompt_template", "regex_pattern") if k not in (cfg or {})]
+    if missing:
+        raise DataError(f"{path}: the judge config lacks {missing}")
+    return cfg
+
+
+def parse_verdict(judgment: str, pattern: re.Pattern) -> str | None:
+    """The one verdict label in the judgment; None when there is none or several different ones."""
+    labels = {m for m in pattern.findall(judgment) if m}
+    return labels.pop() if len(labels) == 1 and next(iter(labels)) in A_SCORE else None
+
+
+def model_outcomes(verdict_baseline_first: str, verdict_model_first: str) -> list[float]:
+    """The model's battle outcomes of one question: game 1 shows the baseline as A, game 2 the model as A."""
+    return [1.0 - s for s in A_SCORE[verdict_baseline_first]] + A_SCORE[verdict_model_first]
+
+
+def judge_messages(cfg: dict, question: str, answer_a: str, answer_b: str) -> list[dict]:
+    (template,) = cfg["prompt_template"]  # v0.1: one single-turn template
+    user = template.format(question_1=question, answer_1=answer_a, answer_2=answer_b)
+    return [{"role": "system", "content": cfg["system_prompt"]}, {"role": "user", "content": user}]
+
+
+@register_benchmark_type("arena_hard")
+class ArenaHard(BenchmarkType):
+    scored_by = "judge"
+    gathers_files = True
+    data_keys = ("arena_hard_commit", "baseline")
+    answer_format = "jsonl"
+    generation_input = "question.jsonl"
+    max_new_tokens = 4096
+
+    def sources(self, bench):
+        if "data_dir" not in bench:
+            return {}  # downloaded
+        return {role: f"{bench['data_dir']}/{name}" for role, (name, _) in files(bench["baseline"]).items()}
+
+    def prepare(self, bench, out, pairs_path):
+        wanted = dict(files(bench["baseline"]).values())
+        if "data_dir" in bench:
+            for name in wanted:
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(Path(bench["data_dir"]) / name, out / name)
+            source = {"data_dir": bench["data_dir"]}
+        else:
+            import requests
+
+            commit = bench.get("arena_hard_commit", COMMIT)
+            for name, repo_path in wanted.items():
+                reply = requests.get(f"{RAW_URL}/{commit}/{repo_path}", timeout=60)
+                reply.raise_for_status()
+                write_text(out / name, reply.text)
+            source = {"repository": REPOSITORY, "commit": commit}
+        load_judge_config(out / "judge_config.yaml")
+        questions = read_jsonl(out / "question.jsonl")[: bench.get("limit")]
+        baseline = {a["question_id"] for a in read_jsonl(out / f"model_answer/{bench['baseline']}.jsonl")}
+        missing = [q["question_id"] for q in questions if q["question_id"] not in baseline]
+        if missing:
+            raise DataError(f"{out}/model_answer/{bench['baseline']}.jsonl: no baseline answer to {missing[:3]}")
+        write_jsonl(out / "question.jsonl", questions)
+        return {**source, "baseline": bench["baseline"], "n": len(questions),
+                "files": {name: {"sha256": file_sha256(out / name)} for name in wanted}}
+
+    def generate(self, generator, data_dir, model_id, max_new_tokens, temperature):
+        """Answers in arena-hard-auto's model_answer format, one turn each."""
+        from sftlab.evaluation.generation import GenerationRequest, SamplingParams
+
+        questions = read_jsonl(Path(data_dir) / self.generation_input)
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)
+        generations = generator.generate(
+            [GenerationRequest([{"role": "user", "content": q["turns"][0]["content"]}], params) for q in questions])
+        return [{"question_id": q["question_id"], "answer_id": f"{model_id}:{q['question_id']}", "model_id": model_id,
+                 "choices": [{"index": 0, "turns": [{"content": g.text}]}], "tstamp": time.time()}
+                for q, g in zip(questions, generations)]
+
+    def judge(self, judge, cache, data_dir, answers_path, settings, judge_config):
+        from sftlab.evaluation.judges import JudgeRequest, run_judge
+        from sftlab.evaluation.stats import mean_with_ci
+
+        data_dir = Path(data_dir)
+        cfg = load_judge_config(data_dir / "judge_config.yaml")
+        pattern = re.compile(cfg["regex_pattern"])
+        questions = read_jsonl(data_dir / "question.jsonl")
+        (baseline_file,) = (data_dir / "model_answer").glob("*.jsonl")
+        baseline = {a["question_id"]: answer_text(a) for a in read_jsonl(baseline_file)}
+        answers = {a["question_id"]: answer_text(a) for a in read_jsonl(answers_path)}
+        missing = [q["question_id"] for q in questions if q["question_id"] not in answers]
+        if missing:
+            raise DataError(f"{answers_path}: no answer to questions {missing[:3]}")
+        max_tokens = judge_config.get("max_tokens", JUDGE_MAX_TOKENS)
+        requests_ = []
+        for q in questions:
+            prompt, ours, theirs = q["turns"][0]["content"], answers[q["question_id"]], baseline[q["question_id"]]
+            for a, b in ((theirs, ours), (ours, theirs)):  # the baseline first, then the model first
+                requests_.append(JudgeRequest(messages=judge_messages(cfg, prompt, a, b), max_tokens=max_tokens))
+        judged = run_judge(judge, requests_, cache)
+        records, outcomes, unparsable = [], [], 0
+        for i, q in enumerate(questions):
+            games = [{"judgment": r.text, "score": parse_verdict(r.text, pattern), "prompt_hash": key}
+                     for r, key in zip(judged.responses[2 * i: 2 * i + 2], judged.keys[2 * i: 2 * i + 2])]
+            records.append({"question_id": q["question_id"], "cluster": q.get("cluster", ""), "judge": judge.id,
+                            "baseline": baseline_file.stem, "games": games})
+            if any(g["score"] is None for g in games):
+                unparsable += 1  # arena-hard-auto drops a question with a missing verdict in either game
+            else:
+                outcomes += model_outcomes(games[0]["score"], games[1]["score"])
+        stats = settings["stats"]
+        win = mean_with_ci(outcomes, **stats)
+        scores = {"benchmark": "arena_hard", "metric": f"win_rate_vs_{baseline_file.stem}",
+                  **{k: None if win[k] is None else 100.0 * win[k] for k in ("value", "ci_low", "ci_high")},
+                  "n": len(questions) - unparsable, "n_unparsable": unparsable, "n_outcomes": win["n"],
+                  "baseline": baseline_file.stem, **stats}
+        return records, judged.usage, scores

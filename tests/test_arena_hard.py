@@ -1,0 +1,116 @@
+"""Arena-Hard: gathered files, both judge positions, verdict parsing and the win rate worked out by hand."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from sftlab.benchmarks import benchmark_type, prepare_benchmark_files
+from sftlab.benchmarks.arena_hard import model_outcomes, parse_verdict
+from sftlab.config import prepare
+from sftlab.evaluation.cache import JudgmentCache
+from sftlab.evaluation.judges import Judge, JudgeResponse
+from sftlab.io import DataError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "arena_hard"
+PATTERN = re.compile(r"\[\[([AB<>=]+)\]\]")
+OURS = {"q1": "391", "q2": "cut -d, -f2", "q3": "no idea"}
+# the judge's verdict per question with the baseline as assistant A (game 1), then the model as A (game 2)
+VERDICTS = {"q1": ("[[B>>A]]", "[[A>B]]"), "q2": ("[[A=B]]", "[[A=B]]"), "q3": ("[[A>B]]", "no verdict at all")}
+
+
+class ScriptedJudge(Judge):
+    """Answers with the scripted verdict of the game the prompt shows (which answer stands as assistant A)."""
+
+    backend = "scripted"
+    id = "scripted"
+
+    def __init__(self):
+        self.prompts = []
+
+    def complete(self, requests):
+        for i, request in enumerate(requests):
+            user = request.messages[1]["content"]
+            self.prompts.append(user)
+            qid = next(q for q, ours in OURS.items() if f"Answer|>\n{ours}\n<|The End" in user)
+            model_first = f"Assistant A's Answer|>\n{OURS[qid]}\n<|The End of Assistant A" in user
+            yield i, JudgeResponse(text=f"My final verdict: {VERDICTS[qid][model_first]}", prompt_tokens=1)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    out = tmp_path / "data"
+    prepare_benchmark_files({"type": "arena_hard", "data_dir": str(FIXTURE), "baseline": "gpt-4-0314"}, out)
+    return out
+
+
+def test_prepare_copies_and_checks_baseline_answers(tmp_path, data_dir):
+    assert sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*.*")) == [
+        "SOURCE.json", "judge_config.yaml", "model_answer/gpt-4-0314.jsonl", "question.jsonl"]
+    limited = prepare_benchmark_files({"type": "arena_hard", "data_dir": str(FIXTURE), "baseline": "gpt-4-0314",
+                                       "limit": 2}, tmp_path / "two")
+    assert limited["n"] == 2
+    with pytest.raises(FileNotFoundError):
+        prepare_benchmark_files({"type": "arena_hard", "data_dir": str(FIXTURE), "baseline": "gpt-4-0613"},
+                                tmp_path / "other")
+    short = tmp_path / "short"
+    short.mkdir()
+    for name in ("question.jsonl", "judge_config.yaml"):
+        (short / name).write_text((FIXTURE / name).read_text())
+    (short / "model_answer").mkdir()
+    (short / "model_answer" / "gpt-4-0314.jsonl").write_text(
+        (FIXTURE / "model_answer" / "gpt-4-0314.jsonl").read_text().splitlines()[0] + "\n")
+    with pytest.raises(DataError, match=r"no baseline answer to \['q2', 'q3'\]"):
+        prepare_benchmark_files({"type": "arena_hard", "data_dir": str(short), "baseline": "gpt-4-0314"},
+                                tmp_path / "short_out")
+
+
+def test_verdicts_and_outcomes():
+    assert parse_verdict("thus [[A>>B]].", PATTERN) == "A>>B"
+    assert parse_verdict("[[A>B]] or rather [[B>A]]", PATTERN) is None  # two different labels
+    assert parse_verdict("[[A>B]] ... final: [[A>B]]", PATTERN) == "A>B"
+    assert parse_verdict("no label", PATTERN) is None
+    # game 1 shows the baseline as A: its B>>A is a decisive model win (three outcomes of 1)
+    assert model_outcomes("B>>A", "A>B") == [1.0, 1.0, 1.0, 1.0]
+    assert model_outcomes("A>B", "B>>A") == [0.0, 0.0, 0.0, 0.0]
+    assert model_outcomes("A=B", "A=B") == [0.5, 0.5]
+
+
+def test_judged_win_rate_matches_hand_count(tmp_path, data_dir):
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps({"question_id": q, "model_id": "m", "choices": [{"index": 0, "turns": [
+        {"content": text}]}]}) + "\n" for q, text in OURS.items()))
+    judge = ScriptedJudge()
+    settings = {"annotator": None, "seed": 0, "stats": {"n_resamples": 200, "confidence": 0.95, "seed": 0}}
+    records, usage, scores = benchmark_type("arena_hard").judge(judge, JudgmentCache(tmp_path / "c.jsonl"), data_dir,
+                                                                answers, settings, {})
+    # q1: B>>A with the baseline first (1, 1, 1) and A>B with the model first (1); q2: two ties; q3 dropped
+    assert scores["value"] == pytest.approx(100 * (4 * 1.0 + 2 * 0.5) / 6)
+    assert (scores["n"], scores["n_unparsable"], scores["n_outcomes"]) == (2, 1, 6)
+    assert scores["ci_low"] <= scores["value"] <= scores["ci_high"] and scores["metric"] == "win_rate_vs_gpt-4-0314"
+    assert len(judge.prompts) == 6 and usage.calls == 6
+    # each question is judged in both positions: the baseline's answer first in game 1, the model's in game 2
+    first = judge.prompts[0]
+    assert first.index("340 + 51 = 391.") < first.index("Assistant B's Answer|>\n391\n")
+    assert [g["score"] for g in records[2]["games"]] == ["A>B", None]
+
+
+def test_generation_answers_in_model_answer_format(data_dir):
+    class EchoGenerator:
+        def generate(self, requests):
+            return [type("G", (), {"text": r.messages[-1]["content"][::-1]}) for r in requests]
+
+    rows = benchmark_type("arena_hard").generate(EchoGenerator(), data_dir, "m/d/r", 16, 0.0)
+    assert [r["question_id"] for r in rows] == ["q1", "q2", "q3"]
+    assert rows[0]["choices"][0]["turns"][0]["content"] == "What is 17 times 23? Show the steps."[::-1]
+
+
+def test_config_defaults():
+    config = prepare({"models": {"m": {"source": "random"}}, "datasets": {"d": {"source": "demo"}},
+                      "recipes": {"sft": {}}, "judges": {"j": {"type": "openai", "model": "gpt-4-1106-preview"}},
+                      "benchmarks": {"ah": {"type": "arena_hard", "judge": "j"}},
+                      "experiments": {"e": {"models": ["m"], "datasets": ["d"], "recipes": ["sft"],
+                                            "benchmarks": ["ah"]}}})
+    assert config["benchmarks"]["ah"]["baseline"] == "gpt-4-0314"
+    assert config["benchmarks"]["ah"]["max_new_tokens"] == 4096
