@@ -212,7 +212,8 @@ def test_shp_labels_one_means_a_preferred():
     assert pairs[1]["rejected"] == "Buy bread instead."
     assert pairs[2]["chosen"].startswith("No. The image comes from")
     assert pairs[1]["prompt"] == [user("Why does my bread come out dense?")]
-    assert [p["subtask"] for p in pairs] == ["askacademia_train", "askculinary_train", "askhistorians_train"]
+    # the subreddit, without the split the domain field also names
+    assert [p["subtask"] for p in pairs] == ["askacademia", "askculinary", "askhistorians"]
     assert pairs[0]["id"] == "himc90-g6gsgyc-g6gq3bn"
 
 

@@ -69,7 +69,7 @@ def benchmark_pairs_arg(wildcards):
 
 
 def evaluate_inputs(wildcards):
-    """The files rule evaluate hands the type besides the model: the run's pool files it reads, its gathered files."""
+    """What the evaluate rule hands the type besides the model (the run's pool files it reads, its gathered files)."""
     inputs = {name: f"results/data/{wildcards.dataset}/{name}.jsonl" for name in type_of(wildcards.benchmark).pool_files}
     if type_of(wildcards.benchmark).gathers_files:
         inputs["data"] = f"results/benchmarks/{wildcards.benchmark}"
@@ -119,6 +119,11 @@ def generation_settings(wildcards):
 
 def generation_options(wildcards):
     return option_args(generation_settings(wildcards))
+
+
+def generation_env(wildcards):
+    """The generate job's conda environment: vLLM's own (envs/vllm.yaml) for a benchmark with backend vllm."""
+    return VLLM_ENV if generation_settings(wildcards).get("backend") == "vllm" else CONDA_ENV
 
 
 def benchmark_type_name(wildcards):

@@ -8,6 +8,7 @@ import shlex
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
                            selector_id)
 from sftlab.data.prepare import pool_bound
+from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
@@ -53,6 +54,7 @@ except ConfigError as exc:
 # unless --software-deployment-method conda puts the environment of envs/ there instead.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 CONDA_ENV = str(ROOT / "envs" / "sftlab.yaml")
+VLLM_ENV = str(ROOT / "envs" / "vllm.yaml")
 # scripts import sftlab from the source tree, installed or not (conda environments do not install it)
 shell.prefix(f"export PYTHONPATH={shlex.quote(str(ROOT / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 SCRIPTS = _recorded_path(ROOT / "scripts")
@@ -74,6 +76,11 @@ def recipes_composed(*names):
     """Alternation of the recipes whose composition is one of ``names``: a rule-level recipe constraint, so that
     the rule writing a single run's model and the rule merging a composed recipe's model never compete."""
     return _alternation([r for r, recipe in CFG["recipes"].items() if recipe["composition"]["name"] in names])
+
+
+# the compositions, from their registry: one run, members trained on shards (rule disperse), any merged members
+SINGLE_RUN = [name for name in COMPOSITIONS if name not in COMPOSED]
+SHARDED = [name for name, cls in COMPOSITIONS.items() if cls.shards]
 
 
 def as_json(obj):
@@ -110,8 +117,10 @@ def res(stage):
     if r["gpus"]:
         out["gpu"] = r["gpus"]
         out["cpus_per_gpu"] = max(1, r["cpus"] // r["gpus"])
-        if os.environ.get("SFTLAB_SLURM_GPU_PARTITION"):
-            out["slurm_partition"] = os.environ["SFTLAB_SLURM_GPU_PARTITION"]
+        # optional, so read with get(): an `envvars:` directive would make every run require it
+        partition = os.environ.get("SFTLAB_SLURM_GPU_PARTITION")
+        if partition:
+            out["slurm_partition"] = partition
     return out
 
 
@@ -309,3 +318,58 @@ def local_dataset_files(wildcards):
 def local_model_files(wildcards):
     m = CFG["models"][wildcards.model]
     return files_under(m["path"]) if m["source"] == "local" else []
+
+
+# Input functions of the rule files without a *_common.smk of their own (models, data, selection, train), and the
+# ones several rule files share (the rules name them instead of holding lambdas).
+def model_config(wildcards):
+    return as_json(CFG["models"][wildcards.model])
+
+
+def dataset_config(wildcards):
+    return as_json(CFG["datasets"][wildcards.dataset])
+
+
+def selection_settings(wildcards):
+    return as_json(selection_config(wildcards))
+
+
+def selector_table_files(wildcards):
+    return list(selector_tables(wildcards).values())
+
+
+def selector_table_args(wildcards):
+    return table_args("--table", selector_tables(wildcards))
+
+
+def recipe_training(wildcards):
+    return as_json(recipe_of(wildcards)["training"])
+
+
+def recipe_objective(wildcards):
+    return as_json(recipe_of(wildcards)["objective"])
+
+
+def recipe_max_length(wildcards):
+    return recipe_of(wildcards)["training"]["max_length"]
+
+
+def train_launcher(wildcards):
+    return launcher("train", recipe_of(wildcards)["training"], f"recipes.{wildcards.recipe}.training")
+
+
+def run_checkpoints(wildcards):
+    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/checkpoints"
+
+
+def input_table_args(wildcards, input):
+    return table_args("--table", input.tables)
+
+
+def output_stem(name):
+    """A params function: output ``name`` without its extension (the scripts write every format of one stem)."""
+
+    def stem(wildcards, output):
+        return os.path.splitext(output[name])[0]
+
+    return stem

@@ -8,7 +8,7 @@ rule prepare_data:
         heldout="results/data/{dataset}/heldout.jsonl",
         pairs="results/data/{dataset}/pairs.jsonl",
     params:
-        dataset=lambda w: as_json(CFG["datasets"][w.dataset]),
+        dataset=dataset_config,
     conda:
         CONDA_ENV
     log:

@@ -44,7 +44,7 @@ rule generate:
         benchmark=_alternation(benchmarks_scored_by("judge")),
         fmt=answer_formats(),
     conda:
-        CONDA_ENV
+        generation_env
     log:
         "logs/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.log",
     benchmark:

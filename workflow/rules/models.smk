@@ -6,7 +6,7 @@ rule materialise_model:
     output:
         directory("resources/models/{model}"),
     params:
-        model=lambda w: as_json(CFG["models"][w.model]),
+        model=model_config,
     conda:
         CONDA_ENV
     log:

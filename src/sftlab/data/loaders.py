@@ -140,8 +140,11 @@ def from_shp(row: dict, source: str) -> dict:
     chosen, rejected = (a, b) if label == 1 else (b, a)
     if not chosen.strip():
         raise BadRow("empty assistant turn")
+    # SHP's domain is the subreddit and the split ("askculinary_validation"): the subtask is the subreddit, so that a
+    # validation set's subtasks are named as the test set's (and as ROSE's 18 SHP subtasks)
+    domain = re.sub(r"_(train|validation|test)$", "", str(row.get("domain", "shp")))
     out = {"prompt": [{"role": "user", "content": history}], "chosen": chosen, "rejected": rejected,
-           "subtask": row.get("domain", "shp"), "source": source}
+           "subtask": domain, "source": source}
     if "post_id" in row:
         out["id"] = f"{row['post_id']}-{row.get('c_root_id_A', '')}-{row.get('c_root_id_B', '')}"
     return out
