@@ -15,17 +15,17 @@ import torch
 from sftlab.io import read_jsonl
 from sftlab.selection.gradients import (
     FEATURE_KINDS,
-    RademacherProjector,
     encode_rows,
-    flat_moments,
     gather_features,
     gradient_features,
     load_lora_checkpoint,
     lora_parameters,
+    module_moments,
     save_features,
     shard_slice,
     take_shots,
 )
+from sftlab.selection.projection import PROJECTIONS, build_projection
 from sftlab.selection.warmup import load_epoch_info, load_moments
 from sftlab.numerics import flush_denormals
 
@@ -49,18 +49,23 @@ def compute(args) -> None:
     n_params = sum(p.numel() for p in params.values())
     moments, betas = None, (0.9, 0.999)
     if args.kind == "train":
-        moments = flat_moments(params, load_moments(args.checkpoint), args.checkpoint)
+        moments = module_moments(params, load_moments(args.checkpoint), args.checkpoint)
         betas = tuple(load_epoch_info(args.checkpoint)["betas"])
-    projector = RademacherProjector(n_params, args.dim, args.seed, device, cache_bytes=args.cache_mb * 2**20)
+    projection = build_projection(args.projection, args.dim, args.seed, device, cache_bytes=args.cache_mb * 2**20)
     start = time.perf_counter()
-    features = gradient_features(model, items, args.kind, tokenizer.pad_token_id, projector, args.batch_size,
-                                 moments, betas, args.beta, args.project_batch)
+    try:
+        features = gradient_features(model, items, args.kind, tokenizer.pad_token_id, projection, args.max_tokens,
+                                     moments, betas, args.beta)
+    except ValueError as exc:
+        raise SystemExit(f"{args.data}: {exc}") from None
     seconds = time.perf_counter() - start
     save_features(args.out, [i["id"] for i in items], features, [i["subtask"] for i in items], skipped,
-                  args.kind, args.dim, args.seed, n_params)
-    log.info("%s shard %d/%d of %s at %s: %d items (%d skipped: no response token within %d), %d LoRA parameters "
-             "-> dim %d, %.1f s (%.2f items/s)", args.kind, args.shard, args.shards, args.data, args.checkpoint,
-             len(items), len(skipped), args.max_length, n_params, args.dim, seconds, len(items) / max(seconds, 1e-9))
+                  args.kind, projection=args.projection, dim=args.dim, seed=args.seed, n_params=n_params)
+    tokens = sum(len(s["input_ids"]) for i in items for s in i["sequences"])
+    log.info("%s shard %d/%d of %s at %s: %d items, %d tokens (%d skipped: no response token within %d), "
+             "%d LoRA parameters -> %s dim %d, %.1f s (%.2f items/s, %.0f tokens/s)", args.kind, args.shard,
+             args.shards, args.data, args.checkpoint, len(items), tokens, len(skipped), args.max_length, n_params,
+             args.projection, args.dim, seconds, len(items) / max(seconds, 1e-9), tokens / max(seconds, 1e-9))
 
 
 def main(argv=None) -> None:
@@ -80,11 +85,12 @@ def main(argv=None) -> None:
     c.add_argument("--dim", type=int, default=8192, help="projection dimension")
     c.add_argument("--seed", type=int, default=0, help="projection seed (must match across train and validation)")
     c.add_argument("--beta", type=float, default=0.1, help="DPO temperature (--kind dpo)")
-    c.add_argument("--batch-size", type=int, default=8, help="examples per batched gradient (bounds memory)")
-    c.add_argument("--project-batch", type=int, default=16,
-                   help="gradients projected together (each call streams the whole projection matrix)")
+    c.add_argument("--projection", default="sjlt", choices=sorted(PROJECTIONS),
+                   help="random projection (must match across train and validation)")
+    c.add_argument("--max-tokens", type=int, default=4096,
+                   help="padded tokens per batched backward (bounds memory); a longer item is refused")
     c.add_argument("--max-length", type=int, default=1024)
-    c.add_argument("--cache-mb", type=int, default=1024, help="device memory for caching projection blocks")
+    c.add_argument("--cache-mb", type=int, default=1024, help="device memory for caching generated projection rows")
     c.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     c.add_argument("--device", default="auto", help="auto, cpu or cuda")
 

@@ -57,6 +57,14 @@ def main(argv: list[str] | None = None) -> None:
                        "demo_quality": bool(config.get("demo_quality", False))}
     scores["judge_cost"] = usage.to_dict()
     write_jsonl(args.judgments, judgments)
+    if scores.get("n") == 0 and scores.get("n_unparsable", 0) > 0:
+        # a null score drops the benchmark from every table without a word: a real judge that never rates is an error
+        message = (f"{scores['benchmark']}: none of the {scores['n_unparsable']} judgments of judge {judge.id} holds a "
+                   f"rating in the expected format, so there is no score; its raw answers are in {args.cache} (check "
+                   "the judge model, its max_tokens and the server's answers)")
+        if not config.get("demo_quality", False):
+            sys.exit(message)
+        log.warning("%s; a demo-quality judge: the score is written as null", message)
     write_json(args.scores, scores)
     log.info(
         "%s: %s = %s [%s, %s] over %d (%d unparsable); judge calls %d, from cache %d",

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 import sys
 
 from sftlab.data.prepare import prepare_dataset
@@ -16,7 +17,8 @@ def main() -> None:
     ap.add_argument("--heldout", required=True)
     ap.add_argument("--pairs", required=True)
     args = ap.parse_args()
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log = logging.getLogger("prepare_data").info
     train, heldout, pairs = prepare_dataset(args.name, json.loads(args.dataset_config), log=log)
     write_jsonl(args.train, train)
     write_jsonl(args.heldout, heldout)

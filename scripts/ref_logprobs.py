@@ -12,7 +12,9 @@ import sys
 import pandas as pd
 
 from sftlab.io import write_parquet
-from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, score_examples
+import torch
+
+from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, score_examples, training_autocast
 from sftlab.numerics import flush_denormals
 
 
@@ -24,11 +26,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-length", type=int, required=True, help="the training max_length (same truncation)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="training.precision of the runs that compare their log-probs with these: the same "
+                             "path as their forward, float32 weights under autocast")
     args = parser.parse_args(argv)
     flush_denormals()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
 
-    model, tokenizer = load_for_scoring(args.model, args.device)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # float32 weights under the training's autocast, not bf16 weights: log πθ/πref is 0 at the first step
+    model, tokenizer = load_for_scoring(args.model, device, dtype=torch.float32)
+    autocast = training_autocast(args.precision, device)
     ids, examples = [], []
     for path in args.data:
         file_ids, file_examples, dropped = encode_jsonl(tokenizer, path, args.max_length)
@@ -38,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         examples += file_examples
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate ids across {args.data}")
-    scores = score_examples(model, examples, pad_id(tokenizer), args.batch_size)
+    scores = score_examples(model, examples, pad_id(tokenizer), args.batch_size, autocast=autocast)
     write_parquet(args.out, pd.DataFrame({"id": ids, "ref_logp": scores["logp"], "n_tokens": scores["n_tokens"]}))
     logging.info("wrote %d reference log-probs to %s", len(ids), args.out)
 

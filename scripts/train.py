@@ -5,6 +5,7 @@ Run directly or under `accelerate launch` (one process per GPU).
 
 import argparse
 import json
+import logging
 import sys
 
 import pandas as pd
@@ -49,7 +50,8 @@ def main() -> None:
     ap.add_argument("--checkpoints", required=True)
     args = ap.parse_args()
     flush_denormals()
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log = logging.getLogger("train").info
 
     pool = {e["id"]: e for e in read_jsonl(args.train)}
     ids = read_ids(args.ids)

@@ -4,6 +4,7 @@ writes. Also the launcher's command, the shipped accelerate configs, and the wor
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -127,9 +128,13 @@ def test_workflow_launches_one_process_per_gpu(tmp_path):
     commands = [line.removeprefix("Shell command: ") for line in proc.stdout.splitlines()
                 if "scripts/train.py" in line and "--model-dir" in line and "--warmup-dir" not in line]
     recipes = [TINY["recipes"][r] for r in dict.fromkeys(r for e in TINY["experiments"].values() for r in e["recipes"])]
-    runs = sum(r["composition"]["k"] if r.get("composition", {}).get("name") == "disperse_merge"
-               else len(r["composition"]["seeds"]) if r.get("composition", {}).get("name") == "seed_soup"
-               else 1 for r in recipes)
+    # composed recipes that differ only in how they merge (the merge-method ablation) share their member runs
+    member_sets = {json.dumps({**{k: v for k, v in r.items() if k != "description"},
+                               "composition": {k: v for k, v in r["composition"].items() if k != "merge"}},
+                              sort_keys=True): r for r in recipes if "composition" in r}
+    runs = sum(1 for r in recipes if "composition" not in r or r["composition"]["name"] == "single")
+    runs += sum(r["composition"]["k"] if r["composition"]["name"] == "disperse_merge" else len(r["composition"]["seeds"])
+                for r in member_sets.values() if r["composition"]["name"] != "single")
     assert len(commands) == runs + 1  # every single run, every DTM / soup member and the reference run
     for command in commands:
         assert command.startswith(f"python -m accelerate.commands.launch --config_file {CONFIG_DIR}/ddp.yaml "

@@ -119,7 +119,7 @@ def test_merge_method_table(scores, runs):
     assert ours[["recipe", "K", "merge method", "merge space", "member init"]].values.tolist() == [
         ["dtm_k2", "2", "average", "delta", "same"], ["dtm", "4", "average", "delta", "same"],
         ["dtm_init", "4", "average", "delta", "different"], ["dtm_adapter", "4", "average", "adapter", "same"],
-        ["dtm_ties", "4", "ties", "delta", "same"], ["dtm_ta", "4", "task_arithmetic (λ=0.3)", "delta", "same"]]
+        ["dtm_ta", "4", "task_arithmetic (λ=0.3)", "delta", "same"], ["dtm_ties", "4", "ties", "delta", "same"]]
     assert ours.set_index("recipe").loc["dtm_init", "mmlu_local"] == "46.00 [44.0, 48.0]"
     assert ours.set_index("recipe").loc["dtm_ties", "mmlu_local"] == "44.00 [42.0, 46.0]"
     assert ours.set_index("recipe").loc["dtm_ties", "em"] == "n/a"

@@ -67,6 +67,9 @@ def test_influence_aggregation_on_hand_made_matrix():
     assert total.tolist() == pytest.approx([0.5, 0.8, 19 / 30], abs=1e-6)
 
 
+SETTINGS = {"projection": "sjlt", "dim": 2, "seed": 0, "n_params": 10}
+
+
 def write_checkpoint(path: Path, mean_lr: float) -> Path:
     write_json(path / "warmup_epoch.json", {"epoch": 1, "mean_lr": mean_lr, "betas": [0.9, 0.999], "eps": 1e-8})
     return path
@@ -78,8 +81,8 @@ def test_influence_table_and_selectors_from_feature_files(tmp_path):
     for c, features in enumerate(TRAIN):
         train_paths.append(tmp_path / f"train{c}.pt")
         val_paths.append(tmp_path / f"val{c}.pt")
-        save_features(train_paths[-1], ["z0", "z1", "z2"], features, ["s"] * 3, ["z3"], "train", 2, 0, 10)
-        save_features(val_paths[-1], ["v0", "v1", "v2"], VAL, SUBTASKS, [], "dpo", 2, 0, 10)
+        save_features(train_paths[-1], ["z0", "z1", "z2"], features, ["s"] * 3, ["z3"], "train", **SETTINGS)
+        save_features(val_paths[-1], ["v0", "v1", "v2"], VAL, SUBTASKS, [], "dpo", **SETTINGS)
     assert checkpoint_weights(checkpoints) == pytest.approx([2 / 3, 1 / 3])
 
     table = influence_table(train_paths, val_paths, checkpoints)
@@ -98,9 +101,13 @@ def test_influence_table_and_selectors_from_feature_files(tmp_path):
     with pytest.raises(KeyError, match="no influence for 1 pool ids"):
         build_selector("rose").rank(ids + ["z9"], {"influence_rose": table})
 
-    save_features(tmp_path / "other.pt", ["z0", "z1", "z2"], TRAIN[1], ["s"] * 3, ["z3"], "train", 2, 1, 10)
-    with pytest.raises(ValueError, match="seed"):
+    save_features(tmp_path / "other.pt", ["z0", "z1", "z2"], TRAIN[1], ["s"] * 3, ["z3"], "train", **{**SETTINGS, "seed": 1})
+    with pytest.raises(ValueError, match="seed 1"):
         influence_table([train_paths[0], tmp_path / "other.pt"], val_paths, checkpoints)
+    # validation features of another projection than the training features: refused, not compared
+    save_features(tmp_path / "dense.pt", ["v0", "v1", "v2"], VAL, SUBTASKS, [], "dpo", **{**SETTINGS, "projection": "dense"})
+    with pytest.raises(ValueError, match="projection dense.*cannot be compared"):
+        influence_table(train_paths, [val_paths[0], tmp_path / "dense.pt"], checkpoints)
 
 
 def test_influence_selector_breaks_ties_in_pool_order():
@@ -177,7 +184,7 @@ def run_selection(warmup, tmp: Path, seed: int) -> tuple[pd.DataFrame, list[str]
     """grad_features (2 shards + gather, and validation pairs) per checkpoint → influence → rose ranking."""
     grad_features, influence = script("grad_features"), script("influence")
     root = warmup["root"]
-    common = ["--base-model", str(root / "base"), "--dim", "64", "--seed", str(seed), "--batch-size", "3",
+    common = ["--base-model", str(root / "base"), "--dim", "64", "--seed", str(seed), "--max-tokens", "192",
               "--max-length", "64", "--device", "cpu"]
     train, val = [], []
     for c, checkpoint in enumerate(warmup["checkpoints"]):

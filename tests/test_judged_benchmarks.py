@@ -177,3 +177,15 @@ def test_mtbench_category_figure_is_written(score_files, tmp_path):
     scores = judged_scores(score_files)
     paths = mtbench_categories(scores[scores["benchmark"] == "mt"], tmp_path / "fig")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_every_registered_benchmark_type_has_its_schema_branch_and_back():
+    """A benchmark type is one module plus its schema branch: neither may exist without the other."""
+    from sftlab.benchmarks import BENCHMARK_TYPES
+    from sftlab.config import load_schema
+
+    branches = {b["if"]["properties"]["type"]["const"] for b in load_schema()["$defs"]["benchmark"]["allOf"]}
+    assert branches == set(BENCHMARK_TYPES)
+    for name, cls in BENCHMARK_TYPES.items():
+        assert cls.scored_by in ("evaluate", "implicit_reward", "judge"), name
+        assert (cls.answer_format is not None) == (cls.scored_by == "judge"), name

@@ -212,7 +212,8 @@ def test_shp_labels_one_means_a_preferred():
     assert pairs[1]["rejected"] == "Buy bread instead."
     assert pairs[2]["chosen"].startswith("No. The image comes from")
     assert pairs[1]["prompt"] == [user("Why does my bread come out dense?")]
-    assert [p["subtask"] for p in pairs] == ["askacademia_train", "askculinary_train", "askhistorians_train"]
+    # the subreddit, without the split the domain field also names
+    assert [p["subtask"] for p in pairs] == ["askacademia", "askculinary", "askhistorians"]
     assert pairs[0]["id"] == "himc90-g6gsgyc-g6gq3bn"
 
 
@@ -307,15 +308,61 @@ def test_skip_bad_rows_skips_and_counts():
     assert any(re.search(r"\b1 bad rows? skipped", line) for line in logged)
 
 
-def test_skip_does_not_hide_bad_json():
-    # an unparseable line is not a row of the format: the file itself is broken
-    with pytest.raises(DataError, match=r":4:"):
-        load("bad/bad_json.jsonl", "messages", on_bad_rows="skip", log=lambda *_: None)
+def test_skip_skips_and_counts_a_broken_json_line():
+    logged = []
+    items = load("bad/bad_json.jsonl", "messages", on_bad_rows="skip", log=logged.append)
+    assert len(items) == 3  # the file's other rows
+    assert any(re.search(r"skipped .*bad_json\.jsonl:4: invalid JSON", line) for line in logged)
+    assert any(re.search(r"\b1 bad rows? skipped", line) for line in logged)
+
+
+GOOD = b'{"instruction": "a", "output": "b"}\n'
+
+
+def test_non_utf8_bytes_name_file_and_line_and_can_be_skipped(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(GOOD + b'{"instruction": "caf\xe9", "output": "b"}\n' + GOOD.replace(b'"a"', b'"c"'))
+    with pytest.raises(DataError, match=r"latin1\.jsonl:2: not valid UTF-8 \(byte 0xe9 at column 21\)"):
+        convert(iter_rows_local(path), "alpaca", source="x")
+    logged = []
+    items = convert(iter_rows_local(path), "alpaca", source="x", on_bad_rows="skip", log=logged.append)
+    assert [it["messages"][0]["content"] for it in items] == ["a", "c"]
+    assert any("latin1.jsonl:2: not valid UTF-8" in line for line in logged) and "1 bad rows skipped" in logged
+
+
+def test_non_utf8_in_json_and_csv_files(tmp_path):
+    js = tmp_path / "a.json"
+    js.write_bytes(b'[\n {"instruction": "a", "output": "b"},\n {"instruction": "\xff", "output": "b"}\n]\n')
+    with pytest.raises(DataError, match=r"a\.json:3: not valid UTF-8 \(byte 0xff\)"):
+        list(iter_rows_local(js))
+    csv = tmp_path / "a.csv"
+    csv.write_bytes(b'instruction,output\na,b\n"multi\nline",c\n\xe9t\xe9,d\ne,f\n')
+    with pytest.raises(DataError, match=r"a\.csv:5: not valid UTF-8 \(field 'instruction'\)"):
+        convert(iter_rows_local(csv), "alpaca", source="x")
+    items = convert(iter_rows_local(csv), "alpaca", source="x", on_bad_rows="skip", log=lambda *_: None)
+    assert [it["messages"][0]["content"] for it in items] == ["a", "multi\nline", "e"]
+
+
+def test_an_empty_file_is_blamed_on_the_file_not_on_heldout(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    with pytest.raises(DataError, match=r"empty\.jsonl: no rows"):
+        prepare_dataset("x", local_cfg(path, "alpaca", heldout=2), log=lambda *_: None)
+
+
+def test_a_file_whose_every_row_was_skipped_is_blamed_on_its_rows(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"instruction": "a"}\nnot json\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl: every one of its 2 rows was bad and skipped"):
+        prepare_dataset("x", local_cfg(path, "alpaca", heldout=1, on_bad_rows="skip"), log=lambda *_: None)
 
 
 def test_duplicate_ids_rejected():
-    with pytest.raises(DataError, match="duplicate id 'same'"):
+    with pytest.raises(DataError, match=r"duplicate_ids\.jsonl:2: duplicate id 'same' \(first at .*duplicate_ids\.jsonl:1\)"):
         load("bad/duplicate_ids.jsonl", "messages")
+    logged = []
+    items = load("bad/duplicate_ids.jsonl", "messages", on_bad_rows="skip", log=logged.append)
+    assert [it["messages"][0]["content"] for it in items] == ["Hi"] and "1 bad rows skipped" in logged
 
 
 def test_wrong_format_for_the_file_is_a_bad_row():

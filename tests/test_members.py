@@ -81,3 +81,18 @@ def test_mean_train_log_refuses_nothing_or_no_steps():
         mean_train_log([])
     with pytest.raises(ValueError, match="'step'"):
         mean_train_log([pd.DataFrame({"loss": [1.0]})])
+
+
+def test_compositions_are_a_registry():
+    """The composed compositions and the sharded one come from the registry, not from lists of names."""
+    from sftlab.compose.members import COMPOSED, COMPOSITIONS, composition_type
+
+    assert set(COMPOSITIONS) == {"single", "disperse_merge", "seed_soup"}
+    assert COMPOSED == ("disperse_merge", "seed_soup")
+    assert [n for n, c in COMPOSITIONS.items() if c.shards] == ["disperse_merge"]
+    training = {"seed": 3, "learning_rate": 1e-4}
+    assert composition_type("seed_soup").member_training(dict(training), {"seeds": [9]}, "seeds/seed-9")["seed"] == 9
+    assert "init_seed" not in composition_type("disperse_merge").member_training(dict(training), {"k": 2},
+                                                                                "shards/shard-1")
+    with pytest.raises(ValueError, match="unknown composition 'soup'"):
+        composition_type("soup")

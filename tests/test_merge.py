@@ -162,7 +162,8 @@ def test_mergekit_config_uses_mergekit_parameter_names():
         (lambda: mergekit_config("ties", ["a", "b"], out_dtype="float32"), "needs the base model"),
         (lambda: mergekit_config("ties", ["a", "b"], "base", {"density": 0}, "float32"), "density"),
         (lambda: mergekit_config("average", ["a", "b"], params={"weights": [1]}, out_dtype="float32"), "1 weights"),
-        (lambda: mergekit_config("fisher", ["a", "b"], out_dtype="float32"), "unknown merge method"),
+        (lambda: mergekit_config("slerp", ["a", "b"], out_dtype="float32"), "unknown merge method"),
+        (lambda: mergekit_config("fisher", ["a", "b"], "base", out_dtype="float32"), "not a mergekit method"),
         (lambda: mergekit_config("average", ["a", "a"], out_dtype="float32"), "more than once"),
         (lambda: merge(["a", "b"], "out", "ties", "adapter", "base"), "only method 'average'"),
     ],
@@ -344,3 +345,19 @@ def test_dtm_members_share_their_lora_initialisation_unless_told_otherwise(tmp_p
     assert same[0] and all(torch.equal(same[0][n], same[1][n]) for n in same[0])
     assert not any(torch.equal(different[0][n], different[1][n]) for n in different[0])
     assert not any(torch.equal(same[0][n], different[0][n]) for n in same[0])
+
+
+def test_merge_parameters_come_from_mergekits_registry():
+    """Per-model or shared, and whether the base model is needed: mergekit's declaration, not a copy of it."""
+    from mergekit.merge_methods import registry
+
+    from sftlab.compose.merge import MERGE_METHODS
+
+    assert (MERGE_METHODS["ties"].model_params, MERGE_METHODS["ties"].shared_params) == (("density",), ("lambda",))
+    assert MERGE_METHODS["task_arithmetic"].params == ("weights", "lambda")
+    assert [n for n, m in MERGE_METHODS.items() if not m.uses_base] == ["average"]
+    for name, method in MERGE_METHODS.items():
+        if method.mergekit_method is None:  # our own (fisher): it declares its parameters itself
+            continue
+        declared = {p.name for p in registry.get(method.mergekit_method).spec.parameters}
+        assert set(method.defaults) <= declared, (name, set(method.defaults) - declared)

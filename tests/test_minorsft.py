@@ -156,3 +156,31 @@ def test_ref_logprobs_script_and_zero_deviation(tmp_path):
     for f in features:
         f["ref_logp"] -= sum(label != -100 for label in f["labels"][1:])
     assert deviation(model, [collate(features, tokenizer.pad_token_id, ("ref_logp",))]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ref_logprobs_take_the_training_forward_precision_path(tmp_path):
+    """log πref is scored as the policy's forward runs in training: float32 weights under bf16 autocast, not bf16
+    weights, so log πθ/πref = 0 at the first step. Checked on CPU (autocast bf16) against a per-token loop."""
+    model_dir = tmp_path / "model"
+    save_random_model(model_dir, seed=3)
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"id": f"ex{i}", "messages": m, "source": "t"}) + "\n"
+                            for i, m in enumerate(CONVERSATIONS)))
+    tables = {}
+    for precision in ("bf16", "fp32"):
+        tables[precision] = tmp_path / f"{precision}.parquet"
+        load_script("ref_logprobs").main(["--model", str(model_dir), "--data", str(data), "--out",
+                                          str(tables[precision]), "--max-length", "64", "--device", "cpu",
+                                          "--precision", precision])
+    scored = {p: pd.read_parquet(t)["ref_logp"].tolist() for p, t in tables.items()}
+    model, tokenizer = build_random_model(seed=3)
+    model.eval()
+    features = [encode_example(tokenizer, m, 64) for m in CONVERSATIONS]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the policy's forward in a bf16 run: fp32 weights, autocast
+        policy = [naive_response_logp(model, f["input_ids"], f["labels"]) for f in features]
+    fp32 = [naive_response_logp(model, f["input_ids"], f["labels"]) for f in features]
+    bf16_weights = [naive_response_logp(model.to(torch.bfloat16), f["input_ids"], f["labels"]) for f in features]
+    assert scored["bf16"] == pytest.approx(policy, abs=1e-3)
+    assert scored["fp32"] == pytest.approx(fp32, abs=1e-4)
+    # the old path on a GPU, bf16 weights, is off by several times that on this near-uniform random model
+    assert max(abs(a - b) for a, b in zip(policy, bf16_weights)) > 3e-3

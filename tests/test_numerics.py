@@ -69,6 +69,7 @@ def test_saturated_minorsft_step_not_much_slower_than_ntp():
         loss, _ = objective.loss(model, batch)
         loss.backward()
 
+    torch.set_flush_denormal(False)  # as in a fresh process (another test may have flushed in this one)
     step(objectives["minorsft"])
     # the regime is the one that matters: without flushing, nearly every gradient entry is subnormal
     assert subnormal_share(p.grad for p in model.parameters()) > 0.5
@@ -76,9 +77,10 @@ def test_saturated_minorsft_step_not_much_slower_than_ntp():
     step(objectives["minorsft"])
     assert subnormal_share(p.grad for p in model.parameters()) == 0.0
     times = {name: [] for name in objectives}
-    for _ in range(7):  # interleaved, fastest of each kept: robust to a loaded machine
+    for _ in range(9):  # interleaved, fastest of each kept: robust to a loaded machine
         for name, objective in objectives.items():
             start = time.perf_counter()
             step(objective)
             times[name].append(time.perf_counter() - start)
-    assert min(times["minorsft"]) < 2.0 * min(times["ntp"])
+    # a generous factor: the slowdown it guards against is 10x (issue 18); a loaded machine adds noise
+    assert min(times["minorsft"]) < 3.0 * min(times["ntp"])

@@ -44,24 +44,25 @@ EXPECTED = {
         "build_report": 1,
         "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "cost_report": 1, "all": 1,
     },
-    # dtm: 1 pair; sft (1 train) + 12 merged runs: soup (4 seeds), dtm (K 4; shared with adapter space, the 4
+    # dtm: 1 pair; sft (1 train) + 13 merged runs: soup (4 seeds), dtm (K 4; shared with adapter space, the 5
     # merge methods and task arithmetic at λ = 1), kmeans (K 4), K 2, K 8, different init (K 4) → 4 + 4 + 4 + 2 + 8 +
-    # 4 = 26 members, 12 merges, 5 disperse jobs; 13 runs × 5 benchmarks
+    # 4 = 26 members, 13 merges, 5 disperse jobs; 14 runs × 5 benchmarks
     "dtm.yaml": {
         "materialise_model": 1, "prepare_data": 1, "ref_logprobs": 1, "select_data": 1, "disperse": 5, "train": 1,
-        "train_member": 26, "evaluate": 65, "merge": 12, "build_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
+        "train_member": 26, "evaluate": 70, "merge": 13, "build_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
     },
     # less and rose: counts read off the dry run (shards × checkpoints of gradient features, validation features per
-    # validation set × shots × checkpoint) and checked against their structure, not derived line by line
+    # validation set × shots × checkpoint) and checked against their structure, not derived line by line; the
+    # warmup's random 5% (seed 0) is a selection of its own beside the random baseline's (seed 1), one per warmup
     "less.yaml": {
-        "materialise_model": 1, "prepare_data": 4, "ref_logprobs": 1, "select_data": 17, "validation_set": 3,
+        "materialise_model": 1, "prepare_data": 4, "ref_logprobs": 1, "select_data": 18, "validation_set": 3,
         "train": 17, "warmup": 1, "evaluate": 99, "grad_features": 32, "validation_grad_features": 12,
         "gather_grad_features": 4, "influence": 3, "build_report": 1, "selection_report": 1, "cost_report": 1, "all": 1,
     },
     # rose: as above, plus the three test-pair datasets and six preference benchmarks (3 judged: generate + judge,
     # 3 implicit-reward) on each of the 60 runs
     "rose.yaml": {
-        "materialise_model": 2, "prepare_data": 7, "ref_logprobs": 2, "select_data": 60, "validation_set": 3,
+        "materialise_model": 2, "prepare_data": 7, "ref_logprobs": 2, "select_data": 62, "validation_set": 3,
         "train": 60, "warmup": 2, "evaluate": 60, "grad_features": 64, "validation_grad_features": 56,
         "gather_grad_features": 8, "influence": 14, "benchmark_data": 6, "generate": 180, "judge": 180,
         "implicit_reward": 180, "build_report": 1, "judges_table": 1, "selection_report": 1, "cost_report": 1, "all": 1,
@@ -70,18 +71,18 @@ EXPECTED = {
     # (rose_sftmix on llama31 × less_pool, dtm_minorsft on llama2 × tulu2, sftmix_ambiguous on llama31 × alpaca52k).
     # models 2 + 1 + 2 + 1 + 1 − 3 shared hub ids (Llama-3.1-8B, Llama-2-7B twice) = 4; datasets 2 + 2 + 7 + 4 + 1 − 1
     # (the LESS pool) = 15; ref_logprobs: the 9 model × dataset pairs with runs; reference runs: sftmix's 4 + llama31 ×
-    # less_pool (rose_sftmix); selections: sftmix 6 + ambiguous + minorsft 2 + llama2 × less_pool 43 (ROSE's 31 and
-    # LESS's 17 share full and random at 4 fractions; the warmup's random 5% is random_frac0.05's) + llama31 29 + dtm 1
-    # = 82; train: 16 + 1 + 56 + 43 + 29 + 1 + 1 = 147; members 26 + 4, merges 12 + 1, disperse 5 + 1; evaluate (lm-eval):
+    # less_pool (rose_sftmix); selections: sftmix 6 + ambiguous + minorsft 2 + llama2 × less_pool 44 (ROSE's 32 and
+    # LESS's 18 share full and random at 4 fractions; the warmup's random 5% is its own, seed 0 against the baseline's
+    # seed 1) + llama31 30 + dtm 1 = 84; train: 16 + 1 + 56 + 43 + 29 + 1 + 1 = 147; members 26 + 4, merges 13 + 1, disperse 5 + 1; evaluate (lm-eval):
     # minorsft 112 + mmlu on ROSE's 60 runs and rose_sftmix + LESS's 99 minus the 5 mmlu scores ROSE's llama2 full /
-    # random runs share + dtm 65 + 5 = 337; judged: sftmix 32 + 2 (ambiguous) + 61 ROSE-benchmarked runs × 3 = 217
+    # random runs share + dtm 70 + 5 = 342; judged: sftmix 32 + 2 (ambiguous) + 61 ROSE-benchmarked runs × 3 = 217
     # generate and judge, 61 × 3 = 183 implicit-reward; warmup and gradient jobs as in less.yaml ∪ rose.yaml
     # (llama2's shared): 2 warmups, 64 + 8 feature jobs, 56 + 12 validation features, 14 + 3 influence tables
     "all.yaml": {
-        "materialise_model": 4, "prepare_data": 15, "ref_logprobs": 9, "select_data": 82, "validation_set": 6,
-        "reference_run": 5, "confidence": 5, "tsne": 5, "train": 147, "train_member": 30, "merge": 13, "disperse": 6,
+        "materialise_model": 4, "prepare_data": 15, "ref_logprobs": 9, "select_data": 84, "validation_set": 6,
+        "reference_run": 5, "confidence": 5, "tsne": 5, "train": 147, "train_member": 30, "merge": 14, "disperse": 6,
         "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68, "influence": 17,
-        "evaluate": 337, "benchmark_data": 8, "generate": 217, "judge": 217, "implicit_reward": 183,
+        "evaluate": 342, "benchmark_data": 8, "generate": 217, "judge": 217, "implicit_reward": 183,
         "build_report": 1, "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "report_minorsft": 1,
         "selection_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
     },

@@ -55,7 +55,7 @@ def test_warmup_and_gradient_defaults_are_the_papers():
         "epochs": 4, "learning_rate": 2e-5, "scheduler": "linear", "warmup_ratio": 0.03, "finetuning": "lora"}
     assert warmup["training"]["lora"] == {"r": 128, "alpha": 512, "dropout": 0.1,
                                          "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-    assert cfg["gradients"] == {"dim": 8192, "seed": 0, "shards": 1, "batch_size": 8, "project_batch": 16,
+    assert cfg["gradients"] == {"dim": 8192, "seed": 0, "shards": 1, "projection": "sjlt", "max_tokens": 4096,
                                 "dtype": "float32", "cache_mb": 1024}
     assert cfg["validation"]["shp"] == {"dataset": "d", "split": "pairs", "shots": 5, "seed": 0}
 
@@ -72,6 +72,8 @@ def test_warmup_and_gradient_defaults_are_the_papers():
     (lambda c: c["validation"].update({"a-b": {"dataset": "d"}}), "validation"),
     (lambda c: c.update(warmup={"training": {"finetuning": "full"}}), "warmup.training.finetuning"),
     (lambda c: c.update(warmup={"training": {"epochs": 1.5}}), "warmup.training.epochs"),
+    (lambda c: c["recipes"]["rnd"]["selection"].update(seed=0),
+     "recipes.rnd.selection.seed: 0 is the LESS/ROSE warmup's seed"),
     (lambda c: c["recipes"].update(conf={"selection": {"name": "confident", "fraction": 0.6}}),
      "recipes.conf.selection.fraction: 0.6 of the pool, but selector 'confident' delivers at most 0.5"),
     (lambda c: c.update(sweeps={"u": {"recipe": "rnd", "grid": {"selection.name": ["unconfident"],

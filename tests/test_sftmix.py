@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from sftlab.data.tokenize import collate, encode_example
 from sftlab.models.random_init import build_random_model
 from sftlab.objectives import build_objective
-from sftlab.objectives.sftmix import PairSampler, draw_lambdas, forward_with_final_hidden, mixup_loss
+from sftlab.objectives.sftmix import PairSampler, batch_tokens, draw_lambdas, forward_with_final_hidden, mixup_loss
 
 # two confident then two unconfident examples, of different response lengths (one with two assistant turns)
 CONVERSATIONS = [
@@ -109,7 +109,7 @@ def test_objective_adds_mu_times_mixup_and_detach_keeps_value(tiny):
     model, tokenizer = tiny
     batch = make_batch(tokenizer)
     loss, metrics = build_objective("sftmix", {"mu": 0.5, "seed": 3}).loss(model, batch)
-    lam = draw_lambdas(0.5, 2, 3, batch["input_ids"])
+    lam = draw_lambdas(0.5, 2, 3, batch_tokens(batch))
     logits, hidden = forward_with_final_hidden(model, batch)
     naive, _ = naive_mixup(hidden, batch["labels"], model.lm_head, lam)
     ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:], ignore_index=-100)

@@ -85,6 +85,15 @@ def test_list_values_get_a_readable_safe_name():
     assert cfg["recipes"]["sft_target_modulesq_proj-v_proj"]["training"]["lora"]["target_modules"] == ["q_proj", "v_proj"]
 
 
+def test_a_grid_value_that_is_a_whole_block_gets_its_defaults():
+    raw = sweep(grid={"composition.merge": [{"method": "ties", "density": 0.5}]})
+    raw["recipes"] = {"sft": {"composition": {"name": "disperse_merge", "k": 2}}}
+    cfg = prepare(raw)
+    assert cfg["_sweeps"]["s"] == ["sft_mergemethod-ties-density-0.5"]
+    assert cfg["recipes"]["sft_mergemethod-ties-density-0.5"]["composition"]["merge"] == {
+        "method": "ties", "density": 0.5, "merge_space": "delta", "seed": 0}
+
+
 def test_a_pasted_key_in_api_key_env_is_refused_without_echoing_it():
     secret = "sk-proj-AbC123xyz_secret"
     raw = {**MINIMAL, "judges": {"gpt": {"type": "openai", "model": "gpt-4", "api_key_env": secret}}}

@@ -234,6 +234,32 @@ def test_heldout_deviation_from_the_same_pass(base_model, data):
     assert "deviation" not in trainer_module.heldout_metrics(model, tokenizer, [
         {k: v for k, v in f.items() if k != "ref_logp"} for f in features], batch_size=3)
 
+    # sharded over 2 (or 4) processes: each scores only its share, the gathered sums give the one-process numbers
+    one = trainer_module.heldout_metrics(model, tokenizer, features, batch_size=3)
+    for processes in (2, 4):
+        scored = []
+        hook = model.register_forward_hook(lambda _m, _a, kwargs, _o: scored.append(kwargs["input_ids"].shape[0]),
+                                           with_kwargs=True)
+        parts = [trainer_module.heldout_sums(model, tokenizer.pad_token_id,
+                                             *trainer_module.heldout_shard(features, rank, processes), 3)
+                 for rank in range(processes)]
+        hook.remove()
+        assert sum(scored) == processes * -(-len(features) // processes)  # each process scores ceil(N / processes)
+        assert sum(len(p["rewards"]) for p in parts) == len(features)
+        sharded = trainer_module.combine_heldout(parts)
+        assert sharded["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-6)
+        assert sharded["deviation"] == pytest.approx(one["deviation"], abs=1e-6)
+        gathered = trainer_module.heldout_metrics(model, tokenizer, features, 3, rank=1, processes=processes,
+                                                  gather=lambda part: parts[:1] + [part] + parts[2:])
+        assert gathered == pytest.approx(sharded)
+
+
+def test_heldout_shares_are_equal_and_disjoint():
+    features = [{"id": i} for i in range(7)]
+    shares = [trainer_module.heldout_shard(features, rank, 3) for rank in range(3)]
+    assert [[f["id"] for f in share] for share, _ in shares] == [[0, 3, 6], [1, 4, 0], [2, 5, 0]]
+    assert [counts for _, counts in shares] == [[True, True, True], [True, True, False], [True, True, False]]
+
 
 
 def test_report_to_trackers(tmp_path, monkeypatch):
@@ -250,3 +276,59 @@ def test_report_to_trackers(tmp_path, monkeypatch):
     args = training_arguments({**CFG, "report_to": "tensorboard"}, tmp_path / "m" / "d" / "runs" / "r" / "checkpoints")
     assert args.report_to == ["tensorboard"]
     assert args.run_name == "m/d/runs/r"
+
+
+def test_packed_training_follows_the_padded_run(base_model, data, tmp_path):
+    """Same examples in the same order: packed rows train the model exactly as padded rows do (to round-off)."""
+    logs = {}
+    for batching in ("padded", "packed"):
+        run(base_model, data, tmp_path / batching, {**CFG, "batching": batching})
+        logs[batching] = read_log(tmp_path / batching / "train_log.csv")
+    losses = {k: [float(r["loss"]) for r in rows if r["loss"]] for k, rows in logs.items()}
+    assert len(losses["packed"]) == CFG["max_steps"]
+    assert losses["packed"] == pytest.approx(losses["padded"], rel=1e-4)
+    packed, padded = weights(tmp_path / "packed" / "model"), weights(tmp_path / "padded" / "model")
+    assert packed.keys() == padded.keys()
+    for name, value in packed.items():
+        torch.testing.assert_close(value, padded[name], rtol=1e-3, atol=1e-5)
+
+
+def test_lora_base_in_the_training_precision_adapter_in_float32_saved_as_trained(base_model, tmp_path):
+    """A bf16 frozen base with a float32 adapter trains on the CPU too; the merged model is saved in bf16 and loads
+    as any Hugging Face model (what merge, generation, lm-eval and the judges read)."""
+    from types import SimpleNamespace
+
+    from sftlab.training.trainer import load_model, save_model, weights_dtype
+
+    cfg = {**CFG, "finetuning": "lora"}
+    assert weights_dtype(cfg) == torch.float32  # fp32 training: nothing changes
+    with pytest.raises(ValueError, match="training.precision: bf16 needs a GPU"):
+        weights_dtype({**cfg, "precision": "bf16"})
+    model, tokenizer = load_model(base_model, cfg, dtype=torch.bfloat16)
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16}
+    assert trained and all("lora_" in n and p.dtype == torch.float32 for n, p in trained.items())
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in trained.items():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # a trained-looking adapter (B starts at zero)
+    ids = torch.tensor([tokenizer("What is 2 plus 3")["input_ids"]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trained.values())
+
+    # the expected merged weight of one adapted layer, worked out in float32: W + (α/r)·B·A
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    scale = cfg["lora"]["alpha"] / cfg["lora"]["r"]
+    base_weight = layer.base_layer.weight.detach().float().clone()
+    expected = base_weight + scale * (layer.lora_B["default"].weight @ layer.lora_A["default"].weight).detach()
+    trainer = SimpleNamespace(model=model, accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+                              processing_class=tokenizer)
+    save_model(trainer, tmp_path / "model", final=True, dtype=torch.bfloat16)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert loaded.dtype == torch.bfloat16 and loaded.config.dtype == torch.bfloat16
+    merged = loaded.model.layers[0].self_attn.q_proj.weight
+    torch.testing.assert_close(merged.float(), expected, rtol=1e-2, atol=1e-2)
+    assert (merged.float() - base_weight).abs().max() > 0.01  # the adapter is in it
+    assert (tmp_path / "model" / "adapter" / "adapter_config.json").exists()

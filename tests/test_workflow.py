@@ -80,7 +80,7 @@ def test_tiny_dag_outputs(tiny_run):
     train = [json.loads(line) for line in (workdir / "results/data/demo/train.jsonl").read_text().splitlines()]
     families = 6
     assert len(train) == TINY["datasets"]["demo"]["per_family"] * families
-    ids = (workdir / "results/tiny/demo/selection/random-s0/0.5.ids").read_text().split()
+    ids = (workdir / "results/tiny/demo/selection/random-s1/0.5.ids").read_text().split()
     assert len(ids) == len(train) // 2 and len(set(ids)) == len(ids) and set(ids) <= {e["id"] for e in train}
 
     for recipe in recipes:

@@ -196,6 +196,9 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
             errors = list(jsonschema.Draft202012Validator(recipe_schema).iter_errors(recipe))
             if errors:
                 raise ConfigError(f"config key sweeps.{sweep_id}.grid: generated recipe {name!r}: {_describe(errors[0])}")
+            # a grid value may be a whole block (merge: {...}): its defaults; training's come from the global settings
+            for axis in ("selection", "objective", "composition"):
+                fill_defaults(recipe[axis], schema["$defs"][axis], schema)
             config["recipes"][name] = recipe
             names.append(name)
         if sweep_id in config["recipes"]:
@@ -240,6 +243,8 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
             recipe["training"]["lora"] = copy.deepcopy(given)
     sweeps = expand_sweeps(config, schema)
     resolve_influence_selections(config)
+    check_token_budget(config)
+    check_random_baseline(config)
     for name, recipe in config["recipes"].items():
         recipe["training"] = deep_merge(config["training"], recipe.get("training", {}))
         if recipe["training"]["finetuning"] == "lora":
@@ -403,6 +408,20 @@ def resolve_influence_selections(config: dict) -> None:
         sel.setdefault("shots", vset["shots"])
 
 
+def check_token_budget(config: dict) -> None:
+    """Every gradient-feature item must fit ``gradients.max_tokens``: max_length tokens a sequence (the warmup's),
+    two sequences for a rose (DPO) pair. Refused here, before any job starts, rather than by the job."""
+    names = {r["selection"]["name"] for r in config["recipes"].values()}
+    if not names & set(influence_selectors()):
+        return
+    max_length = deep_merge(config["training"], config["warmup"]["training"])["max_length"]
+    need = max_length * (2 if "rose" in names else 1)
+    budget = config["gradients"]["max_tokens"]
+    if budget < need:
+        raise ConfigError(f"config key gradients.max_tokens: {budget} tokens cannot hold one item of "
+                          f"{'a rose pair: 2 × ' if 'rose' in names else ''}max_length {max_length} = {need} tokens")
+
+
 def check_selection(key: str, recipe: dict) -> None:
     """The fraction is a share of the pool: refuse one the selector cannot deliver (confident / unconfident: a half)."""
     from sftlab.selection import SELECTORS
@@ -414,13 +433,28 @@ def check_selection(key: str, recipe: dict) -> None:
                           f"{selection['name']!r} delivers at most {limit:g} of it (fraction is a share of the pool)")
 
 
+def check_random_baseline(config: dict) -> None:
+    """The random selection baseline must be a draw independent of the LESS / ROSE warmup's random subset.
+
+    Both are the ``random`` selector: with the warmup's seed, every fraction of the baseline contains (or is
+    contained in) the warmup's subset, so the "random" rows would be the warmup's own data.
+    """
+    if not any(r["selection"]["name"] in influence_selectors() for r in config["recipes"].values()):
+        return
+    seed = config["warmup"]["seed"]
+    for name, recipe in config["recipes"].items():
+        sel = recipe["selection"]
+        if sel["name"] == "random" and sel.get("seed", 0) == seed:
+            raise ConfigError(f"config key recipes.{name}.selection.seed: {seed} is the LESS/ROSE warmup's seed "
+                              f"(warmup.seed), so this random baseline would hold the warmup's own subset; give it "
+                              f"another seed for an independent draw")
+
+
 def composition_members(composition: dict) -> int:
     """How many runs a composed recipe merges (1 for ``single``)."""
-    if composition["name"] == "disperse_merge":
-        return composition["k"]
-    if composition["name"] == "seed_soup":
-        return len(composition["seeds"])
-    return 1
+    from sftlab.compose.members import COMPOSED, member_names
+
+    return len(member_names(composition)) if composition["name"] in COMPOSED else 1
 
 
 def check_composition(key: str, recipe: dict) -> None:
@@ -438,7 +472,7 @@ def check_composition(key: str, recipe: dict) -> None:
                           f"but training.finetuning is {recipe['training']['finetuning']!r}")
     merge = composition["merge"]
     method = MERGE_METHODS[merge["method"]]
-    for param in ("density", "lambda"):
+    for param in ("density", "lambda", "fisher_samples"):
         if param in merge and param not in method.params:
             raise ConfigError(f"config key {key}.composition.merge.{param}: merge method {merge['method']!r} "
                               f"takes no {param} (it takes {list(method.params)})")

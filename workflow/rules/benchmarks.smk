@@ -69,7 +69,7 @@ def benchmark_pairs_arg(wildcards):
 
 
 def evaluate_inputs(wildcards):
-    """The files rule evaluate hands the type besides the model: the run's pool files it reads, its gathered files."""
+    """What the evaluate rule hands the type besides the model (the run's pool files it reads, its gathered files)."""
     inputs = {name: f"results/data/{wildcards.dataset}/{name}.jsonl" for name in type_of(wildcards.benchmark).pool_files}
     if type_of(wildcards.benchmark).gathers_files:
         inputs["data"] = f"results/benchmarks/{wildcards.benchmark}"
@@ -119,6 +119,11 @@ def generation_settings(wildcards):
 
 def generation_options(wildcards):
     return option_args(generation_settings(wildcards))
+
+
+def generation_env(wildcards):
+    """The generate job's conda environment: vLLM's own (envs/vllm.yaml) for a benchmark with backend vllm."""
+    return VLLM_ENV if generation_settings(wildcards).get("backend") == "vllm" else CONDA_ENV
 
 
 def benchmark_type_name(wildcards):
@@ -171,3 +176,15 @@ def check_judge_keys(jobs):
                                 f"variable {var} is not set, and benchmark {job.wildcards.benchmark} is judged by "
                                 f"{name!r} in this plan; export {var}, or set api_key_env: null for a server "
                                 "without a key")
+
+
+def local_benchmark_files(wildcards):
+    """Local task files an in-process benchmark reads (an lm-eval data_dir, extra task YAMLs): inputs of evaluate."""
+    bench = bench_of(wildcards)
+    return [f for key in ("data_dir", "include_path") if key in bench for f in files_under(bench[key])]
+
+
+def local_judge_files(wildcards):
+    """An hf judge given as a directory (not a config model) is read by the judge job: its files are inputs."""
+    judge = CFG["judges"][bench_of(wildcards)["judge"]]
+    return files_under(judge["model"]) if judge["type"] == "hf" and judge["model"] not in CFG["models"] else []

@@ -7,6 +7,7 @@ import re
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
                            selector_id)
 from sftlab.data.prepare import pool_bound
+from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
@@ -19,10 +20,18 @@ try:
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 
+def _recorded_path(path):
+    """A workflow path as jobs record it (inputs, params): relative to the working directory when inside it, so that a
+    project copied or moved with its results (`cp -a`) keeps its records; absolute otherwise, so that a results tree
+    moved on its own keeps them too."""
+    rel = os.path.relpath(path)
+    return str(path) if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
 def _workflow_path(path):
     """Relative config paths: the working directory's if the path exists there, else the workflow's."""
     p = Path(path)
-    return str(p) if p.is_absolute() or p.exists() else str(ROOT / p)
+    return str(p) if p.is_absolute() or p.exists() else _recorded_path(ROOT / p)
 
 
 for _bench in CFG["benchmarks"].values():
@@ -44,9 +53,10 @@ except ConfigError as exc:
 # unless --software-deployment-method conda puts the environment of envs/ there instead.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 CONDA_ENV = str(ROOT / "envs" / "sftlab.yaml")
+VLLM_ENV = str(ROOT / "envs" / "vllm.yaml")
 # scripts import sftlab from the source tree, installed or not (conda environments do not install it)
 shell.prefix(f"export PYTHONPATH={ROOT / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
-SCRIPTS = ROOT / "scripts"
+SCRIPTS = _recorded_path(ROOT / "scripts")
 
 
 def _alternation(names):
@@ -65,6 +75,11 @@ def recipes_composed(*names):
     """Alternation of the recipes whose composition is one of ``names``: a rule-level recipe constraint, so that
     the rule writing a single run's model and the rule merging a composed recipe's model never compete."""
     return _alternation([r for r, recipe in CFG["recipes"].items() if recipe["composition"]["name"] in names])
+
+
+# the compositions, from their registry: one run, members trained on shards (rule disperse), any merged members
+SINGLE_RUN = [name for name in COMPOSITIONS if name not in COMPOSED]
+SHARDED = [name for name, cls in COMPOSITIONS.items() if cls.shards]
 
 
 def as_json(obj):
@@ -101,12 +116,14 @@ def res(stage):
     if r["gpus"]:
         out["gpu"] = r["gpus"]
         out["cpus_per_gpu"] = max(1, r["cpus"] // r["gpus"])
-        if os.environ.get("SFTLAB_SLURM_GPU_PARTITION"):
-            out["slurm_partition"] = os.environ["SFTLAB_SLURM_GPU_PARTITION"]
+        # optional, so read with get(): an `envvars:` directive would make every run require it
+        partition = os.environ.get("SFTLAB_SLURM_GPU_PARTITION")
+        if partition:
+            out["slurm_partition"] = partition
     return out
 
 
-ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
+ACCELERATE_CONFIGS = Path(_recorded_path(ROOT / "configs" / "accelerate"))
 
 
 def processes_of(stage):
@@ -281,3 +298,77 @@ def reference_training():
 
 
 REFERENCE_CHECKPOINTS = CFG["reference"]["checkpoints"]
+
+
+# Local files a job reads are its inputs, so that editing one reruns what depends on it (as a changed setting does).
+def files_under(path):
+    """A local file, or every file under a local directory (a directory's own mtime misses edits inside it)."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(str(f) for f in p.rglob("*") if f.is_file() and ".cache" not in f.parts)
+    return [str(p)]
+
+
+def local_dataset_files(wildcards):
+    ds = CFG["datasets"][wildcards.dataset]
+    return files_under(ds["path"]) if ds["source"] == "local" else []
+
+
+def local_model_files(wildcards):
+    m = CFG["models"][wildcards.model]
+    return files_under(m["path"]) if m["source"] == "local" else []
+
+
+# Input functions of the rule files without a *_common.smk of their own (models, data, selection, train), and the
+# ones several rule files share (the rules name them instead of holding lambdas).
+def model_config(wildcards):
+    return as_json(CFG["models"][wildcards.model])
+
+
+def dataset_config(wildcards):
+    return as_json(CFG["datasets"][wildcards.dataset])
+
+
+def selection_settings(wildcards):
+    return as_json(selection_config(wildcards))
+
+
+def selector_table_files(wildcards):
+    return list(selector_tables(wildcards).values())
+
+
+def selector_table_args(wildcards):
+    return table_args("--table", selector_tables(wildcards))
+
+
+def recipe_training(wildcards):
+    return as_json(recipe_of(wildcards)["training"])
+
+
+def recipe_objective(wildcards):
+    return as_json(recipe_of(wildcards)["objective"])
+
+
+def recipe_max_length(wildcards):
+    return recipe_of(wildcards)["training"]["max_length"]
+
+
+def train_launcher(wildcards):
+    return launcher("train", recipe_of(wildcards)["training"], f"recipes.{wildcards.recipe}.training")
+
+
+def run_checkpoints(wildcards):
+    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/checkpoints"
+
+
+def input_table_args(wildcards, input):
+    return table_args("--table", input.tables)
+
+
+def output_stem(name):
+    """A params function: output ``name`` without its extension (the scripts write every format of one stem)."""
+
+    def stem(wildcards, output):
+        return os.path.splitext(output[name])[0]
+
+    return stem

@@ -6,7 +6,7 @@ include: "cost_common.smk"
 
 
 COST_PLAN = cost_plan()
-PAPER_REPORTS.append(lambda: [f"{stem}.{ext}" for stem in COST_TABLES.values() for ext in ("md", "csv", "tex")])
+PAPER_REPORTS.append(cost_report_files)
 
 
 rule cost_report:
@@ -24,9 +24,9 @@ rule cost_report:
                           subcategory="Cost"),
         papers_tex=f"{COST_TABLES['papers']}.tex",
     params:
-        plan=lambda w: as_json(COST_PLAN),  # a function: its {wildcard} patterns are not this rule's wildcards
-        table=lambda w, output: os.path.splitext(output.md)[0],
-        papers=lambda w, output: os.path.splitext(output.papers_md)[0],
+        plan=cost_plan_json,  # a function: its {wildcard} patterns are not this rule's wildcards
+        table=output_stem("md"),
+        papers=output_stem("papers_md"),
     conda:
         CONDA_ENV
     log:

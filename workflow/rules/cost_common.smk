@@ -71,7 +71,7 @@ def _run_jobs(add, m, d, r):
         add("train", model=m, dataset=d, recipe=r)
     else:
         owner = member_owner(CFG["recipes"], r)  # recipes that differ by their merge only share the members
-        if comp["name"] == "disperse_merge":
+        if comp["name"] in SHARDED:
             add("disperse", model=m, dataset=d, recipe=owner)
         for member in member_names(comp):
             add("train_member", model=m, dataset=d, recipe=owner, member=member)
@@ -92,6 +92,14 @@ def _benchmark_jobs(add, m, d, r, b):
     judge = CFG["judges"][bench["judge"]]
     if judge["type"] == "hf" and judge["model"] in CFG["models"]:
         add("materialise_model", model=judge["model"])
+
+
+def cost_report_files():
+    return [f"{stem}.{ext}" for stem in COST_TABLES.values() for ext in ("md", "csv", "tex")]
+
+
+def cost_plan_json(wildcards):
+    return as_json(COST_PLAN)
 
 
 def rule_gpus(spec):

@@ -2,12 +2,13 @@ rule prepare_data:
     """Normalise a dataset: training pool, held-out set and preference pairs (empty for SFT-only formats)."""
     input:
         script=f"{SCRIPTS}/prepare_data.py",
+        local=local_dataset_files,
     output:
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
         pairs="results/data/{dataset}/pairs.jsonl",
     params:
-        dataset=lambda w: as_json(CFG["datasets"][w.dataset]),
+        dataset=dataset_config,
     conda:
         CONDA_ENV
     log:

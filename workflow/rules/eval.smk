@@ -8,6 +8,7 @@ rule evaluate:
         unpack(evaluate_inputs),
         script=f"{SCRIPTS}/evaluate.py",
         model="results/{model}/{dataset}/runs/{recipe}/model",
+        local=local_benchmark_files,
     output:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
         answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",

@@ -24,8 +24,8 @@ rule validation_set:
     output:
         "results/data/{dataset}/validation/{name}.jsonl",
     params:
-        subtasks=lambda w: CFG["validation"][w.name].get("subtasks", []),
-        seed=lambda w: CFG["validation"][w.name]["seed"],
+        subtasks=validation_subtasks,
+        seed=validation_seed,
     conda:
         CONDA_ENV
     log:
@@ -53,9 +53,9 @@ rule warmup:
         log="results/{model}/{dataset}/warmup/train_log.csv",
     params:
         training=as_json(warmup_training()),
-        warmup_dir=lambda w: f"results/{w.model}/{w.dataset}/warmup",
+        warmup_dir=warmup_dir,
         # the Trainer's own checkpoint-{step} directories must not mix with the epoch checkpoints
-        trainer_checkpoints=lambda w: f"results/{w.model}/{w.dataset}/warmup/trainer-checkpoints",
+        trainer_checkpoints=warmup_trainer_checkpoints,
     conda:
         CONDA_ENV
     log:
@@ -92,7 +92,7 @@ rule grad_features:
         "benchmarks/grad_features/{model}/{dataset}/train/checkpoint-{c}/shard-{shard}.tsv"
     threads: threads_of("grads")
     resources:
-        **res("grads"),
+        **grad_features_resources(),
     shell:
         "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --kind train --shard {wildcards.shard:q} --shards {params.shards:q} {params.flags:q} "
@@ -125,7 +125,7 @@ rule validation_grad_features:
         script=f"{SCRIPTS}/grad_features.py",
         model="resources/models/{model}",
         checkpoint="results/{model}/{dataset}/warmup/checkpoint-{c}",
-        data=lambda w: validation_path(influence_selection(w)["validation"]),
+        data=influence_validation_file,
     output:
         "results/{model}/{dataset}/grads/{selector}/checkpoint-{c}.pt",
     wildcard_constraints:
@@ -180,7 +180,7 @@ rule selection_report:
     input:
         script=f"{SCRIPTS}/selection_report.py",
         scores=curve_score_files(),
-        costs=cost_files(),
+        costs=cost_files,
     output:
         curve_png=report(f"{SELECTION_REPORT['curve']}.png", caption="../report/selection_fraction_curve.rst",
                          category="LESS / ROSE", subcategory="Figures"),
@@ -201,7 +201,7 @@ rule selection_report:
         recipes=as_json(curve_recipes()),
         benchmarks=as_json(report_benchmarks()),
         paper_keys=as_json(less_paper_keys()),
-        costs=as_json(cost_groups()),
+        costs=cost_groups_json,
         stems=as_json(SELECTION_REPORT),
         seeds=as_json(CFG["_seeds"]),
     conda:

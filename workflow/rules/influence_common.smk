@@ -2,7 +2,10 @@
 
 import hashlib
 
+from snakemake.io import strip_wildcard_constraints
+
 from sftlab.config import influence_selectors
+from sftlab.selection.gradient_cost import grad_features_runtime, model_memory_gb
 
 # the selectors that rank by an influence table, and their selection ids (the influence rules' wildcard)
 INFLUENCE_SELECTORS = influence_selectors()
@@ -25,6 +28,28 @@ def warmup_ids(wildcards):
 
 def warmup_checkpoints(wildcards):
     return [f"results/{wildcards.model}/{wildcards.dataset}/warmup/checkpoint-{c}" for c in WARMUP_EPOCHS]
+
+
+def warmup_dir(wildcards):
+    return f"results/{wildcards.model}/{wildcards.dataset}/warmup"
+
+
+def warmup_trainer_checkpoints(wildcards):
+    """The Trainer's own checkpoint-{step} directories, apart from the epoch checkpoints."""
+    return f"{warmup_dir(wildcards)}/trainer-checkpoints"
+
+
+def validation_subtasks(wildcards):
+    return CFG["validation"][wildcards.name].get("subtasks", [])
+
+
+def validation_seed(wildcards):
+    return CFG["validation"][wildcards.name]["seed"]
+
+
+def influence_validation_file(wildcards):
+    """The validation set whose gradients a less / rose selector compares with."""
+    return validation_path(influence_selection(wildcards)["validation"])
 
 
 def influence_selection(wildcards):
@@ -50,9 +75,36 @@ def validation_source(wildcards):
 def gradient_flags():
     """Command-line settings of every gradient-feature job (also its params: a change reruns the features)."""
     g = CFG["gradients"]
-    return ["--dim", str(g["dim"]), "--seed", str(g["seed"]), "--batch-size", str(g["batch_size"]),
-            "--project-batch", str(g["project_batch"]), "--cache-mb", str(g["cache_mb"]), "--dtype", g["dtype"],
+    return ["--projection", g["projection"], "--dim", str(g["dim"]), "--seed", str(g["seed"]),
+            "--max-tokens", str(g["max_tokens"]), "--cache-mb", str(g["cache_mb"]), "--dtype", g["dtype"],
             "--max-length", str(warmup_training()["max_length"])]
+
+
+def grad_features_resources():
+    """res("grads"); with `gradients.cost`, each job's runtime from the cost model (per model and pool), and a batch
+    of max_tokens checked against the GPU's memory before any job starts."""
+    out = res("grads")
+    g = CFG["gradients"]
+    cost = g.get("cost")
+    if not cost:
+        return out
+    for model in cost["models"]:
+        need = model_memory_gb(cost, model, g)
+        if need > cost["gpu"]["memory_gb"]:
+            raise WorkflowError(f"invalid configuration: config key gradients.max_tokens: a batch of {g['max_tokens']} "
+                                f"tokens of {model} needs about {need:.0f} GB, over gradients.cost.gpu.memory_gb "
+                                f"{cost['gpu']['memory_gb']}")
+    out["runtime"] = grad_features_runtime_of
+    return out
+
+
+def grad_features_runtime_of(wildcards, attempt):
+    cost = CFG["gradients"]["cost"]
+    try:
+        minutes = grad_features_runtime(cost, CFG["gradients"], len(GRAD_SHARDS), wildcards.model, wildcards.dataset)
+    except KeyError as exc:
+        raise WorkflowError(f"invalid configuration: {exc.args[0]}") from None
+    return minutes * attempt
 
 
 def validation_flags(wildcards):
@@ -97,14 +149,11 @@ def curve_score_files():
     return [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in curve_runs().items() for b in sorted(benches)]
 
 
-STAGE_OF_RULE = {"warmup": "warmup", "grad_features": "grads", "gather_grad_features": "influence",
-                 "validation_grad_features": "grads", "influence": "influence", "select_data": "select", "train": "train"}
-
-
-def benchmark_file(rule, model, dataset, *parts):
-    """A rule's Snakemake benchmark file, with the GPUs its job requested (for GPU-hours)."""
-    *dirs, name = [rule, model, dataset, *parts]
-    return {"path": str(Path("benchmarks", *dirs, f"{name}.tsv")), "gpus": stage_resources(STAGE_OF_RULE[rule])["gpus"]}
+def benchmark_file(rule, **wildcards):
+    """A job's Snakemake benchmark file, from its rule's own `benchmark:` pattern, with the GPUs the rule requests
+    (for GPU-hours): read from the rule, not kept beside it."""
+    spec = workflow.get_rule(rule)
+    return {"path": expand(strip_wildcard_constraints(str(spec.benchmark)), **wildcards)[0], "gpus": rule_gpus(spec)}
 
 
 def influence_fractions(model, dataset):
@@ -127,26 +176,35 @@ def cost_groups():
             groups.append({"model": m, "dataset": d, "stage": stage, "item": item, "benchmarks": benchmarks,
                            "outputs": outputs})
 
-        add("warmup", "pool", [benchmark_file("warmup", m, d)], [f"{base}/warmup/checkpoint-{c}" for c in WARMUP_EPOCHS])
+        add("warmup", "pool", [benchmark_file("warmup", model=m, dataset=d)],
+            [f"{base}/warmup/checkpoint-{c}" for c in WARMUP_EPOCHS])
         add("gradient features", "pool",
-            [benchmark_file("grad_features", m, d, "train", f"checkpoint-{c}", f"shard-{s}") for c in WARMUP_EPOCHS
-             for s in GRAD_SHARDS] + [benchmark_file("gather_grad_features", m, d, f"checkpoint-{c}") for c in WARMUP_EPOCHS],
+            [benchmark_file("grad_features", model=m, dataset=d, c=c, shard=s) for c in WARMUP_EPOCHS
+             for s in GRAD_SHARDS]
+            + [benchmark_file("gather_grad_features", model=m, dataset=d, c=c) for c in WARMUP_EPOCHS],
             [f"{base}/grads/train/checkpoint-{c}.pt" for c in WARMUP_EPOCHS])
         for s, fractions in influence_fractions(m, d).items():
             add("gradient features", s,
-                [benchmark_file("validation_grad_features", m, d, s, f"checkpoint-{c}") for c in WARMUP_EPOCHS],
+                [benchmark_file("validation_grad_features", model=m, dataset=d, selector=s, c=c)
+                 for c in WARMUP_EPOCHS],
                 [f"{base}/grads/{s}/checkpoint-{c}.pt" for c in WARMUP_EPOCHS])
             add("selection", s,
-                [benchmark_file("influence", m, d, s)] + [benchmark_file("select_data", m, d, s, f) for f in fractions],
+                [benchmark_file("influence", model=m, dataset=d, selector=s)]
+                + [benchmark_file("select_data", model=m, dataset=d, selector=s, fraction=f) for f in fractions],
                 [f"{base}/influence/{s}.parquet"] + [f"{base}/selection/{s}/{f}.ids" for f in fractions])
         # runs of the `train` rule; other compositions keep their own benchmark files
         for r in sorted(r for (mm, dd, r) in curve_runs()
                         if (mm, dd) == (m, d) and CFG["recipes"][r]["composition"]["name"] == "single"):
-            add("final training", r, [benchmark_file("train", m, d, r)], [f"{run_dir(m, d, r)}/model"])
+            add("final training", r, [benchmark_file("train", model=m, dataset=d, recipe=r)],
+                [f"{run_dir(m, d, r)}/model"])
     return groups
 
 
-def cost_files():
+def cost_groups_json(wildcards):
+    return as_json(cost_groups())
+
+
+def cost_files(wildcards):
     return sorted({b["path"] for g in cost_groups() for b in g["benchmarks"]} | {o for g in cost_groups() for o in g["outputs"]})
 
 

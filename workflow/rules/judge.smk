@@ -44,7 +44,7 @@ rule generate:
         benchmark=_alternation(benchmarks_scored_by("judge")),
         fmt=answer_formats(),
     conda:
-        CONDA_ENV
+        generation_env
     log:
         "logs/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.log",
     benchmark:
@@ -66,6 +66,7 @@ rule judge:
         answers=answers_path,
         data="results/benchmarks/{benchmark}",
         judge_model=judge_model_input,
+        local=local_judge_files,
     output:
         judgments="results/{model}/{dataset}/runs/{recipe}/judgments/{benchmark}.jsonl",
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",

@@ -15,7 +15,7 @@ rule disperse:
         directory("results/{model}/{dataset}/runs/{recipe}/shards/ids"),
     params:
         args=disperse_args,
-        max_length=lambda w: recipe_of(w)["training"]["max_length"],
+        max_length=recipe_max_length,
     conda:
         CONDA_ENV
     log:
@@ -23,7 +23,7 @@ rule disperse:
     benchmark:
         "benchmarks/disperse/{model}/{dataset}/{recipe}.tsv"
     wildcard_constraints:
-        recipe=recipes_composed("disperse_merge"),
+        recipe=recipes_composed(*SHARDED),
     threads: threads_of("disperse")
     resources:
         **res("disperse"),
@@ -48,11 +48,11 @@ rule train_member:
         log="results/{model}/{dataset}/runs/{recipe}/{member}/train_log.csv",
     params:
         ids=member_ids_file,
-        training=lambda w: as_json(member_training(recipe_of(w), w.member)),
-        launch=lambda w: launcher("train", recipe_of(w)["training"], f"recipes.{w.recipe}.training"),
-        objective=lambda w: as_json(recipe_of(w)["objective"]),
-        checkpoints=lambda w: f"results/{w.model}/{w.dataset}/runs/{w.recipe}/{w.member}/checkpoints",
-        tables=lambda w, input: table_args("--table", input.tables),
+        training=member_training_settings,
+        launch=train_launcher,
+        objective=recipe_objective,
+        checkpoints=member_checkpoints,
+        tables=input_table_args,
     conda:
         CONDA_ENV
     log:
@@ -60,7 +60,7 @@ rule train_member:
     benchmark:
         "benchmarks/train_member/{model}/{dataset}/{recipe}/{member}.tsv"
     wildcard_constraints:
-        recipe=recipes_composed("disperse_merge", "seed_soup"),
+        recipe=recipes_composed(*COMPOSED),
         member=r"shards/shard-[0-9]+|seeds/seed-[0-9]+",
     threads: threads_of("train")
     resources:
@@ -77,8 +77,9 @@ rule merge:
     input:
         script=f"{SCRIPTS}/merge.py",
         base="resources/models/{model}",
-        members=lambda w: [f"{d}/model" for d in member_dirs(w)],
-        logs=lambda w: [f"{d}/train_log.csv" for d in member_dirs(w)],
+        members=member_models,
+        logs=member_logs,
+        fisher=fisher_inputs,
     output:
         model=directory("results/{model}/{dataset}/runs/{recipe}/model"),
         log="results/{model}/{dataset}/runs/{recipe}/train_log.csv",
@@ -91,7 +92,7 @@ rule merge:
     benchmark:
         "benchmarks/merge/{model}/{dataset}/{recipe}.tsv"
     wildcard_constraints:
-        recipe=recipes_composed("disperse_merge", "seed_soup"),
+        recipe=recipes_composed(*COMPOSED),
     threads: threads_of("merge")
     resources:
         **res("merge"),
@@ -121,9 +122,9 @@ rule dtm_report:
         runs=as_json(DTM_RUNS),
         benchmarks=as_json(dtm_benchmarks()),
         seeds=as_json(CFG["_seeds"]),
-        main=lambda w, output: os.path.splitext(output.main_md)[0],
-        merge=lambda w, output: os.path.splitext(output.merge_md)[0],
-        figure=lambda w, output: os.path.splitext(output.figure_png)[0],
+        main=output_stem("main_md"),
+        merge=output_stem("merge_md"),
+        figure=output_stem("figure_png"),
     conda:
         CONDA_ENV
     log:

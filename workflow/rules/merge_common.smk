@@ -41,20 +41,57 @@ def member_ids_file(wildcards):
     return selection_path(wildcards)
 
 
+def member_training_settings(wildcards):
+    return as_json(member_training(recipe_of(wildcards), wildcards.member))
+
+
+def member_checkpoints(wildcards):
+    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/{wildcards.member}/checkpoints"
+
+
+def member_models(wildcards):
+    return [f"{d}/model" for d in member_dirs(wildcards)]
+
+
+def member_logs(wildcards):
+    return [f"{d}/train_log.csv" for d in member_dirs(wildcards)]
+
+
 def member_dirs(wildcards):
     """The member runs a composed recipe merges, in the directory of the recipe that owns them."""
     owner = run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))
     return [f"{owner}/{member}" for member in member_names(composition_of(wildcards))]
 
 
+def fisher_ids(wildcards):
+    """Fisher merging: each member's own training ids (a DTM shard, or a seed-soup member's whole selection)."""
+    comp = composition_of(wildcards)
+    if comp["name"] in SHARDED:
+        owner = run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))
+        return [f"{owner}/shards/ids/{m.removeprefix('shards/')}.ids" for m in member_names(comp)]
+    return [selection_path(wildcards)] * len(member_names(comp))
+
+
+def fisher_inputs(wildcards):
+    """What Fisher merging reads besides the models: the pool and the members' ids (their shard directory)."""
+    if composition_of(wildcards)["merge"]["method"] != "fisher":
+        return []
+    ids = sorted({os.path.dirname(p) if "/shards/ids/" in p else p for p in fisher_ids(wildcards)})
+    return [f"results/data/{wildcards.dataset}/train.jsonl", *ids]
+
+
 def merge_args(wildcards):
     """The merge inputs (adapter directories in adapter space) and the method's parameters, as arguments."""
     merge = composition_of(wildcards)["merge"]
-    suffix = "/model/adapter" if merge["merge_space"] == "adapter" else "/model"
-    inputs = [member + suffix for member in member_dirs(wildcards)]
-    params = {k: merge[k] for k in ("weights", "density", "lambda") if k in merge}
-    return ["--inputs", *inputs, "--method", merge["method"], "--merge-space", merge["merge_space"],
+    leaf = "model/adapter" if merge["merge_space"] == "adapter" else "model"
+    inputs = [f"{member}/{leaf}" for member in member_dirs(wildcards)]
+    params = {k: merge[k] for k in ("weights", "density", "lambda", "fisher_samples") if k in merge}
+    args = ["--inputs", *inputs, "--method", merge["method"], "--merge-space", merge["merge_space"],
             "--seed", str(merge["seed"]), "--params", as_json(params)]
+    if merge["method"] == "fisher":
+        args += ["--fisher-examples", fisher_inputs(wildcards)[0], "--fisher-ids", *fisher_ids(wildcards),
+                 "--max-length", str(recipe_of(wildcards)["training"]["max_length"])]
+    return args
 
 
 DTM_RUNS = dtm_runs(CFG["recipes"], experiment_runs())

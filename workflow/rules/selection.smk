@@ -3,12 +3,12 @@ rule select_data:
     input:
         script=f"{SCRIPTS}/select_data.py",
         train="results/data/{dataset}/train.jsonl",
-        tables=lambda w: list(selector_tables(w).values()),
+        tables=selector_table_files,
     output:
         "results/{model}/{dataset}/selection/{selector}/{fraction}.ids",
     params:
-        selection=lambda w: as_json(selection_config(w)),
-        tables=lambda w: table_args("--table", selector_tables(w)),
+        selection=selection_settings,
+        tables=selector_table_args,
     conda:
         CONDA_ENV
     log:

@@ -12,11 +12,11 @@ rule train:
         model=directory("results/{model}/{dataset}/runs/{recipe}/model"),
         log="results/{model}/{dataset}/runs/{recipe}/train_log.csv",
     params:
-        training=lambda w: as_json(recipe_of(w)["training"]),
-        objective=lambda w: as_json(recipe_of(w)["objective"]),
-        checkpoints=lambda w: f"results/{w.model}/{w.dataset}/runs/{w.recipe}/checkpoints",
-        tables=lambda w, input: table_args("--table", input.tables),
-        launch=lambda w: launcher("train", recipe_of(w)["training"], f"recipes.{w.recipe}.training"),
+        training=recipe_training,
+        objective=recipe_objective,
+        checkpoints=run_checkpoints,
+        tables=input_table_args,
+        launch=train_launcher,
     conda:
         CONDA_ENV
     log:
@@ -24,7 +24,7 @@ rule train:
     benchmark:
         "benchmarks/train/{model}/{dataset}/{recipe}.tsv"
     wildcard_constraints:
-        recipe=recipes_composed("single"),
+        recipe=recipes_composed(*SINGLE_RUN),
     threads: threads_of("train")
     resources:
         **res("train"),

@@ -2,7 +2,8 @@
 soup (full-data runs with different seeds → one merge). ``members`` names and configures the member runs.
 
 Merge methods are registered in ``merge.MERGE_METHODS`` (config name → mergekit method and parameters);
-adding one is one entry there.
+adding a mergekit method is one entry there. ``fisher`` (Fisher merging) is our own, in ``fisher``, dispatched by
+``merge.merge``.
 """
 
 from .disperse import DISPERSE_METHODS, kmeans_shards, random_shards, response_embeddings, shard_summary, write_shards

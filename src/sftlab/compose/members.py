@@ -17,20 +17,72 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import pandas as pd
 
-COMPOSED = ("disperse_merge", "seed_soup")
+from sftlab.registry import lookup, registrar
+
+COMPOSITIONS: dict[str, type["Composition"]] = {}
+
+register_composition = registrar(COMPOSITIONS, "composition")
+
+
+class Composition:
+    """How a recipe's final weights come about, registered under its config name (``composition.name``)."""
+
+    name: ClassVar[str]
+    #: whether its members train on shards of the recipe's selection (written by rule disperse)
+    shards: ClassVar[bool] = False
+
+    def members(self, composition: Mapping) -> list[str]:
+        """The member runs' names, which are also their directories under ``runs/{recipe}/``."""
+        raise ValueError(f"composition {composition['name']!r} has no member runs")
+
+    def member_training(self, training: dict, composition: Mapping, member: str) -> dict:
+        """A member run's training settings, from the recipe's (a copy the method may change)."""
+        return training
+
+
+@register_composition("single")
+class Single(Composition):
+    """One run: the trained model is the recipe's model."""
+
+
+@register_composition("disperse_merge")
+class DisperseMerge(Composition):
+    shards = True
+
+    def members(self, composition):
+        return [f"shards/shard-{k}" for k in range(composition["k"])]
+
+    def member_training(self, training, composition, member):
+        if composition.get("init", "same") == "different":
+            training["init_seed"] = training["seed"] + 1 + int(member.removeprefix("shards/shard-"))
+        return training
+
+
+@register_composition("seed_soup")
+class SeedSoup(Composition):
+    def members(self, composition):
+        return [f"seeds/seed-{s}" for s in composition["seeds"]]
+
+    def member_training(self, training, composition, member):
+        training["seed"] = int(member.removeprefix("seeds/seed-"))
+        return training
+
+
+def composition_type(name: str) -> Composition:
+    return lookup(COMPOSITIONS, "composition", name)()
+
+
+#: the compositions that merge member runs (every one but ``single``)
+COMPOSED = tuple(name for name, cls in COMPOSITIONS.items() if cls.members is not Composition.members)
 
 
 def member_names(composition: Mapping) -> list[str]:
     """The member runs' names, which are also their directories under ``runs/{recipe}/``."""
-    if composition["name"] == "disperse_merge":
-        return [f"shards/shard-{k}" for k in range(composition["k"])]
-    if composition["name"] == "seed_soup":
-        return [f"seeds/seed-{s}" for s in composition["seeds"]]
-    raise ValueError(f"composition {composition['name']!r} has no member runs")
+    return composition_type(composition["name"]).members(composition)
 
 
 def _member_key(recipe: Mapping) -> str:
@@ -48,15 +100,12 @@ def member_owner(recipes: Mapping[str, Mapping], name: str) -> str:
 
 
 def member_training(recipe: Mapping, member: str) -> dict:
-    """The training settings of one member run: the recipe's, with a seed-soup member's own seed."""
-    if member not in member_names(recipe["composition"]):
-        raise ValueError(f"{member!r} is not a member run of composition {recipe['composition']}")
-    training = copy.deepcopy(dict(recipe["training"]))
-    if member.startswith("seeds/seed-"):
-        training["seed"] = int(member.removeprefix("seeds/seed-"))
-    if member.startswith("shards/shard-") and recipe["composition"].get("init", "same") == "different":
-        training["init_seed"] = training["seed"] + 1 + int(member.removeprefix("shards/shard-"))
-    return training
+    """The training settings of one member run: the recipe's, as its composition sets them for this member."""
+    composition = recipe["composition"]
+    if member not in member_names(composition):
+        raise ValueError(f"{member!r} is not a member run of composition {composition}")
+    return composition_type(composition["name"]).member_training(copy.deepcopy(dict(recipe["training"])),
+                                                                composition, member)
 
 
 def mean_train_log(logs: Sequence[pd.DataFrame]) -> pd.DataFrame:

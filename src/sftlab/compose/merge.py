@@ -12,6 +12,8 @@ Two merge spaces:
     not normalise) and scaled by λ (``merge.lambda``), 0.3 by default: the value AdaMerging's task-arithmetic
     baseline uses (mergekit's own default is 1; the DTM authors' released code does not include its merge
     utilities, so their λ is not known). With K = 4 sub-models that is 1.2 times the average's update.
+    ``fisher`` (not a mergekit method; ``sftlab.compose.fisher``) is the diagonal-Fisher-weighted average, each
+    member's Fisher estimated on ``fisher_samples`` of its own training examples.
 
 ``adapter`` (an ablation, ``average`` only)
     What the DTM authors' code does: average the LoRA matrices A and B *separately* across the sub-models
@@ -32,6 +34,7 @@ Two merge spaces:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -64,22 +67,52 @@ _DONOR_FILES = (
 )
 
 
+@functools.lru_cache(maxsize=None)
+def mergekit_spec(name: str):
+    """mergekit's own declaration of a merge method (its parameters, per input or shared, and its base policy)."""
+    from mergekit.merge_methods import registry
+
+    return registry.get(name).spec
+
+
 @dataclass(frozen=True)
 class MergeMethod:
-    """A merge method under its config name: the mergekit method it maps to and the parameters it takes.
+    """A merge method under its config name: the mergekit method it maps to, sftlab's defaults for the parameters
+    the config may set (``composition.merge``: the others keep mergekit's own), and whether it is defined as a sum
+    of deltas.
 
-    ``model_params`` are given to mergekit once per sub-model, ``shared_params`` once for the merge;
-    ``defaults`` fill the ones the config leaves out. Every method also takes ``weights`` (one per
-    sub-model): by default uniform 1/K, so that methods that do not normalise still average the deltas, or 1 each
-    where the method is defined as a sum of deltas (``sums_deltas``: task arithmetic).
+    Whether each parameter is given once per sub-model (``model_params``) or once for the merge
+    (``shared_params``), and whether the method needs the base model, are read from mergekit's registry, not
+    declared again (a method of our own declares them itself). Every method also takes ``weights`` (one per sub-model): by default uniform 1/K, so that methods that do not normalise still
+    average the deltas, or 1 each where the method is defined as a sum of deltas (``sums_deltas``: task arithmetic).
     """
 
-    mergekit_method: str
-    uses_base: bool
-    model_params: tuple[str, ...] = ()
-    shared_params: tuple[str, ...] = ()
+    mergekit_method: str | None  # None: merged by our own code (see ``merge``), which declares the two below
     defaults: Mapping[str, float] = field(default_factory=dict)
     sums_deltas: bool = False
+    #: a method of our own (no mergekit declaration to read): whether it needs the base, its shared parameters
+    own_uses_base: bool = False
+    own_shared_params: tuple[str, ...] = ()
+
+    @property
+    def uses_base(self) -> bool:
+        if self.mergekit_method is None:
+            return self.own_uses_base
+        from mergekit.merge_methods.base import BasePolicy
+
+        return mergekit_spec(self.mergekit_method).contract.base == BasePolicy.REQUIRED
+
+    @property
+    def model_params(self) -> tuple[str, ...]:
+        if self.mergekit_method is None:
+            return ()
+        return tuple(p.name for p in mergekit_spec(self.mergekit_method).input_parameters if p.name in self.defaults)
+
+    @property
+    def shared_params(self) -> tuple[str, ...]:
+        if self.mergekit_method is None:
+            return self.own_shared_params
+        return tuple(p.name for p in mergekit_spec(self.mergekit_method).shared_parameters if p.name in self.defaults)
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -88,12 +121,16 @@ class MergeMethod:
 
 # density 0.5 is mergekit's documented example value; lambda 1.0 is mergekit's default, except for task
 # arithmetic, whose λ = 0.3 scales a sum of K deltas (the common default of its papers' baselines).
+# The order is the reports' (the DTM paper's: average, Fisher, task vector, DARE, TIES).
 MERGE_METHODS: dict[str, MergeMethod] = {
-    "average": MergeMethod("linear", uses_base=False),
-    "ties": MergeMethod("ties", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
-    "dare_ties": MergeMethod("dare_ties", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
-    "dare_linear": MergeMethod("dare_linear", True, ("density",), ("lambda",), {"density": 0.5, "lambda": 1.0}),
-    "task_arithmetic": MergeMethod("task_arithmetic", True, (), ("lambda",), {"lambda": 0.3}, sums_deltas=True),
+    "average": MergeMethod("linear"),
+    # the base tells which tensors the members changed (the only ones whose Fisher is computed)
+    # 256 examples a member: our choice, a Monte-Carlo estimate of the diagonal Fisher
+    "fisher": MergeMethod(None, {"fisher_samples": 256}, own_uses_base=True, own_shared_params=("fisher_samples",)),
+    "task_arithmetic": MergeMethod("task_arithmetic", {"lambda": 0.3}, sums_deltas=True),
+    "dare_linear": MergeMethod("dare_linear", {"density": 0.5, "lambda": 1.0}),
+    "dare_ties": MergeMethod("dare_ties", {"density": 0.5, "lambda": 1.0}),
+    "ties": MergeMethod("ties", {"density": 0.5, "lambda": 1.0}),
 }
 
 MERGE_SPACES = ("delta", "adapter")
@@ -145,6 +182,8 @@ def mergekit_config(
 ) -> dict[str, Any]:
     """The mergekit configuration (as a dict, the YAML's structure) of merging ``models`` with ``method``."""
     spec = _method(method)
+    if spec.mergekit_method is None:
+        raise ValueError(f"merge method {method!r} is not a mergekit method (see sftlab.compose.merge.merge)")
     if len(models) < 2:
         raise ValueError(f"merging needs at least 2 models, got {len(models)}")
     repeated = sorted({str(m) for m in models if [str(x) for x in models].count(str(m)) > 1})
@@ -311,9 +350,28 @@ def merge(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
     device: str = "cpu",
+    member_examples: Sequence[Sequence[dict]] | None = None,
+    max_length: int = 1024,
 ) -> None:
-    """Merge sub-models: ``inputs`` are model directories (delta space) or peft adapter directories (adapter space)."""
-    if merge_space == "delta":
+    """Merge sub-models: ``inputs`` are model directories (delta space) or peft adapter directories (adapter space).
+
+    ``member_examples`` (Fisher merging only): each member's own training examples, normalised, in input order.
+    """
+    if method == "fisher":
+        from sftlab.compose.fisher import fisher_merge
+
+        if merge_space != "delta":
+            raise ValueError("Fisher merging works on full models: merge_space must be 'delta'")
+        if base_model is None or member_examples is None:
+            raise ValueError("Fisher merging needs the base model and each member's training examples")
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        resolved = resolve_params(method, len(inputs), params)
+        fisher_merge(inputs, out_dir, base_model, member_examples, resolved["weights"],
+                     int(resolved["fisher_samples"]), max_length, seed=seed, device=device)
+    elif merge_space == "delta":
         merge_models(inputs, out_dir, method, base_model, params, seed=seed, device=device)
     elif merge_space == "adapter":
         if method != "average":

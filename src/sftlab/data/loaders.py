@@ -140,8 +140,11 @@ def from_shp(row: dict, source: str) -> dict:
     chosen, rejected = (a, b) if label == 1 else (b, a)
     if not chosen.strip():
         raise BadRow("empty assistant turn")
+    # SHP's domain is the subreddit and the split ("askculinary_validation"): the subtask is the subreddit, so that a
+    # validation set's subtasks are named as the test set's (and as ROSE's 18 SHP subtasks)
+    domain = re.sub(r"_(train|validation|test)$", "", str(row.get("domain", "shp")))
     out = {"prompt": [{"role": "user", "content": history}], "chosen": chosen, "rejected": rejected,
-           "subtask": row.get("domain", "shp"), "source": source}
+           "subtask": domain, "source": source}
     if "post_id" in row:
         out["id"] = f"{row['post_id']}-{row.get('c_root_id_A', '')}-{row.get('c_root_id_B', '')}"
     return out
@@ -295,30 +298,71 @@ def pair_to_example(pair: dict) -> dict:
             "source": pair.get("source", pair.get("subtask", ""))}
 
 
-def iter_rows_local(path: str | Path) -> Iterator[tuple[str, dict]]:
+def _utf8(data: bytes) -> str | BadRow:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return BadRow(f"not valid UTF-8 (byte {data[exc.start]:#04x} at column {exc.start + 1})")
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict | BadRow]]:
+    """(file:line, object) per non-blank line; a line that is no JSON object comes as a BadRow (skippable)."""
+    with path.open("rb") as fh:
+        for lineno, data in enumerate(fh, start=1):
+            line = _utf8(data.removeprefix(b"\xef\xbb\xbf") if lineno == 1 else data)
+            if isinstance(line, str):
+                if not line.strip():
+                    continue
+                try:
+                    line = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    line = BadRow(f"invalid JSON ({exc.msg}, column {exc.colno})")
+            if isinstance(line, dict | BadRow):
+                yield f"{path}:{lineno}", line
+            else:
+                yield f"{path}:{lineno}", BadRow(f"expected a JSON object, got {type(line).__name__}")
+
+
+def iter_rows_local(path: str | Path) -> Iterator[tuple[str, dict | BadRow]]:
+    """(location, row) of a local JSON, JSONL or CSV file. A row that cannot be read (bad JSON, bad UTF-8) comes as a
+    BadRow, which ``convert`` skips or reports like a row that does not fit its format; a .json file that does not
+    parse as a whole has no rows to skip and raises at its line."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.suffix == ".json":
+        data = path.read_bytes()
         try:
-            rows = json.loads(path.read_text())
+            rows = json.loads(data.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise DataError(f"{path}:{line}: not valid UTF-8 (byte {data[exc.start]:#04x})") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
         if not isinstance(rows, list):
             raise DataError(f"{path}: a .json dataset must be a list of objects")
         for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise DataError(f"{path}[{i}]: expected a JSON object")
-            yield f"{path}[{i}]", row
+            yield f"{path}[{i}]", row if isinstance(row, dict) else BadRow(f"expected a JSON object, got "
+                                                                           f"{type(row).__name__}")
     elif path.suffix == ".csv":
         import csv
 
-        with path.open(newline="", encoding="utf-8") as f:
-            for i, row in enumerate(csv.DictReader(f)):
-                yield f"{path}:{i + 2}", dict(row)  # line 1 is the header
+        # undecodable bytes become lone surrogates, so that the row holding them is known and can be skipped
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                location = f"{path}:{reader.line_num}"
+                bad = ["a cell beyond the header" if k is None else f"field {k!r}" for k, v in row.items()
+                       if _has_surrogates(k) or _has_surrogates(v)]
+                yield location, BadRow(f"not valid UTF-8 ({bad[0]})") if bad else dict(row)
     else:
-        for lineno, row in iter_jsonl(path):
-            yield f"{path}:{lineno}", row
+        yield from _jsonl_rows(path)
+
+
+def _has_surrogates(value) -> bool:
+    if isinstance(value, list):  # csv's restkey: the cells beyond the header
+        return any(_has_surrogates(v) for v in value)
+    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
 def iter_rows_hub(path: str, name: str | None, split: str, revision: str | None) -> Iterator[tuple[str, dict]]:
@@ -329,31 +373,38 @@ def iter_rows_hub(path: str, name: str | None, split: str, revision: str | None)
         yield f"{path}[{split}][{i}]", dict(row)
 
 
-def convert(rows: Iterable[tuple[str, dict]], fmt: str, source: str, on_bad_rows: str = "error",
-            first_turn_only: bool = False, log=print) -> list[dict]:
-    """Convert rows of format ``fmt``; a bad row raises DataError at its location, or is skipped and counted."""
+def convert(rows: Iterable[tuple[str, dict | BadRow]], fmt: str, source: str, on_bad_rows: str = "error",
+            first_turn_only: bool = False, log=print, origin: str | None = None) -> list[dict]:
+    """Convert rows of format ``fmt``; a bad row (unreadable, not fitting the format, a repeated id) raises DataError
+    at its location, or is skipped and counted. ``origin`` (the file or hub path) names the data when none is left."""
     if fmt not in FORMATS:
         raise DataError(f"unknown dataset format {fmt!r}; known: {sorted(FORMATS)}")
     loader = FORMATS[fmt]
-    out, skipped = [], 0
+    out, skipped, first_at = [], 0, {}
     for location, row in rows:
         try:
+            if isinstance(row, BadRow):
+                raise row
             item = loader(row, source)
+            item.setdefault("id", f"{source}-{len(out) + skipped:07d}")
+            if item["id"] in first_at:
+                raise BadRow(f"duplicate id {item['id']!r} (first at {first_at[item['id']]})")
         except BadRow as exc:
             if on_bad_rows == "skip":
                 skipped += 1
                 log(f"skipped {location}: {exc}")
                 continue
             raise DataError(f"{location}: {exc} (set on_bad_rows: skip to skip such rows)") from None
-        item.setdefault("id", f"{source}-{len(out) + skipped:07d}")
+        first_at[item["id"]] = location
         if first_turn_only and "messages" in item:
             item["messages"] = first_turn(item["messages"])
         out.append(item)
+    where = origin or source
     if skipped:
         log(f"{skipped} bad rows skipped")
-    seen: set[str] = set()
-    for item in out:
-        if item["id"] in seen:
-            raise DataError(f"{source}: duplicate id {item['id']!r}")
-        seen.add(item["id"])
+        if not out:
+            raise DataError(f"{where}: every one of its {skipped} rows was bad and skipped (on_bad_rows: skip); the "
+                            "log names each row and what was wrong")
+    if not out:
+        raise DataError(f"{where}: no rows (an empty file?)")
     return out

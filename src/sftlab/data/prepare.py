@@ -70,7 +70,7 @@ def prepare_dataset(name: str, cfg: dict, log=print) -> tuple[list[dict], list[d
     else:
         rows = iter_rows_hub(cfg["path"], cfg.get("name"), cfg.get("split", "train"), cfg.get("revision"))
     items = convert(rows, cfg["format"], source=name, on_bad_rows=cfg["on_bad_rows"],
-                    first_turn_only=cfg.get("first_turn_only", False), log=log)
+                    first_turn_only=cfg.get("first_turn_only", False), log=log, origin=cfg["path"])
     if cfg.get("sources"):
         items = keep_sources(items, cfg["sources"], name)
     if cfg["format"] in PREFERENCE_FORMATS:

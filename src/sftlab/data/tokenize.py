@@ -84,3 +84,29 @@ def collate(features: list[dict[str, Any]], pad_token_id: int, columns: Sequence
     for name in columns:
         batch[name] = torch.tensor([float(f[name]) for f in features])
     return batch
+
+
+def collate_packed(features: list[dict[str, Any]], columns: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Concatenate encoded examples into one padding-free row (transformers' ``DataCollatorWithFlattening`` layout).
+
+    ``position_ids`` restart at 0 for every example and there is no ``attention_mask``: transformers then builds a
+    block-diagonal causal mask (eager / sdpa) or per-sequence ``cu_seqlens`` (flash-attention), so attention never
+    crosses examples. Each example's first label is −100, so no token is predicted across a boundary.
+    ``seq_idx`` (1, N) names each token's example; ``n_tokens`` and the ``columns`` stay per example, (B,).
+    """
+    input_ids, labels, positions, seq_idx = [], [], [], []
+    for row, f in enumerate(features):
+        n = len(f["input_ids"])
+        input_ids += f["input_ids"]
+        labels += [-100] + list(f["labels"][1:])
+        positions += range(n)
+        seq_idx += [row] * n
+    labels = torch.tensor([labels])
+    batch = {"input_ids": torch.tensor([input_ids]), "position_ids": torch.tensor([positions]), "labels": labels,
+             "seq_idx": torch.tensor([seq_idx])}
+    # shifted label t+1 belongs to the example of token t+1 (never t's neighbour across a boundary: it is −100)
+    response = labels[0, 1:] != -100
+    batch["n_tokens"] = torch.bincount(batch["seq_idx"][0, 1:][response], minlength=len(features))
+    for name in columns:
+        batch[name] = torch.tensor([float(f[name]) for f in features])
+    return batch

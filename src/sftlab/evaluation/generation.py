@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
+from sftlab.progress import progress
 from sftlab.registry import lookup, registrar
 
 from sftlab.data.tokenize import encode_prompt, ensure_chat_template
@@ -81,6 +82,16 @@ def _resolve_device(device: str) -> str:
     return device
 
 
+def generation_dtype(dtype: str, device: str) -> torch.dtype:
+    """``auto``: bf16 on a GPU that supports it (the models are saved in their training precision), else float32 —
+    also for a bf16 checkpoint on the CPU, where bf16 matmuls are slow and decoding drifts."""
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
 @register_generator("transformers")
 class TransformersGenerator(Generator):
     """Batched ``model.generate`` with left padding.
@@ -101,10 +112,8 @@ class TransformersGenerator(Generator):
         self.seed = seed
         self.stop_at_eos = stop_at_eos
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        eos = model.generation_config.eos_token_id
-        if eos is None:
-            eos = tokenizer.eos_token_id
-        self.eos_token_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        # answers are cut at the same tokens as the vLLM backend stops at
+        self.eos_token_ids = set(eos_token_ids(tokenizer, model.generation_config))
 
     @classmethod
     def from_pretrained(
@@ -113,8 +122,8 @@ class TransformersGenerator(Generator):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(_resolve_device(device))
+        device = _resolve_device(device)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=generation_dtype(dtype, device)).to(device)
         return cls(model, tokenizer, **options)
 
     def _batches(self, prompts: list[list[int]], requests: Sequence[GenerationRequest]) -> list[list[int]]:
@@ -131,7 +140,8 @@ class TransformersGenerator(Generator):
         prompts = [encode_prompt(self.tokenizer, r.messages) for r in requests]
         results: list[Generation | None] = [None] * len(requests)
         device = self.model.device
-        for batch_no, batch in enumerate(self._batches(prompts, requests)):
+        batches = self._batches(prompts, requests)
+        for batch_no, batch in enumerate(progress(batches, "generation", total=len(batches))):
             params = requests[batch[0]].params
             width = max(len(prompts[i]) for i in batch)
             input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
@@ -178,13 +188,51 @@ class TransformersGenerator(Generator):
         return top
 
 
+def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """Every token that ends an answer: the model's generation config's end-of-sequence ids (chat models often list
+    the end-of-turn marker there) and the tokenizer's."""
+    eos = getattr(generation_config, "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+    return sorted(i for i in ids if i is not None)
+
+
+def vllm_requests(tokenizer, requests: Sequence[GenerationRequest], seed: int, stop_token_ids: Sequence[int],
+                  stop_at_eos: bool = True, top_logprobs: int = 0) -> list[tuple[list[int], dict[str, Any]]]:
+    """(prompt token ids, ``vllm.SamplingParams`` keyword arguments) per request.
+
+    The prompt is the model's chat template rendered exactly as for the transformers backend; each request keeps its
+    own temperature (MT-Bench's per category), top-p and length, and its own seed (``seed`` + its position), so the
+    answers do not depend on how vLLM schedules them. Answers stop at the end-of-sequence / end-of-turn tokens.
+    """
+    out = []
+    for i, request in enumerate(requests):
+        params = request.params
+        kwargs = {
+            "max_tokens": params.max_new_tokens,
+            "temperature": 0.0 if params.greedy else params.temperature,
+            "top_p": 1.0 if params.greedy else params.top_p,
+            "seed": seed + i,
+            "stop_token_ids": list(stop_token_ids),
+            "ignore_eos": not stop_at_eos,
+            "logprobs": top_logprobs or None,
+            "skip_special_tokens": True,
+        }
+        out.append((encode_prompt(tokenizer, request.messages), kwargs))
+    return out
+
+
 @register_generator("vllm")
 class VLLMGenerator(Generator):
-    """vLLM offline inference; each request has its own sampling parameters and seed."""
+    """vLLM offline inference with continuous batching; each request has its own sampling parameters and seed.
+
+    vLLM cannot install beside the CPU torch pin: the generate rule runs in ``envs/vllm.yaml`` when a benchmark's
+    ``backend`` is ``vllm`` (``--software-deployment-method conda``).
+    """
 
     def __init__(self, model_path: str, seed: int = 0, stop_at_eos: bool = True, **llm_options: Any) -> None:
         if importlib.util.find_spec("vllm") is None:
-            raise RuntimeError("generation backend 'vllm' needs the vllm package; install it or use backend 'transformers'")
+            raise RuntimeError("generation backend 'vllm' needs the vllm package (envs/vllm.yaml); install it or use "
+                               "backend 'transformers'")
         if not torch.cuda.is_available():
             raise RuntimeError("generation backend 'vllm' needs a CUDA GPU; none is visible, use backend 'transformers'")
         from vllm import LLM
@@ -192,6 +240,7 @@ class VLLMGenerator(Generator):
         self.llm = LLM(model=str(model_path), seed=seed, **llm_options)
         self.tokenizer = self.llm.get_tokenizer()
         ensure_chat_template(self.tokenizer)
+        self.stop_token_ids = eos_token_ids(self.tokenizer, self.llm.llm_engine.model_config.hf_config)
         self.seed = seed
         self.stop_at_eos = stop_at_eos
 
@@ -204,21 +253,11 @@ class VLLMGenerator(Generator):
         from vllm import SamplingParams as VllmSamplingParams
         from vllm.inputs import TokensPrompt
 
-        prompts = [encode_prompt(self.tokenizer, r.messages) for r in requests]
-        sampling = [
-            VllmSamplingParams(
-                max_tokens=r.params.max_new_tokens,
-                temperature=0.0 if r.params.greedy else r.params.temperature,
-                top_p=r.params.top_p,
-                seed=self.seed + i,
-                logprobs=top_logprobs or None,
-                ignore_eos=not self.stop_at_eos,
-            )
-            for i, r in enumerate(requests)
-        ]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sampling, use_tqdm=False)
+        built = vllm_requests(self.tokenizer, requests, self.seed, self.stop_token_ids, self.stop_at_eos, top_logprobs)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=prompt) for prompt, _ in built],
+                                    [VllmSamplingParams(**kwargs) for _, kwargs in built], use_tqdm=False)
         results = []
-        for prompt, output in zip(prompts, outputs):
+        for (prompt, _), output in zip(built, outputs):
             completion = output.outputs[0]
             top = None
             if top_logprobs:

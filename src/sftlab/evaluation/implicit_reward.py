@@ -8,8 +8,11 @@ bootstrap over pairs.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from sftlab.progress import progress
 from sftlab.data.tokenize import collate
 from sftlab.evaluation.stats import bootstrap_ci
 from sftlab.objectives.base import sequence_logps
@@ -22,7 +25,7 @@ def pair_logps(model: torch.nn.Module, items: list[dict], pad_token_id: int, bat
     model.eval()
     device = next(model.parameters()).device
     out = torch.empty(len(items), 2, dtype=torch.float64)
-    for start in range(0, len(items), batch_size):
+    for start in progress(range(0, len(items), batch_size), "implicit reward", total=math.ceil(len(items) / batch_size)):
         chunk = items[start : start + batch_size]
         batch = collate([s for item in chunk for s in item["sequences"]], pad_token_id)
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
+from sftlab.progress import progress
 from sftlab.evaluation.cache import JudgmentCache, request_key
 from sftlab.registry import registrar
 from sftlab.evaluation.generation import GenerationRequest, SamplingParams, TransformersGenerator
@@ -319,7 +320,8 @@ def run_judge(judge: Judge, requests_: Sequence[JudgeRequest], cache: JudgmentCa
     todo = list(missing.values())
     if todo:
         log.info("judge %s: %d requests, %d from the cache, %d to send", judge.id, len(keys), usage.cached, len(todo))
-    for j, response in judge.complete([requests_[i] for i in todo]):
+    for j, response in progress(judge.complete([requests_[i] for i in todo]), f"judge {judge.id}", total=len(todo),
+                                unit="judgment"):
         i = todo[j]
         cache.put({"key": keys[i], "judge": judge.id, "decoding": requests_[i].decoding(), "response": asdict(response)})
         usage.calls += 1

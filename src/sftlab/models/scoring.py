@@ -8,12 +8,14 @@ An encoded example is ``{"input_ids": [...], "labels": [...]}`` from ``sftlab.da
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from sftlab.progress import progress
 from sftlab.data.tokenize import collate, encode_example, ensure_chat_template
 from sftlab.io import read_jsonl
 from sftlab.objectives.base import model_inputs, sequence_logps
@@ -24,12 +26,28 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def load_for_scoring(path: str | Path, device: str | None = None):
-    """(model, tokenizer) from an HF directory, in eval mode: bf16 on a GPU that supports it, else float32."""
+def training_autocast(precision: str, device: str) -> torch.dtype | None:
+    """The autocast dtype a training run with ``training.precision`` computes its forward in (None: plain fp32).
+
+    Training keeps float32 master weights and runs the forward under autocast (``auto``: bf16 on a GPU that has it),
+    so a score that is compared with the policy's own log-probs (log πref for MinorSFT and DPO-SFT) takes this path.
+    """
+    if precision == "auto":
+        precision = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"unknown precision {precision!r}; known: {sorted(dtypes)} and auto")
+    return dtypes[precision]
+
+
+def load_for_scoring(path: str | Path, device: str | None = None, dtype: torch.dtype | None = None):
+    """(model, tokenizer) from an HF directory, in eval mode: ``dtype``, else bf16 on a GPU that supports it, else
+    float32."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -97,18 +115,22 @@ def score_examples(
     pad_token_id: int,
     batch_size: int = 8,
     pooled_hidden: bool = False,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-example ``logp`` = log π(y|x) (sum over response tokens, float64) and ``n_tokens`` = |y|,
     in the order of ``examples``; with ``pooled_hidden`` also ``hidden`` (N, H): the LM head's input
-    averaged over the response tokens' own positions (labels ≠ −100)."""
+    averaged over the response tokens' own positions (labels ≠ −100). ``autocast``: run the forward under
+    ``torch.autocast`` with that dtype (as training does, see ``training_autocast``)."""
     n = len(examples)
     logp = np.zeros(n, dtype=np.float64)
     n_tokens = np.zeros(n, dtype=np.int64)
     hidden = None
     device = model_device(model)
     with _eval_mode(model):
-        for rows, batch in _batches(examples, pad_token_id, batch_size, device):
-            logits, states = forward_with_final_hidden(model, batch)
+        batches = _batches(examples, pad_token_id, batch_size, device)
+        for rows, batch in progress(batches, "log-probabilities", total=math.ceil(n / batch_size)):
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                logits, states = forward_with_final_hidden(model, batch)
             seq_logp, lengths = sequence_logps(logits, batch["labels"])
             logp[rows] = seq_logp.double().cpu().numpy()
             n_tokens[rows] = lengths.cpu().numpy()

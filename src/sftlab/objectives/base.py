@@ -12,7 +12,7 @@ import abc
 
 from typing import Any, ClassVar
 
-import torch
+from sftlab.lazy import torch
 
 from sftlab.registry import lookup, registrar
 
@@ -41,12 +41,21 @@ class Objective(abc.ABC):
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Scalar loss of this micro-batch and metrics to log (plain floats)."""
 
-    def train_sampler(self, dataset, batch_size: int, seed: int):
-        """A ``torch.utils.data.Sampler`` over ``dataset`` if the objective needs a special batch layout, else None."""
+    def train_sampler(self, dataset, batch_size: int, seed: int, lengths: list[int] | None = None):
+        """A ``torch.utils.data.Sampler`` over ``dataset`` if the objective needs a special batch layout, else None.
+
+        ``lengths`` (tokens per example) asks for batches of similar lengths, as far as the layout allows."""
         return None
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's inputs: padded batches carry an attention mask, packed ones (``collate_packed``) position ids.
+
+    Packed: no cache, because transformers only derives the per-example mask from restarting position ids when
+    there is neither an attention mask nor a key-value cache (a cache would let attention cross examples).
+    """
+    if "position_ids" in batch:
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
@@ -88,7 +97,31 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     return logps * mask, mask
 
 
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of response-token log-probabilities per example, log π(y|x), and the response lengths |y|."""
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor,
+                   seq_idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of response-token log-probabilities per example, log π(y|x), and the response lengths |y|.
+
+    For a packed batch (``collate_packed``) pass its ``seq_idx``: the sums are then taken per example, (B,).
+    """
     logps, mask = token_logps(logits, labels)
-    return logps.sum(-1), mask.sum(-1)
+    if seq_idx is None:
+        return logps.sum(-1), mask.sum(-1)
+    owner = seq_idx[:, 1:].reshape(-1)  # shifted label t+1 belongs to the example of token t+1
+    n = int(seq_idx.max()) + 1
+    sums = logps.new_zeros(n).index_add(0, owner, logps.reshape(-1))
+    return sums, torch.bincount(owner[mask.reshape(-1)], minlength=n)
+
+
+def batch_sequence_logps(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sequence_logps`` of a padded or packed batch."""
+    return sequence_logps(logits, batch["labels"], batch.get("seq_idx"))
+
+
+def unpack(values: torch.Tensor, batch: dict[str, torch.Tensor], fill=0) -> torch.Tensor:
+    """A packed batch's (1, N, ...) per-token tensor laid out as the padded (B, T, ...) one (right padding ``fill``);
+    a padded batch's tensor is returned as it is. Differentiable: gradients flow back to the packed positions."""
+    if "seq_idx" not in batch:
+        return values
+    rows, positions = batch["seq_idx"][0], batch["position_ids"][0]
+    out = values.new_full((int(rows.max()) + 1, int(positions.max()) + 1, *values.shape[2:]), fill)
+    return out.index_put((rows, positions), values[0])

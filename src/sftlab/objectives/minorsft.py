@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import abc
 
-import torch
-import torch.nn.functional as F
+from sftlab.lazy import torch
 
-from .base import Objective, model_inputs, register_objective, sequence_logps
+from .base import Objective, batch_sequence_logps, model_inputs, register_objective
 
 
 def minorsft_loss(
@@ -19,12 +18,12 @@ def minorsft_loss(
 ) -> torch.Tensor:
     """Per-example −(2 / (β·|y|))·log σ(β·r); its gradient is −(2/|y|)·σ(−β·r)·∇log πθ(y|x)."""
     reward = policy_logps - ref_logps
-    return -2.0 / (beta * n_tokens.to(reward.dtype)) * F.logsigmoid(beta * reward)
+    return -2.0 / (beta * n_tokens.to(reward.dtype)) * torch.nn.functional.logsigmoid(beta * reward)
 
 
 def dpo_sft_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
     """Per-example −log σ(β·r): DPO with the chosen answer only."""
-    return -F.logsigmoid(beta * (policy_logps - ref_logps))
+    return -torch.nn.functional.logsigmoid(beta * (policy_logps - ref_logps))
 
 
 class _RewardObjective(Objective):
@@ -41,7 +40,7 @@ class _RewardObjective(Objective):
 
     def loss(self, model, batch):
         logits = model(**model_inputs(batch)).logits
-        policy_logps, n_tokens = sequence_logps(logits, batch["labels"])
+        policy_logps, n_tokens = batch_sequence_logps(logits, batch)
         ref_logps = batch["ref_logp"].to(policy_logps.dtype)
         losses = self.per_example_loss(policy_logps, ref_logps, n_tokens)
         # the deviation metric's per-batch counterpart: r/|y| does not depend on β

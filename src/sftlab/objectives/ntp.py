@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import torch
+from sftlab.lazy import torch
 
 from .base import Objective, model_inputs, register_objective, token_logps
 

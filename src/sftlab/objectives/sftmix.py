@@ -18,10 +18,11 @@ import zlib
 from typing import Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Sampler
+from sftlab.lazy import torch
 
-from .base import Objective, chunked_logsumexp, model_inputs, register_objective
+from sftlab.data.batching import length_grouped_order
+
+from .base import Objective, chunked_logsumexp, model_inputs, register_objective, unpack
 from .ntp import ntp_loss
 
 PAIRINGS = ("confidence", "random")
@@ -91,6 +92,13 @@ def mixup_loss(
     return per_position.sum() / max(n_positions, 1), n_positions
 
 
+def batch_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The batch's real tokens, example after example: the same for a padded batch and its packed form."""
+    if "attention_mask" in batch and "position_ids" not in batch:
+        return batch["input_ids"][batch["attention_mask"].bool()]
+    return batch["input_ids"].reshape(-1)
+
+
 def draw_lambdas(alpha: float, n_pairs: int, seed: int, input_ids: torch.Tensor) -> torch.Tensor:
     """λ ~ Beta(α, α), one per pair, from a generator keyed on (seed, the batch's token ids).
 
@@ -103,7 +111,7 @@ def draw_lambdas(alpha: float, n_pairs: int, seed: int, input_ids: torch.Tensor)
     return torch.from_numpy(rng.beta(alpha, alpha, size=n_pairs)).float()
 
 
-class PairSampler(Sampler[int]):
+class PairSampler:
     """Indices laid out as pair batches: each run of ``batch_size`` indices is P first members, then their P partners.
 
     ``confident`` (one bool per dataset row) pairs the i-th confident with the i-th unconfident example, both
@@ -125,6 +133,7 @@ class PairSampler(Sampler[int]):
         n_examples: int | None = None,
         num_replicas: int = 1,
         rank: int = 0,
+        lengths: Sequence[int] | None = None,
     ) -> None:
         if batch_size < 2 or batch_size % 2:
             raise ValueError(f"SFTMix needs an even batch size of at least 2 (pairs), got {batch_size}")
@@ -144,6 +153,7 @@ class PairSampler(Sampler[int]):
                     f"{len(self.halves[1])} unconfident examples"
                 )
         self.batch_size, self.seed, self.num_replicas, self.rank = batch_size, seed, num_replicas, rank
+        self.lengths = None if lengths is None else np.asarray(lengths)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -181,6 +191,10 @@ class PairSampler(Sampler[int]):
         n_batches = self._n_batches()
         # pad with whole pairs recycled from the start of the epoch's order
         pairs = np.resize(pairs, (n_batches * per_batch, 2))
+        if self.lengths is not None:
+            # whole pairs move, by the length of their longer member
+            rng = np.random.default_rng([self.seed, self.epoch, 1])
+            pairs = pairs[length_grouped_order(self.lengths[pairs].max(axis=1), per_batch, rng)]
         for b in range(self.rank, n_batches, self.num_replicas):
             chunk = pairs[b * per_batch : (b + 1) * per_batch]
             yield from chunk[:, 0].tolist()
@@ -222,16 +236,16 @@ class SFTMix(Objective):
             # random×random pairs need no confidence table
             self.columns = ()
 
-    def train_sampler(self, dataset, batch_size, seed):
+    def train_sampler(self, dataset, batch_size, seed, lengths=None):
         if self.pairing == "random":
-            return PairSampler(None, batch_size, seed, n_examples=len(dataset))
+            return PairSampler(None, batch_size, seed, n_examples=len(dataset), lengths=lengths)
         values = np.asarray(dataset_column(dataset, "confident"), dtype=float)
         if not np.isin(values, (0.0, 1.0)).all():
             raise ValueError("the 'confident' column must hold 1.0 (confident) or 0.0 (unconfident)")
-        return PairSampler(values == 1.0, batch_size, seed)
+        return PairSampler(values == 1.0, batch_size, seed, lengths=lengths)
 
     def loss(self, model, batch):
-        rows = batch["input_ids"].shape[0]
+        rows = len(batch["n_tokens"])
         if rows % 2:
             raise ValueError(f"SFTMix needs an even batch (pairs), got {rows} rows; use the objective's train_sampler")
         half = rows // 2
@@ -244,8 +258,10 @@ class SFTMix(Objective):
                 )
         logits, hidden = forward_with_final_hidden(model, batch)
         ntp = ntp_loss(logits, batch["labels"])
-        lam = draw_lambdas(self.alpha, half, self.seed, batch["input_ids"])
+        lam = draw_lambdas(self.alpha, half, self.seed, batch_tokens(batch))
         states = hidden.detach() if self.mixup_detach else hidden
-        mix, n_positions = mixup_loss(states, batch["labels"], output_embeddings(model), lam)
+        # pairs are rows: a packed batch's hidden states are laid out per example first
+        mix, n_positions = mixup_loss(unpack(states, batch), unpack(batch["labels"], batch, fill=-100),
+                                      output_embeddings(model), lam)
         metrics = {"ntp_loss": float(ntp.detach()), "mixup_loss": float(mix.detach()), "mixup_positions": float(n_positions)}
         return ntp + self.mu * mix, metrics

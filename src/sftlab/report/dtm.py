@@ -30,8 +30,6 @@ from sftlab.report.papers import paper_columns, paper_numbers
 from sftlab.report.tables import MISSING, fmt_cell
 
 ROLES = ("sft", "seed_soup", "dtm")
-#: the order of merge methods in the ablation table (the paper's default first)
-METHOD_ORDER = ("average", "ties", "dare_ties", "dare_linear", "task_arithmetic")
 
 
 def _baseline_key(recipe: Mapping) -> str:
@@ -138,9 +136,12 @@ def merge_method_table(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks
     rows."""
     columns, keys = paper_columns(benchmarks, _paper_rows(paper, "merge_methods"))
     index = _index(scores)
+    from sftlab.compose.merge import MERGE_METHODS
+
     dtm = [r for r in runs if r["role"] == "dtm"]
     order = {g: i for i, g in enumerate(dict.fromkeys((r["model"], r["dataset"]) for r in dtm))}
-    dtm.sort(key=lambda r: (order[(r["model"], r["dataset"])], r["split"], r["k"], METHOD_ORDER.index(r["method"]),
+    method_order = list(MERGE_METHODS)  # every registered method, in the registry's order
+    dtm.sort(key=lambda r: (order[(r["model"], r["dataset"])], r["split"], r["k"], method_order.index(r["method"]),
                             r["method_label"], r["merge_space"] != "delta", r["init"] != "same"))
     rows = [{"model": r["model"], "dataset": r["dataset"], "recipe": r["recipe"], "K": str(r["k"]),
              "split": r["split"], "merge method": r["method_label"], "merge space": r["merge_space"],
@@ -230,7 +231,8 @@ def build_report(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapp
                       "Disperse-Then-Merge vs SFT and a seed soup (DTM merged by averaging in delta space): value "
                       "[95% CI]; the paper's reported numbers below ours with their source label; n/a = no result.")
     out += write_table(merge_method_table(scores, runs, benchmarks, paper), merge_stem,
-                       "Disperse-Then-Merge by merge method and merge space: value [95% CI]; the paper's merge-method "
-                       "MMLU numbers below ours (its Fisher merging has no counterpart here); n/a = no result.")
+                       "Disperse-Then-Merge by merge method (task arithmetic with its λ), merge space and member "
+                       "initialisation: value [95% CI]; the paper's merge-method MMLU numbers below ours; n/a = no "
+                       "result.")
     out += k_ablation_figure(k_ablation_points(scores, runs, list(benchmarks)), list(benchmarks), figure_stem)
     return out

@@ -1,13 +1,20 @@
 """Per-example gradient features of a LoRA model, as LESS and ROSE use them (METHODS.md, "LESS and ROSE").
 
-A feature is the gradient of one example's loss w.r.t. the LoRA parameters (flattened in
-``named_parameters`` order), optionally Adam-preconditioned with a warmup checkpoint's moments,
-randomly projected to ``dim`` with a seeded Rademacher matrix, L2-normalised and kept in fp16.
+A feature is the gradient of one example's loss w.r.t. the LoRA parameters (all LoRA matrices, in
+``named_parameters`` order), Adam-preconditioned with a warmup checkpoint's moments (training features),
+randomly projected to ``dim`` (``sftlab.selection.projection``), L2-normalised and kept in fp16.
 
-Gradients are computed for a whole batch at once: ``torch.func.vmap`` over ``grad`` of a
-``functional_call`` of the model, so each example gets its own exact gradient from one batched
-forward/backward (LESS runs one backward per example). Models must use eager attention: the
-fused SDPA kernels have no vmap batching rule and would silently fall back to a loop.
+Per-example gradients come from one ordinary batched forward/backward with the model's own attention (SDPA,
+flash-attention): every LoRA matrix is a linear map y = x·Wᵀ, and the gradient of one example's loss w.r.t. W is
+Σ_t (∂ℓ/∂y_t)ᵀ x_t over that example's tokens. Hooks capture x in the forward and ∂ℓ/∂y in the backward (the way
+Opacus forms per-sample gradients); because examples do not interact in a batch (eval mode, padding masked), the
+gradient of Σ_b ℓ_b at example b's positions is ∂ℓ_b/∂y. Each matrix's (B, out·in) gradients are preconditioned
+with that matrix's Adam moments and projected as soon as its output gradient arrives, inside the backward: the
+concatenated P-number gradient of an example never exists (P = 134M for LESS's Llama-2-7B adapter).
+
+Batches are filled up to ``max_tokens`` padded tokens (longest examples first); an item whose sequences alone
+exceed the budget is refused with an error naming it (raise the budget or lower ``max_length``), never truncated
+silently.
 
 Losses, per example:
 
@@ -17,30 +24,29 @@ Losses, per example:
 
 Feature files are ``torch.save`` dicts (load with ``load_features``; ``weights_only`` safe):
 ``{"ids": [str], "features": (N, dim) float16, "subtasks": [str], "skipped": [str],
-"kind", "dim", "seed", "n_params"}``.
+"kind", "projection", "dim", "seed", "n_params"}``.
 ``skipped`` holds ids with no response token left after truncation to ``max_length`` (no gradient exists).
+Features are comparable only when ``projection``, ``dim``, ``seed`` and ``n_params`` agree (checked on gathering
+and by the influence step).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
-from torch.func import functional_call, grad, vmap
 
 from sftlab.data.tokenize import collate, encode_example
 from sftlab.io import atomic_path
 from sftlab.objectives.base import sequence_logps
-from sftlab.objectives.ntp import ntp_loss
+from sftlab.progress import progress
+
+from .projection import Projection
 
 FEATURE_KINDS = ("train", "ntp", "dpo")
-
-#: Rows (parameter coordinates) per generated block of the projection matrix. Part of the matrix's
-#: definition: block b is drawn from a generator keyed by (seed, b), so changing this changes the matrix.
-PROJECTION_BLOCK_ROWS = 4096
+#: what must agree between feature files that are compared or gathered
+FEATURE_SETTINGS = ("projection", "dim", "seed", "n_params")
 
 
 # ----------------------------------------------------------------------------- losses
@@ -58,20 +64,18 @@ def dpo_loss(
     return -torch.nn.functional.logsigmoid(beta * margin)
 
 
-def ntp_example_loss(logits: torch.Tensor, example: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean token NLL of one example; ``logits`` (1, T, V)."""
-    return ntp_loss(logits, example["labels"])
+def example_losses(model: torch.nn.Module, inputs: dict[str, torch.Tensor], kind: str, beta: float) -> torch.Tensor:
+    """(B,) loss of each item from one batched forward; ``inputs`` (B, G, T) from ``batch_inputs``.
 
-
-def dpo_example_loss(beta: float) -> Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]:
-    """DPO loss of one pair; ``logits`` (2, T, V) for (chosen, rejected), ``example["ref_logps"]`` (2,)."""
-
-    def loss(logits, example):
-        logps, _ = sequence_logps(logits, example["labels"])
-        ref = example["ref_logps"]
-        return dpo_loss(logps[0], logps[1], ref[0], ref[1], beta)
-
-    return loss
+    NTP: mean token NLL of the item's one sequence. DPO: the pair's DPO loss against ``inputs["ref_logps"]`` (B, 2).
+    """
+    b, g, t = inputs["input_ids"].shape
+    logits = model(input_ids=inputs["input_ids"].view(b * g, t), attention_mask=inputs["attention_mask"].view(b * g, t)).logits
+    logps, n_tokens = sequence_logps(logits, inputs["labels"].view(b * g, t))
+    if kind == "dpo":
+        logps, ref = logps.view(b, 2), inputs["ref_logps"]
+        return dpo_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], beta)
+    return -logps / n_tokens.clamp(min=1)
 
 
 # ----------------------------------------------------------------------------- per-example gradients
@@ -82,7 +86,7 @@ def lora_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
     Raises if a trainable parameter is not a LoRA matrix: a feature must be the gradient w.r.t. the adapter only.
     """
-    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("the model has no trainable parameters; load the adapter with is_trainable=True")
     others = [name for name in params if "lora_" not in name]
@@ -91,38 +95,77 @@ def lora_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return params
 
 
-def use_eager_attention(model: torch.nn.Module) -> None:
-    """Switch to eager attention, the implementation vmap can batch (see the module docstring)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if base.config._attn_implementation != "eager":
-        base.set_attn_implementation("eager")
+def lora_linears(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> dict[str, torch.nn.Linear]:
+    """parameter name → the bias-free ``nn.Linear`` it is the weight of, for every trainable parameter."""
+    linears = {f"{name}.weight": m for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and f"{name}.weight" in params}
+    others = [name for name in params if name not in linears]
+    if others:
+        raise ValueError(f"per-example gradients by hooks cover the weights of bias-free LoRA Linear layers; "
+                         f"these trainable parameters are not: {others[:5]}")
+    biased = [name for name, m in linears.items() if m.bias is not None and m.bias.requires_grad]
+    if biased:
+        raise ValueError(f"LoRA layers with a trainable bias are not supported: {biased[:5]}")
+    return {name: linears[name] for name in params}
 
 
-def per_example_gradients(
-    model: torch.nn.Module,
-    params: dict[str, torch.Tensor],
-    example_loss: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor],
-    inputs: dict[str, torch.Tensor],
-) -> torch.Tensor:
-    """(B, P) gradients of ``example_loss`` w.r.t. ``params``, one row per example.
+class PerExampleGradientTaps:
+    """While active, every LoRA Linear hands its per-example weight gradients to ``consume`` during backward.
 
-    ``inputs`` holds tensors with a leading example dimension B; each example's ``input_ids`` and
-    ``attention_mask`` are (G, T): the G sequences the example's loss needs (1 for NTP, 2 for a pair).
-    The model must be in eval mode (no dropout), so the gradient is a function of the example alone.
+    ``consume(index, name, grads)``: ``index`` the parameter's position in ``params``, ``grads`` (B, out, in)
+    float32, B = items of the batch (the ``groups`` sequences of an item, e.g. a DPO pair, are summed).
     """
 
-    def loss(p, example):
-        logits = functional_call(
-            model,
-            p,
-            args=(),
-            kwargs={"input_ids": example["input_ids"], "attention_mask": example["attention_mask"]},
-            strict=False,
-        ).logits
-        return example_loss(logits, example)
+    def __init__(self, model: torch.nn.Module, params: dict[str, torch.Tensor], groups: int,
+                 consume: Callable[[int, str, torch.Tensor], None]) -> None:
+        self.linears = lora_linears(model, params)
+        self.groups, self.consume = groups, consume
+        self._handles: list = []
 
-    grads = vmap(grad(loss), in_dims=(None, 0))(params, inputs)
-    return torch.cat([grads[name].flatten(1) for name in params], dim=1)
+    def _forward_hook(self, index: int, name: str):
+        def hook(module, args, output):
+            if not output.requires_grad:
+                return
+            x = args[0].detach()
+
+            def on_grad(grad_output):
+                # (B·G, T, ·) → (B, G·T, ·): an item's gradient sums over all its sequences' tokens
+                b = x.shape[0] // self.groups
+                g = grad_output.reshape(b, -1, grad_output.shape[-1]).float()
+                self.consume(index, name, torch.bmm(g.transpose(1, 2), x.reshape(b, -1, x.shape[-1]).float()))
+
+            output.register_hook(on_grad)
+
+        return hook
+
+    def __enter__(self):
+        for index, (name, linear) in enumerate(self.linears.items()):
+            self._handles.append(linear.register_forward_hook(self._forward_hook(index, name)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def backward_per_example(model: torch.nn.Module, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
+                         kind: str, beta: float, consume: Callable[[int, str, torch.Tensor], None]) -> None:
+    """One batched forward/backward of Σ_b ℓ_b; ``consume`` receives each LoRA matrix's per-example gradients."""
+    if model.training:
+        raise ValueError("per-example gradients need the model in eval mode (dropout would couple them to the batch)")
+    with PerExampleGradientTaps(model, params, inputs["input_ids"].shape[1], consume):
+        losses = example_losses(model, inputs, kind, beta)
+        # the weights' own (summed) gradients are a by-product of the backward the hooks ride on; discarded
+        torch.autograd.grad(losses.sum(), list(params.values()))
+
+
+def per_example_gradients(model: torch.nn.Module, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor],
+                          kind: str = "ntp", beta: float = 0.1) -> torch.Tensor:
+    """(B, P) per-example gradients, flattened in ``params`` order (tests and benchmarks; features never form it)."""
+    grads: dict[int, torch.Tensor] = {}
+    backward_per_example(model, params, inputs, kind, beta, lambda i, name, g: grads.__setitem__(i, g.flatten(1)))
+    return torch.cat([grads[i] for i in range(len(params))], dim=1)
 
 
 def adam_precondition(
@@ -134,83 +177,28 @@ def adam_precondition(
 ) -> torch.Tensor:
     """Γ = m' / sqrt(v' + eps), m' = β1·m + (1−β1)·g, v' = β2·v + (1−β2)·g² (no bias correction, as LESS)."""
     beta1, beta2 = betas
-    m = beta1 * exp_avg + (1 - beta1) * grads
-    v = beta2 * exp_avg_sq + (1 - beta2) * grads.square()
-    return m / torch.sqrt(v + eps)
+    # in place on fresh (B, n) tensors: 134M numbers an example at LESS's size, each pass over them counts
+    m = torch.add(beta1 * exp_avg, grads, alpha=1 - beta1)
+    v = grads.square().mul_(1 - beta2).add_(beta2 * exp_avg_sq).add_(eps)
+    return m.div_(v.sqrt_())
 
 
-def flat_moments(
-    params: dict[str, torch.Tensor], moments: dict[str, tuple[torch.Tensor, torch.Tensor]], source: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adam moments flattened in the order of ``params``; ``source`` names the checkpoint for errors."""
+def module_moments(params: dict[str, torch.Tensor], moments: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                   source: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Adam moments (exp_avg, exp_avg_sq) of each parameter in ``params`` order, flattened, float32, on its device.
+
+    ``source`` names the checkpoint: a parameter without moments (or with moments of another shape) is an error.
+    """
     missing = [name for name in params if name not in moments]
     if missing:
         raise KeyError(f"{source}: no Adam moments for parameters {missing[:5]} ({len(missing)} missing)")
-    device = next(iter(params.values())).device
-    avg = torch.cat([moments[name][0].reshape(-1) for name in params]).to(device, torch.float32)
-    avg_sq = torch.cat([moments[name][1].reshape(-1) for name in params]).to(device, torch.float32)
-    return avg, avg_sq
-
-
-# ----------------------------------------------------------------------------- projection
-
-
-def rademacher_block(seed: int, block: int, rows: int, dim: int) -> torch.Tensor:
-    """Block ``block`` of the projection matrix: (rows, dim) entries ±1/sqrt(dim), on the CPU.
-
-    Drawn from a CPU generator keyed by (seed, block), so any process on any device regenerates exactly
-    the same block without the other blocks. NumPy's PCG64 keyed through ``SeedSequence`` is used, not a
-    ``torch.Generator``: torch's CPU generator keeps only 32 bits of its seed, so (seed, block) pairs would
-    collide and a large adapter's tens of thousands of blocks would risk repeating one.
-    """
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, block])))
-    # one random byte gives eight signs
-    bits = np.unpackbits(rng.integers(0, 256, size=(rows, (dim + 7) // 8), dtype=np.uint8), axis=1, count=dim)
-    return torch.from_numpy(bits).to(torch.float32).mul_(2).sub_(1).div_(math.sqrt(dim))
-
-
-class RademacherProjector:
-    """x ↦ x·R for a (n_params, dim) Rademacher matrix R that never sits in memory whole.
-
-    Blocks of ``PROJECTION_BLOCK_ROWS`` rows are generated on the CPU and moved to ``device``; blocks are
-    kept on the device while their total stays within ``cache_bytes`` (every block, for small adapters),
-    the rest is regenerated at each call. Scaled by 1/sqrt(dim) so inner products are preserved in expectation.
-    """
-
-    def __init__(self, n_params: int, dim: int = 8192, seed: int = 0, device: str | torch.device = "cpu",
-                 cache_bytes: int = 2**30) -> None:
-        if seed < 0:
-            raise ValueError(f"projection seed must be non-negative, got {seed}")
-        if dim < 1 or n_params < 1:
-            raise ValueError(f"projection needs n_params >= 1 and dim >= 1, got {n_params}, {dim}")
-        self.n_params, self.dim, self.seed = n_params, dim, seed
-        self.device = torch.device(device)
-        self.n_blocks = math.ceil(n_params / PROJECTION_BLOCK_ROWS)
-        block_bytes = PROJECTION_BLOCK_ROWS * dim * 4
-        self._cache_limit = min(self.n_blocks, cache_bytes // block_bytes)
-        self._cache: dict[int, torch.Tensor] = {}
-
-    def block(self, b: int) -> torch.Tensor:
-        if b in self._cache:
-            return self._cache[b]
-        start = b * PROJECTION_BLOCK_ROWS
-        rows = min(PROJECTION_BLOCK_ROWS, self.n_params - start)
-        matrix = rademacher_block(self.seed, b, rows, self.dim).to(self.device)
-        if b < self._cache_limit:
-            self._cache[b] = matrix
-        return matrix
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, n_params) → (B, dim), in float32."""
-        if x.shape[-1] != self.n_params:
-            raise ValueError(f"projector built for {self.n_params} parameters, got vectors of {x.shape[-1]}")
-        x = x.to(self.device, torch.float32)
-        out = torch.zeros(x.shape[0], self.dim, device=self.device)
-        for b in range(self.n_blocks):
-            start = b * PROJECTION_BLOCK_ROWS
-            block = self.block(b)
-            out += x[:, start : start + block.shape[0]] @ block
-        return out
+    out = []
+    for name, p in params.items():
+        avg, avg_sq = moments[name]
+        if avg.numel() != p.numel() or avg_sq.numel() != p.numel():
+            raise ValueError(f"{source}: Adam moments of {name} have {avg.numel()} numbers, the parameter {p.numel()}")
+        out.append((avg.reshape(-1).to(p.device, torch.float32), avg_sq.reshape(-1).to(p.device, torch.float32)))
+    return out
 
 
 # ----------------------------------------------------------------------------- data
@@ -306,26 +294,49 @@ def reference_logps(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> 
 # ----------------------------------------------------------------------------- features
 
 
+def item_tokens(item: dict) -> int:
+    """Padded tokens an item takes in a batch of its own width: sequences × the longest sequence."""
+    return len(item["sequences"]) * max(len(s["input_ids"]) for s in item["sequences"])
+
+
+def token_batches(items: list[dict], max_tokens: int) -> list[list[int]]:
+    """Indices of ``items`` in batches of at most ``max_tokens`` padded tokens, longest items first.
+
+    Sorted by length, a batch's width is its first item's, so a batch of k items costs k × that item's tokens.
+    An item that alone exceeds the budget is refused (an error naming it), not truncated.
+    """
+    order = sorted(range(len(items)), key=lambda i: -item_tokens(items[i]))
+    batches: list[list[int]] = []
+    for i in order:
+        tokens = item_tokens(items[i])
+        if tokens > max_tokens:
+            raise ValueError(f"item {items[i]['id']!r} needs {tokens} tokens, over the token budget "
+                             f"gradients.max_tokens = {max_tokens}; raise it or lower max_length")
+        if batches and (len(batches[-1]) + 1) * item_tokens(items[batches[-1][0]]) <= max_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def gradient_features(
     model: torch.nn.Module,
     items: list[dict],
     kind: str,
     pad_token_id: int,
-    projector: RademacherProjector,
-    batch_size: int = 8,
-    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+    projection: Projection,
+    max_tokens: int = 4096,
+    moments: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     betas: tuple[float, float] = (0.9, 0.999),
     beta: float = 0.1,
-    project_batch: int = 16,
 ) -> torch.Tensor:
     """(N, dim) float16 features of ``items`` (from ``encode_rows``), in item order.
 
-    ``train`` needs ``moments`` (flattened exp_avg, exp_avg_sq, see ``flat_moments``) and ``betas``;
-    ``ntp`` and ``dpo`` are plain gradients. ``beta`` is the DPO temperature. At most ``batch_size``
-    examples' activations are in memory at once, and at most max(batch_size, project_batch) full gradients
-    (P floats each): gradients are projected in groups of ``project_batch``, because each projection call
-    streams the whole (P, dim) matrix through memory (or regenerates it), whatever the group size.
+    ``train`` needs ``moments`` (per parameter, see ``module_moments``) and ``betas``; ``ntp`` and ``dpo`` are
+    plain gradients. ``beta`` is the DPO temperature. Batches hold at most ``max_tokens`` padded tokens.
     """
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; known: {FEATURE_KINDS}")
     if kind == "train" and moments is None:
         raise ValueError("training features need the checkpoint's Adam moments")
     if kind != "train" and moments is not None:
@@ -333,42 +344,32 @@ def gradient_features(
     model.eval()
     params = lora_parameters(model)
     device = next(iter(params.values())).device
-    example_loss = dpo_example_loss(beta) if kind == "dpo" else ntp_example_loss
-    # longest first, so batches hold sequences of similar length (less padding); rows go back to item order
-    order = sorted(range(len(items)), key=lambda i: -max(len(s["input_ids"]) for s in items[i]["sequences"]))
-    out = torch.empty(len(items), projector.dim, dtype=torch.float16)
-    pending_index: list[int] = []
-    pending: list[torch.Tensor] = []
-
-    def flush():
-        projected = torch.nn.functional.normalize(projector.project(torch.cat(pending)), dim=1)
-        out[pending_index] = projected.to("cpu", torch.float16)
-        pending_index.clear()
-        pending.clear()
-
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
+    out = torch.empty(len(items), projection.dim, dtype=torch.float16)
+    batches = token_batches(items, max_tokens)
+    for index in progress(batches, f"{kind} gradient features", total=len(batches)):
         inputs = batch_inputs([items[i] for i in index], pad_token_id, device)
         if kind == "dpo":
             inputs["ref_logps"] = reference_logps(model, inputs)
-        grads = per_example_gradients(model, params, example_loss, inputs)
-        if kind == "train":
-            grads = adam_precondition(grads, moments[0], moments[1], betas)
-        pending_index.extend(index)
-        pending.append(grads)
-        if len(pending_index) >= project_batch:
-            flush()
-    if pending:
-        flush()
+        projected = torch.zeros(len(index), projection.dim, device=projection.device)
+
+        def consume(k, name, grads):
+            grads = grads.flatten(1)
+            if moments is not None:
+                grads = adam_precondition(grads, moments[k][0], moments[k][1], betas)
+            projected.add_(projection.project(k, grads))
+
+        backward_per_example(model, params, inputs, kind, beta, consume)
+        out[index] = torch.nn.functional.normalize(projected, dim=1).to("cpu", torch.float16)
     return out
 
 
 def save_features(path: str | Path, ids: Sequence[str], features: torch.Tensor, subtasks: Sequence[str],
-                  skipped: Sequence[str], kind: str, dim: int, seed: int, n_params: int) -> None:
+                  skipped: Sequence[str], kind: str, *, projection: str, dim: int, seed: int, n_params: int) -> None:
     if len(ids) != features.shape[0] or len(ids) != len(subtasks):
         raise ValueError(f"{path}: {len(ids)} ids, {features.shape[0]} feature rows, {len(subtasks)} subtasks")
     record = {"ids": list(ids), "features": features.to(torch.float16).contiguous(), "subtasks": list(subtasks),
-              "skipped": list(skipped), "kind": kind, "dim": dim, "seed": seed, "n_params": n_params}
+              "skipped": list(skipped), "kind": kind, "projection": projection, "dim": dim, "seed": seed,
+              "n_params": n_params}
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(record, tmp)
 
@@ -378,10 +379,25 @@ def load_features(path: str | Path) -> dict:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"gradient features not found: {path}") from None
-    missing = {"ids", "features", "subtasks", "skipped", "kind", "dim", "seed", "n_params"} - set(record)
+    missing = {"ids", "features", "subtasks", "skipped", "kind", *FEATURE_SETTINGS} - set(record)
     if missing:
-        raise ValueError(f"{path}: not a gradient-feature file (lacks {sorted(missing)})")
+        raise ValueError(f"{path}: not a gradient-feature file of this version (lacks {sorted(missing)}); "
+                         f"recompute it")
     return record
+
+
+def settings_of(record: dict) -> str:
+    return ", ".join(f"{key} {record[key]}" for key in FEATURE_SETTINGS)
+
+
+def check_comparable(records: Sequence[dict], paths: Sequence[str | Path]) -> None:
+    """Refuse feature files made by different projections (name, dim, seed) or of different adapters (n_params):
+    their inner products mean nothing."""
+    for path, record in zip(paths, records):
+        if any(record[key] != records[0][key] for key in FEATURE_SETTINGS):
+            raise ValueError(f"{path} ({settings_of(record)}) and {paths[0]} ({settings_of(records[0])}) were made "
+                             f"by different projections or adapters and cannot be compared; recompute one of them "
+                             f"with the other's gradients.projection / dim / seed")
 
 
 def gather_features(paths: Sequence[str | Path], out: str | Path) -> None:
@@ -390,21 +406,21 @@ def gather_features(paths: Sequence[str | Path], out: str | Path) -> None:
     if not records:
         raise ValueError("no shard files to gather")
     first = records[0]
+    check_comparable(records, paths)
     for path, record in zip(paths, records):
-        for key in ("kind", "dim", "seed", "n_params"):
-            if record[key] != first[key]:
-                raise ValueError(f"{path}: {key}={record[key]!r} differs from {paths[0]}: {first[key]!r}")
+        if record["kind"] != first["kind"]:
+            raise ValueError(f"{path}: kind={record['kind']!r} differs from {paths[0]}: {first['kind']!r}")
     ids = [i for r in records for i in r["ids"]]
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate ids across shards {list(map(str, paths))}")
     save_features(out, ids, torch.cat([r["features"] for r in records]),
                   [s for r in records for s in r["subtasks"]], [s for r in records for s in r["skipped"]],
-                  first["kind"], first["dim"], first["seed"], first["n_params"])
+                  first["kind"], **{key: first[key] for key in FEATURE_SETTINGS})
 
 
 def load_lora_checkpoint(base_model: str | Path, checkpoint: str | Path, device: str = "cpu",
                          dtype: torch.dtype = torch.float32):
-    """(peft model with a trainable adapter, eager attention, eval mode; tokenizer) for gradient features."""
+    """(peft model with a trainable adapter, eval mode, the model's default attention; tokenizer) for features."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -415,7 +431,7 @@ def load_lora_checkpoint(base_model: str | Path, checkpoint: str | Path, device:
             raise FileNotFoundError(f"{what} directory not found: {path}")
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     ensure_chat_template(tokenizer)
-    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, attn_implementation="eager")
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     model = PeftModel.from_pretrained(base, checkpoint, is_trainable=True).to(device)
     model.eval()
     return model, tokenizer

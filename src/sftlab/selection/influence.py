@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-import torch
+from sftlab.lazy import torch
 
 from .base import Selector, register_selector
 
@@ -49,11 +49,11 @@ def influence_table(train_paths: Sequence[str | Path], val_paths: Sequence[str |
     """The influence table from per-checkpoint feature files (gathered training, validation) and warmup checkpoints.
 
     The three lists are aligned by checkpoint. Training files must list the same ids in the same order,
-    validation files the same items; all must share one projection (dim, seed).
+    validation files the same items; all must share one projection (name, dim, seed) and adapter size.
     """
     # imported here, not with the module: the workflow imports the selector registry to plan, and these two pull in
     # transformers (seconds of every `snakemake -n`)
-    from .gradients import load_features
+    from .gradients import check_comparable, load_features
     from .warmup import checkpoint_weights
 
     weights = checkpoint_weights(list(checkpoints))
@@ -66,9 +66,7 @@ def influence_table(train_paths: Sequence[str | Path], val_paths: Sequence[str |
             for key in ("ids", "skipped") if kinds == ("train",) else ("ids", "subtasks"):
                 if record[key] != records[0][key]:
                     raise ValueError(f"{path}: {key} differ from {paths[0]}")
-            for key in ("dim", "seed", "n_params"):
-                if record[key] != train[0][key]:
-                    raise ValueError(f"{path}: {key}={record[key]} differs from {train_paths[0]}: {train[0][key]}")
+    check_comparable(train + val, [*train_paths, *val_paths])
     total, per_subtask = aggregate_subtasks(
         influence_matrix([r["features"] for r in train], [r["features"] for r in val], weights), val[0]["subtasks"]
     )

@@ -25,11 +25,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from sftlab.data.tokenize import collate, encode_example, ensure_chat_template
+from sftlab.data.batching import LengthGroupedSampler
+from sftlab.data.tokenize import collate, collate_packed, encode_example, ensure_chat_template
 from sftlab.io import atomic_path, write_text
 from sftlab.objectives import Objective, build_objective
+from sftlab.objectives.base import model_inputs, sequence_logps
 from sftlab.models.scoring import length_normalised_reward
-from sftlab.objectives.ntp import ntp_loss
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -68,40 +69,101 @@ def encode_examples(tokenizer, examples: list[dict], max_length: int, tables: di
     return out
 
 
-def heldout_metrics(model, tokenizer, features: list[dict], batch_size: int) -> dict[str, float]:
-    """NTP loss on the held-out set (token-weighted); with a ``ref_logp`` per example also the deviation m_θ,
-    from the same forward pass."""
-    if not features:
-        return {}
+def heldout_shard(features: list[dict], rank: int, processes: int) -> tuple[list[dict], list[bool]]:
+    """Process ``rank``'s share of the held-out set (every ``processes``-th example) and which of them count.
+
+    Every share has the same length, ceil(N / processes), padded with copies of the first example that do not count:
+    under FSDP / ZeRO-3 each forward pass is collective, so every process must run the same number of batches.
+    """
+    share = features[rank::processes]
+    size = -(-len(features) // processes)
+    counts = [True] * len(share) + [False] * (size - len(share))
+    return share + [features[0]] * (size - len(share)), counts
+
+
+def heldout_sums(model, pad_token_id: int, features: list[dict], counts: list[bool], batch_size: int) -> dict:
+    """Held-out sums over the examples flagged in ``counts``: response-token NLL, response tokens and, with a
+    ``ref_logp`` per example, the per-example rewards (log πθ − log πref)/|y|, from one forward pass per batch.
+    Batches are taken in order of length, so that little padding is computed."""
     with_ref = "ref_logp" in features[0]
     columns = ("ref_logp",) if with_ref else ()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total, count, rewards = 0.0, 0, []
+    sums = {"nll": 0.0, "tokens": 0, "rewards": []}
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     with torch.no_grad():
-        for start in range(0, len(features), batch_size):
-            batch = collate(features[start:start + batch_size], tokenizer.pad_token_id, columns)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = collate([features[i] for i in rows], pad_token_id, columns)
             batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            n = int(batch["n_tokens"].sum())
-            total += float(ntp_loss(logits, batch["labels"])) * n
-            count += n
+            logits = model(**model_inputs(batch)).logits
+            logps, lengths = sequence_logps(logits, batch["labels"])
+            keep = torch.tensor([counts[i] for i in rows], device=device)
+            sums["nll"] -= float(logps.double()[keep].sum())
+            sums["tokens"] += int(lengths[keep].sum())
             if with_ref:
-                rewards += length_normalised_reward(logits, batch["labels"], batch["ref_logp"]).tolist()
+                reward = length_normalised_reward(logits, batch["labels"], batch["ref_logp"])
+                sums["rewards"] += reward[keep].tolist()
     model.train(was_training)
-    metrics = {"eval_loss": total / max(count, 1)}
-    if with_ref:
+    return sums
+
+
+def combine_heldout(parts: list[dict]) -> dict[str, float]:
+    """eval_loss (token-weighted NTP loss) and, where rewards were scored, the deviation m_θ, over all shares."""
+    tokens = sum(p["tokens"] for p in parts)
+    metrics = {"eval_loss": sum(p["nll"] for p in parts) / max(tokens, 1)}
+    rewards = [r for p in parts for r in p["rewards"]]
+    if rewards:
         metrics["deviation"] = sum(rewards) / len(rewards)
     return metrics
 
 
-class ObjectiveTrainer(Trainer):
-    """A Trainer whose loss is an ``Objective``; also honours the objective's batch sampler."""
+def heldout_metrics(model, tokenizer, features: list[dict], batch_size: int, rank: int = 0, processes: int = 1,
+                    gather=lambda part: [part]) -> dict[str, float]:
+    """NTP loss on the held-out set (token-weighted); with a ``ref_logp`` per example also the deviation m_θ, from
+    the same forward pass. With several processes each scores its share and ``gather`` (a collective, e.g.
+    accelerate's ``gather_object``) brings every process's sums together."""
+    if not features:
+        return {}
+    share, counts = heldout_shard(features, rank, processes)
+    return combine_heldout(gather(heldout_sums(model, tokenizer.pad_token_id, share, counts, batch_size)))
 
-    def __init__(self, *args, objective: Objective, **kwargs):
+
+#: attention implementations that run packed rows without computing across examples: flash-attention's varlen
+#: kernels take the per-example boundaries from the restarting position ids. eager and sdpa also give exact results on
+#: packed rows (a block-diagonal mask), but attend over the whole row, O(N²) in the packed length: length grouping wins.
+PACKED_ATTENTION = ("flash_attention_2", "flash_attention_3")
+BATCHINGS = ("auto", "packed", "length_grouped", "padded")
+
+
+def resolve_batching(batching: str, attn_implementation: str | None) -> str:
+    """``auto`` → packed where the attention implementation runs packed rows at no extra cost, else length-grouped."""
+    if batching not in BATCHINGS:
+        raise ValueError(f"training.batching: {batching!r} is not one of {list(BATCHINGS)}")
+    if batching != "auto":
+        return batching
+    return "packed" if attn_implementation in PACKED_ATTENTION else "length_grouped"
+
+
+def batch_collator(batching: str, pad_token_id: int, columns: tuple[str, ...]):
+    """The data collator of a batching mode: padding-free packed rows, or right-padded rows."""
+    if batching == "packed":
+        return functools.partial(collate_packed, columns=columns)
+    return functools.partial(collate, pad_token_id=pad_token_id, columns=columns)
+
+
+class ObjectiveTrainer(Trainer):
+    """A Trainer whose loss is an ``Objective``; also honours the objective's batch sampler.
+
+    ``group_by_length``: batches of examples of similar length (from a shuffled pool), for the objective's own sampler
+    too (SFTMix's pairs), so that little padding is computed.
+    """
+
+    def __init__(self, *args, objective: Objective, group_by_length: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.objective = objective
+        self.group_by_length = group_by_length
         # the objective returns a per-micro-batch mean: let the Trainer divide by the accumulation steps
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
@@ -122,15 +184,34 @@ class ObjectiveTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        sampler = self.objective.train_sampler(dataset, self.args.per_device_train_batch_size, self.args.seed)
+        lengths = [len(row["input_ids"]) for row in dataset] if self.group_by_length else None
+        sampler = self.objective.train_sampler(dataset, self.args.per_device_train_batch_size, self.args.seed,
+                                               lengths=lengths)
+        if sampler is None and lengths is not None:
+            sampler = LengthGroupedSampler(lengths, self.args.per_device_train_batch_size, self.args.seed)
+        self._epoch_sampler = sampler
         return sampler if sampler is not None else super()._get_train_sampler(train_dataset)
+
+    def _run_epoch(self, *args, **kwargs):
+        # our samplers order each epoch by (seed, epoch); accelerate forwards set_epoch to neither a sampler inside
+        # BatchSamplerShard (several processes) nor one behind the batch skipping of a resumed epoch
+        if getattr(self, "_epoch_sampler", None) is not None:
+            self._epoch_sampler.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
+
+
+def gather_parts(part: dict) -> list[dict]:
+    """Every process's held-out sums, on every process (one process: its own)."""
+    from accelerate.utils import gather_object
+
+    return gather_object([part]) if world_size() > 1 else [part]
 
 
 class HeldoutEvalCallback(TrainerCallback):
     """Evaluate on the held-out set before the first step and every ``eval_steps``; results go to the log history.
 
-    With several processes each one evaluates the whole held-out set on its own replica (the same numbers; under
-    FSDP the forward passes are collective, so every process must run the same batches): only process 0 writes.
+    With several processes each one scores its share of the held-out set and the sums are gathered (the numbers of
+    one process, in a 1/processes of the time); only process 0 writes.
     """
 
     def __init__(self, trainer: ObjectiveTrainer, features: list[dict], batch_size: int, eval_steps: int):
@@ -139,7 +220,9 @@ class HeldoutEvalCallback(TrainerCallback):
     def _evaluate(self, state) -> None:
         if any(e.get("step") == state.global_step and "eval_loss" in e for e in state.log_history):
             return
-        metrics = heldout_metrics(self.trainer.model, self.trainer.processing_class, self.features, self.batch_size)
+        args = self.trainer.args
+        metrics = heldout_metrics(self.trainer.model, self.trainer.processing_class, self.features, self.batch_size,
+                                  args.process_index, args.world_size, gather_parts)
         if metrics:
             # appended directly: Trainer.log from inside a step would reset the step's own logging flags
             state.log_history.append({**metrics, "epoch": state.epoch or 0.0, "step": state.global_step})
@@ -161,8 +244,8 @@ class EpochModelSaver(TrainerCallback):
     Process 0 writes; under FSDP / ZeRO-3 every process first takes part in gathering the sharded weights.
     """
 
-    def __init__(self, trainer: ObjectiveTrainer, out_dir: Path, epochs: list[int]):
-        self.trainer, self.out_dir, self.epochs = trainer, Path(out_dir), set(epochs)
+    def __init__(self, trainer: ObjectiveTrainer, out_dir: Path, epochs: list[int], dtype: torch.dtype | None = None):
+        self.trainer, self.out_dir, self.epochs, self.dtype = trainer, Path(out_dir), set(epochs), dtype
 
     def on_epoch_end(self, args, state, control, **kwargs):
         epoch = round(state.epoch)
@@ -171,7 +254,7 @@ class EpochModelSaver(TrainerCallback):
             return
         weights = full_state_dict(self.trainer)
         if state.is_world_process_zero and not target.exists():
-            save_model(self.trainer, target, weights)
+            save_model(self.trainer, target, weights, dtype=self.dtype)
         self.trainer.accelerator.wait_for_everyone()
 
 
@@ -186,28 +269,55 @@ def full_state_dict(trainer: Trainer) -> dict | None:
     return trainer.accelerator.get_state_dict(trainer.model_wrapped) if is_sharded(trainer) else None
 
 
-def save_model(trainer: Trainer, out_dir: Path, weights: dict | None = None, final: bool = False) -> None:
+def save_model(trainer: Trainer, out_dir: Path, weights: dict | None = None, final: bool = False,
+               dtype: torch.dtype | None = None) -> None:
     """A loadable model directory, written atomically: the gathered ``weights`` of a sharded run, or the model with
-    LoRA merged in — into a copy during training; at the end (``final``) in place, the adapter kept in ``adapter/``."""
+    LoRA merged in — into a copy during training; at the end (``final``) in place, the adapter kept in ``adapter/``.
+    Floating-point weights are saved in ``dtype`` (the training precision; default: as they are)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     with atomic_path(out_dir) as tmp:
         if weights is not None:
+            if dtype is not None:
+                weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
             model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
         else:
             if hasattr(model, "merge_and_unload"):
                 if final:
                     model.save_pretrained(tmp / "adapter")
                 model = (model if final else copy.deepcopy(model)).merge_and_unload()
+            elif dtype is not None and not final:
+                model = copy.deepcopy(model)  # the run goes on with its float32 master weights
+            if dtype is not None:
+                model = model.to(dtype)
             model.save_pretrained(tmp, safe_serialization=True)
         trainer.processing_class.save_pretrained(tmp)
 
 
-def precision_flags(precision: str) -> dict[str, bool]:
+def resolve_precision(precision: str) -> str:
+    """``auto`` → bf16 on a GPU that supports it, else fp32; bf16 / fp16 need a GPU."""
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     if precision in ("bf16", "fp16") and not torch.cuda.is_available():
         raise ValueError(f"training.precision: {precision} needs a GPU; use auto or fp32 on CPU")
+    return precision
+
+
+def precision_flags(precision: str) -> dict[str, bool]:
+    precision = resolve_precision(precision)
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def weights_dtype(cfg: dict) -> torch.dtype:
+    """The dtype of the weights that do not train and of the saved model: the training precision.
+
+    LoRA's frozen base is loaded in it (the adapter stays float32), so autocast does not recast every frozen weight
+    at every forward and the base takes half the memory; full fine-tuning keeps float32 master weights for the
+    optimizer and saves the model in the training precision.
+    """
+    return DTYPES[resolve_precision(cfg["precision"])]
 
 
 #: training.report_to → the package its transformers integration needs
@@ -268,16 +378,21 @@ def training_arguments(cfg: dict, output_dir: Path) -> TrainingArguments:
     )
 
 
-def load_model(model_dir: str | Path, cfg: dict):
-    """The base model (float32 master weights) and tokenizer; LoRA-wrapped when ``finetuning: lora``."""
+def load_model(model_dir: str | Path, cfg: dict, dtype: torch.dtype | None = None):
+    """The base model and tokenizer; LoRA-wrapped when ``finetuning: lora``.
+
+    LoRA: the frozen base in ``dtype`` (default: the training precision), the adapter in float32 (peft's
+    ``autocast_adapter_dtype``); full fine-tuning: float32 master weights for the optimizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     ensure_chat_template(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    if cfg["finetuning"] == "lora":
+    is_lora = cfg["finetuning"] == "lora"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=(dtype or weights_dtype(cfg)) if is_lora else torch.float32,
+                                                 attn_implementation=cfg.get("attn_implementation", "sdpa"))
+    if is_lora:
         from peft import LoraConfig, get_peft_model
 
         lora = cfg["lora"]
@@ -285,7 +400,8 @@ def load_model(model_dir: str | Path, cfg: dict):
         # as in the authors' code) unless ``init_seed`` gives a run its own draw (composition init: different)
         torch.manual_seed(cfg.get("init_seed", cfg["seed"]))
         model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                                                 target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM"))
+                                                 target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM"),
+                               autocast_adapter_dtype=True)
     return model, tokenizer
 
 
@@ -373,6 +489,7 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     """
     checkpoint_dir = Path(checkpoint_dir)
     processes = world_size()
+    batching = resolve_batching(cfg.get("batching", "auto"), cfg.get("attn_implementation", "sdpa"))
     args = training_arguments(cfg, checkpoint_dir)  # first: sets up the processes' shared state
     if "tensorboard" in args.report_to:  # beside train_log.csv: the checkpoint directory is removed at the end
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(log_path).resolve().parent / "tensorboard"))
@@ -393,22 +510,23 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
                                                  "ids": [e["id"] for e in train_examples]}, log)
     trainer = ObjectiveTrainer(
         model=model, args=args, train_dataset=EncodedDataset(features), processing_class=tokenizer,
-        data_collator=functools.partial(collate, pad_token_id=tokenizer.pad_token_id, columns=objective.columns),
-        objective=objective,
+        data_collator=batch_collator(batching, tokenizer.pad_token_id, objective.columns),
+        objective=objective, group_by_length=batching == "length_grouped",
     )
     trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"]))
     if epoch_models is not None:
-        trainer.add_callback(EpochModelSaver(trainer, *epoch_models))
+        trainer.add_callback(EpochModelSaver(trainer, *epoch_models, dtype=weights_dtype(cfg)))
     for callback in callbacks:
         trainer.add_callback(callback)
     global_batch = cfg["batch_size"] * cfg["gradient_accumulation"] * processes
-    log(f"training on {len(features)} examples, {len(heldout)} held-out, {processes} process(es) on device "
+    log(f"training on {len(features)} examples ({batching.replace('_', '-')} batches), {len(heldout)} held-out, "
+        f"{processes} process(es) on device "
         f"{args.device.type}; global batch {global_batch}, {math.ceil(len(features) / global_batch)} steps per epoch")
     trainer.train(resume_from_checkpoint=resume)
     weights = full_state_dict(trainer) if out_dir is not None else None
     trainer.accelerator.wait_for_everyone()  # every process is done with the checkpoint directory
     if trainer.is_world_process_zero():
         if out_dir is not None:
-            save_model(trainer, Path(out_dir), weights, final=True)
+            save_model(trainer, Path(out_dir), weights, final=True, dtype=weights_dtype(cfg))
         write_train_log(trainer.state.log_history, Path(log_path))
         shutil.rmtree(checkpoint_dir, ignore_errors=True)

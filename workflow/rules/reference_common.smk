@@ -1,0 +1,42 @@
+"""Input functions of the reference rules (reference.smk): πref log-probs and the SFTMix reference run."""
+
+
+def ref_logprobs_max_length(wildcards):
+    """The truncation of log πref: that of the runs on this model × dataset, whose own log-probs it is compared with
+    (MinorSFT / DPO-SFT weights, the deviation m_θ). One table per pair, so its runs must truncate alike."""
+    lengths = {CFG["recipes"][r]["training"]["max_length"] for (m, d, r) in experiment_runs()
+               if (m, d) == (wildcards.model, wildcards.dataset)}
+    if len(lengths) > 1:
+        raise WorkflowError(f"runs on {wildcards.model} × {wildcards.dataset} use training.max_length "
+                            f"{sorted(lengths)}: their reference log-probs are one table, so use one max_length per "
+                            "model and dataset")
+    return lengths.pop() if lengths else CFG["training"]["max_length"]
+
+
+def ref_logprobs_precision(wildcards):
+    """The precision log πref is scored in: that of the runs on this model × dataset whose loss compares their own
+    log-probs with it (MinorSFT, DPO-SFT), so that the ratio starts at exactly 1; else that of all its runs."""
+    runs = [CFG["recipes"][r] for (m, d, r) in experiment_runs() if (m, d) == (wildcards.model, wildcards.dataset)]
+    users = [r for r in runs if r["objective"]["name"] in ("minorsft", "dpo_sft")] or runs
+    precisions = {r["training"]["precision"] for r in users}
+    if len(precisions) > 1:
+        raise WorkflowError(f"runs on {wildcards.model} × {wildcards.dataset} use training.precision "
+                            f"{sorted(precisions)}: their reference log-probs are one table, scored as their "
+                            "forward is, so use one precision per model and dataset")
+    return precisions.pop() if precisions else CFG["training"]["precision"]
+
+
+def reference_dir(wildcards):
+    return f"results/{wildcards.model}/{wildcards.dataset}/reference"
+
+
+def reference_trainer_checkpoints(wildcards):
+    return f"{reference_dir(wildcards)}/trainer-checkpoints"
+
+
+def tsne_model_dirs(wildcards):
+    return list(tsne_models(wildcards).values())
+
+
+def tsne_model_args(wildcards):
+    return table_args("--model", tsne_models(wildcards))
