@@ -38,6 +38,7 @@ include: "workflow/rules/eval.smk"
 include: "workflow/rules/judge.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/methods_report.smk"
+include: "workflow/rules/mechanisms.smk"
 # last: the cost report reads the other rules' benchmark patterns
 include: "workflow/rules/cost.smk"
 

@@ -13,6 +13,7 @@ import sys
 
 import pandas as pd
 
+from sftlab.io import read_jsonl
 from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, score_examples
 from sftlab.report.tsne import plot_tsne, sample_ids, tsne_embedding
 from sftlab.numerics import flush_denormals
@@ -23,6 +24,16 @@ def parse_model(spec: str) -> tuple[str, str]:
     if not sep or not label or not path:
         raise argparse.ArgumentTypeError(f"--model expects LABEL=DIR, got {spec!r}")
     return label, path
+
+
+def true_qualities(path: str, ids: list[str]) -> list[str] | None:
+    """The examples' quality from ``source`` = ``demo/{family}/{quality}`` (the demo corpus's ground truth), or None
+    for a pool without it."""
+    sources = {str(r["id"]): str(r.get("source", "")) for r in read_jsonl(path)}
+    parts = [sources.get(i, "").split("/") for i in ids]
+    if not parts or any(len(p) != 3 or p[0] != "demo" for p in parts):
+        return None
+    return [p[2] for p in parts]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.warning("%d sampled example(s) missing from %s or without response tokens", len(chosen) - len(ids), args.data)
     splits = table.set_index("id").loc[ids, "split"].to_numpy()
     panels = [(label, tsne_embedding(frame.loc[ids].to_numpy(), args.seed, args.perplexity)) for label, frame in hidden.items()]
-    plot_tsne(panels, splits, args.png, args.pdf)
+    plot_tsne(panels, splits, args.png, args.pdf, qualities=true_qualities(args.data, ids))
     logging.info("wrote t-SNE of %d examples for %d model(s) to %s", len(ids), len(panels), args.png)
 
 

@@ -187,5 +187,5 @@ def test_every_registered_benchmark_type_has_its_schema_branch_and_back():
     branches = {b["if"]["properties"]["type"]["const"] for b in load_schema()["$defs"]["benchmark"]["allOf"]}
     assert branches == set(BENCHMARK_TYPES)
     for name, cls in BENCHMARK_TYPES.items():
-        assert cls.scored_by in ("evaluate", "implicit_reward", "judge"), name
+        assert cls.scored_by in ("evaluate", "implicit_reward", "log_likelihood", "judge"), name
         assert (cls.answer_format is not None) == (cls.scored_by == "judge"), name

@@ -254,3 +254,20 @@ def test_selection_main_table_beside_the_less_papers_numbers(frame):
     assert paper.source == "LESS (arXiv 2402.04333), secondary" and paper.method == "LESS 5%"
     assert paper.dataset == "LESS pool (Flan v2, CoT, Dolly, OASST1)"
     assert (paper.mc, paper.tydiqa, paper.bbh, paper.em) == ("50.20", "56.20", "41.50", "n/a")
+
+
+def test_fraction_curve_leaves_out_panels_without_a_selection_run(frame, tmp_path):
+    from sftlab.report.selection import _panels
+
+    only_full = scores_file(tmp_path, "sft", "exam", 30.0, 25.0, 35.0)
+    frame = pd.concat([frame, curve_frame(load_scores([only_full]), {"sft": {**RECIPES["sft"], "objective": "ntp",
+                                                                            "group": "g1"}})])
+    assert [key[3] for key, _ in _panels(frame, ["em", "mc", "exam"])] == ["em", "mc"]
+
+
+def test_grid_puts_panels_in_rows_of_three():
+    from sftlab.report.figures import grid
+
+    fig, axes = grid(5, ncols=3)
+    assert len(axes) == 5 and len(fig.axes) == 5
+    assert len({round(ax.get_position().y0, 2) for ax in axes}) == 2  # two rows

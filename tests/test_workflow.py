@@ -26,7 +26,8 @@ KEY = "sk-workflow-test-3c9e1f-never-write-me"
 JUDGED = TINY["experiments"]["judged"]["benchmarks"]
 # rules that only read results and write reports: rerunning them is cheap and expected when a score changes
 REPORT_RULES = {"all", "build_report", "judges_table", "mtbench_categories", "report_sftmix", "report_minorsft",
-                "dtm_report", "selection_report", "cost_report"}
+                "dtm_report", "selection_report", "cost_report", "mechanism_sftmix", "mechanism_selection",
+                "mechanism_minorsft", "mechanism_dtm", "mechanism_nll"}
 # the categories of reports/report.html: one per paper, the main results and the judged benchmarks
 REPORT_CATEGORIES = ["Main", "SFTMix", "MinorSFT", "LESS / ROSE", "Disperse-Then-Merge", "Judged benchmarks"]
 
@@ -102,7 +103,8 @@ def test_tiny_dag_outputs(tiny_run):
 
     table = pd.read_csv(workdir / "reports/tables/main.csv")
     assert list(table["recipe"]) == recipes + [r for r in TINY["experiments"]["selection"]["recipes"] if r not in recipes]
-    assert list(table.columns) == ["model", "dataset", "recipe", *benchmarks, *JUDGED]
+    assert list(table.columns) == ["model", "dataset", "recipe", *benchmarks, *JUDGED,
+                                   *TINY["experiments"]["mechanisms"]["benchmarks"]]
     for ext in ("md", "tex"):
         assert (workdir / f"reports/tables/main.{ext}").stat().st_size > 0
     for ext in ("png", "pdf"):
@@ -130,6 +132,22 @@ def test_tiny_dag_outputs(tiny_run):
     assert list(minorsft["method"]) == ["SFT", "DPO-SFT", "MinorSFT"]
     for figure in ("minorsft_grid", "minorsft_deviation"):
         assert (workdir / f"reports/figures/{figure}.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_mechanism_tables_recomputed_from_the_run_files(tiny_run):
+    """Every cell of the five mechanism tables, recomputed from the run's files by naive code (_mechanism_check)."""
+    from _mechanism_check import check_mechanism_tables
+
+    workdir, _ = tiny_run
+    checked = check_mechanism_tables(workdir)
+    # SFTMix: AUROC at 2 checkpoints + mean, 2 shares, 1 difference; selections: less/rose 25/50, random 50, confident
+    # 50, ambiguous 50; MinorSFT: sft, minorsft, dpo_sft; DTM: dtm and dtm_minorsft; NLL: 5 recipes × 2 benchmarks
+    assert checked == {"sftmix": 6, "selection": 7, "minorsft": 3, "dtm": 2, "nll": 10}, checked
+    for paper in checked:
+        assert (workdir / f"reports/figures/mechanism_{paper}.png").stat().st_size > 1000
+    dtm = pd.read_csv(workdir / "reports/tables/mechanism_dtm.csv")
+    assert dict(zip(dtm.recipe, dtm.baseline)) == {"dtm": "sft", "dtm_minorsft": "minorsft"}
 
 
 @pytest.mark.slow

@@ -472,7 +472,8 @@ def check_composition(key: str, recipe: dict) -> None:
                           f"but training.finetuning is {recipe['training']['finetuning']!r}")
     merge = composition["merge"]
     method = MERGE_METHODS[merge["method"]]
-    for param in ("density", "lambda", "fisher_samples"):
+    # every method's parameter is a config key; this method must take the ones the recipe sets
+    for param in sorted({p for m in MERGE_METHODS.values() for p in m.params} - {"weights"}):
         if param in merge and param not in method.params:
             raise ConfigError(f"config key {key}.composition.merge.{param}: merge method {merge['method']!r} "
                               f"takes no {param} (it takes {list(method.params)})")

@@ -80,6 +80,11 @@ def evaluate_input_args(wildcards, input):
     return table_args("--input", {name: input[name] for name in evaluate_inputs(wildcards)})
 
 
+def scored_items(wildcards):
+    """The file of items a log-likelihood benchmark scores (the run's held-out examples, or an exam's questions)."""
+    return type_of(wildcards.benchmark).items_file(bench_of(wildcards), wildcards.dataset)
+
+
 def benchmark_config(wildcards):
     return as_json(bench_of(wildcards))
 

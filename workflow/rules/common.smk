@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
                            selector_id)
@@ -55,7 +56,7 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.g
 CONDA_ENV = str(ROOT / "envs" / "sftlab.yaml")
 VLLM_ENV = str(ROOT / "envs" / "vllm.yaml")
 # scripts import sftlab from the source tree, installed or not (conda environments do not install it)
-shell.prefix(f"export PYTHONPATH={ROOT / 'src'}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+shell.prefix(f"export PYTHONPATH={shlex.quote(str(ROOT / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 SCRIPTS = _recorded_path(ROOT / "scripts")
 
 

@@ -14,7 +14,7 @@ COST_PHASES = {
     "influence": "method preparation", "disperse": "method preparation",
     "train": "training", "train_member": "training", "merge": "training",
     "benchmark_data": "evaluation", "evaluate": "evaluation", "generate": "evaluation", "judge": "evaluation",
-    "implicit_reward": "evaluation", "tsne": "figures",
+    "implicit_reward": "evaluation", "log_likelihood": "evaluation", "tsne": "figures",
 }
 # the papers a recipe draws on, in report order (a combined recipe draws on several; a plain one is the SFT baseline)
 COST_PAPERS = ["SFT", "SFTMix", "MinorSFT", "LESS / ROSE", "Disperse-Then-Merge"]

@@ -30,3 +30,33 @@ rule evaluate:
         "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} python {input.script:q} --model-dir {input.model:q} "
         "--benchmark {wildcards.benchmark:q} --benchmark-config {params.benchmark:q} {params.inputs:q} "
         "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"
+
+
+rule log_likelihood:
+    """Per-item NLL per token of the reference answers (held-out items or an exam's correct options), each item also
+    scored under the untrained base model: the held-out loss, the deviation m_θ and the drift from the base."""
+    input:
+        script=f"{SCRIPTS}/evaluate.py",
+        model="results/{model}/{dataset}/runs/{recipe}/model",
+        reference="resources/models/{model}",
+        data=scored_items,
+    output:
+        scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
+        answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
+    params:
+        benchmark=benchmark_config,
+    wildcard_constraints:
+        benchmark=_alternation(benchmarks_scored_by("log_likelihood")),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/log_likelihood/{model}/{dataset}/{recipe}/{benchmark}.log",
+    benchmark:
+        "benchmarks/log_likelihood/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+    threads: threads_of("evaluate")
+    resources:
+        **res("evaluate"),
+    shell:
+        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark} "
+        "--benchmark-config {params.benchmark:q} --input reference={input.reference:q} --input items={input.data:q} "
+        "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"

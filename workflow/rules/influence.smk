@@ -180,7 +180,7 @@ rule selection_report:
     input:
         script=f"{SCRIPTS}/selection_report.py",
         scores=curve_score_files(),
-        costs=cost_files(),
+        costs=cost_files,
     output:
         curve_png=report(f"{SELECTION_REPORT['curve']}.png", caption="../report/selection_fraction_curve.rst",
                          category="LESS / ROSE", subcategory="Figures"),
@@ -201,7 +201,7 @@ rule selection_report:
         recipes=as_json(curve_recipes()),
         benchmarks=as_json(report_benchmarks()),
         paper_keys=as_json(less_paper_keys()),
-        costs=as_json(cost_groups()),
+        costs=cost_groups_json,
         stems=as_json(SELECTION_REPORT),
         seeds=as_json(CFG["_seeds"]),
     conda:

@@ -2,6 +2,8 @@
 
 import hashlib
 
+from snakemake.io import strip_wildcard_constraints
+
 from sftlab.config import influence_selectors
 from sftlab.selection.gradient_cost import grad_features_runtime, model_memory_gb
 
@@ -147,14 +149,11 @@ def curve_score_files():
     return [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in curve_runs().items() for b in sorted(benches)]
 
 
-STAGE_OF_RULE = {"warmup": "warmup", "grad_features": "grads", "gather_grad_features": "influence",
-                 "validation_grad_features": "grads", "influence": "influence", "select_data": "select", "train": "train"}
-
-
-def benchmark_file(rule, model, dataset, *parts):
-    """A rule's Snakemake benchmark file, with the GPUs its job requested (for GPU-hours)."""
-    *dirs, name = [rule, model, dataset, *parts]
-    return {"path": str(Path("benchmarks", *dirs, f"{name}.tsv")), "gpus": stage_resources(STAGE_OF_RULE[rule])["gpus"]}
+def benchmark_file(rule, **wildcards):
+    """A job's Snakemake benchmark file, from its rule's own `benchmark:` pattern, with the GPUs the rule requests
+    (for GPU-hours): read from the rule, not kept beside it."""
+    spec = workflow.get_rule(rule)
+    return {"path": expand(strip_wildcard_constraints(str(spec.benchmark)), **wildcards)[0], "gpus": rule_gpus(spec)}
 
 
 def influence_fractions(model, dataset):
@@ -177,26 +176,35 @@ def cost_groups():
             groups.append({"model": m, "dataset": d, "stage": stage, "item": item, "benchmarks": benchmarks,
                            "outputs": outputs})
 
-        add("warmup", "pool", [benchmark_file("warmup", m, d)], [f"{base}/warmup/checkpoint-{c}" for c in WARMUP_EPOCHS])
+        add("warmup", "pool", [benchmark_file("warmup", model=m, dataset=d)],
+            [f"{base}/warmup/checkpoint-{c}" for c in WARMUP_EPOCHS])
         add("gradient features", "pool",
-            [benchmark_file("grad_features", m, d, "train", f"checkpoint-{c}", f"shard-{s}") for c in WARMUP_EPOCHS
-             for s in GRAD_SHARDS] + [benchmark_file("gather_grad_features", m, d, f"checkpoint-{c}") for c in WARMUP_EPOCHS],
+            [benchmark_file("grad_features", model=m, dataset=d, c=c, shard=s) for c in WARMUP_EPOCHS
+             for s in GRAD_SHARDS]
+            + [benchmark_file("gather_grad_features", model=m, dataset=d, c=c) for c in WARMUP_EPOCHS],
             [f"{base}/grads/train/checkpoint-{c}.pt" for c in WARMUP_EPOCHS])
         for s, fractions in influence_fractions(m, d).items():
             add("gradient features", s,
-                [benchmark_file("validation_grad_features", m, d, s, f"checkpoint-{c}") for c in WARMUP_EPOCHS],
+                [benchmark_file("validation_grad_features", model=m, dataset=d, selector=s, c=c)
+                 for c in WARMUP_EPOCHS],
                 [f"{base}/grads/{s}/checkpoint-{c}.pt" for c in WARMUP_EPOCHS])
             add("selection", s,
-                [benchmark_file("influence", m, d, s)] + [benchmark_file("select_data", m, d, s, f) for f in fractions],
+                [benchmark_file("influence", model=m, dataset=d, selector=s)]
+                + [benchmark_file("select_data", model=m, dataset=d, selector=s, fraction=f) for f in fractions],
                 [f"{base}/influence/{s}.parquet"] + [f"{base}/selection/{s}/{f}.ids" for f in fractions])
         # runs of the `train` rule; other compositions keep their own benchmark files
         for r in sorted(r for (mm, dd, r) in curve_runs()
                         if (mm, dd) == (m, d) and CFG["recipes"][r]["composition"]["name"] == "single"):
-            add("final training", r, [benchmark_file("train", m, d, r)], [f"{run_dir(m, d, r)}/model"])
+            add("final training", r, [benchmark_file("train", model=m, dataset=d, recipe=r)],
+                [f"{run_dir(m, d, r)}/model"])
     return groups
 
 
-def cost_files():
+def cost_groups_json(wildcards):
+    return as_json(cost_groups())
+
+
+def cost_files(wildcards):
     return sorted({b["path"] for g in cost_groups() for b in g["benchmarks"]} | {o for g in cost_groups() for o in g["outputs"]})
 
 

@@ -2,6 +2,7 @@
 arguments and the DTM report's runs."""
 
 from sftlab.compose.members import member_names, member_owner, member_training
+from sftlab.compose.merge import MERGE_METHODS
 from sftlab.report.dtm import dtm_runs
 
 
@@ -85,7 +86,7 @@ def merge_args(wildcards):
     merge = composition_of(wildcards)["merge"]
     leaf = "model/adapter" if merge["merge_space"] == "adapter" else "model"
     inputs = [f"{member}/{leaf}" for member in member_dirs(wildcards)]
-    params = {k: merge[k] for k in ("weights", "density", "lambda", "fisher_samples") if k in merge}
+    params = {k: merge[k] for k in MERGE_METHODS[merge["method"]].params if k in merge}
     args = ["--inputs", *inputs, "--method", merge["method"], "--merge-space", merge["merge_space"],
             "--seed", str(merge["seed"]), "--params", as_json(params)]
     if merge["method"] == "fisher":

@@ -10,6 +10,7 @@ from . import preference  # noqa: F401
 from . import implicit_reward  # noqa: F401
 from . import ifeval  # noqa: F401
 from . import arena_hard  # noqa: F401
+from . import nll  # noqa: F401
 
 __all__ = ["BENCHMARK_TYPES", "DATA_KEYS", "GENERATION_KEYS", "JUDGE_KEYS", "BenchmarkType", "benchmark_type",
            "prepare_benchmark_files", "register_benchmark_type"]

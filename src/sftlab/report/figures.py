@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +13,18 @@ import pandas as pd  # noqa: E402
 
 STYLE = {"figure.dpi": 120, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
          "axes.spines.right": False, "font.size": 9, "legend.fontsize": 8}
+
+
+def grid(n: int, ncols: int = 3, size: tuple[float, float] = (4.0, 3.2)):
+    """(fig, flat list of n axes) in rows of at most ``ncols``; the grid's unused axes are removed."""
+    n = max(1, n)
+    cols = min(ncols, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]
 
 
 def save(fig, stem: str | Path) -> list[Path]:

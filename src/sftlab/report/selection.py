@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from sftlab.report.figures import STYLE, save
+from sftlab.report.figures import STYLE, grid, save
 from sftlab.report.papers import paper_columns
 from sftlab.report.tables import MISSING, fmt_cell
 
@@ -34,24 +34,25 @@ def _panels(frame: pd.DataFrame, benchmarks: list[str]) -> list[tuple[tuple, pd.
     for (model, dataset, group), part in frame.groupby(["model", "dataset", "group"], sort=True):
         for bench in benchmarks:
             sub = part[part.benchmark == bench]
-            if len(sub):
+            # a panel with the full-data line only (no selection run scored on it) shows nothing about selection
+            if (sub.name != "full").any():
                 keys.append(((model, dataset, group, bench), sub))
     return keys
 
 
 def fraction_curve(frame: pd.DataFrame, benchmarks: list[str], stem: str | Path) -> list[Path]:
-    """One panel per model × dataset × comparison group × benchmark: a line per selector (value against
+    """One panel per model × dataset × comparison group × benchmark with a selection run, in rows of three: a line per selector (value against
     fraction, log scale, 95% CI as error bars) and a dashed line per full-data recipe."""
     panels = _panels(frame, benchmarks)
     several_groups = frame["group"].nunique() > 1
     # one colour per selector across panels
     colours = {sel: f"C{i}" for i, sel in enumerate(sorted(frame.loc[frame.name != "full", "selector"].unique()))}
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.2), squeeze=False)
+        fig, axes = grid(len(panels), ncols=3, size=(4.2, 3.2))
         if not panels:
-            axes[0, 0].text(0.5, 0.5, "no results (n/a)", ha="center", va="center", transform=axes[0, 0].transAxes)
-            axes[0, 0].set_axis_off()
-        for ax, ((model, dataset, _, bench), part) in zip(axes[0], panels):
+            axes[0].text(0.5, 0.5, "no results (n/a)", ha="center", va="center", transform=axes[0].transAxes)
+            axes[0].set_axis_off()
+        for ax, ((model, dataset, _, bench), part) in zip(axes, panels):
             partial = part[part.name != "full"]
             for selector, line in partial.groupby("selector", sort=True):
                 line = line.sort_values("fraction")

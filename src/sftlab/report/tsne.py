@@ -43,23 +43,33 @@ def _save(fig, png: str | Path, pdf: str | Path) -> None:
             fig.savefig(tmp, format=fmt, dpi=200, bbox_inches="tight")
 
 
-def plot_tsne(panels: Sequence[tuple[str, np.ndarray]], splits: Sequence[str], png: str | Path, pdf: str | Path) -> None:
-    """One panel per model (title, (N, 2) embedding), the same N examples in each, coloured by ``splits``."""
+#: colours of the true quality of the demo corpus (clean and its three degradations)
+QUALITY_COLOURS = {"clean": "#2ca02c", "wrong": "#d62728", "truncated": "#9467bd", "off_topic": "#8c564b"}
+
+
+def plot_tsne(panels: Sequence[tuple[str, np.ndarray]], splits: Sequence[str], png: str | Path, pdf: str | Path,
+              qualities: Sequence[str] | None = None) -> None:
+    """One panel per model (title, (N, 2) embedding), the same N examples in each, coloured by ``splits``; with
+    ``qualities`` (the examples' true quality) a second row of the same maps coloured by it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    splits = np.asarray(splits)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
-    for ax, (title, embedding) in zip(axes[0], panels):
-        for split, colour in SPLIT_COLOURS.items():
-            points = embedding[splits == split]
-            ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.6, c=colour, linewidths=0, label=split)
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0][0].legend(loc="best", fontsize=8, markerscale=3, frameon=False)
+    rows = [("split", np.asarray(splits), SPLIT_COLOURS)]
+    if qualities is not None:
+        rows.append(("true quality", np.asarray(qualities), QUALITY_COLOURS))
+    fig, axes = plt.subplots(len(rows), len(panels), figsize=(3.6 * len(panels), 3.6 * len(rows)), squeeze=False)
+    for row, (what, labels, colours) in zip(axes, rows):
+        for ax, (title, embedding) in zip(row, panels):
+            for label, colour in colours.items():
+                points = embedding[labels == label]
+                if len(points):
+                    ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.7, c=colour, linewidths=0, label=label)
+            ax.set_title(f"{title}: {what}" if qualities is not None else title, fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].legend(loc="best", fontsize=8, markerscale=3, frameon=False)
     fig.tight_layout()
     _save(fig, png, pdf)
     plt.close(fig)

@@ -273,23 +273,24 @@ def save_model(trainer: Trainer, out_dir: Path, weights: dict | None = None, fin
                dtype: torch.dtype | None = None) -> None:
     """A loadable model directory, written atomically: the gathered ``weights`` of a sharded run, or the model with
     LoRA merged in — into a copy during training; at the end (``final``) in place, the adapter kept in ``adapter/``.
-    Floating-point weights are saved in ``dtype`` (the training precision; default: as they are)."""
+    Floating-point weights are saved in ``dtype`` (the training precision; default: as they are), cast tensor by
+    tensor on the CPU, so that a run that goes on keeps its float32 master weights and no second copy on the GPU."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     with atomic_path(out_dir) as tmp:
-        if weights is not None:
-            if dtype is not None:
-                weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+        if weights is None and hasattr(model, "merge_and_unload"):
+            if final:
+                model.save_pretrained(tmp / "adapter")
+            model = (model if final else copy.deepcopy(model)).merge_and_unload()
+        if weights is None and dtype is not None:
+            weights = model.state_dict()
+        if weights is not None and dtype is not None:
+            weights = {k: v.detach().to("cpu", dtype) if v.is_floating_point() else v for k, v in weights.items()}
+        saved_dtype = model.config.dtype
+        model.config.dtype = dtype or saved_dtype  # what from_pretrained(dtype="auto") loads it as
+        try:
             model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
-        else:
-            if hasattr(model, "merge_and_unload"):
-                if final:
-                    model.save_pretrained(tmp / "adapter")
-                model = (model if final else copy.deepcopy(model)).merge_and_unload()
-            elif dtype is not None and not final:
-                model = copy.deepcopy(model)  # the run goes on with its float32 master weights
-            if dtype is not None:
-                model = model.to(dtype)
-            model.save_pretrained(tmp, safe_serialization=True)
+        finally:
+            model.config.dtype = saved_dtype
         trainer.processing_class.save_pretrained(tmp)
 
 

@@ -1,0 +1,36 @@
+# Mechanism tables: each paper's claim about what its method does, measured on the run's own files (ground-truth
+# quality of the demo corpus, selections, confidence, per-item log-likelihoods), with intervals and a verdict.
+
+
+include: "mechanisms_common.smk"
+
+
+for _paper in MECHANISM_PAPERS:
+    PAPER_REPORTS.append(lambda paper=_paper: mechanism_files(paper) if mechanism_built(paper) else [])
+
+
+for _paper in MECHANISM_PAPERS:
+
+    rule:
+        """A paper's mechanism table (md, csv, tex) and figure (png, pdf); `nll`: every recipe's held-out NLL with a
+        paired test against the baseline."""
+        name:
+            f"mechanism_{_paper}"
+        input:
+            script=f"{SCRIPTS}/mechanisms.py",
+            files=mechanism_inputs(_paper),
+        output:
+            mechanism_outputs(_paper),
+        params:
+            paper=_paper,
+            spec=as_json(mechanism_spec(_paper)),
+        conda:
+            CONDA_ENV
+        log:
+            f"logs/mechanism/{_paper}.log",
+        threads: threads_of("report")
+        resources:
+            **res("report"),
+        shell:
+            "python {input.script:q} {params.paper} --spec {params.spec:q} --table {output[0]:q} "
+            "--figure {output[3]:q} 2> {log:q}"
