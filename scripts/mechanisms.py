@@ -129,10 +129,7 @@ def nll(spec: dict, stem: str, figure: str) -> None:
                               g["recipes"], g["baseline"])
     table = pd.DataFrame(rows)
     write_table(table, stem, CAPTIONS["nll"], NOTE)
-    frame = table.assign(zero=0.0)
-    figs.tradeoff_figure(frame.fillna({"d_nll": 0.0, "d_low": 0.0, "d_high": 0.0}), ("nll", "nll_low", "nll_high"),
-                         ("d_nll", "d_low", "d_high"), "recipe", "NLL per token", "paired Δ NLL vs baseline",
-                         "NLL and paired difference", figure, zero_line=True)
+    figs.forest_figure(table, figure, "NLL per token − baseline's, paired over items (95% CI)")
 
 
 PAPERS = {"sftmix": sftmix, "selection": selection, "minorsft": minorsft, "dtm": dtm, "nll": nll}

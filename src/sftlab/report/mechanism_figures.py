@@ -113,3 +113,27 @@ def tradeoff_figure(rows: pd.DataFrame, x: tuple[str, str, str], y: tuple[str, s
             ax.legend(frameon=False, fontsize=7, loc="best")
         fig.tight_layout()
         return save(fig, stem)
+
+
+def forest_figure(rows: pd.DataFrame, stem: str | Path, xlabel: str) -> list[Path]:
+    """Per model × dataset × benchmark: each recipe's paired difference to the baseline (``d_nll`` with ``d_low`` /
+    ``d_high``) as a point with its interval, one line per recipe, zero dotted — readable with a dozen recipes."""
+    keys = sorted({(r.model, r.dataset, r.benchmark) for r in rows.itertuples()})
+    with plt.rc_context(STYLE):
+        height = 0.9 + 0.32 * max([1] + [int(((rows.model == m) & (rows.dataset == d) & (rows.benchmark == b)).sum())
+                                          for m, d, b in keys])
+        fig, axes = grid(len(keys), ncols=2, size=(4.6, height))
+        if not keys:
+            _empty(axes[0])
+        for ax, (model, dataset, bench) in zip(axes, keys):
+            part = rows[(rows.model == model) & (rows.dataset == dataset) & (rows.benchmark == bench)]
+            y = np.arange(len(part))[::-1]
+            measured = part.d_nll.notna().to_numpy()
+            ax.errorbar(part.d_nll[measured], y[measured], xerr=_err(part[measured], "d_nll", "d_low", "d_high"),
+                        fmt="o", ms=4, capsize=2, color="C0")
+            ax.axvline(0, color="0.4", lw=0.8, ls=":")
+            labels = [f"{r.recipe} (baseline)" if not m else r.recipe for r, m in zip(part.itertuples(), measured)]
+            ax.set_yticks(y, labels)
+            ax.set(title=f"{model} / {dataset} / {bench}", xlabel=xlabel)
+        fig.tight_layout()
+        return save(fig, stem)
