@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -207,3 +208,62 @@ def test_exam_items_and_nll_score(tmp_path):
     (bad / "test.jsonl").write_text(json.dumps({"question": "q"}) + "\n")
     with pytest.raises(KeyError, match="test.jsonl:1"):
         exam_items(bad)
+
+
+def test_the_script_writes_every_table_and_figure_from_files(tmp_path):
+    """scripts/mechanisms.py on small files in the run's formats: each paper's table (md, csv, tex) and figure."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mechanisms_script", Path(__file__).parents[1] / "scripts" / "mechanisms.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in pool()))
+    truth = mech.truth_frame(pool())
+    conf = pd.DataFrame({"id": truth["id"], "perplexity_c1": np.linspace(1, 3, 18), "perplexity_c2": np.linspace(2, 1, 18)})
+    conf["confidence"] = -(conf.perplexity_c1 + conf.perplexity_c2) / 2
+    conf["split"] = np.where(conf.confidence.rank(ascending=False) <= 9, "confident", "unconfident")
+    conf.to_parquet(tmp_path / "confidence.parquet")
+    (tmp_path / "less.ids").write_text("\n".join(truth["id"][:6]) + "\n")
+    (tmp_path / "val.jsonl").write_text(json.dumps({"id": "p", "subtask": "count"}) + "\n")
+    answers = []
+    for recipe, shift in (("sft", 0.0), ("minorsft", -0.5), ("dtm", 0.3)):
+        for bench in ("heldout_nll", "exam_nll"):
+            path = tmp_path / f"{recipe}_{bench}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in answers_rows(shift)))
+            answers.append({"model": "m", "dataset": "d", "benchmark": bench, "recipe": recipe, "seed": 0,
+                            "path": str(path)})
+    specs = {
+        "sftmix": {"n_resamples": 100, "seed": 0, "pairs": [{"model": "m", "dataset": "d", "train": str(train),
+                                                              "confidence": str(tmp_path / "confidence.parquet")}]},
+        "selection": {"pairs": [{"model": "m", "dataset": "d", "train": str(train), "validation": {"v": str(tmp_path / "val.jsonl")},
+                                 "selections": [{"selector": "less-v-2shot", "name": "less", "fraction": 1 / 3,
+                                                 "ids": str(tmp_path / "less.ids"), "validation": "v"}]}]},
+        "minorsft": {"answers": answers, "groups": [{"model": "m", "dataset": "d", "benchmark": "heldout_nll",
+                                                     "baseline": "sft", "runs": [
+                                                         {"recipe": "sft", "objective": "ntp", "learning_rate": 1e-4, "seeds": 1},
+                                                         {"recipe": "minorsft", "objective": "minorsft", "learning_rate": 1e-4, "seeds": 1}]}]},
+        "dtm": {"answers": answers, "groups": [{"model": "m", "dataset": "d", "benchmark": "exam_nll",
+                                                "heldout_benchmark": "heldout_nll", "pairs": [
+                                                    {"recipe": "dtm", "baseline": "sft", "composition": "disperse_merge", "seeds": 1}]}]},
+        "nll": {"answers": answers, "groups": [{"model": "m", "dataset": "d", "benchmark": b, "baseline": "sft",
+                                                "recipes": ["dtm", "minorsft", "sft"]} for b in ("heldout_nll", "exam_nll")]},
+    }
+    for paper, spec_ in specs.items():
+        table, figure = tmp_path / f"t_{paper}.md", tmp_path / f"f_{paper}.png"
+        script.main([paper, "--spec", json.dumps(spec_), "--table", str(table), "--figure", str(figure)])
+        assert all(table.with_suffix(s).stat().st_size > 100 for s in (".md", ".csv", ".tex")), paper
+        assert all(figure.with_suffix(s).stat().st_size > 1000 for s in (".png", ".pdf")), paper
+    selection = pd.read_csv(tmp_path / "t_selection.csv")
+    assert selection.in_validation_families.iloc[0] == round(sum(f == "count" for f in truth.family[:6]) / 6, 3)
+    nll = pd.read_csv(tmp_path / "t_nll.csv")
+    # minorsft's log-prob is 0.5 + 0.005·i lower on item i of 3 tokens: its NLL per token is higher by the mean of
+    # (0.5 + 0.005·i)/3 over i = 0..3, i.e. 0.5075/3
+    assert set(nll.loc[nll.recipe == "minorsft", "d_nll"]) == {round(0.5075 / 3, 3)}
+
+
+def answers_rows(shift):
+    """Four items of 3 tokens; the run's log-prob is the base's plus ``shift`` per item."""
+    return [{"id": f"i{i}", "source": "demo/x/clean", "logp": -6.0 - i + shift + 0.01 * i * shift, "ref_logp": -6.0 - i,
+             "n_tokens": 3} for i in range(4)]
