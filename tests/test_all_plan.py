@@ -172,7 +172,9 @@ def run_key(cfg: dict, model: str, dataset: str, recipe_name: str) -> str:
         # while rose.yaml warms up with its authors' 4 (test_paper_settings checks both)
         warmup.pop("global_batch")
         key["warmup"] = {"fraction": cfg["warmup"]["fraction"], "seed": cfg["warmup"]["seed"],
-                         "training": warmup, "gradients": cfg["gradients"]}
+                         "training": warmup,
+                         # the cost model sizes each job's runtime request; it does not change a feature
+                         "gradients": {k: v for k, v in cfg["gradients"].items() if k != "cost"}}
     return _canonical(key)
 
 

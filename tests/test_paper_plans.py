@@ -82,7 +82,7 @@ EXPECTED = {
         "materialise_model": 4, "prepare_data": 15, "ref_logprobs": 9, "select_data": 84, "validation_set": 6,
         "reference_run": 5, "confidence": 5, "tsne": 5, "train": 147, "train_member": 30, "merge": 14, "disperse": 6,
         "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68, "influence": 17,
-        "evaluate": 342, "benchmark_data": 8, "generate": 217, "judge": 217, "implicit_reward": 183,
+        "evaluate": 350, "benchmark_data": 10, "generate": 225, "judge": 225, "implicit_reward": 183,
         "build_report": 1, "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "report_minorsft": 1,
         "selection_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
     },
