@@ -57,6 +57,6 @@ rule log_likelihood:
     resources:
         **res("evaluate"),
     shell:
-        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark} "
+        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark:q} "
         "--benchmark-config {params.benchmark:q} --input reference={input.reference:q} --input items={input.data:q} "
         "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"

@@ -20,7 +20,7 @@ for _paper in MECHANISM_PAPERS:
             script=f"{SCRIPTS}/mechanisms.py",
             files=mechanism_inputs(_paper),
         output:
-            mechanism_outputs(_paper),
+            **mechanism_outputs(_paper),
         params:
             paper=_paper,
             spec=as_json(mechanism_spec(_paper)),
@@ -32,5 +32,5 @@ for _paper in MECHANISM_PAPERS:
         resources:
             **res("report"),
         shell:
-            "python {input.script:q} {params.paper} --spec {params.spec:q} --table {output[0]:q} "
-            "--figure {output[3]:q} 2> {log:q}"
+            "python {input.script:q} {params.paper:q} --spec {params.spec:q} --table {output.table:q} "
+            "--figure {output.figure:q} 2> {log:q}"

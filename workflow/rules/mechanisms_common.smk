@@ -164,8 +164,10 @@ def mechanism_files(paper):
 
 
 def mechanism_outputs(paper):
-    """The files, the table (CSV) and figure (PNG) shown in report.html under the paper's category."""
+    """The files by name (table, table_csv, table_tex, figure, figure_pdf); the table (CSV) and figure (PNG) are
+    shown in report.html under the paper's category."""
+    names = ("table", "table_csv", "table_tex", "figure", "figure_pdf")
     subcategory = {".csv": "Tables", ".png": "Figures"}
-    return [report(f, caption=f"../report/mechanism_{paper}.rst", category=MECHANISM_PAPERS[paper],
-                   subcategory=subcategory[Path(f).suffix]) if Path(f).suffix in subcategory else f
-            for f in mechanism_files(paper)]
+    return {name: report(f, caption=f"../report/mechanism_{paper}.rst", category=MECHANISM_PAPERS[paper],
+                         subcategory=subcategory[Path(f).suffix]) if Path(f).suffix in subcategory else f
+            for name, f in zip(names, mechanism_files(paper))}
