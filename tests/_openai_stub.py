@@ -56,7 +56,17 @@ class OpenAIStub:
                 except (BrokenPipeError, ConnectionResetError):  # a client that timed out and left
                     pass
 
+            def _done(self) -> None:
+                """This request stops counting as in flight, once: before its response is written, since a client
+                may send its next request as soon as it has read the response (keep-alive), possibly before this
+                thread runs again."""
+                if getattr(self, "_in_flight", False):
+                    self._in_flight = False
+                    with stub._lock:
+                        stub.in_flight -= 1
+
             def _send(self, status: int, body: dict | str, headers: dict | None = None) -> None:
+                self._done()
                 data = (body if isinstance(body, str) else json.dumps(body)).encode()
                 headers = {"Content-Type": "application/json", **(headers or {})}
                 self.send_response(status)
@@ -74,6 +84,7 @@ class OpenAIStub:
                     stub.arrivals.append(time.monotonic())
                     stub.authorizations.append(self.headers.get("Authorization"))
                     stub.in_flight += 1
+                    self._in_flight = True
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                     status = stub.fail_calls.get(call, 200)
                     delay = stub.slow_calls.get(call, stub.delay_s)
@@ -124,8 +135,7 @@ class OpenAIStub:
                         },
                     )
                 finally:
-                    with stub._lock:
-                        stub.in_flight -= 1
+                    self._done()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
