@@ -21,6 +21,7 @@ Registered projections (one class each, ``PROJECTIONS[name]``):
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Callable
 
@@ -77,7 +78,7 @@ def build_projection(name: str, dim: int, seed: int, device: str | torch.device 
     return PROJECTIONS[name](dim, seed, device, cache_bytes)
 
 
-class Projection:
+class Projection(abc.ABC):
     """x ↦ x·R_k for the rows R_k of the projection matrix that belong to parameter matrix k."""
 
     name = ""
@@ -103,9 +104,10 @@ class Projection:
             self._cached_bytes += size
         return value
 
+    @abc.abstractmethod
     def project(self, key: int, x: torch.Tensor) -> torch.Tensor:
-        """(B, n) rows of one parameter matrix's (flattened) gradients → (B, dim) float32."""
-        raise NotImplementedError
+        """(B, n) rows of one parameter matrix's (flattened) gradients → (B, dim) float32; each registered
+        projection defines it."""
 
 
 @register_projection("sjlt")
