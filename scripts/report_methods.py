@@ -20,13 +20,7 @@ from sftlab.report.methods import (
     sftmix_main_table,
 )
 from sftlab.report.papers import paper_numbers
-from sftlab.report.tables import collapse_seed_runs, collapse_seeds, load_scores, write_table
-
-
-def run_key(log_path: str) -> tuple[str, str, str]:
-    """(model, dataset, recipe) of ``results/{model}/{dataset}/runs/{recipe}/train_log.csv``."""
-    recipe_dir = Path(log_path).parent
-    return recipe_dir.parent.parent.parent.name, recipe_dir.parent.parent.name, recipe_dir.name
+from sftlab.report.tables import collapse_seed_runs, collapse_seeds, load_scores, run_of, write_table
 
 
 def sftmix(args, runs, scores, benchmarks) -> None:
@@ -49,7 +43,7 @@ def minorsft(args, runs, scores, benchmarks) -> None:
     # a recipe run over several seeds draws one curve: the step-wise mean of its seeds' logs
     seeds, per_run = json.loads(args.seeds), {}
     for path in args.train_logs:
-        model, dataset, recipe = run_key(path)
+        model, dataset, recipe = run_of(Path(path).parent)
         per_run.setdefault((model, dataset, seeds.get(recipe, (recipe, None))[0]), []).append(pd.read_csv(path))
     logs = {key: frames[0] if len(frames) == 1 else pd.concat(frames).groupby("step", as_index=False).mean(numeric_only=True)
             for key, frames in per_run.items()}
