@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--benchmarks", required=True, help="JSON list of benchmark names (table columns)")
     ap.add_argument("--benchmark-types", default="{}", help="JSON benchmark name → type")
     ap.add_argument("--seeds", default="{}", help="JSON per-seed recipe → [base recipe, seed]: tables show one row "
-                                                  "per base recipe, the mean over seeds [95% t-interval over seeds]")
+                                                  "per base recipe, the mean over seeds [95%% t-interval over seeds]")
     ap.add_argument("--tables", default="reports/tables")
     ap.add_argument("--figures", default="reports/figures")
     args = ap.parse_args()
