@@ -89,6 +89,11 @@ def benchmark_config(wildcards):
     return as_json(bench_of(wildcards))
 
 
+def base_scoring_settings(wildcards):
+    """What the base model's log-probs of a benchmark's items depend on (not, e.g., the bootstrap's settings)."""
+    return as_json(type_of(wildcards.benchmark).base_settings(bench_of(wildcards)))
+
+
 def answers_path(wildcards):
     fmt = type_of(wildcards.benchmark).answer_format
     return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/answers/{wildcards.benchmark}.{fmt}"

@@ -14,7 +14,8 @@ COST_PHASES = {
     "influence": "method preparation", "disperse": "method preparation",
     "train": "training", "train_member": "training", "merge": "training",
     "benchmark_data": "evaluation", "evaluate": "evaluation", "generate": "evaluation", "judge": "evaluation",
-    "implicit_reward": "evaluation", "log_likelihood": "evaluation", "tsne": "figures",
+    "implicit_reward": "evaluation", "base_log_likelihood": "evaluation", "log_likelihood": "evaluation",
+    "tsne": "figures",
 }
 # the papers a recipe draws on, in report order (a combined recipe draws on several; a plain one is the SFT baseline)
 COST_PAPERS = ["SFT", "SFTMix", "MinorSFT", "LESS / ROSE", "Disperse-Then-Merge"]
@@ -86,6 +87,8 @@ def _benchmark_jobs(add, m, d, r, b):
         add("prepare_data", dataset=bench["dataset"])
     if not kind.judged:
         add(kind.scored_by, model=m, dataset=d, recipe=r, benchmark=b)
+        if kind.base_scored_by:
+            add(kind.base_scored_by, model=m, dataset=d, benchmark=b)
         return
     add("generate", model=m, dataset=d, recipe=r, benchmark=b, fmt=kind.answer_format)
     add("judge", model=m, dataset=d, recipe=r, benchmark=b)

@@ -26,9 +26,9 @@ rule evaluate:
     threads: threads_of("evaluate")
     resources:
         **res("evaluate"),
+    # HF_UPDATE_DOWNLOAD_COUNTS=0: no usage ping (an HTTP HEAD that `datasets` sends on every load_dataset, even of
+    # local files, waiting up to 3 s where the network is firewalled)
     shell:
-        # HF_UPDATE_DOWNLOAD_COUNTS=0: no usage ping (an HTTP HEAD that `datasets` sends on every load_dataset, even
-        # of local files, waiting up to 3 s where the network is firewalled)
         "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} HF_UPDATE_DOWNLOAD_COUNTS=0 python {input.script:q} "
         "--model-dir {input.model:q} "
         "--benchmark {wildcards.benchmark:q} --benchmark-config {params.benchmark:q} {params.inputs:q} "
@@ -36,12 +36,12 @@ rule evaluate:
 
 
 rule log_likelihood:
-    """Per-item NLL per token of the reference answers (held-out items or an exam's correct options), each item also
-    scored under the untrained base model: the held-out loss, the deviation m_θ and the drift from the base."""
+    """Per-item NLL per token of the reference answers (held-out items or an exam's correct options), beside each
+    item's log-prob under the untrained base model: the held-out loss, the deviation m_θ and the drift from the base."""
     input:
         script=f"{SCRIPTS}/evaluate.py",
         model="results/{model}/{dataset}/runs/{recipe}/model",
-        reference="resources/models/{model}",
+        base="results/{model}/{dataset}/base_logprobs/{benchmark}.parquet",
         data=scored_items,
     output:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
@@ -61,5 +61,32 @@ rule log_likelihood:
         **res("evaluate"),
     shell:
         "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark:q} "
-        "--benchmark-config {params.benchmark:q} --input reference={input.reference:q} --input items={input.data:q} "
+        "--benchmark-config {params.benchmark:q} --input base={input.base:q} --input items={input.data:q} "
         "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"
+
+
+rule base_log_likelihood:
+    """The log-likelihood benchmark's items under the untrained base model, once per model × dataset for all the runs
+    scored on them (rule log_likelihood reads them)."""
+    input:
+        script=f"{SCRIPTS}/base_log_likelihood.py",
+        model="resources/models/{model}",
+        data=scored_items,
+    output:
+        "results/{model}/{dataset}/base_logprobs/{benchmark}.parquet",
+    params:
+        settings=base_scoring_settings,
+    wildcard_constraints:
+        benchmark=_alternation(benchmarks_scored_by("log_likelihood")),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/base_log_likelihood/{model}/{dataset}/{benchmark}.log",
+    benchmark:
+        "benchmarks/base_log_likelihood/{model}/{dataset}/{benchmark}.tsv"
+    threads: threads_of("evaluate")
+    resources:
+        **res("evaluate"),
+    shell:
+        "python {input.script:q} --model-dir {input.model:q} --benchmark-config {params.settings:q} "
+        "--items {input.data:q} --out {output:q} 2> {log:q}"

@@ -6,6 +6,9 @@ compared pairwise. Each item is also scored under the untrained base model, so t
 moved from its base on these items (MinorSFT's deviation m_θ on held-out answers, DTM's alignment tax on an exam
 the runs never trained on).
 
+The base model's log-probs of a benchmark's items are the same for every run: rule base_log_likelihood scores them
+once per model × dataset (``base_scores``), and each run's scoring reads them, checking that it encoded the same tokens.
+
 Items: ``heldout`` — the dataset's held-out examples (messages, source); ``exam`` — the correct option of each question
 of a multiple-choice exam in the cais/mmlu schema (``data_dir/test.jsonl``: question, subject, choices, answer), as
 a one-turn conversation question → correct option.
@@ -13,10 +16,13 @@ a one-turn conversation question → correct option.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 from sftlab.evaluation.stats import mean_with_ci
 from sftlab.io import read_jsonl
@@ -57,12 +63,9 @@ def nll_score(rows: Sequence[dict], n_resamples: int, seed: int) -> dict:
                                              seed=seed)}
 
 
-def score_nll(model, reference, tokenizer, items: Sequence[dict], max_length: int, batch_size: int,
-              n_resamples: int, seed: int) -> tuple[dict, list[dict]]:
-    """(Scores entry, per-item rows) of ``model`` on ``items``; ``reference`` (the base model) scores the same
-    tokens. Items with no answer token within ``max_length`` are left out and counted."""
+def encode_items(tokenizer, items: Sequence[dict], max_length: int) -> tuple[list[dict], list[dict]]:
+    """(items kept, their encodings): items with no answer token within ``max_length`` are left out."""
     from sftlab.data.tokenize import encode_example
-    from sftlab.models.scoring import pad_id, score_examples
 
     kept, encoded = [], []
     for item in items:
@@ -72,8 +75,39 @@ def score_nll(model, reference, tokenizer, items: Sequence[dict], max_length: in
             encoded.append(example)
     if not kept:
         raise ValueError(f"no item has an answer token within max_length {max_length}")
-    ours = score_examples(model, encoded, pad_id(tokenizer), batch_size)
+    return kept, encoded
+
+
+def tokens_digest(example: dict) -> str:
+    """What was scored: a hash of an encoded item's input ids and labels."""
+    blob = json.dumps([list(map(int, example["input_ids"])), list(map(int, example["labels"]))]).encode()
+    return hashlib.sha1(blob).hexdigest()
+
+
+def base_scores(reference, tokenizer, items: Sequence[dict], max_length: int, batch_size: int) -> pd.DataFrame:
+    """``id, ref_logp, n_tokens, tokens_sha1`` of the items under the untrained base model ``reference``: scored
+    once per model × dataset × benchmark (rule base_log_likelihood), read by every run's scoring."""
+    from sftlab.models.scoring import pad_id, score_examples
+
+    kept, encoded = encode_items(tokenizer, items, max_length)
     base = score_examples(reference, encoded, pad_id(tokenizer), batch_size)
-    rows = item_rows([str(i["id"]) for i in kept], [i.get("source", "") for i in kept], ours["logp"], base["logp"],
+    return pd.DataFrame({"id": [str(i["id"]) for i in kept], "ref_logp": base["logp"], "n_tokens": base["n_tokens"],
+                         "tokens_sha1": [tokens_digest(e) for e in encoded]})
+
+
+def score_nll(model, tokenizer, items: Sequence[dict], base: pd.DataFrame, max_length: int, batch_size: int,
+              n_resamples: int, seed: int) -> tuple[dict, list[dict]]:
+    """(Scores entry, per-item rows) of ``model`` on ``items``, beside ``base`` (``base_scores`` of the same items
+    and tokens). Items with no answer token within ``max_length`` are left out and counted."""
+    from sftlab.models.scoring import pad_id, score_examples
+
+    kept, encoded = encode_items(tokenizer, items, max_length)
+    ids = [str(i["id"]) for i in kept]
+    digests = [tokens_digest(e) for e in encoded]
+    if ids != base["id"].astype(str).tolist() or digests != base["tokens_sha1"].tolist():
+        raise ValueError("the base model's log-probs were scored on other items or tokens than this run's (another "
+                         "tokenizer, max_length or item file): rerun rule base_log_likelihood")
+    ours = score_examples(model, encoded, pad_id(tokenizer), batch_size)
+    rows = item_rows(ids, [i.get("source", "") for i in kept], ours["logp"], base["ref_logp"].to_numpy(),
                      ours["n_tokens"])
     return {**nll_score(rows, n_resamples, seed), "left_out": len(items) - len(kept)}, rows
