@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
 from sftlab.lazy import torch
-from sftlab.progress import progress
+from sftlab.progress import progress, progress_bar
 from sftlab.registry import lookup, registrar
 
 from sftlab.data.tokenize import encode_prompt, ensure_chat_template
@@ -257,7 +257,7 @@ class VLLMGenerator(Generator):
 
         built = vllm_requests(self.tokenizer, requests, self.seed, self.stop_token_ids, self.stop_at_eos, top_logprobs)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=prompt) for prompt, _ in built],
-                                    [VllmSamplingParams(**kwargs) for _, kwargs in built], use_tqdm=False)
+                                    [VllmSamplingParams(**kwargs) for _, kwargs in built], use_tqdm=progress_bar)
         results = []
         for (prompt, _), output in zip(built, outputs):
             completion = output.outputs[0]
