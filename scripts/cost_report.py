@@ -4,6 +4,7 @@ the cost of each paper's recipes by phase (tables: Markdown, CSV, LaTeX)."""
 import argparse
 import json
 
+from sftlab.logs import setup_logging
 from sftlab.report.cost import (
     cost_table,
     format_cost,
@@ -26,6 +27,7 @@ def main(argv=None) -> None:
     ap.add_argument("--table", required=True, help="output stem of the per-stage table")
     ap.add_argument("--papers-table", required=True, help="output stem of the per-paper table")
     args = ap.parse_args(argv)
+    setup_logging()
     plan = json.loads(args.plan)
     jobs = planned_jobs(plan)
 

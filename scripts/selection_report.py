@@ -4,6 +4,7 @@ ablation and the cost per stage (tables)."""
 import argparse
 import json
 
+from sftlab.logs import setup_logging
 from sftlab.report.cost import cost_table, format_cost
 from sftlab.report.papers import paper_numbers
 from sftlab.report.selection import INFLUENCE, curve_frame, fraction_curve, selection_main_table, shots_table
@@ -24,6 +25,7 @@ def main(argv=None) -> None:
     ap.add_argument("--stems", required=True,
                     help='JSON {"curve", "shots", "cost", "main"}: output paths without suffix')
     args = ap.parse_args(argv)
+    setup_logging()
     stems, benchmarks = json.loads(args.stems), json.loads(args.benchmarks)
 
     seeds = json.loads(args.seeds)
