@@ -12,6 +12,7 @@ from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
+from sftlab.report.dag import phase_benchmark
 
 try:
     # Snakemake's own YAML loading keeps the last of two equal keys: re-read each file with a loader that refuses them

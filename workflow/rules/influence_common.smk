@@ -149,6 +149,11 @@ def curve_score_files():
     return [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in curve_runs().items() for b in sorted(benches)]
 
 
+def rule_gpus(spec):
+    """GPUs a rule's jobs request (its `resources: gpu`, set by res() for GPU stages), 0 without."""
+    return int(spec.resources["gpu"].value) if "gpu" in spec.resources else 0
+
+
 def benchmark_file(rule, **wildcards):
     """A job's Snakemake benchmark file, from its rule's own `benchmark:` pattern, with the GPUs the rule requests
     (for GPU-hours): read from the rule, not kept beside it."""
