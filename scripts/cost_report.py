@@ -13,7 +13,7 @@ from sftlab.report.cost import (
     rule_order,
     with_grand_total,
 )
-from sftlab.report.dag import PHASES, workflow_jobs
+from sftlab.report.dag import PHASES, WORKFLOW_HELP, run_jobs
 from sftlab.report.tables import write_table
 
 MEASURES = ("wall time summed over the jobs, the largest resident memory of a job, GPU-hours (wall time x GPUs "
@@ -23,15 +23,13 @@ MEASURES = ("wall time summed over the jobs, the largest resident memory of a jo
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--workflow", required=True, help="JSON: the run's snakefile, configfiles and config (--config "
-                                                      "overrides), to rebuild its DAG")
+    ap.add_argument("--workflow", required=True, help=WORKFLOW_HELP)
     ap.add_argument("--recipe-papers", required=True, help="JSON: recipe -> the papers it draws on")
     ap.add_argument("--papers", required=True, help="JSON: the papers in report order")
     ap.add_argument("--table", required=True, help="output stem of the per-stage table")
     ap.add_argument("--papers-table", required=True, help="output stem of the per-paper table")
     args = ap.parse_args(argv)
-    run = json.loads(args.workflow)
-    jobs = cost_jobs(workflow_jobs(run["snakefile"], run["configfiles"], run["config"]), json.loads(args.recipe_papers))
+    jobs = cost_jobs(run_jobs(args.workflow), json.loads(args.recipe_papers))
 
     stages = with_grand_total(cost_table(pipeline_groups(jobs, rule_order(jobs))))
     write_table(format_cost(stages).rename(columns={"item": "phase"}), args.table,

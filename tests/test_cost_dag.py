@@ -14,6 +14,7 @@ import pytest
 from _plan import dry_run_jobs
 from sftlab.report.cost import cost_jobs, job_papers
 from sftlab.report.dag import PHASES, DagJob, benchmark_phases, workflow_jobs
+from sftlab.report.selection import selection_cost_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -97,3 +98,34 @@ def test_the_dag_jobs_are_what_the_dry_run_plans(tiny_dry_run):
     assert {j.gpus for j in jobs if j.rule == "train"} == {1} and {j.gpus for j in jobs if j.rule == "evaluate"} == {0}
     # the temporary gradient shards are flagged: their bytes are not kept
     assert all(j.temp_outputs and not j.outputs for j in jobs if j.rule == "grad_features")
+
+
+def test_selection_cost_groups_are_the_jobs_the_curve_runs_depend_on():
+    def j(i, rule, deps, outputs, wildcards):
+        return DagJob(rule=rule, wildcards={"model": "m", "dataset": "d", **wildcards}, benchmark=f"b/{rule}/{i}",
+                      phase="setup", outputs=tuple(outputs), temp_outputs=(), gpus=1, dependencies=tuple(deps))
+
+    specs = [
+        ("warmup", [1], ["ckpt"], {}),                                             # 0
+        ("select_data", [], ["w.ids"], {"selector": "random-s0", "fraction": "0.25"}),  # 1: the warmup's own
+        ("grad_features", [0], [], {"c": "1", "shard": "0"}),                      # 2
+        ("gather_grad_features", [2], ["g.pt"], {"c": "1"}),                       # 3
+        ("validation_grad_features", [0], ["v.pt"], {"selector": "less-x", "c": "1"}),  # 4
+        ("influence", [3, 4], ["i.parquet"], {"selector": "less-x"}),              # 5
+        ("select_data", [5], ["50.ids"], {"selector": "less-x", "fraction": "0.5"}),    # 6
+        ("select_data", [5], ["25.ids"], {"selector": "less-x", "fraction": "0.25"}),   # 7: no curve run uses it
+        ("train", [6], ["less"], {"recipe": "less_50"}),                           # 8
+        ("train", [], ["sft"], {"recipe": "sft"}),                                 # 9
+        ("merge", [], ["dtm"], {"recipe": "dtm"}),                                 # 10: composed, no final training
+    ]
+    jobs = [j(i, *spec) for i, spec in enumerate(specs)]
+    groups = selection_cost_groups(jobs, [["m", "d", "less_50"], ["m", "d", "sft"], ["m", "d", "dtm"]])
+    assert [(g["stage"], g["item"], [b["path"] for b in g["benchmarks"]], g["outputs"]) for g in groups] == [
+        ("warmup", "pool", ["b/warmup/0"], ["ckpt"]),
+        ("gradient features", "pool", ["b/grad_features/2", "b/gather_grad_features/3"], ["g.pt"]),
+        ("gradient features", "less-x", ["b/validation_grad_features/4"], ["v.pt"]),
+        ("selection", "less-x", ["b/influence/5", "b/select_data/6"], ["i.parquet", "50.ids"]),
+        ("final training", "less_50", ["b/train/8"], ["less"]),
+        ("final training", "sft", ["b/train/9"], ["sft"]),
+    ]
+    assert all(b["gpus"] == 1 for g in groups for b in g["benchmarks"])

@@ -88,6 +88,14 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
+def workflow_json(wildcards):
+    """This run's Snakefile, config files and --config overrides: a report job rebuilds the same DAG from them
+    (sftlab.report.dag) to read the jobs' benchmark files."""
+    settings = workflow.config_settings
+    return as_json({"snakefile": str(workflow.main_snakefile), "configfiles": [str(f) for f in settings.configfiles],
+                    "config": dict(settings.config)})
+
+
 # stages whose rules never use a GPU: a `gpus` in `resources.default` does not reach them
 CPU_STAGES = {"data", "model", "select", "report"}
 

@@ -24,7 +24,7 @@ rule cost_report:
                           subcategory="Cost"),
         papers_tex=f"{COST_TABLES['papers']}.tex",
     params:
-        workflow=cost_workflow_json,
+        workflow=workflow_json,
         recipe_papers=cost_recipe_papers,
         papers=as_json(COST_PAPERS),
         table=output_stem("md"),

@@ -1,6 +1,5 @@
 """Look-ups of the cost report (cost.smk). The jobs it reports come from Snakemake's own DAG, built in the job
-(sftlab.report.dag); here only what the DAG cannot know: the papers each recipe draws on, and how to rebuild the
-same DAG (this run's Snakefile, config files and --config overrides)."""
+(sftlab.report.dag); here only what the DAG cannot know: the papers each recipe draws on."""
 
 # the papers a recipe draws on, in report order (a combined recipe draws on several; a plain one is the SFT baseline)
 COST_PAPERS = ["SFT", "SFTMix", "MinorSFT", "LESS / ROSE", "Disperse-Then-Merge"]
@@ -35,10 +34,3 @@ def reports_before_cost(wildcards):
 def cost_recipe_papers(wildcards):
     """Recipe → the papers it draws on, for the recipes the experiments run."""
     return as_json({r: recipe_papers(r) for r in sorted({r for (m, d, r) in experiment_runs()})})
-
-
-def cost_workflow_json(wildcards):
-    """This run's Snakefile, config files and --config overrides: the cost report rebuilds the same DAG from them."""
-    settings = workflow.config_settings
-    return as_json({"snakefile": str(workflow.main_snakefile), "configfiles": [str(f) for f in settings.configfiles],
-                    "config": dict(settings.config)})

@@ -180,7 +180,6 @@ rule selection_report:
     input:
         script=f"{SCRIPTS}/selection_report.py",
         scores=curve_score_files(),
-        costs=cost_files,
     output:
         curve_png=report(f"{SELECTION_REPORT['curve']}.png", caption="../report/selection_fraction_curve.rst",
                          category="LESS / ROSE", subcategory="Figures"),
@@ -201,7 +200,8 @@ rule selection_report:
         recipes=as_json(curve_recipes()),
         benchmarks=as_json(report_benchmarks()),
         paper_keys=as_json(less_paper_keys()),
-        costs=cost_groups_json,
+        runs=curve_runs_json,
+        workflow=workflow_json,
         stems=as_json(SELECTION_REPORT),
         seeds=as_json(CFG["_seeds"]),
     conda:
@@ -213,5 +213,6 @@ rule selection_report:
         **res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --recipes {params.recipes:q} "
-        "--benchmarks {params.benchmarks:q} --paper-keys {params.paper_keys:q} --costs {params.costs:q} "
+        "--benchmarks {params.benchmarks:q} --paper-keys {params.paper_keys:q} --runs {params.runs:q} "
+        "--workflow {params.workflow:q} "
         "--stems {params.stems:q} --seeds {params.seeds:q} 2> {log:q}"

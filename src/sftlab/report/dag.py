@@ -8,6 +8,7 @@ rule itself; the cost report reads it from here instead of keeping a list of rul
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,3 +113,14 @@ def benchmark_phases(snakefile: str | Path, configfiles: list[str], config: dict
     """Rule → the cost phase tagged on its ``benchmark:`` (None where untagged), for every rule with a benchmark."""
     with _workflow(snakefile, configfiles, config, workdir) as workflow:
         return {rule.name: _phase(rule) for rule in workflow.rules if rule.benchmark is not None}
+
+
+#: help of a report script's --workflow argument (the rule passes common.smk's workflow_json)
+WORKFLOW_HELP = "JSON: the run's snakefile, configfiles and config (--config overrides), to rebuild its DAG"
+
+
+def run_jobs(workflow: str) -> list[DagJob]:
+    """``workflow_jobs`` of the run that ``workflow`` (JSON ``{"snakefile", "configfiles", "config"}``) names, in the
+    current directory (a job runs in the workflow's working directory)."""
+    run = json.loads(workflow)
+    return workflow_jobs(run["snakefile"], run["configfiles"], run["config"])
