@@ -92,9 +92,11 @@ def minorsft(spec: dict, stem: str, figure: str) -> None:
                                     items[(g["model"], g["dataset"], g["benchmark"])], g["runs"], g["baseline"])
     table = pd.DataFrame(rows)
     write_table(table, stem, CAPTIONS["minorsft"], NOTE)
-    figs.tradeoff_figure(table, ("heldout_nll", "nll_low", "nll_high"), ("m_theta", "m_low", "m_high"), "recipe",
-                         "held-out NLL per token (lower: better fit)", "deviation m_θ (log πθ − log πref)/|y|",
-                         "deviation vs held-out loss", figure, zero_line=True)
+    # SFT (the baseline of each group) is the origin: each objective's paired differences to it
+    figs.paired_tradeoff_figure(table, ("d_nll", "d_nll_low", "d_nll_high"), ("d_m_theta", "d_m_low", "d_m_high"),
+                                "recipe", "Δ held-out NLL per token vs SFT (paired, 95% CI)",
+                                "Δ deviation m_θ vs SFT (paired, 95% CI)", "deviation vs fit", figure,
+                                origin="SFT at the same learning rate")
 
 
 def dtm(spec: dict, stem: str, figure: str) -> None:
@@ -106,19 +108,15 @@ def dtm(spec: dict, stem: str, figure: str) -> None:
                                 g["pairs"], heldout, g["heldout_benchmark"])
     table = pd.DataFrame(rows)
     write_table(table, stem, CAPTIONS["dtm"], NOTE)
-    # one point per model: the merged one and its baseline, drift against held-out NLL
-    points = []
-    for r in rows:
-        for name, recipe in (("merged", r["recipe"]), ("sft", r["baseline"])):
-            points.append({"model": r["model"], "dataset": r["dataset"], "benchmark": r["benchmark"],
-                           "label": recipe if name == "merged" else f"{recipe} (baseline of {r['recipe']})",
-                           **{k.replace(f"_{name}", ""): v for k, v in r.items()
-                              if k.startswith(("drift_", "heldout_nll_")) and f"_{name}" in k}})
-    frame = pd.DataFrame(points).drop_duplicates("label") if points else pd.DataFrame(
-        columns=["model", "dataset", "benchmark"])
-    figs.tradeoff_figure(frame, ("heldout_nll", "heldout_nll_low", "heldout_nll_high"),
-                         ("drift", "drift_low", "drift_high"), "label", "held-out NLL per token",
-                         "mean |Δ log-lik.| per token from the base", "drift on unseen items vs held-out loss", figure)
+    # each merged model's paired differences to its own single-run baseline (the origin)
+    frame = pd.DataFrame([{**r, "label": f"{r['recipe']} − {r['baseline']}"} for r in rows]) if rows else pd.DataFrame(
+        columns=["model", "dataset", "benchmark", "label", "d_heldout_nll", "d_heldout_nll_low", "d_heldout_nll_high",
+                 "d_drift", "d_drift_low", "d_drift_high"])
+    figs.paired_tradeoff_figure(frame, ("d_heldout_nll", "d_heldout_nll_low", "d_heldout_nll_high"),
+                                ("d_drift", "d_drift_low", "d_drift_high"), "label",
+                                "Δ held-out NLL per token, merged − baseline (paired, 95% CI)",
+                                "Δ drift from the base, merged − baseline", "merged vs its baseline", figure,
+                                origin="single-run baseline")
 
 
 def nll(spec: dict, stem: str, figure: str) -> None:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from sftlab.report.figures import loss_curves, score_spread
 from sftlab.report.judges import judged_scores, judges_caption, judges_table
-from sftlab.report.tables import MISSING, load_scores, main_table, seed_table, write_table
+from sftlab.report.tables import MISSING, load_scores, main_table, run_of, seed_table, write_table
 
 
 def judges_note(paths: list[str]) -> str | None:
@@ -47,9 +47,7 @@ def main() -> None:
     score_spread(scores, runs, benchmarks, seeds, args.scores_figure)
     logs = {}
     for path in args.train_logs:
-        recipe_dir = Path(path).parent
-        label = f"{recipe_dir.parent.parent.parent.name}/{recipe_dir.parent.parent.name}/{recipe_dir.name}"
-        logs[label] = pd.read_csv(path)
+        logs["/".join(run_of(Path(path).parent))] = pd.read_csv(path)
     loss_curves(logs, args.loss_figure)
 
 

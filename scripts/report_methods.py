@@ -20,13 +20,7 @@ from sftlab.report.methods import (
     sftmix_main_table,
 )
 from sftlab.report.papers import paper_numbers
-from sftlab.report.tables import collapse_seed_runs, collapse_seeds, load_scores, write_table
-
-
-def run_key(log_path: str) -> tuple[str, str, str]:
-    """(model, dataset, recipe) of ``results/{model}/{dataset}/runs/{recipe}/train_log.csv``."""
-    recipe_dir = Path(log_path).parent
-    return recipe_dir.parent.parent.parent.name, recipe_dir.parent.parent.name, recipe_dir.name
+from sftlab.report.tables import collapse_seed_runs, collapse_seeds, load_scores, run_of, write_table
 
 
 def sftmix(args, runs, scores, benchmarks) -> None:
@@ -49,7 +43,7 @@ def minorsft(args, runs, scores, benchmarks) -> None:
     # a recipe run over several seeds draws one curve: the step-wise mean of its seeds' logs
     seeds, per_run = json.loads(args.seeds), {}
     for path in args.train_logs:
-        model, dataset, recipe = run_key(path)
+        model, dataset, recipe = run_of(Path(path).parent)
         per_run.setdefault((model, dataset, seeds.get(recipe, (recipe, None))[0]), []).append(pd.read_csv(path))
     logs = {key: frames[0] if len(frames) == 1 else pd.concat(frames).groupby("step", as_index=False).mean(numeric_only=True)
             for key, frames in per_run.items()}
@@ -73,7 +67,7 @@ def main() -> None:
     ap.add_argument("--benchmarks", required=True, help="JSON list of benchmark names (table columns)")
     ap.add_argument("--benchmark-types", default="{}", help="JSON benchmark name → type")
     ap.add_argument("--seeds", default="{}", help="JSON per-seed recipe → [base recipe, seed]: tables show one row "
-                                                  "per base recipe, the mean over seeds [95% t-interval over seeds]")
+                                                  "per base recipe, the mean over seeds [95%% t-interval over seeds]")
     ap.add_argument("--tables", default="reports/tables")
     ap.add_argument("--figures", default="reports/figures")
     args = ap.parse_args()

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from _raw_files import raw_files
 from sftlab.benchmarks import benchmark_type, prepare_benchmark_files
+from sftlab.benchmarks import arena_hard
 from sftlab.benchmarks.arena_hard import model_outcomes, parse_verdict
 from sftlab.config import prepare
 from sftlab.evaluation.cache import JudgmentCache
@@ -64,6 +66,20 @@ def test_prepare_copies_and_checks_baseline_answers(tmp_path, data_dir):
     with pytest.raises(DataError, match=r"no baseline answer to \['q2', 'q3'\]"):
         prepare_benchmark_files({"type": "arena_hard", "data_dir": str(short), "baseline": "gpt-4-0314"},
                                 tmp_path / "short_out")
+
+
+def test_prepare_downloads_the_files_at_the_pinned_commit(tmp_path, monkeypatch):
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    files = {repo_path: FIXTURE / name for name, repo_path in arena_hard.files("gpt-4-0314").values()}
+    with raw_files(tmp_path / "served", commit, files) as url:
+        monkeypatch.setattr(arena_hard, "RAW_URL", url)
+        source = prepare_benchmark_files({"type": "arena_hard", "baseline": "gpt-4-0314", "arena_hard_commit": commit},
+                                         tmp_path / "out")
+        with pytest.raises(DataError, match=rf"{url}/{arena_hard.COMMIT}/data/arena-hard-v0.1/question.jsonl: HTTP 404"):
+            prepare_benchmark_files({"type": "arena_hard", "baseline": "gpt-4-0314"}, tmp_path / "other")
+    assert source["commit"] == commit and source["n"] == 3
+    for name, _ in arena_hard.files("gpt-4-0314").values():
+        assert (tmp_path / "out" / name).read_bytes() == (FIXTURE / name).read_bytes()
 
 
 def test_verdicts_and_outcomes():

@@ -225,8 +225,106 @@ def test_stackexchange_highest_score_chosen_lowest_rejected():
     assert pairs[0]["prompt"] == [user("How do I undo the most recent local commits in Git?")]
     assert pairs[1]["chosen"].startswith("Rayleigh scattering")
     assert pairs[1]["rejected"] == "Because it reflects the ocean."
-    assert [p["id"] for p in pairs] == ["10452", "2201"]
-    assert [p["subtask"] for p in pairs] == ["stackoverflow.com", "physics.stackexchange.com"]
+    # the site, named as ROSE names its subtasks; qids are numbered per site, so the id carries the site
+    assert [p["subtask"] for p in pairs] == ["stackoverflow", "physics"]
+    assert [p["id"] for p in pairs] == ["stackoverflow-10452", "physics-2201"]
+
+
+# --- hub folders (data_dirs): a local copy of each repository's layout, read by `datasets` as the hub would be ----
+
+HUB = FIXTURES / "hub"
+SE_HUB = HUB / "HuggingFaceH4" / "stack-exchange-preferences"
+HH_HUB = HUB / "Anthropic" / "hh-rlhf"
+
+
+def hub_cfg(path, fmt, **extra):
+    return {"source": "hub", "path": str(path), "format": fmt, "name": None, "split": "train", "revision": None,
+            "heldout": 0, "seed": 0, "on_bad_rows": "error", "first_turn_only": False, **extra}
+
+
+@pytest.fixture
+def datasets_cache(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+
+
+def test_stackexchange_pairs_as_rose_builds_them_worked_by_hand():
+    """pm_scores [2, 5, 5, 0, 0]: chosen is the first 5 (answer 202), rejected the first 0 (answer 204) -- ROSE's
+    max / min over the answers in row order; a sort by score that takes its last element would reject 205."""
+    rows = iter_rows_local(SE_HUB / "data" / "academia.stackexchange.com" / "train-00000-of-00001.jsonl")
+    pairs = convert(rows, "stackexchange", source="se", on_bad_rows="skip", log=lambda *_: None)
+    assert len(pairs) == 1  # question 102: both answers score 3, no preference (ROSE pairs an answer with itself)
+    pair = pairs[0]
+    assert pair["chosen"] == "<p>Send the academic CV, trimmed to two pages, and offer the full one on request.</p>\n"
+    assert pair["rejected"] == "<p>Nobody reads CVs.</p>\n"
+    # ROSE keeps the question's HTML as H4 has it
+    assert pair["prompt"] == [user("<p>Should I send my academic CV to an industry research lab?</p>\n")]
+    assert (pair["id"], pair["subtask"]) == ("academia-101", "academia")
+
+
+def test_stackexchange_sites_load_one_folder_each(datasets_cache):
+    """Three of the repository's four site folders: only those three are read, each split on its own, each pair's
+    subtask its site; question 101 exists on two sites and keeps two ids."""
+    sites = ["data/academia.stackexchange.com", "data/askubuntu.com", "data/physics.stackexchange.com"]
+    train, heldout, pairs = prepare_dataset(
+        "se_val", hub_cfg(SE_HUB, "stackexchange", data_dirs=sites, on_bad_rows="skip"), log=lambda *_: None)
+    by_id = {p["id"]: p for p in pairs}
+    assert sorted(by_id) == ["academia-101", "askubuntu-101", "physics-7", "physics-8"]
+    assert {p["subtask"] for p in pairs} == {"academia", "askubuntu", "physics"}
+    assert by_id["askubuntu-101"]["chosen"] == "<p><code>apt list --installed</code></p>\n"
+    assert by_id["askubuntu-101"]["rejected"] == "<p>Look in /usr/bin.</p>\n"
+    # scores [-2, 6, 1]
+    assert by_id["physics-7"]["chosen"].startswith("<p>Rayleigh scattering")
+    assert by_id["physics-7"]["rejected"] == "<p>Because it reflects the ocean.</p>\n"
+    assert len(train) == 4 and heldout == []
+    # the split slices each folder: the first row of each site, not the first row of all of them
+    _, _, first = prepare_dataset("se_test", hub_cfg(SE_HUB, "stackexchange", data_dirs=sites, split="train[:1]",
+                                                     on_bad_rows="skip"), log=lambda *_: None)
+    assert sorted(p["id"] for p in first) == ["academia-101", "askubuntu-101", "physics-7"]
+
+
+def test_stackexchange_validation_set_per_site(datasets_cache):
+    from sftlab.selection.validation import validation_items
+
+    sites = ["data/academia.stackexchange.com", "data/physics.stackexchange.com"]
+    _, _, pairs = prepare_dataset("se_val", hub_cfg(SE_HUB, "stackexchange", data_dirs=sites, on_bad_rows="skip"),
+                                  log=lambda *_: None)
+    items = validation_items(pairs, ["academia", "physics"])
+    assert [item["subtask"] for item in items] == ["academia", "physics", "physics"]
+    with pytest.raises(ValueError, match=r"\['askubuntu'\] not in the data"):
+        validation_items(pairs, ["academia", "askubuntu"])
+
+
+def test_hh_rlhf_folder_is_the_subtask(datasets_cache):
+    train, _, pairs = prepare_dataset("hh_val", hub_cfg(HH_HUB, "hh_rlhf", data_dirs=["harmless-base"]),
+                                      log=lambda *_: None)
+    assert [p["subtask"] for p in pairs] == ["harmless-base", "harmless-base"]
+    assert pairs[1]["prompt"] == [user("Tell me an insult for my neighbour."), assistant("I'd rather not insult anyone."),
+                                  user("Come on, just one.")]
+    assert pairs[1]["chosen"] == "How about talking to them about what's bothering you instead?"
+    assert pairs[1]["rejected"] == "You absolute weasel."
+    _, _, test = prepare_dataset("hh_test", hub_cfg(HH_HUB, "hh_rlhf", data_dirs=["harmless-base"], split="test"),
+                                 log=lambda *_: None)
+    assert [p["chosen"][:6] for p in test] == ["Bleach"]
+
+
+def test_hh_rlhf_red_team_attempts_are_not_pairs(datasets_cache):
+    from sftlab.config import ConfigError, prepare
+
+    with pytest.raises(DataError, match="single red team transcripts with harmlessness ratings"):
+        prepare_dataset("hh_red", hub_cfg(HH_HUB, "hh_rlhf", data_dirs=["red-team-attempts"]), log=lambda *_: None)
+    # and before any job: the config names the folder
+    config = {"models": {"m": {"source": "random"}},
+              "datasets": {"hh": {"source": "hub", "path": "Anthropic/hh-rlhf", "format": "hh_rlhf",
+                                  "data_dirs": ["harmless-base", "red-team-attempts"]}},
+              "recipes": {"sft": {}}, "experiments": {"e": {"models": ["m"], "datasets": ["hh"], "recipes": ["sft"],
+                                                            "benchmarks": []}}}
+    with pytest.raises(ConfigError, match=r"datasets\.hh\.data_dirs\[1\]: Anthropic/hh-rlhf's red-team-attempts"):
+        prepare(config)
+    config["datasets"]["hh"]["data_dirs"] = ["harmless-base"]
+    prepare(config)
 
 
 def test_prepare_dataset_preference_format_gives_pairs_and_chosen_examples():
@@ -234,7 +332,7 @@ def test_prepare_dataset_preference_format_gives_pairs_and_chosen_examples():
                                             log=lambda *_: None)
     assert len(pairs) == 2 and heldout == []
     by_id = {e["id"]: e for e in train}
-    assert by_id["10452"]["messages"] == [
+    assert by_id["stackoverflow-10452"]["messages"] == [
         user("How do I undo the most recent local commits in Git?"),
         assistant("Use git reset HEAD~ to undo the last commit and keep your changes in the working tree.")]
 

@@ -267,3 +267,33 @@ def answers_rows(shift):
     """Four items of 3 tokens; the run's log-prob is the base's plus ``shift`` per item."""
     return [{"id": f"i{i}", "source": "demo/x/clean", "logp": -6.0 - i + shift + 0.01 * i * shift, "ref_logp": -6.0 - i,
              "n_tokens": 3} for i in range(4)]
+
+
+def test_paired_tradeoff_figure_draws_differences_with_the_baseline_at_the_origin(tmp_path, monkeypatch):
+    """The MinorSFT / DTM figures plot paired differences: the baseline row (no difference) is the origin marker, a
+    row without the x measure sits on x = 0, and every point is at its (x, y) difference."""
+    from sftlab.report import mechanism_figures as figs
+
+    rows = pd.DataFrame([
+        {"model": "m", "dataset": "d", "benchmark": "b", "recipe": "sft", "dx": math.nan, "dx_lo": math.nan,
+         "dx_hi": math.nan, "dy": math.nan, "dy_lo": math.nan, "dy_hi": math.nan},
+        {"model": "m", "dataset": "d", "benchmark": "b", "recipe": "minorsft", "dx": -0.004, "dx_lo": -0.01,
+         "dx_hi": 0.002, "dy": 0.004, "dy_lo": -0.002, "dy_hi": 0.01},
+        {"model": "m", "dataset": "d", "benchmark": "b", "recipe": "dpo_sft", "dx": math.nan, "dx_lo": math.nan,
+         "dx_hi": math.nan, "dy": -0.003, "dy_lo": -0.007, "dy_hi": 0.001},
+    ])
+    drawn = {}
+    real_save = figs.save
+
+    def spy(fig, stem):
+        ax = fig.axes[0]
+        drawn["labels"] = ax.get_legend_handles_labels()[1]
+        drawn["points"] = [tuple(line.get_xydata()[0]) for line in ax.get_lines() if line.get_marker() in ("o", "P")]
+        return real_save(fig, stem)
+
+    monkeypatch.setattr(figs, "save", spy)
+    out = figs.paired_tradeoff_figure(rows, ("dx", "dx_lo", "dx_hi"), ("dy", "dy_lo", "dy_hi"), "recipe", "x", "y",
+                                      "t", tmp_path / "fig", origin="SFT")
+    assert all(p.stat().st_size > 1000 for p in out)
+    assert drawn["labels"] == ["SFT", "minorsft", "dpo_sft (x not measured)"]
+    assert drawn["points"] == [(0.0, 0.0), (-0.004, 0.004), (0.0, -0.003)]

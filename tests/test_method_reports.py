@@ -5,6 +5,7 @@ import math
 import pandas as pd
 import pytest
 
+from sftlab.benchmarks import BENCHMARK_TYPES, BenchmarkType
 from sftlab.report.methods import (
     best_settings,
     deviation_curves,
@@ -128,3 +129,21 @@ def test_paper_columns_without_a_matching_benchmark_still_show_the_papers_number
     ours, paper = table[table["source"] == "ours"], table[table["source"] != "ours"]
     assert (ours["mt_bench"] == MISSING).all() and (paper["exam"] == MISSING).all()
     assert list(paper["mt_bench"]) == ["4.36", "4.58", "4.62", "4.91"]
+
+
+def test_a_new_benchmark_type_declares_its_paper_columns_in_its_own_module(monkeypatch):
+    """A type registered elsewhere (here: in the test) carries the paper's numbers by its declared keys alone."""
+
+    class ChatArena(BenchmarkType):
+        scored_by = "judge"
+        paper_key = "alpacaeval2_wr"
+        paper_lc_key = "alpacaeval2_lc_wr"
+
+    monkeypatch.setitem(BENCHMARK_TYPES, "chat_arena", ChatArena)
+    table = sftmix_main_table(SFTMIX_RUNS, load_scores([]), ["arena"], {"arena": "chat_arena"},
+                              paper_numbers("sftmix"))
+    # the AlpacaEval keys sit in the new type's columns; MT-Bench's, with no benchmark of ours, gets its own
+    assert list(table.columns) == ["model", "dataset", "method", "recipe", "arena", "arena LC", "mt_bench", "source"]
+    paper = table[table["source"] != "ours"]
+    assert list(paper["arena"]) == ["4.07", "4.90", "4.36", "4.54"]
+    assert list(paper["arena LC"]) == ["8.65", "10.32", "9.18", "9.50"]

@@ -5,10 +5,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import shutil
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from statistics import mean
 
@@ -16,6 +12,7 @@ import pytest
 import torch
 
 from _openai_stub import OpenAIStub
+from _raw_files import raw_files
 from sftlab.evaluation import mtbench
 from sftlab.evaluation.generation import (
     Generation,
@@ -26,6 +23,7 @@ from sftlab.evaluation.generation import (
     build_generator,
     generate_chats,
 )
+from sftlab.io import DataError
 from sftlab.models.random_init import build_random_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,31 +254,15 @@ def test_scripts_end_to_end_with_cache_and_hf_judge(tiny_model_dir, tmp_path, mo
     assert set(first) >= {"question_id", "turn", "judge", "judgment", "score", "prompt_hash", "user_prompt"}
 
 
-def serve_fixtures_at(tmp_path, commit: str):
-    """A local HTTP server laying out the fixture files as raw.githubusercontent.com does at ``commit``."""
-    served = tmp_path / "served"
-    for name, repo_path in mtbench.OFFICIAL_FILES.items():
-        target = served / commit / repo_path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(MT / name, target)
-
-    class QuietHandler(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(served)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+def official_files():
+    """The fixture files at their paths in FastChat's repository."""
+    return {repo_path: MT / name for name, repo_path in mtbench.OFFICIAL_FILES.items()}
 
 
 def test_download_official_from_a_pinned_commit(tmp_path):
     commit = "0123456789abcdef0123456789abcdef01234567"
-    server = serve_fixtures_at(tmp_path, commit)
-    try:
-        source = mtbench.download_official(tmp_path / "mt_bench", commit=commit, raw_url=f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with raw_files(tmp_path / "served", commit, official_files()) as url:
+        source = mtbench.download_official(tmp_path / "mt_bench", commit=commit, raw_url=url)
     assert source["commit"] == commit and source["n_questions"] == 8
     for name in mtbench.OFFICIAL_FILES:
         data = (tmp_path / "mt_bench" / name).read_bytes()
@@ -290,11 +272,17 @@ def test_download_official_from_a_pinned_commit(tmp_path):
 
 
 def test_download_at_the_pinned_commit_refuses_files_with_other_digests(tmp_path):
-    server = serve_fixtures_at(tmp_path, mtbench.FASTCHAT_COMMIT)
-    try:
+    with raw_files(tmp_path / "served", mtbench.FASTCHAT_COMMIT, official_files()) as url:
         with pytest.raises(ValueError, match="differs from the pinned"):
-            mtbench.download_official(tmp_path / "mt_bench", raw_url=f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
-        server.server_close()
+            mtbench.download_official(tmp_path / "mt_bench", raw_url=url)
+    assert not (tmp_path / "mt_bench" / "question.jsonl").exists()
+
+
+def test_a_file_missing_at_the_commit_is_a_data_error_naming_its_url(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    files = official_files()
+    del files[mtbench.OFFICIAL_FILES["judge_prompts.jsonl"]]
+    with raw_files(tmp_path / "served", commit, files) as url:
+        with pytest.raises(DataError, match=rf"{url}/{commit}/.*judge_prompts.jsonl: HTTP 404"):
+            mtbench.download_official(tmp_path / "mt_bench", commit=commit, raw_url=url)
     assert not (tmp_path / "mt_bench" / "question.jsonl").exists()

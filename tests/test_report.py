@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from sftlab.report.tables import MISSING, load_scores, main_table, write_table
+from sftlab.report.tables import MISSING, load_scores, main_table, run_of, write_table
 
 RUNS = [("tiny", "demo", "sft"), ("tiny", "demo", "sft_random50"), ("tiny", "alpaca", "sft")]
 BENCHMARKS = ["heldout_em", "mc_demo"]
@@ -161,3 +161,9 @@ def test_a_zero_is_a_result_and_a_missing_value_is_na():
     assert fmt_cell(0.0) == "0.00" and fmt_cell(0.0, 0.0, 0.0) == "0.00 [0.0, 0.0]"
     assert fmt_cell(None) == fmt_cell(float("nan")) == fmt_cell(float("nan"), 1.0, 2.0) == MISSING
     assert fmt_cell(41.6667, float("nan"), 50.0) == "41.67"
+
+
+def test_the_run_is_read_from_its_directory():
+    assert run_of("results/llama/alpaca/runs/sft_lr1e-05") == ("llama", "alpaca", "sft_lr1e-05")
+    with pytest.raises(ValueError, match="not a run's directory"):
+        run_of("results/llama/alpaca/sft_lr1e-05")

@@ -274,6 +274,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
         exp["recipes"] = list(dict.fromkeys(expanded))
     check_references(config, raw)
     check_demo_datasets(config)
+    check_hub_folders(config)
     config["_sweeps"] = sweeps
     config["_seeds"] = expand_seeds(config)
     return config
@@ -304,6 +305,17 @@ def check_demo_datasets(config: dict) -> None:
                 raise ConfigError(f"config key datasets.{name}.{key}: per_family ({ds['per_family']}) + heldout "
                                   f"({ds['heldout']}) + preference_pairs ({ds['preference_pairs']}) = {needed} distinct "
                                   f"items per family, but family {family!r} has only {FAMILY_CAPACITY[family]}")
+
+
+def check_hub_folders(config: dict) -> None:
+    """A hub folder (``data_dirs``) that cannot hold the dataset's format, e.g. hh-rlhf's red-team transcripts as pairs."""
+    from sftlab.data.loaders import refused_folder
+
+    for name, ds in config["datasets"].items():
+        for i, folder in enumerate(ds.get("data_dirs") or []):
+            reason = refused_folder(ds.get("format"), folder)
+            if reason:
+                raise ConfigError(f"config key datasets.{name}.data_dirs[{i}]: {reason}")
 
 
 def recipe_key(config: dict, name: str) -> str:

@@ -106,3 +106,18 @@ def write_ids(path: str | os.PathLike, ids: Iterable[str]) -> None:
 def write_parquet(path: str | os.PathLike, frame) -> None:
     with atomic_path(path, suffix=".parquet") as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def download(url: str, timeout_s: float = 60.0) -> bytes:
+    """The body of ``url`` (an HTTP GET through the standard library, which honours the *_proxy variables); a failed
+    request raises DataError naming the URL."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as reply:
+            return reply.read()
+    except urllib.error.HTTPError as exc:
+        raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise DataError(f"{url}: {getattr(exc, 'reason', exc)}") from None

@@ -141,9 +141,7 @@ def answer_formats():
 
 def experiment_scores_where(keep):
     """Scores files of the experiments' runs on the benchmarks whose type satisfies ``keep``."""
-    names = {name for name in CFG["benchmarks"] if keep(type_of(name))}
-    return [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in experiment_runs().items()
-            for b in sorted(benches) if b in names]
+    return run_score_files(experiment_runs(), {name for name in CFG["benchmarks"] if keep(type_of(name))})
 
 
 def judged_scores():

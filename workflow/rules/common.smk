@@ -212,8 +212,15 @@ def selection_config(wildcards):
     raise WorkflowError(f"no recipe selects {wildcards.selector} at fraction {wildcards.fraction}")
 
 
+def run_score_files(runs, only=None):
+    """The Scores file of each run on each of its benchmarks (``runs``: (model, dataset, recipe) → benchmark names,
+    as from experiment_runs), in run order, then by name; ``only``: keep these benchmark names alone."""
+    return [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in runs.items() for b in sorted(benches)
+            if only is None or b in only]
+
+
 def score_files():
-    return [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in experiment_runs().items() for b in sorted(benches)]
+    return run_score_files(experiment_runs())
 
 
 def train_logs():

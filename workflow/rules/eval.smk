@@ -27,7 +27,10 @@ rule evaluate:
     resources:
         **res("evaluate"),
     shell:
-        "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} python {input.script:q} --model-dir {input.model:q} "
+        # HF_UPDATE_DOWNLOAD_COUNTS=0: no usage ping (an HTTP HEAD that `datasets` sends on every load_dataset, even
+        # of local files, waiting up to 3 s where the network is firewalled)
+        "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} HF_UPDATE_DOWNLOAD_COUNTS=0 python {input.script:q} "
+        "--model-dir {input.model:q} "
         "--benchmark {wildcards.benchmark:q} --benchmark-config {params.benchmark:q} {params.inputs:q} "
         "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"
 

@@ -145,7 +145,7 @@ def curve_recipes():
 
 
 def curve_score_files():
-    return [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in curve_runs().items() for b in sorted(benches)]
+    return run_score_files(curve_runs())
 
 
 def curve_runs_json(wildcards):

@@ -56,7 +56,7 @@ def selection_mechanism_spec():
         if sel["name"] == "full" or not knows_quality(d):
             continue
         entry = {"selector": selector_id(sel), "name": sel["name"], "fraction": float(sel["fraction"]),
-                 "ids": f"results/{m}/{d}/selection/{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids",
+                 "ids": selection_ids(m, d, sel),
                  "validation": sel.get("validation")}
         pairs.setdefault((m, d), {})[entry["ids"]] = entry
     out = []

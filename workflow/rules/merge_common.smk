@@ -109,8 +109,7 @@ def dtm_benchmarks():
 
 def dtm_score_files():
     runs = experiment_runs()
-    return [f"{run_dir(r['model'], r['dataset'], r['recipe'])}/scores/{b}.json"
-            for r in DTM_RUNS for b in sorted(runs[(r["model"], r["dataset"], r["recipe"])])]
+    return run_score_files({key: runs[key] for key in ((r["model"], r["dataset"], r["recipe"]) for r in DTM_RUNS)})
 
 
 def dtm_report_files():

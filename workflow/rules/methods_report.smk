@@ -34,8 +34,7 @@ def method_report_runs(paper):
 def method_report_inputs(paper):
     runs = method_report_runs(paper)
     keys = {(r["model"], r["dataset"], r["recipe"]) for r in runs}
-    scores = [f"{run_dir(m, d, r)}/scores/{b}.json" for (m, d, r), benches in experiment_runs().items()
-              if (m, d, r) in keys for b in sorted(benches)]
+    scores = run_score_files({k: v for k, v in experiment_runs().items() if k in keys})
     logs = [f"{run_dir(m, d, r)}/train_log.csv" for (m, d, r) in sorted(keys)]
     return {"scores": scores, "logs": logs}
 

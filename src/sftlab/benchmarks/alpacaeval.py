@@ -17,6 +17,8 @@ class AlpacaEval(BenchmarkType):
     answer_format = "json"
     generation_input = "eval_set.json"
     max_new_tokens = 2048
+    paper_key = "alpacaeval2_wr"
+    paper_lc_key = "alpacaeval2_lc_wr"
 
     def sources(self, bench):
         return {"eval_set": f"{bench['data_dir']}/eval_set.json"} if "data_dir" in bench else {}

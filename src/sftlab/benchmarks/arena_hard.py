@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from sftlab.io import DataError, read_jsonl, write_jsonl, write_text
+from sftlab.io import DataError, download, read_jsonl, write_jsonl, write_text
 
 from .base import BenchmarkType, file_sha256, register_benchmark_type
 
@@ -91,13 +91,9 @@ class ArenaHard(BenchmarkType):
                 shutil.copyfile(Path(bench["data_dir"]) / name, out / name)
             source = {"data_dir": bench["data_dir"]}
         else:
-            import requests
-
             commit = bench.get("arena_hard_commit", COMMIT)
             for name, repo_path in wanted.items():
-                reply = requests.get(f"{RAW_URL}/{commit}/{repo_path}", timeout=60)
-                reply.raise_for_status()
-                write_text(out / name, reply.text)
+                write_text(out / name, download(f"{RAW_URL}/{commit}/{repo_path}").decode("utf-8"))
             source = {"repository": REPOSITORY, "commit": commit}
         load_judge_config(out / "judge_config.yaml")
         questions = read_jsonl(out / "question.jsonl")[: bench.get("limit")]

@@ -51,6 +51,10 @@ class BenchmarkType:
     pool_files: ClassVar[tuple[str, ...]] = ()
     #: report figures drawn from this type's Scores files (rules of judge.smk / report.smk)
     figures: ClassVar[tuple[str, ...]] = ()
+    #: the key of this type's number in the papers' reported numbers (sftlab/report/paper_numbers/*.yaml), and of
+    #: its length-controlled number where its Scores carry one (``length_controlled``)
+    paper_key: ClassVar[str | None] = None
+    paper_lc_key: ClassVar[str | None] = None
 
     @property
     def judged(self) -> bool:

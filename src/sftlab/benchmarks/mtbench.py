@@ -19,6 +19,7 @@ class MTBench(BenchmarkType):
     generation_input = "question.jsonl"
     max_new_tokens = 1024
     figures = ("mtbench_categories",)
+    paper_key = "mt_bench"
 
     def sources(self, bench):
         from sftlab.evaluation.mtbench import OFFICIAL_FILES

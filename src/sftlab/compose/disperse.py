@@ -9,6 +9,7 @@ sentence-transformers model when the config names one. Within a shard, ids keep 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import Counter
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from sftlab.io import atomic_path
+from sftlab.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,8 @@ def response_embeddings(model, tokenizer, examples: Sequence[dict], batch_size: 
     rows = []
     backbone.eval()
     with torch.no_grad():
-        for start in range(0, len(features), batch_size):
+        for start in progress(range(0, len(features), batch_size), "response embeddings",
+                              total=math.ceil(len(features) / batch_size)):
             batch = collate(features[start : start + batch_size], pad_token_id=tokenizer.pad_token_id or 0)
             hidden = backbone(
                 input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
@@ -107,7 +110,8 @@ def sentence_transformer_embeddings(name: str, examples: Sequence[dict], batch_s
             "sentence-transformers is not installed; install it or leave the embedder unset to use the base model"
         ) from None
     encoder = SentenceTransformer(name, device=device)
-    return np.asarray(encoder.encode([response_text(e) for e in examples], batch_size=batch_size))
+    return np.asarray(encoder.encode([response_text(e) for e in examples], batch_size=batch_size,
+                                     show_progress_bar=True))
 
 
 def write_shards(out_dir: str | Path, shards: Sequence[Sequence[str]]) -> list[Path]:

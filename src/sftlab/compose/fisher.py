@@ -25,6 +25,8 @@ from typing import Mapping, Sequence
 
 import torch
 
+from sftlab.progress import progress
+
 log = logging.getLogger(__name__)
 
 FISHER_FLOOR = 1e-30
@@ -56,7 +58,7 @@ def diagonal_fisher(model: torch.nn.Module, examples: Sequence[Mapping[str, list
     was_training = model.training
     model.eval()  # no dropout: the Fisher of the model as it is, not of a random sub-network
     try:
-        for example in examples:
+        for example in progress(examples, "Fisher", total=len(examples), unit="example"):
             model.zero_grad(set_to_none=True)
             example_loglik(model, example, device).backward()
             for n in names:

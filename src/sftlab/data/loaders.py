@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
@@ -22,6 +22,8 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 
 FORMATS: dict[str, Callable[[dict, str], dict]] = {}
 PREFERENCE_FORMATS = {"hh_rlhf", "shp", "stackexchange"}
+# the key under which a hub row loaded from one folder of its repository (``data_dirs``) carries that folder
+FOLDER_KEY = "_data_dir"
 
 
 class BadRow(ValueError):
@@ -116,8 +118,31 @@ def parse_hh_transcript(text: str) -> list[dict]:
     return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
 
 
+# Anthropic/hh-rlhf's red-team-attempts folder: one red team conversation per row, with harmlessness ratings
+# (transcript, rating, min_harmlessness_score_transcript, ...): there is no second answer to prefer or reject
+RED_TEAM_REASON = ("Anthropic/hh-rlhf's red-team-attempts holds single red team transcripts with harmlessness ratings "
+                   "(transcript, rating, min_harmlessness_score_transcript), not chosen/rejected pairs, so no "
+                   "preference pair can be built from it; its pair folders are harmless-base, helpful-base, "
+                   "helpful-online and helpful-rejection-sampled")
+
+
+def refused_folder(fmt: str | None, data_dir: str) -> str | None:
+    """Why a hub folder cannot be read in format ``fmt`` (None when it can): checked when the config is planned."""
+    if fmt == "hh_rlhf" and PurePosixPath(data_dir).name == "red-team-attempts":
+        return RED_TEAM_REASON
+    return None
+
+
+def folder_name(row: dict) -> str | None:
+    """The hub folder a row was loaded from (``data_dirs``), its last path component; None for other rows."""
+    folder = row.get(FOLDER_KEY)
+    return PurePosixPath(folder).name if folder else None
+
+
 @register_format("hh_rlhf")
 def from_hh_rlhf(row: dict, source: str) -> dict:
+    if "transcript" in row and "chosen" not in row:
+        raise BadRow(RED_TEAM_REASON)
     chosen = parse_hh_transcript(_field(row, "chosen"))
     rejected = parse_hh_transcript(_field(row, "rejected"))
     if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
@@ -126,8 +151,9 @@ def from_hh_rlhf(row: dict, source: str) -> dict:
         raise BadRow("chosen and rejected transcripts differ before the last assistant turn")
     if not chosen[-1]["content"]:
         raise BadRow("empty assistant turn")
+    # the subtask is the hh-rlhf folder (harmless-base, helpful-base, ...) when the rows were loaded per folder
     return {"prompt": chosen[:-1], "chosen": chosen[-1]["content"], "rejected": rejected[-1]["content"],
-            "subtask": row.get("subtask", "hh_rlhf"), "source": source}
+            "subtask": row.get("subtask") or folder_name(row) or "hh_rlhf", "source": source}
 
 
 @register_format("shp")
@@ -150,28 +176,43 @@ def from_shp(row: dict, source: str) -> dict:
     return out
 
 
+def stackexchange_site(host: str) -> str:
+    """A Stack Exchange site's short name, as ROSE names its subtasks: 'academia.stackexchange.com' → 'academia',
+    'askubuntu.com' → 'askubuntu'."""
+    host = host.removesuffix(".stackexchange.com")
+    return host.removesuffix(".com")
+
+
 @register_format("stackexchange")
 def from_stackexchange(row: dict, source: str) -> dict:
+    """A HuggingFaceH4/stack-exchange-preferences question as ROSE pairs it (the DPO authors' get_se, which ROSE's
+    released files follow): chosen is the answer with the highest pm_score, rejected the one with the lowest, each
+    the first such answer in the row's order when scores tie. Subtask: the site, short ('academia')."""
     question = _field(row, "question")
     answers = _field(row, "answers", list)
     if len(answers) < 2:
         raise BadRow("needs at least two answers")
     for i, ans in enumerate(answers):
-        if not isinstance(ans, dict) or "text" not in ans or "pm_score" not in ans:
-            raise BadRow(f"answers[{i}] must have 'text' and 'pm_score'")
-    ranked = sorted(answers, key=lambda a: -a["pm_score"])
-    if ranked[0]["pm_score"] == ranked[-1]["pm_score"]:
+        if not isinstance(ans, dict) or not isinstance(ans.get("text"), str) or not isinstance(ans.get("pm_score"), int):
+            raise BadRow(f"answers[{i}] must have 'text' (str) and 'pm_score' (int)")
+    scores = [ans["pm_score"] for ans in answers]
+    best = max(range(len(answers)), key=scores.__getitem__)
+    worst = min(range(len(answers)), key=scores.__getitem__)
+    # ROSE keeps such a question as a pair of one answer with itself, whose DPO gradient is zero (19 of the 485
+    # pairs of its 50-shot StackExchange file): here it is a bad row
+    if scores[best] == scores[worst]:
         raise BadRow("all answers have the same score")
-    site = "stackexchange"
-    meta = row.get("metadata") or []
-    if meta and isinstance(meta[0], str):
-        site = urlparse(meta[0]).netloc or site
-    if not ranked[0]["text"].strip():
+    if not answers[best]["text"].strip():
         raise BadRow("empty assistant turn")
-    out = {"prompt": [{"role": "user", "content": question}], "chosen": ranked[0]["text"], "rejected": ranked[-1]["text"],
-           "subtask": site, "source": source}
+    host = folder_name(row)
+    meta = row.get("metadata") or []
+    if host is None and meta and isinstance(meta[0], str):
+        host = urlparse(meta[0]).netloc
+    out = {"prompt": [{"role": "user", "content": question}], "chosen": answers[best]["text"],
+           "rejected": answers[worst]["text"], "subtask": stackexchange_site(host) if host else "stackexchange",
+           "source": source}
     if "qid" in row:
-        out["id"] = str(row["qid"])
+        out["id"] = f"{out['subtask']}-{row['qid']}"
     return out
 
 
@@ -365,12 +406,18 @@ def _has_surrogates(value) -> bool:
     return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
-def iter_rows_hub(path: str, name: str | None, split: str, revision: str | None) -> Iterator[tuple[str, dict]]:
+def iter_rows_hub(path: str, name: str | None, split: str, revision: str | None,
+                  data_dirs: list[str] | None = None) -> Iterator[tuple[str, dict]]:
+    """(location, row) of a hub dataset. With ``data_dirs``, each folder of the repository is loaded on its own
+    (``load_dataset``'s ``data_dir``: only that folder's files download, e.g. 10 sites of a 20 GB repository),
+    ``split`` applies within each folder, and each row carries its folder under FOLDER_KEY (the loaders' subtask)."""
     from datasets import load_dataset
 
-    data = load_dataset(path, name, split=split, revision=revision)
-    for i, row in enumerate(data):
-        yield f"{path}[{split}][{i}]", dict(row)
+    for data_dir in data_dirs or [None]:
+        data = load_dataset(path, name, data_dir=data_dir, split=split, revision=revision)
+        where = f"{path}/{data_dir}" if data_dir else path
+        for i, row in enumerate(data):
+            yield f"{where}[{split}][{i}]", {**row, FOLDER_KEY: data_dir} if data_dir else dict(row)
 
 
 def convert(rows: Iterable[tuple[str, dict | BadRow]], fmt: str, source: str, on_bad_rows: str = "error",

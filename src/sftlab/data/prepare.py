@@ -68,7 +68,8 @@ def prepare_dataset(name: str, cfg: dict, log=print) -> tuple[list[dict], list[d
     if cfg["source"] == "local":
         rows = iter_rows_local(cfg["path"])
     else:
-        rows = iter_rows_hub(cfg["path"], cfg.get("name"), cfg.get("split", "train"), cfg.get("revision"))
+        rows = iter_rows_hub(cfg["path"], cfg.get("name"), cfg.get("split", "train"), cfg.get("revision"),
+                             cfg.get("data_dirs"))
     items = convert(rows, cfg["format"], source=name, on_bad_rows=cfg["on_bad_rows"],
                     first_turn_only=cfg.get("first_turn_only", False), log=log, origin=cfg["path"])
     if cfg.get("sources"):

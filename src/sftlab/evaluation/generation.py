@@ -15,9 +15,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
-import torch
-
-from sftlab.progress import progress
+from sftlab.lazy import torch
+from sftlab.progress import progress, progress_bar
 from sftlab.registry import lookup, registrar
 
 from sftlab.data.tokenize import encode_prompt, ensure_chat_template
@@ -135,8 +134,11 @@ class TransformersGenerator(Generator):
             batches += [group[k : k + self.batch_size] for k in range(0, len(group), self.batch_size)]
         return batches
 
-    @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest], top_logprobs: int = 0) -> list[Generation]:
+        with torch.inference_mode():
+            return self._generate(requests, top_logprobs)
+
+    def _generate(self, requests: Sequence[GenerationRequest], top_logprobs: int) -> list[Generation]:
         prompts = [encode_prompt(self.tokenizer, r.messages) for r in requests]
         results: list[Generation | None] = [None] * len(requests)
         device = self.model.device
@@ -255,7 +257,7 @@ class VLLMGenerator(Generator):
 
         built = vllm_requests(self.tokenizer, requests, self.seed, self.stop_token_ids, self.stop_at_eos, top_logprobs)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=prompt) for prompt, _ in built],
-                                    [VllmSamplingParams(**kwargs) for _, kwargs in built], use_tqdm=False)
+                                    [VllmSamplingParams(**kwargs) for _, kwargs in built], use_tqdm=progress_bar)
         results = []
         for (prompt, _), output in zip(built, outputs):
             completion = output.outputs[0]

@@ -18,13 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import requests
-
 from sftlab.evaluation.cache import JudgmentCache
 from sftlab.evaluation.generation import Generator, SamplingParams, generate_chats
 from sftlab.evaluation.judges import Judge, JudgeRequest, JudgeUsage, run_judge
 from sftlab.evaluation.stats import mean_with_ci
-from sftlab.io import DataError, iter_jsonl, write_json, write_text
+from sftlab.io import DataError, download, iter_jsonl, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -256,13 +254,12 @@ def download_official(
     fetched = {}
     for name, repo_path in OFFICIAL_FILES.items():
         url = f"{raw_url}/{commit}/{repo_path}"
-        reply = requests.get(url, timeout=timeout_s)
-        reply.raise_for_status()
-        digest = hashlib.sha256(reply.content).hexdigest()
+        content = download(url, timeout_s)
+        digest = hashlib.sha256(content).hexdigest()
         expected = OFFICIAL_SHA256.get(name) if commit == FASTCHAT_COMMIT else None
         if expected and digest != expected:
             raise DataError(f"{url}: sha256 {digest} differs from the pinned {expected}")
-        fetched[name] = reply.text
+        fetched[name] = content.decode("utf-8")
         source["files"][name] = {"url": url, "sha256": digest}
     for name, text in fetched.items():
         write_text(out_dir / name, text)

@@ -27,15 +27,17 @@ def grid(n: int, ncols: int = 3, size: tuple[float, float] = (4.0, 3.2)):
     return fig, flat[:n]
 
 
-def save(fig, stem: str | Path) -> list[Path]:
+def save(fig, stem: str | Path | None = None, *, png: str | Path | None = None, pdf: str | Path | None = None,
+         dpi: float | None = None) -> list[Path]:
+    """Write ``fig`` as PNG and PDF, each atomically, to ``stem``.png and ``stem``.pdf (or to the paths ``png`` and
+    ``pdf``), at ``dpi`` (default: the figure's), and close it."""
     from sftlab.io import atomic_path
 
-    stem = Path(stem)
-    out = []
-    for suffix in (".png", ".pdf"):
-        with atomic_path(stem.with_suffix(suffix), suffix=suffix) as tmp:
-            fig.savefig(tmp, format=suffix[1:], bbox_inches="tight")
-        out.append(stem.with_suffix(suffix))
+    out = [Path(png) if png is not None else Path(stem).with_suffix(".png"),
+           Path(pdf) if pdf is not None else Path(stem).with_suffix(".pdf")]
+    for path, fmt in zip(out, ("png", "pdf")):
+        with atomic_path(path, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, bbox_inches="tight", **({"dpi": dpi} if dpi is not None else {}))
     plt.close(fig)
     return out
 

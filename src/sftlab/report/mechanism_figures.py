@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from sftlab.report.figures import STYLE, grid, save
 
@@ -91,24 +92,36 @@ def selection_figure(rows: pd.DataFrame, stem: str | Path) -> list[Path]:
         return save(fig, stem)
 
 
-def tradeoff_figure(rows: pd.DataFrame, x: tuple[str, str, str], y: tuple[str, str, str], label: str,
-                    xlabel: str, ylabel: str, title: str, stem: str | Path, zero_line: bool = False) -> list[Path]:
-    """Per model × dataset × benchmark: a point per run at (x, y) with both intervals as error bars — a trade-off
-    such as deviation against held-out loss. ``x``/``y``: (value, low, high) columns; ``label``: the point's name."""
-    keys = sorted({(r.model, r.dataset, r.benchmark) for r in rows.itertuples()})
+def paired_tradeoff_figure(rows: pd.DataFrame, x: tuple[str, str, str], y: tuple[str, str, str], label: str,
+                           xlabel: str, ylabel: str, title: str, stem: str | Path, origin: str = "baseline") -> list[Path]:
+    """Per model × dataset × benchmark: each run's paired differences to its baseline, one measure on each axis, with
+    both paired intervals as error bars; the baseline is the origin (marked), so a trade-off reads off a quadrant.
+
+    The levels themselves vary far more between items than between runs (a held-out NLL interval over 30 items is
+    ±0.9 nats wide), which would hide every difference: only paired differences are drawn. ``x``/``y``: (value, low,
+    high) columns; a row without ``y`` is left out, a row without ``x`` sits on x = 0 with no x bar (said in its
+    label)."""
+    keys = sorted({(r.model, r.dataset, r.benchmark) for r in rows.itertuples() if pd.notna(getattr(r, y[0]))})
     with plt.rc_context(STYLE):
-        fig, axes = grid(len(keys), ncols=2, size=(4.6, 3.6))
+        fig, axes = grid(len(keys), ncols=2, size=(4.8, 3.8))
         if not keys:
             _empty(axes[0])
         for ax, (model, dataset, bench) in zip(axes, keys):
-            part = rows[(rows.model == model) & (rows.dataset == dataset) & (rows.benchmark == bench)]
+            part = rows[(rows.model == model) & (rows.dataset == dataset) & (rows.benchmark == bench)
+                        & rows[y[0]].notna()]
+            ax.axhline(0, color="0.5", lw=0.8, ls=":")
+            ax.axvline(0, color="0.5", lw=0.8, ls=":")
+            ax.plot([0], [0], marker="P", ms=8, color="0.2", ls="none", label=origin, zorder=3)
             for i, row in enumerate(part.itertuples()):
                 r = row._asdict()
-                ax.errorbar([r[x[0]]], [r[y[0]]], xerr=[[max(0, r[x[0]] - r[x[1]])], [max(0, r[x[2]] - r[x[0]])]],
-                            yerr=[[max(0, r[y[0]] - r[y[1]])], [max(0, r[y[2]] - r[y[0]])]], fmt="o", ms=5,
-                            capsize=3, color=f"C{i}", label=r[label])
-            if zero_line:
-                ax.axhline(0, color="0.5", lw=0.8, ls=":")
+                has_x = pd.notna(r[x[0]])
+                xv = r[x[0]] if has_x else 0.0
+                xerr = [[max(0, xv - r[x[1]])], [max(0, r[x[2]] - xv)]] if has_x else None
+                ax.errorbar([xv], [r[y[0]]], xerr=xerr, yerr=[[max(0, r[y[0]] - r[y[1]])], [max(0, r[y[2]] - r[y[0]])]],
+                            fmt="o", ms=5, capsize=3, color=f"C{i}",
+                            label=r[label] if has_x else f"{r[label]} (x not measured)")
+            ax.xaxis.set_major_locator(MaxNLocator(5))  # differences of 0.005 print long tick labels
+            ax.yaxis.set_major_locator(MaxNLocator(6))
             ax.set(title=f"{model} / {dataset} / {bench}: {title}", xlabel=xlabel, ylabel=ylabel)
             ax.legend(frameon=False, fontsize=7, loc="best")
         fig.tight_layout()

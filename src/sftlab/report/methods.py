@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sftlab.benchmarks import BENCHMARK_TYPES
 from sftlab.report.figures import STYLE, plt, save
 from sftlab.report.tables import MISSING, fmt_cell
 
 MINORSFT_METHODS = {"ntp": "SFT", "dpo_sft": "DPO-SFT", "minorsft": "MinorSFT"}
 SFTMIX_DEFAULTS = {"mu": 0.2, "alpha": 0.5, "mixup_detach": False, "pairing": "confidence"}
-# benchmark type → the SFTMix paper's column for it
-SFTMIX_PAPER_COLUMNS = {"mtbench": "mt_bench", "alpacaeval": "alpacaeval2_wr"}
 
 
 def _score_index(scores: pd.DataFrame) -> dict:
@@ -178,16 +177,17 @@ def sftmix_main_table(runs: list[dict], scores: pd.DataFrame, benchmarks: list[s
                       paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows model × dataset × {NTP, SFTMix} (ours, then the paper's with their source label); columns benchmarks.
 
-    A paper number sits in the column of our benchmark of the same type (MT-Bench, AlpacaEval 2 win rate); the
-    AlpacaEval 2 length-controlled win rate gets its own ``<benchmark> LC`` column.
+    A paper number sits in the column of our benchmark of the type that declares its key (``paper_key``: MT-Bench,
+    AlpacaEval 2 win rate); a length-controlled number (``paper_lc_key``) gets its own ``<benchmark> LC`` column.
     """
     index = _score_index(scores)
-    lc_benches = [b for b in benchmarks if types.get(b) == "alpacaeval"]
+    kinds = {b: BENCHMARK_TYPES.get(types.get(b)) for b in benchmarks}
+    lc_benches = [b for b in benchmarks if kinds[b] is not None and kinds[b].paper_lc_key]
     # the paper's columns that none of our benchmarks matches still show its numbers (ours: n/a)
-    unmatched = [] if paper is None else [c for t, c in SFTMIX_PAPER_COLUMNS.items() if c in paper
-                                          and t not in {types.get(b) for b in benchmarks}]
-    if paper is not None and not lc_benches and "alpacaeval2_lc_wr" in paper:
-        unmatched.append("alpacaeval2_lc_wr")
+    taken = {key for kind in kinds.values() if kind is not None for key in (kind.paper_key, kind.paper_lc_key)}
+    unmatched = [] if paper is None else list(dict.fromkeys(
+        key for attr in ("paper_key", "paper_lc_key") for kind in BENCHMARK_TYPES.values()
+        if (key := getattr(kind, attr)) and key in paper and key not in taken))
     columns = ["model", "dataset", "method", "recipe", *benchmarks, *(f"{b} LC" for b in lc_benches), *unmatched,
                "source"]
     rows = []
@@ -209,10 +209,10 @@ def sftmix_main_table(runs: list[dict], scores: pd.DataFrame, benchmarks: list[s
             row = {"model": rec["model"], "dataset": rec["dataset"], "method": rec["method"], "recipe": "—",
                    "source": rec["source"]}
             for b in benchmarks:
-                column = SFTMIX_PAPER_COLUMNS.get(types.get(b))
+                column = kinds[b].paper_key if kinds[b] is not None else None
                 row[b] = fmt_cell(rec[column]) if column in rec else MISSING
             for b in lc_benches:
-                row[f"{b} LC"] = fmt_cell(rec.get("alpacaeval2_lc_wr"))
+                row[f"{b} LC"] = fmt_cell(rec.get(kinds[b].paper_lc_key))
             row.update({c: fmt_cell(rec.get(c)) for c in unmatched})
             rows.append(row)
     return pd.DataFrame(rows, columns=columns)

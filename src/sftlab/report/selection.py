@@ -23,6 +23,9 @@ INFLUENCE = ("less", "rose")
 METHOD_ORDER = ("full", "random", *INFLUENCE)
 
 
+DODGE = 0.025  # log10 units between neighbouring selectors' points at one fraction
+
+
 def curve_frame(scores: pd.DataFrame, recipes: dict[str, dict]) -> pd.DataFrame:
     """Scores of the described recipes with their selection settings, one row per (run, benchmark)."""
     info = pd.DataFrame([{"recipe": r, **d} for r, d in recipes.items()],
@@ -55,10 +58,13 @@ def fraction_curve(frame: pd.DataFrame, benchmarks: list[str], stem: str | Path)
             axes[0].set_axis_off()
         for ax, ((model, dataset, _, bench), part) in zip(axes, panels):
             partial = part[part.name != "full"]
+            selectors = sorted(partial.selector.unique())
             for selector, line in partial.groupby("selector", sort=True):
                 line = line.sort_values("fraction")
                 err = [line.value - line.ci_low.fillna(line.value), line.ci_high.fillna(line.value) - line.value]
-                ax.errorbar(line.fraction, line.value, yerr=err, marker="o", ms=3, lw=1.2, capsize=2, label=selector,
+                # selectors side by side around each fraction (a log-scale nudge), so equal values do not hide
+                nudge = 10 ** (DODGE * (selectors.index(selector) - (len(selectors) - 1) / 2))
+                ax.errorbar(line.fraction * nudge, line.value, yerr=err, marker="o", ms=3, lw=1.2, capsize=2, label=selector,
                             color=colours[selector])
             for row in part[part.name == "full"].itertuples():
                 ax.axhline(row.value, ls="--", lw=1, color="0.3", label=f"full data ({row.recipe})")
@@ -66,6 +72,8 @@ def fraction_curve(frame: pd.DataFrame, benchmarks: list[str], stem: str | Path)
             if fractions:
                 ax.set_xscale("log")
                 ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+                margin = 10 ** (0.15 + DODGE * len(selectors) / 2)  # room for the nudged points at both ends
+                ax.set_xlim(min(fractions) / margin, max(fractions) * margin)
                 ax.minorticks_off()
             objective = f", {part.objective.iloc[0]}" if several_groups else ""
             ax.set(title=f"{model} / {dataset}{objective}", xlabel="fraction of the pool selected",

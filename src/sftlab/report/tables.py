@@ -16,15 +16,23 @@ import pandas as pd
 MISSING = "n/a"
 
 
+def run_of(run_dir: str | Path) -> tuple[str, str, str]:
+    """(model, dataset, recipe) of a run's directory ``results/{model}/{dataset}/runs/{recipe}``."""
+    run_dir = Path(run_dir)
+    if run_dir.parent.name != "runs" or len(run_dir.parents) < 3:
+        raise ValueError(f"{run_dir} is not a run's directory results/{{model}}/{{dataset}}/runs/{{recipe}}")
+    return run_dir.parents[2].name, run_dir.parents[1].name, run_dir.name
+
+
 def load_scores(paths: list[str | Path]) -> pd.DataFrame:
     """One row per Scores file; the run is read from its path ``results/{model}/{dataset}/runs/{recipe}/scores/{b}.json``."""
     rows = []
     for path in paths:
         path = Path(path)
         score = json.loads(path.read_text())
-        recipe_dir = path.parent.parent
-        rows.append({"model": recipe_dir.parent.parent.parent.name, "dataset": recipe_dir.parent.parent.name,
-                     "recipe": recipe_dir.name, "benchmark": score["benchmark"], "metric": score["metric"],
+        model, dataset, recipe = run_of(path.parent.parent)
+        rows.append({"model": model, "dataset": dataset, "recipe": recipe, "benchmark": score["benchmark"],
+                     "metric": score["metric"],
                      "value": score["value"], "ci_low": score.get("ci_low"), "ci_high": score.get("ci_high"),
                      "n": score.get("n"), "lc_value": (score.get("length_controlled") or {}).get("value"),
                      "source": str(path)})

@@ -9,7 +9,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from sftlab.io import atomic_path
 
 #: colours of the paper's figure: confident in blue, unconfident in orange
 SPLIT_COLOURS = {"confident": "#1f77b4", "unconfident": "#ff7f0e"}
@@ -37,12 +36,6 @@ def tsne_embedding(features: np.ndarray, seed: int, perplexity: float = 30.0) ->
     )
 
 
-def _save(fig, png: str | Path, pdf: str | Path) -> None:
-    for path, fmt in ((png, "png"), (pdf, "pdf")):
-        with atomic_path(path, suffix=f".{fmt}") as tmp:
-            fig.savefig(tmp, format=fmt, dpi=200, bbox_inches="tight")
-
-
 #: colours of the true quality of the demo corpus (clean and its three degradations)
 QUALITY_COLOURS = {"clean": "#2ca02c", "wrong": "#d62728", "truncated": "#9467bd", "off_topic": "#8c564b"}
 
@@ -51,10 +44,7 @@ def plot_tsne(panels: Sequence[tuple[str, np.ndarray]], splits: Sequence[str], p
               qualities: Sequence[str] | None = None) -> None:
     """One panel per model (title, (N, 2) embedding), the same N examples in each, coloured by ``splits``; with
     ``qualities`` (the examples' true quality) a second row of the same maps coloured by it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from sftlab.report.figures import plt, save
 
     rows = [("split", np.asarray(splits), SPLIT_COLOURS)]
     if qualities is not None:
@@ -71,16 +61,12 @@ def plot_tsne(panels: Sequence[tuple[str, np.ndarray]], splits: Sequence[str], p
             ax.set_yticks([])
         row[0].legend(loc="best", fontsize=8, markerscale=3, frameon=False)
     fig.tight_layout()
-    _save(fig, png, pdf)
-    plt.close(fig)
+    save(fig, png=png, pdf=pdf, dpi=200)
 
 
 def plot_confidence_histogram(table: pd.DataFrame, png: str | Path, pdf: str | Path, bins: int = 50) -> None:
     """Histogram of ``confidence`` (= −mean perplexity) per split, with the median split marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from sftlab.report.figures import plt, save
 
     for column in ("confidence", "split"):
         if column not in table:
@@ -94,5 +80,4 @@ def plot_confidence_histogram(table: pd.DataFrame, png: str | Path, pdf: str | P
     ax.set_ylabel("examples")
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
-    _save(fig, png, pdf)
-    plt.close(fig)
+    save(fig, png=png, pdf=pdf, dpi=200)

@@ -31,6 +31,7 @@ from sftlab.io import atomic_path, write_text
 from sftlab.objectives import Objective, build_objective
 from sftlab.objectives.base import model_inputs, sequence_logps
 from sftlab.models.scoring import length_normalised_reward
+from sftlab.progress import progress
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -93,7 +94,8 @@ def heldout_sums(model, pad_token_id: int, features: list[dict], counts: list[bo
     sums = {"nll": 0.0, "tokens": 0, "rewards": []}
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
+        for start in progress(range(0, len(order), batch_size), "held-out evaluation",
+                              total=math.ceil(len(order) / batch_size)):
             rows = order[start:start + batch_size]
             batch = collate([features[i] for i in rows], pad_token_id, columns)
             batch = {k: v.to(device) for k, v in batch.items()}
