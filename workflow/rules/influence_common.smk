@@ -2,7 +2,6 @@
 
 import hashlib
 
-
 from sftlab.config import influence_selectors
 from sftlab.selection.gradient_cost import grad_features_runtime, model_memory_gb
 

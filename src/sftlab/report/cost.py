@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from graphlib import TopologicalSorter
 from pathlib import Path
 
 import pandas as pd
@@ -118,29 +119,11 @@ NOT_APPLICABLE = "—"
 def served_recipes(jobs: list[DagJob]) -> list[set[str]]:
     """Per job, the recipes whose runs depend on it: the ``recipe`` wildcards of the job and of its descendants."""
     served = [{job.wildcards["recipe"]} if "recipe" in job.wildcards else set() for job in jobs]
-    dependents: list[list[int]] = [[] for _ in jobs]
-    for i, job in enumerate(jobs):
-        for d in job.dependencies:
-            dependents[d].append(i)
-    done: list[bool] = [False] * len(jobs)
-
-    def visit(i: int) -> set[str]:
-        # iterative post-order: a long chain of jobs must not exhaust Python's recursion limit
-        stack = [(i, False)]
-        while stack:
-            j, expanded = stack.pop()
-            if done[j]:
-                continue
-            if expanded:
-                for k in dependents[j]:
-                    served[j] |= served[k]
-                done[j] = True
-            else:
-                stack.append((j, True))
-                stack.extend((k, False) for k in dependents[j] if not done[k])
-        return served[i]
-
-    return [visit(i) for i in range(len(jobs))]
+    order = TopologicalSorter({i: job.dependencies for i, job in enumerate(jobs)}).static_order()
+    for i in reversed(list(order)):  # a job's dependents come first: its set is complete when passed on
+        for d in jobs[i].dependencies:
+            served[d] |= served[i]
+    return served
 
 
 def job_papers(jobs: list[DagJob], recipe_papers: dict[str, list[str]]) -> list[set[str]]:
