@@ -361,3 +361,44 @@ def test_merge_parameters_come_from_mergekits_registry():
             continue
         declared = {p.name for p in registry.get(method.mergekit_method).spec.parameters}
         assert set(method.defaults) <= declared, (name, set(method.defaults) - declared)
+
+
+def test_mergekit_declarations_are_cached_per_version_and_read_back_without_torch(tmp_path, monkeypatch):
+    """Planning reads mergekit's declarations from a cache keyed by mergekit's version (importing mergekit imports
+    torch: seconds of every `snakemake` command); the cached ones equal mergekit's registry, and a damaged cache is
+    rebuilt from it."""
+    import importlib
+    import os
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    from mergekit.merge_methods import registry
+    from mergekit.merge_methods.base import BasePolicy
+
+    merge_module = importlib.import_module("sftlab.compose.merge")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = tmp_path / "sftlab" / f"mergekit-{version('mergekit')}-methods.json"
+    merge_module.mergekit_declarations.cache_clear()
+    ties = merge_module.mergekit_spec("ties")
+    spec = registry.get("ties").spec
+    assert ties.base_required == (spec.contract.base == BasePolicy.REQUIRED) is True
+    assert ties.input_parameters == tuple(p.name for p in spec.input_parameters)
+    assert ties.shared_parameters == tuple(p.name for p in spec.shared_parameters)
+    assert json.loads(cache.read_text())["ties"]["input_parameters"] == list(ties.input_parameters)
+
+    # a fresh process plans from the cache without importing torch
+    code = ("import sys; from sftlab.compose.merge import MERGE_METHODS as M; "
+            "print(M['dare_ties'].params, M['average'].uses_base, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)}).stdout
+    assert out.strip() == "('weights', 'density', 'lambda') False False"
+
+    cache.write_text("{not json")
+    merge_module.mergekit_declarations.cache_clear()
+    assert merge_module.mergekit_spec("linear").base_required is False
+    assert "linear" in json.loads(cache.read_text())
+    with pytest.raises(ValueError, match="no merge method 'nonesuch'"):
+        merge_module.mergekit_spec("nonesuch")
+    merge_module.mergekit_declarations.cache_clear()

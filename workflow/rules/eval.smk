@@ -20,14 +20,17 @@ rule evaluate:
     log:
         "logs/evaluate/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
-        "benchmarks/evaluate/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+        phase_benchmark("evaluation", "benchmarks/evaluate/{model}/{dataset}/{recipe}/{benchmark}.tsv")
     wildcard_constraints:
         benchmark=_alternation(benchmarks_scored_by("evaluate")),
     threads: threads_of("evaluate")
     resources:
         **res("evaluate"),
     shell:
-        "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} python {input.script:q} --model-dir {input.model:q} "
+        # HF_UPDATE_DOWNLOAD_COUNTS=0: no usage ping (an HTTP HEAD that `datasets` sends on every load_dataset, even
+        # of local files, waiting up to 3 s where the network is firewalled)
+        "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} HF_UPDATE_DOWNLOAD_COUNTS=0 python {input.script:q} "
+        "--model-dir {input.model:q} "
         "--benchmark {wildcards.benchmark:q} --benchmark-config {params.benchmark:q} {params.inputs:q} "
         "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"
 
@@ -52,7 +55,7 @@ rule log_likelihood:
     log:
         "logs/log_likelihood/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
-        "benchmarks/log_likelihood/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+        phase_benchmark("evaluation", "benchmarks/log_likelihood/{model}/{dataset}/{recipe}/{benchmark}.tsv")
     threads: threads_of("evaluate")
     resources:
         **res("evaluate"),

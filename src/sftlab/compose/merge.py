@@ -38,9 +38,10 @@ import functools
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -67,12 +68,63 @@ _DONOR_FILES = (
 )
 
 
-@functools.lru_cache(maxsize=None)
-def mergekit_spec(name: str):
-    """mergekit's own declaration of a merge method (its parameters, per input or shared, and its base policy)."""
-    from mergekit.merge_methods import registry
+@dataclass(frozen=True)
+class MergekitDeclaration:
+    """What mergekit declares of a merge method and sftlab reads: whether it requires the base model, and its
+    parameters given per input model and once for the merge."""
 
-    return registry.get(name).spec
+    base_required: bool
+    input_parameters: tuple[str, ...]
+    shared_parameters: tuple[str, ...]
+
+
+def _declarations_cache() -> Path:
+    """The cached declarations of the installed mergekit version (importing mergekit imports torch: seconds of
+    every `snakemake` command that checks a config with a merge)."""
+    from importlib.metadata import version
+
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "sftlab" / f"mergekit-{version('mergekit')}-methods.json"
+
+
+def _read_declarations() -> dict[str, MergekitDeclaration]:
+    """Every mergekit merge method's declaration, from mergekit's registry."""
+    from mergekit.merge_methods import registry
+    from mergekit.merge_methods.base import BasePolicy
+
+    return {spec.name: MergekitDeclaration(spec.contract.base == BasePolicy.REQUIRED,
+                                           tuple(p.name for p in spec.input_parameters),
+                                           tuple(p.name for p in spec.shared_parameters))
+            for spec in (method.spec for method in registry.registered_methods())}
+
+
+@functools.lru_cache(maxsize=None)
+def mergekit_declarations() -> dict[str, MergekitDeclaration]:
+    """mergekit's declarations of its merge methods, cached per mergekit version (a cache that cannot be read or
+    written is skipped: mergekit is asked again)."""
+    path = _declarations_cache()
+    try:
+        return {name: MergekitDeclaration(d["base_required"], tuple(d["input_parameters"]),
+                                          tuple(d["shared_parameters"]))
+                for name, d in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    declarations = _read_declarations()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps({name: asdict(d) for name, d in declarations.items()}, indent=1))
+    except OSError as e:
+        log.debug("mergekit's declarations not cached at %s: %s", path, e)
+    return declarations
+
+
+def mergekit_spec(name: str) -> MergekitDeclaration:
+    """mergekit's own declaration of a merge method (its parameters, per input or shared, and its base policy)."""
+    declarations = mergekit_declarations()
+    if name not in declarations:
+        raise ValueError(f"mergekit has no merge method {name!r}; it has {sorted(declarations)}")
+    return declarations[name]
 
 
 @dataclass(frozen=True)
@@ -98,21 +150,19 @@ class MergeMethod:
     def uses_base(self) -> bool:
         if self.mergekit_method is None:
             return self.own_uses_base
-        from mergekit.merge_methods.base import BasePolicy
-
-        return mergekit_spec(self.mergekit_method).contract.base == BasePolicy.REQUIRED
+        return mergekit_spec(self.mergekit_method).base_required
 
     @property
     def model_params(self) -> tuple[str, ...]:
         if self.mergekit_method is None:
             return ()
-        return tuple(p.name for p in mergekit_spec(self.mergekit_method).input_parameters if p.name in self.defaults)
+        return tuple(p for p in mergekit_spec(self.mergekit_method).input_parameters if p in self.defaults)
 
     @property
     def shared_params(self) -> tuple[str, ...]:
         if self.mergekit_method is None:
             return self.own_shared_params
-        return tuple(p.name for p in mergekit_spec(self.mergekit_method).shared_parameters if p.name in self.defaults)
+        return tuple(p for p in mergekit_spec(self.mergekit_method).shared_parameters if p in self.defaults)
 
     @property
     def params(self) -> tuple[str, ...]:

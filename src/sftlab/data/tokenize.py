@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
+from sftlab.lazy import torch
 
 #: Used when a tokenizer has no chat template of its own (base models): ChatML, as in SmolLM2 and Qwen2.
 DEFAULT_CHAT_TEMPLATE = (

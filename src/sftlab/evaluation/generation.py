@@ -15,8 +15,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
-import torch
-
+from sftlab.lazy import torch
 from sftlab.progress import progress, progress_bar
 from sftlab.registry import lookup, registrar
 
@@ -135,8 +134,11 @@ class TransformersGenerator(Generator):
             batches += [group[k : k + self.batch_size] for k in range(0, len(group), self.batch_size)]
         return batches
 
-    @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest], top_logprobs: int = 0) -> list[Generation]:
+        with torch.inference_mode():
+            return self._generate(requests, top_logprobs)
+
+    def _generate(self, requests: Sequence[GenerationRequest], top_logprobs: int) -> list[Generation]:
         prompts = [encode_prompt(self.tokenizer, r.messages) for r in requests]
         results: list[Generation | None] = [None] * len(requests)
         device = self.model.device

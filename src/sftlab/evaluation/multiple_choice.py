@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import yaml
 
@@ -67,7 +68,8 @@ def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, 
         if data_dir is not None:
             spec = mmlu_schema_task(task, data_dir, answer_prompt=answer_prompt)
             (Path(tmp) / f"{task}.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
-            manager = TaskManager(include_path=tmp)
+            # the task is self-contained: indexing lm-eval's own ~27,000 task YAMLs would cost ~6 s of CPU a job
+            manager = TaskManager(include_path=tmp, include_defaults=False)
         else:
             manager = TaskManager(include_path=str(include_path) if include_path else None)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
@@ -79,10 +81,14 @@ def lm_eval_score(lm, task: str, manager, num_fewshot: int, metric: str, limit: 
     """``run_lm_eval``'s score dict from any lm-eval ``LM`` on a task its ``TaskManager`` knows, seeded; the
     metrics named in ``report`` (percent) under ``metrics``."""
     import lm_eval
+    import lm_eval.evaluator
 
-    out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, task_manager=manager,
-                                  limit=limit, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
-                                  fewshot_random_seed=0, log_samples=False, apply_chat_template=apply_chat_template)
+    # simple_evaluate ends by describing the environment (pip list, conda, nvidia-smi, gcc ... in ~15 subprocesses,
+    # ~1.5 s a job) into its results, of which the score keeps nothing
+    with mock.patch.object(lm_eval.evaluator, "add_env_info", lambda results: None):
+        out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, task_manager=manager,
+                                      limit=limit, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
+                                      fewshot_random_seed=0, log_samples=False, apply_chat_template=apply_chat_template)
     results = out["results"][task]
     key = f"{metric},{metric_filter}"
     if key not in results:

@@ -1,0 +1,56 @@
+"""Predicted GPU-hours per stage of every paper config: the jobs `snakemake -n --profile profiles/slurm` plans for it,
+priced by sftlab.report.gpu_cost under the assumptions in src/sftlab/report/gpu_cost.yaml (H100 bf16 peak, MFU,
+vLLM decode rate, batch layouts' real-token shares from bench/batching.py). Arithmetic, not GPU measurements.
+
+Usage: ``python bench/gpu_cost.py [configs ...]``; prints a Markdown table (the README's cluster section shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _plan import PAPER_CONFIGS, dry_run_jobs, plan  # noqa: E402
+
+from sftlab.config import prepare, read_yaml  # noqa: E402
+from sftlab.report.gpu_cost import STAGE_ORDER, load_assumptions, stage_hours  # noqa: E402
+
+
+def config_hours(configfile: Path, assumptions: dict) -> tuple[int, dict[str, float]]:
+    with tempfile.TemporaryDirectory() as workdir:
+        proc = plan(configfile, Path(workdir))
+    if proc.returncode != 0:
+        raise SystemExit(f"{configfile}: the dry run failed\n{(proc.stdout + proc.stderr)[-3000:]}")
+    jobs = dry_run_jobs(proc.stdout + proc.stderr)
+    return len(jobs), stage_hours(jobs, prepare(read_yaml(configfile)), assumptions)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("configs", nargs="*", type=Path)
+    ap.add_argument("--gpu", nargs=3, metavar=("NAME", "TFLOPS", "GBS"),
+                    help="another GPU (bf16 dense TFLOP/s, GB/s), e.g. A100-SXM-80GB 312 2039 to compare with a paper")
+    args = ap.parse_args()
+    a = load_assumptions()
+    if args.gpu:
+        a["gpu"].update(name=args.gpu[0], bf16_dense_tflops=float(args.gpu[1]), bandwidth_gbs=float(args.gpu[2]))
+    rows = {c.stem: config_hours(c, a) for c in (args.configs or PAPER_CONFIGS)}
+    stages = [s for s in STAGE_ORDER if any(s in h for _, h in rows.values())]
+    print(f"GPU: {a['gpu']['name']}, {a['gpu']['bf16_dense_tflops']} TFLOP/s bf16 dense at MFU {a['gpu']['mfu']:.0%}; "
+          f"decode {a['decode_tokens_per_s']['vllm']} tokens/s/GPU (vLLM), "
+          f"{a['decode_tokens_per_s']['transformers']} (transformers)\n")
+    print("| config | jobs | " + " | ".join(stages) + " | total |")
+    print("|---|---:|" + "---:|" * (len(stages) + 1))
+    for name, (jobs, hours) in rows.items():
+        cells = [f"{hours[s]:,.0f}" if s in hours else "–" for s in stages]
+        print(f"| {name} | {jobs:,} | " + " | ".join(cells) + f" | {sum(hours.values()):,.0f} |")
+    for paper, reported in a["papers"].items():
+        for stage, text in reported.items():
+            print(f"\n{paper}, {stage}: the paper reports {text}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Predicted GPU-hours of a config, per stage, from the jobs Snakemake plans for it and per-unit costs.
+
+Not a measurement: ``reports/tables/cost_papers.*`` (``sftlab.report.cost``) holds what a run really took. This
+model prices each planned job from FLOP arithmetic (``gpu_cost.yaml`` states every assumption):
+
+- training (``train``, ``train_member``, ``reference_run``, ``warmup``): ``k·N`` FLOPs a computed token, k = 6 for
+  full fine-tuning (forward 2·N, backward 4·N) and 4 for LoRA (the frozen base's backward computes the activations'
+  gradients only, 2·N; the adapters' own are negligible), at the assumed MFU of the GPU's bf16 peak (MFU counts model
+  FLOPs only, so gradient checkpointing's recomputed forward is part of the 60% not reached). Computed tokens are the
+  run's examples × epochs × mean tokens, divided by the batch layout's real-token share measured by
+  bench/batching.py. The held-out set is scored (2·N a token) before the first step and every ``eval_steps``;
+- scoring (``ref_logprobs``, ``confidence``, lm-eval's log-likelihoods, the implicit reward): 2·N a token;
+- gradient features: ``sftlab.selection.gradient_cost`` (the LESS stage's own model) on this GPU;
+- generation: decoded tokens at the backend's assumed tokens/s of one GPU;
+- judging goes to an API (no GPU); every GPU job also pays ``startup_minutes`` on each of its GPUs (the rules not
+  priced otherwise — disperse, merge, t-SNE — pay only that).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import yaml
+
+from sftlab.selection.gradient_cost import example_seconds
+
+ASSUMPTIONS = Path(__file__).with_name("gpu_cost.yaml")
+
+#: rule → stage of the table (rules absent here run on CPUs or an API)
+STAGES = {
+    "reference_run": "reference run", "confidence": "reference run", "tsne": "reference run",
+    "warmup": "selection warmup",
+    "grad_features": "gradient features", "validation_grad_features": "gradient features",
+    "ref_logprobs": "scoring", "train": "training", "train_member": "training", "disperse": "training",
+    "merge": "training", "generate": "generation", "evaluate": "evaluation", "implicit_reward": "evaluation",
+}
+STAGE_ORDER = ("reference run", "selection warmup", "gradient features", "scoring", "training", "generation",
+               "evaluation")
+
+
+def load_assumptions(path: str | Path = ASSUMPTIONS) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def training_flops_per_token(params: float, finetuning: str) -> float:
+    """Model FLOPs a computed training token: 6·N full fine-tuning, 4·N LoRA (frozen base)."""
+    if finetuning not in ("full", "lora"):
+        raise ValueError(f"finetuning must be 'full' or 'lora', got {finetuning!r}")
+    return (6 if finetuning == "full" else 4) * params
+
+
+def compute_seconds(flops: float, a: Mapping) -> float:
+    """GPU-seconds of ``flops`` at the assumed MFU of the GPU's bf16 dense peak."""
+    return flops / (a["gpu"]["bf16_dense_tflops"] * 1e12 * a["gpu"]["mfu"])
+
+
+class CostModel:
+    """GPU-seconds of each planned job of ``config`` (the workflow's prepared config) under assumptions ``a``."""
+
+    def __init__(self, config: Mapping, a: Mapping) -> None:
+        self.config, self.a = config, a
+
+    # -- look-ups, each naming what is missing --------------------------------------------------------------------
+    def model(self, name: str) -> Mapping:
+        repo = self.config["models"][name].get("repo_id", name)
+        if repo not in self.a["models"]:
+            raise KeyError(f"gpu_cost.yaml models: no entry for {repo!r} (model {name!r})")
+        return self.a["models"][repo]
+
+    def pool(self, dataset: str) -> Mapping:
+        path = self.config["datasets"][dataset].get("path", dataset)
+        if path not in self.a["pools"]:
+            raise KeyError(f"gpu_cost.yaml pools: no entry for {path!r} (dataset {dataset!r})")
+        return self.a["pools"][path]
+
+    def benchmark(self, key: str) -> tuple[str, Mapping]:
+        bench = self.config["benchmarks"][key]
+        table = self.a["benchmarks"]
+        if bench["type"] != "lm_eval":
+            return bench["type"], table.get(bench["type"], {})
+        tasks = table["lm_eval"]
+        for name in (key, key.split("_")[0]):
+            if name in tasks:
+                return "lm_eval", tasks[name]
+        raise KeyError(f"gpu_cost.yaml benchmarks.lm_eval: no entry for benchmark {key!r}")
+
+    def test_pairs(self, key: str) -> int:
+        path = self.config["datasets"][self.config["benchmarks"][key]["dataset"]]["path"]
+        return self.a["benchmarks"]["test_sets"][path]
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def efficiency(self, training: Mapping, objective: str) -> float:
+        eff = self.a["batch_efficiency"]
+        if objective == "sftmix":
+            return eff["sftmix_pairs"]
+        layout = training.get("batching", "auto")
+        if layout == "auto":
+            flash = str(training.get("attn_implementation", "sdpa")).startswith("flash_attention")
+            layout = "packed" if flash else "length_grouped"
+        return eff[layout]
+
+    def training_seconds(self, model: str, dataset: str, training: Mapping, examples: float, gpus: int,
+                         objective: str = "ntp") -> float:
+        """A run over ``examples`` examples for ``training['epochs']`` epochs on ``gpus`` GPUs (``examples`` × epochs
+        computed tokens at the layout's real share, plus the held-out passes)."""
+        n = self.model(model)["params"]
+        pool = self.pool(dataset)
+        tokens = examples * training["epochs"] * pool["mean_tokens"] / self.efficiency(training, objective)
+        flops = tokens * training_flops_per_token(n, training["finetuning"])
+        global_batch = training["batch_size"] * training.get("gradient_accumulation", 1) * max(1, gpus)
+        steps = math.ceil(examples * training["epochs"] / global_batch)
+        evals = 1 + steps // training["eval_steps"] if training.get("eval_steps") else 1
+        heldout = self.config["datasets"][dataset].get("heldout", 0) or 0
+        flops += evals * heldout * pool["mean_tokens"] * 2 * n
+        return compute_seconds(flops, self.a)
+
+    def recipe_share(self, recipe: Mapping, member: str | None) -> float:
+        """The share of the pool a run trains on: the selection's fraction, split K ways for a disperse member."""
+        share = recipe.get("selection", {}).get("fraction", 1.0)
+        composition = recipe.get("composition", {})
+        if member is not None and composition.get("name") == "disperse_merge":
+            share /= composition["k"]
+        return share
+
+    # -- one job --------------------------------------------------------------------------------------------------
+    def job_seconds(self, rule: str, wildcards: Mapping[str, str], gpus: int) -> float:
+        """GPU-seconds of one planned job (its work plus startup on each GPU); 0 for CPU and API jobs."""
+        if rule not in STAGES or gpus == 0:
+            return 0.0
+        return self.work_seconds(rule, wildcards, gpus) + 60 * self.a["startup_minutes"] * gpus
+
+    def work_seconds(self, rule: str, w: Mapping[str, str], gpus: int) -> float:
+        cfg = self.config
+        if rule in ("train", "train_member"):
+            recipe = cfg["recipes"][w["recipe"]]
+            examples = self.pool(w["dataset"])["examples"] * self.recipe_share(recipe, w.get("member"))
+            objective = recipe.get("objective", {}).get("name", "ntp")
+            return self.training_seconds(w["model"], w["dataset"], recipe["training"], examples, gpus, objective)
+        if rule == "reference_run":
+            ref = cfg["reference"]
+            training = {**cfg["training"], **ref.get("training", {}), "epochs": max(ref["checkpoints"])}
+            return self.training_seconds(w["model"], w["dataset"], training, self.pool(w["dataset"])["examples"], gpus)
+        if rule == "warmup":
+            warmup = cfg["warmup"]
+            examples = self.pool(w["dataset"])["examples"] * warmup["fraction"]
+            return self.training_seconds(w["model"], w["dataset"], {**cfg["training"], **warmup["training"]},
+                                         examples, gpus)
+        if rule in ("ref_logprobs", "confidence"):
+            pool = self.pool(w["dataset"])
+            passes = len(cfg["reference"]["checkpoints"]) if rule == "confidence" else 1
+            heldout = cfg["datasets"][w["dataset"]].get("heldout", 0) or 0
+            tokens = passes * (pool["examples"] + heldout) * pool["mean_tokens"]
+            return compute_seconds(2 * self.model(w["model"])["params"] * tokens, self.a)
+        if rule in ("grad_features", "validation_grad_features"):
+            return self.gradient_seconds(rule, w)
+        if rule == "generate":
+            kind, bench = self.benchmark(w["benchmark"])
+            prompts = self.test_pairs(w["benchmark"]) if kind == "preference" else bench["prompts"]
+            backend = cfg["benchmarks"][w["benchmark"]].get("backend", "transformers")
+            return prompts * bench["answer_tokens"] / self.a["decode_tokens_per_s"][backend]
+        if rule == "evaluate":
+            return self.evaluate_seconds(w)
+        if rule == "implicit_reward":
+            bench = self.a["benchmarks"]["implicit_reward"]
+            # policy and reference, chosen and rejected: 4 sequences a pair
+            tokens = 4 * self.test_pairs(w["benchmark"]) * bench["sequence_tokens"]
+            return compute_seconds(2 * self.model(w["model"])["params"] * tokens, self.a)
+        return 0.0  # disperse, merge, t-SNE: their startup only
+
+    def evaluate_seconds(self, w: Mapping[str, str]) -> float:
+        kind, bench = self.benchmark(w["benchmark"])
+        n = self.model(w["model"])["params"]
+        seconds = compute_seconds(2 * n * bench.get("forward_tokens", 0), self.a)
+        # lm-eval's and our exact-match generation: transformers batches
+        return seconds + bench.get("prompts", 0) * bench.get("answer_tokens", 0) / self.a["decode_tokens_per_s"][
+            "transformers"]
+
+    def gradient_seconds(self, rule: str, w: Mapping[str, str]) -> float:
+        """``sftlab.selection.gradient_cost``'s per-example cost on this GPU: a shard of the pool, or the validation
+        set (its shots × subtasks; a preference pair counts as two sequences)."""
+        grads = self.config["gradients"]
+        arch = self.model(w["model"])
+        cost_models = grads.get("cost", {}).get("models", {})
+        if w["model"] not in cost_models:
+            raise KeyError(f"config key gradients.cost.models: no entry for {w['model']!r} (its LoRA parameters)")
+        lora = cost_models[w["model"]]["lora_params"]
+        pool = self.pool(w["dataset"])
+        if rule == "grad_features":
+            examples = pool["examples"] / grads["shards"]
+        else:  # selector "rose-shp-2shot": the validation set and, where the name has it, the shots
+            validation = self.config["validation"][w["selector"].split("-")[1]]
+            shots = re.search(r"(\d+)shot", w["selector"])
+            examples = 2 * (int(shots.group(1)) if shots else validation["shots"]) * max(
+                1, len(validation.get("subtasks", [])))
+        gpu = self.a["gpu"]
+        per_example = example_seconds(pool["mean_tokens"], arch["params"], arch["layers"], arch["hidden_size"], lora,
+                                      gpu["bf16_dense_tflops"], gpu["bandwidth_gbs"], gpu["mfu"],
+                                      grads["projection"], grads["dim"])
+        return examples * per_example
+
+
+def stage_hours(jobs: Sequence[Mapping], config: Mapping, a: Mapping) -> dict[str, float]:
+    """GPU-hours per stage of the planned ``jobs`` (``tests/_plan.dry_run_jobs``: rule, wildcards, resources)."""
+    model = CostModel(config, a)
+    hours: dict[str, float] = defaultdict(float)
+    for job in jobs:
+        gpus = int(job["resources"].get("gpu", 0))
+        seconds = model.job_seconds(job["rule"], job["wildcards"], gpus)
+        if seconds:
+            hours[STAGES[job["rule"]]] += seconds / 3600
+    return {stage: hours[stage] for stage in STAGE_ORDER if stage in hours}

@@ -1,0 +1,80 @@
+"""The predicted GPU cost (sftlab.report.gpu_cost) of a small config worked out by hand."""
+
+import pytest
+
+from sftlab.report.gpu_cost import load_assumptions, stage_hours, training_flops_per_token
+
+# round numbers: 1,000 TFLOP/s at 50% MFU = 5e14 FLOP/s; 6 minutes of startup on each GPU
+ASSUMPTIONS = {
+    "gpu": {"name": "test", "bf16_dense_tflops": 1000, "bandwidth_gbs": 1000, "mfu": 0.5},
+    "startup_minutes": 6,
+    "decode_tokens_per_s": {"vllm": 1000, "transformers": 100},
+    "batch_efficiency": {"packed": 1.0, "length_grouped": 0.8, "padded": 0.5, "sftmix_pairs": 0.5},
+    "models": {"org/m": {"params": 1e9, "layers": 2, "hidden_size": 1000}},
+    "pools": {"org/pool": {"examples": 100_000, "mean_tokens": 1000}},
+    "benchmarks": {"mtbench": {"prompts": 100, "answer_tokens": 50}, "lm_eval": {"mmlu": {"forward_tokens": 1e6}}},
+}
+LORA = {"finetuning": "lora", "epochs": 1, "batch_size": 10, "gradient_accumulation": 1}
+CONFIG = {
+    "models": {"m": {"repo_id": "org/m"}},
+    "datasets": {"d": {"path": "org/pool", "heldout": 10}},
+    "training": {},
+    "recipes": {
+        "full_ft": {"training": {"finetuning": "full", "epochs": 2, "batch_size": 5, "gradient_accumulation": 2,
+                                 "eval_steps": 50}},
+        "lora_half": {"selection": {"name": "random", "fraction": 0.5}, "training": LORA},
+        "dtm": {"composition": {"name": "disperse_merge", "k": 4}, "training": LORA},
+    },
+    "benchmarks": {"mt": {"type": "mtbench", "backend": "vllm"}, "mmlu": {"type": "lm_eval"}},
+}
+
+
+def job(rule, gpus, **wildcards):
+    return {"rule": rule, "wildcards": {"model": "m", "dataset": "d", **wildcards},
+            "resources": {"gpu": str(gpus)} if gpus else {}}
+
+
+def test_gpu_hours_of_a_small_config_by_hand():
+    jobs = [job("train", 2, recipe="full_ft"), job("train", 1, recipe="lora_half"),
+            job("train_member", 1, recipe="dtm", member="shards/shard-0"),
+            job("generate", 1, recipe="full_ft", benchmark="mt"), job("evaluate", 1, recipe="full_ft", benchmark="mmlu"),
+            job("judge", 0, recipe="full_ft", benchmark="mt")]
+    # full_ft on 2 GPUs: 100,000 × 2 epochs × 1,000 tokens / 0.8 (length-grouped) = 2.5e8 tokens × 6e9 = 1.5e18;
+    # 200,000 examples / global batch 20 = 10,000 steps, 1 + 10,000 // 50 = 201 held-out passes × 10 × 1,000 × 2e9
+    # = 4.02e15; 1.50402e18 / 5e14 = 3,008.04 s, + 6 min × 2 GPUs
+    full_ft = 3008.04 + 720
+    # lora_half: 50,000 × 1,000 / 0.8 = 6.25e7 tokens × 4e9 = 2.5e17, one held-out pass 2e13: 500.04 s + 360
+    lora_half = 500.04 + 360
+    # a disperse member: a quarter of the pool, 25,000 × 1,000 / 0.8 × 4e9 = 1.25e17 + 2e13: 250.04 s + 360
+    member = 250.04 + 360
+    generation = 100 * 50 / 1000 + 360          # 100 answers × 50 tokens at 1,000 tokens/s (vLLM)
+    evaluation = 2e9 * 1e6 / 5e14 + 360         # 1e6 forward tokens × 2·N
+    hours = stage_hours(jobs, CONFIG, ASSUMPTIONS)
+    assert list(hours) == ["training", "generation", "evaluation"]
+    assert hours["training"] == pytest.approx((full_ft + lora_half + member) / 3600, rel=1e-9)
+    assert hours["generation"] == pytest.approx(generation / 3600, rel=1e-9)
+    assert hours["evaluation"] == pytest.approx(evaluation / 3600, rel=1e-9)
+
+
+def test_training_flops_and_clear_errors():
+    assert training_flops_per_token(1e9, "full") == 6e9
+    assert training_flops_per_token(1e9, "lora") == 4e9
+    with pytest.raises(KeyError, match="gpu_cost.yaml models: no entry for 'org/other'"):
+        stage_hours([job("train", 1, recipe="full_ft")], {**CONFIG, "models": {"m": {"repo_id": "org/other"}}},
+                    ASSUMPTIONS)
+
+
+def test_the_shipped_assumptions_price_every_paper_model_and_pool():
+    """Each paper config's hub models and training pools have an entry (a new one fails here, not in the bench)."""
+    from pathlib import Path
+
+    import yaml
+
+    a = load_assumptions()
+    for path in sorted(Path(__file__).resolve().parents[1].glob("configs/paper/*.yaml")):
+        cfg = yaml.safe_load(path.read_text())
+        for name, model in cfg["models"].items():
+            assert model["repo_id"] in a["models"], (path.name, name)
+        for exp in cfg["experiments"].values():
+            for dataset in exp["datasets"]:
+                assert cfg["datasets"][dataset]["path"] in a["pools"], (path.name, dataset)
