@@ -26,9 +26,9 @@ rule evaluate:
     threads: threads_of("evaluate")
     resources:
         **res("evaluate"),
+    # HF_UPDATE_DOWNLOAD_COUNTS=0: no usage ping (an HTTP HEAD that `datasets` sends on every load_dataset, even
+    # of local files, waiting up to 3 s where the network is firewalled)
     shell:
-        # HF_UPDATE_DOWNLOAD_COUNTS=0: no usage ping (an HTTP HEAD that `datasets` sends on every load_dataset, even
-        # of local files, waiting up to 3 s where the network is firewalled)
         "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} HF_UPDATE_DOWNLOAD_COUNTS=0 python {input.script:q} "
         "--model-dir {input.model:q} "
         "--benchmark {wildcards.benchmark:q} --benchmark-config {params.benchmark:q} {params.inputs:q} "
