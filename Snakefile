@@ -39,7 +39,7 @@ include: "workflow/rules/judge.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/methods_report.smk"
 include: "workflow/rules/mechanisms.smk"
-# last: the cost report reads the other rules' benchmark patterns
+# last: the cost report depends on every other report
 include: "workflow/rules/cost.smk"
 
 

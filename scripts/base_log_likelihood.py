@@ -4,10 +4,10 @@ on them → Parquet ``id, ref_logp, n_tokens, tokens_sha1`` (sftlab.evaluation.n
 import argparse
 import json
 import logging
-import sys
 
 from sftlab.evaluation.nll import base_scores, benchmark_items
 from sftlab.io import write_parquet
+from sftlab.logs import setup_logging
 from sftlab.models.scoring import load_for_scoring
 from sftlab.numerics import flush_denormals
 
@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="output Parquet file")
     args = ap.parse_args()
     flush_denormals()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()
     cfg = json.loads(args.benchmark_config)
     # the device and dtype rule evaluate.py loads the runs with: their log-probs are compared item by item
     model, tokenizer = load_for_scoring(args.model_dir)

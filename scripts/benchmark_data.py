@@ -3,10 +3,12 @@
 import argparse
 import json
 import logging
-import sys
 
 from sftlab.benchmarks import prepare_benchmark_files
 from sftlab.io import atomic_path
+from sftlab.logs import setup_logging
+
+log = logging.getLogger("benchmark_data")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,10 +17,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs", help="preference / implicit_reward: the dataset's pairs.jsonl")
     ap.add_argument("--out", required=True, help="output directory")
     args = ap.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()
     with atomic_path(args.out) as tmp:
         source = prepare_benchmark_files(json.loads(args.benchmark_config), tmp, pairs_path=args.pairs)
-    logging.info("%s: %s", args.out, json.dumps(source, sort_keys=True))
+    log.info("%s: %s", args.out, json.dumps(source, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,16 @@ import argparse
 import gc
 import logging
 import re
-import sys
 from pathlib import Path
 
 from sftlab.io import write_parquet
+from sftlab.logs import setup_logging
 from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, perplexities
 from sftlab.report.tsne import plot_confidence_histogram
 from sftlab.selection.confidence import confidence_table
 from sftlab.numerics import flush_denormals
+
+log = logging.getLogger("confidence")
 
 
 def checkpoint_label(path: str) -> str:
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     args = parser.parse_args(argv)
     flush_denormals()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+    setup_logging()
 
     labels = [checkpoint_label(path) for path in args.checkpoints]
     if len(set(labels)) != len(labels):
@@ -51,15 +53,15 @@ def main(argv: list[str] | None = None) -> None:
             # the checkpoints of one run share a tokenizer: encode once
             ids, examples, dropped = encode_jsonl(tokenizer, args.data, args.max_length)
             if dropped:
-                logging.warning("%d example(s) have no response token within %d tokens, left out", len(dropped), args.max_length)
+                log.warning("%d example(s) have no response token within %d tokens, left out", len(dropped), args.max_length)
         per_checkpoint[label] = perplexities(model, examples, pad_id(tokenizer), args.batch_size)
-        logging.info("checkpoint %s: mean perplexity %.4f", label, per_checkpoint[label].mean())
+        log.info("checkpoint %s: mean perplexity %.4f", label, per_checkpoint[label].mean())
         del model
         gc.collect()
     table = confidence_table(ids, per_checkpoint)
     write_parquet(args.out, table)
     plot_confidence_histogram(table, args.histogram_png, args.histogram_pdf)
-    logging.info("wrote confidence of %d examples to %s", len(table), args.out)
+    log.info("wrote confidence of %d examples to %s", len(table), args.out)
 
 
 if __name__ == "__main__":

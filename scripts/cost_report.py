@@ -4,14 +4,17 @@ the cost of each paper's recipes by phase (tables: Markdown, CSV, LaTeX)."""
 import argparse
 import json
 
+from sftlab.logs import setup_logging
 from sftlab.report.cost import (
+    cost_jobs,
     cost_table,
     format_cost,
     paper_groups,
     pipeline_groups,
-    planned_jobs,
+    rule_order,
     with_grand_total,
 )
+from sftlab.report.dag import PHASES, WORKFLOW_HELP, run_jobs
 from sftlab.report.tables import write_table
 
 MEASURES = ("wall time summed over the jobs, the largest resident memory of a job, GPU-hours (wall time x GPUs "
@@ -21,19 +24,20 @@ MEASURES = ("wall time summed over the jobs, the largest resident memory of a jo
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--plan", required=True, help="JSON: rules (benchmark and output patterns, GPUs, phase, wildcards), jobs "
-                                                  "(rule, papers, wildcard values), papers and phases in report order")
+    ap.add_argument("--workflow", required=True, help=WORKFLOW_HELP)
+    ap.add_argument("--recipe-papers", required=True, help="JSON: recipe -> the papers it draws on")
+    ap.add_argument("--papers", required=True, help="JSON: the papers in report order")
     ap.add_argument("--table", required=True, help="output stem of the per-stage table")
     ap.add_argument("--papers-table", required=True, help="output stem of the per-paper table")
     args = ap.parse_args(argv)
-    plan = json.loads(args.plan)
-    jobs = planned_jobs(plan)
+    setup_logging()
+    jobs = cost_jobs(run_jobs(args.workflow), json.loads(args.recipe_papers))
 
-    stages = with_grand_total(cost_table(pipeline_groups(jobs, list(plan["rules"]))))
+    stages = with_grand_total(cost_table(pipeline_groups(jobs, rule_order(jobs))))
     write_table(format_cost(stages).rename(columns={"item": "phase"}), args.table,
                 f"Cost of every stage, one row per model x dataset x rule (— where the rule has no such wildcard), "
                 f"from Snakemake's benchmark files: {MEASURES}; last row: the whole pipeline.")
-    papers = cost_table(paper_groups(jobs, plan["papers"], plan["phases"]))
+    papers = cost_table(paper_groups(jobs, json.loads(args.papers), list(PHASES)))
     write_table(format_cost(papers).drop(columns=["model", "dataset"]).rename(columns={"stage": "paper",
                                                                                        "item": "phase"}),
                 args.papers_table,

@@ -13,6 +13,7 @@ from sftlab.compose.disperse import (
     write_shards,
 )
 from sftlab.io import atomic_path, read_ids, read_jsonl
+from sftlab.logs import setup_logging
 
 log = logging.getLogger("disperse")
 
@@ -50,8 +51,7 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--log", help="log file (default: stderr)")
     args = ap.parse_args(argv)
-    # force: replace handlers an embedding host (pytest, a notebook) already installed
-    logging.basicConfig(level=logging.INFO, filename=args.log, format="%(asctime)s %(name)s %(message)s", force=True)
+    setup_logging(args.log)
 
     ids = read_ids(args.ids)
     examples = None

@@ -3,6 +3,7 @@
 import argparse
 import json
 
+from sftlab.logs import setup_logging
 from sftlab.report.dtm import build_report
 from sftlab.report.tables import collapse_seed_runs, collapse_seeds, load_scores
 
@@ -17,6 +18,7 @@ def main(argv=None) -> None:
     ap.add_argument("--merge-table", required=True, help="output stem of the merge-method table")
     ap.add_argument("--k-figure", required=True, help="output stem of the K ablation figure")
     args = ap.parse_args(argv)
+    setup_logging()
     seeds = json.loads(args.seeds)
     build_report(collapse_seeds(load_scores(args.scores), seeds), collapse_seed_runs(json.loads(args.runs), seeds),
                  json.loads(args.benchmarks), args.main_table,

@@ -5,7 +5,6 @@ its type writes any). What the type reads besides the model (held-out pool, gath
 import argparse
 import json
 import logging
-import sys
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -13,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from sftlab.benchmarks import benchmark_type
 from sftlab.data.tokenize import ensure_chat_template
 from sftlab.io import write_json, write_jsonl
+from sftlab.logs import setup_logging
 from sftlab.numerics import flush_denormals
 
 log = logging.getLogger("evaluate")
@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--answers", help="per-item answers (JSONL; empty where the type keeps none)")
     args = ap.parse_args()
     flush_denormals()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()
     cfg = json.loads(args.benchmark_config)
     inputs = dict(item.split("=", 1) for item in args.input)
 

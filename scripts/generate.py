@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from sftlab.benchmarks import BENCHMARK_TYPES, benchmark_type
 from sftlab.evaluation.generation import build_generator
+from sftlab.logs import setup_logging
 from sftlab.numerics import flush_denormals
 
 log = logging.getLogger("generate")
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, ...")
     args = ap.parse_args(argv)
     flush_denormals()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()
 
     kind = benchmark_type(args.benchmark_type)
     options = {"seed": args.seed, "batch_size": args.batch_size}

@@ -13,6 +13,7 @@ import time
 import torch
 
 from sftlab.io import read_jsonl
+from sftlab.logs import setup_logging
 from sftlab.selection.gradients import (
     FEATURE_KINDS,
     encode_rows,
@@ -100,7 +101,7 @@ def main(argv=None) -> None:
 
     args = ap.parse_args(argv)
     flush_denormals()
-    logging.basicConfig(level=logging.INFO, filename=args.log, format="%(asctime)s %(name)s %(message)s")
+    setup_logging(args.log)
     if args.command == "compute":
         compute(args)
     else:

@@ -8,6 +8,7 @@ import argparse
 import logging
 
 from sftlab.io import write_parquet
+from sftlab.logs import setup_logging
 from sftlab.selection.influence import influence_table
 
 log = logging.getLogger("influence")
@@ -21,7 +22,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True, help="influence table (Parquet)")
     ap.add_argument("--log", help="log file (default: stderr)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, filename=args.log, format="%(asctime)s %(name)s %(message)s")
+    setup_logging(args.log)
     if not len(args.train) == len(args.val) == len(args.checkpoints):
         raise SystemExit(f"--train, --val and --checkpoints need one entry per checkpoint, got "
                          f"{len(args.train)}, {len(args.val)}, {len(args.checkpoints)}")

@@ -17,9 +17,10 @@ from sftlab.benchmarks import BENCHMARK_TYPES, benchmark_type
 from sftlab.evaluation.cache import JudgmentCache
 from sftlab.evaluation.judges import build_judge
 from sftlab.io import write_json, write_jsonl
+from sftlab.logs import setup_logging
+from sftlab.numerics import flush_denormals
 
 log = logging.getLogger("judge")
-from sftlab.numerics import flush_denormals
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     flush_denormals()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()
     # one line per judge request is noise; failed attempts and retries are still logged by the judge and the SDK
     logging.getLogger("httpx2").setLevel(logging.WARNING)
 

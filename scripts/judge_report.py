@@ -2,6 +2,7 @@
 
 import argparse
 
+from sftlab.logs import setup_logging
 from sftlab.report.judges import judged_scores, judges_caption, judges_table, mtbench_categories
 from sftlab.report.tables import write_table
 
@@ -12,6 +13,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--judges-table", help="output stem of the judges table (.md, .csv, .tex)")
     ap.add_argument("--mtbench-figure", help="output stem of the MT-Bench per-category figure (.png, .pdf)")
     args = ap.parse_args(argv)
+    setup_logging()
     scores = judged_scores(args.scores)
     if args.judges_table:
         table = judges_table(scores)

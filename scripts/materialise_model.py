@@ -3,6 +3,7 @@
 import argparse
 import json
 
+from sftlab.logs import setup_logging
 from sftlab.models.materialise import materialise
 
 
@@ -11,6 +12,7 @@ def main() -> None:
     ap.add_argument("--model-config", required=True, help="the model's config entry as JSON")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    setup_logging()
     materialise(json.loads(args.model_config), args.out)
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from sftlab.io import read_jsonl
+from sftlab.logs import setup_logging
 from sftlab.report import mechanism_figures as figs
 from sftlab.report import mechanisms as mech
 from sftlab.report.tables import write_table
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--table", required=True, help="the table's .md path (.csv and .tex beside it)")
     ap.add_argument("--figure", required=True, help="the figure's .png path (.pdf beside it)")
     args = ap.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+    setup_logging()
     PAPERS[args.paper](json.loads(args.spec), str(Path(args.table).with_suffix("")), str(Path(args.figure).with_suffix("")))
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from sftlab.compose.members import mean_train_log
 from sftlab.compose.merge import MERGE_METHODS, MERGE_SPACES, merge
 from sftlab.io import atomic_path, read_ids, read_jsonl
+from sftlab.logs import setup_logging
 
 
 def main(argv=None) -> None:
@@ -30,8 +31,7 @@ def main(argv=None) -> None:
     ap.add_argument("--train-log", help="the merged run's train_log.csv: the step-wise mean of --member-logs")
     ap.add_argument("--log", help="log file (default: stderr)")
     args = ap.parse_args(argv)
-    # force: replace handlers an embedding host (pytest, a notebook) already installed
-    logging.basicConfig(level=logging.INFO, filename=args.log, format="%(asctime)s %(name)s %(message)s", force=True)
+    setup_logging(args.log)
     if args.train_log and not args.member_logs:
         ap.error("--train-log needs --member-logs")
     member_examples = None

@@ -2,11 +2,10 @@
 
 import argparse
 import json
-import logging
-import sys
 
 from sftlab.data.prepare import prepare_dataset
 from sftlab.io import write_jsonl
+from sftlab.logs import setup_logging
 
 
 def main() -> None:
@@ -17,9 +16,8 @@ def main() -> None:
     ap.add_argument("--heldout", required=True)
     ap.add_argument("--pairs", required=True)
     args = ap.parse_args()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    log = logging.getLogger("prepare_data").info
-    train, heldout, pairs = prepare_dataset(args.name, json.loads(args.dataset_config), log=log)
+    setup_logging()
+    train, heldout, pairs = prepare_dataset(args.name, json.loads(args.dataset_config))
     write_jsonl(args.train, train)
     write_jsonl(args.heldout, heldout)
     write_jsonl(args.pairs, pairs)

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 import pandas as pd
-
-from sftlab.io import write_parquet
 import torch
 
+from sftlab.io import write_parquet
+from sftlab.logs import setup_logging
 from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, score_examples, training_autocast
 from sftlab.numerics import flush_denormals
+
+log = logging.getLogger("ref_logprobs")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
                              "path as their forward, float32 weights under autocast")
     args = parser.parse_args(argv)
     flush_denormals()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+    setup_logging()
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     # float32 weights under the training's autocast, not bf16 weights: log πθ/πref is 0 at the first step
@@ -41,14 +42,14 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.data:
         file_ids, file_examples, dropped = encode_jsonl(tokenizer, path, args.max_length)
         if dropped:
-            logging.warning("%s: %d example(s) have no response token within %d tokens, left out", path, len(dropped), args.max_length)
+            log.warning("%s: %d example(s) have no response token within %d tokens, left out", path, len(dropped), args.max_length)
         ids += file_ids
         examples += file_examples
     if len(set(ids)) != len(ids):
         raise ValueError(f"duplicate ids across {args.data}")
     scores = score_examples(model, examples, pad_id(tokenizer), args.batch_size, autocast=autocast)
     write_parquet(args.out, pd.DataFrame({"id": ids, "ref_logp": scores["logp"], "n_tokens": scores["n_tokens"]}))
-    logging.info("wrote %d reference log-probs to %s", len(ids), args.out)
+    log.info("wrote %d reference log-probs to %s", len(ids), args.out)
 
 
 if __name__ == "__main__":

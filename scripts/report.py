@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sftlab.logs import setup_logging
 from sftlab.report.figures import loss_curves, score_spread
 from sftlab.report.judges import judged_scores, judges_caption, judges_table
 from sftlab.report.tables import MISSING, load_scores, main_table, run_of, seed_table, write_table
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="{}", help="JSON per-seed recipe → [base recipe, seed] (config seeds)")
     ap.add_argument("--baseline", default="sft", help="recipe the paired tests compare against")
     args = ap.parse_args()
+    setup_logging()
 
     scores, runs, benchmarks = load_scores(args.scores), [tuple(r) for r in json.loads(args.runs)], json.loads(args.benchmarks)
     seeds = {k: tuple(v) for k, v in json.loads(args.seeds).items()}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sftlab.logs import setup_logging
 from sftlab.report.methods import (
     best_settings,
     deviation_curves,
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--tables", default="reports/tables")
     ap.add_argument("--figures", default="reports/figures")
     args = ap.parse_args()
+    setup_logging()
     runs, benchmarks, seeds = json.loads(args.runs), json.loads(args.benchmarks), json.loads(args.seeds)
     scores = collapse_seeds(load_scores(args.scores), seeds)
     {"sftmix": sftmix, "minorsft": minorsft}[args.paper](args, collapse_seed_runs(runs, seeds), scores, benchmarks)

@@ -3,12 +3,14 @@
 import argparse
 import json
 import logging
-import sys
 
 import pandas as pd
 
 from sftlab.io import read_jsonl, write_ids
+from sftlab.logs import setup_logging
 from sftlab.selection import build_selector, take_fraction
+
+log = logging.getLogger("select_data")
 
 
 def main(argv=None) -> None:
@@ -18,7 +20,7 @@ def main(argv=None) -> None:
     ap.add_argument("--table", action="append", default=[], help="NAME=PATH of a per-example Parquet table")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()
     cfg = json.loads(args.selection)
     params = {k: v for k, v in cfg.items() if k not in ("name", "fraction")}
     selector = build_selector(cfg["name"], params)
@@ -31,7 +33,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"selector {cfg['name']!r} needs tables {missing}")
     ids = [e["id"] for e in read_jsonl(args.train)]
     chosen = take_fraction(selector.rank(ids, tables), cfg["fraction"], len(ids), selector.max_fraction)
-    logging.getLogger("select_data").info("selected %d of %d examples with %s", len(chosen), len(ids), cfg["name"])
+    log.info("selected %d of %d examples with %s", len(chosen), len(ids), cfg["name"])
     write_ids(args.out, chosen)
 
 

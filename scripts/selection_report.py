@@ -4,9 +4,18 @@ ablation and the cost per stage (tables)."""
 import argparse
 import json
 
+from sftlab.logs import setup_logging
 from sftlab.report.cost import cost_table, format_cost
 from sftlab.report.papers import paper_numbers
-from sftlab.report.selection import INFLUENCE, curve_frame, fraction_curve, selection_main_table, shots_table
+from sftlab.report.dag import WORKFLOW_HELP, run_jobs
+from sftlab.report.selection import (
+    INFLUENCE,
+    curve_frame,
+    fraction_curve,
+    selection_cost_groups,
+    selection_main_table,
+    shots_table,
+)
 from sftlab.report.tables import collapse_seeds, load_scores, write_table
 
 
@@ -19,11 +28,12 @@ def main(argv=None) -> None:
     ap.add_argument("--paper-keys", default="{}", help="JSON: benchmark name → the LESS paper's key for it (lm-eval "
                                                        "task or name); default: the name")
     ap.add_argument("--seeds", default="{}", help="JSON per-seed recipe → [base recipe, seed] (points per base recipe)")
-    ap.add_argument("--costs", required=True, help="JSON list of stage groups: model, dataset, stage, item, "
-                                                   "benchmarks [{path, gpus}], outputs [paths]")
+    ap.add_argument("--runs", required=True, help="JSON list of the curve's runs [model, dataset, recipe]")
+    ap.add_argument("--workflow", required=True, help=WORKFLOW_HELP)
     ap.add_argument("--stems", required=True,
                     help='JSON {"curve", "shots", "cost", "main"}: output paths without suffix')
     args = ap.parse_args(argv)
+    setup_logging()
     stems, benchmarks = json.loads(args.stems), json.loads(args.benchmarks)
 
     seeds = json.loads(args.seeds)
@@ -39,7 +49,8 @@ def main(argv=None) -> None:
     write_table(shots_table(frame, benchmarks), stems["shots"],
                 "LESS / ROSE shots ablation: score with k validation items per subtask; value [95% CI]; "
                 "n/a = no run with that number of shots.")
-    write_table(format_cost(cost_table(json.loads(args.costs))), stems["cost"],
+    jobs = run_jobs(args.workflow)
+    write_table(format_cost(cost_table(selection_cost_groups(jobs, json.loads(args.runs)))), stems["cost"],
                 "Cost per stage from Snakemake benchmark files: wall time summed over the jobs, largest resident "
                 "memory of a job, GPU-hours (wall time x GPUs requested; n/a without GPUs), bytes stored by the "
                 "outputs; total = the stage's rows together.")

@@ -5,12 +5,11 @@ Run directly or under `accelerate launch` (one process per GPU).
 
 import argparse
 import json
-import logging
-import sys
 
 import pandas as pd
 
 from sftlab.io import read_ids, read_jsonl
+from sftlab.logs import setup_logging
 from sftlab.selection.warmup import WarmupCheckpointCallback
 from sftlab.training.trainer import train
 from sftlab.numerics import flush_denormals
@@ -50,8 +49,7 @@ def main() -> None:
     ap.add_argument("--checkpoints", required=True)
     args = ap.parse_args()
     flush_denormals()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    log = logging.getLogger("train").info
+    setup_logging()
 
     pool = {e["id"]: e for e in read_jsonl(args.train)}
     ids = read_ids(args.ids)
@@ -63,7 +61,7 @@ def main() -> None:
     callbacks = [WarmupCheckpointCallback(args.warmup_dir)] if args.warmup_dir else []
     train(args.model_dir, [pool[i] for i in ids], read_jsonl(args.heldout), json.loads(args.training),
           json.loads(args.objective), args.out, args.train_log, args.checkpoints, tables=load_tables(args.table),
-          heldout_ref_logps=heldout_ref, epoch_models=epoch_models, callbacks=callbacks, log=log)
+          heldout_ref_logps=heldout_ref, epoch_models=epoch_models, callbacks=callbacks)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import sys
 
 import pandas as pd
 
 from sftlab.io import read_jsonl
+from sftlab.logs import setup_logging
 from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, score_examples
 from sftlab.report.tsne import plot_tsne, sample_ids, tsne_embedding
 from sftlab.numerics import flush_denormals
+
+log = logging.getLogger("tsne")
 
 
 def parse_model(spec: str) -> tuple[str, str]:
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     args = parser.parse_args(argv)
     flush_denormals()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+    setup_logging()
 
     labels = [label for label, _ in args.model]
     if len(set(labels)) != len(labels):
@@ -69,11 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     # models with different tokenizers can lose different examples to truncation: map only the shared ones
     ids = [i for i in table["id"] if i in chosen and all(i in frame.index for frame in hidden.values())]
     if len(ids) != len(chosen):
-        logging.warning("%d sampled example(s) missing from %s or without response tokens", len(chosen) - len(ids), args.data)
+        log.warning("%d sampled example(s) missing from %s or without response tokens", len(chosen) - len(ids), args.data)
     splits = table.set_index("id").loc[ids, "split"].to_numpy()
     panels = [(label, tsne_embedding(frame.loc[ids].to_numpy(), args.seed, args.perplexity)) for label, frame in hidden.items()]
     plot_tsne(panels, splits, args.png, args.pdf, qualities=true_qualities(args.data, ids))
-    logging.info("wrote t-SNE of %d examples for %d model(s) to %s", len(ids), len(panels), args.png)
+    log.info("wrote t-SNE of %d examples for %d model(s) to %s", len(ids), len(panels), args.png)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import argparse
 import logging
 
 from sftlab.io import read_jsonl, write_jsonl
+from sftlab.logs import setup_logging
 from sftlab.selection.validation import validation_items
 
 log = logging.getLogger("validation_set")
@@ -17,7 +18,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--log", help="log file (default: stderr)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, filename=args.log, format="%(asctime)s %(name)s %(message)s")
+    setup_logging(args.log)
     try:
         items = validation_items(read_jsonl(args.data), args.subtasks or None, args.seed)
     except ValueError as exc:

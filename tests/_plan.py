@@ -65,7 +65,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def dry_run_jobs(output: str) -> list[dict]:
-    """Every job the dry run lists, as {"rule", "input", "output", "wildcards", "resources", "shell"}.
+    """Every job the dry run lists, as {"rule", "input", "output", "wildcards", "resources", "benchmark", "shell"}.
 
     Read from the per-job blocks of ``snakemake -n -p`` (``rule NAME:``, then ``    key: value`` lines, then
     ``Shell command:``): each planned job is listed once, with all its outputs, so an artefact two jobs would make
@@ -84,6 +84,7 @@ def dry_run_jobs(output: str) -> list[dict]:
             "output": fields["output"].split(", ") if "output" in fields else [],
             "wildcards": dict(kv.split("=", 1) for kv in fields["wildcards"].split(", ")) if "wildcards" in fields else {},
             "resources": dict(kv.split("=", 1) for kv in fields["resources"].split(", ")) if "resources" in fields else {},
+            "benchmark": fields.get("benchmark"),
             "shell": shell.group(1) if shell else None,
         })
     return jobs

@@ -136,15 +136,15 @@ def test_tydiqa_gold_passage_language_from_the_id():
 
 def test_prepare_dataset_keeps_only_the_listed_sources():
     cfg = local_cfg(FIXTURES / "tulu.jsonl", "messages", sources=["oasst1", "flan_v2"])
-    train, _, _ = prepare_dataset("tulu", cfg, log=lambda m: None)
+    train, _, _ = prepare_dataset("tulu", cfg)
     assert [e["id"] for e in train] == ["flan_v2_12", "oasst1_2871"]
     with pytest.raises(ValueError, match=r"sources: no rows from \['dolly'\]"):
-        prepare_dataset("tulu", local_cfg(FIXTURES / "tulu.jsonl", "messages", sources=["dolly"]), log=lambda m: None)
+        prepare_dataset("tulu", local_cfg(FIXTURES / "tulu.jsonl", "messages", sources=["dolly"]))
 
 
 def test_bbh_exemplars_from_lm_eval_task_yamls():
     cfg = {"source": "lm_eval_fewshot", "task_dir": "bbh/fewshot", "heldout": 0, "seed": 0, "on_bad_rows": "error"}
-    train, heldout, pairs = prepare_dataset("bbh_shots", cfg, log=lambda m: None)
+    train, heldout, pairs = prepare_dataset("bbh_shots", cfg)
     assert len(train) == 27 * 3 and heldout == [] and pairs == []
     first = [e for e in train if e["subtask"] == "boolean_expressions"]
     assert [e["id"] for e in first] == [f"bbh_shots-boolean_expressions-{k}" for k in range(3)]
@@ -152,7 +152,7 @@ def test_bbh_exemplars_from_lm_eval_task_yamls():
         user("Evaluate the result of a random Boolean expression.\n\nQ: not ( ( not not True ) ) is\nA:"),
         assistant("False")]
     with pytest.raises(DataError, match="no task directory"):
-        prepare_dataset("x", {**cfg, "task_dir": "nope"}, log=lambda m: None)
+        prepare_dataset("x", {**cfg, "task_dir": "nope"})
 
 
 def test_sharegpt():
@@ -254,7 +254,7 @@ def test_stackexchange_pairs_as_rose_builds_them_worked_by_hand():
     """pm_scores [2, 5, 5, 0, 0]: chosen is the first 5 (answer 202), rejected the first 0 (answer 204) -- ROSE's
     max / min over the answers in row order; a sort by score that takes its last element would reject 205."""
     rows = iter_rows_local(SE_HUB / "data" / "academia.stackexchange.com" / "train-00000-of-00001.jsonl")
-    pairs = convert(rows, "stackexchange", source="se", on_bad_rows="skip", log=lambda *_: None)
+    pairs = convert(rows, "stackexchange", source="se", on_bad_rows="skip")
     assert len(pairs) == 1  # question 102: both answers score 3, no preference (ROSE pairs an answer with itself)
     pair = pairs[0]
     assert pair["chosen"] == "<p>Send the academic CV, trimmed to two pages, and offer the full one on request.</p>\n"
@@ -269,7 +269,7 @@ def test_stackexchange_sites_load_one_folder_each(datasets_cache):
     subtask its site; question 101 exists on two sites and keeps two ids."""
     sites = ["data/academia.stackexchange.com", "data/askubuntu.com", "data/physics.stackexchange.com"]
     train, heldout, pairs = prepare_dataset(
-        "se_val", hub_cfg(SE_HUB, "stackexchange", data_dirs=sites, on_bad_rows="skip"), log=lambda *_: None)
+        "se_val", hub_cfg(SE_HUB, "stackexchange", data_dirs=sites, on_bad_rows="skip"))
     by_id = {p["id"]: p for p in pairs}
     assert sorted(by_id) == ["academia-101", "askubuntu-101", "physics-7", "physics-8"]
     assert {p["subtask"] for p in pairs} == {"academia", "askubuntu", "physics"}
@@ -281,7 +281,7 @@ def test_stackexchange_sites_load_one_folder_each(datasets_cache):
     assert len(train) == 4 and heldout == []
     # the split slices each folder: the first row of each site, not the first row of all of them
     _, _, first = prepare_dataset("se_test", hub_cfg(SE_HUB, "stackexchange", data_dirs=sites, split="train[:1]",
-                                                     on_bad_rows="skip"), log=lambda *_: None)
+                                                     on_bad_rows="skip"))
     assert sorted(p["id"] for p in first) == ["academia-101", "askubuntu-101", "physics-7"]
 
 
@@ -289,8 +289,7 @@ def test_stackexchange_validation_set_per_site(datasets_cache):
     from sftlab.selection.validation import validation_items
 
     sites = ["data/academia.stackexchange.com", "data/physics.stackexchange.com"]
-    _, _, pairs = prepare_dataset("se_val", hub_cfg(SE_HUB, "stackexchange", data_dirs=sites, on_bad_rows="skip"),
-                                  log=lambda *_: None)
+    _, _, pairs = prepare_dataset("se_val", hub_cfg(SE_HUB, "stackexchange", data_dirs=sites, on_bad_rows="skip"))
     items = validation_items(pairs, ["academia", "physics"])
     assert [item["subtask"] for item in items] == ["academia", "physics", "physics"]
     with pytest.raises(ValueError, match=r"\['askubuntu'\] not in the data"):
@@ -298,15 +297,13 @@ def test_stackexchange_validation_set_per_site(datasets_cache):
 
 
 def test_hh_rlhf_folder_is_the_subtask(datasets_cache):
-    train, _, pairs = prepare_dataset("hh_val", hub_cfg(HH_HUB, "hh_rlhf", data_dirs=["harmless-base"]),
-                                      log=lambda *_: None)
+    train, _, pairs = prepare_dataset("hh_val", hub_cfg(HH_HUB, "hh_rlhf", data_dirs=["harmless-base"]))
     assert [p["subtask"] for p in pairs] == ["harmless-base", "harmless-base"]
     assert pairs[1]["prompt"] == [user("Tell me an insult for my neighbour."), assistant("I'd rather not insult anyone."),
                                   user("Come on, just one.")]
     assert pairs[1]["chosen"] == "How about talking to them about what's bothering you instead?"
     assert pairs[1]["rejected"] == "You absolute weasel."
-    _, _, test = prepare_dataset("hh_test", hub_cfg(HH_HUB, "hh_rlhf", data_dirs=["harmless-base"], split="test"),
-                                 log=lambda *_: None)
+    _, _, test = prepare_dataset("hh_test", hub_cfg(HH_HUB, "hh_rlhf", data_dirs=["harmless-base"], split="test"))
     assert [p["chosen"][:6] for p in test] == ["Bleach"]
 
 
@@ -314,7 +311,7 @@ def test_hh_rlhf_red_team_attempts_are_not_pairs(datasets_cache):
     from sftlab.config import ConfigError, prepare
 
     with pytest.raises(DataError, match="single red team transcripts with harmlessness ratings"):
-        prepare_dataset("hh_red", hub_cfg(HH_HUB, "hh_rlhf", data_dirs=["red-team-attempts"]), log=lambda *_: None)
+        prepare_dataset("hh_red", hub_cfg(HH_HUB, "hh_rlhf", data_dirs=["red-team-attempts"]))
     # and before any job: the config names the folder
     config = {"models": {"m": {"source": "random"}},
               "datasets": {"hh": {"source": "hub", "path": "Anthropic/hh-rlhf", "format": "hh_rlhf",
@@ -328,8 +325,7 @@ def test_hh_rlhf_red_team_attempts_are_not_pairs(datasets_cache):
 
 
 def test_prepare_dataset_preference_format_gives_pairs_and_chosen_examples():
-    train, heldout, pairs = prepare_dataset("se", local_cfg(FIXTURES / "stackexchange.jsonl", "stackexchange"),
-                                            log=lambda *_: None)
+    train, heldout, pairs = prepare_dataset("se", local_cfg(FIXTURES / "stackexchange.jsonl", "stackexchange"))
     assert len(pairs) == 2 and heldout == []
     by_id = {e["id"]: e for e in train}
     assert by_id["stackoverflow-10452"]["messages"] == [
@@ -338,25 +334,23 @@ def test_prepare_dataset_preference_format_gives_pairs_and_chosen_examples():
 
 
 def test_prepare_dataset_local_sft_with_heldout():
-    train, heldout, pairs = prepare_dataset("tulu", local_cfg(FIXTURES / "tulu.jsonl", "messages", heldout=1),
-                                            log=lambda *_: None)
+    train, heldout, pairs = prepare_dataset("tulu", local_cfg(FIXTURES / "tulu.jsonl", "messages", heldout=1))
     assert pairs == []
     assert len(train) == 2 and len(heldout) == 1
     assert sorted(e["id"] for e in train + heldout) == ["code_alpaca_305", "flan_v2_12", "oasst1_2871"]
     # seeded: the same split every time
-    again = prepare_dataset("tulu", local_cfg(FIXTURES / "tulu.jsonl", "messages", heldout=1), log=lambda *_: None)
+    again = prepare_dataset("tulu", local_cfg(FIXTURES / "tulu.jsonl", "messages", heldout=1))
     assert [e["id"] for e in again[1]] == [e["id"] for e in heldout]
 
 
 def test_prepare_dataset_first_turn_only():
-    train, _, _ = prepare_dataset("sg", local_cfg(FIXTURES / "sharegpt.json", "sharegpt", first_turn_only=True),
-                                  log=lambda *_: None)
+    train, _, _ = prepare_dataset("sg", local_cfg(FIXTURES / "sharegpt.json", "sharegpt", first_turn_only=True))
     assert {e["id"]: len(e["messages"]) for e in train} == {"QWJhYvA_0": 2, "i6IyJda_4": 3, "xk2PqRt_1": 2}
 
 
 def test_prepare_dataset_heldout_must_leave_training_examples():
     with pytest.raises(ValueError, match="heldout"):
-        prepare_dataset("tulu", local_cfg(FIXTURES / "tulu.jsonl", "messages", heldout=3), log=lambda *_: None)
+        prepare_dataset("tulu", local_cfg(FIXTURES / "tulu.jsonl", "messages", heldout=3))
 
 
 # --- malformed rows ------------------------------------------------------------------------------------------
@@ -389,43 +383,40 @@ def test_empty_assistant_turn_names_file_and_line():
 
 def test_prepare_dataset_reports_bad_rows_by_default():
     with pytest.raises(DataError, match=r"empty_assistant\.jsonl:2"):
-        prepare_dataset("x", local_cfg(BAD / "empty_assistant.jsonl", "messages"), log=lambda *_: None)
+        prepare_dataset("x", local_cfg(BAD / "empty_assistant.jsonl", "messages"))
 
 
-def test_skip_bad_rows_skips_and_counts():
-    logged = []
-    items = load("bad/missing_field.jsonl", "messages", on_bad_rows="skip", log=logged.append)
+def test_skip_bad_rows_skips_and_counts(caplog):
+    items = load("bad/missing_field.jsonl", "messages", on_bad_rows="skip")
     assert [it["id"] for it in items] == ["ok-1", "ok-2", "ok-3"]
-    assert any("missing_field.jsonl:3" in line for line in logged)
-    assert any(re.search(r"\b1 bad rows? skipped", line) for line in logged)
+    assert any("missing_field.jsonl:3" in line for line in caplog.messages)
+    assert any(re.search(r"\b1 bad rows? skipped", line) for line in caplog.messages)
 
-    logged = []
-    train, _, _ = prepare_dataset("x", local_cfg(BAD / "empty_assistant.jsonl", "messages", on_bad_rows="skip"),
-                                  log=logged.append)
+    caplog.clear()
+    train, _, _ = prepare_dataset("x", local_cfg(BAD / "empty_assistant.jsonl", "messages", on_bad_rows="skip"))
     assert sorted(e["id"] for e in train) == ["ok-1", "ok-2"]
-    assert any(re.search(r"\b1 bad rows? skipped", line) for line in logged)
+    assert any(re.search(r"\b1 bad rows? skipped", line) for line in caplog.messages)
 
 
-def test_skip_skips_and_counts_a_broken_json_line():
-    logged = []
-    items = load("bad/bad_json.jsonl", "messages", on_bad_rows="skip", log=logged.append)
+def test_skip_skips_and_counts_a_broken_json_line(caplog):
+    items = load("bad/bad_json.jsonl", "messages", on_bad_rows="skip")
     assert len(items) == 3  # the file's other rows
-    assert any(re.search(r"skipped .*bad_json\.jsonl:4: invalid JSON", line) for line in logged)
-    assert any(re.search(r"\b1 bad rows? skipped", line) for line in logged)
+    assert any(re.search(r"skipped .*bad_json\.jsonl:4: invalid JSON", line) for line in caplog.messages)
+    assert any(re.search(r"\b1 bad rows? skipped", line) for line in caplog.messages)
 
 
 GOOD = b'{"instruction": "a", "output": "b"}\n'
 
 
-def test_non_utf8_bytes_name_file_and_line_and_can_be_skipped(tmp_path):
+def test_non_utf8_bytes_name_file_and_line_and_can_be_skipped(tmp_path, caplog):
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(GOOD + b'{"instruction": "caf\xe9", "output": "b"}\n' + GOOD.replace(b'"a"', b'"c"'))
     with pytest.raises(DataError, match=r"latin1\.jsonl:2: not valid UTF-8 \(byte 0xe9 at column 21\)"):
         convert(iter_rows_local(path), "alpaca", source="x")
-    logged = []
-    items = convert(iter_rows_local(path), "alpaca", source="x", on_bad_rows="skip", log=logged.append)
+    items = convert(iter_rows_local(path), "alpaca", source="x", on_bad_rows="skip")
     assert [it["messages"][0]["content"] for it in items] == ["a", "c"]
-    assert any("latin1.jsonl:2: not valid UTF-8" in line for line in logged) and "1 bad rows skipped" in logged
+    assert any("latin1.jsonl:2: not valid UTF-8" in line for line in caplog.messages)
+    assert "1 bad rows skipped" in caplog.messages
 
 
 def test_non_utf8_in_json_and_csv_files(tmp_path):
@@ -437,7 +428,7 @@ def test_non_utf8_in_json_and_csv_files(tmp_path):
     csv.write_bytes(b'instruction,output\na,b\n"multi\nline",c\n\xe9t\xe9,d\ne,f\n')
     with pytest.raises(DataError, match=r"a\.csv:5: not valid UTF-8 \(field 'instruction'\)"):
         convert(iter_rows_local(csv), "alpaca", source="x")
-    items = convert(iter_rows_local(csv), "alpaca", source="x", on_bad_rows="skip", log=lambda *_: None)
+    items = convert(iter_rows_local(csv), "alpaca", source="x", on_bad_rows="skip")
     assert [it["messages"][0]["content"] for it in items] == ["a", "multi\nline", "e"]
 
 
@@ -445,22 +436,21 @@ def test_an_empty_file_is_blamed_on_the_file_not_on_heldout(tmp_path):
     path = tmp_path / "empty.jsonl"
     path.write_text("\n")
     with pytest.raises(DataError, match=r"empty\.jsonl: no rows"):
-        prepare_dataset("x", local_cfg(path, "alpaca", heldout=2), log=lambda *_: None)
+        prepare_dataset("x", local_cfg(path, "alpaca", heldout=2))
 
 
 def test_a_file_whose_every_row_was_skipped_is_blamed_on_its_rows(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"instruction": "a"}\nnot json\n')
     with pytest.raises(DataError, match=r"bad\.jsonl: every one of its 2 rows was bad and skipped"):
-        prepare_dataset("x", local_cfg(path, "alpaca", heldout=1, on_bad_rows="skip"), log=lambda *_: None)
+        prepare_dataset("x", local_cfg(path, "alpaca", heldout=1, on_bad_rows="skip"))
 
 
-def test_duplicate_ids_rejected():
+def test_duplicate_ids_rejected(caplog):
     with pytest.raises(DataError, match=r"duplicate_ids\.jsonl:2: duplicate id 'same' \(first at .*duplicate_ids\.jsonl:1\)"):
         load("bad/duplicate_ids.jsonl", "messages")
-    logged = []
-    items = load("bad/duplicate_ids.jsonl", "messages", on_bad_rows="skip", log=logged.append)
-    assert [it["messages"][0]["content"] for it in items] == ["Hi"] and "1 bad rows skipped" in logged
+    items = load("bad/duplicate_ids.jsonl", "messages", on_bad_rows="skip")
+    assert [it["messages"][0]["content"] for it in items] == ["Hi"] and "1 bad rows skipped" in caplog.messages
 
 
 def test_wrong_format_for_the_file_is_a_bad_row():
@@ -595,5 +585,5 @@ def test_demo_unknown_family():
 def test_prepare_dataset_demo_source():
     cfg = {"source": "demo", "per_family": 3, "heldout": 1, "degraded_share": 0.0, "preference_pairs": 1,
            "families": ["reverse"], "seed": 0}
-    train, heldout, pairs = prepare_dataset("demo", cfg, log=lambda *_: None)
+    train, heldout, pairs = prepare_dataset("demo", cfg)
     assert (len(train), len(heldout), len(pairs)) == (3, 1, 1)

@@ -3,6 +3,7 @@ resumes from its last complete checkpoint when rerun, and ends where an uninterr
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -74,7 +75,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(inputs, tmp_path, processes
                                                         rel=1e-5)
 
 
-def test_incomplete_checkpoint_is_removed_not_resumed(tmp_path):
+def test_incomplete_checkpoint_is_removed_not_resumed(tmp_path, caplog):
     """A job killed while writing a checkpoint leaves a directory without trainer_state.json (the last file)."""
     for step, complete in ((10, True), (20, True), (30, False)):
         path = tmp_path / f"checkpoint-{step}"
@@ -82,8 +83,8 @@ def test_incomplete_checkpoint_is_removed_not_resumed(tmp_path):
         (path / "model.safetensors").write_bytes(b"\0")
         if complete:
             (path / "trainer_state.json").write_text("{}")
-    messages = []
-    assert last_complete_checkpoint(tmp_path, messages.append) == str(tmp_path / "checkpoint-20")
+    caplog.set_level(logging.INFO, logger="sftlab.training")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-20")
     assert not (tmp_path / "checkpoint-30").exists() and (tmp_path / "checkpoint-10").exists()
-    assert any("incomplete checkpoint" in m for m in messages)
-    assert last_complete_checkpoint(tmp_path / "checkpoint-10", messages.append) is None  # nothing inside
+    assert any("incomplete checkpoint" in m for m in caplog.messages)
+    assert last_complete_checkpoint(tmp_path / "checkpoint-10") is None  # nothing inside

@@ -12,12 +12,14 @@ from sftlab.report.cost import (
     format_cost,
     paper_groups,
     pipeline_groups,
-    planned_jobs,
+    cost_jobs,
     read_benchmark,
+    rule_order,
     stage_cost,
     stored_bytes,
     with_grand_total,
 )
+from sftlab.report.dag import DagJob
 from sftlab.report.papers import paper_numbers
 from sftlab.report.selection import curve_frame, fraction_curve, selection_main_table, shots_table
 from sftlab.report.tables import load_scores
@@ -111,27 +113,25 @@ def test_stage_cost_without_any_benchmark_is_unknown(tmp_path):
 
 
 def test_pipeline_cost_rows_per_model_dataset_rule_and_per_paper(tmp_path, monkeypatch):
-    """A plan as the cost rule passes it: rows of each rule's jobs by model × dataset, GPU-hours only for GPU rules,
+    """Jobs of a DAG as the cost rule reads it: rows of each rule's jobs by model × dataset, GPU-hours only for GPU rules,
     n/a where a job has no benchmark file yet, the papers' view by phase with a job shared by two papers in both."""
     monkeypatch.chdir(tmp_path)
-    plan = {
-        "rules": {
-            "materialise_model": {"benchmark": "benchmarks/materialise_model/{model}.tsv", "phase": "setup",
-                                  "outputs": ["resources/models/{model}"], "gpus": 0, "wildcards": ["model"]},
-            "grad_features": {"benchmark": "benchmarks/grad_features/{model}/{dataset}/{shard}.tsv",
-                              "phase": "method preparation", "outputs": [], "gpus": 2,
-                              "wildcards": ["dataset", "model", "shard"]},
-            "train": {"benchmark": "benchmarks/train/{model}/{dataset}/{recipe}.tsv", "phase": "training",
-                      "outputs": ["results/{model}/{dataset}/runs/{recipe}/model"], "gpus": 1,
-                      "wildcards": ["dataset", "model", "recipe"]},
-        },
-        "jobs": [
-            {"rule": "materialise_model", "papers": ["SFT", "LESS / ROSE"], "wildcards": [["m"]]},
-            {"rule": "grad_features", "papers": ["LESS / ROSE"], "wildcards": [["d", "m", "0"], ["d", "m", "1"]]},
-            {"rule": "train", "papers": ["SFT"], "wildcards": [["d", "m", "sft"], ["e", "m", "sft"]]},
-            {"rule": "train", "papers": ["LESS / ROSE"], "wildcards": [["d", "m", "less_5"]]},
-        ],
-    }
+
+    def job(rule, phase, gpus, deps, outputs=(), temp=(), **wildcards):
+        bench = "/".join(["benchmarks", rule, *(wildcards[k] for k in ("model", "dataset", "shard", "recipe")
+                                                 if k in wildcards)]) + ".tsv"
+        return DagJob(rule=rule, wildcards=wildcards, benchmark=bench, phase=phase, outputs=tuple(outputs),
+                      temp_outputs=tuple(temp), gpus=gpus, dependencies=tuple(deps))
+
+    dag = [
+        job("materialise_model", "setup", 0, [], ["resources/models/m"], model="m"),
+        job("grad_features", "method preparation", 2, [0], temp=["g0.pt"], model="m", dataset="d", shard="0"),
+        job("grad_features", "method preparation", 2, [0], temp=["g1.pt"], model="m", dataset="d", shard="1"),
+        job("train", "training", 1, [0], ["results/m/d/runs/sft/model"], model="m", dataset="d", recipe="sft"),
+        job("train", "training", 1, [0], ["results/m/e/runs/sft/model"], model="m", dataset="e", recipe="sft"),
+        job("train", "training", 1, [0, 1, 2], ["results/m/d/runs/less_5/model"], model="m", dataset="d",
+            recipe="less_5"),
+    ]
     benchmark(Path("benchmarks/materialise_model/m.tsv"), (30.0, 400.0))
     blob(Path("resources/models/m/model.safetensors"), 2**20)
     benchmark(Path("benchmarks/grad_features/m/d/0.tsv"), (1800.0, 900.0))
@@ -142,12 +142,12 @@ def test_pipeline_cost_rows_per_model_dataset_rule_and_per_paper(tmp_path, monke
     blob(Path("results/m/d/runs/less_5/model/adapter.bin"), 2**19)
     # train on dataset e has not run: its row is n/a, not 0
 
-    jobs = planned_jobs(plan)
+    jobs = cost_jobs(dag, {"sft": ["SFT"], "less_5": ["LESS / ROSE"]})
     assert [j["benchmark"]["path"] for j in jobs][:2] == ["benchmarks/materialise_model/m.tsv",
                                                          "benchmarks/grad_features/m/d/0.tsv"]
     assert jobs[0]["dataset"] == "—" and jobs[-1]["outputs"] == ["results/m/d/runs/less_5/model"]
 
-    table = with_grand_total(cost_table(pipeline_groups(jobs, list(plan["rules"]))))
+    table = with_grand_total(cost_table(pipeline_groups(jobs, rule_order(jobs))))
     assert list(zip(table.model, table.dataset, table.stage)) == [
         ("m", "—", "materialise_model"), ("m", "d", "grad_features"), ("m", "d", "train"), ("m", "e", "train"),
         ("all", "all", "whole pipeline")]

@@ -3,6 +3,7 @@
 import copy
 import csv
 import json
+import logging
 
 import pytest
 import torch
@@ -39,11 +40,9 @@ def data():
     return train_examples, heldout
 
 
-def run(base_model, data, root, cfg=CFG, log=None):
-    messages = []
+def run(base_model, data, root, cfg=CFG):
     train(base_model, data[0], data[1], cfg, NTP, out_dir=root / "model", log_path=root / "train_log.csv",
-          checkpoint_dir=root / "checkpoints", log=log or messages.append)
-    return messages
+          checkpoint_dir=root / "checkpoints")
 
 
 def weights(model_dir):
@@ -145,7 +144,7 @@ def with_callbacks(monkeypatch):
     return install
 
 
-def test_resume_after_kill_matches_an_uninterrupted_run(base_model, data, full_run, tmp_path, with_callbacks):
+def test_resume_after_kill_matches_an_uninterrupted_run(base_model, data, full_run, tmp_path, with_callbacks, caplog):
     with_callbacks(KillAtStep(2))
     with pytest.raises(Killed):
         run(base_model, data, tmp_path)
@@ -155,7 +154,9 @@ def test_resume_after_kill_matches_an_uninterrupted_run(base_model, data, full_r
 
     counter = CountSteps()
     with_callbacks(counter)  # the rerun is not killed
-    messages = run(base_model, data, tmp_path)
+    caplog.set_level(logging.INFO, logger="sftlab.training")
+    run(base_model, data, tmp_path)
+    messages = caplog.messages
     assert any(m.startswith("resuming from") and m.endswith("checkpoint-2") for m in messages), messages
     assert counter.steps == [3, 4]  # only the steps after the checkpoint ran again
     # same weights as without the kill: model, optimiser, schedule, RNG and data order all came back
@@ -168,13 +169,15 @@ def test_resume_after_kill_matches_an_uninterrupted_run(base_model, data, full_r
         float({int(r["step"]): r for r in read_log(full_run / "train_log.csv")}[4]["eval_loss"]), rel=1e-5)
 
 
-def test_changed_parameters_discard_old_checkpoints(base_model, data, tmp_path, with_callbacks):
+def test_changed_parameters_discard_old_checkpoints(base_model, data, tmp_path, with_callbacks, caplog):
     with_callbacks(KillAtStep(2))
     with pytest.raises(Killed):
         run(base_model, data, tmp_path)
     counter = CountSteps()
     with_callbacks(counter)
-    messages = run(base_model, data, tmp_path, {**CFG, "learning_rate": 5e-4})
+    caplog.set_level(logging.INFO, logger="sftlab.training")
+    run(base_model, data, tmp_path, {**CFG, "learning_rate": 5e-4})
+    messages = caplog.messages
     assert any(m.startswith("removing checkpoints") for m in messages), messages
     assert not any(m.startswith("resuming") for m in messages)
     assert counter.steps == [1, 2, 3, 4]
@@ -182,31 +185,30 @@ def test_changed_parameters_discard_old_checkpoints(base_model, data, tmp_path, 
     assert float(rows[1]["learning_rate"]) == pytest.approx(5e-4)
 
 
-def test_prepare_checkpoint_dir(tmp_path):
+def test_prepare_checkpoint_dir(tmp_path, caplog):
     ckpt = tmp_path / "checkpoints"
     params = {"training": {"learning_rate": 1e-3}, "objective": {"name": "ntp"}, "ids": ["a", "b"]}
-    quiet = lambda *_: None  # noqa: E731
     # a fresh directory: nothing to resume, the parameters are stamped
-    assert prepare_checkpoint_dir(ckpt, params, quiet) is None
+    assert prepare_checkpoint_dir(ckpt, params) is None
     assert json.loads((ckpt / "params.json").read_text())["params"] == params
     for step in (2, 10, 4):
         (ckpt / f"checkpoint-{step}").mkdir()
         (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")  # complete: its last file is there
     # same parameters: the newest checkpoint by step (10, not the lexically last 4)
-    assert prepare_checkpoint_dir(ckpt, copy.deepcopy(params), quiet) == str(ckpt / "checkpoint-10")
+    assert prepare_checkpoint_dir(ckpt, copy.deepcopy(params)) == str(ckpt / "checkpoint-10")
     # other parameters (another example order counts): everything removed, nothing resumed
     other = {**params, "ids": ["b", "a"]}
-    logged = []
-    assert prepare_checkpoint_dir(ckpt, other, logged.append) is None
+    caplog.set_level(logging.INFO, logger="sftlab.training")
+    assert prepare_checkpoint_dir(ckpt, other) is None
     assert not list(ckpt.glob("checkpoint-*"))
     assert json.loads((ckpt / "params.json").read_text())["params"] == other
-    assert any("other parameters" in m for m in logged)
+    assert any("other parameters" in m for m in caplog.messages)
 
 
 def test_checkpoints_without_a_stamp_are_not_trusted(tmp_path):
     ckpt = tmp_path / "checkpoints"
     (ckpt / "checkpoint-6").mkdir(parents=True)
-    assert prepare_checkpoint_dir(ckpt, {"x": 1}, lambda *_: None) is None
+    assert prepare_checkpoint_dir(ckpt, {"x": 1}) is None
     assert not (ckpt / "checkpoint-6").exists()
 
 

@@ -12,6 +12,7 @@ from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
+from sftlab.report.dag import phase_benchmark
 
 try:
     # Snakemake's own YAML loading keeps the last of two equal keys: re-read each file with a loader that refuses them
@@ -85,6 +86,14 @@ SHARDED = [name for name, cls in COMPOSITIONS.items() if cls.shards]
 
 def as_json(obj):
     return json.dumps(obj, sort_keys=True)
+
+
+def workflow_json(wildcards):
+    """This run's Snakefile, config files and --config overrides: a report job rebuilds the same DAG from them
+    (sftlab.report.dag) to read the jobs' benchmark files."""
+    settings = workflow.config_settings
+    return as_json({"snakefile": str(workflow.main_snakefile), "configfiles": [str(f) for f in settings.configfiles],
+                    "config": dict(settings.config)})
 
 
 # stages whose rules never use a GPU: a `gpus` in `resources.default` does not reach them

@@ -1,11 +1,11 @@
 """The cost of every stage: one row per model × dataset × rule from the rules' own `benchmark:` files, and the cost
-of each paper's recipes (setup, method preparation, training, evaluation). Included after every other rule file:
-the plan reads the rules' benchmark and output patterns and their GPU requests from the rules themselves."""
+of each paper's recipes (setup, method preparation, training, evaluation, figures). The jobs, their benchmark files,
+outputs, GPU requests and dependencies are read from Snakemake's DAG in the job; each rule's phase is tagged on its
+`benchmark:` (phase_benchmark)."""
 
 include: "cost_common.smk"
 
 
-COST_PLAN = cost_plan()
 PAPER_REPORTS.append(cost_report_files)
 
 
@@ -13,7 +13,7 @@ rule cost_report:
     """Cost of every stage (wall time, peak memory, GPU-hours, bytes stored) per model × dataset × rule, and per paper."""
     input:
         script=f"{SCRIPTS}/cost_report.py",
-        benchmarks=[job["benchmark"]["path"] for job in planned_jobs(COST_PLAN)],
+        reports=reports_before_cost,
     output:
         md=f"{COST_TABLES['pipeline']}.md",
         csv=report(f"{COST_TABLES['pipeline']}.csv", caption="../report/cost.rst", category="Main",
@@ -24,9 +24,11 @@ rule cost_report:
                           subcategory="Cost"),
         papers_tex=f"{COST_TABLES['papers']}.tex",
     params:
-        plan=cost_plan_json,  # a function: its {wildcard} patterns are not this rule's wildcards
+        workflow=workflow_json,
+        recipe_papers=cost_recipe_papers,
+        papers=as_json(COST_PAPERS),
         table=output_stem("md"),
-        papers=output_stem("papers_md"),
+        papers_table=output_stem("papers_md"),
     conda:
         CONDA_ENV
     log:
@@ -35,5 +37,5 @@ rule cost_report:
     resources:
         **res("report"),
     shell:
-        "python {input.script:q} --plan {params.plan:q} --table {params.table:q} --papers-table {params.papers:q} "
-        "2> {log:q}"
+        "python {input.script:q} --workflow {params.workflow:q} --recipe-papers {params.recipe_papers:q} "
+        "--papers {params.papers:q} --table {params.table:q} --papers-table {params.papers_table:q} 2> {log:q}"

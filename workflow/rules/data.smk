@@ -14,7 +14,7 @@ rule prepare_data:
     log:
         "logs/prepare_data/{dataset}.log",
     benchmark:
-        "benchmarks/prepare_data/{dataset}.tsv"
+        phase_benchmark("setup", "benchmarks/prepare_data/{dataset}.tsv")
     threads: threads_of("data")
     resources:
         **res("data"),

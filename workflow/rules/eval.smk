@@ -20,7 +20,7 @@ rule evaluate:
     log:
         "logs/evaluate/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
-        "benchmarks/evaluate/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+        phase_benchmark("evaluation", "benchmarks/evaluate/{model}/{dataset}/{recipe}/{benchmark}.tsv")
     wildcard_constraints:
         benchmark=_alternation(benchmarks_scored_by("evaluate")),
     threads: threads_of("evaluate")
@@ -55,7 +55,7 @@ rule log_likelihood:
     log:
         "logs/log_likelihood/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
-        "benchmarks/log_likelihood/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+        phase_benchmark("evaluation", "benchmarks/log_likelihood/{model}/{dataset}/{recipe}/{benchmark}.tsv")
     threads: threads_of("evaluate")
     resources:
         **res("evaluate"),
@@ -83,7 +83,7 @@ rule base_log_likelihood:
     log:
         "logs/base_log_likelihood/{model}/{dataset}/{benchmark}.log",
     benchmark:
-        "benchmarks/base_log_likelihood/{model}/{dataset}/{benchmark}.tsv"
+        phase_benchmark("evaluation", "benchmarks/base_log_likelihood/{model}/{dataset}/{benchmark}.tsv")
     threads: threads_of("evaluate")
     resources:
         **res("evaluate"),

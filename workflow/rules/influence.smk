@@ -31,7 +31,7 @@ rule validation_set:
     log:
         "logs/validation_set/{dataset}/{name}.log",
     benchmark:
-        "benchmarks/validation_set/{dataset}/{name}.tsv"
+        phase_benchmark("method preparation", "benchmarks/validation_set/{dataset}/{name}.tsv")
     threads: threads_of("data")
     resources:
         **res("data"),
@@ -61,7 +61,7 @@ rule warmup:
     log:
         "logs/warmup/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/warmup/{model}/{dataset}.tsv"
+        phase_benchmark("method preparation", "benchmarks/warmup/{model}/{dataset}.tsv")
     threads: threads_of("warmup")
     resources:
         **res("warmup"),
@@ -89,7 +89,7 @@ rule grad_features:
     log:
         "logs/grad_features/{model}/{dataset}/train/checkpoint-{c}/shard-{shard}.log",
     benchmark:
-        "benchmarks/grad_features/{model}/{dataset}/train/checkpoint-{c}/shard-{shard}.tsv"
+        phase_benchmark("method preparation", "benchmarks/grad_features/{model}/{dataset}/train/checkpoint-{c}/shard-{shard}.tsv")
     threads: threads_of("grads")
     resources:
         **grad_features_resources(),
@@ -111,7 +111,7 @@ rule gather_grad_features:
     log:
         "logs/gather_grad_features/{model}/{dataset}/checkpoint-{c}.log",
     benchmark:
-        "benchmarks/gather_grad_features/{model}/{dataset}/checkpoint-{c}.tsv"
+        phase_benchmark("method preparation", "benchmarks/gather_grad_features/{model}/{dataset}/checkpoint-{c}.tsv")
     threads: threads_of("influence")
     resources:
         **res("influence"),
@@ -138,7 +138,7 @@ rule validation_grad_features:
     log:
         "logs/validation_grad_features/{model}/{dataset}/{selector}/checkpoint-{c}.log",
     benchmark:
-        "benchmarks/validation_grad_features/{model}/{dataset}/{selector}/checkpoint-{c}.tsv"
+        phase_benchmark("method preparation", "benchmarks/validation_grad_features/{model}/{dataset}/{selector}/checkpoint-{c}.tsv")
     threads: threads_of("grads")
     resources:
         **res("grads"),
@@ -163,7 +163,7 @@ rule influence:
     log:
         "logs/influence/{model}/{dataset}/{selector}.log",
     benchmark:
-        "benchmarks/influence/{model}/{dataset}/{selector}.tsv"
+        phase_benchmark("method preparation", "benchmarks/influence/{model}/{dataset}/{selector}.tsv")
     threads: threads_of("influence")
     resources:
         **res("influence"),
@@ -180,7 +180,6 @@ rule selection_report:
     input:
         script=f"{SCRIPTS}/selection_report.py",
         scores=curve_score_files(),
-        costs=cost_files,
     output:
         curve_png=report(f"{SELECTION_REPORT['curve']}.png", caption="../report/selection_fraction_curve.rst",
                          category="LESS / ROSE", subcategory="Figures"),
@@ -201,7 +200,8 @@ rule selection_report:
         recipes=as_json(curve_recipes()),
         benchmarks=as_json(report_benchmarks()),
         paper_keys=as_json(less_paper_keys()),
-        costs=cost_groups_json,
+        runs=curve_runs_json,
+        workflow=workflow_json,
         stems=as_json(SELECTION_REPORT),
         seeds=as_json(CFG["_seeds"]),
     conda:
@@ -213,5 +213,6 @@ rule selection_report:
         **res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --recipes {params.recipes:q} "
-        "--benchmarks {params.benchmarks:q} --paper-keys {params.paper_keys:q} --costs {params.costs:q} "
+        "--benchmarks {params.benchmarks:q} --paper-keys {params.paper_keys:q} --runs {params.runs:q} "
+        "--workflow {params.workflow:q} "
         "--stems {params.stems:q} --seeds {params.seeds:q} 2> {log:q}"

@@ -2,8 +2,6 @@
 
 import hashlib
 
-from snakemake.io import strip_wildcard_constraints
-
 from sftlab.config import influence_selectors
 from sftlab.selection.gradient_cost import grad_features_runtime, model_memory_gb
 
@@ -149,63 +147,8 @@ def curve_score_files():
     return run_score_files(curve_runs())
 
 
-def benchmark_file(rule, **wildcards):
-    """A job's Snakemake benchmark file, from its rule's own `benchmark:` pattern, with the GPUs the rule requests
-    (for GPU-hours): read from the rule, not kept beside it."""
-    spec = workflow.get_rule(rule)
-    return {"path": expand(strip_wildcard_constraints(str(spec.benchmark)), **wildcards)[0], "gpus": rule_gpus(spec)}
-
-
-def influence_fractions(model, dataset):
-    """selector id → fraction ids of the less / rose runs of the curve on (model, dataset)."""
-    out = {}
-    for (m, d, r) in curve_runs():
-        sel = CFG["recipes"][r]["selection"]
-        if (m, d) == (model, dataset) and sel["name"] in INFLUENCE_SELECTORS:
-            out.setdefault(selector_id(sel), set()).add(fraction_id(sel["fraction"]))
-    return {s: sorted(f) for s, f in sorted(out.items())}
-
-
-def cost_groups():
-    """Per model × dataset and stage: the benchmark files of its jobs and the outputs it stores."""
-    groups = []
-    for m, d in sorted({(m, d) for (m, d, r) in curve_runs()}):
-        base = f"results/{m}/{d}"
-
-        def add(stage, item, benchmarks, outputs):
-            groups.append({"model": m, "dataset": d, "stage": stage, "item": item, "benchmarks": benchmarks,
-                           "outputs": outputs})
-
-        add("warmup", "pool", [benchmark_file("warmup", model=m, dataset=d)],
-            [f"{base}/warmup/checkpoint-{c}" for c in WARMUP_EPOCHS])
-        add("gradient features", "pool",
-            [benchmark_file("grad_features", model=m, dataset=d, c=c, shard=s) for c in WARMUP_EPOCHS
-             for s in GRAD_SHARDS]
-            + [benchmark_file("gather_grad_features", model=m, dataset=d, c=c) for c in WARMUP_EPOCHS],
-            [f"{base}/grads/train/checkpoint-{c}.pt" for c in WARMUP_EPOCHS])
-        for s, fractions in influence_fractions(m, d).items():
-            add("gradient features", s,
-                [benchmark_file("validation_grad_features", model=m, dataset=d, selector=s, c=c)
-                 for c in WARMUP_EPOCHS],
-                [f"{base}/grads/{s}/checkpoint-{c}.pt" for c in WARMUP_EPOCHS])
-            add("selection", s,
-                [benchmark_file("influence", model=m, dataset=d, selector=s)]
-                + [benchmark_file("select_data", model=m, dataset=d, selector=s, fraction=f) for f in fractions],
-                [f"{base}/influence/{s}.parquet"] + [f"{base}/selection/{s}/{f}.ids" for f in fractions])
-        # runs of the `train` rule; other compositions keep their own benchmark files
-        for r in sorted(r for (mm, dd, r) in curve_runs()
-                        if (mm, dd) == (m, d) and CFG["recipes"][r]["composition"]["name"] == "single"):
-            add("final training", r, [benchmark_file("train", model=m, dataset=d, recipe=r)],
-                [f"{run_dir(m, d, r)}/model"])
-    return groups
-
-
-def cost_groups_json(wildcards):
-    return as_json(cost_groups())
-
-
-def cost_files(wildcards):
-    return sorted({b["path"] for g in cost_groups() for b in g["benchmarks"]} | {o for g in cost_groups() for o in g["outputs"]})
+def curve_runs_json(wildcards):
+    return as_json(sorted(curve_runs()))
 
 
 SELECTION_REPORT = {

@@ -20,7 +20,7 @@ rule benchmark_data:
     log:
         "logs/benchmark_data/{benchmark}.log",
     benchmark:
-        "benchmarks/benchmark_data/{benchmark}.tsv"
+        phase_benchmark("evaluation", "benchmarks/benchmark_data/{benchmark}.tsv")
     threads: threads_of("data")
     resources:
         **res("data"),
@@ -48,7 +48,7 @@ rule generate:
     log:
         "logs/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.log",
     benchmark:
-        "benchmarks/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.tsv"
+        phase_benchmark("evaluation", "benchmarks/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.tsv")
     threads: threads_of("generate")
     resources:
         **res("generate"),
@@ -83,7 +83,7 @@ rule judge:
     log:
         "logs/judge/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
-        "benchmarks/judge/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+        phase_benchmark("evaluation", "benchmarks/judge/{model}/{dataset}/{recipe}/{benchmark}.tsv")
     threads: threads_of("judge")
     resources:
         **res("judge"),
@@ -113,7 +113,7 @@ rule implicit_reward:
     log:
         "logs/implicit_reward/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
-        "benchmarks/implicit_reward/{model}/{dataset}/{recipe}/{benchmark}.tsv"
+        phase_benchmark("evaluation", "benchmarks/implicit_reward/{model}/{dataset}/{recipe}/{benchmark}.tsv")
     threads: threads_of("evaluate")
     resources:
         **res("evaluate"),

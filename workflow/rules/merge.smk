@@ -21,7 +21,7 @@ rule disperse:
     log:
         "logs/disperse/{model}/{dataset}/{recipe}.log",
     benchmark:
-        "benchmarks/disperse/{model}/{dataset}/{recipe}.tsv"
+        phase_benchmark("method preparation", "benchmarks/disperse/{model}/{dataset}/{recipe}.tsv")
     wildcard_constraints:
         recipe=recipes_composed(*SHARDED),
     threads: threads_of("disperse")
@@ -58,7 +58,7 @@ rule train_member:
     log:
         "logs/train_member/{model}/{dataset}/{recipe}/{member}.log",
     benchmark:
-        "benchmarks/train_member/{model}/{dataset}/{recipe}/{member}.tsv"
+        phase_benchmark("training", "benchmarks/train_member/{model}/{dataset}/{recipe}/{member}.tsv")
     wildcard_constraints:
         recipe=recipes_composed(*COMPOSED),
         member=r"shards/shard-[0-9]+|seeds/seed-[0-9]+",
@@ -90,7 +90,7 @@ rule merge:
     log:
         "logs/merge/{model}/{dataset}/{recipe}.log",
     benchmark:
-        "benchmarks/merge/{model}/{dataset}/{recipe}.tsv"
+        phase_benchmark("training", "benchmarks/merge/{model}/{dataset}/{recipe}.tsv")
     wildcard_constraints:
         recipe=recipes_composed(*COMPOSED),
     threads: threads_of("merge")

@@ -12,7 +12,7 @@ rule materialise_model:
     log:
         "logs/materialise_model/{model}.log",
     benchmark:
-        "benchmarks/materialise_model/{model}.tsv"
+        phase_benchmark("setup", "benchmarks/materialise_model/{model}.tsv")
     threads: threads_of("model")
     resources:
         **res("model"),

@@ -16,7 +16,7 @@ rule ref_logprobs:
     log:
         "logs/ref_logprobs/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/ref_logprobs/{model}/{dataset}.tsv"
+        phase_benchmark("setup", "benchmarks/ref_logprobs/{model}/{dataset}.tsv")
     conda:
         CONDA_ENV
     threads: threads_of("score")
@@ -47,7 +47,7 @@ rule reference_run:
     log:
         "logs/reference_run/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/reference_run/{model}/{dataset}.tsv"
+        phase_benchmark("method preparation", "benchmarks/reference_run/{model}/{dataset}.tsv")
     conda:
         CONDA_ENV
     threads: threads_of("reference")
@@ -76,7 +76,7 @@ rule confidence:
     log:
         "logs/confidence/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/confidence/{model}/{dataset}.tsv"
+        phase_benchmark("method preparation", "benchmarks/confidence/{model}/{dataset}.tsv")
     conda:
         CONDA_ENV
     threads: threads_of("score")
@@ -106,7 +106,7 @@ rule tsne:
     log:
         "logs/tsne/{model}/{dataset}.log",
     benchmark:
-        "benchmarks/tsne/{model}/{dataset}.tsv"
+        phase_benchmark("figures", "benchmarks/tsne/{model}/{dataset}.tsv")
     conda:
         CONDA_ENV
     threads: threads_of("score")

@@ -14,7 +14,7 @@ rule select_data:
     log:
         "logs/select_data/{model}/{dataset}/{selector}/{fraction}.log",
     benchmark:
-        "benchmarks/select_data/{model}/{dataset}/{selector}/{fraction}.tsv"
+        phase_benchmark("method preparation", "benchmarks/select_data/{model}/{dataset}/{selector}/{fraction}.tsv")
     threads: threads_of("select")
     resources:
         **res("select"),

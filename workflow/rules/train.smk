@@ -22,7 +22,7 @@ rule train:
     log:
         "logs/train/{model}/{dataset}/{recipe}.log",
     benchmark:
-        "benchmarks/train/{model}/{dataset}/{recipe}.tsv"
+        phase_benchmark("training", "benchmarks/train/{model}/{dataset}/{recipe}.tsv")
     wildcard_constraints:
         recipe=recipes_composed(*SINGLE_RUN),
     threads: threads_of("train")

@@ -9,12 +9,15 @@ Rows come with a location (``file:line`` or ``hub-path[row]``) so that a bad row
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 from sftlab.io import DataError, iter_jsonl
+
+log = logging.getLogger(__name__)
 
 ROLES = {"system", "user", "assistant"}
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
@@ -421,7 +424,7 @@ def iter_rows_hub(path: str, name: str | None, split: str, revision: str | None,
 
 
 def convert(rows: Iterable[tuple[str, dict | BadRow]], fmt: str, source: str, on_bad_rows: str = "error",
-            first_turn_only: bool = False, log=print, origin: str | None = None) -> list[dict]:
+            first_turn_only: bool = False, origin: str | None = None) -> list[dict]:
     """Convert rows of format ``fmt``; a bad row (unreadable, not fitting the format, a repeated id) raises DataError
     at its location, or is skipped and counted. ``origin`` (the file or hub path) names the data when none is left."""
     if fmt not in FORMATS:
@@ -439,7 +442,7 @@ def convert(rows: Iterable[tuple[str, dict | BadRow]], fmt: str, source: str, on
         except BadRow as exc:
             if on_bad_rows == "skip":
                 skipped += 1
-                log(f"skipped {location}: {exc}")
+                log.warning("skipped %s: %s", location, exc)
                 continue
             raise DataError(f"{location}: {exc} (set on_bad_rows: skip to skip such rows)") from None
         first_at[item["id"]] = location
@@ -448,7 +451,7 @@ def convert(rows: Iterable[tuple[str, dict | BadRow]], fmt: str, source: str, on
         out.append(item)
     where = origin or source
     if skipped:
-        log(f"{skipped} bad rows skipped")
+        log.warning("%d bad rows skipped", skipped)
         if not out:
             raise DataError(f"{where}: every one of its {skipped} rows was bad and skipped (on_bad_rows: skip); the "
                             "log names each row and what was wrong")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
 from sftlab.data import demo
 from sftlab.data.loaders import (PREFERENCE_FORMATS, convert, iter_rows_hub, iter_rows_local,
                                  lm_eval_fewshot_examples, pair_to_example)
+
+log = logging.getLogger(__name__)
 
 
 def keep_sources(items: list[dict], sources: list[str], name: str) -> list[dict]:
@@ -50,19 +53,20 @@ def pool_bound(cfg: dict) -> int | None:
     return None if rows is None else rows - cfg.get("heldout", 0)
 
 
-def prepare_dataset(name: str, cfg: dict, log=print) -> tuple[list[dict], list[dict], list[dict]]:
+def prepare_dataset(name: str, cfg: dict) -> tuple[list[dict], list[dict], list[dict]]:
     """(train, heldout, pairs) for dataset ``name`` configured as ``cfg`` (the schema's defaults filled in)."""
     if cfg["source"] == "demo":
         train, heldout, pairs = demo.generate(
             per_family=cfg["per_family"], heldout_per_family=cfg["heldout"], degraded_share=cfg["degraded_share"],
             pairs_per_family=cfg["preference_pairs"], families=cfg.get("families"), seed=cfg["seed"],
         )
-        log(f"{name}: generated {len(train)} training examples, {len(heldout)} held-out, {len(pairs)} preference pairs")
+        log.info("%s: generated %d training examples, %d held-out, %d preference pairs", name, len(train), len(heldout),
+                 len(pairs))
         return train, heldout, pairs
 
     if cfg["source"] == "lm_eval_fewshot":
         items = lm_eval_fewshot_examples(cfg["task_dir"], source=name)
-        log(f"{name}: {len(items)} few-shot exemplars of lm-eval's {cfg['task_dir']}")
+        log.info("%s: %d few-shot exemplars of lm-eval's %s", name, len(items), cfg["task_dir"])
         return items, [], []
 
     if cfg["source"] == "local":
@@ -71,7 +75,7 @@ def prepare_dataset(name: str, cfg: dict, log=print) -> tuple[list[dict], list[d
         rows = iter_rows_hub(cfg["path"], cfg.get("name"), cfg.get("split", "train"), cfg.get("revision"),
                              cfg.get("data_dirs"))
     items = convert(rows, cfg["format"], source=name, on_bad_rows=cfg["on_bad_rows"],
-                    first_turn_only=cfg.get("first_turn_only", False), log=log, origin=cfg["path"])
+                    first_turn_only=cfg.get("first_turn_only", False), origin=cfg["path"])
     if cfg.get("sources"):
         items = keep_sources(items, cfg["sources"], name)
     if cfg["format"] in PREFERENCE_FORMATS:
@@ -90,5 +94,5 @@ def prepare_dataset(name: str, cfg: dict, log=print) -> tuple[list[dict], list[d
     held = set(order[:n_heldout])
     train = [e for i, e in enumerate(examples) if i not in held]
     heldout = [e for i, e in enumerate(examples) if i in held]
-    log(f"{name}: {len(train)} training examples, {len(heldout)} held-out, {len(pairs)} preference pairs")
+    log.info("%s: %d training examples, %d held-out, %d preference pairs", name, len(train), len(heldout), len(pairs))
     return train, heldout, pairs

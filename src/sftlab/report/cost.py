@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 import os
+from graphlib import TopologicalSorter
 from pathlib import Path
 
 import pandas as pd
 
+from sftlab.report.dag import PHASES, DagJob
 from sftlab.report.tables import MISSING
 
 COLUMNS = ["model", "dataset", "stage", "item", "jobs", "wall_s", "max_rss_mb", "gpu_hours", "bytes"]
@@ -114,25 +116,60 @@ def format_cost(table: pd.DataFrame) -> pd.DataFrame:
 NOT_APPLICABLE = "—"
 
 
-def planned_jobs(plan: dict) -> list[dict]:
-    """Every job of a plan with its benchmark file (``{"path", "gpus"}``) and the outputs it keeps.
+def served_recipes(jobs: list[DagJob]) -> list[set[str]]:
+    """Per job, the recipes whose runs depend on it: the ``recipe`` wildcards of the job and of its descendants."""
+    served = [{job.wildcards["recipe"]} if "recipe" in job.wildcards else set() for job in jobs]
+    order = TopologicalSorter({i: job.dependencies for i, job in enumerate(jobs)}).static_order()
+    for i in reversed(list(order)):  # a job's dependents come first: its set is complete when passed on
+        for d in jobs[i].dependencies:
+            served[d] |= served[i]
+    return served
 
-    ``plan`` is what the cost rule passes: ``{"rules": {rule: {"benchmark", "outputs", "gpus", "phase",
-    "wildcards"}}, "jobs": [{"rule", "papers", "wildcards": [[value, ...], ...]}]}``: the rules in pipeline order
-    with their own ``benchmark:`` and (non-temporary) output patterns and wildcard names, then the jobs, those of a
-    rule that serve the same papers together, each by its wildcard values. A path is the one the job writes.
-    """
-    jobs = []
-    for entry in plan["jobs"]:
-        spec = plan["rules"][entry["rule"]]
-        for values in entry["wildcards"]:
-            wildcards = dict(zip(spec["wildcards"], values, strict=True))
-            jobs.append({"rule": entry["rule"], "phase": spec["phase"], "papers": entry["papers"],
-                         "model": wildcards.get("model", NOT_APPLICABLE),
-                         "dataset": wildcards.get("dataset", NOT_APPLICABLE),
-                         "benchmark": {"path": spec["benchmark"].format(**wildcards), "gpus": spec["gpus"]},
-                         "outputs": [o.format(**wildcards) for o in spec["outputs"]]})
-    return jobs
+
+def job_papers(jobs: list[DagJob], recipe_papers: dict[str, list[str]]) -> list[set[str]]:
+    """Per job, the papers it serves: those of the recipes whose runs depend on it (``recipe_papers``: the recipes the
+    experiments run). A job no run depends on (the t-SNE figure of the confidence split) serves what its own method
+    inputs serve: the jobs it depends on for the same model and dataset that belong to no recipe."""
+    papers = [{p for r in recipes if r in recipe_papers for p in recipe_papers[r]} for recipes in served_recipes(jobs)]
+    for i, job in enumerate(jobs):
+        if not papers[i] and job.benchmark is not None:
+            key = (job.wildcards.get("model"), job.wildcards.get("dataset"))
+            papers[i] = {p for d in job.dependencies if "recipe" not in jobs[d].wildcards
+                         and (jobs[d].wildcards.get("model"), jobs[d].wildcards.get("dataset")) == key
+                         for p in papers[d]}
+    return papers
+
+
+def cost_jobs(jobs: list[DagJob], recipe_papers: dict[str, list[str]]) -> list[dict]:
+    """The jobs of the DAG with a benchmark file, each with its phase, the papers it serves, its model and dataset
+    (NOT_APPLICABLE without), its benchmark file (``{"path", "gpus"}``) and the outputs it keeps.
+
+    A benchmarked rule without a phase, or a benchmarked job serving no paper, is an error: it would drop out of
+    the tables silently."""
+    papers = job_papers(jobs, recipe_papers)
+    out = []
+    for job, served in zip(jobs, papers, strict=True):
+        if job.benchmark is None:
+            continue
+        if job.phase not in PHASES:
+            raise ValueError(f"rule {job.rule} has a benchmark file but no cost phase: declare it with "
+                             f"phase_benchmark(<one of {', '.join(PHASES)}>, ...)")
+        if not served:
+            raise ValueError(f"job {job.rule} {job.wildcards} serves no recipe of the experiments: its cost would "
+                             f"count under no paper")
+        out.append({"rule": job.rule, "phase": job.phase, "papers": sorted(served),
+                    "model": job.wildcards.get("model", NOT_APPLICABLE),
+                    "dataset": job.wildcards.get("dataset", NOT_APPLICABLE),
+                    "benchmark": {"path": job.benchmark, "gpus": job.gpus}, "outputs": list(job.outputs)})
+    return out
+
+
+def rule_order(jobs: list[dict]) -> list[str]:
+    """The rules of ``jobs`` in pipeline order: by phase, then in the order the workflow defines them (``jobs`` come
+    in that order)."""
+    rules = list(dict.fromkeys(j["rule"] for j in jobs))
+    phase = {j["rule"]: j["phase"] for j in jobs}
+    return sorted(rules, key=lambda r: PHASES.index(phase[r]))
 
 
 def _group(model: str, dataset: str, stage: str, item: str, jobs: list[dict]) -> dict:

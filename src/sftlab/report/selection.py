@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from sftlab.report.dag import DagJob
 from sftlab.report.figures import STYLE, grid, save
 from sftlab.report.papers import paper_columns
 from sftlab.report.tables import MISSING, fmt_cell
@@ -126,3 +127,53 @@ def selection_main_table(frame: pd.DataFrame, benchmarks: dict[str, str], paper:
         rows.append({"model": rec["model"], "dataset": rec["dataset"], "method": rec["method"], "recipe": "—",
                      "objective": "—", **{c: fmt_cell(rec.get(keys[c])) for c in columns}, "source": rec["source"]})
     return pd.DataFrame(rows, columns=["model", "dataset", "method", "recipe", "objective", *columns, "source"])
+
+
+# ----------------------------------------------------------------------------- cost per stage
+
+#: the stages of the LESS paper's cost table, by the rules whose jobs make them
+SELECTION_STAGES = {"warmup": "warmup", "grad_features": "gradient features",
+                    "gather_grad_features": "gradient features", "validation_grad_features": "gradient features",
+                    "influence": "selection", "select_data": "selection", "train": "final training"}
+
+
+def _ancestors(jobs: list[DagJob], roots: list[int]) -> set[int]:
+    seen, stack = set(roots), list(roots)
+    while stack:
+        for d in jobs[stack.pop()].dependencies:
+            if d not in seen:
+                seen.add(d)
+                stack.append(d)
+    return seen
+
+
+def selection_cost_groups(jobs: list[DagJob], runs: list[tuple[str, str, str]]) -> list[dict]:
+    """Cost groups (``cost.cost_table``'s input) of the jobs the fraction curve's runs ``(model, dataset, recipe)``
+    depend on, per model × dataset: the warmup; the pool's gradient features; per influence selector its
+    validation gradient features and its selection (influence scores and the curve's fractions); the training of
+    each run (composed runs keep their own rows in the pipeline's cost table)."""
+    made_by = {(j.wildcards.get("model"), j.wildcards.get("dataset"), j.wildcards.get("recipe")): i
+               for i, j in enumerate(jobs) if j.rule in ("train", "merge")}
+    used = [jobs[i] for i in sorted(_ancestors(jobs, [made_by[tuple(run)] for run in runs]))]
+    groups = []
+    for m, d in sorted({(m, d) for m, d, _ in runs}):
+        here = [j for j in used if (j.wildcards.get("model"), j.wildcards.get("dataset")) == (m, d)
+                and j.rule in SELECTION_STAGES]
+        selectors = sorted({j.wildcards["selector"] for j in here if j.rule == "influence"})
+
+        def add(stage, item, part, m=m, d=d):
+            if part:
+                groups.append({"model": m, "dataset": d, "stage": stage, "item": item,
+                               "benchmarks": [{"path": j.benchmark, "gpus": j.gpus} for j in part],
+                               "outputs": [o for j in part for o in j.outputs]})
+
+        add("warmup", "pool", [j for j in here if SELECTION_STAGES[j.rule] == "warmup"])
+        add("gradient features", "pool", [j for j in here if SELECTION_STAGES[j.rule] == "gradient features"
+                                          and "selector" not in j.wildcards])
+        for s in selectors:
+            mine = [j for j in here if j.wildcards.get("selector") == s]
+            add("gradient features", s, [j for j in mine if SELECTION_STAGES[j.rule] == "gradient features"])
+            add("selection", s, [j for j in mine if SELECTION_STAGES[j.rule] == "selection"])
+        for r in sorted(r for mm, dd, r in runs if (mm, dd) == (m, d)):
+            add("final training", r, [j for j in here if j.rule == "train" and j.wildcards["recipe"] == r])
+    return groups

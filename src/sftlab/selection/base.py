@@ -12,6 +12,7 @@ so their largest fraction, ``max_fraction``, is 0.5: the whole half).
 from __future__ import annotations
 
 import abc
+import functools
 import inspect
 import math
 import random
@@ -60,9 +61,7 @@ class Selector(abc.ABC):
     @classmethod
     def parameters(cls) -> dict[str, Any]:
         """The constructor's parameters with their defaults: every setting that can change the selection."""
-        signature = inspect.signature(cls.__init__)
-        return {name: p.default for name, p in signature.parameters.items()
-                if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        return dict(_constructor_parameters(cls.__init__))
 
     def __init__(self, **params: Any) -> None:
         if params:
@@ -94,3 +93,12 @@ class Random(Selector):
         order = list(ids)
         random.Random(self.seed).shuffle(order)
         return order
+
+
+@functools.lru_cache(maxsize=None)
+def _constructor_parameters(init) -> tuple[tuple[str, Any], ...]:
+    """(name, default) of a constructor's parameters; cached: planning names selectors thousands of times and
+    ``inspect.signature`` is slow."""
+    signature = inspect.signature(init)
+    return tuple((name, p.default) for name, p in signature.parameters.items()
+                 if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))

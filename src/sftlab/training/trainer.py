@@ -13,10 +13,10 @@ import functools
 import hashlib
 import importlib.util
 import json
+import logging
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ from sftlab.objectives.base import model_inputs, sequence_logps
 from sftlab.models.scoring import length_normalised_reward
 from sftlab.progress import progress
 
+log = logging.getLogger(__name__)
+
 
 class EncodedDataset(torch.utils.data.Dataset):
     """Tokenised examples with their extra per-example columns."""
@@ -48,7 +50,7 @@ class EncodedDataset(torch.utils.data.Dataset):
 
 
 def encode_examples(tokenizer, examples: list[dict], max_length: int, tables: dict[str, dict[str, dict]] | None = None,
-                    columns: tuple[str, ...] = (), log=print) -> list[dict]:
+                    columns: tuple[str, ...] = ()) -> list[dict]:
     """Encode examples; attach ``columns`` from ``tables`` (column → {id → value}); drop examples left without response tokens."""
     out, dropped = [], 0
     for ex in examples:
@@ -66,7 +68,7 @@ def encode_examples(tokenizer, examples: list[dict], max_length: int, tables: di
             enc[column] = values[ex["id"]]
         out.append(enc)
     if dropped:
-        log(f"dropped {dropped} examples with no response token within max_length={max_length}")
+        log.warning("dropped %d examples with no response token within max_length=%d", dropped, max_length)
     return out
 
 
@@ -229,7 +231,7 @@ class HeldoutEvalCallback(TrainerCallback):
             # appended directly: Trainer.log from inside a step would reset the step's own logging flags
             state.log_history.append({**metrics, "epoch": state.epoch or 0.0, "step": state.global_step})
             if state.is_world_process_zero:
-                print({k: round(v, 4) for k, v in metrics.items()} | {"step": state.global_step}, file=sys.stderr)
+                log.info("%s", {k: round(v, 4) for k, v in metrics.items()} | {"step": state.global_step})
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step == 0:
@@ -412,15 +414,15 @@ def params_hash(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def resume_point(args: TrainingArguments, checkpoint_dir: Path, params: dict, log=print) -> str | None:
+def resume_point(args: TrainingArguments, checkpoint_dir: Path, params: dict) -> str | None:
     """``prepare_checkpoint_dir`` on process 0 (which may clear the directory), then the others, which only look."""
     with args.main_process_first(desc="checkpoint directory"):
         if args.process_index == 0:
-            return prepare_checkpoint_dir(checkpoint_dir, params, log)
+            return prepare_checkpoint_dir(checkpoint_dir, params)
         return get_last_checkpoint(str(checkpoint_dir))
 
 
-def prepare_checkpoint_dir(checkpoint_dir: Path, params: dict, log=print) -> str | None:
+def prepare_checkpoint_dir(checkpoint_dir: Path, params: dict) -> str | None:
     """The checkpoint to resume from, if one was left by a run with exactly these parameters.
 
     Checkpoints of a run with other parameters are removed: resuming them would mix two recipes.
@@ -433,17 +435,17 @@ def prepare_checkpoint_dir(checkpoint_dir: Path, params: dict, log=print) -> str
         except (OSError, ValueError):
             old = None
         if old != digest:
-            log(f"removing checkpoints of a run with other parameters in {checkpoint_dir}")
+            log.info("removing checkpoints of a run with other parameters in %s", checkpoint_dir)
             shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     write_text(stamp, json.dumps({"hash": digest, "params": params}, indent=2, sort_keys=True))
-    last = last_complete_checkpoint(checkpoint_dir, log)
+    last = last_complete_checkpoint(checkpoint_dir)
     if last:
-        log(f"resuming from {last}")
+        log.info("resuming from %s", last)
     return last
 
 
-def last_complete_checkpoint(checkpoint_dir: Path, log=print) -> str | None:
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     """The newest checkpoint the Trainer finished writing: ``trainer_state.json`` is the last file it saves.
 
     Newer, incomplete ones (a job killed or preempted while saving) are removed, so the Trainer never loads them.
@@ -456,7 +458,7 @@ def last_complete_checkpoint(checkpoint_dir: Path, log=print) -> str | None:
     for step in sorted(steps, reverse=True):
         if (steps[step] / TRAINER_STATE_NAME).exists():
             return str(steps[step])
-        log(f"removing incomplete checkpoint {steps[step]} (the job stopped while writing it)")
+        log.info("removing incomplete checkpoint %s (the job stopped while writing it)", steps[step])
         shutil.rmtree(steps[step])
     return None
 
@@ -483,7 +485,7 @@ def write_train_log(log_history: list[dict], path: Path) -> None:
 def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: list[dict], cfg: dict, objective_cfg: dict,
           out_dir: str | Path | None, log_path: str | Path, checkpoint_dir: str | Path, tables: dict | None = None,
           heldout_ref_logps: dict | None = None, epoch_models: tuple[Path, list[int]] | None = None,
-          callbacks: list[TrainerCallback] = (), log=print) -> None:
+          callbacks: list[TrainerCallback] = ()) -> None:
     """Train one run and save the final model (LoRA merged into the base; the adapter kept in ``adapter/``).
 
     ``heldout_ref_logps`` (id → log πref) adds the deviation metric m_θ to every held-out evaluation;
@@ -496,21 +498,19 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     args = training_arguments(cfg, checkpoint_dir)  # first: sets up the processes' shared state
     if "tensorboard" in args.report_to:  # beside train_log.csv: the checkpoint directory is removed at the end
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(log_path).resolve().parent / "tensorboard"))
-    if args.process_index:
-        log = lambda *_: None  # noqa: E731  (process 0 speaks for all)
     torch.manual_seed(cfg["seed"])
     objective = build_objective(objective_cfg["name"], {k: v for k, v in objective_cfg.items() if k != "name"})
     model, tokenizer = load_model(model_dir, cfg)
-    features = encode_examples(tokenizer, train_examples, cfg["max_length"], tables, objective.columns, log)
+    features = encode_examples(tokenizer, train_examples, cfg["max_length"], tables, objective.columns)
     if not features:
         raise ValueError("no training example left after encoding")
     heldout_columns = ("ref_logp",) if heldout_ref_logps is not None else ()
     heldout = encode_examples(tokenizer, heldout_examples, cfg["max_length"],
                               {"ref_logp": heldout_ref_logps} if heldout_ref_logps is not None else None,
-                              heldout_columns, log=log)
+                              heldout_columns)
     # the process count is part of the stamp: a checkpoint's data position and RNG states are per process
     resume = resume_point(args, checkpoint_dir, {"training": cfg, "objective": objective_cfg, "processes": processes,
-                                                 "ids": [e["id"] for e in train_examples]}, log)
+                                                 "ids": [e["id"] for e in train_examples]})
     trainer = ObjectiveTrainer(
         model=model, args=args, train_dataset=EncodedDataset(features), processing_class=tokenizer,
         data_collator=batch_collator(batching, tokenizer.pad_token_id, objective.columns),
@@ -522,9 +522,9 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     for callback in callbacks:
         trainer.add_callback(callback)
     global_batch = cfg["batch_size"] * cfg["gradient_accumulation"] * processes
-    log(f"training on {len(features)} examples ({batching.replace('_', '-')} batches), {len(heldout)} held-out, "
-        f"{processes} process(es) on device "
-        f"{args.device.type}; global batch {global_batch}, {math.ceil(len(features) / global_batch)} steps per epoch")
+    log.info("training on %d examples (%s batches), %d held-out, %d process(es) on device %s; global batch %d, "
+             "%d steps per epoch", len(features), batching.replace("_", "-"), len(heldout), processes, args.device.type,
+             global_batch, math.ceil(len(features) / global_batch))
     trainer.train(resume_from_checkpoint=resume)
     weights = full_state_dict(trainer) if out_dir is not None else None
     trainer.accelerator.wait_for_everyone()  # every process is done with the checkpoint directory
