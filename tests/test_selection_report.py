@@ -271,3 +271,14 @@ def test_grid_puts_panels_in_rows_of_three():
     fig, axes = grid(5, ncols=3)
     assert len(axes) == 5 and len(fig.axes) == 5
     assert len({round(ax.get_position().y0, 2) for ax in axes}) == 2  # two rows
+
+
+def test_figures_keep_a_dot_in_their_stem(tmp_path):
+    """A figure named after a model such as Llama-3.1-8B is written whole, not cut at its last dot."""
+    import matplotlib.pyplot as plt
+
+    from sftlab.report.figures import save
+
+    out = save(plt.figure(), tmp_path / "tsne_Llama-3.1-8B_alpaca")
+    assert [p.name for p in out] == ["tsne_Llama-3.1-8B_alpaca.png", "tsne_Llama-3.1-8B_alpaca.pdf"]
+    assert all(p.stat().st_size > 0 for p in out)

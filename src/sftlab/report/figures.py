@@ -33,8 +33,9 @@ def save(fig, stem: str | Path | None = None, *, png: str | Path | None = None, 
     ``pdf``), at ``dpi`` (default: the figure's), and close it."""
     from sftlab.io import atomic_path
 
-    out = [Path(png) if png is not None else Path(stem).with_suffix(".png"),
-           Path(pdf) if pdf is not None else Path(stem).with_suffix(".pdf")]
+    # the stem is appended to, not given a suffix: a stem holding a dot (a model named Llama-3.1-8B) keeps it
+    out = [Path(png) if png is not None else Path(f"{stem}.png"),
+           Path(pdf) if pdf is not None else Path(f"{stem}.pdf")]
     for path, fmt in zip(out, ("png", "pdf")):
         with atomic_path(path, suffix=f".{fmt}") as tmp:
             fig.savefig(tmp, format=fmt, bbox_inches="tight", **({"dpi": dpi} if dpi is not None else {}))
