@@ -189,3 +189,18 @@ def test_every_registered_benchmark_type_has_its_schema_branch_and_back():
     for name, cls in BENCHMARK_TYPES.items():
         assert cls.scored_by in ("evaluate", "implicit_reward", "log_likelihood", "judge"), name
         assert (cls.answer_format is not None) == (cls.scored_by == "judge"), name
+
+
+def test_a_step_a_type_does_not_have_is_refused_by_name():
+    """Asking an unjudged type to judge, or a judged one to score in-process, names the type and the rule that
+    scores it (a step absent by design, not an unbuilt one)."""
+    from sftlab.benchmarks import BENCHMARK_TYPES
+    from sftlab.benchmarks.base import StepNotInType
+
+    kinds = [cls() for cls in BENCHMARK_TYPES.values()]
+    unjudged = next(t for t in kinds if not t.judged)
+    judged = next(t for t in kinds if t.judged)
+    with pytest.raises(StepNotInType, match=rf"{unjudged.name!r} has no judging .*rule {unjudged.scored_by!r}"):
+        unjudged.judge(None, None, Path("."), "answers.jsonl", {}, {})
+    with pytest.raises(StepNotInType, match=rf"{judged.name!r} has no in-process scoring .*rule 'judge'"):
+        judged.evaluate(None, None, {}, {})

@@ -64,6 +64,11 @@ class BenchmarkType:
     def judged(self) -> bool:
         return self.scored_by == "judge"
 
+    def _no_step(self, step: str) -> "StepNotInType":
+        """The error of a step this type does not have by design (its ``scored_by`` names the rule that scores it)."""
+        return StepNotInType(f"benchmark type {self.name!r} has no {step}: by design it is scored by rule "
+                             f"{self.scored_by!r}, so the rules never ask it for this step")
+
     def data_settings(self, bench: dict) -> dict:
         return {k: bench[k] for k in (*DATA_KEYS, *self.data_keys) if k in bench}
 
@@ -74,14 +79,14 @@ class BenchmarkType:
         return {}
 
     def prepare(self, bench: dict, out: Path, pairs_path: str | Path | None) -> dict:
-        raise NotImplementedError(f"benchmark type {self.name!r} has no input files to prepare")
+        raise self._no_step("input files to prepare (rule benchmark_data)")
 
     def evaluate(self, model, tokenizer, bench: dict, inputs: dict[str, Any]) -> tuple[dict, list[dict]]:
         """Scores (without the benchmark name) and per-item answers of the model, scored in-process."""
-        raise NotImplementedError(f"benchmark type {self.name!r} is not scored by rule evaluate")
+        raise self._no_step("in-process scoring (rule evaluate)")
 
     def generate(self, generator, data_dir: Path, model_id: str, max_new_tokens: int, temperature: float):
-        raise NotImplementedError(f"benchmark type {self.name!r} generates no answers")
+        raise self._no_step("answer generation (rule generate)")
 
     def write_answers(self, path: str | Path, answers) -> None:
         from sftlab.io import write_json, write_jsonl
@@ -90,7 +95,11 @@ class BenchmarkType:
 
     def judge(self, judge, cache, data_dir: Path, answers_path: str | Path, settings: dict, judge_config: dict):
         """(judgments, usage, scores) of a model's answers."""
-        raise NotImplementedError(f"benchmark type {self.name!r} is not judged")
+        raise self._no_step("judging (rule judge)")
+
+
+class StepNotInType(TypeError):
+    """A pipeline step asked of a benchmark type that, by design, does not have it (e.g. judging an exam)."""
 
 
 def file_sha256(path: Path) -> str:
