@@ -5,15 +5,20 @@ model prices each planned job from FLOP arithmetic (``gpu_cost.yaml`` states eve
 
 - training (``train``, ``train_member``, ``reference_run``, ``warmup``): ``k·N`` FLOPs a computed token, k = 6 for
   full fine-tuning (forward 2·N, backward 4·N) and 4 for LoRA (the frozen base's backward computes the activations'
-  gradients only, 2·N; the adapters' own are negligible), at the assumed MFU of the GPU's bf16 peak (MFU counts model
-  FLOPs only, so gradient checkpointing's recomputed forward is part of the 60% not reached). Computed tokens are the
-  run's examples × epochs × mean tokens, divided by the batch layout's real-token share measured by
-  bench/batching.py. The held-out set is scored (2·N a token) before the first step and every ``eval_steps``;
-- scoring (``ref_logprobs``, ``confidence``, lm-eval's log-likelihoods, the implicit reward): 2·N a token;
+  gradients only, 2·N; the adapters' own are negligible), at the MFU of the run's layout (``training_mfu``): a
+  function of full vs LoRA and the tokens of a micro-batch (published measurements, interpolated in log tokens),
+  gradient checkpointing (its recomputed forward, 2·N a token, is work MFU does not count: × k / (k + 2)) and the
+  multi-GPU mode (``distributed``). Computed tokens are the run's examples × epochs × mean tokens, divided by the
+  batch layout's real-token share measured by bench/batching.py. The held-out set is scored (2·N a token) before the
+  first step and every ``eval_steps``;
+- scoring (``ref_logprobs``, ``confidence``, lm-eval's log-likelihoods, the implicit reward): 2·N a token at
+  ``gpu.mfu``;
 - gradient features: ``sftlab.selection.gradient_cost`` (the LESS stage's own model) on this GPU;
 - generation: decoded tokens at the backend's assumed tokens/s of one GPU;
 - judging goes to an API (no GPU); every GPU job also pays ``startup_minutes`` on each of its GPUs (the rules not
   priced otherwise — disperse, merge, t-SNE — pay only that).
+
+``bench/gpu_smoke.py --calibrate FILE`` measures ``training_mfu`` on a GPU and writes it in this format.
 """
 
 from __future__ import annotations
@@ -53,9 +58,42 @@ def training_flops_per_token(params: float, finetuning: str) -> float:
     return (6 if finetuning == "full" else 4) * params
 
 
-def compute_seconds(flops: float, a: Mapping) -> float:
-    """GPU-seconds of ``flops`` at the assumed MFU of the GPU's bf16 dense peak."""
-    return flops / (a["gpu"]["bf16_dense_tflops"] * 1e12 * a["gpu"]["mfu"])
+def compute_seconds(flops: float, a: Mapping, mfu: float | None = None) -> float:
+    """GPU-seconds of ``flops`` at ``mfu`` (default: the assumed ``gpu.mfu``) of the GPU's bf16 dense peak."""
+    return flops / (a["gpu"]["bf16_dense_tflops"] * 1e12 * (a["gpu"]["mfu"] if mfu is None else mfu))
+
+
+def interpolate_log(anchors: Mapping[float, float], x: float) -> float:
+    """The value at ``x`` of the anchors {x: value}, linear in log x between the two around it, flat outside."""
+    points = sorted((float(k), float(v)) for k, v in anchors.items())
+    if not points:
+        raise ValueError("no anchors to interpolate")
+    if x <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * math.log(x / x0) / math.log(x1 / x0)
+    return points[-1][1]
+
+
+def training_mfu(table: Mapping, finetuning: str, micro_batch_tokens: float, gradient_checkpointing: bool = False,
+                 distributed: str | None = None) -> float:
+    """MFU of a training layout under ``gpu_cost.yaml``'s ``training_mfu`` table: the anchors of ``finetuning`` at
+    ``micro_batch_tokens`` (computed tokens a micro-batch on one GPU), × k / (k + 2) with gradient checkpointing
+    (k·N model FLOPs a token; the recomputed forward adds 2·N the GPU runs but MFU does not count), × the factor of
+    the multi-GPU mode ``distributed`` (None: one GPU)."""
+    if finetuning not in table:
+        raise KeyError(f"gpu_cost.yaml training_mfu: no anchors for finetuning {finetuning!r}")
+    mfu = interpolate_log(table[finetuning], micro_batch_tokens)
+    if gradient_checkpointing:
+        k = training_flops_per_token(1, finetuning)
+        mfu *= k / (k + 2)
+    if distributed is not None:
+        factors = table.get("distributed", {})
+        if distributed not in factors:
+            raise KeyError(f"gpu_cost.yaml training_mfu.distributed: no factor for {distributed!r}")
+        mfu *= factors[distributed]
+    return mfu
 
 
 class CostModel:
@@ -103,20 +141,32 @@ class CostModel:
             layout = "packed" if flash else "length_grouped"
         return eff[layout]
 
+    def micro_batch_tokens(self, dataset: str, training: Mapping, objective: str = "ntp") -> float:
+        """Computed tokens of one GPU's micro-batch: ``batch_size`` examples of the pool's mean length over the
+        layout's real-token share."""
+        return training["batch_size"] * self.pool(dataset)["mean_tokens"] / self.efficiency(training, objective)
+
+    def training_mfu(self, dataset: str, training: Mapping, gpus: int, objective: str = "ntp") -> float:
+        """MFU of a run's layout: full vs LoRA, tokens a micro-batch, gradient checkpointing, multi-GPU mode."""
+        return training_mfu(self.a["training_mfu"], training["finetuning"],
+                            self.micro_batch_tokens(dataset, training, objective),
+                            bool(training.get("gradient_checkpointing", False)),
+                            training.get("distributed", "ddp") if gpus > 1 else None)
+
     def training_seconds(self, model: str, dataset: str, training: Mapping, examples: float, gpus: int,
                          objective: str = "ntp") -> float:
         """A run over ``examples`` examples for ``training['epochs']`` epochs on ``gpus`` GPUs (``examples`` × epochs
-        computed tokens at the layout's real share, plus the held-out passes)."""
+        computed tokens at the layout's real share and MFU, plus the held-out passes)."""
         n = self.model(model)["params"]
         pool = self.pool(dataset)
         tokens = examples * training["epochs"] * pool["mean_tokens"] / self.efficiency(training, objective)
-        flops = tokens * training_flops_per_token(n, training["finetuning"])
+        seconds = compute_seconds(tokens * training_flops_per_token(n, training["finetuning"]), self.a,
+                                  self.training_mfu(dataset, training, gpus, objective))
         global_batch = training["batch_size"] * training.get("gradient_accumulation", 1) * max(1, gpus)
         steps = math.ceil(examples * training["epochs"] / global_batch)
         evals = 1 + steps // training["eval_steps"] if training.get("eval_steps") else 1
         heldout = self.config["datasets"][dataset].get("heldout", 0) or 0
-        flops += evals * heldout * pool["mean_tokens"] * 2 * n
-        return compute_seconds(flops, self.a)
+        return seconds + compute_seconds(evals * heldout * pool["mean_tokens"] * 2 * n, self.a)
 
     def recipe_share(self, recipe: Mapping, member: str | None) -> float:
         """The share of the pool a run trains on: the selection's fraction, split K ways for a disperse member."""
