@@ -1,14 +1,18 @@
 """Predicted GPU-hours per stage of every paper config: the jobs `snakemake -n --profile profiles/slurm` plans for it,
-priced by sftlab.report.gpu_cost under the assumptions in src/sftlab/report/gpu_cost.yaml (H100 bf16 peak, MFU,
-vLLM decode rate, batch layouts' real-token shares from bench/batching.py). Arithmetic, not GPU measurements.
+priced by sftlab.report.gpu_cost under the assumptions in src/sftlab/report/gpu_cost.yaml (H100 bf16 peak, training
+MFU by layout, forward MFU, vLLM decode rate, batch layouts' real-token shares from bench/batching.py). Arithmetic, not
+GPU measurements, unless ``--calibration`` gives the training MFU that bench/gpu_smoke.py --calibrate measured.
 
-Usage: ``python bench/gpu_cost.py [configs ...]``; prints a Markdown table (the README's cluster section shows it).
+Usage: ``python bench/gpu_cost.py [configs ...] [--calibration FILE]``; prints a Markdown table (the README's cluster
+section shows it).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+import yaml
 import tempfile
 from pathlib import Path
 
@@ -33,13 +37,20 @@ def main() -> None:
     ap.add_argument("configs", nargs="*", type=Path)
     ap.add_argument("--gpu", nargs=3, metavar=("NAME", "TFLOPS", "GBS"),
                     help="another GPU (bf16 dense TFLOP/s, GB/s), e.g. A100-SXM-80GB 312 2039 to compare with a paper")
+    ap.add_argument("--calibration", type=Path,
+                    help="training MFU measured by bench/gpu_smoke.py --calibrate (replaces training_mfu)")
     args = ap.parse_args()
     a = load_assumptions()
+    if args.calibration:
+        a["training_mfu"] = yaml.safe_load(args.calibration.read_text())["training_mfu"]
     if args.gpu:
         a["gpu"].update(name=args.gpu[0], bf16_dense_tflops=float(args.gpu[1]), bandwidth_gbs=float(args.gpu[2]))
     rows = {c.stem: config_hours(c, a) for c in (args.configs or PAPER_CONFIGS)}
     stages = [s for s in STAGE_ORDER if any(s in h for _, h in rows.values())]
-    print(f"GPU: {a['gpu']['name']}, {a['gpu']['bf16_dense_tflops']} TFLOP/s bf16 dense at MFU {a['gpu']['mfu']:.0%}; "
+    mfu = a["training_mfu"]
+    measured = f"measured on {mfu['device']}" if mfu.get("measured") else "published figures, unmeasured by us"
+    print(f"GPU: {a['gpu']['name']}, {a['gpu']['bf16_dense_tflops']} TFLOP/s bf16 dense; training at the MFU of its "
+          f"layout (training_mfu: {measured}), forward passes and gradient features at {a['gpu']['mfu']:.0%}; "
           f"decode {a['decode_tokens_per_s']['vllm']} tokens/s/GPU (vLLM), "
           f"{a['decode_tokens_per_s']['transformers']} (transformers)\n")
     print("| config | jobs | " + " | ".join(stages) + " | total |")
