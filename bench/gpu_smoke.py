@@ -390,8 +390,9 @@ def run_vllm(ctx, name: str) -> dict:
                           f"--vllm-python <env>/bin/python)"}
     out = ctx.work / "vllm.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([python, str(Path(__file__).resolve()), "--child", "vllm", "--model-dir", str(ctx.model_dir),
-                           "--work", str(ctx.work)], capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run([python, str(Path(__file__).resolve()), "--child", "vllm", "--model-dir",
+                           str(decodable_model(ctx)), "--work", str(ctx.work)], capture_output=True, text=True,
+                          env=env, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"vLLM generation failed:\n{proc.stderr[-3000:]}")
     result = json.loads(out.read_text())
@@ -401,10 +402,29 @@ def run_vllm(ctx, name: str) -> dict:
                         "source": "gpu_cost.yaml decode_tokens_per_s.vllm (a 7-8B model)"}}
 
 
+def decodable_model(ctx) -> Path:
+    """The model for vLLM: where the tokenizer is smaller than the model's vocabulary (the random model: the tiny
+    test tokenizer, a 32,000-row LM head) a copy whose tokenizer has a placeholder token for every further id, so
+    that whatever vLLM samples decodes; the weights are linked, not copied."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ctx.model_dir)
+    if len(tokenizer) >= ctx.model["vocab_size"]:
+        return ctx.model_dir
+    target = ctx.work / "vllm_model"
+    if not target.exists():
+        target.mkdir()
+        for path in ctx.model_dir.iterdir():
+            if path.suffix == ".safetensors" or path.name in ("config.json", "generation_config.json") or \
+                    path.name.endswith(".index.json"):
+                (target / path.name).symlink_to(path.resolve())
+        tokenizer.add_tokens([f"<t{i}>" for i in range(len(tokenizer), ctx.model["vocab_size"])])
+        tokenizer.save_pretrained(target)
+    return target
+
+
 def vllm_child(args) -> None:
     """Decode exactly ``answer_tokens`` tokens for each of ``prompts`` prompts (end-of-sequence ignored)."""
-    import torch
-
     from sftlab.evaluation.generation import GenerationRequest, SamplingParams, build_generator
 
     prompts, answer_tokens = 256, 256
@@ -418,9 +438,10 @@ def vllm_child(args) -> None:
     answers = generator.generate(requests)
     seconds = time.perf_counter() - start
     decoded = sum(len(a.token_ids) for a in answers)
+    # vLLM's engine runs in its own process and takes gpu_memory_utilization of the GPU: no peak measured here
     Path(args.work, "vllm.json").write_text(json.dumps({
         "tokens_per_s_per_gpu": decoded / seconds, "seconds": seconds, "prompts": prompts, "decoded_tokens": decoded,
-        "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30}))
+        "gpu_memory_utilization": 0.5}))
 
 
 def merge_members(ctx) -> list[Path]:
