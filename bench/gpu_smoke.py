@@ -622,7 +622,7 @@ def main() -> None:
     ap.add_argument("--model-dir", help="a local Hugging Face model directory instead of the random 0.89B model")
     ap.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), metavar="PATH",
                     help=f"paths to run (default all): {', '.join(PATHS)}")
-    ap.add_argument("--steps", type=int, default=None, help="optimiser steps a training run (default 12; CPU 3)")
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps a training run (default 20; CPU 3)")
     ap.add_argument("--peak-tflops", type=float, help="dense bf16 peak of a GPU the table does not know")
     ap.add_argument("--vllm-python", help="python of the vLLM environment (envs/vllm.yaml); default this one")
     ap.add_argument("--work", help="working directory (default: a temporary one, removed)")
@@ -630,7 +630,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.cpu_check:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the tiny shapes on the CPU even where a GPU is visible
-    args.steps = args.steps or (3 if args.cpu_check else 12)
+    args.steps = args.steps or (3 if args.cpu_check else 20)
     from sftlab.logs import setup_logging
     from sftlab.numerics import flush_denormals
 

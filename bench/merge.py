@@ -78,7 +78,7 @@ def worker(args) -> None:
 
 
 def _copy_with_noise(base: Path, out: Path, seed: int) -> None:
-    """A sub-model: a copy of ``base`` with seeded Gaussian noise added to every weight."""
+    """A sub-model: a copy of ``base`` with seeded Gaussian noise added to every weight (in the weight's dtype)."""
     import shutil
 
     import torch
@@ -87,7 +87,7 @@ def _copy_with_noise(base: Path, out: Path, seed: int) -> None:
     shutil.copytree(base, out)
     gen = torch.Generator().manual_seed(seed)
     weights = load_file(base / "model.safetensors")
-    noisy = {k: v + 0.01 * torch.randn(v.shape, generator=gen) for k, v in weights.items()}
+    noisy = {k: v + (0.01 * torch.randn(v.shape, generator=gen)).to(v.dtype) for k, v in weights.items()}
     save_file(noisy, out / "model.safetensors", metadata={"format": "pt"})
 
 
