@@ -196,11 +196,16 @@ def step_timer(skip: int):
         def __init__(self):
             self.times: list[float] = []
             self.fsdp = False
+            self.distributed_type = None
             self._start = 0.0
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
+            from accelerate.state import AcceleratorState
+
+            # FSDP1 puts FullyShardedDataParallel units into the module tree, FSDP2 renames classes FSDP<name>
             self.fsdp = model is not None and any("FullyShardedDataParallel" in type(m).__name__ or
                                                   type(m).__name__.startswith("FSDP") for m in model.modules())
+            self.distributed_type = str(AcceleratorState().distributed_type)
 
         def on_step_begin(self, args, state, control, **kwargs):
             synchronize()
@@ -287,7 +292,8 @@ def run_fsdp(ctx, name: str) -> dict:
         raise RuntimeError(f"the FSDP rerun did not resume from {checkpoints[-1]}:\n{resumed.stderr[-3000:]}")
     result = json.loads((work / "resumed.json").read_text())
     if not result.pop("fsdp"):
-        raise RuntimeError("the model trained under accelerate's FSDP config was not wrapped in FSDP")
+        raise RuntimeError(f"the model trained under accelerate's FSDP config was not wrapped in FSDP (accelerate's "
+                           f"distributed type: {result['distributed_type']})")
     if not (work / "model" / "config.json").exists():
         raise RuntimeError("the FSDP run saved no final model")
     return {**result, "resumed_from": checkpoints[-1].name, "killed_exit": killed.returncode,
@@ -323,7 +329,8 @@ def fsdp_child(args, phase: str) -> None:
     (work / "resumed.json").write_text(json.dumps({
         "tokens_per_s_per_gpu": rate, "mfu": mfu(rate * training_flops_per_token(params, "full"), peak),
         "peak_memory_gb": peak_gb(), "seconds": seconds,
-        "steps_timed": len(timer.times) - 1, "micro_batch_tokens": batch * tokens, "fsdp": timer.fsdp}))
+        "steps_timed": len(timer.times) - 1, "micro_batch_tokens": batch * tokens, "fsdp": timer.fsdp,
+        "distributed_type": timer.distributed_type}))
 
 
 def run_gradient_features(ctx, name: str) -> dict:
