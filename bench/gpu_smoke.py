@@ -586,28 +586,30 @@ def markdown(report: dict) -> str:
 
 def calibration(report: dict, assumptions: dict) -> dict:
     """The measured training MFU in gpu_cost.yaml's ``training_mfu`` format: one anchor per measured layout (tokens
-    of its micro-batch), converted to MFU without gradient checkpointing (÷ k / (k + 2)); the multi-GPU factors stay
-    as they are (one GPU cannot measure them). Anchors not measured here are kept from ``assumptions``."""
+    of its micro-batch), converted to MFU without gradient checkpointing (÷ k / (k + 2)), over the shipped anchors
+    (``assumptions``; those not measured stay, and ``measured`` lists the ones that were); the multi-GPU factors stay
+    as they are (one GPU cannot measure them)."""
     from sftlab.report.gpu_cost import training_flops_per_token
 
     if report["peak_bf16_tflops"] is None:
         raise ValueError(f"no dense bf16 peak for {report['device']!r}: MFU was not measured, nothing to calibrate "
                          f"(give --peak-tflops on a GPU the table does not know)")
-    table = {"measured": True, "device": report["device"], "date": report["date"],
-             "model_params": report["model"]["params"]}
-    measured = {}
+    shipped = assumptions["training_mfu"]
+    anchors = {kind: dict(shipped[kind]) for kind in ("lora", "full")}
+    measured: dict[str, list[int]] = {}
     for r in report["paths"]:
         if r["status"] != "ok" or r["path"] not in TRAIN_LAYOUTS or r.get("mfu") is None:
             continue
         k = training_flops_per_token(1, r["finetuning"])
         value = r["mfu"] / (k / (k + 2)) if r["gradient_checkpointing"] else r["mfu"]
-        measured.setdefault(r["finetuning"], {})[int(r["micro_batch_tokens"])] = round(value, 4)
+        anchors[r["finetuning"]][int(r["micro_batch_tokens"])] = round(value, 4)
+        measured.setdefault(r["finetuning"], []).append(int(r["micro_batch_tokens"]))
     if not measured:
         raise ValueError("no training path ran: nothing to calibrate")
-    for finetuning in ("lora", "full"):
-        table[finetuning] = measured.get(finetuning, dict(assumptions["training_mfu"][finetuning]))
-    table["distributed"] = dict(assumptions["training_mfu"]["distributed"])
-    return {"training_mfu": table}
+    return {"training_mfu": {"measured": measured, "device": report["device"], "date": report["date"],
+                             "model_params": report["model"]["params"],
+                             **{kind: dict(sorted(a.items())) for kind, a in anchors.items()},
+                             "distributed": dict(shipped["distributed"])}}
 
 
 def write_calibration(path: Path, report: dict, assumptions: dict) -> None:
@@ -615,7 +617,7 @@ def write_calibration(path: Path, report: dict, assumptions: dict) -> None:
 
     header = (f"# measured by bench/gpu_smoke.py on {report['device']}, {report['date']}, a "
               f"{report['model']['params'] / 1e9:.2f}B model: MFU without gradient checkpointing by tokens of a "
-              f"micro-batch.\n# Adopt: bench/gpu_cost.py --calibration {path.name}, or copy it over training_mfu in "
+              f"micro-batch (the anchors under `measured`; the others as shipped).\n# Adopt: bench/gpu_cost.py --calibration {path.name}, or copy it over training_mfu in "
               f"src/sftlab/report/gpu_cost.yaml.\n")
     path.write_text(header + yaml.safe_dump(calibration(report, assumptions), sort_keys=False))
 

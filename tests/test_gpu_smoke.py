@@ -113,15 +113,18 @@ def test_calibration_is_the_cost_models_own_format(tmp_path):
     path = tmp_path / "mfu.yaml"
     gpu_smoke.write_calibration(path, report_with(measured), a)
     table = yaml.safe_load(path.read_text())["training_mfu"]
-    assert table["measured"] is True and table["device"] == "NVIDIA H100 80GB HBM3"
-    assert table["lora"] == {400: pytest.approx(0.09)}      # 0.06 / (4/6)
-    assert table["full"] == {4096: pytest.approx(0.40)}     # 0.30 / (6/8)
+    assert table["measured"] == {"lora": [400], "full": [4096]} and table["device"] == "NVIDIA H100 80GB HBM3"
+    assert table["lora"][400] == pytest.approx(0.09)        # 0.06 / (4/6)
+    assert table["full"][4096] == pytest.approx(0.40)       # 0.30 / (6/8)
     assert table["distributed"] == a["training_mfu"]["distributed"]
     assert training_mfu(table, "lora", 400, gradient_checkpointing=True) == pytest.approx(0.06, abs=1e-4)
     assert training_mfu(table, "full", 4096, gradient_checkpointing=True) == pytest.approx(0.30, abs=1e-4)
-    # a kind not measured keeps the shipped anchors
+    # the anchors not measured stay as shipped: a single measured layout does not flatten the whole curve
+    for kind, measured_tokens in (("lora", 400), ("full", 4096)):
+        shipped = {t: v for t, v in a["training_mfu"][kind].items() if t != measured_tokens}
+        assert {t: v for t, v in table[kind].items() if t != measured_tokens} == shipped
     only_lora = gpu_smoke.calibration(report_with(measured[:1]), a)["training_mfu"]
-    assert only_lora["full"] == a["training_mfu"]["full"]
+    assert only_lora["full"] == a["training_mfu"]["full"] and only_lora["measured"] == {"lora": [400]}
     with pytest.raises(ValueError, match="no dense bf16 peak"):
         gpu_smoke.calibration(report_with(measured, peak=None), a)
 
