@@ -151,7 +151,10 @@ class HubDataset(Download):
             load_hub_split(self.path, self.name, self.split, self.revision, data_dir)
 
     fetch = _load_all
-    check = _load_all
+
+    def check(self) -> None:
+        require_offline()
+        self._load_all()
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,10 @@ class LmEvalTask(Download):
             raise
 
     fetch = _build
-    check = _build
+
+    def check(self) -> None:
+        require_offline()
+        self._build()
 
 
 @dataclass(frozen=True)
