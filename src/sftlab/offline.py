@@ -25,6 +25,7 @@ that the job's own offline read works (it must run in a process whose offline sw
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 from dataclasses import dataclass
@@ -167,10 +168,10 @@ class LmEvalTask(Download):
 
     def _build(self) -> None:
         """lm-eval builds the task as simple_evaluate does, which loads its datasets (into the datasets cache)."""
-        from lm_eval.tasks import TaskManager, get_task_dict
+        from lm_eval.tasks import get_task_dict
 
         try:
-            get_task_dict([self.task], TaskManager(include_path=self.include_path))
+            get_task_dict([self.task], task_manager(self.include_path))
         except (ConnectionError, FileNotFoundError, ValueError) as exc:
             if _offline():
                 raise NotCached(f"lm-eval task {self.task}: its datasets are not in the datasets cache "
@@ -201,6 +202,14 @@ class NltkData(Download):
 
     def check(self) -> None:
         require_punkt_tab()
+
+
+@functools.cache
+def task_manager(include_path: str | None):
+    """lm-eval's index of its tasks (and those in ``include_path``): built once, it reads ~27,000 task YAMLs."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include_path)
 
 
 def _offline() -> bool:
