@@ -123,3 +123,13 @@ def test_cache_checks_refuse_to_run_online(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE=1"):
         HubDataset("datasets.d", "org/absent").check()
+
+
+def test_an_unknown_lm_eval_task_is_named_not_taken_for_a_missing_cache(monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(LookupError, match="lm-eval has no task 'mmlu_typo' among its own"):
+        LmEvalTask("benchmarks.x.task", "mmlu_typo").check()

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import yaml
+from _hub_stub import HubStub, Repo
 from _openai_stub import OpenAIStub
 from _plan import PAPER_CONFIGS, ROOT, offline_env
 
@@ -141,3 +142,33 @@ def test_without_slurm_the_cluster_check_is_skipped(monkeypatch):
     monkeypatch.setattr(preflight.shutil, "which", lambda name: None)
     [finding] = preflight.cluster_findings()
     assert (finding.status, finding.check) == ("SKIPPED", "cluster") and "no Slurm here" in finding.message
+
+
+def test_hub_revisions_and_gated_access_named_by_their_config_keys():
+    from huggingface_hub import HfApi
+
+    from sftlab.offline import HubDataset, HubModel, NltkData
+    from sftlab.preflight import hub_findings
+
+    repos = {("model", "meta-llama/Llama-2-7b-hf"): Repo({"main": "a" * 40}, gated=True, granted={"hf_granted"}),
+             ("model", "mistralai/Mistral-7B-v0.1"): Repo({"main": "b" * 40}),
+             ("dataset", "tatsu-lab/alpaca"): Repo({"main": "c" * 40, "v1.0": "d" * 40})}
+    downloads = [HubModel("models.llama", "meta-llama/Llama-2-7b-hf"), HubModel("models.mistral",
+                                                                                "mistralai/Mistral-7B-v0.1", "v9"),
+                 HubDataset("datasets.alpaca", "tatsu-lab/alpaca", revision="v1.0"),
+                 HubDataset("datasets.typo", "tatsu-lab/alpacca"), NltkData("benchmarks.ifeval")]
+    with HubStub(repos) as hub:
+        api = HfApi(endpoint=hub.endpoint)
+        found = {f.key: (f.status, f.message) for f in hub_findings(downloads, None, api)}
+        granted = {f.key: (f.status, f.message) for f in hub_findings(downloads[:1], "hf_granted", api)}
+        refused = hub_findings(downloads[:1], "hf_other", api)
+    assert found == {
+        "models.llama.repo_id": ("PROBLEM", "meta-llama/Llama-2-7b-hf is gated and HF_TOKEN is not set"),
+        "models.mistral.revision": ("PROBLEM", "mistralai/Mistral-7B-v0.1 has no revision 'v9'"),
+        "datasets.alpaca": ("OK", f"tatsu-lab/alpaca@v1.0 resolves to {'d' * 12}"),
+        "datasets.typo.path": ("PROBLEM", "no dataset tatsu-lab/alpacca on the hub (or it is private to others)"),
+    }
+    assert granted == {"models.llama": ("OK", f"meta-llama/Llama-2-7b-hf@main resolves to {'a' * 12}, gated: "
+                                              "access granted")}
+    assert refused[0].message.endswith("the token in HF_TOKEN is not granted access")
+    assert all("hf_other" not in f.message + f.fix for f in refused)

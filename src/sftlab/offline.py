@@ -170,8 +170,12 @@ class LmEvalTask(Download):
         """lm-eval builds the task as simple_evaluate does, which loads its datasets (into the datasets cache)."""
         from lm_eval.tasks import get_task_dict
 
+        manager = task_manager(self.include_path)
+        if self.task not in manager.all_tasks:
+            where = f" nor in {self.include_path}" if self.include_path else ""
+            raise LookupError(f"lm-eval has no task {self.task!r} among its own{where}")
         try:
-            get_task_dict([self.task], task_manager(self.include_path))
+            get_task_dict([self.task], manager)
         except (ConnectionError, FileNotFoundError, ValueError) as exc:
             if _offline():
                 raise NotCached(f"lm-eval task {self.task}: its datasets are not in the datasets cache "

@@ -111,18 +111,24 @@ def planned(configfile: Path, workdir: Path):
     from sftlab.report.dag import workflow_jobs
 
     config = prepare(read_yaml(configfile))
+    # relative task folders as the workflow reads them (common.smk): the working directory's, else the repository's
+    for bench in config["benchmarks"].values():
+        path = bench.get("include_path")
+        if path and not Path(path).is_absolute() and not (workdir / path).exists():
+            bench["include_path"] = str(ROOT / path)
     jobs = workflow_jobs(ROOT / "Snakefile", [str(Path(configfile).resolve())], workdir=workdir)
     return config, jobs
 
 
-def hub_findings(downloads, token: str | None) -> list[Finding]:
-    """Each hub model and dataset: its revision resolves and its files are accessible with the token (gated repos)."""
+def hub_findings(downloads, token: str | None, api=None) -> list[Finding]:
+    """Each hub model and dataset: its revision resolves and its files are accessible with the token (gated repos).
+    The token comes from $HF_TOKEN only (no login file): it is sent to the hub, never printed."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     from sftlab.offline import HubDataset, HubModel
 
-    api = HfApi()
+    api = api or HfApi()
     out = []
     for d in downloads:
         if isinstance(d, HubModel):
