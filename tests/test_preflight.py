@@ -4,6 +4,7 @@ every paper config with the network refused, and the cluster description beside 
 import importlib.util
 import math
 import re
+import shutil
 import subprocess
 import sys
 
@@ -172,3 +173,42 @@ def test_hub_revisions_and_gated_access_named_by_their_config_keys():
                                               "access granted")}
     assert refused[0].message.endswith("the token in HF_TOKEN is not granted access")
     assert all("hf_other" not in f.message + f.fix for f in refused)
+
+
+def test_static_preflight_passes_on_filled_caches_and_names_what_is_missing(tmp_path):
+    """A config whose model and dataset are hub repositories, scored on IFEval: with the caches filled (as the online
+    preflight leaves them) every job's offline read works; with the dataset and punkt_tab gone, exactly those two
+    are named."""
+    from _hub_cache import cache_dataset, cache_model
+
+    from sftlab.models.random_init import save_random_model
+
+    cache_model(tmp_path / "hf", "org/tiny-llama", lambda d: save_random_model(d, vocab_size=320))
+    rows = [{"instruction": f"Say {i}.", "input": "", "output": str(i)} for i in range(8)]
+    dataset = cache_dataset(tmp_path / "hf", "org/tiny-alpaca", {"train": rows})
+    config = {
+        "models": {"tiny": {"source": "hub", "repo_id": "org/tiny-llama"}},
+        "datasets": {"alp": {"source": "hub", "path": "org/tiny-alpaca", "format": "alpaca", "heldout": 2}},
+        "recipes": {"sft": {}},
+        "benchmarks": {"ifeval": {"type": "ifeval", "data_dir": str(ROOT / "tests" / "fixtures" / "ifeval")}},
+        "experiments": {"e": {"models": ["tiny"], "datasets": ["alp"], "recipes": ["sft"], "benchmarks": ["ifeval"]}},
+    }
+    configfile = tmp_path / "hub.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+
+    def static(**env):
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "preflight.py"), "--configfile", str(configfile),
+                               "--directory", str(tmp_path / "run"), "--profile", "none", "--offline"],
+                              capture_output=True, text=True, env={**offline_env(), "HF_HOME": str(tmp_path / "hf"),
+                                                                   **env}, timeout=600)
+        found = re.findall(r"^(OK|PROBLEM) +caches +(\S+):", done.stdout, flags=re.M)
+        return done.returncode, {key: status for status, key in found}, done
+
+    (tmp_path / "run").mkdir()
+    status, caches, done = static(NLTK_DATA=str(ROOT / "tests" / "fixtures" / "nltk_data"))
+    assert status == 0 and "OK       plan" in done.stdout, done.stdout + done.stderr[-2000:]
+    assert caches == {"models.tiny": "OK", "datasets.alp": "OK", "benchmarks.ifeval": "OK"}
+    shutil.rmtree(dataset.parents[2])
+    status, caches, done = static()
+    assert status == 1 and "network access" not in done.stdout + done.stderr
+    assert caches == {"models.tiny": "OK", "datasets.alp": "PROBLEM", "benchmarks.ifeval": "PROBLEM"}, done.stdout
