@@ -1,9 +1,9 @@
 """A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions protocol, for judge tests.
 
 It counts calls, tracks how many requests are in flight at once, records when each call arrived and its
-Authorization header, lists its ``models`` (GET /v1/models), can answer chosen calls (by their 1-based number) with scripted error statuses (with a
-Retry-After header where given) or with a body that is not JSON, and echoes a wrong Authorization header in its 401 body (as a careless server
-might) so tests can check that the key is redacted.
+Authorization header, lists its ``models`` (GET /v1/models), can answer chosen calls (by their 1-based number) with
+scripted error statuses (with a Retry-After header where given) or with a body that is not JSON, and echoes a wrong
+Authorization header in its 401 body (as a careless server might) so tests can check that the key is redacted.
 """
 
 from __future__ import annotations

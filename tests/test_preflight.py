@@ -110,7 +110,9 @@ def test_static_preflight_of_paper_configs_runs_offline(configfile, tmp_path):
     assert _experiment_hub_models(config) <= {key for _, key in problems}, out
 
 
-SINFO = "gpu*|2-00:00:00|1000000|gpu:a100:4(S:0-1)|64\ngpu*|2-00:00:00|2000000|gpu:8|112\ncpu|infinite|256000|(null)|128\n"
+SINFO = ("gpu*|2-00:00:00|1000000|gpu:a100:4(S:0-1)|64\n"
+         "gpu*|2-00:00:00|2000000|gpu:8|112\n"
+         "cpu|infinite|256000|(null)|128\n")
 MINUTES = {"2-00:00:00": 2880.0, "infinite": math.inf}.__getitem__
 
 

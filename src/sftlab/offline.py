@@ -179,7 +179,8 @@ class LmEvalTask(Download):
         except (ConnectionError, FileNotFoundError, ValueError) as exc:
             if _offline():
                 raise NotCached(f"lm-eval task {self.task}: its datasets are not in the datasets cache "
-                                f"({_datasets_cache()}): {type(exc).__name__}: {exc}; fetch them: {PREFLIGHT}") from None
+                                f"({_datasets_cache()}): {type(exc).__name__}: {exc}; fetch them: "
+                                f"{PREFLIGHT}") from None
             raise
 
     fetch = _build

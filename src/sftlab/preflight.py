@@ -146,8 +146,8 @@ def hub_findings(downloads, token: str | None, api=None) -> list[Finding]:
         except GatedRepoError:
             fix = (f"accept the licence at {url} with the account whose token is in HF_TOKEN" if token else
                    f"export HF_TOKEN=<a token of an account that accepted the licence at {url}>")
-            out.append(problem("hub", id_key, f"{repo} is gated and " +
-                               ("the token in HF_TOKEN is not granted access" if token else "HF_TOKEN is not set"), fix))
+            refusal = "the token in HF_TOKEN is not granted access" if token else "HF_TOKEN is not set"
+            out.append(problem("hub", id_key, f"{repo} is gated and {refusal}", fix))
             continue
         except RevisionNotFoundError:
             out.append(problem("hub", f"{key}.revision", f"{repo} has no revision {revision!r}",

