@@ -214,3 +214,24 @@ def test_static_preflight_passes_on_filled_caches_and_names_what_is_missing(tmp_
     status, caches, done = static()
     assert status == 1 and "network access" not in done.stdout + done.stderr
     assert caches == {"models.tiny": "OK", "datasets.alp": "PROBLEM", "benchmarks.ifeval": "PROBLEM"}, done.stdout
+
+
+def test_a_config_that_does_not_plan_is_named_by_its_key(tmp_path, capsys):
+    configfile = judged_config(tmp_path, "http://127.0.0.1:9/v1", "m")
+    config = yaml.safe_load(open(configfile))
+    config["judges"]["referee"]["api_key_env"] = "sk-a-key-not-a-name"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    status = _preflight().main(["--configfile", str(tmp_path / "bad.yaml"), "--directory", str(tmp_path),
+                                "--profile", "none", "--offline"])
+    out = capsys.readouterr().out
+    assert status == 1 and re.search(r"^PROBLEM +plan +judges\.referee\.api_key_env: ", out, flags=re.M), out
+    # nothing else runs on a config that does not plan
+    assert len(re.findall(r"^(OK|PROBLEM|SKIPPED) ", out, flags=re.M)) == 1
+
+
+def test_conda_requested_without_conda_is_a_problem(monkeypatch, tmp_path):
+    import sftlab.preflight as preflight
+
+    monkeypatch.setattr(preflight.shutil, "which", lambda name: None)
+    [finding] = preflight.conda_findings(tmp_path / "c.yaml", tmp_path, None)
+    assert (finding.status, finding.key) == ("PROBLEM", "--sdm conda") and "conda is not on PATH" in finding.message
