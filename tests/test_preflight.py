@@ -159,7 +159,8 @@ def test_hub_revisions_and_gated_access_named_by_their_config_keys():
     downloads = [HubModel("models.llama", "meta-llama/Llama-2-7b-hf"), HubModel("models.mistral",
                                                                                 "mistralai/Mistral-7B-v0.1", "v9"),
                  HubDataset("datasets.alpaca", "tatsu-lab/alpaca", revision="v1.0"),
-                 HubDataset("datasets.typo", "tatsu-lab/alpacca"), NltkData("benchmarks.ifeval")]
+                 HubDataset("datasets.typo", "tatsu-lab/alpacca"), NltkData("benchmarks.ifeval"),
+                 HubDataset("datasets.fixture", str(ROOT / "tests" / "fixtures" / "hub" / "Anthropic" / "hh-rlhf"))]
     with HubStub(repos) as hub:
         api = HfApi(endpoint=hub.endpoint)
         found = {f.key: (f.status, f.message) for f in hub_findings(downloads, None, api)}
@@ -170,6 +171,7 @@ def test_hub_revisions_and_gated_access_named_by_their_config_keys():
         "models.mistral.revision": ("PROBLEM", "mistralai/Mistral-7B-v0.1 has no revision 'v9'"),
         "datasets.alpaca": ("OK", f"tatsu-lab/alpaca@v1.0 resolves to {'d' * 12}"),
         "datasets.typo.path": ("PROBLEM", "no dataset tatsu-lab/alpacca on the hub (or it is private to others)"),
+        "datasets.fixture": ("OK", f"{ROOT}/tests/fixtures/hub/Anthropic/hh-rlhf is a local folder"),
     }
     assert granted == {"models.llama": ("OK", f"meta-llama/Llama-2-7b-hf@main resolves to {'a' * 12}, gated: "
                                               "access granted")}

@@ -135,6 +135,9 @@ def hub_findings(downloads, token: str | None, api=None) -> list[Finding]:
             repo, repo_type, revision, key = d.repo_id, "model", d.revision, d.key
             info, id_key = api.model_info, f"{key}.repo_id"
         elif isinstance(d, HubDataset):
+            if Path(d.path).is_dir():  # load_dataset reads a folder in the hub's layout without the hub
+                out.append(ok("hub", d.key, f"{d.path} is a local folder"))
+                continue
             repo, repo_type, revision, key = d.path, "dataset", d.revision, d.key
             info, id_key = api.dataset_info, f"{key}.path"
         else:
