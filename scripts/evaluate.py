@@ -31,6 +31,8 @@ def main() -> None:
     setup_logging()
     cfg = json.loads(args.benchmark_config)
     inputs = dict(item.split("=", 1) for item in args.input)
+    kind = benchmark_type(cfg["type"])
+    kind.require_local_data(cfg)  # before the model loads: offline data missing fails here, not after generation
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
@@ -38,7 +40,7 @@ def main() -> None:
     ensure_chat_template(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=dtype).to(device).eval()
 
-    score, answers = benchmark_type(cfg["type"]).evaluate(model, tokenizer, cfg, inputs)
+    score, answers = kind.evaluate(model, tokenizer, cfg, inputs)
     score = {"benchmark": args.benchmark, **score}
     log.info("%s", json.dumps(score))
     if args.answers:

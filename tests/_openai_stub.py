@@ -1,9 +1,9 @@
 """A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions protocol, for judge tests.
 
 It counts calls, tracks how many requests are in flight at once, records when each call arrived and its
-Authorization header, can answer chosen calls (by their 1-based number) with scripted error statuses (with a
-Retry-After header where given) or with a body that is not JSON, and echoes a wrong Authorization header in its 401 body (as a careless server
-might) so tests can check that the key is redacted.
+Authorization header, lists its ``models`` (GET /v1/models), can answer chosen calls (by their 1-based number) with
+scripted error statuses (with a Retry-After header where given) or with a body that is not JSON, and echoes a wrong
+Authorization header in its 401 body (as a careless server might) so tests can check that the key is redacted.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ def default_responder(payload: dict) -> tuple[str, list[dict] | None]:
 
 
 class OpenAIStub:
-    def __init__(self, api_key: str | None = None, responder: Callable = default_responder, delay_s: float = 0.0):
+    def __init__(self, api_key: str | None = None, responder: Callable = default_responder, delay_s: float = 0.0,
+                 models: tuple[str, ...] = ()):
         self.api_key = api_key
+        #: the model ids GET /v1/models lists
+        self.models = models
         self.responder = responder
         self.delay_s = delay_s
         self.fail_calls: dict[int, int] = {}
@@ -75,6 +78,16 @@ class OpenAIStub:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_GET(self):
+                """The model list (``client.models.list()``), behind the same key check as completions."""
+                auth = self.headers.get("Authorization", "")
+                if not self.path.endswith("/models"):
+                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                if stub.api_key is not None and auth != f"Bearer {stub.api_key}":
+                    return self._send(401, {"error": {"message": f"bad credentials: {auth}"}})
+                self._send(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0,
+                                                             "owned_by": "stub"} for m in stub.models]})
 
             def do_POST(self):
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

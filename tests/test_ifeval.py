@@ -1,6 +1,7 @@
 """IFEval through lm-eval's own ifeval task: gathered files, and scores of scripted answers worked out by hand."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from sftlab.config import ConfigError, prepare
 from sftlab.io import DataError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ifeval"
+NLTK_FIXTURE = Path(__file__).parent / "fixtures" / "nltk_data"
 
 # per fixture item: the answer, then (strict, loose) per instruction, worked out from IFEval's rules by hand
 ANSWERS = {
@@ -53,7 +55,8 @@ def test_prepare_copies_checks_and_limits(tmp_path):
         prepare_benchmark_files({"type": "ifeval", "data_dir": str(bad)}, tmp_path / "b")
 
 
-def test_scores_of_scripted_answers_match_hand_count(tmp_path):
+def test_scores_of_scripted_answers_match_hand_count(tmp_path, monkeypatch):
+    monkeypatch.setenv("NLTK_DATA", str(NLTK_FIXTURE))  # where scoring reads punkt_tab (it never downloads)
     items = [json.loads(line) for line in (FIXTURE / HUB_FILE).read_text().splitlines()]
     lm = ScriptedLM({item["prompt"]: ANSWERS[item["key"]][0] for item in items})
     score = ifeval_score(lm, FIXTURE / HUB_FILE, max_new_tokens=16, metric="prompt_level_strict_acc",
@@ -86,3 +89,61 @@ def test_config_defaults_and_unknown_type():
                                           "max_new_tokens": 1280, "chat_template": True, "batch_size": 8}
     with pytest.raises(ConfigError, match="benchmarks.if.type: 'ifevl' is not one of"):
         prepare({**base, "benchmarks": {"if": {"type": "ifevl"}}})
+
+
+# sentence counts (nltk's punkt_tab): "Dr." is an abbreviation in tests/fixtures/nltk_data, so the first answer is two
+# sentences (fewer than 3: followed) and the second two (not at least 3: not followed, nor in any loose variant)
+SENTENCE_ITEMS = [
+    {"key": 11, "prompt": "Describe your day in fewer than 3 sentences.",
+     "instruction_id_list": ["length_constraints:number_sentences"],
+     "kwargs": [{"relation": "less than", "num_sentences": 3}]},
+    {"key": 12, "prompt": "Describe the weather in at least 3 sentences.",
+     "instruction_id_list": ["length_constraints:number_sentences"],
+     "kwargs": [{"relation": "at least", "num_sentences": 3}]},
+]
+SENTENCE_ANSWERS = {11: "Dr. Smith came home. He slept.", 12: "It rains. It pours."}
+
+
+@pytest.fixture(autouse=True)
+def nltk_search_path(monkeypatch):
+    """nltk's search path as it was before each test (scoring puts its nltk folder first)."""
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", list(nltk.data.path))
+
+
+@pytest.fixture
+def offline_node(tmp_path, monkeypatch):
+    """A compute node's view: no network (any connection attempt raises), the working directory a fresh project
+    without $NLTK_DATA."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access during offline IFEval scoring")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.delenv("NLTK_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(item) + "\n" for item in SENTENCE_ITEMS))
+    return data
+
+
+def test_sentence_counts_scored_offline_from_the_project_nltk_data(offline_node, tmp_path):
+    shutil.copytree(NLTK_FIXTURE, tmp_path / "resources" / "nltk_data")
+    lm = ScriptedLM({item["prompt"]: SENTENCE_ANSWERS[item["key"]] for item in SENTENCE_ITEMS})
+    score = ifeval_score(lm, offline_node, max_new_tokens=16, metric="prompt_level_strict_acc",
+                         apply_chat_template=False)
+    assert score["metrics"] == pytest.approx({"prompt_level_strict_acc": 50.0, "prompt_level_loose_acc": 50.0,
+                                              "inst_level_strict_acc": 50.0, "inst_level_loose_acc": 50.0})
+
+
+def test_missing_punkt_tab_stops_before_generation_without_download(offline_node):
+    from sftlab.offline import NotCached
+
+    # an LM with no scripted answer: a generation request would raise KeyError, a download attempt OSError
+    with pytest.raises(NotCached, match=r"punkt_tab.*resources/nltk_data.*never downloads"):
+        ifeval_score(ScriptedLM({}), offline_node, max_new_tokens=16, metric="prompt_level_strict_acc")
+    with pytest.raises(NotCached, match="punkt_tab"):
+        benchmark_type("ifeval").require_local_data({"type": "ifeval"})

@@ -3,13 +3,13 @@
 import json
 import os
 import re
-import shlex
 
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
                            selector_id)
 from sftlab.data.prepare import pool_bound
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective
+from sftlab.offline import job_shell_prefix
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
 from sftlab.report.dag import phase_benchmark
@@ -56,8 +56,9 @@ except ConfigError as exc:
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 CONDA_ENV = str(ROOT / "envs" / "sftlab.yaml")
 VLLM_ENV = str(ROOT / "envs" / "vllm.yaml")
-# scripts import sftlab from the source tree, installed or not (conda environments do not install it)
-shell.prefix(f"export PYTHONPATH={shlex.quote(str(ROOT / 'src'))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+# scripts import sftlab from the source tree, installed or not (conda environments do not install it); jobs on
+# cluster nodes (remote execution) run offline, reading what the login node fetched (sftlab.offline)
+shell.prefix(job_shell_prefix(ROOT / "src", offline=workflow.remote_exec))
 SCRIPTS = _recorded_path(ROOT / "scripts")
 
 

@@ -2,6 +2,12 @@
 judge-free implicit-reward win rate. Their Scores files become columns of the main table like any other benchmark."""
 
 
+# it downloads (FastChat, Arena-Hard, google/IFEval, AlpacaEval's set and GLM file): on the login node, as compute
+# nodes may have no internet (sftlab.offline)
+localrules:
+    benchmark_data,
+
+
 rule benchmark_data:
     """A judged benchmark's input files in one place: fixtures, official downloads (FastChat at a pinned commit,
     AlpacaEval 2 from the hub) or a dataset's preference pairs; `limit` applied once for generation and judging."""

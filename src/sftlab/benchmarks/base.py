@@ -78,6 +78,14 @@ class BenchmarkType:
             return {"pairs": f"results/data/{bench['dataset']}/pairs.jsonl"}
         return {}
 
+    def job_downloads(self, name: str, bench: dict) -> list:
+        """What rule evaluate would download for benchmark ``name`` (``sftlab.offline.Download``s): jobs run offline,
+        so the preflight fetches these on the login node beforehand."""
+        return []
+
+    def require_local_data(self, bench: dict) -> None:
+        """Raise before the model is loaded (and anything generated) when data the scoring reads offline is missing."""
+
     def prepare(self, bench: dict, out: Path, pairs_path: str | Path | None) -> dict:
         raise self._no_step("input files to prepare (rule benchmark_data)")
 

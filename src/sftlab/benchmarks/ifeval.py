@@ -3,7 +3,9 @@
 Scored through lm-eval's own ``ifeval`` task (its prompts, generation settings, instruction checkers and metrics):
 sftlab only swaps the task's dataset for the gathered ``ifeval_input_data.jsonl`` — google/IFEval at a pinned
 revision, or a fixture in the same format (``key``, ``prompt``, ``instruction_id_list``, ``kwargs``). The checkers
-need langdetect, immutabledict and nltk (sentence counts need nltk's ``punkt_tab``, which lm-eval downloads once).
+need langdetect, immutabledict and nltk; sentence counts need nltk's ``punkt_tab``, which scoring reads from
+``sftlab.offline.nltk_data_dir()`` and never downloads (the preflight fetches it on the login node; scoring without
+it stops before generation).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def task_spec(data_file: Path, max_new_tokens: int) -> dict:
 def ifeval_score(lm, data_file: Path, max_new_tokens: int, metric: str, limit: int | None = None,
                  apply_chat_template: bool = True) -> dict:
     """The score dict of an lm-eval ``LM`` on the IFEval items of ``data_file``, with the other three metrics."""
+    from sftlab.offline import require_punkt_tab
+
+    # before lm-eval's ifeval module is imported: it would try to download punkt_tab, and fail only at the first count
+    require_punkt_tab()
     from lm_eval.tasks import TaskManager
 
     from sftlab.evaluation.multiple_choice import lm_eval_score
@@ -58,6 +64,16 @@ METRICS = ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loo
 class IFEval(BenchmarkType):
     gathers_files = True
     data_keys = ("revision",)
+
+    def job_downloads(self, name, bench):
+        from sftlab.offline import NltkData
+
+        return [NltkData(f"benchmarks.{name}")]
+
+    def require_local_data(self, bench):
+        from sftlab.offline import require_punkt_tab
+
+        require_punkt_tab()
 
     def sources(self, bench):
         return {"input_data": f"{bench['data_dir']}/{HUB_FILE}"} if "data_dir" in bench else {}

@@ -18,6 +18,14 @@ def exam_items(path: str) -> list[dict]:
 class LMEval(BenchmarkType):
     pool_files = ("heldout", "train")
 
+    def job_downloads(self, name, bench):
+        """One of lm-eval's own tasks (or one in include_path) loads its datasets from the hub; local tasks do not."""
+        from sftlab.offline import LmEvalTask
+
+        if "data_dir" in bench or "exam_from" in bench:
+            return []
+        return [LmEvalTask(f"benchmarks.{name}.task", bench["task"], bench.get("include_path"))]
+
     def evaluate(self, model, tokenizer, bench, inputs):
         from sftlab.evaluation.multiple_choice import run_lm_eval, write_exam_dir
 

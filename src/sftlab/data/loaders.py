@@ -409,15 +409,31 @@ def _has_surrogates(value) -> bool:
     return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
+def load_hub_split(path: str, name: str | None, split: str, revision: str | None, data_dir: str | None = None):
+    """One split of a hub dataset (one folder of it with ``data_dir``): from the datasets cache offline
+    (HF_DATASETS_OFFLINE=1, as in jobs on cluster nodes: sftlab.offline), where the login node filled it."""
+    import datasets
+
+    from sftlab.offline import PREFLIGHT, NotCached
+
+    try:
+        return datasets.load_dataset(path, name, data_dir=data_dir, split=split, revision=revision)
+    except (ConnectionError, FileNotFoundError, ValueError) as exc:
+        if not datasets.config.HF_HUB_OFFLINE:
+            raise
+        where = f"{path}/{data_dir}" if data_dir else path
+        raise NotCached(f"hub dataset {where} ({name or 'default'}, {split}) is not in the datasets cache "
+                        f"({datasets.config.HF_DATASETS_CACHE}) and this job reads it offline "
+                        f"({type(exc).__name__}: {exc}); fetch it: {PREFLIGHT}") from None
+
+
 def iter_rows_hub(path: str, name: str | None, split: str, revision: str | None,
                   data_dirs: list[str] | None = None) -> Iterator[tuple[str, dict]]:
     """(location, row) of a hub dataset. With ``data_dirs``, each folder of the repository is loaded on its own
     (``load_dataset``'s ``data_dir``: only that folder's files download, e.g. 10 sites of a 20 GB repository),
     ``split`` applies within each folder, and each row carries its folder under FOLDER_KEY (the loaders' subtask)."""
-    from datasets import load_dataset
-
     for data_dir in data_dirs or [None]:
-        data = load_dataset(path, name, data_dir=data_dir, split=split, revision=revision)
+        data = load_hub_split(path, name, split, revision, data_dir)
         where = f"{path}/{data_dir}" if data_dir else path
         for i, row in enumerate(data):
             yield f"{where}[{split}][{i}]", {**row, FOLDER_KEY: data_dir} if data_dir else dict(row)

@@ -26,12 +26,31 @@ def _check_hf_dir(path: Path, what: str) -> None:
         raise FileNotFoundError(f"{what}: {path} is not a Hugging Face model directory (missing {missing})")
 
 
-def from_hub(repo_id: str, revision: str, out: Path) -> None:
-    from huggingface_hub import snapshot_download
+#: the files of a hub model that materialising needs (weights, configs, tokenizer), downloaded and copied
+MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
 
-    snapshot_download(repo_id, revision=revision, local_dir=out,
-                      allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"])
-    _check_hf_dir(out, f"hub model {repo_id}@{revision}")
+
+def hub_snapshot(repo_id: str, revision: str, local_files_only: bool = False) -> Path:
+    """The model's snapshot in the Hugging Face cache, downloaded there first unless ``local_files_only`` or
+    HF_HUB_OFFLINE=1 (as in jobs on cluster nodes: sftlab.offline); a snapshot missing offline raises NotCached."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from sftlab.offline import PREFLIGHT, NotCached
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=MODEL_FILES,
+                                      local_files_only=local_files_only))
+    except LocalEntryNotFoundError:
+        raise NotCached(f"hub model {repo_id}@{revision} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+                        f"and this job reads it offline; fetch it: {PREFLIGHT}") from None
+
+
+def from_hub(repo_id: str, revision: str, out: Path) -> None:
+    """A copy of the model's cached snapshot (the cache holds links to its blobs; the copy holds the files)."""
+    snapshot = hub_snapshot(repo_id, revision)
+    _check_hf_dir(snapshot, f"hub model {repo_id}@{revision}")
+    shutil.copytree(snapshot, out)
 
 
 def from_local(path: str, out: Path) -> None:
