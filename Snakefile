@@ -43,6 +43,13 @@ include: "workflow/rules/mechanisms.smk"
 include: "workflow/rules/cost.smk"
 
 
+onstart:
+    # a real run evaluates a job's resources (and their checks) only when the job is ready: check every planned
+    # job before the first starts, as a dry run does
+    check_planned_jobs(workflow.dag.needrun_jobs())
+    check_judge_keys(workflow.dag.needrun_jobs())
+
+
 rule all:
     input:
         report_outputs(),
