@@ -2,7 +2,7 @@
 
 snakemake --cores 2                                   # the demo (config.yaml)
 snakemake --cores 2 --configfile configs/tiny.yaml    # the test scale
-snakemake --profile profiles/slurm --configfile configs/paper/<paper>.yaml
+snakemake --profile profiles/slurm --sdm conda --configfile configs/paper/<paper>.yaml
 """
 
 import sys

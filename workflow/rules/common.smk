@@ -161,9 +161,10 @@ def partition_of(gpus):
 def res(stage, model=None, resumes=None, runtime=None):
     """Compute request of a stage in Snakemake's resource names (gpu, cpus_per_gpu, nodes, mem_mb, runtime).
 
-    Each rule declares here what it runs: ``model`` whether it runs a model (True/False, or a function of the
-    wildcards; required outside CPU_STAGES), ``resumes`` how its job resumes from checkpoints (a Resumable; None:
-    it cannot). ``runtime``: minutes of the first attempt per wildcards, instead of resources.<stage>.runtime.
+    The rules declare here what they run. ``model`` says whether the rule runs a model (True/False, or a function
+    of the wildcards; required outside CPU_STAGES), ``resumes`` how its job resumes from checkpoints (a Resumable;
+    None if it cannot); ``runtime`` gives the first attempt's minutes per wildcards, instead of
+    resources.<stage>.runtime.
     mem_mb and runtime are multiplied by the attempt, so a job that ran out of either is retried with more (the
     Slurm profile sets `retries`), capped at the limits of its partition in the cluster description. A GPU job
     asks for one node (the executor would otherwise spread `--gpus=8` over nodes); GPU jobs go to
