@@ -168,9 +168,9 @@ def res(stage, model=None, resumes=None, runtime=None):
     mem_mb and runtime are multiplied by the attempt, so a job that ran out of either is retried with more (the
     Slurm profile sets `retries`), capped at the limits of its partition in the cluster description. A GPU job
     asks for one node (the executor would otherwise spread `--gpus=8` over nodes); GPU jobs go to
-    $SFTLAB_SLURM_GPU_PARTITION when that is set. While planning, each job is checked (sftlab.cluster) before
-    any job starts: a model on a GPU-less request, a request over one node of its partition, a predicted runtime
-    over its time limit.
+    $SFTLAB_SLURM_GPU_PARTITION when that is set. Planning for a cluster (a description), each job is checked
+    (sftlab.cluster) before any job starts: a model on a GPU-less request, a request over one node of its
+    partition, a predicted runtime over its time limit.
     """
     r = stage_resources(stage)
     if stage in CPU_STAGES:
@@ -181,30 +181,34 @@ def res(stage, model=None, resumes=None, runtime=None):
     cpus_per_gpu = max(1, r["cpus"] // gpus) if gpus else 0
     first = Request(stage, gpus, cpus_per_gpu * gpus if gpus else r["cpus"], r["mem_mb"], r["runtime"])
 
-    def checked(wildcards, rulename):
-        request = first if runtime is None else Request(stage, gpus, first.cpus, first.mem_mb, runtime(wildcards))
-        if planning():
-            try:
-                runs_model = model(wildcards) if callable(model) else model
-                if runs_model:
-                    check_model_gpu(request, rulename, CFG)
-                partition = partition_of(gpus)
-                if partition is not None:
-                    check_fits(request, partition, cluster().path)
-                    resumed = (resumes.training(wildcards), resumes.objective(wildcards)) if resumes else None
-                    check_runtime(request, rulename, dict(wildcards.items()), cost_model(), resumed)
-            except ClusterError as exc:
-                raise WorkflowError(f"invalid configuration: {exc}") from None
-        return request
+    def limits():
+        try:
+            return partition_of(gpus)
+        except ClusterError as exc:
+            raise WorkflowError(f"invalid configuration: {exc}") from None
+
+    def check(request, partition, wildcards, rulename):
+        """Planning for a cluster (locally `gpus` only sets the process count, and a CPU-only stage is no mistake)."""
+        try:
+            if model(wildcards) if callable(model) else model:
+                check_model_gpu(request, rulename, CFG)
+            check_fits(request, partition, cluster().path)
+            resumed = (resumes.training(wildcards), resumes.objective(wildcards)) if resumes else None
+            check_runtime(request, rulename, dict(wildcards.items()), cost_model(), resumed)
+        except ClusterError as exc:
+            raise WorkflowError(f"invalid configuration: {exc}") from None
 
     def mem_mb(wildcards, attempt):
-        partition = partition_of(gpus)
+        partition = limits()
         return grown(first.mem_mb, attempt, partition and partition.mem_mb)
 
     def job_runtime(wildcards, attempt, rulename):
-        """The runtime of this attempt; the checks of the job run with it (once per evaluation of its resources)."""
-        partition = partition_of(gpus)
-        return grown(checked(wildcards, rulename).runtime, attempt, partition and partition.time_limit)
+        """The runtime of this attempt; the job's checks run with it (each time its resources are evaluated)."""
+        request = first if runtime is None else Request(stage, gpus, first.cpus, first.mem_mb, runtime(wildcards))
+        partition = limits()
+        if partition is not None and planning():
+            check(request, partition, wildcards, rulename)
+        return grown(request.runtime, attempt, partition and partition.time_limit)
 
     out = {"mem_mb": mem_mb, "runtime": job_runtime}
     if gpus:
