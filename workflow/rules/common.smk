@@ -10,7 +10,6 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod, Exec
 
 from sftlab.cluster import (ClusterError, Request, Resumable, check_fits, check_model_gpu, check_runtime, grown,
                             load_cluster)
-
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
                            selector_id)
 from sftlab.data.prepare import pool_bound
@@ -225,7 +224,7 @@ def res(stage, model=None, resumes=None, runtime=None):
 def check_planned_jobs(jobs):
     """Evaluate every planned job's resources, which runs res()'s checks of each (onstart of a real run)."""
     for job in jobs:
-        job.resources
+        job.resources  # noqa: B018 - a property: reading it evaluates (and checks) the request
 
 
 ACCELERATE_CONFIGS = Path(_recorded_path(ROOT / "configs" / "accelerate"))
