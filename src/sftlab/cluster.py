@@ -182,31 +182,29 @@ class Resumable:
 def check_runtime(request: Request, rule: str, wildcards: Mapping[str, str], cost,
                   resumed: tuple[Mapping, str] | None = None) -> None:
     """A job the cost model prices must fit its time limit (``resources.<stage>.runtime``): the whole job if it
-    cannot resume, else the stretch between two checkpoints (a rerun continues from the last one; ``resumed``: the
-    job's training settings and objective name). Nothing to
-    check where the cost model has no price (a CPU job; a model or pool missing from gpu_cost.yaml)."""
-    if cost is None or request.gpus == 0:
+    cannot resume, else the stretch between two checkpoints, since a rerun continues from the last one (``resumed``:
+    the job's training settings and objective name). Nothing is checked where the cost model has no price (a CPU
+    job; a model or pool missing from gpu_cost.yaml)."""
+    if request.gpus == 0:
         return
     try:
-        total = cost.job_seconds(rule, wildcards, request.gpus) / request.gpus
-        if resumed is not None and total:
+        minutes = cost.job_seconds(rule, wildcards, request.gpus) / request.gpus / 60
+        if minutes and resumed is not None:
             training, objective = resumed
-            stretch = min(total, checkpoint_seconds(cost, wildcards["model"], wildcards["dataset"], training,
-                                                    request.gpus, objective))
+            minutes = min(minutes, checkpoint_seconds(cost, wildcards["model"], wildcards["dataset"], training,
+                                                      request.gpus, objective) / 60)
     except KeyError:
         return
-    if not total:
+    if minutes <= request.runtime:
         return
-    key = f"config key resources.{request.stage}.runtime"
-    if resumed is None and total / 60 > request.runtime:
-        raise ClusterError(f"{key}: {request.runtime:g} min, but rule {rule} ({_wildcards(wildcards)}) is predicted "
-                           f"to take {hours(total / 60)} on {request.gpus} GPU(s) (sftlab.report.gpu_cost) and "
-                           f"cannot resume; ask for more time (within the partition's limit) or more GPUs")
-    if resumed is not None and stretch / 60 > request.runtime:
-        raise ClusterError(f"{key}: {request.runtime:g} min, but rule {rule} ({_wildcards(wildcards)}) is predicted "
-                           f"to take {hours(stretch / 60)} between two checkpoints (save_steps) on {request.gpus} "
-                           f"GPU(s) (sftlab.report.gpu_cost): a rerun would never get past the last one; ask for "
-                           f"more time or save more often")
+    what = f"rule {rule} ({_wildcards(wildcards)}) is predicted to take {hours(minutes)}"
+    if resumed is None:
+        raise ClusterError(f"config key resources.{request.stage}.runtime: {request.runtime:g} min, but {what} on "
+                           f"{request.gpus} GPU(s) (sftlab.report.gpu_cost) and cannot resume; ask for more time "
+                           f"(within the partition's limit) or more GPUs")
+    raise ClusterError(f"config key resources.{request.stage}.runtime: {request.runtime:g} min, but {what} between "
+                       f"two checkpoints (save_steps) on {request.gpus} GPU(s) (sftlab.report.gpu_cost): a rerun "
+                       f"would never get past the last one; ask for more time or save more often")
 
 
 def _wildcards(wildcards: Mapping[str, str]) -> str:
