@@ -2,7 +2,7 @@
 
 snakemake --cores 2                                   # the demo (config.yaml)
 snakemake --cores 2 --configfile configs/tiny.yaml    # the test scale
-snakemake --profile profiles/slurm --configfile configs/paper/<paper>.yaml
+snakemake --profile profiles/slurm --sdm conda --configfile configs/paper/<paper>.yaml
 """
 
 import sys
@@ -41,6 +41,13 @@ include: "workflow/rules/methods_report.smk"
 include: "workflow/rules/mechanisms.smk"
 # last: the cost report depends on every other report
 include: "workflow/rules/cost.smk"
+
+
+onstart:
+    # a real run evaluates a job's resources (and their checks) only when the job is ready: check every planned
+    # job before the first starts, as a dry run does
+    check_planned_jobs(workflow.dag.needrun_jobs())
+    check_judge_keys(workflow.dag.needrun_jobs())
 
 
 rule all:

@@ -151,6 +151,7 @@ def test_slurm_profile_settings_reach_snakemake(monkeypatch):
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("SFTLAB_SLURM_NO_ACCOUNT", "1")
     monkeypatch.setenv("SFTLAB_SLURM_PARTITION", "gpu-a100")
+    monkeypatch.setenv("SFTLAB_CLUSTER", "none")  # the profile sets it only where it is unset
     _, args = parse_args(["-s", str(ROOT / "Snakefile"), "--profile", str(ROOT / "profiles" / "slurm"), "-n"])
     assert args.executor == "slurm" and args.jobs == 100 and args.cores is None
     assert args.latency_wait == 120 and args.retries == 2 and args.slurm_requeue is True

@@ -4,6 +4,7 @@ directory), and that is this repository's profiles/slurm, with the workflow prof
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,12 @@ def test_profile_named_slurm_resolves_to_profiles_slurm_from_the_root(monkeypatc
     assert found is not None, "snakemake --profile slurm: no profile named slurm at the repository root"
     assert found[1].resolve() == (ROOT / "profiles" / "slurm" / "config.yaml").resolve()
     monkeypatch.setenv("SFTLAB_SLURM_NO_ACCOUNT", "1")
+    # the profile sets SFTLAB_CLUSTER in this process: unset here, and unset again after the test
+    monkeypatch.setenv("SFTLAB_CLUSTER", "")
+    monkeypatch.delenv("SFTLAB_CLUSTER")
     _, args = parse_args(["--profile", "slurm", "-n"])
     assert args.executor == "slurm" and args.jobs == 100 and args.latency_wait == 120 and args.slurm_no_account is True
+    assert os.environ["SFTLAB_CLUSTER"] == "profiles/slurm/cluster.yaml"
     assert "Using profiles slurm and workflow specific profile profiles/default" in capsys.readouterr().err
 
 

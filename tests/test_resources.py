@@ -26,7 +26,7 @@ include: str(ROOT / "workflow" / "rules" / "common.smk")
 
 rule probe:
     output: "probe.txt"
-    resources: **res("train")
+    resources: **res("train", model=True)
     shell: "echo {{resources.gpu}} {{resources.cpus_per_gpu}} {{resources.mem_mb}} {{resources.runtime}} >> attempts.txt; "
            "test -e failed_once || {{{{ touch failed_once; exit 1; }}}}; cp attempts.txt {{output}}"
 '''

@@ -132,8 +132,16 @@ def generation_options(wildcards):
 
 
 def generation_env(wildcards):
-    """The generate job's conda environment: vLLM's own (envs/vllm.yaml) for a benchmark with backend vllm."""
-    return VLLM_ENV if generation_settings(wildcards).get("backend") == "vllm" else CONDA_ENV
+    """The generate job's conda environment: vLLM's own (envs/vllm.yaml) for a benchmark with backend vllm, which
+    only conda deployment provides (vLLM cannot install beside the CPU torch pin): planned without it, refused."""
+    if generation_settings(wildcards).get("backend") != "vllm":
+        return CONDA_ENV
+    if planning() and DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+        raise WorkflowError(f"invalid configuration: config key benchmarks.{wildcards.benchmark}.backend: vllm "
+                            f"generates in the conda environment envs/vllm.yaml, but conda is not the deployment "
+                            f"method: add `--software-deployment-method conda` (`--sdm conda`) to the command, "
+                            f"or set the backend to transformers")
+    return VLLM_ENV
 
 
 def benchmark_type_name(wildcards):

@@ -1,9 +1,14 @@
 """Config look-ups and input functions shared by every rule. Validation happens here, before planning."""
 
+import functools
 import json
 import os
 import re
 
+from snakemake_interface_executor_plugins.settings import DeploymentMethod, ExecMode
+
+from sftlab.cluster import (ClusterError, Request, Resumable, check_fits, check_model_gpu, check_runtime, grown,
+                            load_cluster)
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
                            selector_id)
 from sftlab.data.prepare import pool_bound
@@ -13,6 +18,7 @@ from sftlab.offline import job_shell_prefix
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
 from sftlab.report.dag import phase_benchmark
+from sftlab.report.gpu_cost import CostModel, load_assumptions
 
 try:
     # Snakemake's own YAML loading keeps the last of two equal keys: re-read each file with a loader that refuses them
@@ -111,27 +117,115 @@ def stage_resources(stage):
     return r
 
 
-def _per_attempt(value):
-    """A request that grows with each retry (attempt 1, 2, ...): memory and wall time, never GPUs."""
-    return lambda wildcards, attempt: value * attempt
+def planning():
+    """True in the Snakemake process that plans and submits the jobs (a dry run too); False inside a job (Slurm's
+    job step) and while a report job rebuilds the DAG (no executor): the plan-time checks run once, there."""
+    return workflow.executor_plugin is not None and workflow.exec_mode == ExecMode.DEFAULT
 
 
-def res(stage):
-    """Compute request of a stage in Snakemake's resource names (gpu, cpus_per_gpu, mem_mb, runtime).
+# The cluster's description: $SFTLAB_CLUSTER (a path, absolute or relative to the repository; `none`: no checks),
+# which profiles/slurm sets to its cluster.yaml unless it is set; under `--executor slurm` without the profile,
+# that same file.
+DEFAULT_CLUSTER = ROOT / "profiles" / "slurm" / "cluster.yaml"
 
-    mem_mb and runtime (minutes) are multiplied by the attempt, so a job that ran out of either is retried with more
-    (the Slurm profile sets `retries`). GPU jobs go to $SFTLAB_SLURM_GPU_PARTITION when that is set.
+
+@functools.cache
+def cluster():
+    path = os.environ.get("SFTLAB_CLUSTER")
+    if path is None and workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        path = DEFAULT_CLUSTER
+    if path is None or str(path).lower() == "none":
+        return None
+    try:
+        return load_cluster(ROOT / path)
+    except ClusterError as exc:
+        raise WorkflowError(f"SFTLAB_CLUSTER: {exc}") from None
+
+
+@functools.cache
+def cost_model():
+    return CostModel(CFG, load_assumptions())
+
+
+def partition_of(gpus):
+    """The description of the partition a job goes to (None without a description): res() sends GPU jobs to
+    $SFTLAB_SLURM_GPU_PARTITION, the profile every job to $SFTLAB_SLURM_PARTITION, else the cluster's default."""
+    if cluster() is None:
+        return None
+    for var in (["SFTLAB_SLURM_GPU_PARTITION"] if gpus else []) + ["SFTLAB_SLURM_PARTITION"]:
+        if os.environ.get(var):
+            return cluster().partition(os.environ[var], var)
+    return cluster().partition(None, "SFTLAB_SLURM_PARTITION")
+
+
+def res(stage, model=None, resumes=None, runtime=None):
+    """Compute request of a stage in Snakemake's resource names (gpu, cpus_per_gpu, nodes, mem_mb, runtime).
+
+    The rules declare here what they run. ``model`` says whether the rule runs a model (True/False, or a function
+    of the wildcards; required outside CPU_STAGES), ``resumes`` how its job resumes from checkpoints (a Resumable;
+    None if it cannot); ``runtime`` gives the first attempt's minutes per wildcards, instead of
+    resources.<stage>.runtime.
+    mem_mb and runtime are multiplied by the attempt, so a job that ran out of either is retried with more (the
+    Slurm profile sets `retries`), capped at the limits of its partition in the cluster description. A GPU job
+    asks for one node (the executor would otherwise spread `--gpus=8` over nodes); GPU jobs go to
+    $SFTLAB_SLURM_GPU_PARTITION when that is set. Planning for a cluster (a description), each job is checked
+    (sftlab.cluster) before any job starts: a model on a GPU-less request, a request over one node of its
+    partition, a predicted runtime over its time limit.
     """
     r = stage_resources(stage)
-    out = {"mem_mb": _per_attempt(r["mem_mb"]), "runtime": _per_attempt(r["runtime"])}
-    if r["gpus"]:
-        out["gpu"] = r["gpus"]
-        out["cpus_per_gpu"] = max(1, r["cpus"] // r["gpus"])
+    if stage in CPU_STAGES:
+        model = False
+    elif model is None:
+        raise WorkflowError(f"res({stage!r}): say whether the rule runs a model (model=True/False)")
+    gpus = r["gpus"]
+    cpus_per_gpu = max(1, r["cpus"] // gpus) if gpus else 0
+    first = Request(stage, gpus, cpus_per_gpu * gpus if gpus else r["cpus"], r["mem_mb"], r["runtime"])
+
+    def limits():
+        try:
+            return partition_of(gpus)
+        except ClusterError as exc:
+            raise WorkflowError(f"invalid configuration: {exc}") from None
+
+    def check(request, partition, wildcards, rulename):
+        """Planning for a cluster (locally `gpus` only sets the process count, and a CPU-only stage is no mistake)."""
+        try:
+            if model(wildcards) if callable(model) else model:
+                check_model_gpu(request, rulename, CFG)
+            check_fits(request, partition, cluster().path)
+            resumed = (resumes.training(wildcards), resumes.objective(wildcards)) if resumes else None
+            check_runtime(request, rulename, dict(wildcards.items()), cost_model(), resumed)
+        except ClusterError as exc:
+            raise WorkflowError(f"invalid configuration: {exc}") from None
+
+    def mem_mb(wildcards, attempt):
+        partition = limits()
+        return grown(first.mem_mb, attempt, partition and partition.mem_mb)
+
+    def job_runtime(wildcards, attempt, rulename):
+        """The runtime of this attempt; the job's checks run with it (each time its resources are evaluated)."""
+        request = first if runtime is None else Request(stage, gpus, first.cpus, first.mem_mb, runtime(wildcards))
+        partition = limits()
+        if partition is not None and planning():
+            check(request, partition, wildcards, rulename)
+        return grown(request.runtime, attempt, partition and partition.time_limit)
+
+    out = {"mem_mb": mem_mb, "runtime": job_runtime}
+    if gpus:
+        out["gpu"] = gpus
+        out["cpus_per_gpu"] = cpus_per_gpu
+        out["nodes"] = 1
         # optional, so read with get(): an `envvars:` directive would make every run require it
         partition = os.environ.get("SFTLAB_SLURM_GPU_PARTITION")
         if partition:
             out["slurm_partition"] = partition
     return out
+
+
+def check_planned_jobs(jobs):
+    """Evaluate every planned job's resources, which runs res()'s checks of each (onstart of a real run)."""
+    for job in jobs:
+        job.resources  # noqa: B018 - a property: reading it evaluates (and checks) the request
 
 
 ACCELERATE_CONFIGS = Path(_recorded_path(ROOT / "configs" / "accelerate"))
@@ -316,6 +410,15 @@ def reference_training():
 
 
 REFERENCE_CHECKPOINTS = CFG["reference"]["checkpoints"]
+
+
+# how the training rules' jobs resume from their checkpoints (res(..., resumes=)): their settings per wildcards
+def recipe_objective_name(wildcards):
+    return recipe_of(wildcards)["objective"]["name"]
+
+
+RECIPE_RUN = Resumable(lambda wildcards: recipe_of(wildcards)["training"], recipe_objective_name)
+REFERENCE_RUN = Resumable(lambda wildcards: reference_training())
 
 
 # Local files a job reads are its inputs, so that editing one reruns what depends on it (as a changed setting does).

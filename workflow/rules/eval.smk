@@ -25,7 +25,7 @@ rule evaluate:
         benchmark=_alternation(benchmarks_scored_by("evaluate")),
     threads: threads_of("evaluate")
     resources:
-        **res("evaluate"),
+        **res("evaluate", model=True),
     # HF_UPDATE_DOWNLOAD_COUNTS=0: no usage ping (an HTTP HEAD that `datasets` sends on every load_dataset, even of
     # local files, waiting up to 3 s where the network is firewalled)
     shell:
@@ -58,7 +58,7 @@ rule log_likelihood:
         phase_benchmark("evaluation", "benchmarks/log_likelihood/{model}/{dataset}/{recipe}/{benchmark}.tsv")
     threads: threads_of("evaluate")
     resources:
-        **res("evaluate"),
+        **res("evaluate", model=True),
     shell:
         "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark:q} "
         "--benchmark-config {params.benchmark:q} --input base={input.base:q} --input items={input.data:q} "
@@ -86,7 +86,7 @@ rule base_log_likelihood:
         phase_benchmark("evaluation", "benchmarks/base_log_likelihood/{model}/{dataset}/{benchmark}.tsv")
     threads: threads_of("evaluate")
     resources:
-        **res("evaluate"),
+        **res("evaluate", model=True),
     shell:
         "python {input.script:q} --model-dir {input.model:q} --benchmark-config {params.settings:q} "
         "--items {input.data:q} --out {output:q} 2> {log:q}"

@@ -64,7 +64,7 @@ rule warmup:
         phase_benchmark("method preparation", "benchmarks/warmup/{model}/{dataset}.tsv")
     threads: threads_of("warmup")
     resources:
-        **res("warmup"),
+        **res("warmup", model=True, resumes=WARMUP_RUN),
     shell:
         "python {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective '{{\"name\": \"ntp\"}}' "
@@ -114,7 +114,7 @@ rule gather_grad_features:
         phase_benchmark("method preparation", "benchmarks/gather_grad_features/{model}/{dataset}/checkpoint-{c}.tsv")
     threads: threads_of("influence")
     resources:
-        **res("influence"),
+        **res("influence", model=False),
     shell:
         "python {input.script:q} gather --inputs {input.shards:q} --out {output:q} 2> {log:q}"
 
@@ -141,7 +141,7 @@ rule validation_grad_features:
         phase_benchmark("method preparation", "benchmarks/validation_grad_features/{model}/{dataset}/{selector}/checkpoint-{c}.tsv")
     threads: threads_of("grads")
     resources:
-        **res("grads"),
+        **res("grads", model=True),
     shell:
         "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} {params.validation:q} {params.flags:q} --out {output:q} 2> {log:q}"
@@ -166,7 +166,7 @@ rule influence:
         phase_benchmark("method preparation", "benchmarks/influence/{model}/{dataset}/{selector}.tsv")
     threads: threads_of("influence")
     resources:
-        **res("influence"),
+        **res("influence", model=False),
     shell:
         "python {input.script:q} --train {input.train:q} --val {input.val:q} --checkpoints {input.checkpoints:q} "
         "--out {output:q} 2> {log:q}"

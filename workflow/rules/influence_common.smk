@@ -20,6 +20,9 @@ def warmup_training():
     return deep_merge(CFG["training"], CFG["warmup"]["training"])
 
 
+WARMUP_RUN = Resumable(lambda wildcards: warmup_training())
+
+
 def warmup_ids(wildcards):
     return selection_ids(wildcards.model, wildcards.dataset, warmup_selection())
 
@@ -81,28 +84,25 @@ def gradient_flags():
 def grad_features_resources():
     """res("grads"); with `gradients.cost`, each job's runtime from the cost model (per model and pool), and a batch
     of max_tokens checked against the GPU's memory before any job starts."""
-    out = res("grads")
     g = CFG["gradients"]
     cost = g.get("cost")
     if not cost:
-        return out
+        return res("grads", model=True)
     for model in cost["models"]:
         need = model_memory_gb(cost, model, g)
         if need > cost["gpu"]["memory_gb"]:
             raise WorkflowError(f"invalid configuration: config key gradients.max_tokens: a batch of {g['max_tokens']} "
                                 f"tokens of {model} needs about {need:.0f} GB, over gradients.cost.gpu.memory_gb "
                                 f"{cost['gpu']['memory_gb']}")
-    out["runtime"] = grad_features_runtime_of
-    return out
+    return res("grads", model=True, runtime=grad_features_minutes)
 
 
-def grad_features_runtime_of(wildcards, attempt):
+def grad_features_minutes(wildcards):
     cost = CFG["gradients"]["cost"]
     try:
-        minutes = grad_features_runtime(cost, CFG["gradients"], len(GRAD_SHARDS), wildcards.model, wildcards.dataset)
+        return grad_features_runtime(cost, CFG["gradients"], len(GRAD_SHARDS), wildcards.model, wildcards.dataset)
     except KeyError as exc:
         raise WorkflowError(f"invalid configuration: {exc.args[0]}") from None
-    return minutes * attempt
 
 
 def validation_flags(wildcards):

@@ -57,7 +57,7 @@ rule generate:
         phase_benchmark("evaluation", "benchmarks/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.tsv")
     threads: threads_of("generate")
     resources:
-        **res("generate"),
+        **res("generate", model=True),
     shell:
         "python {input.script:q} --benchmark-type {params.kind:q} --model {input.model:q} "
         "--model-id {wildcards.model:q}/{wildcards.dataset:q}/{wildcards.recipe:q} --data {input.data:q} "
@@ -92,7 +92,7 @@ rule judge:
         phase_benchmark("evaluation", "benchmarks/judge/{model}/{dataset}/{recipe}/{benchmark}.tsv")
     threads: threads_of("judge")
     resources:
-        **res("judge"),
+        **res("judge", model=False),
     shell:
         "python {input.script:q} --benchmark-type {params.kind:q} --benchmark-name {wildcards.benchmark:q} "
         "--data {input.data:q} --answers {input.answers:q} --judge {params.judge:q} --judge-name {params.judge_name:q} "
@@ -122,7 +122,7 @@ rule implicit_reward:
         phase_benchmark("evaluation", "benchmarks/implicit_reward/{model}/{dataset}/{recipe}/{benchmark}.tsv")
     threads: threads_of("evaluate")
     resources:
-        **res("evaluate"),
+        **res("evaluate", model=True),
     shell:
         "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark:q} "
         "--benchmark-config {params.benchmark:q} --input reference={input.reference:q} --input data={input.data:q} "
@@ -172,7 +172,3 @@ rule mtbench_categories:
 
 
 PAPER_REPORTS.append(judged_report_files)
-
-
-onstart:
-    check_judge_keys(workflow.dag.needrun_jobs())

@@ -26,7 +26,7 @@ rule disperse:
         recipe=recipes_composed(*SHARDED),
     threads: threads_of("disperse")
     resources:
-        **res("disperse"),
+        **res("disperse", model=disperse_runs_model),
     shell:
         "python {input.script:q} --ids {input.ids:q} --examples {input.train:q} {params.args:q} "
         "--max-length {params.max_length:q} --out-dir {output:q} 2> {log:q}"
@@ -64,7 +64,7 @@ rule train_member:
         member=r"shards/shard-[0-9]+|seeds/seed-[0-9]+",
     threads: threads_of("train")
     resources:
-        **res("train"),
+        **res("train", model=True, resumes=MEMBER_RUN),
     shell:
         "{params.launch:q} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {params.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
@@ -95,7 +95,7 @@ rule merge:
         recipe=recipes_composed(*COMPOSED),
     threads: threads_of("merge")
     resources:
-        **res("merge"),
+        **res("merge", model=merge_runs_model),
     shell:
         "python {input.script:q} {params.args:q} --base-model {input.base:q} --device auto --out {output.model:q} "
         "--member-logs {input.logs:q} --train-log {output.log:q} 2> {log:q}"

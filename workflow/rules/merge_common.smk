@@ -20,6 +20,16 @@ def disperse_embedder(wildcards):
     return [f"resources/models/{wildcards.model}"] if comp["split"] == "kmeans" and "embedder" not in comp else []
 
 
+def disperse_runs_model(wildcards):
+    """k-means embeds the examples with a model; a random split runs none."""
+    return composition_of(wildcards)["split"] == "kmeans"
+
+
+def merge_runs_model(wildcards):
+    """Fisher merging backpropagates through each member; the other methods combine tensors."""
+    return composition_of(wildcards)["merge"]["method"] == "fisher"
+
+
 # Parameter functions take the wildcards only: Snakemake records (and compares, for the params rerun trigger)
 # only parameters that do not depend on the input files.
 def disperse_args(wildcards):
@@ -44,6 +54,10 @@ def member_ids_file(wildcards):
 
 def member_training_settings(wildcards):
     return as_json(member_training(recipe_of(wildcards), wildcards.member))
+
+
+MEMBER_RUN = Resumable(lambda wildcards: member_training(recipe_of(wildcards), wildcards.member),
+                       recipe_objective_name)
 
 
 def member_checkpoints(wildcards):

@@ -21,7 +21,7 @@ rule ref_logprobs:
         CONDA_ENV
     threads: threads_of("score")
     resources:
-        **res("score"),
+        **res("score", model=True),
     shell:
         "python {input.script:q} --model {input.model:q} --data {input.train:q} {input.heldout:q} "
         "--out {output:q} --max-length {params.max_length:q} --precision {params.precision:q} 2> {log:q}"
@@ -52,7 +52,7 @@ rule reference_run:
         CONDA_ENV
     threads: threads_of("reference")
     resources:
-        **res("reference"),
+        **res("reference", model=True, resumes=REFERENCE_RUN),
     shell:
         "{params.launch:q} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective '{{\"name\": \"ntp\"}}' "
@@ -81,7 +81,7 @@ rule confidence:
         CONDA_ENV
     threads: threads_of("score")
     resources:
-        **res("score"),
+        **res("score", model=True),
     shell:
         "python {input.script:q} --checkpoints {input.checkpoints:q} --data {input.train:q} --out {output.table:q} "
         "--histogram-png {output.png:q} --histogram-pdf {output.pdf:q} --max-length {params.max_length:q} 2> {log:q}"
@@ -111,7 +111,7 @@ rule tsne:
         CONDA_ENV
     threads: threads_of("score")
     resources:
-        **res("score"),
+        **res("score", model=True),
     shell:
         "python {input.script:q} {params.models:q} --data {input.train:q} --confidence {input.confidence:q} "
         "--png {output.png:q} --pdf {output.pdf:q} --max-length {params.max_length:q} --sample {params.sample:q} "

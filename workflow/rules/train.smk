@@ -27,7 +27,7 @@ rule train:
         recipe=recipes_composed(*SINGLE_RUN),
     threads: threads_of("train")
     resources:
-        **res("train"),
+        **res("train", model=True, resumes=RECIPE_RUN),
     shell:
         "{params.launch:q} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
