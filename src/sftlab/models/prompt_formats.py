@@ -44,6 +44,52 @@ TULU_TEMPLATE = (
 )
 
 
+#: HuggingFace's alignment-handbook Zephyr recipe (Mistral-7B-v0.1 fine-tuned on UltraChat-200k), as open-instruct's
+#: ``CHAT_TEMPLATES["zephyr"]`` writes it: every turn, the user's too, ends with EOS and a newline. The recipe's
+#: trainer tokenizes the rendered text with the tokenizer's BOS added, hence ``bos_token`` first.
+ZEPHYR_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ '<|user|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% elif message['role'] == 'system' %}"
+    "{{ '<|system|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ '<|assistant|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% else %}"
+    "{{ raise_exception('the zephyr format has no role ' + message['role']) }}"
+    "{% endif %}"
+    "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    "{% endfor %}"
+)
+
+ALPACA_PREAMBLE = ("Below is an instruction that describes a task. "
+                   "Write a response that appropriately completes the request.")
+
+#: Stanford Alpaca's ``prompt_no_input``, which DTM's code (TingchenFu/ACL24-ExpertFusion, submodel_training.py)
+#: trains Llama-2 with on Tulu-v2's first turns: the answer follows "### Response:" directly. A system message
+#: replaces the preamble (FastChat's alpaca convention; DTM drops system turns); later turns repeat the
+#: instruction/response pair. EOS ends each answer as in Stanford Alpaca's train.py (DTM's code appends none, so its
+#: models would never learn to stop).
+ALPACA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set preamble = messages[0]['content'] %}{% set messages = messages[1:] %}"
+    "{% else %}{% set preamble = '" + ALPACA_PREAMBLE + "' %}{% endif %}"
+    "{{ preamble + '\n\n' }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ '### Instruction:\n' + message['content'] + '\n\n### Response:' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ message['content'] + eos_token }}"
+    "{% if not loop.last %}{{ '\n\n' }}{% endif %}"
+    "{% else %}"
+    "{{ raise_exception('the alpaca format has no role ' + message['role']) }}"
+    "{% endif %}"
+    "{% endfor %}"
+)
+
+
 class PromptFormatError(ValueError):
     """A prompt format that cannot be applied to a tokenizer; the message names the config key."""
 
@@ -67,6 +113,8 @@ PROMPT_FORMATS: dict[str, PromptFormat] = {
         PromptFormat("chatml", CHATML_TEMPLATE, ("<|im_start|>", "<|im_end|>"), source="ChatML (SmolLM2, Qwen2)"),
         PromptFormat("tulu", TULU_TEMPLATE, pad_token="<pad>",
                      source="open-instruct's Tulu format; LESS and open-instruct add <pad> to Llama tokenizers"),
+        PromptFormat("zephyr", ZEPHYR_TEMPLATE, source="alignment-handbook's Zephyr SFT recipe"),
+        PromptFormat("alpaca", ALPACA_TEMPLATE, source="Stanford Alpaca's prompt, as DTM's code uses it"),
     )
 }
 
