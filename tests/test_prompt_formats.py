@@ -20,16 +20,10 @@ from sftlab.models.prompt_formats import PROMPT_FORMATS, PromptFormatError, appl
 from sftlab.models.random_init import build_family_tokenizer, build_random_model
 from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, perplexities
 from sftlab.training.trainer import train
+from test_tokenize import MULTI_TURN  # system, user, assistant, user, assistant
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}
-MULTI_TURN = [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "What is 2 + 3?"},
-    {"role": "assistant", "content": "5"},
-    {"role": "user", "content": "Reverse the word 'apple'."},
-    {"role": "assistant", "content": "elppa"},
-]
 # open-instruct's Tulu format, written out by hand: EOS closes each answer, a newline follows unless it is the last
 TULU_TEXT = ("<s><|system|>\nBe brief.\n<|user|>\nWhat is 2 + 3?\n<|assistant|>\n5</s>\n"
              "<|user|>\nReverse the word 'apple'.\n<|assistant|>\nelppa</s>")

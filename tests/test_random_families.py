@@ -1,5 +1,6 @@
-"""Random tiny models of real families: each tokenizer has the properties of the real family's (written out here from
-the hub models' tokenizer files), the model its architecture, and a materialised entry reloads with them."""
+"""Random tiny models of real families: each tokenizer has the properties of the real family's (Llama-2 / Mistral-v0.1:
+template-less SentencePiece with <s> </s> <unk> and BOS added; Llama-3.1: its special tokens and template; Qwen2:
+ChatML), the model its architecture, and a materialised entry reloads with them."""
 
 import pytest
 import torch
