@@ -15,7 +15,7 @@ from sftlab.data.prepare import prepare_dataset
 from sftlab.data.tokenize import encode_example, encode_prompt, ensure_chat_template, render
 from sftlab.evaluation.generation import GenerationRequest, SamplingParams, TransformersGenerator
 from sftlab.io import write_jsonl
-from sftlab.models.materialise import materialise
+from sftlab.models.materialise import apply_format_to_dir, materialise
 from sftlab.models.prompt_formats import PROMPT_FORMATS, PromptFormatError, apply_prompt_format
 from sftlab.models.random_init import build_family_tokenizer, build_random_model
 from sftlab.models.scoring import encode_jsonl, load_for_scoring, pad_id, perplexities
@@ -112,6 +112,19 @@ def test_chatml_on_a_llama2_tokenizer_adds_its_tokens_and_resizes_the_embeddings
     # answers stop at the end-of-turn marker, and still at </s>
     assert GenerationConfig.from_pretrained(tmp_path / "m").eos_token_id == [2, 513]
     assert TransformersGenerator(model, tok).eos_token_ids == {2, 513}
+
+
+def test_a_sharded_checkpoint_given_new_tokens_keeps_no_stale_shard_or_index(tmp_path):
+    """A hub checkpoint comes in shards with an index; the resized one is saved in their place (vLLM would follow a
+    stale index to missing shards)."""
+    model, tok = build_random_model(family="llama2", seed=0, **SMALL)
+    model.save_pretrained(tmp_path / "m", max_shard_size="20KB")
+    tok.save_pretrained(tmp_path / "m")
+    assert len(list((tmp_path / "m").glob("model-*-of-*.safetensors"))) > 1
+    apply_format_to_dir(tmp_path / "m", "tulu", "models.m.prompt_format")
+    assert sorted(p.name for p in (tmp_path / "m").glob("*.safetensors*")) == ["model.safetensors"]
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "m").get_input_embeddings().weight.shape == (513, 32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
 def test_schema_lists_every_format_and_every_paper_model_names_one():

@@ -108,10 +108,21 @@ def apply_format_to_dir(path: Path, prompt_format: str | None, key: str) -> None
     apply_prompt_format(prompt_format, tokenizer, model, generation_config, key)
     if model is not None:
         model.generation_config = generation_config
-        model.save_pretrained(path, safe_serialization=True)
+        replace_weights(model, path)
     else:
         generation_config.save_pretrained(path)
     tokenizer.save_pretrained(path)
+
+
+def replace_weights(model, path: Path) -> None:
+    """Save ``model`` over the checkpoint in ``path``: its old weight files and shard index go (a stale index naming
+    missing shards would mislead a loader such as vLLM's), saved beside it first as the weights may be memory-mapped."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.resized.") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        for old in [*path.glob("*.safetensors"), *path.glob("*.safetensors.index.json"), *path.glob("pytorch_model*")]:
+            old.unlink()
+        for new in Path(tmp).iterdir():
+            shutil.move(new, path / new.name)
 
 
 def materialise(cfg: dict, out_dir: str | Path) -> None:

@@ -141,8 +141,9 @@ def resize_embeddings_to_mean(model, n_tokens: int) -> None:
     old = model.get_input_embeddings().weight.shape[0]
     model.resize_token_embeddings(n_tokens, mean_resizing=False)
     with torch.no_grad():
-        for emb in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}.values():
-            emb.weight[old:] = emb.weight[:old].mean(0, keepdim=True).to(emb.weight.dtype)
+        embeddings = (model.get_input_embeddings(), model.get_output_embeddings())
+        for weight in {id(m.weight): m.weight for m in embeddings if m is not None}.values():  # tied: once
+            weight[old:] = weight[:old].float().mean(0, keepdim=True).to(weight.dtype)
 
 
 def end_of_turn_token(tokenizer) -> str | None:
