@@ -10,7 +10,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from sftlab.config import load_schema
+from sftlab.config import ConfigError, load_schema, prepare
 from sftlab.data.prepare import prepare_dataset
 from sftlab.data.tokenize import encode_example, encode_prompt, ensure_chat_template, render
 from sftlab.evaluation.generation import GenerationRequest, SamplingParams, TransformersGenerator
@@ -88,6 +88,18 @@ def test_model_format_on_a_template_less_tokenizer_is_refused_naming_the_key(tmp
         materialise({"source": "random", "family": "llama2", "prompt_format": "model", **SMALL},
                     tmp_path / "llama2_7b")
     assert not (tmp_path / "llama2_7b").exists()
+
+
+@pytest.mark.parametrize("family,refused", [("llama2", True), ("mistral", True), ("llama3", False), ("qwen2", False)])
+def test_model_format_on_a_template_less_random_family_is_refused_when_planning(family, refused):
+    raw = {"models": {"base": {"source": "random", "family": family, "prompt_format": "model"}},
+           "datasets": {"d": {"source": "demo"}}, "recipes": {"r": {}},
+           "experiments": {"e": {"models": ["base"], "datasets": ["d"], "recipes": ["r"]}}}
+    if refused:
+        with pytest.raises(ConfigError, match=rf"config key models\.base\.prompt_format: .*{family!r} has none"):
+            prepare(raw)
+    else:
+        assert prepare(raw)["models"]["base"]["prompt_format"] == "model"
 
 
 def test_a_tokenizer_without_template_is_refused_by_every_job():

@@ -150,16 +150,18 @@ class Family:
     tokenizer: Callable
     #: a transformers config class name
     config: str
+    #: whether the tokenizer ships a chat template (known without building it: planning checks prompt formats)
+    chat_template: bool
     #: extra end-of-sequence tokens of the generation config (the real model's)
     generation_eos: tuple[str, ...] = ()
 
 
 FAMILIES = {
-    "tiny": Family(build_tokenizer, "LlamaConfig"),
-    "llama2": Family(build_sentencepiece_tokenizer, "LlamaConfig"),
-    "mistral": Family(build_sentencepiece_tokenizer, "MistralConfig"),
-    "llama3": Family(build_llama3_tokenizer, "LlamaConfig"),
-    "qwen2": Family(build_qwen2_tokenizer, "Qwen2Config", generation_eos=("<|endoftext|>",)),
+    "tiny": Family(build_tokenizer, "LlamaConfig", chat_template=True),
+    "llama2": Family(build_sentencepiece_tokenizer, "LlamaConfig", chat_template=False),
+    "mistral": Family(build_sentencepiece_tokenizer, "MistralConfig", chat_template=False),
+    "llama3": Family(build_llama3_tokenizer, "LlamaConfig", chat_template=True),
+    "qwen2": Family(build_qwen2_tokenizer, "Qwen2Config", chat_template=True, generation_eos=("<|endoftext|>",)),
 }
 
 
