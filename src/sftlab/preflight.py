@@ -221,13 +221,10 @@ def offline_cache_findings(configfile: Path, workdir: Path) -> list[Finding]:
 
 def prompt_format_findings(config: dict, jobs) -> list[Finding]:
     """Each materialised model's tokenizer (from the hub cache, or a local directory) takes its prompt format."""
-    try:
-        from sftlab.models.prompt_formats import PromptFormatError, prompt_format
-    except ImportError:
-        return [skipped("prompt_format", "prompt formats (sftlab.models.prompt_formats) are not in this checkout")]
     from transformers import AutoTokenizer
 
     from sftlab.models.materialise import hub_snapshot
+    from sftlab.models.prompt_formats import PromptFormatError, prompt_format
 
     out = []
     for name in sorted({job.wildcards["model"] for job in jobs if job.rule == "materialise_model"}):
@@ -366,13 +363,11 @@ def compare_cluster(described: dict, live: dict, where: str) -> list[Finding]:
 
 
 def cluster_findings() -> list[Finding]:
-    """The profile's cluster description (branch cluster: sftlab.cluster, $SFTLAB_CLUSTER) against live sinfo."""
+    """The profile's cluster description (sftlab.cluster, $SFTLAB_CLUSTER) against live sinfo."""
     if shutil.which("sinfo") is None:
         return [skipped("cluster", "sinfo is not on PATH: no Slurm here, the cluster was not compared")]
-    try:
-        from sftlab.cluster import load_cluster, slurm_minutes
-    except ImportError:
-        return [skipped("cluster", "no cluster description (sftlab.cluster) in this checkout")]
+    from sftlab.cluster import load_cluster, slurm_minutes
+
     path = os.environ.get("SFTLAB_CLUSTER", str(ROOT / "profiles" / "slurm" / "cluster.yaml"))
     if path == "none":
         return [skipped("cluster", "SFTLAB_CLUSTER=none: planning checks no cluster description")]
