@@ -75,6 +75,10 @@ class JudgeUsage:
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def merged(self, other: "JudgeUsage") -> "JudgeUsage":
+        """The usage of both batches together."""
+        return JudgeUsage(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+
 
 JUDGES: dict[str, type["Judge"]] = {}
 
