@@ -15,7 +15,7 @@ import sys
 
 from sftlab.benchmarks import BENCHMARK_TYPES, benchmark_type
 from sftlab.evaluation.cache import JudgmentCache
-from sftlab.evaluation.judges import build_judge
+from sftlab.evaluation.judges import build_judge, judge_identity
 from sftlab.io import write_json, write_jsonl
 from sftlab.logs import setup_logging
 from sftlab.numerics import flush_denormals
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--annotator", default="weighted_alpaca_eval_gpt4_turbo", help="pairwise annotator, where the type has one")
     ap.add_argument("--benchmark-name", help="name in the scores file (default: the type's), e.g. pref_shp")
     ap.add_argument("--judge-name", help="the judge's name in the config, recorded in the scores (default: its id)")
+    ap.add_argument("--paper-judge", help="the judge model of the paper's numbers, recorded beside ours")
     ap.add_argument("--n-resamples", type=int, default=2000)
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
@@ -54,8 +55,9 @@ def main(argv: list[str] | None = None) -> None:
                                                                          settings, config)
     if args.benchmark_name:
         scores["benchmark"] = args.benchmark_name
-    scores["judge"] = {"name": args.judge_name or judge.id, "id": judge.id, "backend": judge.backend,
-                       "demo_quality": bool(config.get("demo_quality", False))}
+    kind = benchmark_type(args.benchmark_type)
+    scores["judge"] = judge_identity(judge, config, args.judge_name, usage,
+                                     kind.judge_prompt_version(args.data, settings), args.paper_judge)
     scores["judge_cost"] = usage.to_dict()
     write_jsonl(args.judgments, judgments)
     if scores.get("n") == 0 and scores.get("n_unparsable", 0) > 0:

@@ -198,6 +198,9 @@ class ArenaHard(BenchmarkType):
                   "n_questions": len(questions), "baseline": baseline_file.stem, **stats}
         return records, judged.usage, scores
 
+    def judge_prompt_version(self, data_dir, settings):
+        return f"arena-hard-auto judge_config.yaml sha256:{file_sha256(Path(data_dir) / 'judge_config.yaml')[:12]}"
+
 
 def retry_request(request, judgment: str):
     """The conversation continued after a judgment without a verdict: its answer, then ``RETRY_PROMPT``."""

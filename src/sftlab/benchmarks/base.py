@@ -33,7 +33,7 @@ DATA_KEYS = ("type", "data_dir", "dataset", "limit")
 #: config keys of the generation step
 GENERATION_KEYS = ("backend", "batch_size", "max_new_tokens", "temperature", "seed")
 #: config keys a judgment depends on besides the answers and the judge
-JUDGE_KEYS = ("annotator", "seed", "n_resamples")
+JUDGE_KEYS = ("annotator", "seed", "n_resamples", "paper_judge")
 
 
 def benchmark_type(name: str) -> "BenchmarkType":
@@ -96,6 +96,10 @@ class BenchmarkType:
     def judge(self, judge, cache, data_dir: Path, answers_path: str | Path, settings: dict, judge_config: dict):
         """(judgments, usage, scores) of a model's answers."""
         raise self._no_step("judging (rule judge)")
+
+    def judge_prompt_version(self, data_dir: Path, settings: dict) -> str:
+        """Which judge prompt the judgments used (its source and a hash of its text), recorded with the judge."""
+        raise self._no_step("judge prompt (rule judge)")
 
 
 class StepNotInType(TypeError):

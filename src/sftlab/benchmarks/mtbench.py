@@ -75,3 +75,6 @@ class MTBench(BenchmarkType):
             model_id=answer_rows[0]["model_id"] if answer_rows else "",
             max_tokens=judge_config.get("max_tokens", mtbench.JUDGE_MAX_TOKENS))
         return judgments, usage, mtbench.score(judgments, **settings["stats"])
+
+    def judge_prompt_version(self, data_dir, settings):
+        return f"FastChat judge_prompts.jsonl sha256:{file_sha256(Path(data_dir) / 'judge_prompts.jsonl')[:12]}"

@@ -53,3 +53,8 @@ class Preference(BenchmarkType):
         scores = preference.score(judgments, **settings["stats"])
         scores["annotator"] = settings["annotator"]
         return judgments, usage, scores
+
+    def judge_prompt_version(self, data_dir, settings):
+        from sftlab.evaluation import alpacaeval
+
+        return alpacaeval.annotator_version(settings["annotator"])

@@ -129,6 +129,15 @@ def get_annotator(name: str) -> PairwiseAnnotator:
     return annotator_from_package(name, parse, config=config, **overrides)
 
 
+def annotator_version(name: str) -> str:
+    """The annotator, the alpaca_eval release its prompt comes from and a hash of the prompt's text."""
+    from importlib.metadata import version
+
+    template = get_annotator(name).template
+    return (f"alpaca_eval {version('alpaca_eval')} {name} "
+            f"(template sha256:{hashlib.sha256(template.encode('utf-8')).hexdigest()[:12]})")
+
+
 def is_switched(instruction: str, seed: int) -> bool:
     """Whether the model's output is shown first: a seeded coin per instruction."""
     return hashlib.sha256(f"{seed}\0{instruction}".encode()).digest()[0] % 2 == 1

@@ -31,7 +31,7 @@ from sftlab.evaluation.generation import GenerationRequest, SamplingParams, Tran
 log = logging.getLogger(__name__)
 
 #: judge-config keys that describe how benchmarks use a judge rather than how to reach it
-META_KEYS = ("max_tokens", "demo_quality")
+META_KEYS = ("max_tokens", "demo_quality", "repeats", "repeat_temperature")
 
 
 class JudgeError(RuntimeError):
@@ -65,19 +65,28 @@ class JudgeResponse:
 @dataclass
 class JudgeUsage:
     """What judging one benchmark cost: backend calls made now, answers from the cache, and tokens
-    (summed over all responses, cached or not: what the judgments cost when they were paid for)."""
+    (summed over all responses, cached or not: what the judgments cost when they were paid for); and how the
+    judge was asked: the distinct decoding settings of its requests (part of the judge's identity, not of the cost)."""
 
     calls: int = 0
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    decodings: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "decodings"}
+
+    def add_decoding(self, decoding: dict) -> None:
+        if decoding not in self.decodings:
+            self.decodings.append(dict(decoding))
 
     def merged(self, other: "JudgeUsage") -> "JudgeUsage":
         """The usage of both batches together."""
-        return JudgeUsage(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
+        usage = JudgeUsage(**{k: v + getattr(other, k) for k, v in self.to_dict().items()})
+        for decoding in self.decodings + other.decodings:
+            usage.add_decoding(decoding)
+        return usage
 
 
 JUDGES: dict[str, type["Judge"]] = {}
@@ -303,6 +312,20 @@ class HFJudge(Judge):
                 )
 
 
+def judge_identity(judge: Judge, config: dict[str, Any], name: str | None, usage: JudgeUsage, prompt_version: str,
+                   paper_judge: str | None = None) -> dict[str, Any]:
+    """What a Scores file records of the judge that produced it: its config name, id (backend and model), model,
+    the judge prompt's version, the decoding settings of its requests, and the judge of the paper's numbers (if
+    given). Two scores are comparable only when all but the name and the paper's judge agree."""
+    identity = {"name": name or judge.id, "id": judge.id, "backend": judge.backend,
+                "model": getattr(judge, "model", judge.id),
+                "prompt_version": prompt_version, "decoding": list(usage.decodings),
+                "demo_quality": bool(config.get("demo_quality", False))}
+    if paper_judge:
+        identity["paper_judge"] = paper_judge
+    return identity
+
+
 @dataclass
 class JudgedBatch:
     responses: list[JudgeResponse]
@@ -315,6 +338,8 @@ def run_judge(judge: Judge, requests_: Sequence[JudgeRequest], cache: JudgmentCa
     """Responses to ``requests_``, from the cache where present; each new response is cached as it arrives."""
     keys = [request_key(judge.id, r.messages, r.decoding()) for r in requests_]
     usage = JudgeUsage()
+    for r in requests_:
+        usage.add_decoding(r.decoding())
     missing: dict[str, int] = {}
     for i, key in enumerate(keys):
         if key in cache:

@@ -13,10 +13,14 @@ import numpy as np
 import pandas as pd
 
 from sftlab.report.figures import STYLE, save
-from sftlab.report.tables import MISSING, load_scores
+from sftlab.report.tables import MISSING, format_decoding, load_scores
 
-JUDGE_COLUMNS = ["judge", "judge_id", "backend", "demo_quality", "benchmark", "runs", "judgments", "unparsable",
-                 "requests", "new_calls", "prompt_tokens", "completion_tokens"]
+JUDGE_COLUMNS = ["judge", "judge_id", "backend", "demo_quality", "benchmark", "prompt_version", "decoding",
+                 "paper_judge", "runs", "judgments", "unparsable", "requests", "new_calls", "prompt_tokens",
+                 "completion_tokens"]
+#: what identifies a judge in the judges table: one row per judge identity and benchmark
+IDENTITY_COLUMNS = ["judge", "judge_id", "backend", "demo_quality", "benchmark", "prompt_version", "decoding",
+                    "paper_judge"]
 
 
 def judged_scores(paths: list[str | Path]) -> pd.DataFrame:
@@ -28,6 +32,9 @@ def judged_scores(paths: list[str | Path]) -> pd.DataFrame:
         judge, cost = score.get("judge", {}), score.get("judge_cost", {})
         extra.append({"judge": judge.get("name", judge.get("id", MISSING)), "judge_id": judge.get("id", MISSING),
                       "backend": judge.get("backend", MISSING), "demo_quality": bool(judge.get("demo_quality")),
+                      "prompt_version": judge.get("prompt_version", MISSING),
+                      "decoding": format_decoding(judge["decoding"]) if "decoding" in judge else MISSING,
+                      "paper_judge": judge.get("paper_judge", MISSING),
                       "unparsable": score.get("n_unparsable", 0), "new_calls": cost.get("calls", 0),
                       "requests": cost.get("calls", 0) + cost.get("cached", 0),
                       "prompt_tokens": cost.get("prompt_tokens", 0), "completion_tokens": cost.get("completion_tokens", 0),
@@ -40,7 +47,7 @@ def judges_table(scores: pd.DataFrame) -> pd.DataFrame:
     if scores.empty:
         return pd.DataFrame(columns=JUDGE_COLUMNS)
     scores = scores.assign(judgments=scores["n"].fillna(0).astype(int) + scores["unparsable"])
-    table = (scores.groupby(["judge", "judge_id", "backend", "demo_quality", "benchmark"], sort=True)
+    table = (scores.groupby(IDENTITY_COLUMNS, sort=True)
              .agg(runs=("recipe", "size"), judgments=("judgments", "sum"), unparsable=("unparsable", "sum"),
                   requests=("requests", "sum"), new_calls=("new_calls", "sum"), prompt_tokens=("prompt_tokens", "sum"),
                   completion_tokens=("completion_tokens", "sum"))
