@@ -15,7 +15,7 @@ import sys
 
 from sftlab.benchmarks import BENCHMARK_TYPES, benchmark_type
 from sftlab.evaluation.cache import JudgmentCache
-from sftlab.evaluation.judges import build_judge, judge_identity
+from sftlab.evaluation.judges import RepeatedJudge, build_judge, judge_identity, repeat_spread
 from sftlab.io import write_json, write_jsonl
 from sftlab.logs import setup_logging
 from sftlab.numerics import flush_denormals
@@ -51,14 +51,25 @@ def main(argv: list[str] | None = None) -> None:
     cache = JudgmentCache(args.cache)
     settings = {"annotator": args.annotator, "seed": args.seed,
                 "stats": {"n_resamples": args.n_resamples, "confidence": args.confidence, "seed": args.seed}}
-    judgments, usage, scores = benchmark_type(args.benchmark_type).judge(judge, cache, args.data, args.answers,
-                                                                         settings, config)
+    kind = benchmark_type(args.benchmark_type)
+    judgments, usage, scores = kind.judge(judge, cache, args.data, args.answers, settings, config)
     if args.benchmark_name:
         scores["benchmark"] = args.benchmark_name
-    kind = benchmark_type(args.benchmark_type)
     scores["judge"] = judge_identity(judge, config, args.judge_name, usage,
                                      kind.judge_prompt_version(args.data, settings), args.paper_judge)
-    scores["judge_cost"] = usage.to_dict()
+    # the score stays the first judging's (the protocol's single judgment); repeats give the judge's spread
+    repeats, cost = int(config.get("repeats", 1)), usage
+    if repeats > 1:
+        values = [scores["value"]]
+        for repeat in range(1, repeats):
+            _, more, again = kind.judge(RepeatedJudge(judge, repeat, config.get("repeat_temperature")), cache,
+                                        args.data, args.answers, settings, config)
+            values.append(again["value"])
+            cost = cost.merged(more)
+        scores["judge"].update(repeats=repeats, repeat_temperature=config.get("repeat_temperature"))
+        scores["judge_repeats"] = repeat_spread(values)
+    scores["judge_cost"] = cost.to_dict()
+    scores["per_item"] = kind.item_values(judgments)
     write_jsonl(args.judgments, judgments)
     if scores.get("n") == 0 and scores.get("n_unparsable", 0) > 0:
         # a null score drops the benchmark from every table without a word: a real judge that never rates is an error
@@ -72,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info(
         "%s: %s = %s [%s, %s] over %d (%d unparsable); judge calls %d, from cache %d",
         scores["benchmark"], scores["metric"], scores["value"], scores["ci_low"], scores["ci_high"],
-        scores["n"], scores["n_unparsable"], usage.calls, usage.cached,
+        scores["n"], scores["n_unparsable"], cost.calls, cost.cached,
     )
 
 

@@ -136,6 +136,9 @@ def test_judged_win_rate_matches_hand_count(tmp_path, data_dir):
     assert len(judge.prompts) == 7 and usage.calls == 7
     assert records[2]["games"][1]["judgment"] == "My final verdict: no verdict at all\nstill thinking"
     assert "retry_hash" in records[2]["games"][1] and "retry_hash" not in records[2]["games"][0]
+    # per question, for paired comparisons: 100 × its outcomes summed, and their count
+    assert benchmark_type("arena_hard").item_values(records) == {"q1": [400.0, 4.0], "q2": [100.0, 2.0],
+                                                                 "q3": [0.0, 1.0]}
     # each question is judged in both positions: the baseline's answer first in game 1, the model's in game 2
     first = judge.prompts[0]
     assert first.index("340 + 51 = 391.") < first.index("Assistant B's Answer|>\n391\n")

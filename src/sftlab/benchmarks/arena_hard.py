@@ -198,6 +198,15 @@ class ArenaHard(BenchmarkType):
                   "n_questions": len(questions), "baseline": baseline_file.stem, **stats}
         return records, judged.usage, scores
 
+    def item_values(self, judgments):
+        """Per question: 100 × its battle outcomes summed, and their count (a decisive verdict's three included)."""
+        items = {}
+        for r in judgments:
+            outcomes = model_outcomes(*(g["score"] for g in r["games"]))
+            if outcomes:
+                items[str(r["question_id"])] = [100.0 * sum(outcomes), float(len(outcomes))]
+        return items
+
     def judge_prompt_version(self, data_dir, settings):
         return f"arena-hard-auto judge_config.yaml sha256:{file_sha256(Path(data_dir) / 'judge_config.yaml')[:12]}"
 

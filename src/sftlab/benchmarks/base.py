@@ -97,6 +97,12 @@ class BenchmarkType:
         """(judgments, usage, scores) of a model's answers."""
         raise self._no_step("judging (rule judge)")
 
+    def item_values(self, judgments: list[dict]) -> dict[str, list[float]]:
+        """Per item of the judgments, ``[sum, weight]`` such that the score is Σ sum / Σ weight over the items (items
+        without a parsed judgment left out): what a paired comparison of two runs resamples
+        (``sftlab.evaluation.stats.paired_difference``)."""
+        raise self._no_step("judged items (rule judge)")
+
     def judge_prompt_version(self, data_dir: Path, settings: dict) -> str:
         """Which judge prompt the judgments used (its source and a hash of its text), recorded with the judge."""
         raise self._no_step("judge prompt (rule judge)")

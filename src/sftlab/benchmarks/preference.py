@@ -54,6 +54,11 @@ class Preference(BenchmarkType):
         scores["annotator"] = settings["annotator"]
         return judgments, usage, scores
 
+    def item_values(self, judgments):
+        from sftlab.evaluation import alpacaeval
+
+        return alpacaeval.win_items(judgments, "id")
+
     def judge_prompt_version(self, data_dir, settings):
         from sftlab.evaluation import alpacaeval
 

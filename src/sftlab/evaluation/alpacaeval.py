@@ -204,6 +204,11 @@ def win_rate(
     return out
 
 
+def win_items(annotations: Sequence[dict], key: str) -> dict[str, list[float]]:
+    """Per annotated item (named by its ``key``): [its win (preference − 1) × 100, 1]; unparsable ones left out."""
+    return {str(a[key]): [(a["preference"] - 1.0) * 100.0, 1.0] for a in annotations if a["preference"] is not None}
+
+
 #: alpaca_eval's GLM on the official set: length, per-instruction difficulty and a pull towards its precomputed
 #: length-gamed baselines, the last two indexed by position in the 805 instructions and read from the hub
 OFFICIAL_GLM = "length_controlled_v1"

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 from sftlab.progress import progress
@@ -310,6 +310,37 @@ class HFJudge(Judge):
                 yield start + offset, JudgeResponse(
                     text=g.text, top_logprobs=top, prompt_tokens=g.prompt_tokens, completion_tokens=len(g.token_ids)
                 )
+
+
+class RepeatedJudge(Judge):
+    """Repeat ``repeat`` (1, 2, …) of ``judge``: the same backend asked again, under its own cache entries (its id
+    carries the repeat), at ``temperature`` where given, else at each request's own (a judge at temperature 0 is
+    still not deterministic behind an API: that spread is what the repeats measure)."""
+
+    def __init__(self, judge: Judge, repeat: int, temperature: float | None = None) -> None:
+        if repeat < 1:
+            raise ValueError(f"a repeat counts from 1 (0 is the judge itself), got {repeat}")
+        self.inner, self.repeat, self.temperature = judge, repeat, temperature
+        self.backend, self.supports_logprobs = judge.backend, judge.supports_logprobs
+        self.model = getattr(judge, "model", judge.id)
+        self.id = f"{judge.id}#repeat{repeat}" + ("" if temperature is None else f"@t{temperature:g}")
+
+    def complete(self, requests: Sequence[JudgeRequest]) -> Iterator[tuple[int, JudgeResponse]]:
+        if self.temperature is not None:
+            requests = [replace(r, temperature=self.temperature) for r in requests]
+        return self.inner.complete(requests)
+
+
+def repeat_spread(values: Sequence[float | None]) -> dict[str, Any]:
+    """The judge's spread over repeats of one benchmark's judging: the scores, their mean, standard deviation
+    (n − 1) and range; None where fewer than two repeats have a score."""
+    scored = [v for v in values if v is not None]
+    spread = {"n": len(values), "values": list(values), "mean": None, "std": None, "range": None}
+    if len(scored) >= 2:
+        mean = sum(scored) / len(scored)
+        spread.update(mean=mean, std=(sum((v - mean) ** 2 for v in scored) / (len(scored) - 1)) ** 0.5,
+                      range=max(scored) - min(scored))
+    return spread
 
 
 def judge_identity(judge: Judge, config: dict[str, Any], name: str | None, usage: JudgeUsage, prompt_version: str,

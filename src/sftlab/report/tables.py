@@ -98,6 +98,25 @@ def load_scores(paths: list[str | Path]) -> pd.DataFrame:
     return frame
 
 
+def paired_judged_difference(new, old) -> dict | None:
+    """``new`` − ``old`` (two judged score rows of ``load_scores``, under one judge) over the items both judged, with
+    the paired bootstrap interval of ``paired_difference`` on the items of their Scores files (``per_item``), and
+    ``judge_std``, the judge's own spread of the difference (√(s²_new + s²_old) from their ``judge_repeats``; None
+    without repeats). None when a row has no single Scores file with items (seeds folded, an older file)."""
+    from sftlab.evaluation.stats import paired_difference
+
+    if any(";" in str(row.source) for row in (new, old)):
+        return None
+    a, b = (json.loads(Path(row.source).read_text()) for row in (new, old))
+    if "per_item" not in a or "per_item" not in b:
+        return None
+    diff = paired_difference(a["per_item"], b["per_item"], n_resamples=a.get("n_resamples", 2000),
+                             confidence=a.get("confidence", 0.95), seed=a.get("seed", 0))
+    stds = [(s.get("judge_repeats") or {}).get("std") for s in (a, b)]
+    diff["judge_std"] = math.sqrt(stds[0] ** 2 + stds[1] ** 2) if None not in stds else None
+    return diff
+
+
 def judged_columns_note(scores: pd.DataFrame) -> str | None:
     """The line under a table naming each judged column's judge (and the legend of the marks where one mixes)."""
     judged = scores[scores["judge_identity"].notna()] if len(scores) else scores
