@@ -13,7 +13,7 @@ import pytest
 from _openai_stub import OpenAIStub
 from test_mtbench import load_script
 from sftlab.evaluation.stats import bootstrap_ci, paired_difference
-from sftlab.report.methods import score_difference
+from sftlab.report.tables import score_difference
 from sftlab.report.tables import load_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +100,19 @@ def test_a_judged_difference_shows_its_paired_interval_and_the_judge_spread(tmp_
     without = load_scores([write_judged(tmp_path / "x", "a", new, None), write_judged(tmp_path / "x", "b", old, None)])
     a, b = (next(r for r in without.itertuples() if r.recipe == name) for name in ("a", "b"))
     assert score_difference(a, b) == "0.50 [0.5, 0.5]"
+
+
+def test_every_judged_run_is_compared_with_the_baseline_under_one_judge(tmp_path):
+    from sftlab.report.judges import judged_comparisons
+
+    new = {str(i): [5.0 + (i % 3), 1.0] for i in range(30)}
+    old = {str(i): [4.5 + (i % 3), 1.0] for i in range(30)}
+    paths = [write_judged(tmp_path, "sft", old, None), write_judged(tmp_path, "ours", new, None)]
+    other = write_judged(tmp_path, "theirs", new, None)
+    score = json.loads(other.read_text())
+    score["judge"]["model"] = "k"  # another judge model: no difference is computed against the baseline
+    other.write_text(json.dumps(score))
+    table = judged_comparisons(load_scores([*paths, other]), "sft").set_index("recipe")
+    assert list(table.index) == ["ours", "theirs"]
+    assert table.loc["ours", "difference"] == "0.50 [0.5, 0.5]" and table.loc["ours", "judge"] == "openai:j"
+    assert table.loc["theirs", "difference"] == "n/a (judges differ)"

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from sftlab.report.figures import STYLE, save
-from sftlab.report.tables import MISSING, format_decoding, load_scores
+from sftlab.report.tables import MISSING, fmt_cell, format_decoding, load_scores, score_difference
 
 JUDGE_COLUMNS = ["judge", "judge_id", "backend", "demo_quality", "benchmark", "prompt_version", "decoding",
                  "paper_judge", "runs", "judgments", "unparsable", "requests", "new_calls", "prompt_tokens",
@@ -53,6 +53,27 @@ def judges_table(scores: pd.DataFrame) -> pd.DataFrame:
                   completion_tokens=("completion_tokens", "sum"))
              .reset_index())
     return table[JUDGE_COLUMNS]
+
+
+COMPARISON_COLUMNS = ["model", "dataset", "benchmark", "recipe", "baseline", "judge", "score", "baseline score",
+                      "difference"]
+
+
+def judged_comparisons(scores: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Every judged run against the ``baseline`` recipe of its model × dataset on the same benchmark: both scores and
+    their difference under one judge, with its paired bootstrap interval over the items both were judged on and the
+    judge's spread over repeats (``score_difference``); ``n/a (judges differ)`` when another judge scored the baseline."""
+    index = {(r.model, r.dataset, r.recipe, r.benchmark): r for r in scores.itertuples()}
+    rows = []
+    for r in scores.itertuples():
+        base = index.get((r.model, r.dataset, baseline, r.benchmark))
+        if r.recipe == baseline or base is None or not isinstance(r.judge_identity, str):
+            continue
+        rows.append({"model": r.model, "dataset": r.dataset, "benchmark": r.benchmark, "recipe": r.recipe,
+                     "baseline": baseline, "judge": r.judged_by, "score": fmt_cell(r.value, r.ci_low, r.ci_high),
+                     "baseline score": fmt_cell(base.value, base.ci_low, base.ci_high),
+                     "difference": score_difference(r, base)})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def judges_caption(table: pd.DataFrame) -> str:

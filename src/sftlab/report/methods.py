@@ -17,7 +17,7 @@ import pandas as pd
 
 from sftlab.benchmarks import BENCHMARK_TYPES
 from sftlab.report.figures import STYLE, plt, save
-from sftlab.report.tables import MISSING, fmt_cell, judge_mark, paired_judged_difference
+from sftlab.report.tables import MISSING, fmt_cell, judge_mark, score_difference
 
 MINORSFT_METHODS = {"ntp": "SFT", "dpo_sft": "DPO-SFT", "minorsft": "MinorSFT"}
 SFTMIX_DEFAULTS = {"mu": 0.2, "alpha": 0.5, "mixup_detach": False, "pairing": "confidence"}
@@ -257,22 +257,6 @@ def _sftmix_deltas(runs, index, benchmarks, lc_benches, unmatched, kinds, paper)
         row.update({c: diff(c) for c in unmatched})
         rows.append(row)
     return rows
-
-
-def score_difference(new, old, field: str = "value") -> str:
-    """The cell of ``new − old`` (two score rows of ``load_scores``): n/a when either is missing, and when their
-    judges differ (a difference between judges says nothing about the methods). A judged value's difference carries
-    its paired bootstrap interval over the items both runs were judged on, and the judge's own spread over repeats
-    (``judge sd``) where the judge was asked more than once."""
-    if new is None or old is None or getattr(new, field) is None or getattr(old, field) is None:
-        return MISSING
-    if getattr(new, "judge_identity", None) != getattr(old, "judge_identity", None):
-        return f"{MISSING} (judges differ)"
-    paired = paired_judged_difference(new, old) if field == "value" and getattr(new, "judge_identity", None) else None
-    if paired is None or paired["value"] is None:
-        return fmt_cell(getattr(new, field) - getattr(old, field))
-    spread = "" if paired["judge_std"] is None else f"; judge sd {paired['judge_std']:.2f}"
-    return fmt_cell(paired["value"], paired["ci_low"], paired["ci_high"]) + spread
 
 
 def sftmix_ablation_table(runs: list[dict], scores: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:

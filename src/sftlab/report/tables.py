@@ -117,6 +117,22 @@ def paired_judged_difference(new, old) -> dict | None:
     return diff
 
 
+def score_difference(new, old, field: str = "value") -> str:
+    """The cell of ``new − old`` (two score rows of ``load_scores``): n/a when either is missing, and when their
+    judges differ (a difference between judges says nothing about the methods). A judged value's difference carries
+    its paired bootstrap interval over the items both runs were judged on, and the judge's own spread over repeats
+    (``judge sd``) where the judge was asked more than once."""
+    if new is None or old is None or getattr(new, field) is None or getattr(old, field) is None:
+        return MISSING
+    if getattr(new, "judge_identity", None) != getattr(old, "judge_identity", None):
+        return f"{MISSING} (judges differ)"
+    paired = paired_judged_difference(new, old) if field == "value" and getattr(new, "judge_identity", None) else None
+    if paired is None or paired["value"] is None:
+        return fmt_cell(getattr(new, field) - getattr(old, field))
+    spread = "" if paired["judge_std"] is None else f"; judge sd {paired['judge_std']:.2f}"
+    return fmt_cell(paired["value"], paired["ci_low"], paired["ci_high"]) + spread
+
+
 def judged_columns_note(scores: pd.DataFrame) -> str | None:
     """The line under a table naming each judged column's judge (and the legend of the marks where one mixes)."""
     judged = scores[scores["judge_identity"].notna()] if len(scores) else scores
