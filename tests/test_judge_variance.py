@@ -13,8 +13,7 @@ import pytest
 from _openai_stub import OpenAIStub
 from test_mtbench import load_script
 from sftlab.evaluation.stats import bootstrap_ci, paired_difference
-from sftlab.report.tables import score_difference
-from sftlab.report.tables import load_scores
+from sftlab.report.tables import load_scores, score_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 MT = ROOT / "tests" / "fixtures" / "mt_bench"
