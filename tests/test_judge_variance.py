@@ -115,3 +115,14 @@ def test_every_judged_run_is_compared_with_the_baseline_under_one_judge(tmp_path
     assert list(table.index) == ["ours", "theirs"]
     assert table.loc["ours", "difference"] == "0.50 [0.5, 0.5]" and table.loc["ours", "judge"] == "openai:j"
     assert table.loc["theirs", "difference"] == "n/a (judges differ)"
+
+
+def test_unjudged_differences_are_plain(tmp_path):
+    paths = []
+    for recipe, value in (("a", 0.7), ("b", 0.5)):
+        path = tmp_path / "results" / "m" / "d" / "runs" / recipe / "scores" / "ifeval.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"benchmark": "ifeval", "metric": "acc", "value": value}))
+        paths.append(path)
+    a, b = load_scores(paths).itertuples()
+    assert score_difference(a, b) == "0.20"

@@ -30,7 +30,7 @@ SCORE_COLUMNS = ["model", "dataset", "recipe", "benchmark", "metric", "value", "
                  "source", "judged_by", "judge_identity", "judge_mark"]
 
 
-def judge_identity(score: dict, path: str | Path) -> tuple[str, str] | None:
+def score_judge(score: dict, path: str | Path) -> tuple[str, str] | None:
     """(judge id, canonical identity) of a judged Scores file — id, model, prompt version and decoding: two scores
     compare only when their identities are equal — or None for a score no judge produced. A judged score (one with
     ``judge`` or ``judge_cost``) that lacks part of its judge's identity is refused."""
@@ -49,7 +49,7 @@ def judge_marks(scores: pd.DataFrame) -> tuple[list[str], list[str]]:
     the legend of the marks: a column never mixes judges silently."""
     marks, legend, labels = [""] * len(scores), [], {}
     for bench, rows in scores.groupby("benchmark", sort=True):
-        identities = sorted({i for i in rows["judge_identity"] if i is not None})
+        identities = sorted({i for i in rows["judge_identity"] if isinstance(i, str)})
         if len(identities) < 2:
             continue
         for identity in identities:
@@ -59,7 +59,7 @@ def judge_marks(scores: pd.DataFrame) -> tuple[list[str], list[str]]:
                 legend.append(f"{labels[identity]} = {judge['id']} (prompt {judge['prompt_version']}; decoding "
                               f"{format_decoding(judge['decoding'])})")
         for i in rows.index:
-            if scores.at[i, "judge_identity"] is not None:
+            if isinstance(scores.at[i, "judge_identity"], str):
                 marks[scores.index.get_loc(i)] = f" ({labels[scores.at[i, 'judge_identity']]})"
     return marks, legend
 
@@ -87,7 +87,7 @@ def load_scores(paths: list[str | Path]) -> pd.DataFrame:
         path = Path(path)
         score = json.loads(path.read_text())
         model, dataset, recipe = run_of(path.parent.parent)
-        judge = judge_identity(score, path)
+        judge = score_judge(score, path)
         rows.append({"model": model, "dataset": dataset, "recipe": recipe, "benchmark": score["benchmark"],
                      "metric": score["metric"],
                      "value": score["value"], "ci_low": score.get("ci_low"), "ci_high": score.get("ci_high"),
@@ -124,9 +124,10 @@ def score_difference(new, old, field: str = "value") -> str:
     (``judge sd``) where the judge was asked more than once."""
     if new is None or old is None or getattr(new, field) is None or getattr(old, field) is None:
         return MISSING
-    if getattr(new, "judge_identity", None) != getattr(old, "judge_identity", None):
+    identity = [i if isinstance(i, str) else None for i in (getattr(r, "judge_identity", None) for r in (new, old))]
+    if identity[0] != identity[1]:
         return f"{MISSING} (judges differ)"
-    paired = paired_judged_difference(new, old) if field == "value" and getattr(new, "judge_identity", None) else None
+    paired = paired_judged_difference(new, old) if field == "value" and identity[0] else None
     if paired is None or paired["value"] is None:
         return fmt_cell(getattr(new, field) - getattr(old, field))
     spread = "" if paired["judge_std"] is None else f"; judge sd {paired['judge_std']:.2f}"
