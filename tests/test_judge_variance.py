@@ -126,3 +126,16 @@ def test_unjudged_differences_are_plain(tmp_path):
         paths.append(path)
     a, b = load_scores(paths).itertuples()
     assert score_difference(a, b) == "0.20"
+
+
+def test_the_recorded_decoding_is_the_one_the_backend_used():
+    from sftlab.evaluation.judges import HFJudge, JudgeUsage, judge_identity
+
+    usage = JudgeUsage()
+    usage.add_decoding({"max_tokens": 1, "temperature": 1.0, "top_logprobs": 5})
+    usage.add_decoding({"max_tokens": 1, "temperature": 1.0, "top_logprobs": 5})  # recorded once
+    identity = judge_identity(HFJudge("some/dir"), {"demo_quality": True}, "local", usage, "v1", "gpt-4-0613")
+    # a local model decodes greedily whatever the annotator asks
+    assert identity == {"name": "local", "id": "hf:some/dir", "backend": "hf", "model": "some/dir",
+                        "prompt_version": "v1", "decoding": [{"max_tokens": 1, "temperature": 0.0, "top_logprobs": 5}],
+                        "demo_quality": True, "paper_judge": "gpt-4-0613"}

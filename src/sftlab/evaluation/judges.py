@@ -108,6 +108,8 @@ class Judge(abc.ABC):
     backend: ClassVar[str]
     #: whether responses can carry top log-probabilities (needed by the weighted AlpacaEval annotator)
     supports_logprobs: ClassVar[bool] = False
+    #: whether the backend decodes greedily whatever a request's temperature (its recorded decoding says so)
+    greedy_only: ClassVar[bool] = False
     #: the judge's identity in cache keys and reports: backend and model, never a secret or a host
     id: str
 
@@ -275,6 +277,7 @@ class HFJudge(Judge):
     log-probabilities come from its logits."""
 
     supports_logprobs = True
+    greedy_only = True
 
     def __init__(
         self, model: str, batch_size: int = 8, device: str = "auto", dtype: str = "auto", fingerprint: str | None = None
@@ -346,11 +349,13 @@ def repeat_spread(values: Sequence[float | None]) -> dict[str, Any]:
 def judge_identity(judge: Judge, config: dict[str, Any], name: str | None, usage: JudgeUsage, prompt_version: str,
                    paper_judge: str | None = None) -> dict[str, Any]:
     """What a Scores file records of the judge that produced it: its config name, id (backend and model), model,
-    the judge prompt's version, the decoding settings of its requests, and the judge of the paper's numbers (if
-    given). Two scores are comparable only when all but the name and the paper's judge agree."""
+    the judge prompt's version, the decoding settings of its requests (temperature 0 where the backend only decodes
+    greedily), and the judge of the paper's numbers (if given). Two scores are comparable only when all but the name
+    and the paper's judge agree."""
     identity = {"name": name or judge.id, "id": judge.id, "backend": judge.backend,
                 "model": getattr(judge, "model", judge.id),
-                "prompt_version": prompt_version, "decoding": list(usage.decodings),
+                "prompt_version": prompt_version,
+                "decoding": [{**d, "temperature": 0.0} if judge.greedy_only else d for d in usage.decodings],
                 "demo_quality": bool(config.get("demo_quality", False))}
     if paper_judge:
         identity["paper_judge"] = paper_judge
