@@ -15,7 +15,7 @@ import sys
 
 from sftlab.benchmarks import BENCHMARK_TYPES, benchmark_type
 from sftlab.evaluation.cache import JudgmentCache
-from sftlab.evaluation.judges import build_judge
+from sftlab.evaluation.judges import RepeatedJudge, build_judge, judge_identity, repeat_spread
 from sftlab.io import write_json, write_jsonl
 from sftlab.logs import setup_logging
 from sftlab.numerics import flush_denormals
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--annotator", default="weighted_alpaca_eval_gpt4_turbo", help="pairwise annotator, where the type has one")
     ap.add_argument("--benchmark-name", help="name in the scores file (default: the type's), e.g. pref_shp")
     ap.add_argument("--judge-name", help="the judge's name in the config, recorded in the scores (default: its id)")
+    ap.add_argument("--paper-judge", help="the judge model of the paper's numbers, recorded beside ours")
     ap.add_argument("--n-resamples", type=int, default=2000)
     ap.add_argument("--confidence", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
@@ -50,13 +51,25 @@ def main(argv: list[str] | None = None) -> None:
     cache = JudgmentCache(args.cache)
     settings = {"annotator": args.annotator, "seed": args.seed,
                 "stats": {"n_resamples": args.n_resamples, "confidence": args.confidence, "seed": args.seed}}
-    judgments, usage, scores = benchmark_type(args.benchmark_type).judge(judge, cache, args.data, args.answers,
-                                                                         settings, config)
+    kind = benchmark_type(args.benchmark_type)
+    judgments, usage, scores = kind.judge(judge, cache, args.data, args.answers, settings, config)
     if args.benchmark_name:
         scores["benchmark"] = args.benchmark_name
-    scores["judge"] = {"name": args.judge_name or judge.id, "id": judge.id, "backend": judge.backend,
-                       "demo_quality": bool(config.get("demo_quality", False))}
-    scores["judge_cost"] = usage.to_dict()
+    scores["judge"] = judge_identity(judge, config, args.judge_name, usage,
+                                     kind.judge_prompt_version(args.data, settings), args.paper_judge)
+    # the score stays the first judging's (the protocol's single judgment); repeats give the judge's spread
+    repeats, cost = int(config.get("repeats", 1)), usage
+    if repeats > 1:
+        values = [scores["value"]]
+        for repeat in range(1, repeats):
+            _, more, again = kind.judge(RepeatedJudge(judge, repeat, config.get("repeat_temperature")), cache,
+                                        args.data, args.answers, settings, config)
+            values.append(again["value"])
+            cost = cost.merged(more)
+        scores["judge"].update(repeats=repeats, repeat_temperature=config.get("repeat_temperature"))
+        scores["judge_repeats"] = repeat_spread(values)
+    scores["judge_cost"] = cost.to_dict()
+    scores["per_item"] = kind.item_values(judgments)
     write_jsonl(args.judgments, judgments)
     if scores.get("n") == 0 and scores.get("n_unparsable", 0) > 0:
         # a null score drops the benchmark from every table without a word: a real judge that never rates is an error
@@ -70,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info(
         "%s: %s = %s [%s, %s] over %d (%d unparsable); judge calls %d, from cache %d",
         scores["benchmark"], scores["metric"], scores["value"], scores["ci_low"], scores["ci_high"],
-        scores["n"], scores["n_unparsable"], usage.calls, usage.cached,
+        scores["n"], scores["n_unparsable"], cost.calls, cost.cached,
     )
 
 

@@ -9,16 +9,17 @@ import pandas as pd
 from sftlab.logs import setup_logging
 from sftlab.report.figures import loss_curves, score_spread
 from sftlab.report.judges import judged_scores, judges_caption, judges_table
-from sftlab.report.tables import MISSING, load_scores, main_table, run_of, seed_table, write_table
+from sftlab.report.tables import MISSING, judged_columns_note, load_scores, main_table, run_of, seed_table, write_table
 
 
-def judges_note(paths: list[str]) -> str | None:
-    """The judges line under the main table (who judged the judged columns, demo-quality or not), if any column is."""
+def judges_note(paths: list[str], scores: pd.DataFrame) -> str | None:
+    """The judges lines under the main table (who judged each judged column, demo-quality or not, at what cost), if
+    any column is."""
     if not paths:
         return None
     judged = judged_scores(paths)
     judged = judged[judged["judge_id"] != MISSING]
-    return judges_caption(judges_table(judged)) if len(judged) else None
+    return f"{judged_columns_note(scores)}\n\n{judges_caption(judges_table(judged))}" if len(judged) else None
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
     else:
         table = main_table(scores, runs, benchmarks)
         caption = "Main results: one row per model × dataset × recipe; value [95% CI]; n/a = no result for that cell."
-    write_table(table, args.table, caption, note=judges_note(args.scores))
+    write_table(table, args.table, caption, note=judges_note(args.scores, scores))
     score_spread(scores, runs, benchmarks, seeds, args.scores_figure)
     logs = {}
     for path in args.train_logs:

@@ -21,7 +21,8 @@ from sftlab.report.methods import (
     sftmix_main_table,
 )
 from sftlab.report.papers import paper_numbers
-from sftlab.report.tables import collapse_seed_runs, collapse_seeds, load_scores, run_of, write_table
+from sftlab.report.tables import (collapse_seed_runs, collapse_seeds, judged_columns_note, load_scores, run_of,
+                                  write_table)
 
 
 def sftmix(args, runs, scores, benchmarks) -> None:
@@ -29,10 +30,11 @@ def sftmix(args, runs, scores, benchmarks) -> None:
     main = sftmix_main_table(runs, scores, benchmarks, types, paper_numbers("sftmix"))
     write_table(main, Path(args.tables) / "sftmix_main",
                 "SFTMix, main table: NTP vs SFTMix per model × dataset (ours: value [95% CI]); the paper's reported "
-                "numbers below ours with their source label. n/a = no result for that cell.")
+                "numbers below ours with their source label and judges; then Δ SFTMix − NTP, ours (under one judge) "
+                "beside the paper's. n/a = no result for that cell.", note=judged_columns_note(scores))
     write_table(sftmix_ablation_table(runs, scores, benchmarks), Path(args.tables) / "sftmix_ablation",
                 "SFTMix ablations: μ, α, detach, pairing, and training on the confident / unconfident half alone "
-                "(— = not an SFTMix run).")
+                "(— = not an SFTMix run).", note=judged_columns_note(scores))
 
 
 def minorsft(args, runs, scores, benchmarks) -> None:

@@ -16,7 +16,7 @@ from sftlab.report.selection import (
     selection_main_table,
     shots_table,
 )
-from sftlab.report.tables import collapse_seeds, load_scores, write_table
+from sftlab.report.tables import collapse_seeds, judged_columns_note, load_scores, write_table
 
 
 def main(argv=None) -> None:
@@ -45,10 +45,11 @@ def main(argv=None) -> None:
     scored = [b for b in benchmarks if b in set(frame.loc[frame.name.isin(INFLUENCE), "benchmark"])]
     write_table(selection_main_table(frame, {b: paper_keys.get(b, b) for b in scored}, paper_numbers("less")),
                 stems["main"], "LESS / ROSE against random subsets and the full data, per benchmark: value [95% CI]; "
-                "the LESS paper's reported numbers below ours with their source label; n/a = no result.")
+                "the LESS paper's reported numbers below ours with their source label; n/a = no result.",
+                note=judged_columns_note(frame))
     write_table(shots_table(frame, benchmarks), stems["shots"],
                 "LESS / ROSE shots ablation: score with k validation items per subtask; value [95% CI]; "
-                "n/a = no run with that number of shots.")
+                "n/a = no run with that number of shots.", note=judged_columns_note(frame))
     jobs = run_jobs(args.workflow)
     write_table(format_cost(cost_table(selection_cost_groups(jobs, json.loads(args.runs)))), stems["cost"],
                 "Cost per stage from Snakemake benchmark files: wall time summed over the jobs, largest resident "

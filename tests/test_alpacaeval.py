@@ -301,6 +301,9 @@ def test_alpaca_eval_scripts_end_to_end(tmp_path):
     assert lc["value"] > scores["value"] + 5
     assert scores["annotator"] == "weighted_alpaca_eval_gpt4_turbo"
     assert scores["judge_cost"]["calls"] == 0 and scores["judge_cost"]["cached"] == 6
+    # per instruction, for paired comparisons: its win × 100 (weight 1); the score is their mean
+    assert scores["per_item"] == {e["instruction"]: [pytest.approx(100 * w), 1.0] for e, w in zip(eval_set, expected)}
+    assert scores["judge"]["prompt_version"].startswith("alpaca_eval 0.6.6 weighted_alpaca_eval_gpt4_turbo (template")
 
 
 def test_generate_alpaca_eval_outputs_with_tiny_model(tmp_path):

@@ -13,6 +13,7 @@ from sftlab.config import ConfigError, prepare
 from sftlab.benchmarks import prepare_benchmark_files
 from sftlab.io import DataError
 from sftlab.report.judges import judged_scores, judges_caption, judges_table, mtbench_categories
+from sftlab.report.tables import judged_columns_note, load_scores, main_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MT = ROOT / "workflow" / "benchmarks" / "mt_bench_demo"
@@ -136,8 +137,13 @@ def write_score(root: Path, recipe: str, benchmark: str, **score) -> Path:
     return path
 
 
-def judged(name, demo, calls, cached, prompt, completion):
-    return {"judge": {"name": name, "id": f"x:{name}", "backend": "hf" if demo else "openai", "demo_quality": demo},
+DECODING = [{"max_tokens": 2048, "temperature": 0.0, "top_logprobs": 0}]
+
+
+def judged(name, demo, calls, cached, prompt, completion, **identity):
+    judge = {"name": name, "id": f"x:{name}", "backend": "hf" if demo else "openai", "demo_quality": demo,
+             "model": name, "prompt_version": "v1", "decoding": DECODING, **identity}
+    return {"judge": judge,
             "judge_cost": {"calls": calls, "cached": cached, "prompt_tokens": prompt, "completion_tokens": completion}}
 
 
@@ -171,6 +177,39 @@ def test_judges_table_sums_cost_per_judge_and_benchmark(score_files):
         "Judges: gpt (x:gpt): 7 requests (7 new calls in the last runs), 7000 prompt + 7 completion tokens; "
         "local (x:local, demo quality): 8 requests (5 new calls in the last runs), 1900 prompt + 75 completion tokens.")
     assert judges_caption(judges_table(judged_scores([]))).startswith("Judges: none")
+
+
+def test_a_judged_score_without_its_judge_reaches_no_table(tmp_path):
+    """A Scores file written by the judge rule before it recorded the judge's model, prompt and decoding is refused."""
+    old = judged("gpt", False, 1, 0, 10, 1)
+    for key in ("model", "prompt_version", "decoding"):
+        del old["judge"][key]
+    path = write_score(tmp_path, "sft", "ae", metric="win_rate", value=50.0, **old)
+    with pytest.raises(ValueError, match=r"ae.json: a judged score without its judge's model, prompt_version, decoding"):
+        load_scores([path])
+    with pytest.raises(ValueError, match="without its judge's id"):
+        load_scores([write_score(tmp_path, "sft", "mt", metric="m", value=1.0, judge_cost={"calls": 1})])
+    # a score no judge produced passes, with no judge
+    plain = load_scores([write_score(tmp_path, "sft", "mmlu", metric="acc", value=0.5)])
+    assert plain["judged_by"].tolist() == [None] and plain["judge_mark"].tolist() == [""]
+
+
+def test_a_column_never_mixes_judges_silently(tmp_path):
+    """Two judges in one column: every judged cell carries its judge's mark and the note gives the legend; a column
+    under one judge is unmarked and named in the note."""
+    paths = [write_score(tmp_path, "sft", "ae", metric="win_rate", value=50.0, **judged("gpt", False, 1, 0, 1, 1)),
+             write_score(tmp_path, "dpo", "ae", metric="win_rate", value=60.0,
+                         **judged("gpt", False, 1, 0, 1, 1, prompt_version="v2")),
+             write_score(tmp_path, "sft", "mt", metric="m", value=6.0, **judged("qwen", False, 1, 0, 1, 1)),
+             write_score(tmp_path, "dpo", "mt", metric="m", value=7.0, **judged("qwen", False, 1, 0, 1, 1))]
+    scores = load_scores(paths)
+    table = main_table(scores, [("tiny", "demo", "sft"), ("tiny", "demo", "dpo")], ["ae", "mt"])
+    assert table["ae"].tolist() == ["50.00 (J1)", "60.00 (J2)"]  # same model, another prompt: another judge
+    assert table["mt"].tolist() == ["6.00", "7.00"]
+    assert judged_columns_note(scores) == (
+        "Judged columns: ae by x:gpt (mixed judges: cells marked); mt by x:qwen. "
+        "J1 = x:gpt (prompt v1; decoding max_tokens 2048, temperature 0); "
+        "J2 = x:gpt (prompt v2; decoding max_tokens 2048, temperature 0).")
 
 
 def test_mtbench_category_figure_is_written(score_files, tmp_path):

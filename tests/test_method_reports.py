@@ -7,6 +7,7 @@ import pytest
 
 from sftlab.benchmarks import BENCHMARK_TYPES, BenchmarkType
 from sftlab.report.methods import (
+    DELTA,
     best_settings,
     deviation_curves,
     minorsft_accuracy_table,
@@ -104,14 +105,33 @@ def test_sftmix_main_table_puts_paper_numbers_beside_ours(tmp_path):
                          ci_high=7.0, n=805, length_controlled={"value": 11.25})]
     table = sftmix_main_table(SFTMIX_RUNS, load_scores(paths), ["mt", "ae"], {"mt": "mtbench", "ae": "alpacaeval"},
                               paper_numbers("sftmix"))
-    ours = table[table["source"] == "ours"].set_index("recipe")
+    ours = table[(table["source"] == "ours") & (table["method"] != DELTA)].set_index("recipe")
     assert list(ours.index) == ["ntp", "sftmix"]  # ablation variants stay out of the main table
     assert ours.loc["sftmix", "method"] == "SFTMix" and ours.loc["sftmix", "ae LC"] == "11.25"
     assert ours.loc["ntp", "mt"] == MISSING
-    paper = table[table["source"] != "ours"]
-    assert len(paper) == 4 and set(paper["source"]) == {"SFTMix (arXiv 2410.05248), secondary"}
+    paper = table[(table["source"] != "ours") & (table["method"] != DELTA)]
+    assert len(paper) == 4 and set(paper["source"]) == {
+        "SFTMix (arXiv 2410.05248), secondary; judged by gpt-4-0613 (mt_bench), "
+        "gpt-4-1106-preview (alpacaeval2_wr, alpacaeval2_lc_wr)"}  # the paper's numbers name their judges
     row = paper[(paper["model"] == "Llama-3.1-8B") & (paper["method"] == "SFTMix")].iloc[0]
     assert (row["mt"], row["ae"], row["ae LC"]) == ("4.58", "4.90", "10.32")
+    # the paper's differences beside ours: 4.5825 − 4.3625, 4.9031 − 4.0714, 10.3195 − 8.6528; ours n/a without NTP
+    deltas = table[table["method"] == DELTA].set_index(["source", "model"])
+    paper_delta = deltas.loc[(row["source"], "Llama-3.1-8B")]
+    assert (paper_delta["mt"], paper_delta["ae"], paper_delta["ae LC"]) == ("0.22", "0.83", "1.67")
+    assert deltas.loc[("ours", "llama"), "recipe"] == "sftmix − ntp" and deltas.loc[("ours", "llama"), "mt"] == MISSING
+
+
+def test_sftmix_difference_of_ours_is_under_one_judge_only(tmp_path):
+    judge = {"id": "openai:j", "model": "j", "prompt_version": "v1", "decoding": [{"temperature": 0.0}]}
+    paths = [write_score(tmp_path, "llama", "alpaca", recipe, bench, metric="score", value=value, judge=j)
+             for recipe, bench, value, j in [("ntp", "mt", 4.0, judge), ("sftmix", "mt", 4.5, judge),
+                                             ("ntp", "ae", 5.0, judge), ("sftmix", "ae", 6.0, {**judge, "id": "x:k"})]]
+    table = sftmix_main_table(SFTMIX_RUNS, load_scores(paths), ["mt", "ae"], {"mt": "mtbench", "ae": "alpacaeval"})
+    delta = table[table["method"] == DELTA].iloc[0]
+    assert (delta["mt"], delta["ae"]) == ("0.50", "n/a (judges differ)")
+    # the column that mixes judges marks its cells
+    assert table[table["recipe"] == "sftmix"].iloc[0]["ae"] == "6.00 (J2)"
 
 
 def test_sftmix_ablation_table_lists_every_variant_with_its_settings():
@@ -128,7 +148,7 @@ def test_paper_columns_without_a_matching_benchmark_still_show_the_papers_number
                                    "alpacaeval2_lc_wr", "source"]
     ours, paper = table[table["source"] == "ours"], table[table["source"] != "ours"]
     assert (ours["mt_bench"] == MISSING).all() and (paper["exam"] == MISSING).all()
-    assert list(paper["mt_bench"]) == ["4.36", "4.58", "4.62", "4.91"]
+    assert list(paper["mt_bench"]) == ["4.36", "4.58", "4.62", "4.91", "0.22", "0.29"]  # then the paper's Δ
 
 
 def test_a_new_benchmark_type_declares_its_paper_columns_in_its_own_module(monkeypatch):
@@ -144,6 +164,6 @@ def test_a_new_benchmark_type_declares_its_paper_columns_in_its_own_module(monke
                               paper_numbers("sftmix"))
     # the AlpacaEval keys sit in the new type's columns; MT-Bench's, with no benchmark of ours, gets its own
     assert list(table.columns) == ["model", "dataset", "method", "recipe", "arena", "arena LC", "mt_bench", "source"]
-    paper = table[table["source"] != "ours"]
+    paper = table[(table["source"] != "ours") & (table["method"] != DELTA)]
     assert list(paper["arena"]) == ["4.07", "4.90", "4.36", "4.54"]
     assert list(paper["arena LC"]) == ["8.65", "10.32", "9.18", "9.50"]

@@ -232,7 +232,11 @@ def test_scripts_end_to_end_with_cache_and_hf_judge(tiny_model_dir, tmp_path, mo
     judgments = [json.loads(line) for line in (tmp_path / "hf.jsonl").read_text().splitlines()]
     assert len(judgments) == 16 and scores["n"] + scores["n_unparsable"] == 16
     assert scores["n_unparsable"] == sum(mtbench.parse_rating(j["judgment"]) is None for j in judgments)
-    assert scores["judge"] == {"name": f"hf:{tiny_model_dir}", "id": f"hf:{tiny_model_dir}", "backend": "hf", "demo_quality": True}
+    prompts_sha = hashlib.sha256((MT / "judge_prompts.jsonl").read_bytes()).hexdigest()[:12]
+    assert scores["judge"] == {"name": f"hf:{tiny_model_dir}", "id": f"hf:{tiny_model_dir}", "backend": "hf",
+                               "demo_quality": True, "model": str(tiny_model_dir),
+                               "prompt_version": f"FastChat judge_prompts.jsonl sha256:{prompts_sha}",
+                               "decoding": [{"max_tokens": 8, "temperature": 0.0, "top_logprobs": 0}]}
     assert scores["judge_cost"]["calls"] == 16
 
     # an OpenAI-compatible judge: the stub rates 1 + (length of system + user prompt) mod 10

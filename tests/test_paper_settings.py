@@ -35,3 +35,25 @@ def test_random_baseline_is_not_the_warmup_subset(config):
     cfg = load(PAPER / config)
     seeds = {r["selection"]["seed"] for r in cfg["recipes"].values() if r["selection"]["name"] == "random"}
     assert seeds and cfg["warmup"]["seed"] not in seeds
+
+
+#: judges no longer served: gpt-4-0613 shut down on 2026-10-23, gpt-4-1106-preview (a preview model) retired
+SHUT_DOWN = {"gpt-4-0613", "gpt-4-1106-preview", "gpt-4", "gpt-4-turbo"}
+#: the judge of each paper's judged numbers (SFTMix: MT-Bench by GPT-4, AlpacaEval 2's weighted GPT-4 Turbo annotator;
+#: Arena-Hard v0.1 and ROSE's win rates by GPT-4 Turbo)
+PAPER_JUDGE = {"mtbench": "gpt-4-0613", "alpacaeval": "gpt-4-1106-preview", "arena_hard": "gpt-4-1106-preview",
+               "preference": "gpt-4-1106-preview"}
+
+
+@pytest.mark.parametrize("config", ["all.yaml", "sftmix.yaml", "rose.yaml"])
+def test_judged_benchmarks_name_a_living_judge_and_record_the_papers(config):
+    """Every judged benchmark is judged by a model that still answers, with the paper's own judge recorded beside it;
+    an open-weight judge served in the cluster by vLLM stands by."""
+    cfg = load(PAPER / config)
+    judged = {name: b for name, b in cfg["benchmarks"].items() if b["type"] in PAPER_JUDGE}
+    assert judged
+    for name, bench in judged.items():
+        assert cfg["judges"][bench["judge"]]["model"] not in SHUT_DOWN, name
+        assert bench["paper_judge"] == PAPER_JUDGE[bench["type"]], name
+    open_weight = [j for j in cfg["judges"].values() if j["type"] == "openai" and "api.openai.com" not in j["base_url"]]
+    assert [j["model"] for j in open_weight] == ["Qwen/Qwen2.5-72B-Instruct"]

@@ -124,9 +124,12 @@ def test_tiny_dag_outputs(tiny_run):
 
     # the papers' own reports: SFTMix beside its reported numbers, MinorSFT's methods at their best setting
     sftmix = pd.read_csv(workdir / "reports/tables/sftmix_main.csv")
-    assert list(sftmix.loc[sftmix.source == "ours", "recipe"]) == ["sft", "sft_full", "sftmix"]
+    runs = sftmix[~sftmix.method.str.startswith("Δ")]
+    assert list(runs.loc[runs.source == "ours", "recipe"]) == ["sft", "sft_full", "sftmix"]
+    # then the differences SFTMix − NTP: ours (one pair of runs) and the paper's (two models)
+    assert list(sftmix.loc[sftmix.method.str.startswith("Δ"), "source"].str[:6]) == ["ours", "SFTMix", "SFTMix"]
     # the paper's MT-Bench numbers sit under our benchmark of the same type
-    paper_rows = sftmix[sftmix.source != "ours"]
+    paper_rows = runs[runs.source != "ours"]
     assert len(paper_rows) and paper_rows["mt_tiny"].notna().all() and (paper_rows["mt_tiny"] != "n/a").all()
     minorsft = pd.read_csv(workdir / "reports/tables/minorsft_accuracy.csv")
     assert list(minorsft["method"]) == ["SFT", "DPO-SFT", "MinorSFT"]
@@ -236,6 +239,14 @@ def test_judged_benchmarks_and_the_key_stays_secret(tiny_run, judge_server):
     assert ir["n"] + ir["skipped"] == 12 and 0 <= ir["ci_low"] <= ir["value"] <= ir["ci_high"] <= 100
     judges = pd.read_csv(workdir / "reports/tables/judges.csv")
     assert sorted(judges["benchmark"]) == ["ae_tiny", "mt_tiny", "pref_tiny"]
+    # each judged score names its judge's model, prompt and decoding, and keeps its items for paired comparisons
+    assert pref["judge"]["model"] == "judge-model" and pref["judge"]["prompt_version"].startswith("alpaca_eval")
+    assert pref["judge"]["decoding"] == [{"max_tokens": 1, "temperature": 1.0, "top_logprobs": 5}]
+    assert len(pref["per_item"]) == 12
+    assert "Judged columns: ae_tiny by hf:" in (workdir / "reports/tables/main.md").read_text()
+    # only the baseline `sft` is judged in the tiny DAG: the comparisons table is written, with no row
+    comparisons = pd.read_csv(workdir / "reports/tables/judged_comparisons.csv")
+    assert list(comparisons.columns[-3:]) == ["score", "baseline score", "difference"] and comparisons.empty
     assert judges.set_index("benchmark").loc["pref_tiny", "requests"] == judged
     for ext in ("png", "pdf"):
         assert (workdir / f"reports/figures/mtbench_categories.{ext}").stat().st_size > 1000

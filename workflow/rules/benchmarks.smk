@@ -172,7 +172,8 @@ def mtbench_category_scores():
 
 def judged_report_files():
     """The judges table when any run is judged, the MT-Bench category figure when any run has MT-Bench scores."""
-    files = [f"reports/tables/judges.{ext}" for ext in ("md", "csv", "tex")] if judged_scores() else []
+    files = [f"reports/tables/{t}.{ext}" for t in ("judges", "judged_comparisons") for ext in ("md", "csv", "tex")
+             if judged_scores()]
     if mtbench_category_scores():
         files += [f"reports/figures/mtbench_categories.{ext}" for ext in ("png", "pdf")]
     return files

@@ -130,7 +130,8 @@ rule implicit_reward:
 
 
 rule judges_table:
-    """Which judge scored which benchmark, and what it cost (requests, new calls, prompt and completion tokens)."""
+    """Which judge scored which benchmark (model, prompt, decoding) and what it cost; each judged run against the
+    report baseline, paired over items under one judge."""
     input:
         script=f"{SCRIPTS}/judge_report.py",
         scores=judged_scores(),
@@ -139,6 +140,11 @@ rule judges_table:
         csv=report("reports/tables/judges.csv", caption="../report/judges.rst", category="Judged benchmarks",
                    subcategory="Tables"),
         tex="reports/tables/judges.tex",
+        comparisons_md="reports/tables/judged_comparisons.md",
+        comparisons_csv="reports/tables/judged_comparisons.csv",
+        comparisons_tex="reports/tables/judged_comparisons.tex",
+    params:
+        baseline=CFG["report"]["baseline"],
     conda:
         CONDA_ENV
     log:
@@ -147,7 +153,8 @@ rule judges_table:
     resources:
         **res("report"),
     shell:
-        "python {input.script:q} --scores {input.scores:q} --judges-table reports/tables/judges 2> {log:q}"
+        "python {input.script:q} --scores {input.scores:q} --judges-table reports/tables/judges "
+        "--comparisons reports/tables/judged_comparisons --baseline {params.baseline:q} 2> {log:q}"
 
 
 rule mtbench_categories:

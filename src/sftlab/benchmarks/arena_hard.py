@@ -1,7 +1,16 @@
 """Arena-Hard (v0.1): 500 hard user prompts; the judge compares the model's answer with a baseline's (GPT-4-0314)
 twice, once in each position, on a five-point verdict ``[[A>>B]] … [[B>>A]]``; the score is the model's win rate
-against the baseline, a decisive verdict counting three times (lmarena/arena-hard-auto's ``show_result``; with one
-model against the baseline its Bradley-Terry win rate is this mean).
+against the baseline, a decisive verdict counting three times.
+
+Scored as lmarena/arena-hard-auto scores it (``gen_judgment.py`` and the Bradley-Terry ``show_result.py`` of
+2024-04-15 onwards, whose ``get_battles_from_row`` this follows; with one model against the baseline its
+Bradley-Terry win rate is the mean of the battle outcomes, ties counting one half):
+
+* each game stands alone: a game without a verdict is dropped, the other game of its question still counts;
+* a judgment with no verdict label at all gets one retry, the conversation continued with
+  ``RETRY_PROMPT``; the two answers are joined and parsed together (several different labels: no retry);
+* only the five labels ``A>>B, A>B, A=B, B>A, B>>A`` count; anything else the regex matches (``B=A``, ``A<<B``, …)
+  is kept in the judgment record but counts in no battle.
 
 Its files — ``question.jsonl``, ``model_answer/<baseline>.jsonl`` and the judge's prompt in ``judge_config.yaml`` —
 come from lmarena/arena-hard-auto at a pinned commit, or from ``data_dir`` in the same formats (test fixtures).
@@ -12,6 +21,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -22,15 +32,19 @@ from .base import BenchmarkType, file_sha256, register_benchmark_type
 
 REPOSITORY = "lmarena/arena-hard-auto"
 RAW_URL = "https://raw.githubusercontent.com/lmarena/arena-hard-auto"
-# the last commit with v0.1 in its original format (question_id, turns), before the April 2025 reformat
+# "update model answers", 2024-04-09: v0.1 as released, in its original format (question_id, turns). Its
+# question.jsonl and gpt-4-0314 answers are byte-identical to every later commit up to the reformat of 2025-04-18
+# (900183d); judge_config.yaml only gained its model list afterwards.
 COMMIT = "e0a8ea1df42c1df76451a6cd04b14e31ff992b87"
 BASELINE = "gpt-4-0314"
 JUDGE_MAX_TOKENS = 4096
-#: the judge's verdict label → the score(s) of assistant A; a decisive verdict counts ``DECISIVE_WEIGHT`` times
+#: gen_judgment.py's follow-up when a judgment holds no verdict label
+RETRY_PROMPT = "continue your judgment and finish by outputting a final verdict label"
+#: the judge's verdict label → the score of assistant A and the battles it counts for (show_result.py's weights);
+#: no other label counts
 DECISIVE_WEIGHT = 3
-A_SCORE = {"A>>B": [1.0] * DECISIVE_WEIGHT, "A>B": [1.0], "A=B": [0.5], "B=A": [0.5], "B>A": [0.0],
-           "B>>A": [0.0] * DECISIVE_WEIGHT, "A<B": [0.0], "A<<B": [0.0] * DECISIVE_WEIGHT, "B<A": [1.0],
-           "B<<A": [1.0] * DECISIVE_WEIGHT}
+A_SCORE = {"A>>B": (1.0, DECISIVE_WEIGHT), "A>B": (1.0, 1), "A=B": (0.5, 1), "B>A": (0.0, 1),
+           "B>>A": (0.0, DECISIVE_WEIGHT)}
 
 
 def files(baseline: str) -> dict[str, tuple[str, str]]:
@@ -53,14 +67,29 @@ def load_judge_config(path: Path) -> dict:
 
 
 def parse_verdict(judgment: str, pattern: re.Pattern) -> str | None:
-    """The one verdict label in the judgment; None when there is none or several different ones."""
-    labels = {m for m in pattern.findall(judgment) if m}
-    return labels.pop() if len(labels) == 1 and next(iter(labels)) in A_SCORE else None
+    """The one label the judgment gives (gen_judgment.py's ``get_score``), counted or not; None when there is none
+    or several different ones."""
+    labels = {m.strip("\n") for m in pattern.findall(judgment) if m}
+    return labels.pop() if len(labels) == 1 else None
 
 
-def model_outcomes(verdict_baseline_first: str, verdict_model_first: str) -> list[float]:
-    """The model's battle outcomes of one question: game 1 shows the baseline as A, game 2 the model as A."""
-    return [1.0 - s for s in A_SCORE[verdict_baseline_first]] + A_SCORE[verdict_model_first]
+def needs_retry(judgment: str, pattern: re.Pattern) -> bool:
+    """Whether the judgment holds no label at all (several different ones are final: no retry)."""
+    return not any(pattern.findall(judgment))
+
+
+def game_outcomes(verdict: str | None, model_first: bool) -> list[float]:
+    """The model's battle outcomes of one game: none unless the verdict is one of the five labels. Game 1 shows the
+    baseline as A (``model_first`` false), game 2 the model."""
+    if verdict not in A_SCORE:
+        return []
+    a, weight = A_SCORE[verdict]
+    return [a if model_first else 1.0 - a] * weight
+
+
+def model_outcomes(verdict_baseline_first: str | None, verdict_model_first: str | None) -> list[float]:
+    """The model's battle outcomes of one question, both games."""
+    return game_outcomes(verdict_baseline_first, False) + game_outcomes(verdict_model_first, True)
 
 
 def judge_messages(cfg: dict, question: str, answer_a: str, answer_b: str) -> list[dict]:
@@ -138,20 +167,51 @@ class ArenaHard(BenchmarkType):
             for a, b in ((theirs, ours), (ours, theirs)):  # the baseline first, then the model first
                 requests_.append(JudgeRequest(messages=judge_messages(cfg, prompt, a, b), max_tokens=max_tokens))
         judged = run_judge(judge, requests_, cache)
-        records, outcomes, unparsable = [], [], 0
+        texts = [r.text for r in judged.responses]
+        keys = [[k] for k in judged.keys]
+        retry = [i for i, text in enumerate(texts) if needs_retry(text, pattern)]
+        if retry:  # one more turn for each judgment without a label, as gen_judgment.py asks
+            again = run_judge(judge, [retry_request(requests_[i], texts[i]) for i in retry], cache)
+            judged.usage = judged.usage.merged(again.usage)
+            for i, response, key in zip(retry, again.responses, again.keys):
+                texts[i] = f"{texts[i]}\n{response.text}"
+                keys[i].append(key)
+        records, outcomes, unparsable, uncounted = [], [], 0, 0
         for i, q in enumerate(questions):
-            games = [{"judgment": r.text, "score": parse_verdict(r.text, pattern), "prompt_hash": key}
-                     for r, key in zip(judged.responses[2 * i: 2 * i + 2], judged.keys[2 * i: 2 * i + 2])]
+            games = [{"judgment": texts[j], "score": parse_verdict(texts[j], pattern), "prompt_hash": keys[j][0],
+                      **({"retry_hash": keys[j][1]} if len(keys[j]) > 1 else {})} for j in (2 * i, 2 * i + 1)]
             records.append({"question_id": q["question_id"], "cluster": q.get("cluster", ""), "judge": judge.id,
                             "baseline": baseline_file.stem, "games": games})
-            if any(g["score"] is None for g in games):
-                unparsable += 1  # arena-hard-auto drops a question with a missing verdict in either game
-            else:
-                outcomes += model_outcomes(games[0]["score"], games[1]["score"])
+            verdicts = [g["score"] for g in games]
+            outcomes += model_outcomes(*verdicts)
+            unparsable += verdicts.count(None)
+            uncounted += sum(v is not None and v not in A_SCORE for v in verdicts)
         stats = settings["stats"]
         win = mean_with_ci(outcomes, **stats)
+        n_games = 2 * len(questions)
         scores = {"benchmark": "arena_hard", "metric": f"win_rate_vs_{baseline_file.stem}",
                   **{k: None if win[k] is None else 100.0 * win[k] for k in ("value", "ci_low", "ci_high")},
-                  "n": len(questions) - unparsable, "n_unparsable": unparsable, "n_outcomes": win["n"],
-                  "baseline": baseline_file.stem, **stats}
+                  # n: games counted; n_unparsable: games not counted (no single label, or n_other_label of them a
+                  # label outside the five); n_outcomes: battles, a decisive verdict's three
+                  "n": n_games - unparsable - uncounted, "n_unparsable": unparsable + uncounted,
+                  "n_other_label": uncounted, "n_retried": len(retry), "n_outcomes": win["n"],
+                  "n_questions": len(questions), "baseline": baseline_file.stem, **stats}
         return records, judged.usage, scores
+
+    def item_values(self, judgments):
+        """Per question: 100 × its battle outcomes summed, and their count (a decisive verdict's three included)."""
+        items = {}
+        for r in judgments:
+            outcomes = model_outcomes(*(g["score"] for g in r["games"]))
+            if outcomes:
+                items[str(r["question_id"])] = [100.0 * sum(outcomes), float(len(outcomes))]
+        return items
+
+    def judge_prompt_version(self, data_dir, settings):
+        return f"arena-hard-auto judge_config.yaml sha256:{file_sha256(Path(data_dir) / 'judge_config.yaml')[:12]}"
+
+
+def retry_request(request, judgment: str):
+    """The conversation continued after a judgment without a verdict: its answer, then ``RETRY_PROMPT``."""
+    return replace(request, messages=[*request.messages, {"role": "assistant", "content": judgment},
+                                      {"role": "user", "content": RETRY_PROMPT}])

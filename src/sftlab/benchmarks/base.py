@@ -33,7 +33,7 @@ DATA_KEYS = ("type", "data_dir", "dataset", "limit")
 #: config keys of the generation step
 GENERATION_KEYS = ("backend", "batch_size", "max_new_tokens", "temperature", "seed")
 #: config keys a judgment depends on besides the answers and the judge
-JUDGE_KEYS = ("annotator", "seed", "n_resamples")
+JUDGE_KEYS = ("annotator", "seed", "n_resamples", "paper_judge")
 
 
 def benchmark_type(name: str) -> "BenchmarkType":
@@ -104,6 +104,16 @@ class BenchmarkType:
     def judge(self, judge, cache, data_dir: Path, answers_path: str | Path, settings: dict, judge_config: dict):
         """(judgments, usage, scores) of a model's answers."""
         raise self._no_step("judging (rule judge)")
+
+    def item_values(self, judgments: list[dict]) -> dict[str, list[float]]:
+        """Per item of the judgments, ``[sum, weight]`` such that the score is Σ sum / Σ weight over the items (items
+        without a parsed judgment left out): what a paired comparison of two runs resamples
+        (``sftlab.evaluation.stats.paired_difference``)."""
+        raise self._no_step("judged items (rule judge)")
+
+    def judge_prompt_version(self, data_dir: Path, settings: dict) -> str:
+        """Which judge prompt the judgments used (its source and a hash of its text), recorded with the judge."""
+        raise self._no_step("judge prompt (rule judge)")
 
 
 class StepNotInType(TypeError):

@@ -75,3 +75,16 @@ class MTBench(BenchmarkType):
             model_id=answer_rows[0]["model_id"] if answer_rows else "",
             max_tokens=judge_config.get("max_tokens", mtbench.JUDGE_MAX_TOKENS))
         return judgments, usage, mtbench.score(judgments, **settings["stats"])
+
+    def item_values(self, judgments):
+        """Per question: its parsed turns' ratings summed, and their count (the score is the mean over turns)."""
+        items: dict[str, list[float]] = {}
+        for r in judgments:
+            if r["score"] is not None:
+                item = items.setdefault(str(r["question_id"]), [0.0, 0.0])
+                item[0] += r["score"]
+                item[1] += 1
+        return items
+
+    def judge_prompt_version(self, data_dir, settings):
+        return f"FastChat judge_prompts.jsonl sha256:{file_sha256(Path(data_dir) / 'judge_prompts.jsonl')[:12]}"

@@ -53,3 +53,13 @@ class Preference(BenchmarkType):
         scores = preference.score(judgments, **settings["stats"])
         scores["annotator"] = settings["annotator"]
         return judgments, usage, scores
+
+    def item_values(self, judgments):
+        from sftlab.evaluation import alpacaeval
+
+        return alpacaeval.win_items(judgments, "id")
+
+    def judge_prompt_version(self, data_dir, settings):
+        from sftlab.evaluation import alpacaeval
+
+        return alpacaeval.annotator_version(settings["annotator"])

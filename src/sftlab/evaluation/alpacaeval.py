@@ -129,6 +129,15 @@ def get_annotator(name: str) -> PairwiseAnnotator:
     return annotator_from_package(name, parse, config=config, **overrides)
 
 
+def annotator_version(name: str) -> str:
+    """The annotator, the alpaca_eval release its prompt comes from and a hash of the prompt's text."""
+    from importlib.metadata import version
+
+    template = get_annotator(name).template
+    return (f"alpaca_eval {version('alpaca_eval')} {name} "
+            f"(template sha256:{hashlib.sha256(template.encode('utf-8')).hexdigest()[:12]})")
+
+
 def is_switched(instruction: str, seed: int) -> bool:
     """Whether the model's output is shown first: a seeded coin per instruction."""
     return hashlib.sha256(f"{seed}\0{instruction}".encode()).digest()[0] % 2 == 1
@@ -193,6 +202,11 @@ def win_rate(
         n_draws=sum(p == 1.5 for p in valid),
     )
     return out
+
+
+def win_items(annotations: Sequence[dict], key: str) -> dict[str, list[float]]:
+    """Per annotated item (named by its ``key``): [its win (preference − 1) × 100, 1]; unparsable ones left out."""
+    return {str(a[key]): [(a["preference"] - 1.0) * 100.0, 1.0] for a in annotations if a["preference"] is not None}
 
 
 #: alpaca_eval's GLM on the official set: length, per-instruction difficulty and a pull towards its precomputed

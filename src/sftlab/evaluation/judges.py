@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 from sftlab.progress import progress
@@ -31,7 +31,7 @@ from sftlab.evaluation.generation import GenerationRequest, SamplingParams, Tran
 log = logging.getLogger(__name__)
 
 #: judge-config keys that describe how benchmarks use a judge rather than how to reach it
-META_KEYS = ("max_tokens", "demo_quality")
+META_KEYS = ("max_tokens", "demo_quality", "repeats", "repeat_temperature")
 
 
 class JudgeError(RuntimeError):
@@ -65,15 +65,28 @@ class JudgeResponse:
 @dataclass
 class JudgeUsage:
     """What judging one benchmark cost: backend calls made now, answers from the cache, and tokens
-    (summed over all responses, cached or not: what the judgments cost when they were paid for)."""
+    (summed over all responses, cached or not: what the judgments cost when they were paid for); and how the
+    judge was asked: the distinct decoding settings of its requests (part of the judge's identity, not of the cost)."""
 
     calls: int = 0
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    decodings: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "decodings"}
+
+    def add_decoding(self, decoding: dict) -> None:
+        if decoding not in self.decodings:
+            self.decodings.append(dict(decoding))
+
+    def merged(self, other: "JudgeUsage") -> "JudgeUsage":
+        """The usage of both batches together."""
+        usage = JudgeUsage(**{k: v + getattr(other, k) for k, v in self.to_dict().items()})
+        for decoding in self.decodings + other.decodings:
+            usage.add_decoding(decoding)
+        return usage
 
 
 JUDGES: dict[str, type["Judge"]] = {}
@@ -95,6 +108,8 @@ class Judge(abc.ABC):
     backend: ClassVar[str]
     #: whether responses can carry top log-probabilities (needed by the weighted AlpacaEval annotator)
     supports_logprobs: ClassVar[bool] = False
+    #: whether the backend decodes greedily whatever a request's temperature (its recorded decoding says so)
+    greedy_only: ClassVar[bool] = False
     #: the judge's identity in cache keys and reports: backend and model, never a secret or a host
     id: str
 
@@ -262,6 +277,7 @@ class HFJudge(Judge):
     log-probabilities come from its logits."""
 
     supports_logprobs = True
+    greedy_only = True
 
     def __init__(
         self, model: str, batch_size: int = 8, device: str = "auto", dtype: str = "auto", fingerprint: str | None = None
@@ -299,6 +315,53 @@ class HFJudge(Judge):
                 )
 
 
+class RepeatedJudge(Judge):
+    """Repeat ``repeat`` (1, 2, …) of ``judge``: the same backend asked again, under its own cache entries (its id
+    carries the repeat), at ``temperature`` where given, else at each request's own (a judge at temperature 0 is
+    still not deterministic behind an API: that spread is what the repeats measure)."""
+
+    def __init__(self, judge: Judge, repeat: int, temperature: float | None = None) -> None:
+        if repeat < 1:
+            raise ValueError(f"a repeat counts from 1 (0 is the judge itself), got {repeat}")
+        self.inner, self.repeat, self.temperature = judge, repeat, temperature
+        self.backend, self.supports_logprobs = judge.backend, judge.supports_logprobs
+        self.model = getattr(judge, "model", judge.id)
+        self.id = f"{judge.id}#repeat{repeat}" + ("" if temperature is None else f"@t{temperature:g}")
+
+    def complete(self, requests: Sequence[JudgeRequest]) -> Iterator[tuple[int, JudgeResponse]]:
+        if self.temperature is not None:
+            requests = [replace(r, temperature=self.temperature) for r in requests]
+        return self.inner.complete(requests)
+
+
+def repeat_spread(values: Sequence[float | None]) -> dict[str, Any]:
+    """The judge's spread over repeats of one benchmark's judging: the scores, their mean, standard deviation
+    (n − 1) and range; None where fewer than two repeats have a score."""
+    scored = [v for v in values if v is not None]
+    spread = {"n": len(values), "values": list(values), "mean": None, "std": None, "range": None}
+    if len(scored) >= 2:
+        mean = sum(scored) / len(scored)
+        spread.update(mean=mean, std=(sum((v - mean) ** 2 for v in scored) / (len(scored) - 1)) ** 0.5,
+                      range=max(scored) - min(scored))
+    return spread
+
+
+def judge_identity(judge: Judge, config: dict[str, Any], name: str | None, usage: JudgeUsage, prompt_version: str,
+                   paper_judge: str | None = None) -> dict[str, Any]:
+    """What a Scores file records of the judge that produced it: its config name, id (backend and model), model,
+    the judge prompt's version, the decoding settings of its requests (temperature 0 where the backend only decodes
+    greedily), and the judge of the paper's numbers (if given). Two scores are comparable only when all but the name
+    and the paper's judge agree."""
+    identity = {"name": name or judge.id, "id": judge.id, "backend": judge.backend,
+                "model": getattr(judge, "model", judge.id),
+                "prompt_version": prompt_version,
+                "decoding": [{**d, "temperature": 0.0} if judge.greedy_only else d for d in usage.decodings],
+                "demo_quality": bool(config.get("demo_quality", False))}
+    if paper_judge:
+        identity["paper_judge"] = paper_judge
+    return identity
+
+
 @dataclass
 class JudgedBatch:
     responses: list[JudgeResponse]
@@ -311,6 +374,8 @@ def run_judge(judge: Judge, requests_: Sequence[JudgeRequest], cache: JudgmentCa
     """Responses to ``requests_``, from the cache where present; each new response is cached as it arrives."""
     keys = [request_key(judge.id, r.messages, r.decoding()) for r in requests_]
     usage = JudgeUsage()
+    for r in requests_:
+        usage.add_decoding(r.decoding())
     missing: dict[str, int] = {}
     for i, key in enumerate(keys):
         if key in cache:

@@ -13,10 +13,14 @@ import numpy as np
 import pandas as pd
 
 from sftlab.report.figures import STYLE, save
-from sftlab.report.tables import MISSING, load_scores
+from sftlab.report.tables import MISSING, fmt_cell, format_decoding, load_scores, score_difference
 
-JUDGE_COLUMNS = ["judge", "judge_id", "backend", "demo_quality", "benchmark", "runs", "judgments", "unparsable",
-                 "requests", "new_calls", "prompt_tokens", "completion_tokens"]
+JUDGE_COLUMNS = ["judge", "judge_id", "backend", "demo_quality", "benchmark", "prompt_version", "decoding",
+                 "paper_judge", "runs", "judgments", "unparsable", "requests", "new_calls", "prompt_tokens",
+                 "completion_tokens"]
+#: what identifies a judge in the judges table: one row per judge identity and benchmark
+IDENTITY_COLUMNS = ["judge", "judge_id", "backend", "demo_quality", "benchmark", "prompt_version", "decoding",
+                    "paper_judge"]
 
 
 def judged_scores(paths: list[str | Path]) -> pd.DataFrame:
@@ -28,6 +32,9 @@ def judged_scores(paths: list[str | Path]) -> pd.DataFrame:
         judge, cost = score.get("judge", {}), score.get("judge_cost", {})
         extra.append({"judge": judge.get("name", judge.get("id", MISSING)), "judge_id": judge.get("id", MISSING),
                       "backend": judge.get("backend", MISSING), "demo_quality": bool(judge.get("demo_quality")),
+                      "prompt_version": judge.get("prompt_version", MISSING),
+                      "decoding": format_decoding(judge["decoding"]) if "decoding" in judge else MISSING,
+                      "paper_judge": judge.get("paper_judge", MISSING),
                       "unparsable": score.get("n_unparsable", 0), "new_calls": cost.get("calls", 0),
                       "requests": cost.get("calls", 0) + cost.get("cached", 0),
                       "prompt_tokens": cost.get("prompt_tokens", 0), "completion_tokens": cost.get("completion_tokens", 0),
@@ -40,12 +47,33 @@ def judges_table(scores: pd.DataFrame) -> pd.DataFrame:
     if scores.empty:
         return pd.DataFrame(columns=JUDGE_COLUMNS)
     scores = scores.assign(judgments=scores["n"].fillna(0).astype(int) + scores["unparsable"])
-    table = (scores.groupby(["judge", "judge_id", "backend", "demo_quality", "benchmark"], sort=True)
+    table = (scores.groupby(IDENTITY_COLUMNS, sort=True)
              .agg(runs=("recipe", "size"), judgments=("judgments", "sum"), unparsable=("unparsable", "sum"),
                   requests=("requests", "sum"), new_calls=("new_calls", "sum"), prompt_tokens=("prompt_tokens", "sum"),
                   completion_tokens=("completion_tokens", "sum"))
              .reset_index())
     return table[JUDGE_COLUMNS]
+
+
+COMPARISON_COLUMNS = ["model", "dataset", "benchmark", "recipe", "baseline", "judge", "score", "baseline score",
+                      "difference"]
+
+
+def judged_comparisons(scores: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Every judged run against the ``baseline`` recipe of its model × dataset on the same benchmark: both scores and
+    their difference under one judge, with its paired bootstrap interval over the items both were judged on and the
+    judge's spread over repeats (``score_difference``); ``n/a (judges differ)`` when another judge scored the baseline."""
+    index = {(r.model, r.dataset, r.recipe, r.benchmark): r for r in scores.itertuples()}
+    rows = []
+    for r in scores.itertuples():
+        base = index.get((r.model, r.dataset, baseline, r.benchmark))
+        if r.recipe == baseline or base is None or not isinstance(r.judge_identity, str):
+            continue
+        rows.append({"model": r.model, "dataset": r.dataset, "benchmark": r.benchmark, "recipe": r.recipe,
+                     "baseline": baseline, "judge": r.judged_by, "score": fmt_cell(r.value, r.ci_low, r.ci_high),
+                     "baseline score": fmt_cell(base.value, base.ci_low, base.ci_high),
+                     "difference": score_difference(r, base)})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def judges_caption(table: pd.DataFrame) -> str:

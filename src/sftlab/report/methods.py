@@ -17,7 +17,7 @@ import pandas as pd
 
 from sftlab.benchmarks import BENCHMARK_TYPES
 from sftlab.report.figures import STYLE, plt, save
-from sftlab.report.tables import MISSING, fmt_cell
+from sftlab.report.tables import MISSING, fmt_cell, judge_mark, score_difference
 
 MINORSFT_METHODS = {"ntp": "SFT", "dpo_sft": "DPO-SFT", "minorsft": "MinorSFT"}
 SFTMIX_DEFAULTS = {"mu": 0.2, "alpha": 0.5, "mixup_detach": False, "pairing": "confidence"}
@@ -29,7 +29,7 @@ def _score_index(scores: pd.DataFrame) -> dict:
 
 def _cell(index: dict, run: dict, bench: str) -> str:
     hit = index.get((run["model"], run["dataset"], run["recipe"], bench))
-    return fmt_cell(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
+    return fmt_cell(hit.value, hit.ci_low, hit.ci_high) + judge_mark(hit) if hit is not None else MISSING
 
 
 def _value(index: dict, run: dict, bench: str) -> float:
@@ -176,6 +176,9 @@ def sftmix_method(run: dict) -> str | None:
 def sftmix_main_table(runs: list[dict], scores: pd.DataFrame, benchmarks: list[str], types: dict[str, str],
                       paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows model × dataset × {NTP, SFTMix} (ours, then the paper's with their source label); columns benchmarks.
+    Then per model × dataset the difference SFTMix − NTP (method ``Δ SFTMix − NTP``), ours and the paper's: the
+    papers' numbers came from other judges, so their differences, not their absolute numbers, are what ours compare
+    with. Ours is computed under one judge only (a pair scored by different judges reads ``n/a (judges differ)``).
 
     A paper number sits in the column of our benchmark of the type that declares its key (``paper_key``: MT-Bench,
     AlpacaEval 2 win rate); a length-controlled number (``paper_lc_key``) gets its own ``<benchmark> LC`` column.
@@ -215,7 +218,45 @@ def sftmix_main_table(runs: list[dict], scores: pd.DataFrame, benchmarks: list[s
                 row[f"{b} LC"] = fmt_cell(rec.get(kinds[b].paper_lc_key))
             row.update({c: fmt_cell(rec.get(c)) for c in unmatched})
             rows.append(row)
+    rows += _sftmix_deltas(runs, index, benchmarks, lc_benches, unmatched, kinds, paper)
     return pd.DataFrame(rows, columns=columns)
+
+
+DELTA = "Δ SFTMix − NTP"
+
+
+def _sftmix_deltas(runs, index, benchmarks, lc_benches, unmatched, kinds, paper) -> list[dict]:
+    """The rows ``Δ SFTMix − NTP`` of the main table: ours per model × dataset that has both runs, then the paper's."""
+    by_method = {(r["model"], r["dataset"], sftmix_method(r)): r for r in runs if sftmix_method(r)}
+    rows = []
+    for (model, dataset, method), sftmix in by_method.items():
+        ntp = by_method.get((model, dataset, "NTP"))
+        if method != "SFTMix" or ntp is None:
+            continue
+        row = {"model": model, "dataset": dataset, "method": DELTA, "recipe": f"{sftmix['recipe']} − {ntp['recipe']}",
+               "source": "ours"}
+        for b in benchmarks:
+            row[b] = score_difference(index.get((model, dataset, sftmix["recipe"], b)),
+                                      index.get((model, dataset, ntp["recipe"], b)))
+        for b in lc_benches:
+            row[f"{b} LC"] = score_difference(index.get((model, dataset, sftmix["recipe"], b)),
+                                              index.get((model, dataset, ntp["recipe"], b)), "lc_value")
+        row.update({c: MISSING for c in unmatched})
+        rows.append(row)
+    if paper is None:
+        return rows
+    for (model, dataset), group in paper.groupby(["model", "dataset"], sort=False):
+        methods = {rec["method"]: rec for rec in group.to_dict("records")}
+        if not {"NTP", "SFTMix"} <= set(methods):
+            continue
+        new, old = methods["SFTMix"], methods["NTP"]
+        diff = lambda key: fmt_cell(new[key] - old[key]) if key in new and key in old else MISSING  # noqa: E731
+        row = {"model": model, "dataset": dataset, "method": DELTA, "recipe": "—", "source": new["source"]}
+        row.update({b: diff(kinds[b].paper_key) if kinds[b] is not None else MISSING for b in benchmarks})
+        row.update({f"{b} LC": diff(kinds[b].paper_lc_key) for b in lc_benches})
+        row.update({c: diff(c) for c in unmatched})
+        rows.append(row)
+    return rows
 
 
 def sftmix_ablation_table(runs: list[dict], scores: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:

@@ -4,10 +4,12 @@ One YAML file per paper in ``paper_numbers/``::
 
     paper: SFTMix (arXiv 2410.05248)
     source: secondary            # "paper" (read from the PDF) or "secondary" (from a summary of it)
+    judges: {mt_bench: gpt-4-0613}   # the judge of each judged number (judged papers only)
     rows:
       - {model: Llama-3.1-8B, dataset: Alpaca-52K, method: NTP, mt_bench: 4.3625, ...}
 
-Every row keeps the label, so a table never shows a paper number without saying where it came from.
+Every row keeps the label, so a table never shows a paper number without saying where it came from — and, for a
+judged number, which judge produced it.
 """
 
 from __future__ import annotations
@@ -34,8 +36,16 @@ def paper_numbers(name: str) -> pd.DataFrame:
     if spec["source"] not in ("paper", "secondary"):
         raise ValueError(f"{path}: source must be 'paper' or 'secondary', got {spec['source']!r}")
     table = pd.DataFrame(spec["rows"])
-    table["source"] = f"{spec['paper']}, {spec['source']}"
+    table["source"] = f"{spec['paper']}, {spec['source']}" + judges_label(spec.get("judges") or {})
     return table
+
+
+def judges_label(judges: Mapping[str, str]) -> str:
+    """``; judged by gpt-4-0613 (mt_bench), gpt-4-1106-preview (alpacaeval2_wr, alpacaeval2_lc_wr)``, or empty."""
+    by_judge: dict[str, list[str]] = {}
+    for key, judge in judges.items():
+        by_judge.setdefault(judge, []).append(key)
+    return "; judged by " + ", ".join(f"{j} ({', '.join(keys)})" for j, keys in by_judge.items()) if judges else ""
 
 
 #: columns of a paper's rows that are not numbers

@@ -16,7 +16,7 @@ import pandas as pd
 from sftlab.report.dag import DagJob
 from sftlab.report.figures import STYLE, grid, save
 from sftlab.report.papers import paper_columns
-from sftlab.report.tables import MISSING, fmt_cell
+from sftlab.report.tables import MISSING, fmt_cell, judge_mark
 
 INFLUENCE = ("less", "rose")
 # rows of the main table within a model × dataset: full data, then random, LESS and ROSE subsets
@@ -92,7 +92,7 @@ def shots_table(frame: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
     rows = {}
     for r in part.itertuples():
         key = (r.model, r.dataset, r.name, r.validation, r.objective, r.fraction, r.benchmark)
-        rows.setdefault(key, {})[int(r.shots)] = fmt_cell(r.value, r.ci_low, r.ci_high)
+        rows.setdefault(key, {})[int(r.shots)] = fmt_cell(r.value, r.ci_low, r.ci_high) + judge_mark(r)
     order = {b: i for i, b in enumerate(benchmarks)}
     out = [dict(zip(columns, key)) | {f"{k}-shot": cells.get(k, MISSING) for k in shots}
            for key, cells in sorted(rows.items(), key=lambda kv: (*kv[0][:6], order[kv[0][6]]))]
@@ -121,7 +121,7 @@ def selection_main_table(frame: pd.DataFrame, benchmarks: dict[str, str], paper:
                "recipe": run.recipe, "objective": run.objective, "source": "ours"}
         for column in columns:
             hit = index.get((run.model, run.dataset, run.recipe, column)) if column in benchmarks else None
-            row[column] = fmt_cell(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
+            row[column] = fmt_cell(hit.value, hit.ci_low, hit.ci_high) + judge_mark(hit) if hit is not None else MISSING
         rows.append(row)
     for rec in paper.to_dict("records"):
         rows.append({"model": rec["model"], "dataset": rec["dataset"], "method": rec["method"], "recipe": "—",

@@ -24,20 +24,128 @@ def run_of(run_dir: str | Path) -> tuple[str, str, str]:
     return run_dir.parents[2].name, run_dir.parents[1].name, run_dir.name
 
 
+#: what a judged Scores file must say of its judge (scripts/judge.py writes it): without it no table shows the score
+JUDGE_IDENTITY = ("id", "model", "prompt_version", "decoding")
+SCORE_COLUMNS = ["model", "dataset", "recipe", "benchmark", "metric", "value", "ci_low", "ci_high", "n", "lc_value",
+                 "source", "judged_by", "judge_identity", "judge_mark"]
+
+
+def score_judge(score: dict, path: str | Path) -> tuple[str, str] | None:
+    """(judge id, canonical identity) of a judged Scores file — id, model, prompt version and decoding: two scores
+    compare only when their identities are equal — or None for a score no judge produced. A judged score (one with
+    ``judge`` or ``judge_cost``) that lacks part of its judge's identity is refused."""
+    if "judge" not in score and "judge_cost" not in score:
+        return None
+    judge = score.get("judge") or {}
+    missing = [k for k in JUDGE_IDENTITY if k not in judge]
+    if missing:
+        raise ValueError(f"{path}: a judged score without its judge's {', '.join(missing)}: no table shows a judged "
+                         "number whose judge is unknown; rerun its judge rule (the judgment cache makes that free)")
+    return judge["id"], json.dumps({k: judge[k] for k in JUDGE_IDENTITY}, sort_keys=True)
+
+
+def judge_marks(scores: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Per row, the mark its cells carry when its benchmark's column mixes judges (`` (J2)``; empty otherwise), and
+    the legend of the marks: a column never mixes judges silently."""
+    marks, legend, labels = [""] * len(scores), [], {}
+    for bench, rows in scores.groupby("benchmark", sort=True):
+        identities = sorted({i for i in rows["judge_identity"] if isinstance(i, str)})
+        if len(identities) < 2:
+            continue
+        for identity in identities:
+            if identity not in labels:
+                labels[identity] = f"J{len(labels) + 1}"
+                judge = json.loads(identity)
+                legend.append(f"{labels[identity]} = {judge['id']} (prompt {judge['prompt_version']}; decoding "
+                              f"{format_decoding(judge['decoding'])})")
+        for i in rows.index:
+            if isinstance(scores.at[i, "judge_identity"], str):
+                marks[scores.index.get_loc(i)] = f" ({labels[scores.at[i, 'judge_identity']]})"
+    return marks, legend
+
+
+def judge_mark(row) -> str:
+    """The judge mark of a score row (``load_scores``), empty for one without (or from a frame built otherwise)."""
+    mark = getattr(row, "judge_mark", "")
+    return mark if isinstance(mark, str) else ""
+
+
+def format_decoding(decodings: list[dict]) -> str:
+    """``temperature 0, max_tokens 2048`` per distinct decoding of a judge's requests (``;`` between them)."""
+    return "; ".join(", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(d.items())
+                               if not (k == "top_logprobs" and not v))
+                     for d in decodings) or "n/a"
+
+
 def load_scores(paths: list[str | Path]) -> pd.DataFrame:
-    """One row per Scores file; the run is read from its path ``results/{model}/{dataset}/runs/{recipe}/scores/{b}.json``."""
+    """One row per Scores file; the run is read from its path ``results/{model}/{dataset}/runs/{recipe}/scores/{b}.json``.
+
+    A judged score carries its judge (``judged_by``, ``judge_identity``) and, where its benchmark's scores come from
+    several judges, the mark its cells show (``judge_mark``, see ``judge_marks``)."""
     rows = []
     for path in paths:
         path = Path(path)
         score = json.loads(path.read_text())
         model, dataset, recipe = run_of(path.parent.parent)
+        judge = score_judge(score, path)
         rows.append({"model": model, "dataset": dataset, "recipe": recipe, "benchmark": score["benchmark"],
                      "metric": score["metric"],
                      "value": score["value"], "ci_low": score.get("ci_low"), "ci_high": score.get("ci_high"),
                      "n": score.get("n"), "lc_value": (score.get("length_controlled") or {}).get("value"),
-                     "source": str(path)})
-    return pd.DataFrame(rows, columns=["model", "dataset", "recipe", "benchmark", "metric", "value", "ci_low",
-                                       "ci_high", "n", "lc_value", "source"])
+                     "source": str(path), "judged_by": judge and judge[0], "judge_identity": judge and judge[1]})
+    frame = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    frame["judge_mark"] = judge_marks(frame)[0] if len(frame) else []
+    return frame
+
+
+def paired_judged_difference(new, old) -> dict | None:
+    """``new`` − ``old`` (two judged score rows of ``load_scores``, under one judge) over the items both judged, with
+    the paired bootstrap interval of ``paired_difference`` on the items of their Scores files (``per_item``), and
+    ``judge_std``, the judge's own spread of the difference (√(s²_new + s²_old) from their ``judge_repeats``; None
+    without repeats). None when a row has no single Scores file with items (seeds folded, an older file)."""
+    from sftlab.evaluation.stats import paired_difference
+
+    if any(";" in str(row.source) for row in (new, old)):
+        return None
+    a, b = (json.loads(Path(row.source).read_text()) for row in (new, old))
+    if "per_item" not in a or "per_item" not in b:
+        return None
+    diff = paired_difference(a["per_item"], b["per_item"], n_resamples=a.get("n_resamples", 2000),
+                             confidence=a.get("confidence", 0.95), seed=a.get("seed", 0))
+    stds = [(s.get("judge_repeats") or {}).get("std") for s in (a, b)]
+    diff["judge_std"] = math.sqrt(stds[0] ** 2 + stds[1] ** 2) if None not in stds else None
+    return diff
+
+
+def score_difference(new, old, field: str = "value") -> str:
+    """The cell of ``new − old`` (two score rows of ``load_scores``): n/a when either is missing, and when their
+    judges differ (a difference between judges says nothing about the methods). A judged value's difference carries
+    its paired bootstrap interval over the items both runs were judged on, and the judge's own spread over repeats
+    (``judge sd``) where the judge was asked more than once."""
+    if new is None or old is None or getattr(new, field) is None or getattr(old, field) is None:
+        return MISSING
+    identity = [i if isinstance(i, str) else None for i in (getattr(r, "judge_identity", None) for r in (new, old))]
+    if identity[0] != identity[1]:
+        return f"{MISSING} (judges differ)"
+    paired = paired_judged_difference(new, old) if field == "value" and identity[0] else None
+    if paired is None or paired["value"] is None:
+        return fmt_cell(getattr(new, field) - getattr(old, field))
+    spread = "" if paired["judge_std"] is None else f"; judge sd {paired['judge_std']:.2f}"
+    return fmt_cell(paired["value"], paired["ci_low"], paired["ci_high"]) + spread
+
+
+def judged_columns_note(scores: pd.DataFrame) -> str | None:
+    """The line under a table naming each judged column's judge (and the legend of the marks where one mixes)."""
+    judged = scores[scores["judge_identity"].notna()] if len(scores) else scores
+    if not len(judged):
+        return None
+    parts = []
+    for bench, rows in judged.groupby("benchmark", sort=True):
+        judges = sorted(set(rows["judged_by"]))
+        parts.append(f"{bench} by {' and '.join(judges)}" + (" (mixed judges: cells marked)" if
+                                                                rows["judge_identity"].nunique() > 1 else ""))
+    legend = judge_marks(scores)[1]
+    return "Judged columns: " + "; ".join(parts) + "." + (" " + "; ".join(legend) + "." if legend else "")
 
 
 def fmt_cell(value, low=None, high=None) -> str:
@@ -58,7 +166,7 @@ def main_table(scores: pd.DataFrame, runs: list[tuple[str, str, str]], benchmark
         row = {"model": model, "dataset": dataset, "recipe": recipe}
         for bench in benchmarks:
             hit = index.get((model, dataset, recipe, bench))
-            row[bench] = fmt_cell(hit.value, hit.ci_low, hit.ci_high) if hit is not None else MISSING
+            row[bench] = fmt_cell(hit.value, hit.ci_low, hit.ci_high) + judge_mark(hit) if hit is not None else MISSING
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", "dataset", "recipe", *benchmarks])
 
