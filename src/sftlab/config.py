@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,19 @@ _SHORT = {"learning_rate": "lr", "epochs": "ep", "batch_size": "bs", "fraction":
 
 class ConfigError(ValueError):
     """An invalid configuration; the message names the key path."""
+
+
+def _pattern_whole(validator, pattern, instance, schema):
+    """JSON Schema's ``pattern`` (a search), except that an anchored ``^…$`` matches the whole string: Python's ``$``
+    also matches before a final newline, which would let ``"sft\\n"`` through as a name."""
+    if validator.is_type(instance, "string"):
+        whole = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
+        if not re.search(whole, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+#: the schema's validator, with whole-string patterns
+Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern_whole})
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
@@ -66,7 +80,7 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
     for sub in schema.get("allOf", []):
         fill_defaults(instance, sub, root)
         sub = _resolve(sub, root)
-        if "if" in sub and jsonschema.Draft202012Validator(sub["if"]).is_valid(instance) and "then" in sub:
+        if "if" in sub and Validator(sub["if"]).is_valid(instance) and "then" in sub:
             fill_defaults(instance, sub["then"], root)
     extra = schema.get("additionalProperties")
     if isinstance(extra, dict):
@@ -78,8 +92,9 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
 def validate(config: dict, schema: dict | None = None) -> dict:
     """Schema validation with defaults filled in; raises ConfigError with the key path of the first error."""
     schema = schema or load_schema()
+    check_values(config)
     config = copy.deepcopy(config)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = Validator(schema)
     # a key that fails inside its `then` branch also counts as unevaluated there: report the real failure first
     errors = sorted(validator.iter_errors(config), key=lambda e: (e.validator == "unevaluatedProperties",
                                                                   len(e.absolute_path), list(map(str, e.absolute_path))))
@@ -94,6 +109,46 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 
 # keys whose value names an environment variable holding a secret: a wrong value may be the secret itself
 SECRET_NAME_KEYS = ("api_key_env",)
+#: keys whose string is placed into a Jinja template (lm-eval renders its task YAMLs unsandboxed)
+TEMPLATE_KEYS = ("answer_prompt",)
+JINJA_DELIMITERS = re.compile(r"\{[{%#]")
+#: most values (mapping entries, list items) a config may hold with its YAML aliases expanded: a paper config holds
+#: about 1,500; an alias bomb (`a: &a [x, x]`, `b: &b [*a, *a]`, ...) would make the schema's walk run for ever
+MAX_CONFIG_VALUES = 100_000
+
+
+def check_values(config: Any) -> None:
+    """What holds for every value of a config, before the schema sees it: a bounded size, every number finite,
+    no template syntax where a template is written, no secret where one would be printed (URL credentials, a key
+    pasted as an ``api_key_env``). Raises ConfigError naming the key; a secret is never repeated."""
+    from sftlab.secrets import looks_like_secret, url_secrets
+
+    seen, stack = 0, [((), config)]
+    while stack:
+        path, value = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise ConfigError(f"the config holds more than {MAX_CONFIG_VALUES:,} values with its YAML aliases "
+                              f"expanded (near config key {key_path(path)}): an alias bomb, or a config far larger "
+                              "than any paper's")
+        key, last = key_path(path), (path[-1] if path else None)
+        if isinstance(value, dict):
+            stack.extend(((*path, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key {key}: {value} is not a finite number")
+        elif isinstance(value, str):
+            if last in SECRET_NAME_KEYS and looks_like_secret(value):
+                raise ConfigError(f"config key {key}: must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+                                  "not the key itself, which this value looks like; the value is not shown")
+            if last in TEMPLATE_KEYS and JINJA_DELIMITERS.search(value):
+                raise ConfigError(f"config key {key}: holds template syntax ('{{{{', '{{%' or '{{#'), which would run "
+                                  "as a Jinja template when lm-eval renders the task; write plain text")
+            if re.match(r"(?i)[a-z][a-z0-9+.-]*://", value) and url_secrets(value):
+                raise ConfigError(f"config key {key}: the URL carries credentials ({', '.join(url_secrets(value))}), "
+                                  "which would be printed in job commands and logs; put the key in the environment "
+                                  "variable that api_key_env names (the value is not shown)")
 
 
 def _known_keys(schema: dict, instance: dict) -> set[str]:
@@ -101,7 +156,7 @@ def _known_keys(schema: dict, instance: dict) -> set[str]:
     known = set(schema.get("properties", {}))
     for sub in schema.get("allOf", []):
         known |= _known_keys(sub, instance)
-        if "if" in sub and "then" in sub and jsonschema.Draft202012Validator(sub["if"]).is_valid(instance):
+        if "if" in sub and "then" in sub and Validator(sub["if"]).is_valid(instance):
             known |= _known_keys(sub["then"], instance)
     return known
 
@@ -120,8 +175,14 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return (f"config key {path}: must be the NAME of an environment variable (letters, digits and '_', "
                 "not starting with a digit), not the key itself; the value is not shown")
     if best.validator == "enum":
-        return f"config key {path}: {best.instance!r} is not one of {best.validator_value}"
-    return f"config key {path}: {best.message}"
+        return f"config key {path}: {_short(repr(best.instance))} is not one of {best.validator_value}"
+    return f"config key {path}: {_short(best.message, 400)}"
+
+
+def _short(value, limit: int = 200) -> str:
+    """A value as an error message quotes it, cut to ``limit`` characters (a hostile value may be megabytes)."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
 def _get_dotted(obj: dict, dotted: str):
@@ -193,7 +254,7 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
                                   "not starting with a '.', '_' or '-')")
             if name in config["recipes"] or name in names:
                 raise ConfigError(f"config key sweeps.{sweep_id}: generated recipe name {name!r} already exists")
-            errors = list(jsonschema.Draft202012Validator(recipe_schema).iter_errors(recipe))
+            errors = list(Validator(recipe_schema).iter_errors(recipe))
             if errors:
                 raise ConfigError(f"config key sweeps.{sweep_id}.grid: generated recipe {name!r}: {_describe(errors[0])}")
             # a grid value may be a whole block (merge: {...}): its defaults; training's come from the global settings
@@ -273,6 +334,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
                 raise ConfigError(f"config key experiments.{exp_id}.recipes[{i}]: no recipe or sweep named {name!r}")
         exp["recipes"] = list(dict.fromkeys(expanded))
     check_references(config, raw)
+    check_heldout_benchmarks(config)
     check_demo_datasets(config)
     check_hub_folders(config)
     config["_sweeps"] = sweeps
@@ -281,14 +343,43 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
 
 
 def check_references(config: dict, raw: dict) -> None:
-    """Names that the schema cannot check: the reference run's model, the report's baseline recipe."""
+    """Names that the schema cannot check: the reference run's model and checkpoints, the report's baseline recipe."""
     model = config["reference"]["model"]
     if model is not None and model not in config["models"]:
         raise ConfigError(f"config key reference.model: no model named {model!r} (known: {sorted(config['models'])})")
     # the default baseline `sft` may be absent (no paired tests then); a baseline the user names must exist
+    checkpoints = config["reference"]["checkpoints"]
+    for name, recipe in config["recipes"].items():
+        if recipe["selection"]["name"] == "ambiguous" and len(checkpoints) < 2:
+            raise ConfigError(f"config key reference.checkpoints: {checkpoints} is one checkpoint, but recipe {name!r} "
+                              "ranks by the variability across checkpoints (selector 'ambiguous'): give two or more")
     baseline = raw.get("report", {}).get("baseline")
     if baseline is not None and baseline not in config["recipes"]:
         raise ConfigError(f"config key report.baseline: no recipe named {baseline!r}")
+
+
+def check_heldout_benchmarks(config: dict) -> None:
+    """A benchmark that scores a dataset's held-out examples needs some: ``heldout: 0`` would fail after training."""
+    from sftlab.benchmarks import benchmark_type
+
+    for exp_id, exp in config["experiments"].items():
+        for bench_name in exp["benchmarks"]:
+            bench = config["benchmarks"][bench_name]
+            if not benchmark_type(bench["type"]).reads_heldout(bench):
+                continue
+            for name in exp["datasets"]:
+                if config["datasets"][name]["heldout"] == 0:
+                    raise ConfigError(f"config key datasets.{name}.heldout: 0 held-out examples, but benchmark "
+                                      f"{bench_name!r} (experiment {exp_id}) scores the held-out examples; set heldout "
+                                      "to 1 or more")
+
+
+def check_local_files(config: dict) -> None:
+    """A local dataset is one file (a directory would be walked whole at plan time, then fail to load)."""
+    for name, ds in config["datasets"].items():
+        if ds["source"] == "local" and Path(ds["path"]).is_dir():
+            raise ConfigError(f"config key datasets.{name}.path: {ds['path']!r} is a directory; give a JSON, JSONL "
+                              "or CSV file")
 
 
 def check_demo_datasets(config: dict) -> None:
@@ -471,7 +562,7 @@ def composition_members(composition: dict) -> int:
 
 def check_composition(key: str, recipe: dict) -> None:
     """What the schema cannot say about a composed recipe: the merge settings must fit the method and the runs."""
-    from sftlab.compose.merge import MERGE_METHODS
+    from sftlab.compose.merge import MERGE_METHODS, resolve_params
 
     composition = recipe["composition"]
     if composition["name"] == "single":
@@ -493,6 +584,12 @@ def check_composition(key: str, recipe: dict) -> None:
     if "weights" in merge and len(merge["weights"]) != members:
         raise ConfigError(f"config key {key}.composition.merge.weights: {len(merge['weights'])} weights for "
                           f"{members} member runs")
+    # the merge job's own check of its parameters (weights summing to 0, ...), before the members train
+    try:
+        resolve_params(merge["method"], members, {p: merge[p] for p in method.params if p in merge})
+    except ValueError as exc:
+        param = next((p for p in method.params if p in merge and p in str(exc)), "method")
+        raise ConfigError(f"config key {key}.composition.merge.{param}: {exc}") from None
     if merge["merge_space"] == "adapter":
         if merge["method"] != "average":
             raise ConfigError(f"config key {key}.composition.merge.method: merge_space 'adapter' averages LoRA "

@@ -180,10 +180,11 @@ def check_judge_keys(jobs):
         judge = CFG["judges"][name]
         var = judge.get("api_key_env")
         if judge["type"] == "openai" and var and not os.environ.get(var):
+            # the variable's name is not repeated: a pasted key that passed for a name must not reach a log
             raise WorkflowError(f"invalid configuration: config key judges.{name}.api_key_env: the environment "
-                                f"variable {var} is not set, and benchmark {job.wildcards.benchmark} is judged by "
-                                f"{name!r} in this plan; export {var}, or set api_key_env: null for a server "
-                                "without a key")
+                                f"variable it names is not set, and benchmark {job.wildcards.benchmark} is judged by "
+                                f"{name!r} in this plan; export it, or set api_key_env: null for a server without "
+                                "a key")
 
 
 def local_benchmark_files(wildcards):

@@ -5,8 +5,8 @@ import os
 import re
 import shlex
 
-from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
-                           selector_id)
+from sftlab.config import (ConfigError, check_local_files, check_shards_fit, deep_merge, fraction_id, prepare,
+                           read_yaml, resources, selector_id)
 from sftlab.data.prepare import pool_bound
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective
@@ -47,6 +47,7 @@ for _m in CFG["models"].values():
     if _m["source"] == "local":
         _m["path"] = _workflow_path(_m["path"])
 try:
+    check_local_files(CFG)
     check_shards_fit(CFG, {name: pool_bound(ds) for name, ds in CFG["datasets"].items()})
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None

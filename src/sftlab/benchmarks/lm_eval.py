@@ -18,6 +18,9 @@ def exam_items(path: str) -> list[dict]:
 class LMEval(BenchmarkType):
     pool_files = ("heldout", "train")
 
+    def reads_heldout(self, bench):
+        return bench.get("exam_from") == "heldout"
+
     def evaluate(self, model, tokenizer, bench, inputs):
         from sftlab.evaluation.multiple_choice import run_lm_eval, write_exam_dir
 
