@@ -10,6 +10,7 @@ the config with every recipe's effective training settings resolved. Any problem
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import re
@@ -38,11 +39,21 @@ def _pattern_whole(validator, pattern, instance, schema):
             yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-#: the schema's validator, with whole-string patterns
-Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern_whole})
+#: the schema's validator, with whole-string patterns; an integer is an int (JSON Schema also takes 2.0 and 1e300,
+#: which then fail in a job as a count, or as a shard list too long for memory)
+Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"pattern": _pattern_whole},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool)))
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    # parsed once per version of the file: parsing takes three quarters of a prepare() otherwise
+    return copy.deepcopy(_parsed_schema(Path(path), Path(path).stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_schema(path: Path, mtime_ns: int) -> dict:
     return yaml.safe_load(path.read_text())
 
 
@@ -115,6 +126,17 @@ JINJA_DELIMITERS = re.compile(r"\{[{%#]")
 #: most values (mapping entries, list items) a config may hold with its YAML aliases expanded: a paper config holds
 #: about 1,500; an alias bomb (`a: &a [x, x]`, `b: &b [*a, *a]`, ...) would make the schema's walk run for ever
 MAX_CONFIG_VALUES = 100_000
+#: no setting means anything beyond this magnitude (a model's parameter count is below 1e13)
+MAX_MAGNITUDE = 1e15
+#: seeds go to numpy (np.random.seed takes 0 ≤ seed < 2**32), torch and Python's random
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def _is_seed(path: tuple) -> bool:
+    """A seed's key: `seed`, `*_seed`, an item of `seeds` (or a sweep's `training.seed: [...]`)."""
+    names = [p.rsplit(".", 1)[-1] for p in path[-2:] if isinstance(p, str)]
+    return bool(names) and (names[-1] == "seed" or names[-1].endswith("_seed")
+                            or (names[-1] == "seeds" and isinstance(path[-1], int)))
 
 
 def check_values(config: Any) -> None:
@@ -133,12 +155,22 @@ def check_values(config: Any) -> None:
                               "than any paper's")
         key, last = key_path(path), (path[-1] if path else None)
         if isinstance(value, dict):
+            for k in value:
+                if not isinstance(k, str):  # YAML reads `1:`, `yes:` or `null:` as a number, a bool, None
+                    raise ConfigError(f"config key {key_path((*path, k))}: a key must be a string, not "
+                                      f"{type(k).__name__} {k!r} (quote it in the YAML)")
             stack.extend(((*path, k), v) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend(((*path, i), v) for i, v in enumerate(value))
         elif isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"config key {key}: {value} is not a finite number")
-        elif isinstance(value, str):
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_MAGNITUDE:
+            raise ConfigError(f"config key {key}: {value:g} is beyond any meaningful setting (magnitude at most "
+                              f"{MAX_MAGNITUDE:g})")
+        if _is_seed(path) and isinstance(value, int) and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+            raise ConfigError(f"config key {key}: seed {value} is outside {SEED_RANGE[0]}..{SEED_RANGE[1]} "
+                              "(numpy's seeds)")
+        if isinstance(value, str):
             if last in SECRET_NAME_KEYS and looks_like_secret(value):
                 raise ConfigError(f"config key {key}: must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
                                   "not the key itself, which this value looks like; the value is not shown")
@@ -161,11 +193,31 @@ def _known_keys(schema: dict, instance: dict) -> set[str]:
     return known
 
 
+def _unmatched_branch(schema: dict, instance: dict) -> tuple[str, list] | None:
+    """The key that picks an object's `if/then` branch (a benchmark's type, a model's source) when its value picks
+    none of them, with the values that do."""
+    conditions = [sub["if"].get("properties", {}) for sub in schema.get("allOf", []) if "if" in sub]
+    # a key with its own enum is reported by it; `type: {type: string}` (any registered benchmark type) is not
+    keys = {key for props in conditions for key in props
+            if not {"enum", "const"} & set(schema.get("properties", {}).get(key, {}))}
+    for key in sorted(keys):
+        options = [v for props in conditions if key in props
+                   for v in ([props[key]["const"]] if "const" in props[key] else props[key].get("enum", []))]
+        if key in instance and options and instance[key] not in options:
+            return key, list(dict.fromkeys(options))
+    return None
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     # an `if/then` failure reports the first error of the branch, which names the real key
     best = jsonschema.exceptions.best_match([error] + list(error.context or []))
     path = key_path(best.absolute_path)
     if best.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(best.instance, dict):
+        unmatched = _unmatched_branch(best.schema, best.instance)
+        if unmatched:  # e.g. a benchmark type no branch knows: its settings are not the real error
+            name, options = unmatched
+            return (f"config key {key_path([*best.absolute_path, name])}: {_short(repr(best.instance[name]))} is "
+                    f"not one of {options}")
         known = _known_keys(best.schema, best.instance)
         unknown = [k for k in best.instance if k not in known] or list(best.instance)
         where = key_path([*best.absolute_path, unknown[0]])
@@ -226,6 +278,10 @@ def sweep_name(sweep: dict, base: str, assignment: dict[str, Any]) -> str:
     return "_".join(parts)
 
 
+#: recipes one sweep may generate (each is a training run per model × dataset)
+MAX_SWEEP_RECIPES = 10_000
+
+
 def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
     """Add each sweep's generated recipes to ``config['recipes']``; return sweep name → recipe names."""
     recipe_schema = {**schema["$defs"]["recipe"], "$defs": schema["$defs"]}
@@ -235,9 +291,13 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
         if base not in config["recipes"]:
             raise ConfigError(f"config key sweeps.{sweep_id}.recipe: no recipe named {base!r}")
         keys = list(sweep["grid"])
+        size = math.prod(len(sweep["grid"][k]) for k in keys)
+        if size > MAX_SWEEP_RECIPES:
+            raise ConfigError(f"config key sweeps.{sweep_id}.grid: {size:,} combinations; a sweep generates at most "
+                              f"{MAX_SWEEP_RECIPES:,} recipes")
         names = []
-        for values in itertools.product(*(sweep["grid"][k] for k in keys)):
-            assignment = dict(zip(keys, values))
+        for chosen in itertools.product(*(enumerate(sweep["grid"][k]) for k in keys)):
+            assignment = {k: value for k, (_, value) in zip(keys, chosen)}
             recipe = copy.deepcopy(config["recipes"][base])
             for key, value in assignment.items():
                 head = key.split(".")[0]
@@ -247,6 +307,16 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
                     )
                 _set_dotted(recipe, key, value)
             name = sweep_name(sweep, base, assignment)
+            # a value the recipe's schema refuses is named where the grid gives it, before its name is judged
+            errors = list(Validator(recipe_schema).iter_errors(recipe))
+            if errors:
+                where = f"sweeps.{sweep_id}.grid"
+                best = jsonschema.exceptions.best_match([errors[0]] + list(errors[0].context or []))
+                error_path = ".".join(map(str, best.absolute_path))
+                for key, (i, _) in zip(keys, chosen):
+                    if error_path == key or error_path.startswith(key + "."):
+                        where = f"{where}.{key}[{i}]"
+                raise ConfigError(f"config key {where}: generated recipe {_short(repr(name))}: {_describe(errors[0])}")
             # a generated name becomes a path component and a wildcard: the same rule as a hand-written one
             if not re.fullmatch(name_pattern(schema, "recipes"), name):
                 raise ConfigError(f"config key sweeps.{sweep_id}.{'name' if 'name' in sweep else 'grid'}: generated "
@@ -254,9 +324,6 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
                                   "not starting with a '.', '_' or '-')")
             if name in config["recipes"] or name in names:
                 raise ConfigError(f"config key sweeps.{sweep_id}: generated recipe name {name!r} already exists")
-            errors = list(Validator(recipe_schema).iter_errors(recipe))
-            if errors:
-                raise ConfigError(f"config key sweeps.{sweep_id}.grid: generated recipe {name!r}: {_describe(errors[0])}")
             # a grid value may be a whole block (merge: {...}): its defaults; training's come from the global settings
             for axis in ("selection", "objective", "composition"):
                 fill_defaults(recipe[axis], schema["$defs"][axis], schema)
