@@ -144,11 +144,31 @@ def test_no_heldout_examples_with_a_heldout_benchmark_is_refused():
 
 
 def test_a_local_dataset_path_that_is_a_directory_is_refused(tmp_path):
-    config = {"datasets": {"d": {"source": "local", "path": str(tmp_path), "format": "alpaca"}}}
+    def config(**tables):
+        return {"datasets": {}, "models": {}, "benchmarks": {}, "judges": {}, **tables}
     with pytest.raises(ConfigError, match=r"^config key datasets.d.path: .* is a directory"):
-        check_local_files(config)
+        check_local_files(config(datasets={"d": {"source": "local", "path": str(tmp_path), "format": "alpaca"}}))
     (tmp_path / "d.jsonl").write_text("")
-    check_local_files({"datasets": {"d": {"source": "local", "path": str(tmp_path / "d.jsonl")}}})
+    check_local_files(config(datasets={"d": {"source": "local", "path": str(tmp_path / "d.jsonl")}}))
+
+
+def test_local_inputs_that_do_not_exist_are_refused_naming_their_key(tmp_path):
+    """They were a missing input file (data_dir, the dataset), or a job's failure (a local model)."""
+    missing = str(tmp_path / "missing")
+    cases = {"datasets.d.path": {"datasets": {"d": {"source": "local", "path": missing}}},
+             "models.m.path": {"models": {"m": {"source": "local", "path": missing}}},
+             "benchmarks.b.data_dir": {"benchmarks": {"b": {"type": "lm_eval", "data_dir": missing}}},
+             "benchmarks.b.include_path": {"benchmarks": {"b": {"type": "lm_eval", "include_path": missing}}},
+             "judges.j.model": {"judges": {"j": {"type": "hf", "model": missing}}}}
+    for key, tables in cases.items():
+        with pytest.raises(ConfigError, match=f"^config key {key}: .* does not exist"):
+            check_local_files({"datasets": {}, "models": {}, "benchmarks": {}, "judges": {}, **tables})
+
+
+def test_a_validation_subtask_a_demo_dataset_lacks_is_refused():
+    """Found by the fuzz test: any string passed, and the warmup's validation set came out empty in a job."""
+    message = refused(lambda raw: raw["validation"]["target"].update(subtasks=["arithmetic", "Count"]))
+    assert message.startswith("config key validation.target.subtasks[1]: demo dataset 'demo' has no family 'Count'")
 
 
 @pytest.mark.parametrize("bad", ["r11 ", " r11", "r12\nx", "r13\t"])
@@ -215,3 +235,76 @@ def test_an_alias_bomb_is_refused(tmp_path):
     del raw["_anchors"]
     with pytest.raises(ConfigError, match=r"^the config holds more than 100,000 values with its YAML aliases expanded"):
         prepare(raw)
+
+
+# --- found by the fuzz test (test_config_fuzz.py) ----------------------------------------------------------------
+
+def test_a_key_that_yaml_reads_as_a_number_or_bool_is_refused():
+    """`0:` or `yes:` as a model's name passed the name pattern (JSON Schema checks strings only)."""
+    for key in (0, True, None, 1.5):
+        message = refused(lambda raw: raw["models"].update({key: {"source": "random"}}))
+        assert message.startswith(f"config key models.{key}: a key must be a string")
+
+
+def test_an_unknown_benchmark_type_is_named_as_such():
+    """It was reported as its first setting, `max_new_tokens: unknown key (known here: ['type'])`."""
+    message = refused(lambda raw: raw["benchmarks"]["heldout_em"].update(type="exactmatch"))
+    assert message.startswith("config key benchmarks.heldout_em.type: 'exactmatch' is not one of ['exact_match',")
+
+
+@pytest.mark.parametrize("where, value", [
+    (("recipes", "dtm", "composition", "k"), 1e300),  # JSON Schema's integer: a float equal to an integer
+    (("recipes", "dtm", "composition", "k"), 2.0),
+    (("training", "max_length"), 64.0),
+])
+def test_an_integer_setting_given_as_a_float_is_refused(where, value):
+    def change(raw):
+        target = raw
+        for part in where[:-1]:
+            target = target[part]
+        target[where[-1]] = value
+    assert f"config key {'.'.join(where)}:" in refused(change)
+
+
+def test_a_huge_shard_count_is_refused_before_its_members_are_listed():
+    """k = 10**12 listed 10**12 member names at plan time (MemoryError)."""
+    message = refused(lambda raw: raw["recipes"]["dtm"]["composition"].update(k=10**12))
+    assert message.startswith("config key recipes.dtm.composition.k:")
+    assert refused(lambda raw: raw["recipes"]["dtm"]["composition"].update(k=2000)).startswith(
+        "config key recipes.dtm.composition.k: 2000 is greater than the maximum of 1024")
+
+
+def test_a_number_beyond_any_setting_is_refused():
+    message = refused(lambda raw: raw["training"].update(max_steps=10**30))
+    assert message.startswith("config key training.max_steps: 1e+30 is beyond any meaningful setting")
+
+
+@pytest.mark.parametrize("where", [("training", "seed"), ("reference", "tsne_seed"), ("seeds", 0),
+                                   ("recipes", "seed_soup", "composition", "seeds", 0)])
+def test_a_seed_outside_numpys_range_is_refused(where):
+    """np.random.seed (transformers' set_seed) refuses -1 and 2**32 in the job."""
+    for value in (-1, 2**32):
+        def change(raw):
+            raw.setdefault("seeds", [0])
+            target = raw
+            for part in where[:-1]:
+                target = target[part]
+            target[where[-1]] = value
+        message = refused(change)
+        assert message.startswith(f"config key {'.'.join(map(str, where))}: seed {value} is outside 0..4294967295")
+
+
+def test_a_sweep_value_of_the_wrong_type_is_named_at_its_grid_key():
+    """It was reported as an invalid generated recipe name (`sft_lr,>`}...`) at sweeps.s.name."""
+    def change(raw):
+        raw["sweeps"] = {"s": {"recipe": "sft", "grid": {"training.learning_rate": [1e-3, "1e-3;x"]}}}
+        raw["experiments"]["main"]["recipes"].append("s")
+    message = refused(change)
+    assert message.startswith("config key sweeps.s.grid.training.learning_rate[1]: generated recipe 'sft_lr1e-3;x'")
+
+
+def test_a_sweep_of_more_than_ten_thousand_recipes_is_refused():
+    def change(raw):
+        raw["sweeps"] = {"s": {"recipe": "sft", "grid": {f"training.{k}": list(range(1, 23)) for k in
+                                                         ("batch_size", "eval_steps", "save_steps")}}}
+    assert refused(change).startswith("config key sweeps.s.grid: 10,648 combinations; a sweep generates at most")

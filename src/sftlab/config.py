@@ -442,11 +442,27 @@ def check_heldout_benchmarks(config: dict) -> None:
 
 
 def check_local_files(config: dict) -> None:
-    """A local dataset is one file (a directory would be walked whole at plan time, then fail to load)."""
-    for name, ds in config["datasets"].items():
-        if ds["source"] == "local" and Path(ds["path"]).is_dir():
-            raise ConfigError(f"config key datasets.{name}.path: {ds['path']!r} is a directory; give a JSON, JSONL "
-                              "or CSV file")
+    """Local inputs exist, as what they must be: a dataset one file (a directory would be walked whole at plan time,
+    then fail to load), a local model, an hf judge not in `models` and a benchmark's data_dir / include_path a
+    directory. Run on the paths as the workflow resolves them."""
+    wanted = [(f"datasets.{name}.path", ds["path"], "file") for name, ds in config["datasets"].items()
+              if ds["source"] == "local"]
+    wanted += [(f"models.{name}.path", m["path"], "directory") for name, m in config["models"].items()
+               if m["source"] == "local"]
+    wanted += [(f"benchmarks.{name}.{key}", bench[key], "directory") for name, bench in config["benchmarks"].items()
+               for key in ("data_dir", "include_path") if key in bench]
+    # an hf judge is a config model or a Hugging Face directory
+    wanted += [(f"judges.{name}.model", judge["model"], "directory") for name, judge in config["judges"].items()
+               if judge["type"] == "hf" and judge["model"] not in config["models"]]
+    for key, path, kind in wanted:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config key {key}: {_short(repr(path))} does not exist (relative paths: from the "
+                              "working directory, else the workflow's)")
+        if kind == "file" and p.is_dir():
+            raise ConfigError(f"config key {key}: {_short(repr(path))} is a directory; give a JSON, JSONL or CSV file")
+        if kind == "directory" and not p.is_dir():
+            raise ConfigError(f"config key {key}: {_short(repr(path))} is not a directory")
 
 
 def check_demo_datasets(config: dict) -> None:
@@ -555,10 +571,18 @@ def resolve_influence_selections(config: dict) -> None:
     ROSE needs preference pairs (its validation loss is DPO); LESS takes SFT examples, or the chosen
     answers of pairs. The settings of the other selectors may not carry these keys.
     """
+    from sftlab.data.demo import FAMILIES
+
     for name in config["validation"]:
         dataset = config["validation"][name]["dataset"]
         if dataset not in config["datasets"]:
             raise ConfigError(f"config key validation.{name}.dataset: no dataset named {dataset!r}")
+        # a demo dataset's subtasks are its families, known before any data is made
+        ds = config["datasets"][dataset]
+        for i, subtask in enumerate(config["validation"][name].get("subtasks") or []):
+            if ds["source"] == "demo" and subtask not in (ds.get("families") or FAMILIES):
+                raise ConfigError(f"config key validation.{name}.subtasks[{i}]: demo dataset {dataset!r} has no "
+                                  f"family {_short(repr(subtask))} (it has {list(ds.get('families') or FAMILIES)})")
     for name, recipe in config["recipes"].items():
         sel, where = recipe["selection"], f"recipes.{name}.selection"
         if sel["name"] not in influence_selectors():

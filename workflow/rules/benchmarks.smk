@@ -7,13 +7,6 @@ from sftlab.benchmarks import GENERATION_KEYS, JUDGE_KEYS, benchmark_type
 
 JUDGE_CACHE_DIR = "results/judge_cache"
 
-for _name, _judge in CFG["judges"].items():
-    if _judge["type"] == "hf" and _judge["model"] not in CFG["models"]:
-        _judge["model"] = _workflow_path(_judge["model"])
-        if not os.path.isdir(_judge["model"]):
-            raise WorkflowError(f"config key judges.{_name}.model: {_judge['model']!r} is neither a model in `models` "
-                                f"nor a directory")
-
 
 def type_of(name):
     """The registered type of configured benchmark ``name``."""

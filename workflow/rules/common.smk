@@ -46,6 +46,9 @@ for _ds in CFG["datasets"].values():
 for _m in CFG["models"].values():
     if _m["source"] == "local":
         _m["path"] = _workflow_path(_m["path"])
+for _judge in CFG["judges"].values():
+    if _judge["type"] == "hf" and _judge["model"] not in CFG["models"]:
+        _judge["model"] = _workflow_path(_judge["model"])
 try:
     check_local_files(CFG)
     check_shards_fit(CFG, {name: pool_bound(ds) for name, ds in CFG["datasets"].items()})
