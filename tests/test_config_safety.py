@@ -24,6 +24,16 @@ def refused(change) -> str:
     return str(info.value)
 
 
+def setting(where: tuple, value):
+    """A change that sets the value at key path ``where``."""
+    def change(raw):
+        target = raw
+        for part in where[:-1]:
+            target = target[part]
+        target[where[-1]] = value
+    return change
+
+
 def exam_benchmark(**settings):
     def change(raw):
         raw["benchmarks"]["mc_demo"].update(settings)
@@ -105,12 +115,7 @@ def test_a_sweep_value_holding_a_newline_is_refused_as_a_name():
     (("warmup", "fraction"), float("-inf")),
 ])
 def test_a_number_that_is_not_finite_is_refused_naming_its_key(where, value):
-    def change(raw):
-        target = raw
-        for part in where[:-1]:
-            target = target[part]
-        target[where[-1]] = value
-    assert refused(change).startswith(f"config key {'.'.join(where)}: {value} is not a finite number")
+    assert refused(setting(where, value)).startswith(f"config key {'.'.join(where)}: {value} is not a finite number")
 
 
 def test_merge_weights_that_sum_to_zero_are_refused_before_the_members_train():
@@ -258,12 +263,7 @@ def test_an_unknown_benchmark_type_is_named_as_such():
     (("training", "max_length"), 64.0),
 ])
 def test_an_integer_setting_given_as_a_float_is_refused(where, value):
-    def change(raw):
-        target = raw
-        for part in where[:-1]:
-            target = target[part]
-        target[where[-1]] = value
-    assert f"config key {'.'.join(where)}:" in refused(change)
+    assert f"config key {'.'.join(where)}:" in refused(setting(where, value))
 
 
 def test_a_huge_shard_count_is_refused_before_its_members_are_listed():
@@ -284,13 +284,7 @@ def test_a_number_beyond_any_setting_is_refused():
 def test_a_seed_outside_numpys_range_is_refused(where):
     """np.random.seed (transformers' set_seed) refuses -1 and 2**32 in the job."""
     for value in (-1, 2**32):
-        def change(raw):
-            raw.setdefault("seeds", [0])
-            target = raw
-            for part in where[:-1]:
-                target = target[part]
-            target[where[-1]] = value
-        message = refused(change)
+        message = refused(lambda raw: (raw.setdefault("seeds", [0]), setting(where, value)(raw)))
         assert message.startswith(f"config key {'.'.join(map(str, where))}: seed {value} is outside 0..4294967295")
 
 

@@ -151,7 +151,7 @@ def check_values(config: Any) -> None:
         seen += 1
         if seen > MAX_CONFIG_VALUES:
             raise ConfigError(f"the config holds more than {MAX_CONFIG_VALUES:,} values with its YAML aliases "
-                              f"expanded (near config key {key_path(path)}): an alias bomb, or a config far larger "
+                              f"expanded (under config key {key_path(path[:3])}): an alias bomb, or a config far larger "
                               "than any paper's")
         key, last = key_path(path), (path[-1] if path else None)
         if isinstance(value, dict):
