@@ -170,6 +170,13 @@ def test_local_inputs_that_do_not_exist_are_refused_naming_their_key(tmp_path):
             check_local_files({"datasets": {}, "models": {}, "benchmarks": {}, "judges": {}, **tables})
 
 
+def test_a_path_the_file_system_cannot_hold_is_refused_naming_its_key():
+    """Found by the fuzz test: a 5,000-character data_dir crashed planning with OSError (file name too long)."""
+    with pytest.raises(ConfigError, match=r"^config key benchmarks.b.data_dir: not a usable path \(File name too long"):
+        check_local_files({"datasets": {}, "models": {}, "judges": {},
+                           "benchmarks": {"b": {"type": "lm_eval", "data_dir": "a" * 5000}}})
+
+
 def test_a_validation_subtask_a_demo_dataset_lacks_is_refused():
     """Found by the fuzz test: any string passed, and the warmup's validation set came out empty in a job."""
     message = refused(lambda raw: raw["validation"]["target"].update(subtasks=["arithmetic", "Count"]))

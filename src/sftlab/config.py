@@ -456,6 +456,10 @@ def check_local_files(config: dict) -> None:
                if judge["type"] == "hf" and judge["model"] not in config["models"]]
     for key, path, kind in wanted:
         p = Path(path)
+        try:
+            p.is_dir()
+        except OSError as exc:  # a name too long for the file system, ...
+            raise ConfigError(f"config key {key}: not a usable path ({exc.strerror})") from None
         if not p.exists():
             raise ConfigError(f"config key {key}: {_short(repr(path))} does not exist (relative paths: from the "
                               "working directory, else the workflow's)")

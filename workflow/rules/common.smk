@@ -33,7 +33,11 @@ def _recorded_path(path):
 def _workflow_path(path):
     """Relative config paths: the working directory's if the path exists there, else the workflow's."""
     p = Path(path)
-    return str(p) if p.is_absolute() or p.exists() else _recorded_path(ROOT / p)
+    try:
+        here = p.is_absolute() or p.exists()
+    except OSError:  # a name too long for the file system: check_local_files names its key
+        here = True
+    return str(p) if here else _recorded_path(ROOT / p)
 
 
 for _bench in CFG["benchmarks"].values():
