@@ -309,3 +309,29 @@ def test_a_sweep_of_more_than_ten_thousand_recipes_is_refused():
         raw["sweeps"] = {"s": {"recipe": "sft", "grid": {f"training.{k}": list(range(1, 23)) for k in
                                                          ("batch_size", "eval_steps", "save_steps")}}}
     assert refused(change).startswith("config key sweeps.s.grid: 10,648 combinations; a sweep generates at most")
+
+
+def test_a_name_longer_than_a_file_name_allows_is_refused():
+    """Found by the fuzz test: a 5,000-character recipe name planned, to fail as a file name in the first job."""
+    message = refused(lambda raw: raw["recipes"].update({"a" * 5000: {}}))
+    assert message.startswith("config key recipes: key 'aaaa") and "is longer than 100 characters" in message
+
+
+def test_a_data_dir_holding_the_working_directory_or_empty_is_refused(tmp_path, monkeypatch):
+    """Found by the fuzz test: data_dir '.' or '..' made every file of the project (results/ too) an input."""
+    monkeypatch.chdir(tmp_path)
+    for value, error in ((".", "holds the working directory itself"), ("..", "holds the working directory itself"),
+                         ("", "an empty path")):
+        with pytest.raises(ConfigError, match=f"^config key benchmarks.b.data_dir: .*{error}"):
+            check_local_files({"datasets": {}, "models": {}, "judges": {},
+                               "benchmarks": {"b": {"type": "lm_eval", "data_dir": value}}})
+    (tmp_path / "exam").mkdir()
+    check_local_files({"datasets": {}, "models": {}, "judges": {},
+                       "benchmarks": {"b": {"type": "lm_eval", "data_dir": "exam"}}})
+
+
+def test_a_validation_set_whose_demo_dataset_has_none_of_its_items_is_refused():
+    """Found by the fuzz test: preference_pairs: 0 planned, and the warmup's validation set was empty in the job."""
+    message = refused(lambda raw: raw["datasets"]["demo"].update(preference_pairs=0))
+    assert message.startswith("config key datasets.demo.preference_pairs: 0, but validation set 'target' of "
+                              "recipes.less_25.selection takes its 'pairs' items")

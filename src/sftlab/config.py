@@ -126,6 +126,8 @@ JINJA_DELIMITERS = re.compile(r"\{[{%#]")
 #: most values (mapping entries, list items) a config may hold with its YAML aliases expanded: a paper config holds
 #: about 1,500; an alias bomb (`a: &a [x, x]`, `b: &b [*a, *a]`, ...) would make the schema's walk run for ever
 MAX_CONFIG_VALUES = 100_000
+#: longest key: table names become path components, with suffixes (`_s{seed}`, `.json`) on top
+MAX_NAME_LENGTH = 100
 #: no setting means anything beyond this magnitude (a model's parameter count is below 1e13)
 MAX_MAGNITUDE = 1e15
 #: seeds go to numpy (np.random.seed takes 0 ≤ seed < 2**32), torch and Python's random
@@ -159,6 +161,9 @@ def check_values(config: Any) -> None:
                 if not isinstance(k, str):  # YAML reads `1:`, `yes:` or `null:` as a number, a bool, None
                     raise ConfigError(f"config key {key_path((*path, k))}: a key must be a string, not "
                                       f"{type(k).__name__} {k!r} (quote it in the YAML)")
+                if len(k) > MAX_NAME_LENGTH:  # names become file names (at most 255 bytes, suffixes included)
+                    raise ConfigError(f"config key {key_path(path)}: key {_short(repr(k), 60)} is longer than "
+                                      f"{MAX_NAME_LENGTH} characters")
             stack.extend(((*path, k), v) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend(((*path, i), v) for i, v in enumerate(value))
@@ -318,10 +323,10 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
                         where = f"{where}.{key}[{i}]"
                 raise ConfigError(f"config key {where}: generated recipe {_short(repr(name))}: {_describe(errors[0])}")
             # a generated name becomes a path component and a wildcard: the same rule as a hand-written one
-            if not re.fullmatch(name_pattern(schema, "recipes"), name):
+            if not re.fullmatch(name_pattern(schema, "recipes"), name) or len(name) > MAX_NAME_LENGTH:
                 raise ConfigError(f"config key sweeps.{sweep_id}.{'name' if 'name' in sweep else 'grid'}: generated "
-                                  f"recipe name {name!r} is not a valid recipe name (letters, digits, '_', '.', '-'; "
-                                  "not starting with a '.', '_' or '-')")
+                                  f"recipe name {_short(repr(name))} is not a valid recipe name (letters, digits, '_', "
+                                  f"'.', '-'; not starting with a '.', '_' or '-'; at most {MAX_NAME_LENGTH} characters)")
             if name in config["recipes"] or name in names:
                 raise ConfigError(f"config key sweeps.{sweep_id}: generated recipe name {name!r} already exists")
             # a grid value may be a whole block (merge: {...}): its defaults; training's come from the global settings
@@ -456,10 +461,16 @@ def check_local_files(config: dict) -> None:
                if judge["type"] == "hf" and judge["model"] not in config["models"]]
     for key, path, kind in wanted:
         p = Path(path)
+        if not str(path).strip():
+            raise ConfigError(f"config key {key}: an empty path")
         try:
             p.is_dir()
         except OSError as exc:  # a name too long for the file system, ...
             raise ConfigError(f"config key {key}: not a usable path ({exc.strerror})") from None
+        if p.is_dir() and Path.cwd().resolve().is_relative_to(p.resolve()):
+            # its files are inputs: results/ and everything else of the project would be
+            raise ConfigError(f"config key {key}: {_short(repr(path))} holds the working directory itself, whose "
+                              "results would become inputs of the jobs that read it")
         if not p.exists():
             raise ConfigError(f"config key {key}: {_short(repr(path))} does not exist (relative paths: from the "
                               "working directory, else the workflow's)")
@@ -600,6 +611,11 @@ def resolve_influence_selections(config: dict) -> None:
         if vset is None:
             raise ConfigError(f"config key {where}.validation: no validation set named {sel['validation']!r} "
                               f"(known: {sorted(config['validation'])})")
+        ds = config["datasets"][vset["dataset"]]
+        count_key = {"pairs": "preference_pairs", "heldout": "heldout", "train": "per_family"}[vset["split"]]
+        if ds["source"] == "demo" and ds[count_key] == 0:  # the warmup's validation set would be empty
+            raise ConfigError(f"config key datasets.{vset['dataset']}.{count_key}: 0, but validation set "
+                              f"{sel['validation']!r} of {where} takes its {vset['split']!r} items")
         if sel["name"] == "rose" and vset["split"] != "pairs":
             raise ConfigError(f"config key {where}.validation: rose needs preference pairs, but validation set "
                               f"{sel['validation']!r} takes {vset['split']!r} examples")
