@@ -5,8 +5,9 @@ import os
 import re
 import shlex
 
-from sftlab.config import (ConfigError, check_local_files, check_shards_fit, deep_merge, fraction_id, prepare,
-                           read_yaml, resources, selector_id)
+from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
+                           selector_id)
+from sftlab.config import check_local_files
 from sftlab.data.prepare import pool_bound
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective

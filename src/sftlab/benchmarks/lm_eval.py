@@ -18,9 +18,6 @@ def exam_items(path: str) -> list[dict]:
 class LMEval(BenchmarkType):
     pool_files = ("heldout", "train")
 
-    def reads_heldout(self, bench):
-        return bench.get("exam_from") == "heldout"
-
     def evaluate(self, model, tokenizer, bench, inputs):
         from sftlab.evaluation.multiple_choice import run_lm_eval, write_exam_dir
 
@@ -35,3 +32,6 @@ class LMEval(BenchmarkType):
                                 answer_prompt=bench["answer_prompt"], include_path=bench.get("include_path"),
                                 metric_filter=bench["filter"])
         return score, []
+
+    def reads_heldout(self, bench):
+        return bench.get("exam_from") == "heldout"
