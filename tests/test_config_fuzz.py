@@ -216,8 +216,9 @@ def test_every_hostile_value_is_refused_naming_its_key_or_is_plain_data(config):
     fuzz(config)
     tried = TRIED[config]
     assert len(tried) >= 0.9 * (SCALE or FUZZ_EXAMPLES[config])
-    # the draws reach every kind of leaf: numbers, strings and names
-    assert {type(v).__name__ for _, v in tried} >= {"float", "int", "str", "NoneType", "list"}
+    # the draws reach every kind of value (numbers, strings, containers) and names
+    assert {type(v).__name__ for _, v in tried} >= {"float", "int", "str"}
+    assert any(isinstance(v, (list, dict)) for _, v in tried)
     assert any(p[-1] == "<name>" for p, _ in tried)
 
 
