@@ -223,13 +223,13 @@ def test_experiment_recipes_deduplicated_in_order():
 def test_sweep_value_violating_the_schema_names_the_sweep():
     message = error_of(lambda c: c.update(sweeps={"lrs": {"recipe": "r",
                                                           "grid": {"training.learning_rate": [1e-5, "fast"]}}}))
-    assert message.startswith("config key sweeps.lrs.grid:")
+    assert message.startswith("config key sweeps.lrs.grid.training.learning_rate[1]:")  # the value, where given
     assert "learning_rate" in message
 
 
 def test_sweep_over_an_unknown_objective_is_rejected():
     message = error_of(lambda c: c.update(sweeps={"o": {"recipe": "r", "grid": {"objective.name": ["ntp", "magic"]}}}))
-    assert message.startswith("config key sweeps.o.grid:") and "'magic'" in message
+    assert message.startswith("config key sweeps.o.grid.objective.name[1]:") and "'magic'" in message
 
 
 def test_sweep_key_outside_a_recipe():

@@ -150,5 +150,9 @@ def test_an_unset_judge_key_stops_the_run_before_the_first_job(tmp_path):
     assert snakemake(tmp_path, path, "-n").returncode == 0  # a dry run needs no key
     proc = snakemake(tmp_path, path, "--cores", "1")
     assert proc.returncode != 0
-    assert "config key judges.gpt.api_key_env: the environment variable SFTLAB_TEST_UNSET_KEY is not set" in proc.stderr
+    assert "config key judges.gpt.api_key_env: the environment variable it names is not set" in proc.stderr
+    # the variable's name (which might be a pasted key) is never repeated
+    assert "SFTLAB_TEST_UNSET_KEY" not in proc.stderr + proc.stdout
+    assert not any("SFTLAB_TEST_UNSET_KEY" in p.read_text(errors="replace")
+                   for p in (tmp_path / ".snakemake" / "log").glob("*.log"))
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()

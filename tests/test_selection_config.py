@@ -11,7 +11,7 @@ from sftlab.selection.validation import validation_items
 
 BASE = {
     "models": {"m": {"source": "random"}},
-    "datasets": {"d": {"source": "demo"}},
+    "datasets": {"d": {"source": "demo", "heldout": 3}},  # the heldout validation set takes 3 a family
     "validation": {"shp": {"dataset": "d"}, "heldout": {"dataset": "d", "split": "heldout", "shots": 3}},
     "recipes": {
         "rose5": {"selection": {"name": "rose", "validation": "shp", "fraction": 0.05}},

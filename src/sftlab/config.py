@@ -10,7 +10,9 @@ the config with every recipe's effective training settings resolved. Any problem
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,30 @@ class ConfigError(ValueError):
     """An invalid configuration; the message names the key path."""
 
 
+def _pattern_whole(validator, pattern, instance, schema):
+    """JSON Schema's ``pattern`` (a search), except that an anchored ``^…$`` matches the whole string: Python's ``$``
+    also matches before a final newline, which would let ``"sft\\n"`` through as a name."""
+    if validator.is_type(instance, "string"):
+        whole = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
+        if not re.search(whole, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+#: the schema's validator, with whole-string patterns; an integer is an int (JSON Schema also takes 2.0 and 1e300,
+#: which then fail in a job as a count, or as a shard list too long for memory)
+Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"pattern": _pattern_whole},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool)))
+
+
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    # parsed once per version of the file: parsing takes three quarters of a prepare() otherwise
+    return copy.deepcopy(_parsed_schema(Path(path), Path(path).stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_schema(path: Path, mtime_ns: int) -> dict:
     return yaml.safe_load(path.read_text())
 
 
@@ -66,7 +91,7 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
     for sub in schema.get("allOf", []):
         fill_defaults(instance, sub, root)
         sub = _resolve(sub, root)
-        if "if" in sub and jsonschema.Draft202012Validator(sub["if"]).is_valid(instance) and "then" in sub:
+        if "if" in sub and Validator(sub["if"]).is_valid(instance) and "then" in sub:
             fill_defaults(instance, sub["then"], root)
     extra = schema.get("additionalProperties")
     if isinstance(extra, dict):
@@ -78,8 +103,9 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
 def validate(config: dict, schema: dict | None = None) -> dict:
     """Schema validation with defaults filled in; raises ConfigError with the key path of the first error."""
     schema = schema or load_schema()
+    check_values(config)
     config = copy.deepcopy(config)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = Validator(schema)
     # a key that fails inside its `then` branch also counts as unevaluated there: report the real failure first
     errors = sorted(validator.iter_errors(config), key=lambda e: (e.validator == "unevaluatedProperties",
                                                                   len(e.absolute_path), list(map(str, e.absolute_path))))
@@ -94,6 +120,72 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 
 # keys whose value names an environment variable holding a secret: a wrong value may be the secret itself
 SECRET_NAME_KEYS = ("api_key_env",)
+#: keys whose string is placed into a Jinja template (lm-eval renders its task YAMLs unsandboxed)
+TEMPLATE_KEYS = ("answer_prompt",)
+JINJA_DELIMITERS = re.compile(r"\{[{%#]")
+#: most values (mapping entries, list items) a config may hold with its YAML aliases expanded: a paper config holds
+#: about 1,500; an alias bomb (`a: &a [x, x]`, `b: &b [*a, *a]`, ...) would make the schema's walk run for ever
+MAX_CONFIG_VALUES = 100_000
+#: longest key: table names become path components, with suffixes (`_s{seed}`, `.json`) on top
+MAX_NAME_LENGTH = 100
+#: no setting means anything beyond this magnitude (a model's parameter count is below 1e13)
+MAX_MAGNITUDE = 1e15
+#: seeds go to numpy (np.random.seed takes 0 ≤ seed < 2**32), torch and Python's random
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def _is_seed(path: tuple) -> bool:
+    """A seed's key: `seed`, `*_seed`, an item of `seeds` (or a sweep's `training.seed: [...]`)."""
+    names = [p.rsplit(".", 1)[-1] for p in path[-2:] if isinstance(p, str)]
+    return bool(names) and (names[-1] == "seed" or names[-1].endswith("_seed")
+                            or (names[-1] == "seeds" and isinstance(path[-1], int)))
+
+
+def check_values(config: Any) -> None:
+    """What holds for every value of a config, before the schema sees it: a bounded size, every number finite,
+    no template syntax where a template is written, no secret where one would be printed (URL credentials, a key
+    pasted as an ``api_key_env``). Raises ConfigError naming the key; a secret is never repeated."""
+    from sftlab.secrets import looks_like_secret, url_secrets
+
+    seen, stack = 0, [((), config)]
+    while stack:
+        path, value = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise ConfigError(f"the config holds more than {MAX_CONFIG_VALUES:,} values with its YAML aliases "
+                              f"expanded (under config key {key_path(path[:3])}): an alias bomb, or a config far larger "
+                              "than any paper's")
+        key, last = key_path(path), (path[-1] if path else None)
+        if isinstance(value, dict):
+            for k in value:
+                if not isinstance(k, str):  # YAML reads `1:`, `yes:` or `null:` as a number, a bool, None
+                    raise ConfigError(f"config key {key_path((*path, k))}: a key must be a string, not "
+                                      f"{type(k).__name__} {k!r} (quote it in the YAML)")
+                if len(k) > MAX_NAME_LENGTH:  # names become file names (at most 255 bytes, suffixes included)
+                    raise ConfigError(f"config key {key_path(path)}: key {_short(repr(k), 60)} is longer than "
+                                      f"{MAX_NAME_LENGTH} characters")
+            stack.extend(((*path, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key {key}: {value} is not a finite number")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_MAGNITUDE:
+            raise ConfigError(f"config key {key}: {value:g} is beyond any meaningful setting (magnitude at most "
+                              f"{MAX_MAGNITUDE:g})")
+        if _is_seed(path) and isinstance(value, int) and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+            raise ConfigError(f"config key {key}: seed {value} is outside {SEED_RANGE[0]}..{SEED_RANGE[1]} "
+                              "(numpy's seeds)")
+        if isinstance(value, str):
+            if last in SECRET_NAME_KEYS and looks_like_secret(value):
+                raise ConfigError(f"config key {key}: must be the NAME of an environment variable (e.g. OPENAI_API_KEY), "
+                                  "not the key itself, which this value looks like; the value is not shown")
+            if last in TEMPLATE_KEYS and JINJA_DELIMITERS.search(value):
+                raise ConfigError(f"config key {key}: holds template syntax ('{{{{', '{{%' or '{{#'), which would run "
+                                  "as a Jinja template when lm-eval renders the task; write plain text")
+            if re.match(r"(?i)[a-z][a-z0-9+.-]*://", value) and url_secrets(value):
+                raise ConfigError(f"config key {key}: the URL carries credentials ({', '.join(url_secrets(value))}), "
+                                  "which would be printed in job commands and logs; put the key in the environment "
+                                  "variable that api_key_env names (the value is not shown)")
 
 
 def _known_keys(schema: dict, instance: dict) -> set[str]:
@@ -101,9 +193,24 @@ def _known_keys(schema: dict, instance: dict) -> set[str]:
     known = set(schema.get("properties", {}))
     for sub in schema.get("allOf", []):
         known |= _known_keys(sub, instance)
-        if "if" in sub and "then" in sub and jsonschema.Draft202012Validator(sub["if"]).is_valid(instance):
+        if "if" in sub and "then" in sub and Validator(sub["if"]).is_valid(instance):
             known |= _known_keys(sub["then"], instance)
     return known
+
+
+def _unmatched_branch(schema: dict, instance: dict) -> tuple[str, list] | None:
+    """The key that picks an object's `if/then` branch (a benchmark's type, a model's source) when its value picks
+    none of them, with the values that do."""
+    conditions = [sub["if"].get("properties", {}) for sub in schema.get("allOf", []) if "if" in sub]
+    # a key with its own enum is reported by it; `type: {type: string}` (any registered benchmark type) is not
+    keys = {key for props in conditions for key in props
+            if not {"enum", "const"} & set(schema.get("properties", {}).get(key, {}))}
+    for key in sorted(keys):
+        options = [v for props in conditions if key in props
+                   for v in ([props[key]["const"]] if "const" in props[key] else props[key].get("enum", []))]
+        if key in instance and options and instance[key] not in options:
+            return key, list(dict.fromkeys(options))
+    return None
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -111,6 +218,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
     best = jsonschema.exceptions.best_match([error] + list(error.context or []))
     path = key_path(best.absolute_path)
     if best.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(best.instance, dict):
+        unmatched = _unmatched_branch(best.schema, best.instance)
+        if unmatched:  # e.g. a benchmark type no branch knows: its settings are not the real error
+            name, options = unmatched
+            return (f"config key {key_path([*best.absolute_path, name])}: {_short(repr(best.instance[name]))} is "
+                    f"not one of {options}")
         known = _known_keys(best.schema, best.instance)
         unknown = [k for k in best.instance if k not in known] or list(best.instance)
         where = key_path([*best.absolute_path, unknown[0]])
@@ -120,8 +232,14 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return (f"config key {path}: must be the NAME of an environment variable (letters, digits and '_', "
                 "not starting with a digit), not the key itself; the value is not shown")
     if best.validator == "enum":
-        return f"config key {path}: {best.instance!r} is not one of {best.validator_value}"
-    return f"config key {path}: {best.message}"
+        return f"config key {path}: {_short(repr(best.instance))} is not one of {best.validator_value}"
+    return f"config key {path}: {_short(best.message, 400)}"
+
+
+def _short(value, limit: int = 200) -> str:
+    """A value as an error message quotes it, cut to ``limit`` characters (a hostile value may be megabytes)."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
 def _get_dotted(obj: dict, dotted: str):
@@ -165,6 +283,10 @@ def sweep_name(sweep: dict, base: str, assignment: dict[str, Any]) -> str:
     return "_".join(parts)
 
 
+#: recipes one sweep may generate (each is a training run per model × dataset)
+MAX_SWEEP_RECIPES = 10_000
+
+
 def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
     """Add each sweep's generated recipes to ``config['recipes']``; return sweep name → recipe names."""
     recipe_schema = {**schema["$defs"]["recipe"], "$defs": schema["$defs"]}
@@ -174,9 +296,13 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
         if base not in config["recipes"]:
             raise ConfigError(f"config key sweeps.{sweep_id}.recipe: no recipe named {base!r}")
         keys = list(sweep["grid"])
+        size = math.prod(len(sweep["grid"][k]) for k in keys)
+        if size > MAX_SWEEP_RECIPES:
+            raise ConfigError(f"config key sweeps.{sweep_id}.grid: {size:,} combinations; a sweep generates at most "
+                              f"{MAX_SWEEP_RECIPES:,} recipes")
         names = []
-        for values in itertools.product(*(sweep["grid"][k] for k in keys)):
-            assignment = dict(zip(keys, values))
+        for chosen in itertools.product(*(enumerate(sweep["grid"][k]) for k in keys)):
+            assignment = {k: value for k, (_, value) in zip(keys, chosen)}
             recipe = copy.deepcopy(config["recipes"][base])
             for key, value in assignment.items():
                 head = key.split(".")[0]
@@ -186,16 +312,23 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
                     )
                 _set_dotted(recipe, key, value)
             name = sweep_name(sweep, base, assignment)
+            # a value the recipe's schema refuses is named where the grid gives it, before its name is judged
+            errors = list(Validator(recipe_schema).iter_errors(recipe))
+            if errors:
+                where = f"sweeps.{sweep_id}.grid"
+                best = jsonschema.exceptions.best_match([errors[0]] + list(errors[0].context or []))
+                error_path = ".".join(map(str, best.absolute_path))
+                for key, (i, _) in zip(keys, chosen):
+                    if error_path == key or error_path.startswith(key + "."):
+                        where = f"{where}.{key}[{i}]"
+                raise ConfigError(f"config key {where}: generated recipe {_short(repr(name))}: {_describe(errors[0])}")
             # a generated name becomes a path component and a wildcard: the same rule as a hand-written one
-            if not re.fullmatch(name_pattern(schema, "recipes"), name):
+            if not re.fullmatch(name_pattern(schema, "recipes"), name) or len(name) > MAX_NAME_LENGTH:
                 raise ConfigError(f"config key sweeps.{sweep_id}.{'name' if 'name' in sweep else 'grid'}: generated "
-                                  f"recipe name {name!r} is not a valid recipe name (letters, digits, '_', '.', '-'; "
-                                  "not starting with a '.', '_' or '-')")
+                                  f"recipe name {_short(repr(name))} is not a valid recipe name (letters, digits, '_', "
+                                  f"'.', '-'; not starting with a '.', '_' or '-'; at most {MAX_NAME_LENGTH} characters)")
             if name in config["recipes"] or name in names:
                 raise ConfigError(f"config key sweeps.{sweep_id}: generated recipe name {name!r} already exists")
-            errors = list(jsonschema.Draft202012Validator(recipe_schema).iter_errors(recipe))
-            if errors:
-                raise ConfigError(f"config key sweeps.{sweep_id}.grid: generated recipe {name!r}: {_describe(errors[0])}")
             # a grid value may be a whole block (merge: {...}): its defaults; training's come from the global settings
             for axis in ("selection", "objective", "composition"):
                 fill_defaults(recipe[axis], schema["$defs"][axis], schema)
@@ -273,6 +406,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
                 raise ConfigError(f"config key experiments.{exp_id}.recipes[{i}]: no recipe or sweep named {name!r}")
         exp["recipes"] = list(dict.fromkeys(expanded))
     check_references(config, raw)
+    check_heldout_benchmarks(config)
     check_demo_datasets(config)
     check_hub_folders(config)
     check_prompt_formats(config)
@@ -282,14 +416,69 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
 
 
 def check_references(config: dict, raw: dict) -> None:
-    """Names that the schema cannot check: the reference run's model, the report's baseline recipe."""
+    """Names that the schema cannot check: the reference run's model and checkpoints, the report's baseline recipe."""
     model = config["reference"]["model"]
     if model is not None and model not in config["models"]:
         raise ConfigError(f"config key reference.model: no model named {model!r} (known: {sorted(config['models'])})")
     # the default baseline `sft` may be absent (no paired tests then); a baseline the user names must exist
+    checkpoints = config["reference"]["checkpoints"]
+    for name, recipe in config["recipes"].items():
+        if recipe["selection"]["name"] == "ambiguous" and len(checkpoints) < 2:
+            raise ConfigError(f"config key reference.checkpoints: {checkpoints} is one checkpoint, but recipe {name!r} "
+                              "ranks by the variability across checkpoints (selector 'ambiguous'): give two or more")
     baseline = raw.get("report", {}).get("baseline")
     if baseline is not None and baseline not in config["recipes"]:
         raise ConfigError(f"config key report.baseline: no recipe named {baseline!r}")
+
+
+def check_heldout_benchmarks(config: dict) -> None:
+    """A benchmark that scores a dataset's held-out examples needs some: ``heldout: 0`` would fail after training."""
+    from sftlab.benchmarks import benchmark_type
+
+    for exp_id, exp in config["experiments"].items():
+        for bench_name in exp["benchmarks"]:
+            bench = config["benchmarks"][bench_name]
+            if not benchmark_type(bench["type"]).reads_heldout(bench):
+                continue
+            for name in exp["datasets"]:
+                if config["datasets"][name]["heldout"] == 0:
+                    raise ConfigError(f"config key datasets.{name}.heldout: 0 held-out examples, but benchmark "
+                                      f"{bench_name!r} (experiment {exp_id}) scores the held-out examples; set heldout "
+                                      "to 1 or more")
+
+
+def check_local_files(config: dict) -> None:
+    """Local inputs exist, as what they must be: a dataset one file (a directory would be walked whole at plan time,
+    then fail to load), a local model, an hf judge not in `models` and a benchmark's data_dir / include_path a
+    directory. Run on the paths as the workflow resolves them."""
+    wanted = [(f"datasets.{name}.path", ds["path"], "file") for name, ds in config["datasets"].items()
+              if ds["source"] == "local"]
+    wanted += [(f"models.{name}.path", m["path"], "directory") for name, m in config["models"].items()
+               if m["source"] == "local"]
+    wanted += [(f"benchmarks.{name}.{key}", bench[key], "directory") for name, bench in config["benchmarks"].items()
+               for key in ("data_dir", "include_path") if key in bench]
+    # an hf judge is a config model or a Hugging Face directory
+    wanted += [(f"judges.{name}.model", judge["model"], "directory") for name, judge in config["judges"].items()
+               if judge["type"] == "hf" and judge["model"] not in config["models"]]
+    for key, path, kind in wanted:
+        p = Path(path)
+        if not str(path).strip():
+            raise ConfigError(f"config key {key}: an empty path")
+        try:
+            p.is_dir()
+        except OSError as exc:  # a name too long for the file system, ...
+            raise ConfigError(f"config key {key}: not a usable path ({exc.strerror})") from None
+        if p.is_dir() and Path.cwd().resolve().is_relative_to(p.resolve()):
+            # its files are inputs: results/ and everything else of the project would be
+            raise ConfigError(f"config key {key}: {_short(repr(path))} holds the working directory itself, whose "
+                              "results would become inputs of the jobs that read it")
+        if not p.exists():
+            raise ConfigError(f"config key {key}: {_short(repr(path))} does not exist (relative paths: from the "
+                              "working directory, else the workflow's)")
+        if kind == "file" and p.is_dir():
+            raise ConfigError(f"config key {key}: {_short(repr(path))} is a directory; give a JSON, JSONL or CSV file")
+        if kind == "directory" and not p.is_dir():
+            raise ConfigError(f"config key {key}: {_short(repr(path))} is not a directory")
 
 
 def check_demo_datasets(config: dict) -> None:
@@ -410,10 +599,18 @@ def resolve_influence_selections(config: dict) -> None:
     ROSE needs preference pairs (its validation loss is DPO); LESS takes SFT examples, or the chosen
     answers of pairs. The settings of the other selectors may not carry these keys.
     """
+    from sftlab.data.demo import FAMILIES
+
     for name in config["validation"]:
         dataset = config["validation"][name]["dataset"]
         if dataset not in config["datasets"]:
             raise ConfigError(f"config key validation.{name}.dataset: no dataset named {dataset!r}")
+        # a demo dataset's subtasks are its families, known before any data is made
+        ds = config["datasets"][dataset]
+        for i, subtask in enumerate(config["validation"][name].get("subtasks") or []):
+            if ds["source"] == "demo" and subtask not in (ds.get("families") or FAMILIES):
+                raise ConfigError(f"config key validation.{name}.subtasks[{i}]: demo dataset {dataset!r} has no "
+                                  f"family {_short(repr(subtask))} (it has {list(ds.get('families') or FAMILIES)})")
     for name, recipe in config["recipes"].items():
         sel, where = recipe["selection"], f"recipes.{name}.selection"
         if sel["name"] not in influence_selectors():
@@ -427,6 +624,11 @@ def resolve_influence_selections(config: dict) -> None:
         if vset is None:
             raise ConfigError(f"config key {where}.validation: no validation set named {sel['validation']!r} "
                               f"(known: {sorted(config['validation'])})")
+        ds = config["datasets"][vset["dataset"]]
+        count_key = {"pairs": "preference_pairs", "heldout": "heldout", "train": "per_family"}[vset["split"]]
+        if ds["source"] == "demo" and ds[count_key] == 0:  # the warmup's validation set would be empty
+            raise ConfigError(f"config key datasets.{vset['dataset']}.{count_key}: 0, but validation set "
+                              f"{sel['validation']!r} of {where} takes its {vset['split']!r} items")
         if sel["name"] == "rose" and vset["split"] != "pairs":
             raise ConfigError(f"config key {where}.validation: rose needs preference pairs, but validation set "
                               f"{sel['validation']!r} takes {vset['split']!r} examples")
@@ -484,7 +686,7 @@ def composition_members(composition: dict) -> int:
 
 def check_composition(key: str, recipe: dict) -> None:
     """What the schema cannot say about a composed recipe: the merge settings must fit the method and the runs."""
-    from sftlab.compose.merge import MERGE_METHODS
+    from sftlab.compose.merge import MERGE_METHODS, resolve_params
 
     composition = recipe["composition"]
     if composition["name"] == "single":
@@ -506,6 +708,12 @@ def check_composition(key: str, recipe: dict) -> None:
     if "weights" in merge and len(merge["weights"]) != members:
         raise ConfigError(f"config key {key}.composition.merge.weights: {len(merge['weights'])} weights for "
                           f"{members} member runs")
+    # the merge job's own check of its parameters (weights summing to 0, ...), before the members train
+    try:
+        resolve_params(merge["method"], members, {p: merge[p] for p in method.params if p in merge})
+    except ValueError as exc:
+        param = next((p for p in method.params if p in merge and p in str(exc)), "method")
+        raise ConfigError(f"config key {key}.composition.merge.{param}: {exc}") from None
     if merge["merge_space"] == "adapter":
         if merge["method"] != "average":
             raise ConfigError(f"config key {key}.composition.merge.method: merge_space 'adapter' averages LoRA "

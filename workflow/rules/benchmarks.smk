@@ -7,13 +7,6 @@ from sftlab.benchmarks import GENERATION_KEYS, JUDGE_KEYS, benchmark_type
 
 JUDGE_CACHE_DIR = "results/judge_cache"
 
-for _name, _judge in CFG["judges"].items():
-    if _judge["type"] == "hf" and _judge["model"] not in CFG["models"]:
-        _judge["model"] = _workflow_path(_judge["model"])
-        if not os.path.isdir(_judge["model"]):
-            raise WorkflowError(f"config key judges.{_name}.model: {_judge['model']!r} is neither a model in `models` "
-                                f"nor a directory")
-
 
 def type_of(name):
     """The registered type of configured benchmark ``name``."""
@@ -189,10 +182,11 @@ def check_judge_keys(jobs):
         judge = CFG["judges"][name]
         var = judge.get("api_key_env")
         if judge["type"] == "openai" and var and not os.environ.get(var):
+            # the variable's name is not repeated: a pasted key that passed for a name must not reach a log
             raise WorkflowError(f"invalid configuration: config key judges.{name}.api_key_env: the environment "
-                                f"variable {var} is not set, and benchmark {job.wildcards.benchmark} is judged by "
-                                f"{name!r} in this plan; export {var}, or set api_key_env: null for a server "
-                                "without a key")
+                                f"variable it names is not set, and benchmark {job.wildcards.benchmark} is judged by "
+                                f"{name!r} in this plan; export it, or set api_key_env: null for a server without "
+                                "a key")
 
 
 def local_benchmark_files(wildcards):

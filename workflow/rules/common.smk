@@ -11,6 +11,7 @@ from sftlab.cluster import (ClusterError, Request, Resumable, check_fits, check_
                             load_cluster)
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
                            selector_id)
+from sftlab.config import check_local_files
 from sftlab.data.prepare import pool_bound
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective
@@ -39,7 +40,11 @@ def _recorded_path(path):
 def _workflow_path(path):
     """Relative config paths: the working directory's if the path exists there, else the workflow's."""
     p = Path(path)
-    return str(p) if p.is_absolute() or p.exists() else _recorded_path(ROOT / p)
+    try:
+        here = p.is_absolute() or p.exists()
+    except OSError:  # a name too long for the file system: check_local_files names its key
+        here = True
+    return str(p) if here else _recorded_path(ROOT / p)
 
 
 for _bench in CFG["benchmarks"].values():
@@ -52,7 +57,11 @@ for _ds in CFG["datasets"].values():
 for _m in CFG["models"].values():
     if _m["source"] == "local":
         _m["path"] = _workflow_path(_m["path"])
+for _judge in CFG["judges"].values():
+    if _judge["type"] == "hf" and _judge["model"] not in CFG["models"]:
+        _judge["model"] = _workflow_path(_judge["model"])
 try:
+    check_local_files(CFG)
     check_shards_fit(CFG, {name: pool_bound(ds) for name, ds in CFG["datasets"].items()})
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None

@@ -69,6 +69,10 @@ class BenchmarkType:
         return StepNotInType(f"benchmark type {self.name!r} has no {step}: by design it is scored by rule "
                              f"{self.scored_by!r}, so the rules never ask it for this step")
 
+    def reads_heldout(self, bench: dict) -> bool:
+        """Whether it scores the dataset's held-out examples (so ``heldout: 0`` cannot be scored)."""
+        return False
+
     def data_settings(self, bench: dict) -> dict:
         return {k: bench[k] for k in (*DATA_KEYS, *self.data_keys) if k in bench}
 

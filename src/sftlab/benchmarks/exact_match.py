@@ -11,6 +11,9 @@ from .base import BenchmarkType, register_benchmark_type
 class ExactMatch(BenchmarkType):
     pool_files = ("heldout", "train")
 
+    def reads_heldout(self, bench):
+        return True
+
     def evaluate(self, model, tokenizer, bench, inputs):
         from sftlab.evaluation.exact_match import exact_match
 

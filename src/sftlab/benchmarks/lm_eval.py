@@ -40,3 +40,6 @@ class LMEval(BenchmarkType):
                                 answer_prompt=bench["answer_prompt"], include_path=bench.get("include_path"),
                                 metric_filter=bench["filter"])
         return score, []
+
+    def reads_heldout(self, bench):
+        return bench.get("exam_from") == "heldout"

@@ -18,6 +18,9 @@ class LogLikelihood(BenchmarkType):
     def base_settings(self, bench: dict) -> dict:
         return {k: bench[k] for k in self.base_keys if k in bench}
 
+    def reads_heldout(self, bench):
+        return bench["items"] == "heldout"
+
     def items_file(self, bench: dict, dataset: str) -> str:
         if bench["items"] == "exam":
             return f"{bench['data_dir']}/test.jsonl"

@@ -309,11 +309,16 @@ def lm_eval_fewshot_examples(task_dir: str, source: str) -> list[dict]:
     validation set). The prompt is the task's description and ``doc_to_text``, the answer its ``doc_to_target``,
     both rendered from the exemplar as lm-eval renders them; subtask = the task's ``dataset_name``.
     """
-    import jinja2
     import lm_eval
     import yaml
+    from jinja2.sandbox import SandboxedEnvironment
 
-    root = Path(lm_eval.__file__).parent / "tasks" / task_dir
+    tasks = (Path(lm_eval.__file__).parent / "tasks").resolve()
+    root = (tasks / task_dir).resolve()
+    if not root.is_relative_to(tasks):
+        raise DataError(f"lm-eval task directory {task_dir!r} is outside lm-eval's tasks ({tasks})")
+    # the templates are lm-eval's; rendered sandboxed all the same, as data
+    jinja = SandboxedEnvironment()
     if not root.is_dir():
         raise DataError(f"lm-eval has no task directory {task_dir!r} (looked in {root})")
     examples = []
@@ -325,8 +330,8 @@ def lm_eval_fewshot_examples(task_dir: str, source: str) -> list[dict]:
             spec = {**yaml.safe_load((root / spec["include"]).read_text()), **spec}
         subtask = spec.get("dataset_name") or path.stem
         for k, sample in enumerate(spec["fewshot_config"]["samples"]):
-            prompt = jinja2.Template(spec["doc_to_text"]).render(**sample)
-            target = jinja2.Template(spec["doc_to_target"]).render(**sample)
+            prompt = jinja.from_string(spec["doc_to_text"]).render(**sample)
+            target = jinja.from_string(spec["doc_to_target"]).render(**sample)
             messages = [{"role": "user", "content": spec.get("description", "") + prompt},
                         {"role": "assistant", "content": target}]
             examples.append({"id": f"{source}-{subtask}-{k}", "messages": check_messages(messages), "source": source,
@@ -453,6 +458,9 @@ def convert(rows: Iterable[tuple[str, dict | BadRow]], fmt: str, source: str, on
                 raise row
             item = loader(row, source)
             item.setdefault("id", f"{source}-{len(out) + skipped:07d}")
+            if item["id"] != item["id"].strip() or not item["id"].isprintable():
+                # an id is a line of the selection's id files: "r11 " or "r12\nx" would come back as another id
+                raise BadRow(f"id {item['id']!r} has surrounding whitespace or a line break / control character")
             if item["id"] in first_at:
                 raise BadRow(f"duplicate id {item['id']!r} (first at {first_at[item['id']]})")
         except BadRow as exc:

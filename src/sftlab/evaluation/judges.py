@@ -26,6 +26,7 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence
 from sftlab.progress import progress
 from sftlab.evaluation.cache import JudgmentCache, request_key
 from sftlab.registry import registrar
+from sftlab.secrets import looks_like_secret, redact_url
 from sftlab.evaluation.generation import GenerationRequest, SamplingParams, TransformersGenerator
 
 log = logging.getLogger(__name__)
@@ -148,14 +149,16 @@ class OpenAIJudge(Judge):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be positive, got {max_concurrency}")
         self.model = model
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        # what messages and logs print: credentials in the URL masked (the client gets the URL as given)
+        self.url = redact_url(base_url.rstrip("/") + "/chat/completions")
         self.max_concurrency = max_concurrency
         self.id = f"openai:{model}"
         self._api_key = None
         if api_key_env:
             self._api_key = os.environ.get(api_key_env)
             if not self._api_key:
-                raise JudgeError(f"environment variable {api_key_env} (the judge's API key) is not set")
+                shown = "named by api_key_env" if looks_like_secret(api_key_env) else api_key_env
+                raise JudgeError(f"environment variable {shown} (the judge's API key) is not set")
         # without a key no Authorization header is sent at all; the SDK insists on some key to construct a client
         self._extra_headers = {} if self._api_key else {"Authorization": openai.Omit()}
         self._client = openai.OpenAI(

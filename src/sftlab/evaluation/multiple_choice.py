@@ -10,6 +10,7 @@ route scores the held-out part of an exam the model was trained on (datasets of 
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 from pathlib import Path
 from unittest import mock
@@ -17,6 +18,8 @@ from unittest import mock
 import yaml
 
 LETTERS = ["A", "B", "C", "D", "E", "F", "G", "H"]
+#: a task written as ``{name}.yaml``: one plain file name (the config schema's pattern for ``task``)
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def write_exam_dir(out_dir: str | Path, test: list[dict], dev: list[dict]) -> Path:
@@ -33,6 +36,11 @@ def write_exam_dir(out_dir: str | Path, test: list[dict], dev: list[dict]) -> Pa
 
 def mmlu_schema_task(name: str, data_dir: str | Path, n_choices: int = 4, answer_prompt: str = "Answer:") -> dict:
     """An lm-eval task over ``data_dir/test.jsonl`` (scored) and ``data_dir/dev.jsonl`` (few-shot examples)."""
+    if not TASK_NAME.fullmatch(name):
+        raise ValueError(f"multiple-choice task name {name!r}: letters, digits, '_', '.' and '-' only (it names a file)")
+    if re.search(r"\{[{%#]", answer_prompt):
+        # lm-eval renders doc_to_text as an unsandboxed Jinja template: the prompt would run as code
+        raise ValueError(f"multiple-choice task {name}: answer_prompt holds Jinja syntax ('{{{{', '{{%' or '{{#')")
     data_dir = Path(data_dir).resolve()
     test, dev = data_dir / "test.jsonl", data_dir / "dev.jsonl"
     for path in (test, dev):
@@ -67,7 +75,10 @@ def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, 
     with tempfile.TemporaryDirectory() as tmp:
         if data_dir is not None:
             spec = mmlu_schema_task(task, data_dir, answer_prompt=answer_prompt)
-            (Path(tmp) / f"{task}.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+            path = (Path(tmp) / f"{task}.yaml").resolve()
+            if path.parent != Path(tmp).resolve():
+                raise ValueError(f"lm-eval task {task!r}: its YAML would be written outside the task folder")
+            path.write_text(yaml.safe_dump(spec, allow_unicode=True))
             # the task is self-contained: indexing lm-eval's own ~27,000 task YAMLs would cost ~6 s of CPU a job
             manager = TaskManager(include_path=tmp, include_defaults=False)
         else:
