@@ -8,6 +8,7 @@ import shlex
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
                            selector_id)
 from sftlab.data.prepare import pool_bound
+from sftlab import rehearsal
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective
 from sftlab.selection import SELECTORS
@@ -18,7 +19,8 @@ try:
     # Snakemake's own YAML loading keeps the last of two equal keys: re-read each file with a loader that refuses them
     for _configfile in workflow.configfiles:
         read_yaml(_configfile)
-    CFG = prepare(config)
+    # `--config rehearsal=true`: the config's rehearsal, derived from it here (sftlab.rehearsal)
+    CFG = prepare(rehearsal.apply(config))
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 

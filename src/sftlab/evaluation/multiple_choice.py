@@ -9,6 +9,7 @@ route scores the held-out part of an exam the model was trained on (datasets of 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 from pathlib import Path
@@ -57,10 +58,12 @@ def mmlu_schema_task(name: str, data_dir: str | Path, n_choices: int = 4, answer
 
 def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, metric: str = "acc",
                 data_dir: str | Path | None = None, limit: int | None = None, answer_prompt: str = "Answer:",
-                include_path: str | Path | None = None, metric_filter: str = "none") -> dict:
+                include_path: str | Path | None = None, metric_filter: str = "none",
+                dataset_paths: dict[str, str] | None = None) -> dict:
     """Score dict ``{"metric", "value" (percent), "ci_low", "ci_high", "n", "task", "num_fewshot"}``.
 
-    ``metric_filter`` is lm-eval's filter name in the result key (``exact_match,strict-match`` for GSM8K)."""
+    ``metric_filter`` is lm-eval's filter name in the result key (``exact_match,strict-match`` for GSM8K).
+    ``dataset_paths``: hub dataset → local directory in that repository's layout, read instead of the hub."""
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
@@ -73,7 +76,26 @@ def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, 
         else:
             manager = TaskManager(include_path=str(include_path) if include_path else None)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
-        return lm_eval_score(lm, task, manager, num_fewshot, metric, limit=limit, metric_filter=metric_filter)
+        with local_datasets(dataset_paths or {}):
+            return lm_eval_score(lm, task, manager, num_fewshot, metric, limit=limit, metric_filter=metric_filter)
+
+
+@contextlib.contextmanager
+def local_datasets(paths: dict[str, str]):
+    """While open, ``datasets.load_dataset(path=<hub id>, ...)`` reads ``paths[<hub id>]`` instead (lm-eval's tasks load
+    their ``dataset_path`` so): the task's own config, its data from a local copy of the repository."""
+    import datasets
+
+    if not paths:
+        yield
+        return
+    load = datasets.load_dataset
+
+    def load_local(path, *args, **kwargs):
+        return load(paths.get(path, path), *args, **kwargs)
+
+    with mock.patch.object(datasets, "load_dataset", load_local):
+        yield
 
 
 def lm_eval_score(lm, task: str, manager, num_fewshot: int, metric: str, limit: int | None = None,
