@@ -15,32 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER_CONFIGS = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
 FIXTURE = ROOT / "tests" / "fixtures" / "paper_plan.yaml"
 
-# loaded by every Python process of the dry run (sitecustomize): any Internet connection fails loudly
-NO_NETWORK = '''
-import socket
-
-def _refuse(*args, **kwargs):
-    raise OSError("network access during planning (the planning test runs offline)")
-
-_connect = socket.socket.connect
-
-def _connect_local(self, address):
-    if self.family in (socket.AF_INET, socket.AF_INET6):
-        _refuse()
-    return _connect(self, address)
-
-socket.socket.connect = _connect_local
-socket.socket.connect_ex = _connect_local
-socket.getaddrinfo = _refuse
-socket.create_connection = _refuse
-'''
+# loaded by every Python process of the dry run (sitecustomize): any connection beyond this machine fails loudly
+OFFLINE_GUARD = ROOT / "tests" / "offline"
 
 
 def offline_env() -> dict[str, str]:
     """This source tree first and the network guard loaded into every Python process."""
-    guard = Path(tempfile.mkdtemp(prefix="offline-"))
-    (guard / "sitecustomize.py").write_text(NO_NETWORK)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(guard), str(ROOT / "src")]), "HF_HUB_OFFLINE": "1",
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(OFFLINE_GUARD), str(ROOT / "src")]), "HF_HUB_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 

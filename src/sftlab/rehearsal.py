@@ -12,9 +12,13 @@ method, resource stage and profile setting stays; what changes is size and place
   (``dataset_paths``); MT-Bench, AlpacaEval, Arena-Hard and IFEval → their offline sets in the official formats;
 - each API judge → ``rehearsal.judge_url``, an OpenAI-compatible server on 127.0.0.1 (tests/_openai_stub.py) answering
   in each judge protocol's format; generation with vLLM → transformers (vLLM needs CUDA);
-- training keeps finetuning, objective and precision; FSDP / DeepSpeed → DDP (neither shards on CPU processes);
+- training keeps finetuning and objective; FSDP / DeepSpeed → DDP (neither shards on CPU processes); bf16 / fp16 →
+  auto (the trainer refuses half precision without a GPU; auto is bf16 on a GPU that has it);
   lengths, batches, epochs, LoRA rank, projection dimension, shards, held-out sets and item limits shrink;
-- grids (sweeps), training seeds and seed soups collapse to their first values, disperse-merge to 2 shards;
+- numeric grid axes (sweeps), training seeds and seed soups collapse to their first values (an axis of kinds, e.g.
+  merge methods, stays whole), disperse-merge to 2 shards; so does
+  each experiment's benchmark axis: every run is scored on the first benchmark, every benchmark on the first recipe
+  of each model × dataset (split_experiments);
 - resources keep every stage and whether it asks for GPUs, at most 2 a job (CI's node fakes two: a multi-GPU job
   stays multi-process, DDP on CPU), 1 CPU per GPU, memory and time that fit a small node.
 """
@@ -103,6 +107,8 @@ def shrink_training(block: dict) -> dict:
     _cap(out, TRAINING_CAPS)
     if out.get("max_steps", -1) > 0:
         out["max_steps"] = min(out["max_steps"], 4)
+    if out.get("precision") in ("bf16", "fp16"):
+        out["precision"] = "auto"    # the trainer refuses half precision without a GPU; auto is bf16 on one
     if out.get("distributed") in ("fsdp", "deepspeed"):
         out["distributed"] = "ddp"   # neither shards a model over CPU processes
     lora = out.get("lora")
@@ -122,6 +128,14 @@ def _shrink_dotted(key: str, value):
     if key == "composition.k":
         return min(value, 2)
     return value
+
+
+def collapse_axis(key: str, values: list) -> list:
+    """A sweep axis at rehearsal size: a numeric axis (learning rates, β, fractions, k) collapses to its first value;
+    an axis of kinds (merge methods, selectors, splits: strings or blocks) stays whole, each kind is code to run."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return [_shrink_dotted(key, values[0])]
+    return [_shrink_dotted(key, v) for v in values]
 
 
 def _shrink_composition(composition: dict) -> None:
@@ -180,6 +194,24 @@ def shrink_benchmark(bench: dict, fixtures: dict[str, str], fixture_root: Path) 
     return out
 
 
+def split_experiments(experiments: dict) -> dict:
+    """Each experiment's benchmark axis collapsed as its grids are: every run on the experiment's first benchmark,
+    and every benchmark on each model × dataset's first recipe (``<name>_benchmarks``), so that every run trains and
+    is scored, every benchmark is scored on every model and dataset, and the scoring jobs stay few."""
+    out = {}
+    for name, exp in experiments.items():
+        benchmarks, recipes = exp.get("benchmarks", []), exp.get("recipes", [])
+        if len(benchmarks) <= 1 or len(recipes) <= 1:
+            out[name] = copy.deepcopy(exp)
+            continue
+        out[name] = {**copy.deepcopy(exp), "benchmarks": benchmarks[:1]}
+        extra = f"{name}_benchmarks"
+        if extra in experiments:
+            raise ConfigError(f"config key experiments.{extra}: the rehearsal names its split of experiment {name!r} so")
+        out[extra] = {**copy.deepcopy(exp), "recipes": recipes[:1]}
+    return out
+
+
 def shrink_resources(resources: dict) -> dict:
     out = {}
     for stage, request in resources.items():
@@ -216,7 +248,7 @@ def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path 
         if isinstance(recipe.get("composition"), dict):
             _shrink_composition(recipe["composition"])
     for sweep in cfg.get("sweeps", {}).values():
-        sweep["grid"] = {key: [_shrink_dotted(key, values[0])] for key, values in sweep["grid"].items()}
+        sweep["grid"] = {key: collapse_axis(key, values) for key, values in sweep["grid"].items()}
     if cfg.get("seeds"):
         cfg["seeds"] = cfg["seeds"][:1]
     if "gradients" in cfg:
@@ -228,6 +260,7 @@ def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path 
         if judge.get("type") == "openai":
             judge["base_url"] = judge_url
             judge["max_retries"] = min(judge.get("max_retries", 6), 1)
+    cfg["experiments"] = split_experiments(paper.get("experiments", {}))
     if "resources" in cfg:
         cfg["resources"] = shrink_resources(cfg["resources"])
     cfg["rehearsal"] = {"judge_url": judge_url}
