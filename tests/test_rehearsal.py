@@ -227,3 +227,61 @@ def test_each_paper_config_plans_as_a_rehearsal_with_every_rule_of_the_paper(pap
     # nothing reaches for the hub: every hub dataset is read from the fixtures, every shell names no hub id
     shells = " ".join(job["shell"] or "" for job in dry_run_jobs(proc.stdout))
     assert "vllm" not in shells.lower()
+
+
+# --- all.yaml end to end through `--profile slurm` on CI's one-node cluster ----------------------------------------
+
+def slurm_up() -> bool:
+    import shutil
+
+    return shutil.which("sbatch") is not None and subprocess.run(
+        [str(ROOT / ".ci" / "slurm-up.sh"), "--check"], capture_output=True).returncode == 0
+
+
+def rehearsal_env(workdir: Path) -> dict[str, str]:
+    """As on an offline compute node: the network guard in every Python process (jobs inherit it through sbatch's
+    exported environment), the hub offline, the datasets cache inside the run; the judge's key as usual."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+            "HF_DATASETS_CACHE": str(workdir / ".cache" / "datasets"), "OPENAI_API_KEY": "rehearsal-key",
+            "PYTHONPATH": os.pathsep.join([str(OFFLINE_GUARD), str(ROOT / "src")])}
+
+
+@pytest.fixture(scope="module")
+def all_rehearsal(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("rehearsal-all")
+    with OpenAIStub(api_key="rehearsal-key", responder=rehearsal_responder) as judge:
+        args = ["-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(PAPERS["all"]),
+                "--config", f"rehearsal={{judge_url: {judge.base_url}}}"]
+        dry = subprocess.run([sys.executable, "-m", "snakemake", *args, "-n", "--profile", "slurm"], cwd=ROOT,
+                             capture_output=True, text=True, env=rehearsal_env(workdir), timeout=600)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        # the profile as users use it, with CI's overrides (as tests/test_slurm.py): no account, squeue for status,
+        # sooner status checks, no retries (a failure is the finding), a short latency wait
+        run = subprocess.run([sys.executable, "-m", "snakemake", *args, "--profile", "slurm", "--slurm-no-account",
+                              "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
+                              "--latency-wait", "10", "--retries", "0"], cwd=ROOT, capture_output=True, text=True,
+                             env=rehearsal_env(workdir), timeout=3000)
+        assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-8000:]
+        again = subprocess.run([sys.executable, "-m", "snakemake", *args, "-n", "--profile", "slurm"], cwd=ROOT,
+                               capture_output=True, text=True, env=rehearsal_env(workdir), timeout=600)
+        return workdir, dry.stdout, run.stdout + run.stderr, again, judge.completions
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not slurm_up(), reason="no Slurm cluster with a gpu GRES is reachable "
+                                            "(start one as root with .ci/slurm-up.sh, as .ci/run does)")
+def test_all_yaml_rehearsal_runs_end_to_end_through_the_slurm_profile(all_rehearsal):
+    workdir, plan_out, run_out, again, judged = all_rehearsal
+    assert "Using profiles slurm and workflow specific profile profiles/default" in run_out
+    # every output of the plan exists and is up to date: planning again finds nothing to do
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+    # every planned job went through Slurm once (rule `all` is local): one kept log per job, per rule as planned
+    planned_counts = {rule: n for rule, n in job_counts(plan_out).items() if rule != "all"}
+    logs = workdir / ".snakemake" / "slurm_logs"
+    submitted = {d.name.removeprefix("rule_"): len(list(d.rglob("*.log"))) for d in logs.iterdir()}
+    assert submitted == planned_counts
+    # every final output (the reports rule `all` asks for) exists
+    final = next(job for job in dry_run_jobs(plan_out) if job["rule"] == "all")["input"]
+    assert "reports/tables/main.csv" in final
+    assert [path for path in final if not (workdir / path).exists()] == []
+    assert judged > 0   # the API judges were asked, on 127.0.0.1

@@ -17,7 +17,7 @@ method, resource stage and profile setting stays; what changes is size and place
   lengths, batches, epochs, LoRA rank, projection dimension, shards, held-out sets and item limits shrink;
 - numeric grid axes (sweeps), training seeds and seed soups collapse to their first values (an axis of kinds, e.g.
   merge methods, stays whole), disperse-merge to 2 shards; so does
-  each experiment's benchmark axis: every run is scored on the first benchmark, every benchmark on the first recipe
+  each experiment's benchmark axis: every run is scored on the cheapest benchmark, every benchmark on the first recipe
   of each model × dataset (split_experiments);
 - resources keep every stage and whether it asks for GPUs, at most 2 a job (CI's node fakes two: a multi-GPU job
   stays multi-process, DDP on CPU), 1 CPU per GPU, memory and time that fit a small node.
@@ -194,17 +194,29 @@ def shrink_benchmark(bench: dict, fixtures: dict[str, str], fixture_root: Path) 
     return out
 
 
-def split_experiments(experiments: dict) -> dict:
-    """Each experiment's benchmark axis collapsed as its grids are: every run on the experiment's first benchmark,
-    and every benchmark on each model × dataset's first recipe (``<name>_benchmarks``), so that every run trains and
-    is scored, every benchmark is scored on every model and dataset, and the scoring jobs stay few."""
+# benchmark types by the cost of scoring one run (a scoring job, or a generation and a judging job)
+CHEAPEST_FIRST = ("implicit_reward", "nll", "exact_match", "lm_eval", "ifeval", "preference", "alpacaeval", "mtbench",
+                  "arena_hard")
+
+
+def cheapest(benchmarks: list[str], types: dict[str, str]) -> str:
+    """The benchmark of the cheapest type (the first of that type); unknown types last."""
+    rank = {kind: i for i, kind in enumerate(CHEAPEST_FIRST)}
+    return min(benchmarks, key=lambda b: (rank.get(types.get(b), len(rank)), benchmarks.index(b)))
+
+
+def split_experiments(experiments: dict, types: dict[str, str]) -> dict:
+    """Each experiment's benchmark axis collapsed as its grids are: every run scored on the experiment's cheapest
+    benchmark (``types``: benchmark → type), and every benchmark on each model × dataset's first recipe
+    (``<name>_benchmarks``), so that every run trains and is scored, every benchmark is scored on every model and
+    dataset, and the scoring jobs stay few."""
     out = {}
     for name, exp in experiments.items():
         benchmarks, recipes = exp.get("benchmarks", []), exp.get("recipes", [])
         if len(benchmarks) <= 1 or len(recipes) <= 1:
             out[name] = copy.deepcopy(exp)
             continue
-        out[name] = {**copy.deepcopy(exp), "benchmarks": benchmarks[:1]}
+        out[name] = {**copy.deepcopy(exp), "benchmarks": [cheapest(benchmarks, types)]}
         extra = f"{name}_benchmarks"
         if extra in experiments:
             raise ConfigError(f"config key experiments.{extra}: the rehearsal names its split of experiment {name!r} so")
@@ -260,7 +272,8 @@ def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path 
         if judge.get("type") == "openai":
             judge["base_url"] = judge_url
             judge["max_retries"] = min(judge.get("max_retries", 6), 1)
-    cfg["experiments"] = split_experiments(paper.get("experiments", {}))
+    types = {name: bench.get("type") for name, bench in paper.get("benchmarks", {}).items()}
+    cfg["experiments"] = split_experiments(paper.get("experiments", {}), types)
     if "resources" in cfg:
         cfg["resources"] = shrink_resources(cfg["resources"])
     cfg["rehearsal"] = {"judge_url": judge_url}
