@@ -285,3 +285,19 @@ def test_all_yaml_rehearsal_runs_end_to_end_through_the_slurm_profile(all_rehear
     assert "reports/tables/main.csv" in final
     assert [path for path in final if not (workdir / path).exists()] == []
     assert judged > 0   # the API judges were asked, on 127.0.0.1
+
+
+def test_each_experiment_scores_every_run_once_and_every_benchmark_on_its_first_recipe():
+    experiments = {"rose": {"models": ["a", "b"], "datasets": ["pool"], "recipes": ["full", "rose_grid", "random"],
+                            "benchmarks": ["mmlu", "shp_judged", "shp_implicit"]},
+                   "one": {"models": ["a"], "datasets": ["pool"], "recipes": ["full"], "benchmarks": ["mmlu", "x"]}}
+    types = {"mmlu": "lm_eval", "shp_judged": "preference", "shp_implicit": "implicit_reward", "x": "lm_eval"}
+    out = rehearsal.split_experiments(experiments, types)
+    assert out == {
+        "rose": {"models": ["a", "b"], "datasets": ["pool"], "recipes": ["full", "rose_grid", "random"],
+                 "benchmarks": ["shp_implicit"]},
+        "rose_benchmarks": {"models": ["a", "b"], "datasets": ["pool"], "recipes": ["full"],
+                            "benchmarks": ["mmlu", "shp_judged", "shp_implicit"]},
+        "one": experiments["one"]}
+    with pytest.raises(ConfigError, match=r"experiments\.rose_benchmarks"):
+        rehearsal.split_experiments({**experiments, "rose_benchmarks": experiments["one"]}, types)
