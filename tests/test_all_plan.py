@@ -78,8 +78,11 @@ def test_no_output_is_planned_by_two_jobs(jobs):
 
 
 def test_one_materialised_model_per_base_model(cfg, jobs):
+    # a hub id under two names is downloaded twice: only a second prompt format (DTM's Llama-2, SFTMix's Llama-3.1)
+    # gives it a second name
     hub_ids = [(m["repo_id"], m["revision"]) for m in cfg["models"].values()]
-    assert len(set(hub_ids)) == len(hub_ids) == 4  # a hub id under two names would be downloaded twice
+    formatted = [(m["repo_id"], m["revision"], m["prompt_format"]) for m in cfg["models"].values()]
+    assert len(set(formatted)) == len(formatted) == 6 and len(set(hub_ids)) == 4
     used = {m for (m, _d, _r) in runs_of(cfg)}
     assert sorted(planned_once(jobs, "materialise_model", "model")) == sorted((m,) for m in used)
     assert used == set(cfg["models"])
@@ -101,7 +104,7 @@ def test_one_ref_logprobs_table_per_model_and_dataset(cfg, jobs):
     pairs = set(planned_once(jobs, "ref_logprobs", "model", "dataset"))
     assert pairs == {(m, d) for (m, d, _r) in runs_of(cfg)} and len(pairs) == 9
     assert pairs_where(cfg, lambda r: r["objective"]["name"] in ("minorsft", "dpo_sft")) == {
-        ("qwen2_7b_instruct", "financeiq"), ("qwen2_7b_instruct", "fineval"), ("llama2_7b", "tulu2")}
+        ("qwen2_7b_instruct", "financeiq"), ("qwen2_7b_instruct", "fineval"), ("llama2_7b_alpaca", "tulu2")}
     assert pairs_where(cfg, lambda r: r["selection"]["name"] == "rose") == {
         ("llama2_7b", "less_pool"), ("llama31_8b", "less_pool")}
 
@@ -116,8 +119,8 @@ def test_one_warmup_per_model_and_pool(cfg, jobs):
 def test_one_reference_run_per_model_and_dataset(cfg, jobs):
     pairs = set(planned_once(jobs, "reference_run", "model", "dataset"))
     assert pairs == pairs_where(cfg, uses_confidence)
-    assert pairs == {("llama31_8b", "alpaca52k"), ("llama31_8b", "ultrachat200k"), ("mistral_7b", "alpaca52k"),
-                     ("mistral_7b", "ultrachat200k"), ("llama31_8b", "less_pool")}
+    assert pairs == {("llama31_8b_llama3", "alpaca52k"), ("llama31_8b_llama3", "ultrachat200k"),
+                     ("mistral_7b", "alpaca52k"), ("mistral_7b", "ultrachat200k"), ("llama31_8b", "less_pool")}
 
 
 def test_the_combined_recipes_reach_the_main_table(cfg, jobs):

