@@ -113,7 +113,10 @@ def test_hub_models_datasets_judges_and_gpus_become_local_and_small(paper):
     fixtures = rehearsal.hub_fixtures()
     for name, model in reh["models"].items():
         assert model["source"] == "random", name
-        assert raw(paper)["models"][name]["repo_id"] in model["description"]
+        hub = raw(paper)["models"][name]
+        assert hub["repo_id"] in model["description"]
+        assert model["family"] == rehearsal.family(hub["repo_id"], name)
+        assert model.get("prompt_format") == hub.get("prompt_format")   # each paper's own format stays
     for name, ds in reh["datasets"].items():
         if ds["source"] == "hub":
             assert ds["path"] == fixtures[raw(paper)["datasets"][name]["path"]] and Path(ds["path"]).is_dir()

@@ -5,7 +5,7 @@ hand-copied file), so the two cannot drift. Every recipe, rule, benchmark type, 
 method, resource stage and profile setting stays; what changes is size and place:
 
 - each hub model → a random tiny model (``source: random``) standing in for it, of its family (Llama-2, Mistral,
-  Llama-3, Qwen2) where the schema knows families; a ``prompt_format`` stays;
+  Llama-3, Qwen2: a tokenizer like the real one's); its ``prompt_format`` stays;
 - each hub dataset → the same entry (format, name, split and its slice, data_dirs, sources) with ``path`` a local
   directory in that hub repository's layout (tests/fixtures/hub/<repo>), a few dozen rows;
 - each lm-eval task over a hub dataset → the same task, its ``dataset_path`` read from those directories
@@ -148,16 +148,12 @@ def _shrink_composition(composition: dict) -> None:
         merge["fisher_samples"] = min(merge["fisher_samples"], 4)
 
 
-def random_model(name: str, model: dict, random_keys: set[str]) -> dict:
-    """A hub model's random stand-in; non-hub models stay."""
+def random_model(name: str, model: dict) -> dict:
+    """A hub model's random stand-in of its family (tokenizer like the real one's); non-hub models stay."""
     if model.get("source") != "hub":
         return copy.deepcopy(model)
-    out = {"source": "random", **RANDOM_MODEL,
+    out = {"source": "random", "family": family(model["repo_id"], f"models.{name}"), **RANDOM_MODEL,
            "description": f"rehearsal stand-in for {model['repo_id']}"}
-    if "family" in random_keys:
-        out["family"] = family(model["repo_id"], f"models.{name}")
-    else:
-        family(model["repo_id"], f"models.{name}")   # still refuse a family a rehearsal cannot stand in for
     if "prompt_format" in model:
         out["prompt_format"] = model["prompt_format"]
     return out
@@ -235,17 +231,11 @@ def shrink_resources(resources: dict) -> dict:
     return out
 
 
-def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path = FIXTURES,
-            random_keys: set[str] | None = None) -> dict:
-    """The rehearsal of ``paper`` (a raw config, before validation); ``paper`` itself is left as it is.
-
-    ``random_keys``: the keys the schema allows a ``source: random`` model (default: read from the schema).
-    """
-    if random_keys is None:
-        random_keys = random_model_keys()
+def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path = FIXTURES) -> dict:
+    """The rehearsal of ``paper`` (a raw config, before validation); ``paper`` itself is left as it is."""
     fixtures = hub_fixtures(fixture_root)
     cfg = copy.deepcopy(paper)
-    cfg["models"] = {n: random_model(n, m, random_keys) for n, m in paper.get("models", {}).items()}
+    cfg["models"] = {n: random_model(n, m) for n, m in paper.get("models", {}).items()}
     cfg["datasets"] = {n: hub_dataset(n, d, fixtures) for n, d in paper.get("datasets", {}).items()}
     if "training" in cfg:
         cfg["training"] = shrink_training(cfg["training"])
@@ -278,18 +268,6 @@ def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path 
         cfg["resources"] = shrink_resources(cfg["resources"])
     cfg["rehearsal"] = {"judge_url": judge_url}
     return cfg
-
-
-def random_model_keys() -> set[str]:
-    """The keys the schema's ``source: random`` branch allows."""
-    from sftlab.config import load_schema
-
-    model = load_schema()["$defs"]["model"]
-    keys = set(model["properties"])
-    for branch in model["allOf"]:
-        if branch["if"]["properties"]["source"].get("const") == "random":
-            keys |= set(branch["then"].get("properties", {}))
-    return keys
 
 
 def apply(config: dict) -> dict:
