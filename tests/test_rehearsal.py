@@ -124,6 +124,7 @@ def test_hub_models_datasets_judges_and_gpus_become_local_and_small(paper):
     for name, bench in reh["benchmarks"].items():
         assert bench.get("backend", "transformers") == "transformers", name
         assert bench["limit"] <= 2, name
+        assert bench.get("max_new_tokens", 0) <= 8 and bench.get("max_length", 0) <= 128, name
         if bench["type"] == "lm_eval" and "exam_from" not in bench and "data_dir" not in raw(paper)["benchmarks"][name]:
             assert bench["dataset_paths"] == fixtures
         if bench["type"] in rehearsal.OFFLINE_SETS:

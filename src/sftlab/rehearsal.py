@@ -52,6 +52,9 @@ TRAINING_CAPS = {"max_length": MAX_LENGTH, "batch_size": 2, "gradient_accumulati
 LORA_RANK = 8
 BENCHMARK_CAPS = {"batch_size": 4, "max_new_tokens": 8, "max_length": MAX_LENGTH, "n_resamples": 100,
                   "num_fewshot": 2, "limit": 2}
+# benchmark types whose schema default of a size is larger than a stand-in model takes
+SIZED_DEFAULTS = {"max_new_tokens": ("exact_match", "mtbench", "alpacaeval", "preference", "ifeval", "arena_hard"),
+                  "max_length": ("nll", "implicit_reward")}
 DATASET_CAPS = {"heldout": 4, "max_examples": 48}
 GRADIENT_CAPS = {"dim": 64, "shards": 2, "max_tokens": 2 * MAX_LENGTH}
 REFERENCE_CHECKPOINTS = 2   # SFTMix's confidence and the ambiguous selector's variability need two
@@ -176,6 +179,10 @@ def shrink_benchmark(bench: dict, fixtures: dict[str, str], fixture_root: Path) 
     out = copy.deepcopy(bench)
     _cap(out, BENCHMARK_CAPS)
     out.setdefault("limit", BENCHMARK_CAPS["limit"])
+    # the schema's defaults are paper-sized too (IFEval's 1,280 new tokens exceed the stand-in's 512 positions)
+    for key, types in SIZED_DEFAULTS.items():
+        if out.get("type") in types:
+            out.setdefault(key, BENCHMARK_CAPS[key])
     if out.get("backend") == "vllm":
         out["backend"] = "transformers"   # vLLM needs CUDA; bench/ GPU smoke covers it
     kind = out.get("type")
