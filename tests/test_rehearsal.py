@@ -158,7 +158,8 @@ def test_a_hub_dataset_without_a_fixture_is_refused_naming_its_key():
 def test_rehearsal_key_from_the_command_line_and_its_absence():
     cfg = raw("minorsft")
     assert rehearsal.apply(cfg) is cfg
-    assert rehearsal.apply({**cfg, "rehearsal": "false"})["models"] == cfg["models"]
+    assert rehearsal.apply({**cfg, "rehearsal": "false"}) == {**cfg, "rehearsal": False}
+    prepare(rehearsal.apply({**cfg, "rehearsal": "false"}))
     for value in (True, "true"):   # --config rehearsal=true reaches the config as 'true'
         assert rehearsal.apply({**cfg, "rehearsal": value})["models"]["qwen2_7b_instruct"]["source"] == "random"
     url = "http://127.0.0.1:9/v1"

@@ -280,5 +280,6 @@ def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path 
 def apply(config: dict) -> dict:
     """``config`` as the workflow plans it: its rehearsal when ``rehearsal`` is set, else itself."""
     if not requested(config):
-        return config
+        # `--config rehearsal=false` arrives as a string: the schema takes a boolean
+        return {**config, "rehearsal": False} if "rehearsal" in config else config
     return overlay(config, **settings(config["rehearsal"]))
