@@ -137,6 +137,12 @@ def test_hub_models_datasets_judges_and_gpus_become_local_and_small(paper):
         assert training["distributed"] == "ddp" and training["max_length"] <= 128 and training["precision"] != "bf16"
     for request in reh["resources"].values():
         assert request.get("gpus", 0) <= 2 and request["cpus"] == 1 and request["mem_mb"] <= 4000
+    # the LESS / ROSE warmup on its few examples: one a step, one epoch (all.yaml's first run found an epoch of a
+    # single step at lr 0, whose checkpoint LESS cannot weigh)
+    warmup = {**reh["training"], **reh["warmup"]["training"]}
+    assert (warmup["batch_size"], warmup["gradient_accumulation"], warmup["epochs"]) == (1, 1, 1)
+    # sizes the paper config leaves to the schema's defaults are capped too
+    assert reh["training"]["batch_size"] <= 2 and reh["training"]["eval_steps"] <= 4
 
 
 def test_model_families_from_the_repo_id():

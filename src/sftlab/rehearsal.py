@@ -244,11 +244,17 @@ def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path 
     cfg = copy.deepcopy(paper)
     cfg["models"] = {n: random_model(n, m) for n, m in paper.get("models", {}).items()}
     cfg["datasets"] = {n: hub_dataset(n, d, fixtures) for n, d in paper.get("datasets", {}).items()}
-    if "training" in cfg:
-        cfg["training"] = shrink_training(cfg["training"])
+    # the global block with every capped size set: the schema's defaults are paper-sized (batch 8, 512 tokens, ...)
+    sizes = {key: TRAINING_CAPS[key] for key in ("max_length", "batch_size", "gradient_accumulation", "epochs",
+                                                 "eval_steps", "save_steps")}
+    cfg["training"] = shrink_training({**sizes, **cfg.get("training", {})})
     for section in ("reference", "warmup"):
         if isinstance(cfg.get(section, {}).get("training"), dict):
             cfg[section]["training"] = shrink_training(cfg[section]["training"])
+    # the warmup's subset is a few examples: one a step, so that an epoch has steps past the learning-rate warmup
+    # (LESS weighs each checkpoint by its epoch's mean lr; one step at lr 0 leaves nothing to weigh)
+    training = cfg.setdefault("warmup", {}).setdefault("training", {})
+    training.update(batch_size=1, gradient_accumulation=1, epochs=min(training.get("epochs", 4), 1))
     if isinstance(cfg.get("reference", {}).get("checkpoints"), list):
         cfg["reference"]["checkpoints"] = cfg["reference"]["checkpoints"][:REFERENCE_CHECKPOINTS]
     for recipe in cfg.get("recipes", {}).values():
