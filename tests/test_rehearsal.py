@@ -125,6 +125,8 @@ def test_hub_models_datasets_judges_and_gpus_become_local_and_small(paper):
         assert bench.get("backend", "transformers") == "transformers", name
         assert bench["limit"] <= 2, name
         assert bench.get("max_new_tokens", 0) <= 8 and bench.get("max_length", 0) <= 128, name
+        if bench["type"] == "lm_eval":
+            assert bench["max_gen_toks"] <= 8, name
         if bench["type"] == "lm_eval" and "exam_from" not in bench and "data_dir" not in raw(paper)["benchmarks"][name]:
             assert bench["dataset_paths"] == fixtures
         if bench["type"] in rehearsal.OFFLINE_SETS:
@@ -312,3 +314,23 @@ def test_each_experiment_scores_every_run_once_and_every_benchmark_on_its_first_
         "one": experiments["one"]}
     with pytest.raises(ConfigError, match=r"experiments\.rose_benchmarks"):
         rehearsal.split_experiments({**experiments, "rose_benchmarks": experiments["one"]}, types)
+
+
+@pytest.mark.slow
+def test_lm_eval_generation_capped_by_max_gen_toks(tmp_path, monkeypatch):
+    """BBH with chain of thought asks lm-eval for 1,024 new tokens: past a 512-position model lm-eval refuses (all.yaml's
+    rehearsal found it); the benchmark's max_gen_toks caps the task's own length."""
+    import datasets
+
+    from sftlab.evaluation.multiple_choice import run_lm_eval
+    from sftlab.models.random_init import build_random_model
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    model, tokenizer = build_random_model()
+    args = (model, tokenizer, "bbh_cot_fewshot_boolean_expressions", 0, 2, "exact_match")
+    options = {"limit": 1, "metric_filter": "get-answer", "dataset_paths": rehearsal.hub_fixtures()}
+    with pytest.raises(AssertionError, match=r"max tokens to generate \(1024\)"):
+        run_lm_eval(*args, **options)
+    score = run_lm_eval(*args, **options, max_gen_toks=8)
+    assert score["n"] == 1 and 0 <= score["value"] <= 100

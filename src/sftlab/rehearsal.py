@@ -191,6 +191,11 @@ def shrink_benchmark(bench: dict, fixtures: dict[str, str], fixture_root: Path) 
         out.pop("revision", None)
         out.pop("fastchat_commit", None)
         out.pop("arena_hard_commit", None)
+    if kind == "lm_eval":
+        # lm-eval's generate_until tasks bring their own lengths (BBH with chain of thought: 1,024 tokens, beyond
+        # the stand-in's 512 positions)
+        out["max_gen_toks"] = min(out.get("max_gen_toks", BENCHMARK_CAPS["max_new_tokens"]),
+                                  BENCHMARK_CAPS["max_new_tokens"])
     if kind == "lm_eval" and "data_dir" not in out and "exam_from" not in out:
         # lm-eval's own task, its hub datasets read from the local stand-ins
         out["dataset_paths"] = dict(fixtures)
