@@ -25,7 +25,7 @@ def default_responder(payload: dict) -> tuple[str, list[dict] | None]:
 
 class OpenAIStub:
     def __init__(self, api_key: str | None = None, responder: Callable = default_responder, delay_s: float = 0.0,
-                 models: tuple[str, ...] = ()):
+                 models: tuple[str, ...] = (), port: int = 0):
         self.api_key = api_key
         #: the model ids GET /v1/models lists
         self.models = models
@@ -150,7 +150,7 @@ class OpenAIStub:
                 finally:
                     self._done()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -161,3 +161,35 @@ class OpenAIStub:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+ARENA_HARD_VERDICTS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
+
+
+def rehearsal_responder(payload: dict) -> tuple[str, list[dict] | None]:
+    """Answers in the format of whichever judge protocol asks: AlpacaEval's and the preference annotator's m/M
+    log-probabilities, Arena-Hard's ``[[A>B]]`` verdicts (its system prompt names them), MT-Bench's ``[[n]]`` rating;
+    the verdict and rating vary with the prompt, so that scores are not constant."""
+    prompt = "".join(m["content"] for m in payload["messages"])
+    if payload.get("logprobs"):
+        return default_responder(payload)
+    if "[[A>>B]]" in prompt:
+        return f"Both answers are short. My final verdict is: [[{ARENA_HARD_VERDICTS[len(prompt) % 5]}]]", None
+    return default_responder(payload)
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """``python tests/_openai_stub.py --port 8765``: the rehearsal's judge (sftlab.rehearsal) until interrupted."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=serve.__doc__)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--api-key", default=None, help="the key requests must carry (default: any)")
+    args = parser.parse_args(argv)
+    stub = OpenAIStub(api_key=args.api_key, responder=rehearsal_responder, port=args.port)
+    print(f"rehearsal judge at {stub.base_url}", flush=True)
+    stub.server.serve_forever()
+
+
+if __name__ == "__main__":
+    serve()

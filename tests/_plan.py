@@ -16,25 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER_CONFIGS = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
 FIXTURE = ROOT / "tests" / "fixtures" / "paper_plan.yaml"
 
-# loaded by every Python process of the dry run (sitecustomize): any Internet connection fails loudly
-NO_NETWORK = '''
-import socket
-
-def _refuse(*args, **kwargs):
-    raise OSError("network access during planning (the planning test runs offline)")
-
-_connect = socket.socket.connect
-
-def _connect_local(self, address):
-    if self.family in (socket.AF_INET, socket.AF_INET6):
-        _refuse()
-    return _connect(self, address)
-
-socket.socket.connect = _connect_local
-socket.socket.connect_ex = _connect_local
-socket.getaddrinfo = _refuse
-socket.create_connection = _refuse
-'''
+# loaded by every Python process of the dry run (sitecustomize): any connection beyond this machine fails loudly
+OFFLINE_GUARD = ROOT / "tests" / "offline"
 
 
 # What a dry run with `--sdm conda` asks of conda (Snakemake checks the installation and reads the platform; it
@@ -50,18 +33,15 @@ esac
 
 
 def offline_env() -> dict[str, str]:
-    """This source tree first and the network guard loaded into every Python process; where conda is missing, a
-    stub that answers a dry run's questions."""
-    guard = Path(tempfile.mkdtemp(prefix="offline-"))
-    (guard / "sitecustomize.py").write_text(NO_NETWORK)
+    """This source tree first and the network guard (tests/offline) loaded into every Python process; where conda is
+    missing, a stub that answers a dry run's questions."""
     path = os.environ.get("PATH", "")
     if shutil.which("conda") is None:
-        stub = guard / "bin" / "conda"
-        stub.parent.mkdir()
+        stub = Path(tempfile.mkdtemp(prefix="conda-stub-")) / "conda"
         stub.write_text(CONDA_STUB)
         stub.chmod(0o755)
         path = os.pathsep.join([str(stub.parent), path])
-    return {**os.environ, "PATH": path, "PYTHONPATH": os.pathsep.join([str(guard), str(ROOT / "src")]),
+    return {**os.environ, "PATH": path, "PYTHONPATH": os.pathsep.join([str(OFFLINE_GUARD), str(ROOT / "src")]),
             "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 

@@ -13,6 +13,7 @@ from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_i
                            selector_id)
 from sftlab.config import check_local_files
 from sftlab.data.prepare import pool_bound
+from sftlab import rehearsal
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import build_objective
 from sftlab.offline import job_shell_prefix
@@ -25,7 +26,8 @@ try:
     # Snakemake's own YAML loading keeps the last of two equal keys: re-read each file with a loader that refuses them
     for _configfile in workflow.configfiles:
         read_yaml(_configfile)
-    CFG = prepare(config)
+    # `--config rehearsal=true`: the config's rehearsal, derived from it here (sftlab.rehearsal)
+    CFG = prepare(rehearsal.apply(config))
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 

@@ -38,7 +38,8 @@ class LMEval(BenchmarkType):
             score = run_lm_eval(model, tokenizer, bench["task"], bench["num_fewshot"], bench["batch_size"],
                                 bench["metric"], data_dir=data_dir, limit=bench.get("limit"),
                                 answer_prompt=bench["answer_prompt"], include_path=bench.get("include_path"),
-                                metric_filter=bench["filter"])
+                                metric_filter=bench["filter"], dataset_paths=bench.get("dataset_paths"),
+                                max_gen_toks=bench.get("max_gen_toks"))
         return score, []
 
     def reads_heldout(self, bench):

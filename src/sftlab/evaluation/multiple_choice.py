@@ -9,6 +9,7 @@ route scores the held-out part of an exam the model was trained on (datasets of 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import tempfile
@@ -65,10 +66,13 @@ def mmlu_schema_task(name: str, data_dir: str | Path, n_choices: int = 4, answer
 
 def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, metric: str = "acc",
                 data_dir: str | Path | None = None, limit: int | None = None, answer_prompt: str = "Answer:",
-                include_path: str | Path | None = None, metric_filter: str = "none") -> dict:
+                include_path: str | Path | None = None, metric_filter: str = "none",
+                dataset_paths: dict[str, str] | None = None, max_gen_toks: int | None = None) -> dict:
     """Score dict ``{"metric", "value" (percent), "ci_low", "ci_high", "n", "task", "num_fewshot"}``.
 
-    ``metric_filter`` is lm-eval's filter name in the result key (``exact_match,strict-match`` for GSM8K)."""
+    ``metric_filter`` is lm-eval's filter name in the result key (``exact_match,strict-match`` for GSM8K).
+    ``dataset_paths``: hub dataset → local directory in that repository's layout, read instead of the hub.
+    ``max_gen_toks``: at most this many tokens generated per request of a generate_until task (else the task's own)."""
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
@@ -84,11 +88,32 @@ def run_lm_eval(model, tokenizer, task: str, num_fewshot: int, batch_size: int, 
         else:
             manager = TaskManager(include_path=str(include_path) if include_path else None)
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
-        return lm_eval_score(lm, task, manager, num_fewshot, metric, limit=limit, metric_filter=metric_filter)
+        with local_datasets(dataset_paths or {}):
+            return lm_eval_score(lm, task, manager, num_fewshot, metric, limit=limit, metric_filter=metric_filter,
+                                 gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None)
+
+
+@contextlib.contextmanager
+def local_datasets(paths: dict[str, str]):
+    """While open, ``datasets.load_dataset(path=<hub id>, ...)`` reads ``paths[<hub id>]`` instead (lm-eval's tasks load
+    their ``dataset_path`` so): the task's own config, its data from a local copy of the repository."""
+    import datasets
+
+    if not paths:
+        yield
+        return
+    load = datasets.load_dataset
+
+    def load_local(path, *args, **kwargs):
+        return load(paths.get(path, path), *args, **kwargs)
+
+    with mock.patch.object(datasets, "load_dataset", load_local):
+        yield
 
 
 def lm_eval_score(lm, task: str, manager, num_fewshot: int, metric: str, limit: int | None = None,
-                  metric_filter: str = "none", apply_chat_template: bool = False, report: tuple[str, ...] = ()) -> dict:
+                  metric_filter: str = "none", apply_chat_template: bool = False, report: tuple[str, ...] = (),
+                  gen_kwargs: dict | None = None) -> dict:
     """``run_lm_eval``'s score dict from any lm-eval ``LM`` on a task its ``TaskManager`` knows, seeded; the
     metrics named in ``report`` (percent) under ``metrics``."""
     import lm_eval
@@ -99,7 +124,8 @@ def lm_eval_score(lm, task: str, manager, num_fewshot: int, metric: str, limit: 
     with mock.patch.object(lm_eval.evaluator, "add_env_info", lambda results: None):
         out = lm_eval.simple_evaluate(model=lm, tasks=[task], num_fewshot=num_fewshot, task_manager=manager,
                                       limit=limit, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
-                                      fewshot_random_seed=0, log_samples=False, apply_chat_template=apply_chat_template)
+                                      fewshot_random_seed=0, log_samples=False, apply_chat_template=apply_chat_template,
+                                      gen_kwargs=gen_kwargs)
     results = out["results"][task]
     key = f"{metric},{metric_filter}"
     if key not in results:
