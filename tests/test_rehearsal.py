@@ -143,6 +143,7 @@ def test_hub_models_datasets_judges_and_gpus_become_local_and_small(paper):
     # single step at lr 0, whose checkpoint LESS cannot weigh)
     warmup = {**reh["training"], **reh["warmup"]["training"]}
     assert (warmup["batch_size"], warmup["gradient_accumulation"], warmup["epochs"]) == (1, 1, 1)
+    assert warmup["max_length"] == 512   # the validation items' length too (LESS's MMLU prompts)
     # sizes the paper config leaves to the schema's defaults are capped too
     assert reh["training"]["batch_size"] <= 2 and reh["training"]["eval_steps"] <= 4
 
