@@ -144,6 +144,7 @@ def test_hub_models_datasets_judges_and_gpus_become_local_and_small(paper):
     # single step at lr 0, whose checkpoint LESS cannot weigh)
     warmup = {**reh["training"], **reh["warmup"]["training"]}
     assert (warmup["batch_size"], warmup["gradient_accumulation"], warmup["epochs"]) == (1, 1, 1)
+    assert warmup["max_length"] == 512   # the validation items' length too (LESS's MMLU prompts)
     # sizes the paper config leaves to the schema's defaults are capped too
     assert reh["training"]["batch_size"] <= 2 and reh["training"]["eval_steps"] <= 4
 
@@ -335,3 +336,13 @@ def test_lm_eval_generation_capped_by_max_gen_toks(tmp_path, monkeypatch):
         run_lm_eval(*args, **options)
     score = run_lm_eval(*args, **options, max_gen_toks=8)
     assert score["n"] == 1 and 0 <= score["value"] <= 100
+
+
+def test_sftmix_with_an_odd_batch_is_refused_at_plan_time():
+    """all.yaml's rose_sftmix trained with LESS/ROSE's batch of 1 and failed in its training job, after the whole
+    LESS/ROSE chain (found by the rehearsal); now planning refuses it, naming the key."""
+    cfg = raw("all")
+    assert prepare(cfg)["recipes"]["rose_sftmix"]["training"]["batch_size"] == 2
+    cfg["recipes"]["rose_sftmix"]["training"] = {**cfg["recipes"]["rose_sftmix"]["training"], "batch_size": 1}
+    with pytest.raises(ConfigError, match=r"recipes\.rose_sftmix\.training\.batch_size: the sftmix objective pairs"):
+        prepare(cfg)

@@ -387,6 +387,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
         try:
             check_selection(f"recipes.{name}", recipe)
             check_composition(f"recipes.{name}", recipe)
+            check_pair_batches(f"recipes.{name}", recipe)
         except ConfigError as exc:
             if name not in generated_by:
                 raise
@@ -658,6 +659,15 @@ def check_selection(key: str, recipe: dict) -> None:
     if selection["fraction"] > limit:
         raise ConfigError(f"config key {key}.selection.fraction: {selection['fraction']:g} of the pool, but selector "
                           f"{selection['name']!r} delivers at most {limit:g} of it (fraction is a share of the pool)")
+
+
+def check_pair_batches(key: str, recipe: dict) -> None:
+    """SFTMix mixes pairs of examples within each per-device batch: an odd batch_size fails in every training process,
+    after all the jobs before it (all.yaml's rose_sftmix took the LESS/ROSE batch of 1)."""
+    batch = recipe["training"]["batch_size"]
+    if recipe["objective"]["name"] == "sftmix" and (batch < 2 or batch % 2):
+        raise ConfigError(f"config key {key}.training.batch_size: the sftmix objective pairs examples within a batch, "
+                          f"so batch_size (per device) must be even and at least 2, got {batch}")
 
 
 def check_random_baseline(config: dict) -> None:

@@ -56,7 +56,8 @@ BENCHMARK_CAPS = {"batch_size": 4, "max_new_tokens": 8, "max_length": MAX_LENGTH
 SIZED_DEFAULTS = {"max_new_tokens": ("exact_match", "mtbench", "alpacaeval", "preference", "ifeval", "arena_hard"),
                   "max_length": ("nll", "implicit_reward")}
 DATASET_CAPS = {"heldout": 4, "max_examples": 48}
-GRADIENT_CAPS = {"dim": 64, "shards": 2, "max_tokens": 2 * MAX_LENGTH}
+WARMUP_MAX_LENGTH = 512
+GRADIENT_CAPS = {"dim": 64, "shards": 2, "max_tokens": 2 * WARMUP_MAX_LENGTH}
 REFERENCE_CHECKPOINTS = 2   # SFTMix's confidence and the ambiguous selector's variability need two
 POOL_EXAMPLES = 64          # gradients.cost: the pool's size the grad_features jobs' runtime is predicted for
 MAX_GPUS = 2
@@ -260,6 +261,9 @@ def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path 
     # (LESS weighs each checkpoint by its epoch's mean lr; one step at lr 0 leaves nothing to weigh)
     training = cfg.setdefault("warmup", {}).setdefault("training", {})
     training.update(batch_size=1, gradient_accumulation=1, epochs=min(training.get("epochs", 4), 1))
+    # its max_length is the validation items' too: LESS's MMLU prompts run past 128 tokens of a stand-in tokenizer
+    # (all 285 items were skipped, leaving nothing to rank by); the stand-in's 512 positions hold them
+    training["max_length"] = WARMUP_MAX_LENGTH
     if isinstance(cfg.get("reference", {}).get("checkpoints"), list):
         cfg["reference"]["checkpoints"] = cfg["reference"]["checkpoints"][:REFERENCE_CHECKPOINTS]
     for recipe in cfg.get("recipes", {}).values():
