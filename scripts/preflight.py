@@ -38,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         # read by huggingface_hub and datasets when imported: set first, as in a job on a compute node
         os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     sys.path.insert(0, str(ROOT / "src"))
+    from sftlab.logs import setup_logging
     from sftlab.preflight import has_problems, run_preflight, summary
+
+    setup_logging()
 
     here = os.getcwd()
     os.chdir(workdir)

@@ -94,11 +94,12 @@ def _experiment_hub_models(config: dict) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("configfile", PAPER_CONFIGS, ids=[p.stem for p in PAPER_CONFIGS])
 def test_static_preflight_of_paper_configs_runs_offline(configfile, tmp_path):
-    """Every paper config plans and its jobs' downloads are each named; with empty caches each is a problem of the
+    """Every paper config plans (as the README runs it, with --sdm conda for its vLLM answers) and its jobs' downloads
+    are each named; with empty caches each is a problem of the
     caches check (and the only problems), found with the network refused."""
     env = {**offline_env(), "HF_HOME": str(tmp_path / "hf"), "NLTK_DATA": str(tmp_path / "nltk")}
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "preflight.py"), "--configfile", str(configfile),
-                           "--directory", str(tmp_path), "--offline"], capture_output=True, text=True, env=env,
+                           "--directory", str(tmp_path), "--offline", "--sdm", "conda"], capture_output=True, text=True, env=env,
                           timeout=900)
     out = done.stdout
     assert "network access" not in out + done.stderr, done.stderr[-2000:]
