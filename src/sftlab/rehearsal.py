@@ -61,6 +61,10 @@ GRADIENT_CAPS = {"dim": 64, "shards": 2, "max_tokens": 2 * WARMUP_MAX_LENGTH}
 REFERENCE_CHECKPOINTS = 2   # SFTMix's confidence and the ambiguous selector's variability need two
 POOL_EXAMPLES = 64          # gradients.cost: the pool's size the grad_features jobs' runtime is predicted for
 MAX_GPUS = 2
+# a recipe's selected share of a pool of a few dozen rows: 5% is one or two examples, and SFTMix on a selection
+# (all.yaml's rose_sftmix) needs examples of both confidence halves in it; half a pool holds both. A sweep's fractions
+# keep their first value (its recipes' names carry it), and NTP trains on any number of examples
+MIN_FRACTION = 0.5
 RESOURCE_CAPS = {"cpus": 1, "mem_mb": 4000, "runtime": 30, "processes": MAX_GPUS}
 # the offline sets of the judged benchmarks, in the official formats (their data_dir)
 OFFLINE_SETS = {"mtbench": "mt_bench", "alpacaeval": "alpaca_eval", "arena_hard": "arena_hard", "ifeval": "ifeval"}
@@ -271,6 +275,9 @@ def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path 
             recipe["training"] = shrink_training(recipe["training"])
         if isinstance(recipe.get("composition"), dict):
             _shrink_composition(recipe["composition"])
+        selection = recipe.get("selection")
+        if isinstance(selection, dict) and isinstance(selection.get("fraction"), (int, float)):
+            selection["fraction"] = max(selection["fraction"], MIN_FRACTION)
     for sweep in cfg.get("sweeps", {}).values():
         sweep["grid"] = {key: collapse_axis(key, values) for key, values in sweep["grid"].items()}
     if cfg.get("seeds"):
