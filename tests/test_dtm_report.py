@@ -44,7 +44,7 @@ SCORES = {
 def config():
     return prepare({
         "models": {"m": {"source": "random"}},
-        "datasets": {"d": {"source": "demo"}},
+        "datasets": {"d": {"source": "demo", "heldout": 4}},
         "recipes": RECIPES,
         "benchmarks": {"em": {"type": "exact_match"}, "mmlu_local": {"type": "lm_eval", "task": "mmlu"}},
         "experiments": {"e": {"models": ["m"], "datasets": ["d"], "recipes": list(RECIPES),
