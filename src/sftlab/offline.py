@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import os
 import shlex
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,21 +98,24 @@ def require_offline() -> None:
 
 
 @dataclass(frozen=True)
-class Download:
+class Download(ABC):
     """Something a job reads that comes from the network; ``key`` is the config key it comes from."""
 
     key: str
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """What it is, in words, for the preflight's lines."""
 
+    @abstractmethod
     def fetch(self) -> None:
         """Download into the cache (login node)."""
-        raise NotImplementedError
 
     def check(self) -> None:
-        """Read it as the job does, offline; NotCached when it is not there."""
-        raise NotImplementedError
+        """Read it as the job does, offline; NotCached when it is not there. By default the job's read is the same
+        load as ``fetch``, which the hub libraries serve from their caches when the offline switches are on."""
+        require_offline()
+        self.fetch()
 
 
 @dataclass(frozen=True)
@@ -145,17 +149,11 @@ class HubDataset(Download):
         parts = [self.path, *([self.name] if self.name else []), self.split]
         return f"hub dataset {'/'.join(parts)}" + (f" ({len(self.data_dirs)} folders)" if self.data_dirs else "")
 
-    def _load_all(self) -> None:
+    def fetch(self) -> None:
         from sftlab.data.loaders import load_hub_split
 
         for data_dir in self.data_dirs or [None]:
             load_hub_split(self.path, self.name, self.split, self.revision, data_dir)
-
-    fetch = _load_all
-
-    def check(self) -> None:
-        require_offline()
-        self._load_all()
 
 
 @dataclass(frozen=True)
@@ -166,7 +164,7 @@ class LmEvalTask(Download):
     def describe(self) -> str:
         return f"lm-eval task {self.task} (its datasets)"
 
-    def _build(self) -> None:
+    def fetch(self) -> None:
         """lm-eval builds the task as simple_evaluate does, which loads its datasets (into the datasets cache)."""
         from lm_eval.tasks import get_task_dict
 
@@ -182,12 +180,6 @@ class LmEvalTask(Download):
                                 f"({_datasets_cache()}): {type(exc).__name__}: {exc}; fetch them: "
                                 f"{PREFLIGHT}") from None
             raise
-
-    fetch = _build
-
-    def check(self) -> None:
-        require_offline()
-        self._build()
 
 
 @dataclass(frozen=True)
