@@ -1,18 +1,20 @@
-"""What code a job runs, and a fingerprint of its meaning: the rule's script and the ``sftlab`` modules it imports.
+"""What code a job runs, and a fingerprint of its meaning: the rule's script and the ``sftlab`` code it reaches.
 
-A job's results are stale when the code that computed them changes in meaning, and only then. The modules a script
-runs are found statically, from its ``import`` statements (lazy ones inside functions too), transitively within the
-``sftlab`` package; importing ``sftlab.a.b`` also runs ``sftlab/__init__.py`` and ``sftlab/a/__init__.py``. The
-fingerprint hashes each file's syntax tree without docstrings (``ast.dump``), so comments, docstrings and formatting
-do not count, a renamed variable or a changed constant does.
+A job's results are stale when the code that computed them changes in meaning, and only then. What a script runs
+is found statically from its syntax tree, within the ``sftlab`` package: the script itself, every top-level
+definition (function, class, assignment) of a package module its code names — through ``from m import name``,
+``import m`` and ``m.name``, imports inside functions included — and, transitively, every definition those name.
+Loading a module also runs its statements that define nothing (and those of its packages' ``__init__``), so they
+count too. The fingerprint hashes each definition's syntax tree without docstrings (``ast.dump``): comments,
+docstrings and formatting do not count; a changed constant does, for the jobs whose code reaches it.
 
-A registry package's ``__init__`` imports every type only to register it (``from . import ntp``): those imports are
-not followed. A job names the types it runs instead: the module of its type (a *variant*: a training's objective, an
-evaluation's benchmark type), or a whole registry where it may run any of them; a change to another type's module
-leaves it alone.
+A registry package's ``__init__`` imports each of its types only to register it (``from . import ntp``); a
+decorator like ``@register_objective("ntp")`` only files the class under its name. Neither is followed: a job names
+the types it runs instead, the module of its type (a *variant*: a training's objective, an evaluation's benchmark
+type), or a whole registry where it may run any of them.
 
 The workflow keeps one fingerprint file per script and variant (:func:`sync`), rewritten only when the fingerprint
-changes: an input of the rule whose modification time marks the last change of meaning.
+changes: an input of the rule whose modification time marks the code's last change of meaning.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import ast
 import functools
 import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 PACKAGE = "sftlab"
 PACKAGE_DIR = Path(__file__).resolve().parent
+WHOLE = "*"  # a reference to a whole module: every definition in it
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
@@ -38,31 +42,91 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+@dataclass
+class Module:
+    """One parsed file: its top-level units (a definition's statement, by the names it binds; or a statement that
+    binds nothing the code can name, run on loading), each as (normalised dump, references); its top-level imports
+    (name → (module, attribute or WHOLE)); the modules loading it imports."""
+    name: str
+    units: dict[str, tuple[str, list[tuple[str, ...]]]] = field(default_factory=dict)
+    bindings: dict[str, list[str]] = field(default_factory=dict)
+    imports: dict[str, tuple[str, str]] = field(default_factory=dict)
+    loads: list[tuple[str, str]] = field(default_factory=list)
+    effects: list[str] = field(default_factory=list)
+
+
+def _absolute(module: str | None, level: int, this: str, is_package: bool) -> str:
+    if not level:
+        return module or ""
+    parts = this.split(".") if is_package else this.split(".")[:-1]
+    parts = parts[:len(parts) - (level - 1)]
+    return ".".join(parts + ([module] if module else []))
+
+
+def _import_refs(node: ast.AST, this: str, is_package: bool) -> list[tuple[str, str, str]]:
+    """(bound name, module, attribute or WHOLE) of each name an import statement binds."""
+    if isinstance(node, ast.Import):
+        out = []
+        for alias in node.names:
+            if alias.asname:
+                out.append((alias.asname, alias.name, WHOLE))
+            else:  # `import a.b` binds `a`; `a.b.x` resolves through attribute chains
+                out.append((alias.name.split(".")[0], alias.name.split(".")[0], WHOLE))
+                out.append(("", alias.name, WHOLE))
+        return out
+    module = _absolute(node.module, node.level, this, is_package)
+    return [(alias.asname or alias.name, module, alias.name) for alias in node.names]
+
+
+def _references(node: ast.AST, this: str, is_package: bool) -> list[tuple[str, ...]]:
+    """Dotted names a statement reads (``a``, ``a.b.c``) and, for imports inside it, ("import", module, attr)."""
+    refs = []
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Attribute):
+            chain, base = [sub.attr], sub.value
+            while isinstance(base, ast.Attribute):
+                chain.append(base.attr)
+                base = base.value
+            if isinstance(base, ast.Name):
+                refs.append((base.id, *reversed(chain)))
+        elif isinstance(sub, ast.Name):
+            refs.append((sub.id,))
+        elif isinstance(sub, (ast.Import, ast.ImportFrom)):
+            refs += [("import", module, attr) for _, module, attr in _import_refs(sub, this, is_package)]
+    return refs
+
+
+def _bound_names(stmt: ast.stmt) -> list[str]:
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [stmt.name]
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] \
+        if isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) else []
+    return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+
+
 @functools.cache
-def _parsed(path: Path, stamp: tuple[int, int]) -> tuple[str, tuple[tuple[int, str, str | None, tuple[str, ...]], ...]]:
-    """(normalised dump, imports) of one file; ``stamp`` (mtime, size) keys the cache. Each import is
-    (level, module, None, ()) for ``import module`` or (level, module or "", "from", names) for ``from ... import``."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    imports = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imports += [(0, alias.name, None, ()) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            imports.append((node.level, node.module or "", "from", tuple(alias.name for alias in node.names)))
-    return ast.dump(_strip_docstrings(tree)), tuple(imports)
+def _parse(path: Path, name: str, stamp: tuple[int, int]) -> Module:
+    is_package = path.name == "__init__.py"
+    tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
+    mod = Module(name)
+    for i, stmt in enumerate(tree.body):
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            for bound, module, attr in _import_refs(stmt, name, is_package):
+                if bound:
+                    mod.imports[bound] = (module, attr)
+                mod.loads.append((module, attr))
+            continue
+        key = f"{i}:{stmt.__class__.__name__}"
+        names = _bound_names(stmt)
+        mod.units[key] = (ast.dump(stmt), _references(stmt, name, is_package))
+        for n in names:
+            mod.bindings.setdefault(n, []).append(key)
+        if not names:
+            mod.effects.append(key)
+    return mod
 
 
-def parsed(path: Path):
-    st = path.stat()
-    return _parsed(path, (st.st_mtime_ns, st.st_size))
-
-
-def normalised(path: Path) -> str:
-    """The file's syntax tree without docstrings, as text: equal for files that differ only in comments,
-    docstrings and formatting."""
-    return parsed(path)[0]
-
-
+@functools.cache
 def module_file(name: str, package_dir: Path = PACKAGE_DIR) -> Path | None:
     """The source of module ``name`` (``sftlab.x.y``) in the package, or None when it is not one of its modules."""
     parts = name.split(".")
@@ -75,77 +139,154 @@ def module_file(name: str, package_dir: Path = PACKAGE_DIR) -> Path | None:
     return None
 
 
-def _with_parents(name: str) -> list[str]:
-    parts = name.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+def _module(name: str, package_dir: Path, path: Path | None = None) -> Module:
+    path = path or module_file(name, package_dir)
+    st = path.stat()
+    return _parse(path, name, (st.st_mtime_ns, st.st_size))
 
 
-def imported_modules(path: Path, name: str | None, package_dir: Path = PACKAGE_DIR) -> list[str]:
-    """The package's modules one file imports: ``name`` is the file's own module name (None for a script), for its
-    relative imports. Parents of each module count: importing a submodule runs their ``__init__``."""
-    is_package = path.name == "__init__.py"
-    found = []
-    for level, module, kind, names in parsed(path)[1]:
-        if level:
-            if name is None:
-                continue
-            parts = name.split(".") if is_package else name.split(".")[:-1]
-            parts = parts[:len(parts) - (level - 1)]
-            module = ".".join(parts + ([module] if module else []))
-        if kind == "from":
-            # `from pkg import x`: x is a submodule or a name defined in pkg
-            candidates = [module] + [f"{module}.{n}" for n in names if n != "*"]
-        else:
-            candidates = [module]
-        for candidate in candidates:
-            if module_file(candidate, package_dir) is not None:
-                found += [m for m in _with_parents(candidate) if module_file(m, package_dir) is not None]
-    return list(dict.fromkeys(found))
-
-
-def registered_siblings(package: str, package_dir: Path = PACKAGE_DIR) -> set[str]:
-    """The submodules a package's ``__init__`` imports as modules (``from . import ntp``): the registry's types."""
+def registered_types(package: str, package_dir: Path = PACKAGE_DIR) -> set[str]:
+    """The submodules a package's ``__init__`` imports as modules (``from . import ntp``): a registry's types."""
     init = module_file(package, package_dir)
     if init is None or init.name != "__init__.py":
         return set()
-    siblings = set()
-    for level, module, kind, names in parsed(init)[1]:
-        if kind == "from" and level == 1 and not module:
-            siblings |= {f"{package}.{n}" for n in names if module_file(f"{package}.{n}", package_dir) is not None}
-    return siblings
+    mod = _module(package, package_dir)
+    return {f"{m}.{a}" for m, a in mod.loads if m == package and module_file(f"{m}.{a}", package_dir) is not None}
 
 
-def closure(script: Path, variants: Iterable[str] = (), registries: Iterable[str] = (),
-            package_dir: Path = PACKAGE_DIR) -> list[str]:
-    """Every package module ``script`` runs, sorted. A registry package's ``__init__`` imports each of its types
-    only to register it (``from . import ntp``): those imports are not followed, the job names what it runs,
-    ``variants`` (modules of the types it runs) and ``registries`` (packages all of whose types it may run)."""
+class _Reach:
+    """The units a script reaches: (module, unit key) → dump."""
+
+    def __init__(self, script: Module, package_dir: Path, registries: list[str]) -> None:
+        self.script = script
+        self.package_dir = package_dir
+        self.followed = {r: registered_types(r, package_dir) for r in registries}
+        self.units: dict[tuple[str, str], str] = {}
+        self.loaded: set[str] = set()
+        self.whole: set[str] = set()
+        self.todo: list[tuple[str, str]] = []
+
+    def is_module(self, name: str) -> bool:
+        return module_file(name, self.package_dir) is not None
+
+    @functools.cache
+    def module(self, name: str) -> Module:
+        return self.script if name == "script" else _module(name, self.package_dir)
+
+    @functools.cache
+    def registered(self, package: str) -> set[str]:
+        return registered_types(package, self.package_dir)
+
+    def load(self, name: str) -> None:
+        """Importing ``name`` runs its packages' ``__init__`` and, in each, the statements that define nothing and
+        the imports (which load their modules; the names they bind count where code reads them)."""
+        parts = name.split(".")
+        for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+            if prefix in self.loaded or not self.is_module(prefix):
+                continue
+            self.loaded.add(prefix)
+            mod = self.module(prefix)
+            self.todo += [(prefix, key) for key in mod.effects]
+            registered = self.registered(prefix)
+            for module, attr in mod.loads:
+                sub = f"{module}.{attr}"
+                if attr != WHOLE and self.is_module(sub):
+                    if module != prefix or sub not in registered or sub in self.followed.get(prefix, ()):
+                        self.load(sub)  # not a registration the job does not name
+                else:
+                    self.load(module)
+
+    def ref(self, module: str, attr: str) -> None:
+        """Code runs ``from module import attr`` (attr WHOLE: ``import module``): a submodule or a whole module
+        counts whole, a name its definition."""
+        if not self.is_module(module):
+            return
+        if attr == WHOLE:
+            self.whole_module(module)
+        elif self.is_module(f"{module}.{attr}"):
+            self.whole_module(f"{module}.{attr}")
+        else:
+            self.load(module)
+            self.name(module, attr)
+
+    def whole_module(self, module: str) -> None:
+        if module in self.whole:
+            return
+        self.whole.add(module)
+        self.load(module)
+        self.todo += [(module, key) for key in self.module(module).units]
+
+    def name(self, module: str, name: str, rest: tuple[str, ...] = ()) -> None:
+        """A name read in ``module`` (``rest``: the attributes read from it)."""
+        mod = self.module(module)
+        if name in mod.bindings:
+            self.todo += [(module, key) for key in mod.bindings[name]]
+        elif name in mod.imports:
+            m, a = mod.imports[name]
+            if a == WHOLE:
+                self.attributes(m, rest)
+            elif self.is_module(f"{m}.{a}"):
+                self.attributes(f"{m}.{a}", rest)
+            else:
+                self.ref(m, a)
+
+    def attributes(self, module: str, chain: tuple[str, ...]) -> None:
+        """``module.a.b``: the longest chain of submodules, then one name in the last (none: the whole module)."""
+        if not self.is_module(module):
+            return
+        while chain and self.is_module(f"{module}.{chain[0]}"):
+            module, chain = f"{module}.{chain[0]}", chain[1:]
+        if chain:
+            self.load(module)
+            self.name(module, chain[0], chain[1:])
+        else:
+            self.whole_module(module)
+
+    def run(self, variants: list[str], registries: list[str]) -> dict[tuple[str, str], str]:
+        self.loaded.add("script")
+        for module, attr in self.script.loads:
+            self.load(module if attr == WHOLE or not self.is_module(f"{module}.{attr}") else f"{module}.{attr}")
+        self.todo += [("script", key) for key in self.script.units]
+        for name in variants:
+            self.whole_module(name)
+        for registry in registries:
+            for name in sorted(self.followed[registry]):
+                self.whole_module(name)
+        while self.todo:
+            module, key = self.todo.pop()
+            if (module, key) in self.units:
+                continue
+            dump, refs = self.module(module).units[key]
+            self.units[(module, key)] = dump
+            for ref in refs:
+                if ref[0] == "import":
+                    self.ref(ref[1], ref[2])
+                else:
+                    self.name(module, ref[0], ref[1:])
+        return self.units
+
+
+def reach(script: Path, variants: Iterable[str] = (), registries: Iterable[str] = (),
+          package_dir: Path = PACKAGE_DIR) -> dict[tuple[str, str], str]:
+    """Every unit ``script`` reaches, (module, unit key) → normalised dump: the script's own statements under
+    module ``script``. ``variants``: modules of the types the job runs; ``registries``: packages all of whose types
+    it may run."""
     variants, registries = list(variants), list(registries)
     for name in variants + registries:
         if module_file(name, package_dir) is None:
             raise ValueError(f"{name} is not a module of {package_dir}")
-    seen: set[str] = set()
-    todo = imported_modules(script, None, package_dir) + [m for v in variants for m in _with_parents(v)]
-    todo += [m for r in registries for m in _with_parents(r)]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        cut = set() if name in registries else registered_siblings(name, package_dir)
-        todo += [m for m in imported_modules(module_file(name, package_dir), name, package_dir) if m not in cut]
-    return sorted(seen)
+    return _Reach(_module("script", package_dir, path=script), package_dir, registries).run(variants, registries)
 
 
 def fingerprint(script: Path, variants: Iterable[str] = (), registries: Iterable[str] = (),
                 package_dir: Path = PACKAGE_DIR) -> tuple[str, list[str]]:
-    """(sha256 of the normalised script and modules, the modules): equal while the code's meaning is."""
-    modules = closure(script, variants, registries, package_dir)
+    """(sha256 of every unit the script reaches, the package modules they are in): equal while the meaning is."""
+    units = reach(script, variants, registries, package_dir)
     h = hashlib.sha256()
-    h.update(b"script\0" + normalised(script).encode() + b"\n")
-    for name in modules:
-        h.update(name.encode() + b"\0" + normalised(module_file(name, package_dir)).encode() + b"\n")
-    return h.hexdigest(), modules
+    # keys hold statement positions: hash the dumps by module, in order, so that moving a definition changes nothing
+    for module, dump in sorted((module, dump) for (module, _), dump in units.items()):
+        h.update(module.encode() + b"\0" + dump.encode() + b"\n")
+    return h.hexdigest(), sorted({module for module, _ in units} - {"script"})
 
 
 def fingerprint_name(script: Path, variants: Iterable[str] = (), registries: Iterable[str] = ()) -> str:
@@ -155,10 +296,11 @@ def fingerprint_name(script: Path, variants: Iterable[str] = (), registries: Ite
 
 def sync(directory: Path, script: Path, variants: Iterable[str] = (), registries: Iterable[str] = (),
          package_dir: Path = PACKAGE_DIR) -> Path:
-    """Write the fingerprint file of ``script`` (with ``variants`` and ``registries``, as for :func:`closure`) in ``directory`` if its content changes; return
-    its path. A file written for the first time is dated at the epoch: results made before the workflow kept
-    fingerprints are taken as made by the code of now (a first run of this version reruns nothing). Called only
-    where the workflow is planned, never from a job."""
+    """Write the fingerprint file of ``script`` (with ``variants`` and ``registries``, as for :func:`reach`) in
+    ``directory`` if its content changes; return its path. A file written for the first time is dated at the epoch:
+    results made before the workflow kept fingerprints are taken as made by the code of now (a first run of this
+    version reruns nothing; deleting a fingerprint file accepts the code as it is). Called only where the workflow is
+    planned, never from a job."""
     variants, registries = sorted(variants), sorted(registries)
     digest, modules = fingerprint(script, variants, registries, package_dir)
     text = "".join(f"{line}\n" for line in [digest, f"script {script.name}", *modules])
