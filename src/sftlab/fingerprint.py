@@ -283,7 +283,7 @@ def fingerprint(script: Path, variants: Iterable[str] = (), registries: Iterable
     """(sha256 of every unit the script reaches, the package modules they are in): equal while the meaning is."""
     units = reach(script, variants, registries, package_dir)
     h = hashlib.sha256()
-    # keys hold statement positions: hash the dumps by module, in order, so that moving a definition changes nothing
+    # keys hold statement positions: hash the sorted dumps, so that moving a definition changes nothing
     for module, dump in sorted((module, dump) for (module, _), dump in units.items()):
         h.update(module.encode() + b"\0" + dump.encode() + b"\n")
     return h.hexdigest(), sorted({module for module, _ in units} - {"script"})
