@@ -165,17 +165,21 @@ class _Reach:
         self.loaded: set[str] = set()
         self.whole: set[str] = set()
         self.todo: list[tuple[str, str]] = []
+        self.modules: dict[str, Module] = {"script": script}
+        self.registries: dict[str, set[str]] = {}
 
     def is_module(self, name: str) -> bool:
         return module_file(name, self.package_dir) is not None
 
-    @functools.cache
     def module(self, name: str) -> Module:
-        return self.script if name == "script" else _module(name, self.package_dir)
+        if name not in self.modules:
+            self.modules[name] = _module(name, self.package_dir)
+        return self.modules[name]
 
-    @functools.cache
     def registered(self, package: str) -> set[str]:
-        return registered_types(package, self.package_dir)
+        if package not in self.registries:
+            self.registries[package] = registered_types(package, self.package_dir)
+        return self.registries[package]
 
     def load(self, name: str) -> None:
         """Importing ``name`` runs its packages' ``__init__`` and, in each, the statements that define nothing and
