@@ -53,6 +53,8 @@ for _bench in CFG["benchmarks"].values():
     for _key in ("data_dir", "include_path"):
         if _key in _bench:
             _bench[_key] = _workflow_path(_bench[_key])
+    if "data_dir" in _bench.get("calibration", {}):
+        _bench["calibration"]["data_dir"] = _workflow_path(_bench["calibration"]["data_dir"])
 for _ds in CFG["datasets"].values():
     if _ds["source"] == "local":
         _ds["path"] = _workflow_path(_ds["path"])
