@@ -4,6 +4,7 @@ the original judge: rank correlation over models, per-item agreement and the map
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from sftlab.evaluation.cache import JudgmentCache
@@ -36,11 +37,16 @@ def main(argv=None) -> None:
     rows, usage, prompt_version = source.rejudge(judge, JudgmentCache(args.cache),
                                                  read_jsonl(Path(args.sample) / "sample.jsonl"), args.data,
                                                  {"annotator": args.annotator, "seed": args.seed}, config)
+    summary = calibration_summary(rows, source.kind)
+    if summary["per_item"]["items"] == 0 and rows and not config.get("demo_quality", False):
+        # no agreement to report: a real judge that never rates is an error, not a row of n/a in the report
+        sys.exit(f"{args.benchmark_name}: judge {judge.id} gave no parsable score on any of the {len(rows)} published "
+                 f"items re-judged (its raw answers are in {args.cache}); check the judge model and its max_tokens")
     write_jsonl(args.rows, rows)
     write_json(args.summary, {"benchmark": args.benchmark_name, "original_judge": published["original_judge"],
                               "published": published,
                               "judge": judge_identity(judge, config, args.judge_name, usage, prompt_version),
-                              "judge_cost": usage.to_dict(), **calibration_summary(rows, source.kind)})
+                              "judge_cost": usage.to_dict(), **summary})
 
 
 if __name__ == "__main__":
