@@ -34,16 +34,22 @@ ALPACAEVAL_REPOSITORY = "tatsu-lab/alpaca_eval"
 ALPACAEVAL_COMMIT = "cd543a149df89434d8a54582c0151c0b945c3d20"
 ALPACAEVAL_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 ALPACAEVAL_RAW_URL = "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval"
-#: model → sha256 of its annotations.json at ALPACAEVAL_COMMIT: leaderboard models from GPT-4 Turbo itself (the
-#: reference, win rate 50) down to Falcon-7B-Instruct, so that a ranking has a spread to agree on
+#: model → sha256 of its annotations.json at ALPACAEVAL_COMMIT (computed from the repository's blobs), with its
+#: published win rate against GPT-4 Turbo (the mean preference − 1 over the 805 annotations)
 ALPACAEVAL_SHA256 = {
-    "gpt4_1106_preview": "2a05177cffbab8fa409adf7ee1f0f90414cab169afe391b861489a5734c79363",
-    "claude-2.1": "8dfc94501f8b783d96facd9158e0333dc83c30112c5c1927838fdcc2ee00d213",
-    "gpt-3.5-turbo-1106": "4558bed562144780dfcdd5ff55cafc17d76eea62eca143cfcc7ac5f3c154de10",
-    "vicuna-7b": "86387fd674fc860d352750ff022c4d3b12daaf2fc51f0c70e62da81205f0a4f4",
-    "alpaca-7b": "41047c654c6c5ddc0290fb207367e3f458d22692045eb41927eb64103a2cb764",
-    "falcon-7b-instruct": "b15d77fa3fa266fb74058c4f9d42a5856dcc07431b2dcea528867306002207fe",
+    "FuseChat-Gemma-2-9B-Instruct": "72945b6a549eadcd18940fee835343d62985fced144e5b7a2b69c79e120d3cab",    # 70.5
+    "FuseChat-Llama-3.1-8B-Instruct": "7ef73623093cb690473d201417d3c6dfcb0e8d1c1f329180d802ab7dec81b1dc",  # 63.3
+    "gpt4_1106_preview": "2a05177cffbab8fa409adf7ee1f0f90414cab169afe391b861489a5734c79363",   # 50 (the reference)
+    "claude-2.1": "8dfc94501f8b783d96facd9158e0333dc83c30112c5c1927838fdcc2ee00d213",          # 15.7
+    "gpt-3.5-turbo-1106": "4558bed562144780dfcdd5ff55cafc17d76eea62eca143cfcc7ac5f3c154de10",  # 9.2
+    "vicuna-7b": "86387fd674fc860d352750ff022c4d3b12daaf2fc51f0c70e62da81205f0a4f4",           # 4.2
+    "alpaca-7b": "41047c654c6c5ddc0290fb207367e3f458d22692045eb41927eb64103a2cb764",           # 2.6
+    "falcon-7b-instruct": "b15d77fa3fa266fb74058c4f9d42a5856dcc07431b2dcea528867306002207fe",  # 2.1
 }
+#: the models sampled by default: a spread of win rates to rank (GPT-4 Turbo itself is left out: its outputs are the
+#: reference's, every item a tie that no judge is asked about)
+ALPACAEVAL_MODELS = ("FuseChat-Gemma-2-9B-Instruct", "FuseChat-Llama-3.1-8B-Instruct", "claude-2.1",
+                     "gpt-3.5-turbo-1106", "vicuna-7b", "alpaca-7b")
 
 #: FastChat's released GPT-4 single-answer judgments (download_mt_bench_pregenerated.py). The file lives on the
 #: Hugging Face hub, which this project could not reach when it was pinned: its sha256 is a required config value
@@ -98,7 +104,7 @@ class AlpacaEvalSource(CalibrationSource):
     original_judge = f"alpaca_eval {ALPACAEVAL_ANNOTATOR} (gpt-4-1106-preview)"
 
     def default_models(self):
-        return tuple(ALPACAEVAL_SHA256)
+        return ALPACAEVAL_MODELS
 
     @staticmethod
     def path(model: str) -> str:
