@@ -161,3 +161,41 @@ def test_calibration_beside_the_judges(tmp_path):
     judges = pd.DataFrame({"judge_id": ["openai:x", "openai:x"], "benchmark": ["mt", "ae"]})
     assert list(with_calibration(judges, table)["calibration"]) == [
         "ρ 1.00 over 3 models; 29% same rating, 82% within 1", "n/a"]
+
+
+def plan_tiny(tmp_path, edit, *args):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    edit(config)
+    configfile = tmp_path / "tiny.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
+    env.pop("SFTLAB_UNSET_KEY", None)
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+                           str(tmp_path / "work"), "--configfile", str(configfile), "--cores", "1", *args],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_planning_refuses_a_download_without_digest_naming_the_key(tmp_path):
+    def edit(config):
+        config["benchmarks"]["mt_tiny"]["calibration"] = {"items": 2}
+    proc = plan_tiny(tmp_path, edit, "-n")
+    assert proc.returncode != 0
+    assert "config key benchmarks.mt_tiny.calibration.sha256" in proc.stdout + proc.stderr
+
+
+def test_a_calibration_by_an_api_judge_needs_its_key_before_the_first_job(tmp_path):
+    def edit(config):
+        config["judges"]["api"] = {"type": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1",
+                                   "api_key_env": "SFTLAB_UNSET_KEY"}
+        config["benchmarks"]["ae_tiny"]["judge"] = "api"
+    proc = plan_tiny(tmp_path, edit, "results/calibration/ae_tiny/summary.json")
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "config key judges.api.api_key_env" in output and "ae_tiny" in output
+    assert not (tmp_path / "work" / "results" / "calibration").exists()   # refused before any job

@@ -183,7 +183,7 @@ def check_judge_keys(jobs):
     """Before the first job: every API judge that a planned judge job calls has its key variable set (a dry run, or a
     plan whose judgments are all done, needs no key)."""
     for job in jobs:
-        if job.rule.name != "judge":
+        if job.rule.name not in ("judge", "judge_calibration"):
             continue
         name = bench_of(job.wildcards)["judge"]
         judge = CFG["judges"][name]
