@@ -145,7 +145,7 @@ def test_rehearsal_reads_the_local_sample():
 
 
 def test_calibration_beside_the_judges(tmp_path):
-    from sftlab.report.judges import calibration_table, with_calibration
+    from sftlab.report.judges import calibration_note, calibration_table, with_calibration
     import pandas as pd
 
     summary = {"benchmark": "mt", "original_judge": "FastChat gpt-4", "judge": {"name": "j", "id": "openai:x"},
@@ -159,6 +159,11 @@ def test_calibration_beside_the_judges(tmp_path):
     assert (row["spearman"], row["agreement"]) == ("1.00", "29% same rating, 82% within 1")
     assert row["mapping (model means)"] == "original ≈ -1.56 + 1.32 · ours (n = 3, r = 0.99)"
     judges = pd.DataFrame({"judge_id": ["openai:x", "openai:x"], "benchmark": ["mt", "ae"]})
+    assert calibration_note(table) == (
+        "Calibration against the original judges (reports/tables/judge_calibration; model means): mt by j against "
+        "FastChat gpt-4: ρ 1.00 over 3 models, 29% same rating, 82% within 1; original ≈ -1.56 + 1.32 · ours "
+        "(n = 3, r = 0.99).")
+    assert calibration_note(calibration_table([])) is None
     assert list(with_calibration(judges, table)["calibration"]) == [
         "ρ 1.00 over 3 models; 29% same rating, 82% within 1", "n/a"]
 

@@ -124,6 +124,17 @@ def with_calibration(table: pd.DataFrame, calibration: pd.DataFrame) -> pd.DataF
     return table.assign(calibration=[cells.get((j, b), MISSING) for j, b in zip(table["judge_id"], table["benchmark"])])
 
 
+def calibration_note(calibration: pd.DataFrame) -> str | None:
+    """The line under a table of judged scores beside the papers' own: per calibrated benchmark, how our judge agrees
+    with the original judge and the line that reads our scores on its scale (None when nothing is calibrated)."""
+    if calibration.empty:
+        return None
+    parts = [f"{r['benchmark']} by {r['judge']} against {r['original_judge']}: ρ {r['spearman']} over {r['models']} "
+             f"models, {r['agreement']}; {r['mapping (model means)']}" for r in calibration.to_dict("records")]
+    return "Calibration against the original judges (reports/tables/judge_calibration; model means): " + \
+        "; ".join(parts) + "."
+
+
 def judges_caption(table: pd.DataFrame) -> str:
     """The line written under the tables: each judge, whether it is demo-quality, and its total cost."""
     if table.empty:
