@@ -40,6 +40,7 @@ EXPECTED = {
         "reference_run": 4, "train": 16, "confidence": 4, "generate": 40, "judge": 40, "evaluate": 8, "tsne": 4,
         "build_report": 1,
         "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "cost_report": 1, "all": 1,
+        "calibration_data": 1, "judge_calibration": 1,
     },
     # dtm: 1 pair; sft (1 train) + 13 merged runs: soup (4 seeds), dtm (K 4; shared with adapter space, the 5
     # merge methods and task arithmetic at λ = 1), kmeans (K 4), K 2, K 8, different init (K 4) → 4 + 4 + 4 + 2 + 8 +
@@ -82,7 +83,8 @@ EXPECTED = {
         "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68, "influence": 17,
         "evaluate": 350, "benchmark_data": 10, "generate": 225, "judge": 225, "implicit_reward": 183,
         "build_report": 1, "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "report_minorsft": 1,
-        "selection_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
+        "selection_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1, "calibration_data": 1,
+        "judge_calibration": 1,
     },
 }
 
@@ -124,15 +126,15 @@ def test_gpu_requests_follow_the_config(paper_plan):
 
 def test_the_cost_report_runs_after_every_other_report(paper_plan):
     """The cost report reads the benchmark files of the whole DAG, rebuilt in its job: it must depend on every other
-    report the run makes (so every measured job has finished), and rebuild the DAG from this run's config file."""
+    report the run makes (so every measured job has finished), and rebuild the DAG from this run's config."""
     configfile, output = paper_plan
     jobs = {job["rule"]: job for job in dry_run_jobs(output) if job["rule"] in ("all", "cost_report")}
     reports = [p for p in jobs["cost_report"]["input"]
                if not p.endswith("scripts/cost_report.py") and not p.startswith("results/.code/")]
     assert set(reports) == set(jobs["all"]["input"]) - set(jobs["cost_report"]["output"])
+    # rebuilt from the snapshot of the config that ran (written at the run's start), not from the config files
     command = shlex.split(jobs["cost_report"]["shell"])
-    run = json.loads(command[command.index("--workflow") + 1])
-    assert run["configfiles"] == [str(configfile)] and run["snakefile"] == str(ROOT / "Snakefile")
+    assert command[command.index("--run-config") + 1] == "results/run_config.json" and "--workflow" not in command
 
 
 def test_multi_gpu_training_is_launched_with_accelerate(paper_plan):

@@ -458,6 +458,8 @@ def check_local_files(config: dict) -> None:
                if m["source"] == "local"]
     wanted += [(f"benchmarks.{name}.{key}", bench[key], "directory") for name, bench in config["benchmarks"].items()
                for key in ("data_dir", "include_path") if key in bench]
+    wanted += [(f"benchmarks.{name}.calibration.data_dir", bench["calibration"]["data_dir"], "directory")
+               for name, bench in config["benchmarks"].items() if "data_dir" in bench.get("calibration", {})]
     # an hf judge is a config model or a Hugging Face directory
     wanted += [(f"judges.{name}.model", judge["model"], "directory") for name, judge in config["judges"].items()
                if judge["type"] == "hf" and judge["model"] not in config["models"]]

@@ -1,5 +1,6 @@
 """Config look-ups and input functions shared by every rule. Validation happens here, before planning."""
 
+import copy
 import functools
 import json
 import os
@@ -13,7 +14,7 @@ from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_i
                            selector_id)
 from sftlab.config import check_local_files
 from sftlab.data.prepare import pool_bound
-from sftlab import rehearsal
+from sftlab import rehearsal, run_config
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import OBJECTIVES, build_objective
 from sftlab.benchmarks import BENCHMARK_TYPES
@@ -28,6 +29,8 @@ try:
     # Snakemake's own YAML loading keeps the last of two equal keys: re-read each file with a loader that refuses them
     for _configfile in workflow.configfiles:
         read_yaml(_configfile)
+    # the config as Snakemake merged it (config files, then --config): what the run's config snapshot records
+    RAW_CONFIG = copy.deepcopy(config)
     # `--config rehearsal=true`: the config's rehearsal, derived from it here (sftlab.rehearsal)
     CFG = prepare(rehearsal.apply(config))
 except ConfigError as exc:
@@ -55,6 +58,8 @@ for _bench in CFG["benchmarks"].values():
     for _key in ("data_dir", "include_path"):
         if _key in _bench:
             _bench[_key] = _workflow_path(_bench[_key])
+    if "data_dir" in _bench.get("calibration", {}):
+        _bench["calibration"]["data_dir"] = _workflow_path(_bench["calibration"]["data_dir"])
 for _ds in CFG["datasets"].values():
     if _ds["source"] == "local":
         _ds["path"] = _workflow_path(_ds["path"])
@@ -140,6 +145,24 @@ def workflow_json(wildcards):
     settings = workflow.config_settings
     return as_json({"snakefile": str(workflow.main_snakefile), "configfiles": [str(f) for f in settings.configfiles],
                     "config": dict(settings.config)})
+
+
+def run_config_snapshot():
+    """The config this run plans (sftlab.run_config): its files' digests, the --config overrides, the merged config."""
+    return run_config.snapshot(workflow.main_snakefile, workflow.configfiles, workflow.config_settings.config,
+                               RAW_CONFIG)
+
+
+def write_run_config():
+    """At the run's start, in the main process only (a job step re-reads the Snakefile and the config files, which
+    may have been edited since): the snapshot the cost report describes, rewritten only when it changed."""
+    if not workflow.remote_exec:
+        run_config.write_snapshot(run_config_snapshot())
+
+
+def run_config_digest(wildcards):
+    """The snapshot's digest: a report describing the config reruns when the config changes."""
+    return run_config.digest(run_config_snapshot())
 
 
 # stages whose rules never use a GPU: a `gpus` in `resources.default` does not reach them
