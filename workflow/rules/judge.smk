@@ -136,7 +136,7 @@ rule calibration_data:
     calibration's data_dir), then sampled with its seed."""
     input:
         local=calibration_local_files,
-        script=f"{SCRIPTS}/calibration_data.py",
+        **code("calibration_data"),
     output:
         directory(f"{CALIBRATION_DIR}/{{benchmark}}/published"),
     params:
@@ -160,7 +160,7 @@ rule judge_calibration:
     """Re-judge the calibration sample with the benchmark's judge (as the benchmark judges: same prompts, annotator
     and cache) → agreement with the original judge: rank correlation over models, per-item agreement, score mapping."""
     input:
-        script=f"{SCRIPTS}/judge_calibration.py",
+        **code("judge_calibration", benchmark_module),
         sample=f"{CALIBRATION_DIR}/{{benchmark}}/published",
         data="results/benchmarks/{benchmark}",
         judge_model=judge_model_input,
