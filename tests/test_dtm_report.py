@@ -159,3 +159,17 @@ def test_report_with_no_scores_yet(runs, tmp_path):
     assert (table.loc[table["source"] == "this work", ["mmlu_local", "em"]] == "n/a").all().all()
     build_report(empty, runs, BENCHMARKS, tmp_path / "a", tmp_path / "b", tmp_path / "c")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_a_fisher_merge_names_its_fisher():
+    from sftlab.report.dtm import describe_run
+
+    def run(**merge):
+        recipe = {"objective": {"name": "ntp"}, "composition": {
+            "name": "disperse_merge", "k": 4, "split": "random", "merge": {"method": "fisher", "merge_space": "delta",
+                                                                           **merge}}}
+        return describe_run("m", "d", "r", recipe)
+
+    # the default is Matena & Raffel's Fisher
+    assert run()["label"] == "DTM (K=4, random, fisher (model Fisher, L2-normalised))"
+    assert run(fisher_type="empirical")["method_label"] == "fisher (empirical Fisher)"

@@ -49,7 +49,13 @@ def merge_lambda(merge: Mapping) -> float | None:
 
 
 def method_label(merge: Mapping) -> str:
-    """The merge method with its λ where it matters: always for task arithmetic (θ0 + λ·Σδ), else when not 1."""
+    """The merge method with its λ where it matters (always for task arithmetic, θ0 + λ·Σδ, else when not 1), and
+    fisher with the Fisher it weighs by (the model's, normalised, or the empirical one)."""
+    from sftlab.compose.merge import MERGE_METHODS
+
+    if merge["method"] == "fisher":
+        kind = merge.get("fisher_type", MERGE_METHODS["fisher"].defaults["fisher_type"])
+        return "fisher (model Fisher, L2-normalised)" if kind == "model" else "fisher (empirical Fisher)"
     lam = merge_lambda(merge)
     shown = lam is not None and (merge["method"] == "task_arithmetic" or lam != 1.0)
     return merge["method"] + (f" (λ={lam:g})" if shown else "")
@@ -231,8 +237,10 @@ def build_report(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapp
                       "Disperse-Then-Merge vs SFT and a seed soup (DTM merged by averaging in delta space): value "
                       "[95% CI]; the paper's reported numbers below ours with their source label; n/a = no result.")
     out += write_table(merge_method_table(scores, runs, benchmarks, paper), merge_stem,
-                       "Disperse-Then-Merge by merge method (task arithmetic with its λ), merge space and member "
-                       "initialisation: value [95% CI]; the paper's merge-method MMLU numbers below ours; n/a = no "
-                       "result.")
+                       "Disperse-Then-Merge by merge method (task arithmetic with its λ; fisher with its Fisher: "
+                       "the model's own, answers drawn from the model and each member's Fisher divided by its L2 "
+                       "norm as Matena & Raffel's code does, or the empirical one on the training answers), merge "
+                       "space and member initialisation: value [95% CI]; the paper's merge-method MMLU numbers "
+                       "below ours; n/a = no result.")
     out += k_ablation_figure(k_ablation_points(scores, runs, list(benchmarks)), list(benchmarks), figure_stem)
     return out
