@@ -3,7 +3,7 @@ arguments and the DTM report's runs."""
 
 from sftlab.compose.members import member_names, member_owner, member_training
 from sftlab.compose.merge import MERGE_METHODS
-from sftlab.report.dtm import dtm_runs
+from sftlab.report.dtm import draws_k_figure, dtm_runs
 
 
 def composition_of(wildcards):
@@ -127,10 +127,11 @@ def dtm_score_files():
 
 
 def dtm_report_files():
+    """The DTM tables, and the K figure when the DTM runs have two values of K or more (the table says otherwise)."""
     if not DTM_RUNS:
         return []
-    return [f"{t}.{ext}" for t in DTM_TABLES for ext in ("md", "csv", "tex")] + [
-        f"{DTM_FIGURE}.{ext}" for ext in ("png", "pdf")]
+    figure = [f"{DTM_FIGURE}.{ext}" for ext in ("png", "pdf")] if draws_k_figure(DTM_RUNS) else []
+    return [f"{t}.{ext}" for t in DTM_TABLES for ext in ("md", "csv", "tex")] + figure
 
 
 PAPER_REPORTS.append(dtm_report_files)
