@@ -366,10 +366,13 @@ def test_hh_rlhf_is_tested_per_subtask_as_rose_does(paper):
     cfg, reh = both(paper)
     tests = {b["dataset"] for b in cfg["benchmarks"].values()
              if "dataset" in b and cfg["datasets"][b["dataset"]]["path"] == "Anthropic/hh-rlhf"}
-    assert tests == {"hh_test"}
+    assert tests == {"hh_harmless_test"}
+    # one benchmark per subtask and kind, named by it: the report's columns show each subtask on its own
+    assert {b for e in cfg["experiments"].values() for b in e["benchmarks"] if b.startswith("hh")} == {
+        "hh_harmless_judged", "hh_harmless_implicit"}
     for c in (cfg, reh):
-        assert c["datasets"]["hh_test"]["data_dirs"] == ["harmless-base"] == c["validation"]["hh"]["subtasks"]
-        assert c["datasets"]["hh_test"]["split"] == "test"
-    assert (Path(reh["datasets"]["hh_test"]["path"]) / "harmless-base" / "test.jsonl").is_file()
+        assert c["datasets"]["hh_harmless_test"]["data_dirs"] == ["harmless-base"] == c["validation"]["hh"]["subtasks"]
+        assert c["datasets"]["hh_harmless_test"]["split"] == "test"
+    assert (Path(reh["datasets"]["hh_harmless_test"]["path"]) / "harmless-base" / "test.jsonl").is_file()
     # priced at the subtask's 2,312 pairs (the split has 8,552)
-    assert CostModel(cfg, load_assumptions()).test_pairs("hh_judged") == 2312
+    assert CostModel(cfg, load_assumptions()).test_pairs("hh_harmless_judged") == 2312
