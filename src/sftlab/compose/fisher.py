@@ -67,7 +67,7 @@ def model_labels(logits: torch.Tensor, labels: torch.Tensor, generator: torch.Ge
     """``labels`` with each answer token (label != −100) replaced by a draw from the model's prediction for it
     (the logits one position earlier)."""
     mask = labels[:, 1:] != -100
-    probs = logits[:, :-1].detach().float().softmax(-1)[mask]
+    probs = logits[:, :-1].detach()[mask].float().softmax(-1)
     drawn = labels.clone()
     drawn[:, 1:][mask] = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return drawn
@@ -159,13 +159,14 @@ def merge_members(members: Iterable[tuple[torch.nn.Module, Sequence[Mapping[str,
     for k, ((model, examples), weight) in enumerate(zip(members, weights, strict=True)):
         device = next(model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed + k) if spec.sampled else None
-        fisher = {n: f.cpu() for n, f in diagonal_fisher(model, examples, names, generator).items()}
+        fisher = diagonal_fisher(model, examples, names, generator)  # on the model's device, moved a tensor at a time
         coefficient = merge_coefficient(fisher, weight, spec)
         params = dict(model.named_parameters())
         for n in names:
             if fisher[n].eq(0).all():
                 log.warning("member %d: Fisher of %s is zero on all %d examples", k, n, len(examples))
-            term, norm_term = weighted_terms(params[n].detach().float().cpu(), fisher[n], coefficient, spec.floor)
+            term, norm_term = weighted_terms(params[n].detach().float().cpu(), fisher[n].cpu(), coefficient,
+                                             spec.floor)
             num[n] = num[n] + term if n in num else term
             den[n] = den[n] + norm_term if n in den else norm_term
         records.append({"examples": len(examples), "fisher_norm": fisher_norm(fisher), "coefficient": coefficient})
