@@ -46,8 +46,7 @@ EXPECTED = {
     # 4 = 26 members, 13 merges, 5 disperse jobs; 14 runs × 5 benchmarks
     "dtm.yaml": {
         "materialise_model": 1, "prepare_data": 1, "ref_logprobs": 1, "select_data": 1, "disperse": 5, "train": 1,
-        "train_member": 26, "evaluate": 70, "merge": 13, "build_report": 1, "dtm_report": 1, "dtm_k_figure": 1,
-        "cost_report": 1, "all": 1,
+        "train_member": 26, "evaluate": 70, "merge": 13, "build_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
     },
     # less and rose: counts read off the dry run (shards × checkpoints of gradient features, validation features per
     # validation set × shots × checkpoint) and checked against their structure, not derived line by line; the
@@ -83,7 +82,7 @@ EXPECTED = {
         "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68, "influence": 17,
         "evaluate": 350, "benchmark_data": 10, "generate": 225, "judge": 225, "implicit_reward": 183,
         "build_report": 1, "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "report_minorsft": 1,
-        "selection_report": 1, "dtm_report": 1, "dtm_k_figure": 1, "cost_report": 1, "all": 1,
+        "selection_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
     },
 }
 

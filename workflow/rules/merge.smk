@@ -102,7 +102,8 @@ rule merge:
 
 
 rule dtm_report:
-    """The DTM report's tables: DTM vs SFT vs seed soup beside the paper's numbers, and the merge-method table."""
+    """The DTM report: DTM vs SFT vs seed soup beside the paper's numbers, the merge-method table, and the K figure
+    when the DTM runs have two values of K or more (the merge-method table says otherwise)."""
     input:
         script=f"{SCRIPTS}/dtm_report.py",
         scores=dtm_score_files(),
@@ -115,12 +116,14 @@ rule dtm_report:
         merge_csv=report(f"{DTM_TABLES[1]}.csv", caption="../report/dtm_merge_methods.rst",
                          category="Disperse-Then-Merge", subcategory="Tables"),
         merge_tex=f"{DTM_TABLES[1]}.tex",
+        **dtm_figure_outputs(),
     params:
         runs=as_json(DTM_RUNS),
         benchmarks=as_json(dtm_benchmarks()),
         seeds=as_json(CFG["_seeds"]),
         main=output_stem("main_md"),
         merge=output_stem("merge_md"),
+        figure=dtm_figure_args,
     conda:
         CONDA_ENV
     log:
@@ -130,30 +133,5 @@ rule dtm_report:
         **res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --runs {params.runs:q} --benchmarks {params.benchmarks:q} "
-        "--main-table {params.main:q} --merge-table {params.merge:q} --seeds {params.seeds:q} 2> {log:q}"
-
-
-rule dtm_k_figure:
-    """The DTM K ablation: score against K (requested only when the DTM runs have two values of K or more)."""
-    input:
-        script=f"{SCRIPTS}/dtm_report.py",
-        scores=dtm_score_files(),
-    output:
-        figure_png=report(f"{DTM_FIGURE}.png", caption="../report/dtm_k_ablation.rst",
-                          category="Disperse-Then-Merge", subcategory="Figures"),
-        figure_pdf=f"{DTM_FIGURE}.pdf",
-    params:
-        runs=as_json(DTM_RUNS),
-        benchmarks=as_json(dtm_benchmarks()),
-        seeds=as_json(CFG["_seeds"]),
-        figure=output_stem("figure_png"),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/dtm_k_figure.log",
-    threads: threads_of("report")
-    resources:
-        **res("report"),
-    shell:
-        "python {input.script:q} --scores {input.scores:q} --runs {params.runs:q} --benchmarks {params.benchmarks:q} "
-        "--k-figure {params.figure:q} --seeds {params.seeds:q} 2> {log:q}"
+        "--main-table {params.main:q} --merge-table {params.merge:q} {params.figure:q} --seeds {params.seeds:q} "
+        "2> {log:q}"

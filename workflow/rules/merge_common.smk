@@ -126,11 +126,24 @@ def dtm_score_files():
     return run_score_files({key: runs[key] for key in ((r["model"], r["dataset"], r["recipe"]) for r in DTM_RUNS)})
 
 
+def dtm_figure_outputs():
+    """The DTM report's figure outputs: the K figure's, when the DTM runs have two values of K or more."""
+    if not (DTM_RUNS and draws_k_figure(DTM_RUNS)):
+        return {}
+    return {"figure_png": report(f"{DTM_FIGURE}.png", caption="../report/dtm_k_ablation.rst",
+                                 category="Disperse-Then-Merge", subcategory="Figures"),
+            "figure_pdf": f"{DTM_FIGURE}.pdf"}
+
+
+def dtm_figure_args(wildcards):
+    return ["--k-figure", DTM_FIGURE] if dtm_figure_outputs() else []
+
+
 def dtm_report_files():
-    """The DTM tables, and the K figure when the DTM runs have two values of K or more (the table says otherwise)."""
+    """The DTM tables, and the K figure when it is drawn."""
     if not DTM_RUNS:
         return []
-    figure = [f"{DTM_FIGURE}.{ext}" for ext in ("png", "pdf")] if draws_k_figure(DTM_RUNS) else []
+    figure = [f"{DTM_FIGURE}.{ext}" for ext in ("png", "pdf")] if dtm_figure_outputs() else []
     return [f"{t}.{ext}" for t in DTM_TABLES for ext in ("md", "csv", "tex")] + figure
 
 
