@@ -88,6 +88,7 @@ def test_two_member_merge_with_the_model_fisher_normalised_and_floored():
     torch.testing.assert_close(merged["W"][1], want_row1, rtol=0, atol=0.04)
     assert [r["fisher_norm"] for r in records] == pytest.approx([0.16 * math.sqrt(2), 0.25 * math.sqrt(2)], rel=0.1)
     assert records[1]["coefficient"] == pytest.approx(0.5 / (0.25 * math.sqrt(2)))
+    assert [r["share_below_floor"] for r in records] == [0.5, 0.5]  # row 1 of each W
     # the empirical option: A's answer 0 has (1 − .8)² = .04 in row 0; no normalisation; rows 1 floored equally
     merged, _ = merge_members(iter(members), ["W"], [0.5, 0.5], "empirical")
     a_share = 0.04 / 0.29

@@ -32,7 +32,7 @@ in every member (a LoRA run leaves all but its target modules at the base's valu
 unchanged, and no gradient is computed for them. (Matena & Raffel's norm runs over the whole encoder body; for a
 full fine-tune that is every tensor here too.) The members are processed one at a time; the sums Σ c·F·θ and Σ c·F
 of the trained tensors are held in float32 on the CPU. The merged model's ``fisher_merge.json`` records the Fisher
-used, its floor, and each member's norm and coefficient.
+used, its floor, and each member's norm, coefficient and share of entries below the floor.
 """
 
 from __future__ import annotations
@@ -121,11 +121,11 @@ def fisher_norm(fisher: Mapping[str, torch.Tensor]) -> float:
     return math.sqrt(sum(float(f.double().square().sum()) for f in fisher.values()))
 
 
-def merge_coefficient(fisher: Mapping[str, torch.Tensor], weight: float, kind: FisherType) -> float:
-    """A member's coefficient c_k: its prior weight, divided by its Fisher's L2 norm where the Fisher is normalised."""
+def merge_coefficient(norm: float, weight: float, kind: FisherType) -> float:
+    """A member's coefficient c_k: its prior weight, divided by its Fisher's L2 norm ``norm`` where the Fisher is
+    normalised."""
     if not kind.normalised:
         return weight
-    norm = fisher_norm(fisher)
     if norm == 0:
         raise ValueError("a member's Fisher is zero on every tensor: it cannot be normalised (its examples' "
                          "gradients vanish)")
@@ -151,7 +151,8 @@ def merge_members(members: Iterable[tuple[torch.nn.Module, Sequence[Mapping[str,
                   seed: int = 0) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Fisher-merge tensors ``names`` of the members, each a (model, its encoded examples) pair, taken one at a time
     (an iterator may load them lazily). Member k's draws are seeded with ``seed + k``. Returns the merged tensors
-    (float32, CPU) and each member's record (examples, Fisher norm, coefficient)."""
+    (float32, CPU) and each member's record (examples, Fisher norm, coefficient, share of its Fisher's entries below
+    the floor: weighted by the floor, not by their Fisher)."""
     spec = fisher_spec(kind)
     num: dict[str, torch.Tensor] = {}
     den: dict[str, torch.Tensor] = {}
@@ -160,16 +161,21 @@ def merge_members(members: Iterable[tuple[torch.nn.Module, Sequence[Mapping[str,
         device = next(model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed + k) if spec.sampled else None
         fisher = diagonal_fisher(model, examples, names, generator)  # on the model's device, moved a tensor at a time
-        coefficient = merge_coefficient(fisher, weight, spec)
+        norm = fisher_norm(fisher)
+        coefficient = merge_coefficient(norm, weight, spec)
         params = dict(model.named_parameters())
+        floored = 0
         for n in names:
             if fisher[n].eq(0).all():
                 log.warning("member %d: Fisher of %s is zero on all %d examples", k, n, len(examples))
+            floored += int(fisher[n].lt(spec.floor).sum())
             term, norm_term = weighted_terms(params[n].detach().float().cpu(), fisher[n].cpu(), coefficient,
                                              spec.floor)
-            num[n] = num[n] + term if n in num else term
-            den[n] = den[n] + norm_term if n in den else norm_term
-        records.append({"examples": len(examples), "fisher_norm": fisher_norm(fisher), "coefficient": coefficient})
+            num[n] = num[n].add_(term) if n in num else term
+            den[n] = den[n].add_(norm_term) if n in den else norm_term
+        size = sum(fisher[n].numel() for n in names)
+        records.append({"examples": len(examples), "fisher_norm": norm, "coefficient": coefficient,
+                        "share_below_floor": floored / size if size else 0.0})
     return {n: num[n] / den[n] for n in num}, records
 
 
