@@ -15,7 +15,9 @@ from sftlab.config import check_local_files
 from sftlab.data.prepare import pool_bound
 from sftlab import rehearsal
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
-from sftlab.objectives import build_objective
+from sftlab.objectives import OBJECTIVES, build_objective
+from sftlab.benchmarks import BENCHMARK_TYPES
+from sftlab import fingerprint
 from sftlab.offline import job_shell_prefix
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
@@ -77,6 +79,32 @@ VLLM_ENV = str(ROOT / "envs" / "vllm.yaml")
 # cluster nodes (remote execution) run offline, reading what the login node fetched (sftlab.offline)
 shell.prefix(job_shell_prefix(ROOT / "src", offline=workflow.remote_exec))
 SCRIPTS = _recorded_path(ROOT / "scripts")
+
+
+def code(script, variant=None, registries=()):
+    """A rule's script and its code's fingerprint file (sftlab.fingerprint), as inputs: an edit reruns the jobs
+    when it changes what the script and the sftlab code it reaches mean (the script's own date does not count).
+    ``variant``: the module of the registered type a job runs (a module name or a function of the wildcards)."""
+    variant_of = variant if callable(variant) else lambda wildcards: variant
+    return {"script": ancient(f"{SCRIPTS}/{script}.py"),
+            "code": lambda wildcards: code_fingerprint(script, variant_of(wildcards), tuple(registries))}
+
+
+@functools.cache
+def code_fingerprint(script, variant, registries):
+    """The fingerprint file, rewritten when it changes where the workflow is planned, never inside a job."""
+    variants, path = [variant] if variant else [], ROOT / "scripts" / f"{script}.py"
+    if planning():
+        return str(fingerprint.sync("results/.code", path, variants, registries))
+    return f"results/.code/{fingerprint.fingerprint_name(path, variants, registries)}"
+
+
+def objective_module(wildcards):
+    return OBJECTIVES[recipe_objective_name(wildcards)].__module__
+
+
+def benchmark_module(wildcards):
+    return BENCHMARK_TYPES[CFG["benchmarks"][wildcards.benchmark]["type"]].__module__
 
 
 def _alternation(names):

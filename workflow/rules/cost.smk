@@ -12,7 +12,7 @@ PAPER_REPORTS.append(cost_report_files)
 rule cost_report:
     """Cost of every stage (wall time, peak memory, GPU-hours, bytes stored) per model × dataset × rule, and per paper."""
     input:
-        script=f"{SCRIPTS}/cost_report.py",
+        **code("cost_report"),
         reports=reports_before_cost,
     output:
         md=f"{COST_TABLES['pipeline']}.md",

@@ -13,7 +13,7 @@ rule benchmark_data:
     AlpacaEval 2 from the hub) or a dataset's preference pairs; `limit` applied once for generation and judging."""
     input:
         unpack(benchmark_sources),
-        script=f"{SCRIPTS}/benchmark_data.py",
+        **code("benchmark_data", benchmark_module),
     output:
         directory("results/benchmarks/{benchmark}"),
     params:
@@ -38,7 +38,7 @@ rule generate:
     """A trained model's answers to a judged benchmark, in the benchmark's own format (MT-Bench model_answer JSONL,
     AlpacaEval model_outputs JSON, preference answers JSONL)."""
     input:
-        script=f"{SCRIPTS}/generate.py",
+        **code("generate", benchmark_module),
         model="results/{model}/{dataset}/runs/{recipe}/model",
         data="results/benchmarks/{benchmark}",
     output:
@@ -68,7 +68,7 @@ rule judge:
     """Judge a model's answers → judgments JSONL and the Scores file (with the judge's name and cost). The judgment
     cache is one file per judge shared by every run, a parameter rather than an output: reruns make no judge call."""
     input:
-        script=f"{SCRIPTS}/judge.py",
+        **code("judge", benchmark_module),
         answers=answers_path,
         data="results/benchmarks/{benchmark}",
         judge_model=judge_model_input,
@@ -104,7 +104,7 @@ rule implicit_reward:
     """Judge-free preference win rate: share of test pairs with β·r(y_w) > β·r(y_l), r = log πθ − log πref,
     πref the untrained base model."""
     input:
-        script=f"{SCRIPTS}/evaluate.py",
+        **code("evaluate", benchmark_module),
         model="results/{model}/{dataset}/runs/{recipe}/model",
         reference="resources/models/{model}",
         data="results/benchmarks/{benchmark}",
@@ -133,7 +133,7 @@ rule judges_table:
     """Which judge scored which benchmark (model, prompt, decoding) and what it cost; each judged run against the
     report baseline, paired over items under one judge."""
     input:
-        script=f"{SCRIPTS}/judge_report.py",
+        **code("judge_report"),
         scores=judged_scores(),
     output:
         md="reports/tables/judges.md",
@@ -160,7 +160,7 @@ rule judges_table:
 rule mtbench_categories:
     """MT-Bench mean rating per category, one bar per run, with bootstrap CIs."""
     input:
-        script=f"{SCRIPTS}/judge_report.py",
+        **code("judge_report"),
         scores=mtbench_category_scores(),
     output:
         png=report("reports/figures/mtbench_categories.png", caption="../report/mtbench_categories.rst",

@@ -7,7 +7,7 @@ include: "merge_common.smk"
 rule disperse:
     """Split a DTM recipe's selected examples into K disjoint shards (seeded random, or k-means on responses)."""
     input:
-        script=f"{SCRIPTS}/disperse.py",
+        **code("disperse"),
         ids=selection_path,
         train="results/data/{dataset}/train.jsonl",
         embedder=disperse_embedder,
@@ -36,7 +36,7 @@ rule train_member:
     """One member run of a composed recipe: a DTM sub-model on its shard, or a seed-soup run with its seed;
     the recipe's objective and training settings otherwise (each member its own job)."""
     input:
-        script=f"{SCRIPTS}/train.py",
+        **code("train", objective_module),
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
@@ -75,7 +75,7 @@ rule train_member:
 rule merge:
     """Merge a composed recipe's member runs with mergekit into its model; its training log is the members' mean."""
     input:
-        script=f"{SCRIPTS}/merge.py",
+        **code("merge"),
         base="resources/models/{model}",
         members=member_models,
         logs=member_logs,
@@ -105,7 +105,7 @@ rule dtm_report:
     """The DTM report: DTM vs SFT vs seed soup beside the paper's numbers, the merge-method table, and the K figure
     when the DTM runs have two values of K or more (the merge-method table says otherwise)."""
     input:
-        script=f"{SCRIPTS}/dtm_report.py",
+        **code("dtm_report"),
         scores=dtm_score_files(),
     output:
         main_md=f"{DTM_TABLES[0]}.md",

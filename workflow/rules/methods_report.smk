@@ -51,7 +51,7 @@ for _paper in METHOD_REPORT_FILES:
         name:
             f"report_{_paper}"
         input:
-            script=f"{SCRIPTS}/report_methods.py",
+            **code("report_methods", registries=["sftlab.benchmarks"]),
             scores=method_report_inputs(_paper)["scores"],
             logs=method_report_inputs(_paper)["logs"],
         output:
