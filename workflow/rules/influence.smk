@@ -181,9 +181,7 @@ rule selection_report:
         **code("selection_report"),
         scores=curve_score_files(),
     output:
-        curve_png=report(f"{SELECTION_REPORT['curve']}.png", caption="../report/selection_fraction_curve.rst",
-                         category="LESS / ROSE", subcategory="Figures"),
-        curve_pdf=f"{SELECTION_REPORT['curve']}.pdf",
+        **selection_curve_outputs(),
         shots_md=f"{SELECTION_REPORT['shots']}.md",
         shots_csv=report(f"{SELECTION_REPORT['shots']}.csv", caption="../report/selection_shots.rst",
                          category="LESS / ROSE", subcategory="Tables"),

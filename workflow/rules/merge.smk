@@ -102,7 +102,8 @@ rule merge:
 
 
 rule dtm_report:
-    """The DTM report: DTM vs SFT vs seed soup beside the paper's numbers, the merge-method table, the K figure."""
+    """The DTM report: DTM vs SFT vs seed soup beside the paper's numbers, the merge-method table, and the K figure
+    when the DTM runs have two values of K or more (the merge-method table says otherwise)."""
     input:
         **code("dtm_report"),
         scores=dtm_score_files(),
@@ -115,16 +116,14 @@ rule dtm_report:
         merge_csv=report(f"{DTM_TABLES[1]}.csv", caption="../report/dtm_merge_methods.rst",
                          category="Disperse-Then-Merge", subcategory="Tables"),
         merge_tex=f"{DTM_TABLES[1]}.tex",
-        figure_png=report(f"{DTM_FIGURE}.png", caption="../report/dtm_k_ablation.rst",
-                          category="Disperse-Then-Merge", subcategory="Figures"),
-        figure_pdf=f"{DTM_FIGURE}.pdf",
+        **dtm_figure_outputs(),
     params:
         runs=as_json(DTM_RUNS),
         benchmarks=as_json(dtm_benchmarks()),
         seeds=as_json(CFG["_seeds"]),
         main=output_stem("main_md"),
         merge=output_stem("merge_md"),
-        figure=output_stem("figure_png"),
+        figure=dtm_figure_args,
     conda:
         CONDA_ENV
     log:
@@ -134,5 +133,5 @@ rule dtm_report:
         **res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --runs {params.runs:q} --benchmarks {params.benchmarks:q} "
-        "--main-table {params.main:q} --merge-table {params.merge:q} --k-figure {params.figure:q} "
-        "--seeds {params.seeds:q} 2> {log:q}"
+        "--main-table {params.main:q} --merge-table {params.merge:q} {params.figure:q} --seeds {params.seeds:q} "
+        "2> {log:q}"

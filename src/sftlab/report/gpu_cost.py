@@ -127,8 +127,12 @@ class CostModel:
         raise KeyError(f"gpu_cost.yaml benchmarks.lm_eval: no entry for benchmark {key!r}")
 
     def test_pairs(self, key: str) -> int:
-        path = self.config["datasets"][self.config["benchmarks"][key]["dataset"]]["path"]
-        return self.a["benchmarks"]["test_sets"][path]
+        """A preference benchmark's test pairs: its repository's, or the sum over the hub folders it loads."""
+        dataset = self.config["datasets"][self.config["benchmarks"][key]["dataset"]]
+        pairs = self.a["benchmarks"]["test_sets"][dataset["path"]]
+        if not isinstance(pairs, Mapping):
+            return pairs
+        return sum(pairs[d] for d in dataset.get("data_dirs") or pairs)
 
     # -- training -------------------------------------------------------------------------------------------------
     def efficiency(self, training: Mapping, objective: str) -> float:

@@ -1,5 +1,8 @@
 """LESS / ROSE report: score against selected fraction (full data as a line) and the shots ablation.
 
+The fraction curve is drawn only when its selection runs have two fractions or more (``draws_fraction_curve``);
+otherwise the main table says so.
+
 Both read the Scores files (``tables.load_scores``) and a description of each recipe, as the workflow
 passes it: ``{recipe: {"selector", "name", "fraction", "shots", "validation", "objective", "group"}}``,
 where ``group`` is the same for recipes that differ in nothing but their selection (only those are
@@ -10,11 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from sftlab.report.dag import DagJob
-from sftlab.report.figures import STYLE, grid, save
 from sftlab.report.papers import paper_columns
 from sftlab.report.tables import MISSING, fmt_cell, judge_mark
 
@@ -33,6 +34,25 @@ def curve_frame(scores: pd.DataFrame, recipes: dict[str, dict]) -> pd.DataFrame:
     return scores.merge(info, on="recipe", how="inner")
 
 
+def curve_fractions(recipes: dict[str, dict]) -> list[float]:
+    """The fraction curve's axis: the distinct fractions of its selection runs (full-data runs are lines on it)."""
+    return sorted({float(d["fraction"]) for d in recipes.values() if d["name"] != "full"})
+
+
+def draws_fraction_curve(recipes: dict[str, dict]) -> bool:
+    """Whether the fraction curve is a figure: its axis has at least two fractions (one is a point, not a curve)."""
+    return len(curve_fractions(recipes)) >= 2
+
+
+def fraction_curve_note(recipes: dict[str, dict]) -> str:
+    """The report's sentence in place of a fraction curve that is not drawn ("" when it is drawn)."""
+    if draws_fraction_curve(recipes):
+        return ""
+    fractions = curve_fractions(recipes)
+    return (f" No fraction curve: the selection runs have one fraction ({fractions[0]:g}); it is drawn when they "
+            "have two or more." if fractions else " No fraction curve: no selection run.")
+
+
 def _panels(frame: pd.DataFrame, benchmarks: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
     keys = []
     for (model, dataset, group), part in frame.groupby(["model", "dataset", "group"], sort=True):
@@ -47,6 +67,10 @@ def _panels(frame: pd.DataFrame, benchmarks: list[str]) -> list[tuple[tuple, pd.
 def fraction_curve(frame: pd.DataFrame, benchmarks: list[str], stem: str | Path) -> list[Path]:
     """One panel per model × dataset × comparison group × benchmark with a selection run, in rows of three: a line per selector (value against
     fraction, log scale, 95% CI as error bars) and a dashed line per full-data recipe."""
+    # matplotlib only when drawing: the workflow imports this module to plan (draws_fraction_curve)
+    import matplotlib.pyplot as plt
+
+    from sftlab.report.figures import STYLE, grid, save
     panels = _panels(frame, benchmarks)
     several_groups = frame["group"].nunique() > 1
     # one colour per selector across panels
