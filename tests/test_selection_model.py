@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from _plan import dry_run_jobs, plan
+from _plan import ROOT, dry_run_jobs, plan
 from sftlab.config import ConfigError, prepare, selection_model
 from sftlab.report.selection import method_label, selection_main_table
 
@@ -139,3 +139,26 @@ def test_the_main_table_labels_transferred_selections_less_t():
     table = selection_main_table(frame, {"mmlu": "mmlu"}, paper)
     assert list(table.method) == ["random 5%", "LESS 5%", "LESS-T 5% (selected by llama2_7b)", "LESS-T 5%"]
     assert list(table.source) == ["ours", "ours", "ours", "LESS"]
+
+
+def test_selection_hours_price_each_selecting_models_gpu_jobs_alone():
+    from sftlab.config import read_yaml
+    from sftlab.report.gpu_cost import load_assumptions, selection_hours, stage_hours
+
+    cfg = prepare(read_yaml(ROOT / "configs" / "paper" / "less.yaml"))
+    cfg["gradients"]["cost"]["models"]["llama2_13b"] = {**cfg["gradients"]["cost"]["models"]["llama2_7b"],
+                                                        "params": 13015864320, "layers": 40, "hidden_size": 5120}
+    a = load_assumptions()
+
+    def job(rule, model, **w):
+        return {"rule": rule, "wildcards": {"model": model, "dataset": "less_pool", **w}, "resources": {"gpu": "1"}}
+
+    small = [job("warmup", "llama2_7b"), job("grad_features", "llama2_7b", c="1", shard="0")]
+    big = [job("grad_features", "llama2_13b", c="1", shard="0"), job("grad_features", "llama2_13b", c="2", shard="0")]
+    other = [job("train", "llama2_13b", recipe="less_mmlu_t"), job("influence", "llama2_7b", selector="less-mmlu-5shot")]
+    hours = selection_hours(small + big + other, cfg, a)
+    assert hours == {("llama2_13b", "less_pool"): stage_hours(big, cfg, a),
+                     ("llama2_7b", "less_pool"): stage_hours(small, cfg, a)}
+    assert set(hours[("llama2_7b", "less_pool")]) == {"selection warmup", "gradient features"}
+    # a larger model's features cost more per job (about 13.0 / 6.7 of the compute)
+    assert hours[("llama2_13b", "less_pool")]["gradient features"] / 2 > hours[("llama2_7b", "less_pool")]["gradient features"]
