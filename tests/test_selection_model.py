@@ -162,3 +162,17 @@ def test_selection_hours_price_each_selecting_models_gpu_jobs_alone():
     assert set(hours[("llama2_7b", "less_pool")]) == {"selection warmup", "gradient features"}
     # a larger model's features cost more per job (about 13.0 / 6.7 of the compute)
     assert hours[("llama2_13b", "less_pool")]["gradient features"] / 2 > hours[("llama2_7b", "less_pool")]["gradient features"]
+
+
+def test_a_transferred_selection_is_a_curve_line_and_shots_row_of_its_own():
+    from sftlab.report.selection import curve_frame, shots_table
+
+    scores = pd.DataFrame([{"model": "llama2_13b", "dataset": "pool", "recipe": r, "benchmark": "mmlu", "value": v,
+                            "ci_low": None, "ci_high": None, "metric": "acc"} for r, v in (("less_t", 0.55), ("less", 0.54))])
+    info = {"selector": "less-mmlu-5shot", "name": "less", "fraction": 0.05, "shots": 5, "validation": "mmlu",
+            "objective": "ntp", "group": "g"}
+    frame = curve_frame(scores, {"less_t": {**info, "selection_model": "llama2_7b"},
+                                 "less": {**info, "selection_model": "llama2_13b"}})
+    assert dict(zip(frame.recipe, frame.selector)) == {"less_t": "less-mmlu-5shot (selected by llama2_7b)",
+                                                       "less": "less-mmlu-5shot"}
+    assert sorted(shots_table(frame, ["mmlu"]).method) == ["less", "less-T"]

@@ -27,11 +27,16 @@ DODGE = 0.025  # log10 units between neighbouring selectors' points at one fract
 
 
 def curve_frame(scores: pd.DataFrame, recipes: dict[str, dict]) -> pd.DataFrame:
-    """Scores of the described recipes with their selection settings, one row per (run, benchmark)."""
+    """Scores of the described recipes with their selection settings, one row per (run, benchmark); a selection made
+    by another model than the run's (LESS-T) is a selector of its own (``less-mmlu-5shot (selected by llama2_7b)``),
+    so that it never shares a line with the trained model's own selection."""
     info = pd.DataFrame([{"recipe": r, **d} for r, d in recipes.items()],
                         columns=["recipe", "selector", "name", "fraction", "shots", "validation", "objective", "group",
                                  "selection_model"])
-    return scores.merge(info, on="recipe", how="inner")
+    frame = scores.merge(info, on="recipe", how="inner")
+    by = [selected_by(m, sm) for m, sm in zip(frame.model, frame.selection_model)]
+    frame["selector"] = [sel if b is None else f"{sel} (selected by {b})" for sel, b in zip(frame.selector, by)]
+    return frame
 
 
 def _panels(frame: pd.DataFrame, benchmarks: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
@@ -92,7 +97,8 @@ def shots_table(frame: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
     columns = ["model", "dataset", "method", "validation", "objective", "fraction", "benchmark"]
     rows = {}
     for r in part.itertuples():
-        key = (r.model, r.dataset, r.name, r.validation, r.objective, r.fraction, r.benchmark)
+        method = r.name if selected_by(r.model, r.selection_model) is None else f"{r.name}-T"
+        key = (r.model, r.dataset, method, r.validation, r.objective, r.fraction, r.benchmark)
         rows.setdefault(key, {})[int(r.shots)] = fmt_cell(r.value, r.ci_low, r.ci_high) + judge_mark(r)
     order = {b: i for i, b in enumerate(benchmarks)}
     out = [dict(zip(columns, key)) | {f"{k}-shot": cells.get(k, MISSING) for k in shots}
