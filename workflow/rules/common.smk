@@ -11,7 +11,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod, Exec
 from sftlab.cluster import (ClusterError, Request, Resumable, check_fits, check_model_gpu, check_runtime, grown,
                             load_cluster)
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
-                           selector_id)
+                           selection_model, selector_id)
 from sftlab.config import check_local_files
 from sftlab.data.prepare import pool_bound
 from sftlab import rehearsal, run_config
@@ -352,8 +352,13 @@ def selection_ids(model, dataset, sel):
     return f"results/{model}/{dataset}/selection/{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids"
 
 
+def recipe_selection_ids(model, dataset, recipe):
+    """The ids a recipe trains ``model`` on: its selection's, under the selection model (selection.model)."""
+    return selection_ids(selection_model(recipe["selection"], model), dataset, recipe["selection"])
+
+
 def selection_path(wildcards):
-    return selection_ids(wildcards.model, wildcards.dataset, recipe_of(wildcards)["selection"])
+    return recipe_selection_ids(wildcards.model, wildcards.dataset, recipe_of(wildcards))
 
 
 def warmup_selection():
@@ -362,10 +367,11 @@ def warmup_selection():
 
 
 def selection_config(wildcards):
-    """The selection settings of the selector named in the path (shared by every recipe that names it)."""
+    """The selection settings of the selector named in the path (shared by every recipe that names it, whichever
+    model it trains: the selection model is the path's {model}, not a setting of the selector)."""
     for sel in [recipe["selection"] for recipe in CFG["recipes"].values()] + [warmup_selection()]:
         if selector_id(sel) == wildcards.selector and fraction_id(sel["fraction"]) == wildcards.fraction:
-            return sel
+            return {k: v for k, v in sel.items() if k != "model"}
     raise WorkflowError(f"no recipe selects {wildcards.selector} at fraction {wildcards.fraction}")
 
 
@@ -396,6 +402,13 @@ def uses_confidence(recipe):
     return (obj["name"] == "sftmix" and obj["pairing"] == "confidence") or "confidence" in SELECTORS[sel["name"]].tables
 
 
+def confidence_pairs():
+    """(model, dataset) of every confidence table the runs read: the selection model's (selection.model) on the run's
+    dataset."""
+    return sorted({(selection_model(CFG["recipes"][r]["selection"], m), d) for (m, d, r) in experiment_runs()
+                   if uses_confidence(CFG["recipes"][r])})
+
+
 def tsne_runs(model, dataset):
     """Recipes drawn beside the reference in the t-SNE figure: full-pool NTP and SFTMix runs (the reviewers' figure)."""
     return [r for (m, d, r) in experiment_runs() if (m, d) == (model, dataset)
@@ -418,8 +431,7 @@ PAPER_REPORTS = []
 
 
 def report_outputs():
-    figures = ["loss_curves", "scores"] + [f"tsne_{m}_{d}" for (m, d) in sorted({(m, d) for (m, d, r) in experiment_runs()
-                                                                        if uses_confidence(CFG["recipes"][r])})]
+    figures = ["loss_curves", "scores"] + [f"tsne_{m}_{d}" for (m, d) in confidence_pairs()]
     return [f"reports/tables/main.{ext}" for ext in ("md", "csv", "tex")] + [
         f"reports/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")] + [
         path for outputs in PAPER_REPORTS for path in outputs()]
@@ -433,9 +445,12 @@ SELECTOR_TABLES = {"confidence": "confidence.parquet", "influence_less": "influe
 
 def objective_tables(wildcards):
     """Parquet tables the recipe's objective reads per example (e.g. ref_logprobs for MinorSFT)."""
-    obj = recipe_of(wildcards)["objective"]
+    recipe = recipe_of(wildcards)
+    obj = recipe["objective"]
     columns = build_objective(obj["name"], {k: v for k, v in obj.items() if k != "name"}).columns
-    return [f"results/{wildcards.model}/{wildcards.dataset}/{COLUMN_TABLES[c]}" for c in columns]
+    # the confidence split is the selection model's (selection.model); log πref is always the trained model's own
+    owner = {"confident": selection_model(recipe["selection"], wildcards.model)}
+    return [f"results/{owner.get(c, wildcards.model)}/{wildcards.dataset}/{COLUMN_TABLES[c]}" for c in columns]
 
 
 def selector_tables(wildcards):

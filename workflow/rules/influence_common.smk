@@ -133,14 +133,16 @@ def curve_runs():
 
 
 def curve_recipes():
-    """recipe → what the report needs to place it: selector id and name, fraction, shots, validation set, group."""
+    """recipe → what the report needs to place it: selector id and name, fraction, shots, validation set, group,
+    the model that selects (selection.model; None: the trained one)."""
     out = {}
     for (m, d, r) in curve_runs():
         recipe = CFG["recipes"][r]
         sel = recipe["selection"]
         out[r] = {"selector": selector_id(sel), "name": sel["name"], "fraction": sel["fraction"],
                   "shots": sel.get("shots"), "validation": sel.get("validation"),
-                  "objective": recipe["objective"]["name"], "group": comparison_key(recipe)}
+                  "objective": recipe["objective"]["name"], "group": comparison_key(recipe),
+                  "selection_model": sel.get("model")}
     return out
 
 
