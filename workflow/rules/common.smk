@@ -21,6 +21,7 @@ from sftlab import fingerprint
 from sftlab.offline import job_shell_prefix
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
+from sftlab.training.spec import reference_runs, reference_training
 from sftlab.report.dag import phase_benchmark
 from sftlab.report.gpu_cost import CostModel, load_assumptions
 
@@ -382,8 +383,7 @@ def tsne_runs(model, dataset):
 
 
 def tsne_models(wildcards):
-    last = max(REFERENCE_CHECKPOINTS)
-    models = {"reference": f"results/{wildcards.model}/{wildcards.dataset}/reference/checkpoint-{last}"}
+    models = {"reference": reference_checkpoints(wildcards.model, wildcards.dataset)[-1]}
     for r in tsne_runs(wildcards.model, wildcards.dataset):
         models[r] = f"{run_dir(wildcards.model, wildcards.dataset, r)}/model"
     return models
@@ -438,17 +438,25 @@ def reference_model(wildcards):
     return f"resources/models/{CFG['reference']['model'] or wildcards.model}"
 
 
-def reference_training():
-    """The reference run: global training settings, then the reference's own; epochs cover the last checkpoint."""
-    ref = CFG["reference"]
-    cfg = deep_merge(CFG["training"], ref["training"])
-    if "epochs" not in ref["training"]:
-        cfg["epochs"] = max(ref["checkpoints"])
-    cfg["max_steps"] = -1
-    return cfg
-
-
 REFERENCE_CHECKPOINTS = CFG["reference"]["checkpoints"]
+
+
+def reference_pairs():
+    """The (model, dataset) pairs whose runs read the confidence split, so need a reference run."""
+    return sorted({(m, d) for (m, d, r) in experiment_runs() if uses_confidence(CFG["recipes"][r])})
+
+
+# (model, dataset) → the recipe whose run is the same training as the reference run there (sftlab.training.spec): rule
+# train_reference trains it once, saving the reference checkpoints too; rule reference_run trains the other pairs
+REFERENCE_RUNS = reference_runs(CFG, reference_pairs(), experiment_runs(),
+                                {"reference": processes_of("reference"), "train": processes_of("train")})
+
+
+def reference_checkpoints(model, dataset):
+    """The reference checkpoints of a pair: the epoch models of the recipe run that is its reference run, if any."""
+    recipe = REFERENCE_RUNS.get((model, dataset))
+    where = f"{run_dir(model, dataset, recipe)}/reference" if recipe else f"results/{model}/{dataset}/reference"
+    return [f"{where}/checkpoint-{c}" for c in REFERENCE_CHECKPOINTS]
 
 
 # how the training rules' jobs resume from their checkpoints (res(..., resumes=)): their settings per wildcards
@@ -457,7 +465,7 @@ def recipe_objective_name(wildcards):
 
 
 RECIPE_RUN = Resumable(lambda wildcards: recipe_of(wildcards)["training"], recipe_objective_name)
-REFERENCE_RUN = Resumable(lambda wildcards: reference_training())
+REFERENCE_RUN = Resumable(lambda wildcards: reference_training(CFG))
 
 
 # Local files a job reads are its inputs, so that editing one reruns what depends on it (as a changed setting does).

@@ -32,6 +32,7 @@ from typing import Mapping, Sequence
 import yaml
 
 from sftlab.selection.gradient_cost import example_seconds
+from sftlab.training.spec import RUN_TRAINING_RULES
 
 ASSUMPTIONS = Path(__file__).with_name("gpu_cost.yaml")
 
@@ -40,7 +41,7 @@ STAGES = {
     "reference_run": "reference run", "confidence": "reference run", "tsne": "reference run",
     "warmup": "selection warmup",
     "grad_features": "gradient features", "validation_grad_features": "gradient features",
-    "ref_logprobs": "scoring", "train": "training", "train_member": "training", "disperse": "training",
+    "ref_logprobs": "scoring", "train": "training", "train_reference": "training", "train_member": "training", "disperse": "training",
     "merge": "training", "generate": "generation", "evaluate": "evaluation", "implicit_reward": "evaluation",
 }
 STAGE_ORDER = ("reference run", "selection warmup", "gradient features", "scoring", "training", "generation",
@@ -185,7 +186,7 @@ class CostModel:
 
     def work_seconds(self, rule: str, w: Mapping[str, str], gpus: int) -> float:
         cfg = self.config
-        if rule in ("train", "train_member"):
+        if rule in (*RUN_TRAINING_RULES, "train_member"):
             recipe = cfg["recipes"][w["recipe"]]
             examples = self.pool(w["dataset"])["examples"] * self.recipe_share(recipe, w.get("member"))
             objective = recipe.get("objective", {}).get("name", "ntp")
