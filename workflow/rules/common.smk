@@ -13,6 +13,7 @@ from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_i
                            selector_id)
 from sftlab.config import check_local_files
 from sftlab.data.prepare import pool_bound
+from sftlab.evaluation.exams import run_benchmarks
 from sftlab import rehearsal
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import OBJECTIVES, build_objective
@@ -85,7 +86,8 @@ SCRIPTS = _recorded_path(ROOT / "scripts")
 def code(script, variant=None, registries=()):
     """A rule's script and its code's fingerprint file (sftlab.fingerprint), as inputs: an edit reruns the jobs
     when it changes what the script and the sftlab code it reaches mean (the script's own date does not count).
-    ``variant``: the module of the registered type a job runs (a module name or a function of the wildcards)."""
+    ``variant``: the module of the registered type a job runs, or a tuple of those where it runs several (a module
+    name, a tuple, or a function of the wildcards returning one)."""
     variant_of = variant if callable(variant) else lambda wildcards: variant
     return {"script": ancient(f"{SCRIPTS}/{script}.py"),
             "code": lambda wildcards: code_fingerprint(script, variant_of(wildcards), tuple(registries))}
@@ -94,7 +96,8 @@ def code(script, variant=None, registries=()):
 @functools.cache
 def code_fingerprint(script, variant, registries):
     """The fingerprint file, rewritten when it changes where the workflow is planned, never inside a job."""
-    variants, path = [variant] if variant else [], ROOT / "scripts" / f"{script}.py"
+    variants = list(variant) if isinstance(variant, tuple) else [variant] if variant else []
+    path = ROOT / "scripts" / f"{script}.py"
     if planning():
         return str(fingerprint.sync("results/.code", path, variants, registries))
     return f"results/.code/{fingerprint.fingerprint_name(path, variants, registries)}"
@@ -104,8 +107,12 @@ def objective_module(wildcards):
     return OBJECTIVES[recipe_objective_name(wildcards)].__module__
 
 
+def benchmark_module_of(name):
+    return BENCHMARK_TYPES[CFG["benchmarks"][name]["type"]].__module__
+
+
 def benchmark_module(wildcards):
-    return BENCHMARK_TYPES[CFG["benchmarks"][wildcards.benchmark]["type"]].__module__
+    return benchmark_module_of(wildcards.benchmark)
 
 
 def _alternation(names):
@@ -312,13 +319,7 @@ def recipe_of(wildcards):
 
 def experiment_runs():
     """Every (model, dataset, recipe, benchmarks) the experiments ask for, each run once."""
-    runs = {}
-    for exp in CFG["experiments"].values():
-        for m in exp["models"]:
-            for d in exp["datasets"]:
-                for r in exp["recipes"]:
-                    runs.setdefault((m, d, r), set()).update(exp["benchmarks"])
-    return runs
+    return run_benchmarks(CFG)
 
 
 def run_dir(model, dataset, recipe):
