@@ -110,3 +110,60 @@ def test_a_rerun_scores_only_the_exams_whose_key_changed(model_dir, tmp_path):
     proc = evaluate(model_dir, tmp_path, exams)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all(json.loads((tmp_path / "out" / f"{n}.json").read_text())["value"] != -1.0 for n in exams)
+
+
+# --- the plan -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("paper", ["sftmix", "dtm"])
+def test_the_paper_plan_scores_each_runs_exams_in_one_job(paper):
+    """sftmix: IFEval on the 8 main runs; dtm: 5 lm-eval exams on each of 14 runs — one evaluate job per run, each
+    exam's Scores file copied out of it."""
+    import shlex
+
+    from _plan import dry_run_jobs, planned
+    from sftlab.config import prepare, read_yaml
+
+    configfile = ROOT / "configs" / "paper" / f"{paper}.yaml"
+    proc = planned(configfile)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = dry_run_jobs(proc.stdout + proc.stderr)
+    cfg = prepare(read_yaml(configfile))
+    expected = {}
+    for exp in cfg["experiments"].values():
+        for r in exp["recipes"]:
+            lm_eval = {b for b in exp["benchmarks"] if cfg["benchmarks"][b]["type"] in ("lm_eval", "ifeval")}
+            if lm_eval:
+                for m in exp["models"]:
+                    for d in exp["datasets"]:
+                        expected.setdefault((m, d, r), set()).update(lm_eval)
+    scored = {}
+    for job in jobs:
+        if job["rule"] == "evaluate":
+            run = tuple(job["wildcards"][k] for k in ("model", "dataset", "recipe"))
+            assert run not in scored, run  # one job per run
+            args = shlex.split(job["shell"].split(" 2> ")[0])
+            scored[run] = set(json.loads(args[args.index("--exams") + 1]))
+    assert scored == expected
+    assert len(scored) == {"sftmix": 8, "dtm": 14}[paper]
+    copies = sorted((j["wildcards"]["model"], j["wildcards"]["dataset"], j["wildcards"]["recipe"],
+                     j["wildcards"]["benchmark"]) for j in jobs if j["rule"] == "exam_results")
+    assert copies == sorted((*run, b) for run, benches in expected.items() for b in benches)
+
+
+def test_each_exams_settings_are_in_the_params_snakemake_records(tmp_path):
+    """Snakemake's params trigger compares only the params computed from the wildcards alone (a params function that
+    reads the job's input or output is left out of its records): every exam's settings must be among those, so that
+    changing them reruns the job."""
+    from sftlab.report.dag import _workflow
+
+    tiny = ROOT / "configs" / "tiny.yaml"
+    with _workflow(ROOT / "Snakefile", [str(tiny)], None, tmp_path) as workflow:
+        workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+        workflow._build_dag()
+        jobs = [j for j in workflow.dag.jobs if j.rule.name in ("evaluate", "log_likelihood")]
+        assert {j.rule.name for j in jobs} == {"evaluate", "log_likelihood"}
+        for job in jobs:
+            recorded = [json.loads(p) for p in job.non_derived_params if isinstance(p, str) and p.startswith("{")]
+            exams = json.loads(job.params.exams)
+            assert exams in recorded, job
+            assert all(exam["config"]["type"] for exam in exams.values())

@@ -96,10 +96,12 @@ def exams_local_files(wildcards):
             if key in CFG["benchmarks"][b] for f in files_under(CFG["benchmarks"][b][key])]
 
 
-def exams_arg(wildcards, output):
-    """Each exam of the run: its config, inputs and result files in the job's output directory."""
+def exams_arg(wildcards):
+    """Each exam of the run: its config, inputs and result files in the job's output directory (a function of the
+    wildcards alone: Snakemake's params trigger skips a params function that reads the job's input or output)."""
+    out = f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/exams"
     return as_json({b: {"config": CFG["benchmarks"][b], "inputs": exam_inputs(wildcards.dataset, b),
-                        "scores": f"{output[0]}/{b}.json", "answers": f"{output[0]}/{b}.jsonl"}
+                        "scores": f"{out}/{b}.json", "answers": f"{out}/{b}.jsonl"}
                     for b in run_exam_names(wildcards)})
 
 
@@ -125,10 +127,14 @@ def exam_file(kind):
     return path
 
 
-def log_likelihood_exam_arg(wildcards, input, output):
-    return as_json({wildcards.benchmark: {"config": bench_of(wildcards), "inputs": {"base": input.base,
-                                                                                     "items": input.data},
-                                          "scores": output.scores, "answers": output.answers}})
+def log_likelihood_exam_arg(wildcards):
+    """The one exam of rule log_likelihood, as exams_arg (its paths: the rule's input and output)."""
+    run = run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)
+    b = wildcards.benchmark
+    inputs = {"base": f"results/{wildcards.model}/{wildcards.dataset}/base_logprobs/{b}.parquet",
+              "items": scored_items(wildcards)}
+    return as_json({b: {"config": bench_of(wildcards), "inputs": inputs, "scores": f"{run}/scores/{b}.json",
+                        "answers": f"{run}/answers/{b}.jsonl"}})
 
 
 def scored_items(wildcards):

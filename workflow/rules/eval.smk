@@ -50,6 +50,8 @@ rule exam_results:
         answers=exam_file("answers"),
     wildcard_constraints:
         benchmark=_alternation(benchmarks_scored_by("evaluate")),
+    conda:
+        CONDA_ENV
     log:
         "logs/exam_results/{model}/{dataset}/{recipe}/{benchmark}.log",
     threads: 1
