@@ -42,18 +42,20 @@ def main() -> None:
         benchmark_type(exam["config"]["type"]).require_local_data(exam["config"])
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    signature, code = (model_signature(args.model_dir), code_digest([__file__])) if args.cache else (None, None)
+    signature = model_signature(args.model_dir) if args.cache else None
     loaded = None
     for name, exam in exams.items():
         cfg = exam["config"]
-        key = exam_key(cfg, exam["inputs"], signature, code, device) if args.cache else None
+        kind = benchmark_type(cfg["type"])
+        key = exam_key(cfg, exam["inputs"], signature, code_digest(__file__, type(kind).__module__),
+                       device) if args.cache else None
         kept = cached_result(args.cache, name, key) if args.cache else None
         if kept is not None:
             log.info("%s: settings, inputs, model and code unchanged, its kept result reused", name)
             score, answers = kept
         else:
             loaded = loaded or load(args.model_dir, device)
-            score, answers = benchmark_type(cfg["type"]).evaluate(*loaded, cfg, exam["inputs"])
+            score, answers = kind.evaluate(*loaded, cfg, exam["inputs"])
             score = {"benchmark": name, **score}
             if args.cache:
                 keep_result(args.cache, name, key, score, answers)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sftlab.evaluation.exams import cached_result, exam_key, keep_result, model_signature, run_exams
+from sftlab.evaluation.exams import cached_result, code_digest, exam_key, keep_result, model_signature, run_exams
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +48,13 @@ def test_the_key_moves_with_settings_input_bytes_model_code_and_device(tmp_path)
     os.utime(model / "w.bin", ns=(1, 1))  # the model rewritten
     others.append(exam_key(cfg, {"heldout": str(data)}, model_signature(model), "code", "cpu"))
     assert len({key, *others}) == 6
+
+
+def test_the_code_of_an_exam_is_the_scripts_with_its_own_type():
+    script = ROOT / "scripts" / "evaluate.py"
+    lm_eval = code_digest(script, "sftlab.benchmarks.lm_eval")
+    assert lm_eval == code_digest(script, "sftlab.benchmarks.lm_eval")
+    assert lm_eval != code_digest(script, "sftlab.benchmarks.exact_match")
 
 
 def test_a_kept_result_is_read_back_under_its_key_alone(tmp_path):

@@ -128,7 +128,7 @@ def exam_file(kind):
 
 
 def log_likelihood_exam_arg(wildcards):
-    """The one exam of rule log_likelihood, as exams_arg (its paths: the rule's input and output)."""
+    """The one exam of a log_likelihood job, as exams_arg (its paths are those of the job's input and output)."""
     run = run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)
     b = wildcards.benchmark
     inputs = {"base": f"results/{wildcards.model}/{wildcards.dataset}/base_logprobs/{b}.parquet",

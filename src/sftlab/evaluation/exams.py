@@ -2,7 +2,7 @@
 
 Snakemake reruns a job whole, so a change to one exam's settings reruns the run's evaluate job. Each exam's result is
 kept under a key of everything it depends on (its settings, the bytes of the files it reads, the model's files, the
-scoring code and the packages it runs on); the rerun takes the exams whose key is unchanged from there and scores only
+meaning of its scoring code and the packages it runs on); the rerun takes the exams whose key is unchanged from there and scores only
 the others, loading the model only if any is left.
 """
 
@@ -16,7 +16,6 @@ from typing import Iterable
 
 from sftlab.io import write_json
 
-SRC = Path(__file__).resolve().parents[1]
 #: the packages an exam's score depends on besides sftlab
 PACKAGES = ("torch", "transformers", "lm_eval", "datasets")
 
@@ -66,12 +65,12 @@ def model_signature(model_dir: str | Path) -> list:
             for f in sorted(root.rglob("*")) if f.is_file()]
 
 
-def code_digest(extra: Iterable[str | Path] = ()) -> str:
-    """sha256 of sftlab's sources, ``extra`` files (the script) and the versions of the packages scoring runs on."""
-    h = hashlib.sha256()
-    _digest_files(h, SRC.parent, list(SRC.rglob("*.py")))
-    for f in extra:
-        h.update(content_digest(f).encode())
+def code_digest(script: str | Path, type_module: str) -> str:
+    """The meaning of the code scoring one exam — the script and the sftlab code it reaches with the exam type's
+    module (sftlab.fingerprint: comments and docstrings do not count) — and the versions of the packages it runs on."""
+    from sftlab.fingerprint import fingerprint
+
+    h = hashlib.sha256(fingerprint(Path(script), [type_module])[0].encode())
     for name in PACKAGES:
         try:
             h.update(f"{name}=={importlib.metadata.version(name)}".encode())
