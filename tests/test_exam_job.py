@@ -164,6 +164,11 @@ def test_each_exams_settings_are_in_the_params_snakemake_records(tmp_path):
     from sftlab.report.dag import _workflow
 
     tiny = ROOT / "configs" / "tiny.yaml"
+    # a dry run first: planning writes the code fingerprints (results/.code) that the jobs read
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "--directory",
+                          str(tmp_path), "--configfile", str(tiny)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=600)
+    assert dry.returncode == 0, dry.stderr[-3000:]
     with _workflow(ROOT / "Snakefile", [str(tiny)], None, tmp_path) as workflow:
         workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
         workflow._build_dag()
