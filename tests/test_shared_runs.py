@@ -108,3 +108,13 @@ def test_a_reference_run_with_other_settings_is_trained_on_its_own(tmp_path):
     assert {m: sorted(rule for rule, _ in jobs) for m, jobs in trainings.items()} == {
         f"resources/models/{m}": ["reference_run", "train"] for m in ("llama31_8b", "mistral_7b")}
     assert "train_reference" not in {job["rule"] for job in dry_run_jobs(output)}
+
+
+def test_the_rehearsal_keeps_the_recipe_run_that_is_the_reference_run():
+    """The rehearsal caps epochs at 1 but trains the reference for its 2 checkpoints: a recipe that trains as many
+    epochs as the paper's reference trains as many as the rehearsal's, so the plan keeps the same rules."""
+    from sftlab import rehearsal
+
+    cfg = prepare(rehearsal.apply({**read_yaml(SFTMIX), "rehearsal": True}))
+    assert cfg["recipes"]["ntp_3ep"]["training"]["epochs"] == 2 and cfg["recipes"]["ntp_1ep"]["training"]["epochs"] == 1
+    assert reference_runs(cfg, PAIRS, runs(cfg), {"reference": 2, "train": 2}) == {("llama31_8b", "alpaca52k"): "ntp_3ep"}
