@@ -137,7 +137,13 @@ def test_less_t_runs_train_on_llama2_7bs_own_less_selections(cfg, jobs):
 
 
 def test_one_reference_run_per_model_and_dataset(cfg, jobs):
+    """A reference run of its own, or a recipe's run of the same training that saves the reference checkpoints too
+    (SFTMix's NTP runs on Alpaca-52K: tests/test_shared_runs.py)."""
+    shared = set(planned_once(jobs, "train_reference", "model", "dataset"))
+    assert shared == {("llama31_8b_llama3", "alpaca52k"), ("mistral_7b", "alpaca52k")}
     pairs = set(planned_once(jobs, "reference_run", "model", "dataset"))
+    assert not pairs & shared
+    pairs |= shared
     assert pairs == pairs_where(cfg, uses_confidence)
     assert pairs == {("llama31_8b_llama3", "alpaca52k"), ("llama31_8b_llama3", "ultrachat200k"),
                      ("mistral_7b", "alpaca52k"), ("mistral_7b", "ultrachat200k"), ("llama31_8b", "less_pool")}

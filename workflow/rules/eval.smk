@@ -1,28 +1,33 @@
 include: "benchmarks.smk"
 
 
+# a copy of one exam's results out of its run's evaluate job: no cluster job of its own
+localrules:
+    exam_results,
+
+
 rule evaluate:
-    """Score one trained model on one benchmark in-process (exact match on held-out items, lm-eval tasks, ...: the
-    benchmark types whose `scored_by` is evaluate)."""
+    """Score one trained model on all its exams scored in-process (exact match on held-out items, lm-eval tasks, ...:
+    the benchmark types whose `scored_by` is evaluate), the model loaded once. A change to one exam's settings reruns
+    the job, which takes the other exams' results from the run's exam_cache where nothing they depend on changed
+    (sftlab.evaluation.exams)."""
     input:
-        unpack(evaluate_inputs),
-        **code("evaluate", benchmark_module),
+        **code("evaluate", exam_modules),
         model="results/{model}/{dataset}/runs/{recipe}/model",
-        local=local_benchmark_files,
+        pool=exams_pool_files,
+        data=exams_gathered_files,
+        local=exams_local_files,
     output:
-        scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
-        answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
+        directory("results/{model}/{dataset}/runs/{recipe}/exams"),
     params:
-        benchmark=benchmark_config,
-        inputs=evaluate_input_args,
+        exams=exams_arg,
+        cache=exam_cache_dir,
     conda:
         CONDA_ENV
     log:
-        "logs/evaluate/{model}/{dataset}/{recipe}/{benchmark}.log",
+        "logs/evaluate/{model}/{dataset}/{recipe}.log",
     benchmark:
-        phase_benchmark("evaluation", "benchmarks/evaluate/{model}/{dataset}/{recipe}/{benchmark}.tsv")
-    wildcard_constraints:
-        benchmark=_alternation(benchmarks_scored_by("evaluate")),
+        phase_benchmark("evaluation", "benchmarks/evaluate/{model}/{dataset}/{recipe}.tsv")
     threads: threads_of("evaluate")
     resources:
         **res("evaluate", model=True),
@@ -30,9 +35,30 @@ rule evaluate:
     # local files, waiting up to 3 s where the network is firewalled)
     shell:
         "HF_DATASETS_OFFLINE=${{HF_DATASETS_OFFLINE:-0}} HF_UPDATE_DOWNLOAD_COUNTS=0 python {input.script:q} "
-        "--model-dir {input.model:q} "
-        "--benchmark {wildcards.benchmark:q} --benchmark-config {params.benchmark:q} {params.inputs:q} "
-        "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"
+        "--model-dir {input.model:q} --exams {params.exams:q} --cache {params.cache:q} 2> {log:q}"
+
+
+rule exam_results:
+    """One exam's Scores file and answers, from its run's evaluate job."""
+    input:
+        run_exams_dir,
+    output:
+        scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
+        answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
+    params:
+        scores=exam_file("scores"),
+        answers=exam_file("answers"),
+    wildcard_constraints:
+        benchmark=_alternation(benchmarks_scored_by("evaluate")),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/exam_results/{model}/{dataset}/{recipe}/{benchmark}.log",
+    threads: 1
+    resources:
+        **res("report"),
+    shell:
+        "(cp {params.scores:q} {output.scores:q} && cp {params.answers:q} {output.answers:q}) 2> {log:q}"
 
 
 rule log_likelihood:
@@ -47,7 +73,7 @@ rule log_likelihood:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
         answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
     params:
-        benchmark=benchmark_config,
+        exams=log_likelihood_exam_arg,
     wildcard_constraints:
         benchmark=_alternation(benchmarks_scored_by("log_likelihood")),
     conda:
@@ -60,9 +86,7 @@ rule log_likelihood:
     resources:
         **res("evaluate", model=True),
     shell:
-        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark:q} "
-        "--benchmark-config {params.benchmark:q} --input base={input.base:q} --input items={input.data:q} "
-        "--scores {output.scores:q} --answers {output.answers:q} 2> {log:q}"
+        "python {input.script:q} --model-dir {input.model:q} --exams {params.exams:q} 2> {log:q}"
 
 
 rule base_log_likelihood:

@@ -28,7 +28,8 @@ rule ref_logprobs:
 
 
 rule reference_run:
-    """SFTMix's reference run: NTP on the full pool, a loadable checkpoint at the end of each chosen epoch."""
+    """SFTMix's reference run: NTP on the full pool, a loadable checkpoint at the end of each chosen epoch (where no
+    recipe run is the same training: rule train_reference)."""
     input:
         **code("train", "sftlab.objectives.ntp"),
         model=reference_model,
@@ -39,11 +40,11 @@ rule reference_run:
         checkpoints=[directory(f"results/{{model}}/{{dataset}}/reference/checkpoint-{c}") for c in REFERENCE_CHECKPOINTS],
         log="results/{model}/{dataset}/reference/train_log.csv",
     params:
-        training=as_json(reference_training()),
+        training=as_json(reference_training(CFG)),
         epochs=[str(c) for c in REFERENCE_CHECKPOINTS],
         out_dir=reference_dir,
         trainer_checkpoints=reference_trainer_checkpoints,
-        launch=launcher("reference", reference_training(), "reference.training"),
+        launch=launcher("reference", reference_training(CFG), "reference.training"),
     log:
         "logs/reference_run/{model}/{dataset}.log",
     benchmark:
@@ -64,7 +65,7 @@ rule confidence:
     """Confidence of every training example from the reference checkpoints' perplexities; the median split."""
     input:
         **code("confidence"),
-        checkpoints=[f"results/{{model}}/{{dataset}}/reference/checkpoint-{c}" for c in REFERENCE_CHECKPOINTS],
+        checkpoints=reference_checkpoint_dirs,
         train="results/data/{dataset}/train.jsonl",
     output:
         table="results/{model}/{dataset}/confidence.parquet",

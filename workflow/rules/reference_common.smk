@@ -40,3 +40,18 @@ def tsne_model_dirs(wildcards):
 
 def tsne_model_args(wildcards):
     return table_args("--model", tsne_models(wildcards))
+
+
+def reference_checkpoint_dirs(wildcards):
+    return reference_checkpoints(wildcards.model, wildcards.dataset)
+
+
+def reference_checkpoint_args(wildcards):
+    """train_reference's extra arguments: the run saves the reference checkpoints beside its model."""
+    return ["--epoch-models", f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/reference",
+            "--save-epochs", *map(str, REFERENCE_CHECKPOINTS)]
+
+
+def reference_run_alternation(position):
+    """The models, datasets or recipes (``position`` 0, 1, 2) of the runs that are their pair's reference run."""
+    return _alternation({(m, d, r)[position] for (m, d), r in REFERENCE_RUNS.items()})

@@ -17,6 +17,7 @@ rule train:
         checkpoints=run_checkpoints,
         tables=input_table_args,
         launch=train_launcher,
+        reference=[],
     conda:
         CONDA_ENV
     log:
@@ -32,4 +33,34 @@ rule train:
         "{params.launch:q} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
         "--heldout-ref {input.ref:q} {params.tables:q} "
-        "--out {output.model:q} --train-log {output.log:q} --checkpoints {params.checkpoints:q} 2> {log:q}"
+        "--out {output.model:q} --train-log {output.log:q} --checkpoints {params.checkpoints:q} {params.reference:q} "
+        "2> {log:q}"
+
+
+# A run that is the same training as its pair's reference run (sftlab.training.spec) saves the reference checkpoints
+# too, and no reference_run job trains that pair. Its constraints take every model, dataset and recipe of such runs:
+# another run in their product also saves epoch models it does not need (the same training otherwise).
+use rule train as train_reference with:
+    output:
+        model=directory("results/{model}/{dataset}/runs/{recipe}/model"),
+        log="results/{model}/{dataset}/runs/{recipe}/train_log.csv",
+        reference=[directory(f"results/{{model}}/{{dataset}}/runs/{{recipe}}/reference/checkpoint-{c}")
+                   for c in REFERENCE_CHECKPOINTS],
+    params:
+        training=recipe_training,
+        objective=recipe_objective,
+        checkpoints=run_checkpoints,
+        tables=input_table_args,
+        launch=train_launcher,
+        reference=reference_checkpoint_args,
+    log:
+        "logs/train_reference/{model}/{dataset}/{recipe}.log",
+    benchmark:
+        phase_benchmark("training", "benchmarks/train_reference/{model}/{dataset}/{recipe}.tsv")
+    wildcard_constraints:
+        model=reference_run_alternation(0),
+        dataset=reference_run_alternation(1),
+        recipe=reference_run_alternation(2),
+
+
+ruleorder: train_reference > train

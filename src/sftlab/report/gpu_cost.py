@@ -31,7 +31,9 @@ from typing import Mapping, Sequence
 
 import yaml
 
+from sftlab.evaluation.exams import run_exams
 from sftlab.selection.gradient_cost import example_seconds
+from sftlab.training.spec import RUN_TRAINING_RULES
 
 ASSUMPTIONS = Path(__file__).with_name("gpu_cost.yaml")
 
@@ -40,7 +42,7 @@ STAGES = {
     "reference_run": "reference run", "confidence": "reference run", "tsne": "reference run",
     "warmup": "selection warmup",
     "grad_features": "gradient features", "validation_grad_features": "gradient features",
-    "ref_logprobs": "scoring", "train": "training", "train_member": "training", "disperse": "training",
+    "ref_logprobs": "scoring", "train": "training", "train_reference": "training", "train_member": "training", "disperse": "training",
     "merge": "training", "generate": "generation", "evaluate": "evaluation", "implicit_reward": "evaluation",
 }
 STAGE_ORDER = ("reference run", "selection warmup", "gradient features", "scoring", "training", "generation",
@@ -189,7 +191,7 @@ class CostModel:
 
     def work_seconds(self, rule: str, w: Mapping[str, str], gpus: int) -> float:
         cfg = self.config
-        if rule in ("train", "train_member"):
+        if rule in (*RUN_TRAINING_RULES, "train_member"):
             recipe = cfg["recipes"][w["recipe"]]
             examples = self.pool(w["dataset"])["examples"] * self.recipe_share(recipe, w.get("member"))
             objective = recipe.get("objective", {}).get("name", "ntp")
@@ -216,8 +218,8 @@ class CostModel:
             prompts = self.test_pairs(w["benchmark"]) if kind == "preference" else bench["prompts"]
             backend = cfg["benchmarks"][w["benchmark"]].get("backend", "transformers")
             return prompts * bench["answer_tokens"] / self.a["decode_tokens_per_s"][backend]
-        if rule == "evaluate":
-            return self.evaluate_seconds(w)
+        if rule == "evaluate":  # every exam of the run, the model loaded once
+            return sum(self.exam_seconds(w["model"], b) for b in run_exams(cfg, w["model"], w["dataset"], w["recipe"]))
         if rule == "implicit_reward":
             bench = self.a["benchmarks"]["implicit_reward"]
             # policy and reference, chosen and rejected: 4 sequences a pair
@@ -225,9 +227,9 @@ class CostModel:
             return compute_seconds(2 * self.model(w["model"])["params"] * tokens, self.a)
         return 0.0  # disperse, merge, t-SNE: their startup only
 
-    def evaluate_seconds(self, w: Mapping[str, str]) -> float:
-        kind, bench = self.benchmark(w["benchmark"])
-        n = self.model(w["model"])["params"]
+    def exam_seconds(self, model: str, benchmark: str) -> float:
+        kind, bench = self.benchmark(benchmark)
+        n = self.model(model)["params"]
         seconds = compute_seconds(2 * n * bench.get("forward_tokens", 0), self.a)
         # lm-eval's and our exact-match generation: transformers batches
         return seconds + bench.get("prompts", 0) * bench.get("answer_tokens", 0) / self.a["decode_tokens_per_s"][

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from sftlab.report.dag import DagJob
+from sftlab.training.spec import RUN_TRAINING_RULES
 from sftlab.report.papers import paper_columns
 from sftlab.report.tables import MISSING, fmt_cell, judge_mark
 
@@ -176,7 +177,8 @@ def selection_main_table(frame: pd.DataFrame, benchmarks: dict[str, str], paper:
 #: the stages of the LESS paper's cost table, by the rules whose jobs make them
 SELECTION_STAGES = {"warmup": "warmup", "grad_features": "gradient features",
                     "gather_grad_features": "gradient features", "validation_grad_features": "gradient features",
-                    "influence": "selection", "select_data": "selection", "train": "final training"}
+                    "influence": "selection", "select_data": "selection",
+                    **{rule: "final training" for rule in RUN_TRAINING_RULES}}
 
 
 def _ancestors(jobs: list[DagJob], roots: list[int]) -> set[int]:
@@ -195,7 +197,7 @@ def selection_cost_groups(jobs: list[DagJob], runs: list[tuple[str, str, str]]) 
     validation gradient features and its selection (influence scores and the curve's fractions); the training of
     each run (composed runs keep their own rows in the pipeline's cost table)."""
     made_by = {(j.wildcards.get("model"), j.wildcards.get("dataset"), j.wildcards.get("recipe")): i
-               for i, j in enumerate(jobs) if j.rule in ("train", "merge")}
+               for i, j in enumerate(jobs) if j.rule in (*RUN_TRAINING_RULES, "merge")}
     used = [jobs[i] for i in sorted(_ancestors(jobs, [made_by[tuple(run)] for run in runs]))]
     groups = []
     # the runs' models, and the models that selected for them (selection.model: LESS-T's selection jobs)
@@ -220,5 +222,6 @@ def selection_cost_groups(jobs: list[DagJob], runs: list[tuple[str, str, str]]) 
             add("gradient features", s, [j for j in mine if SELECTION_STAGES[j.rule] == "gradient features"])
             add("selection", s, [j for j in mine if SELECTION_STAGES[j.rule] == "selection"])
         for r in sorted(r for mm, dd, r in runs if (mm, dd) == (m, d)):
-            add("final training", r, [j for j in here if j.rule == "train" and j.wildcards["recipe"] == r])
+            add("final training", r, [j for j in here if j.rule in RUN_TRAINING_RULES
+                                         and j.wildcards["recipe"] == r])
     return groups
