@@ -202,7 +202,7 @@ def selection_cost_groups(jobs: list[DagJob], runs: list[tuple[str, str, str]]) 
     groups = []
     # the runs' models, and the models that selected for them (selection.model: LESS-T's selection jobs)
     selecting = {(j.wildcards.get("model"), j.wildcards.get("dataset")) for j in used if j.rule in SELECTION_STAGES
-                 and j.rule != "train"}
+                 and j.rule not in RUN_TRAINING_RULES}
     for m, d in sorted({(m, d) for m, d, _ in runs} | selecting):
         here = [j for j in used if (j.wildcards.get("model"), j.wildcards.get("dataset")) == (m, d)
                 and j.rule in SELECTION_STAGES]
