@@ -1,8 +1,10 @@
 """Training on ``transformers.Trainer`` with a pluggable objective.
 
-The trainer only wires batches into ``Objective.loss``; every objective returns the mean loss of
-its micro-batch and the Trainer divides by the gradient-accumulation steps (the loss is never
-pre-scaled by ``num_items_in_batch``), so objectives stay small pure functions of a batch.
+The trainer only wires batches into ``Objective.terms``: every objective returns its loss terms unreduced (per
+example: summed loss and response tokens), and the trainer reduces them over the global batch with
+``training.loss_reduction``, normalising by the global batch's totals (examples, tokens), which it adds up over the
+step's micro-batches and all-reduces over the processes before the step. How much an example weighs thus does not depend
+on the batch layout (padded, length-grouped, packed), the micro-batch size or the number of processes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sftlab.data.batching import LengthGroupedSampler
 from sftlab.data.tokenize import collate, collate_packed, encode_example, ensure_chat_template
 from sftlab.io import atomic_path, write_text
 from sftlab.objectives import Objective, build_objective
-from sftlab.objectives.base import model_inputs, sequence_logps
+from sftlab.objectives.base import REDUCTIONS, model_inputs, reduce_terms, sequence_logps, term_totals
 from sftlab.models.scoring import length_normalised_reward
 from sftlab.progress import progress
 
@@ -161,20 +163,48 @@ class ObjectiveTrainer(Trainer):
     """A Trainer whose loss is an ``Objective``; also honours the objective's batch sampler.
 
     ``group_by_length``: batches of examples of similar length (from a shuffled pool), for the objective's own sampler
-    too (SFTMix's pairs), so that little padding is computed.
+    too (SFTMix's pairs), so that little padding is computed. ``reduction``: ``training.loss_reduction``.
     """
 
-    def __init__(self, *args, objective: Objective, group_by_length: bool = False, **kwargs):
+    def __init__(self, *args, objective: Objective, group_by_length: bool = False, reduction: str = "token_mean",
+                 **kwargs):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"training.loss_reduction: {reduction!r} is not one of {list(REDUCTIONS)}")
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.group_by_length = group_by_length
-        # the objective returns a per-micro-batch mean: let the Trainer divide by the accumulation steps
+        self.reduction = reduction
+        # compute_loss returns the micro-batch's share of the global batch's loss: the Trainer must not divide it by
+        # the accumulation steps (the processes' gradients are averaged, which compute_loss undoes)
         self.model_accepts_loss_kwargs = False
-        self.loss_is_scaled_for_ga = False
+        self.loss_is_scaled_for_ga = True
         self._objective_metrics: dict[str, list[float]] = {}
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The step's micro-batches, and in place of the Trainer's token count the global batch's totals per loss term."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        return batches, self.global_totals(batches, device)
+
+    def global_totals(self, batches: list[dict], device) -> dict[str, tuple[float, float]]:
+        """(units, items) of each loss term over ``batches`` and every process's micro-batches of the same step (a
+        collective: every process calls it once a step)."""
+        local: dict[str, list[float]] = {}
+        for batch in batches:
+            for name, counts in self.objective.counts(batch).items():
+                local[name] = [a + b for a, b in zip(local.get(name, (0, 0)), counts)]
+        names = sorted(local)
+        totals = torch.tensor([local[name] for name in names], dtype=torch.float64, device=device).reshape(-1, 2)
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        return {name: tuple(row.tolist()) for name, row in zip(names, totals)}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, metrics = self.objective.loss(model, inputs)
+        terms, metrics = self.objective.terms(model, inputs)
+        if isinstance(num_items_in_batch, dict):  # a training step: the global batch's totals (get_batch_samples)
+            # × processes: DDP / FSDP / ZeRO average the processes' gradients, the global loss is their sum
+            loss = reduce_terms(terms, self.reduction, num_items_in_batch) * self.accelerator.num_processes
+        else:
+            loss = reduce_terms(terms, self.reduction, term_totals(terms))
         for key, value in metrics.items():
             self._objective_metrics.setdefault(key, []).append(float(value))
         return (loss, None) if return_outputs else loss
@@ -514,7 +544,7 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     trainer = ObjectiveTrainer(
         model=model, args=args, train_dataset=EncodedDataset(features), processing_class=tokenizer,
         data_collator=batch_collator(batching, tokenizer.pad_token_id, objective.columns),
-        objective=objective, group_by_length=batching == "length_grouped",
+        objective=objective, group_by_length=batching == "length_grouped", reduction=cfg.get("loss_reduction", "token_mean"),
     )
     trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"]))
     if epoch_models is not None:
