@@ -303,12 +303,17 @@ def full_state_dict(trainer: Trainer) -> dict | None:
     return trainer.accelerator.get_state_dict(trainer.model_wrapped) if is_sharded(trainer) else None
 
 
+#: the run's effective settings, beside the final model's weights
+RUN_SETTINGS = "sftlab_run.json"
+
+
 def save_model(trainer: Trainer, out_dir: Path, weights: dict | None = None, final: bool = False,
-               dtype: torch.dtype | None = None) -> None:
+               dtype: torch.dtype | None = None, settings: dict | None = None) -> None:
     """A loadable model directory, written atomically: the gathered ``weights`` of a sharded run, or the model with
     LoRA merged in — into a copy during training; at the end (``final``) in place, the adapter kept in ``adapter/``.
     Floating-point weights are saved in ``dtype`` (the training precision; default: as they are), cast tensor by
-    tensor on the CPU, so that a run that goes on keeps its float32 master weights and no second copy on the GPU."""
+    tensor on the CPU, so that a run that goes on keeps its float32 master weights and no second copy on the GPU.
+    ``settings`` (the run's effective settings: loss reduction, global batch, layout, ...) go to ``RUN_SETTINGS``."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     with atomic_path(out_dir) as tmp:
         if weights is None and hasattr(model, "merge_and_unload"):
@@ -326,6 +331,8 @@ def save_model(trainer: Trainer, out_dir: Path, weights: dict | None = None, fin
         finally:
             model.config.dtype = saved_dtype
         trainer.processing_class.save_pretrained(tmp)
+        if settings is not None:
+            write_text(tmp / RUN_SETTINGS, json.dumps(settings, indent=2, sort_keys=True))
 
 
 def resolve_precision(precision: str) -> str:
@@ -552,14 +559,16 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     for callback in callbacks:
         trainer.add_callback(callback)
     global_batch = cfg["batch_size"] * cfg["gradient_accumulation"] * processes
+    settings = {"training": cfg, "objective": objective_cfg, "processes": processes, "global_batch": global_batch,
+                "batching": batching, "loss_reduction": trainer.reduction}
     log.info("training on %d examples (%s batches), %d held-out, %d process(es) on device %s; global batch %d, "
-             "%d steps per epoch", len(features), batching.replace("_", "-"), len(heldout), processes, args.device.type,
-             global_batch, math.ceil(len(features) / global_batch))
+             "%d steps per epoch; loss reduction %s", len(features), batching.replace("_", "-"), len(heldout), processes,
+             args.device.type, global_batch, math.ceil(len(features) / global_batch), trainer.reduction)
     trainer.train(resume_from_checkpoint=resume)
     weights = full_state_dict(trainer) if out_dir is not None else None
     trainer.accelerator.wait_for_everyone()  # every process is done with the checkpoint directory
     if trainer.is_world_process_zero():
         if out_dir is not None:
-            save_model(trainer, Path(out_dir), weights, final=True, dtype=weights_dtype(cfg))
+            save_model(trainer, Path(out_dir), weights, final=True, dtype=weights_dtype(cfg), settings=settings)
         write_train_log(trainer.state.log_history, Path(log_path))
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
