@@ -440,7 +440,7 @@ def load_model(model_dir: str | Path, cfg: dict, dtype: torch.dtype | None = Non
         lora = cfg["lora"]
         # the adapter's random A matrices are drawn here: runs with one seed share them (the members of a DTM recipe,
         # as in the authors' code) unless ``init_seed`` gives a run its own draw (composition init: different)
-        torch.manual_seed(cfg.get("init_seed", cfg["seed"]))
+        torch.manual_seed(cfg.get("init_seed", cfg.get("seed", 0)))
         model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                                                  target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM"),
                                autocast_adapter_dtype=True)
