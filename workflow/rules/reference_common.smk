@@ -32,7 +32,8 @@ def ref_logprobs_training(wildcards):
                             "through their forward path, so use one of each per model and dataset")
     training = users[0]["training"] if users else CFG["training"]
     # only what the path depends on: another learning rate is the same table
-    return as_json({k: training[k] for k in FORWARD_PATH_KEYS if k in training})
+    keys = [k for k in FORWARD_PATH_KEYS if k in training and (k != "lora" or training["finetuning"] == "lora")]
+    return as_json({k: training[k] for k in keys})
 
 
 def ref_logprobs_processes(wildcards):
