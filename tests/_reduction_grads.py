@@ -19,7 +19,7 @@ from sftlab.training.trainer import EncodedDataset, ObjectiveTrainer, batch_coll
 
 GLOBAL_BATCH = 8
 LENGTHS = (23, 9, 31, 14, 40, 6, 17, 27)  # one global batch: every layout and split sees all eight in its first step
-OBJECTIVES = {"ntp": {}, "minorsft": {"beta": 0.5}}
+OBJECTIVES = {"ntp": {}, "minorsft": {"beta": 0.5}, "sftmix": {"mu": 0.5, "seed": 2}}
 LAYOUTS = ("padded", "length_grouped", "packed")
 
 
@@ -29,7 +29,8 @@ def features(vocab: int) -> list[dict]:
     for i, n in enumerate(LENGTHS):
         ids = torch.randint(5, vocab, (n,), generator=g).tolist()
         prompt = 2 + i % 3
-        out.append({"id": str(i), "input_ids": ids, "labels": [-100] * prompt + ids[prompt:], "ref_logp": -30.0 - 2 * i})
+        out.append({"id": str(i), "input_ids": ids, "labels": [-100] * prompt + ids[prompt:], "ref_logp": -30.0 - 2 * i,
+                    "confident": float(i < len(LENGTHS) // 2)})
     return out
 
 
@@ -67,7 +68,8 @@ def main() -> None:
         for objective in OBJECTIVES:
             for reduction in REDUCTIONS:
                 for layout in LAYOUTS:
-                    for batch_size in sorted({GLOBAL_BATCH // processes, 1}):
+                    smallest = 2 if objective == "sftmix" else 1  # SFTMix: whole pairs
+                    for batch_size in sorted({GLOBAL_BATCH // processes, smallest}):
                         grads, zero = first_step_grads(objective, reduction, layout, batch_size, processes, tmp)
                         results[(objective, reduction, layout, batch_size)] = grads
     if zero:

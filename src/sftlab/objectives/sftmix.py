@@ -105,23 +105,26 @@ def mixup_term(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Mod
     return LossTerm(per_position.new_zeros(half).index_add(0, pair, per_position), n, weight=1.0)
 
 
-def batch_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The batch's real tokens, example after example: the same for a padded batch and its packed form."""
-    if "attention_mask" in batch and "position_ids" not in batch:
-        return batch["input_ids"][batch["attention_mask"].bool()]
-    return batch["input_ids"].reshape(-1)
+def example_tokens(batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Each example's real tokens: the same for a padded batch and its packed form."""
+    if "seq_idx" in batch:
+        ids, owner = batch["input_ids"][0], batch["seq_idx"][0]
+        return [ids[owner == row] for row in range(len(batch["n_tokens"]))]
+    return [ids[mask.bool()] for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
 
 
-def draw_lambdas(alpha: float, n_pairs: int, seed: int, input_ids: torch.Tensor) -> torch.Tensor:
-    """λ ~ Beta(α, α), one per pair, from a generator keyed on (seed, the batch's token ids).
+def pair_lambdas(alpha: float, seed: int, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """λ ~ Beta(α, α) for each pair (row i, row P+i), from a generator keyed on (seed, the pair's token ids).
 
-    Keying on the batch rather than on a step counter keeps λ reproducible across resumed runs, gradient
-    accumulation and processes without any state. numpy's Generator is used because torch's Beta sampler
-    takes no generator.
+    Keying on the pair rather than on a step counter or the micro-batch keeps λ the same across resumed runs, batch
+    layouts, micro-batch sizes and processes without any state. numpy's Generator is used because torch's Beta
+    sampler takes no generator.
     """
-    key = zlib.crc32(input_ids.detach().cpu().numpy().tobytes())
-    rng = np.random.default_rng([seed, key])
-    return torch.from_numpy(rng.beta(alpha, alpha, size=n_pairs)).float()
+    rows = example_tokens(batch)
+    half = len(rows) // 2
+    keys = [zlib.crc32(torch.cat([first, partner]).detach().cpu().numpy().tobytes())
+            for first, partner in zip(rows[:half], rows[half:])]
+    return torch.tensor([np.random.default_rng([seed, key]).beta(alpha, alpha) for key in keys], dtype=torch.float32)
 
 
 class PairSampler:
@@ -275,7 +278,7 @@ class SFTMix(Objective):
                 )
         logits, hidden = forward_with_final_hidden(model, batch)
         nll = nll_term(logits, batch)
-        lam = draw_lambdas(self.alpha, half, self.seed, batch_tokens(batch))
+        lam = pair_lambdas(self.alpha, self.seed, batch)
         states = hidden.detach() if self.mixup_detach else hidden
         # pairs are rows: a packed batch's hidden states are laid out per example first
         mix = mixup_term(unpack(states, batch), unpack(batch["labels"], batch, fill=-100), output_embeddings(model), lam)
