@@ -101,3 +101,14 @@ def test_reduce_terms_by_hand():
     assert float(reduce_terms(weighted, "token_mean", {"t": (4, 10), "u": (1, 4)})) == pytest.approx(0.9 + 0.5 * 0.5)
     with pytest.raises(ValueError, match="training.loss_reduction"):
         reduce_terms({"t": term}, "mean", totals)
+
+
+def test_auto_is_the_objectives_own_reduction():
+    from sftlab.objectives import build_objective
+    from sftlab.training.trainer import resolve_reduction
+
+    assert [resolve_reduction("auto", build_objective(name)) for name in ("ntp", "sftmix", "minorsft", "dpo_sft")] == [
+        "token_mean", "token_mean", "example_mean", "example_mean"]
+    assert resolve_reduction("sum", build_objective("minorsft")) == "sum"
+    with pytest.raises(ValueError, match="training.loss_reduction"):
+        resolve_reduction("mean", build_objective("ntp"))

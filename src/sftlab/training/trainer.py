@@ -152,6 +152,15 @@ def resolve_batching(batching: str, attn_implementation: str | None) -> str:
     return "packed" if attn_implementation in PACKED_ATTENTION else "length_grouped"
 
 
+def resolve_reduction(reduction: str, objective: Objective) -> str:
+    """``auto`` → the objective's own reduction (NTP, SFTMix: token_mean; MinorSFT, DPO-SFT: example_mean)."""
+    if reduction == "auto":
+        return objective.batch_reduction
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"training.loss_reduction: {reduction!r} is not one of {['auto', *REDUCTIONS]}")
+    return reduction
+
+
 def batch_collator(batching: str, pad_token_id: int, columns: tuple[str, ...]):
     """The data collator of a batching mode: padding-free packed rows, or right-padded rows."""
     if batching == "packed":
@@ -551,7 +560,7 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     trainer = ObjectiveTrainer(
         model=model, args=args, train_dataset=EncodedDataset(features), processing_class=tokenizer,
         data_collator=batch_collator(batching, tokenizer.pad_token_id, objective.columns),
-        objective=objective, group_by_length=batching == "length_grouped", reduction=cfg.get("loss_reduction", "token_mean"),
+        objective=objective, group_by_length=batching == "length_grouped", reduction=resolve_reduction(cfg.get("loss_reduction", "auto"), objective),
     )
     trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"]))
     if epoch_models is not None:
