@@ -560,7 +560,8 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     trainer = ObjectiveTrainer(
         model=model, args=args, train_dataset=EncodedDataset(features), processing_class=tokenizer,
         data_collator=batch_collator(batching, tokenizer.pad_token_id, objective.columns),
-        objective=objective, group_by_length=batching == "length_grouped", reduction=resolve_reduction(cfg.get("loss_reduction", "auto"), objective),
+        objective=objective, group_by_length=batching == "length_grouped",
+        reduction=resolve_reduction(cfg.get("loss_reduction", "auto"), objective),
     )
     trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"]))
     if epoch_models is not None:
