@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from sftlab.data import demo
 from sftlab.data.tokenize import collate, encode_example
@@ -106,3 +110,27 @@ def test_forward_paths():
     assert (fp32.base, fp32.cast, fp32.autocast) == (torch.float32, None, None)
     with pytest.raises(ValueError, match="LoRA runs use ddp"):
         forward_path({**RUNS["lora"][0], "distributed": "fsdp"}, 2, "bf16")
+
+
+def dry_run(tmp_path: Path, cfg: dict) -> subprocess.CompletedProcess:
+    tmp_path.mkdir(parents=True)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "-p", "--cores", "1",
+                           "--directory", str(tmp_path), "--configfile", str(path)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=300)
+
+
+def test_the_reference_table_takes_its_runs_forward_path(tmp_path):
+    """One ref_logprobs table per model × dataset, scored through its runs' path: the command carries their path
+    settings and process count; a DPO-SFT run fine-tuned fully beside LoRA MinorSFT runs is refused at plan time."""
+    tiny = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    proc = dry_run(tmp_path / "ok", tiny)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (command,) = [line for line in proc.stdout.splitlines() if "scripts/ref_logprobs.py" in line and "Shell" in line]
+    training = json.loads(command.split("--training ")[1].split(" --processes")[0].strip("'"))
+    assert training["finetuning"] == "lora" and "learning_rate" not in training and "--processes 1 " in command
+    full_dpo = {**tiny["recipes"]["dpo_sft"], "training": {"finetuning": "full"}}
+    proc = dry_run(tmp_path / "mixed", {**tiny, "recipes": {**tiny["recipes"], "dpo_sft": full_dpo}})
+    assert proc.returncode != 0
+    assert "use training.finetuning / precision / distributed" in proc.stdout + proc.stderr
