@@ -30,7 +30,7 @@ lint: $(STAMP)
 clean-demo:
 	rm -rf results reports logs benchmarks .snakemake
 
-# A rehearsal of a paper config on this machine (README, "Rehearsal"): the config at CPU size, offline, its API judges
+# A rehearsal of a paper config on this machine (docs/cluster.md, "Rehearsal"): the config at CPU size, offline, its API judges
 # answered by a local server on 127.0.0.1:$(REHEARSAL_PORT); results under rehearsals/<config name>/. More snakemake
 # arguments in REHEARSAL_ARGS (e.g. REHEARSAL_ARGS=-n to plan only).
 CONFIG         ?= configs/paper/all.yaml

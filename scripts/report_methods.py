@@ -20,6 +20,7 @@ from sftlab.report.methods import (
     sftmix_ablation_table,
     sftmix_main_table,
 )
+from sftlab.report.judges import calibration_note, calibration_table
 from sftlab.report.papers import paper_numbers
 from sftlab.report.tables import (collapse_seed_runs, collapse_seeds, judged_columns_note, load_scores, run_of,
                                   write_table)
@@ -28,10 +29,12 @@ from sftlab.report.tables import (collapse_seed_runs, collapse_seeds, judged_col
 def sftmix(args, runs, scores, benchmarks) -> None:
     types = json.loads(args.benchmark_types)
     main = sftmix_main_table(runs, scores, benchmarks, types, paper_numbers("sftmix"))
+    # our judge against the paper's: how far our numbers can be read beside the paper's (rule judge_calibration)
+    notes = [judged_columns_note(scores), calibration_note(calibration_table(args.calibrations))]
     write_table(main, Path(args.tables) / "sftmix_main",
                 "SFTMix, main table: NTP vs SFTMix per model × dataset (ours: value [95% CI]); the paper's reported "
                 "numbers below ours with their source label and judges; then Δ SFTMix − NTP, ours (under one judge) "
-                "beside the paper's. n/a = no result for that cell.", note=judged_columns_note(scores))
+                "beside the paper's. n/a = no result for that cell.", note="\n\n".join(n for n in notes if n) or None)
     write_table(sftmix_ablation_table(runs, scores, benchmarks), Path(args.tables) / "sftmix_ablation",
                 "SFTMix ablations: μ, α, detach, pairing, and training on the confident / unconfident half alone "
                 "(— = not an SFTMix run).", note=judged_columns_note(scores))
@@ -66,6 +69,7 @@ def main() -> None:
     ap.add_argument("paper", choices=["sftmix", "minorsft"])
     ap.add_argument("--scores", nargs="*", default=[])
     ap.add_argument("--train-logs", nargs="*", default=[])
+    ap.add_argument("--calibrations", nargs="*", default=[], help="judge_calibration summaries (JSON)")
     ap.add_argument("--runs", required=True, help="JSON list of runs with their recipe settings")
     ap.add_argument("--benchmarks", required=True, help="JSON list of benchmark names (table columns)")
     ap.add_argument("--benchmark-types", default="{}", help="JSON benchmark name → type")

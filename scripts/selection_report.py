@@ -12,6 +12,7 @@ from sftlab.report.selection import (
     INFLUENCE,
     curve_frame,
     fraction_curve,
+    fraction_curve_note,
     selection_cost_groups,
     selection_main_table,
     shots_table,
@@ -31,7 +32,7 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", required=True, help="JSON list of the curve's runs [model, dataset, recipe]")
     ap.add_argument("--workflow", required=True, help=WORKFLOW_HELP)
     ap.add_argument("--stems", required=True,
-                    help='JSON {"curve", "shots", "cost", "main"}: output paths without suffix')
+                    help='JSON {"curve" (when drawn), "shots", "cost", "main"}: output paths without suffix')
     args = ap.parse_args(argv)
     setup_logging()
     stems, benchmarks = json.loads(args.stems), json.loads(args.benchmarks)
@@ -39,13 +40,15 @@ def main(argv=None) -> None:
     seeds = json.loads(args.seeds)
     recipes = {seeds.get(name, (name, None))[0]: settings for name, settings in json.loads(args.recipes).items()}
     frame = curve_frame(collapse_seeds(load_scores(args.scores), seeds), recipes)
-    fraction_curve(frame, benchmarks, stems["curve"])
+    if "curve" in stems:  # the workflow asks for it when its axis has two fractions or more
+        fraction_curve(frame, benchmarks, stems["curve"])
     paper_keys = json.loads(args.paper_keys)
     # the benchmarks the LESS / ROSE runs are scored on (the full-data run may have more, from other experiments)
     scored = [b for b in benchmarks if b in set(frame.loc[frame.name.isin(INFLUENCE), "benchmark"])]
     write_table(selection_main_table(frame, {b: paper_keys.get(b, b) for b in scored}, paper_numbers("less")),
                 stems["main"], "LESS / ROSE against random subsets and the full data, per benchmark: value [95% CI]; "
-                "the LESS paper's reported numbers below ours with their source label; n/a = no result.",
+                "the LESS paper's reported numbers below ours with their source label; n/a = no result."
+                + ("" if "curve" in stems else fraction_curve_note(recipes)),
                 note=judged_columns_note(frame))
     write_table(shots_table(frame, benchmarks), stems["shots"],
                 "LESS / ROSE shots ablation: score with k validation items per subtask; value [95% CI]; "

@@ -61,6 +61,12 @@ def pairs_where(cfg: dict, predicate) -> set[tuple[str, str]]:
     return {(m, d) for (m, d, r) in runs_of(cfg) if predicate(cfg["recipes"][r])}
 
 
+def selecting_pairs_where(cfg: dict, predicate) -> set[tuple[str, str]]:
+    """(the model that selects, dataset): `selection.model` where a recipe names one (LESS-T), else the run's model."""
+    return {(cfg["recipes"][r]["selection"].get("model", m), d) for (m, d, r) in runs_of(cfg)
+            if predicate(cfg["recipes"][r])}
+
+
 def planned_once(jobs: list[dict], rule: str, *keys: str) -> list[tuple[str, ...]]:
     """The wildcard values of a rule's jobs, after checking that none is planned twice."""
     values = [tuple(job["wildcards"][k] for k in keys) for job in jobs if job["rule"] == rule]
@@ -82,7 +88,7 @@ def test_one_materialised_model_per_base_model(cfg, jobs):
     # gives it a second name
     hub_ids = [(m["repo_id"], m["revision"]) for m in cfg["models"].values()]
     formatted = [(m["repo_id"], m["revision"], m["prompt_format"]) for m in cfg["models"].values()]
-    assert len(set(formatted)) == len(formatted) == 6 and len(set(hub_ids)) == 4
+    assert len(set(formatted)) == len(formatted) == 8 and len(set(hub_ids)) == 5
     used = {m for (m, _d, _r) in runs_of(cfg)}
     assert sorted(planned_once(jobs, "materialise_model", "model")) == sorted((m,) for m in used)
     assert used == set(cfg["models"])
@@ -102,7 +108,7 @@ def test_one_ref_logprobs_table_per_model_and_dataset(cfg, jobs):
     """Every run reads its pair's table (MinorSFT / DPO-SFT weights, the held-out deviation): one per pair with runs,
     MinorSFT's and ROSE's pairs among them."""
     pairs = set(planned_once(jobs, "ref_logprobs", "model", "dataset"))
-    assert pairs == {(m, d) for (m, d, _r) in runs_of(cfg)} and len(pairs) == 9
+    assert pairs == {(m, d) for (m, d, _r) in runs_of(cfg)} and len(pairs) == 11
     assert pairs_where(cfg, lambda r: r["objective"]["name"] in ("minorsft", "dpo_sft")) == {
         ("qwen2_7b_instruct", "financeiq"), ("qwen2_7b_instruct", "fineval"), ("llama2_7b_alpaca", "tulu2")}
     assert pairs_where(cfg, lambda r: r["selection"]["name"] == "rose") == {
@@ -111,9 +117,23 @@ def test_one_ref_logprobs_table_per_model_and_dataset(cfg, jobs):
 
 def test_one_warmup_per_model_and_pool(cfg, jobs):
     pairs = set(planned_once(jobs, "warmup", "model", "dataset"))
-    assert pairs == pairs_where(cfg, uses_influence) == {("llama2_7b", "less_pool"), ("llama31_8b", "less_pool")}
+    assert pairs == selecting_pairs_where(cfg, uses_influence) == {("llama2_7b", "less_pool"), ("llama31_8b", "less_pool")}
     # LESS and ROSE share llama2's warmup and its gradient features: 8 shards × 4 checkpoints per model
     assert len(planned_once(jobs, "grad_features", "model", "dataset", "c", "shard")) == 2 * 4 * 8
+
+
+def test_less_t_runs_train_on_llama2_7bs_own_less_selections(cfg, jobs):
+    """LESS-T: Llama-2-13B and Mistral-7B train on the ids Llama-2-7B's LESS runs train on; no selection of theirs."""
+    trains = {(j["wildcards"]["model"], j["wildcards"]["recipe"]): j["input"] for j in jobs if j["rule"] == "train"}
+    for target in ("mmlu", "tydiqa", "bbh"):
+        shots = cfg["validation"][target]["shots"]
+        ids = f"results/llama2_7b/less_pool/selection/less-{target}-{shots}shot/0.05.ids"
+        assert ids in trains[("llama2_7b", f"less_{target}_frac0.05")]
+        for model in ("llama2_13b", "mistral_7b_tulu"):
+            assert ids in trains[(model, f"less_{target}_t")]
+    selecting = {j["wildcards"]["model"] for j in jobs if j["rule"] == "select_data"
+                 and not j["wildcards"]["selector"].startswith("random")}
+    assert not selecting & {"llama2_13b", "mistral_7b_tulu"}
 
 
 def test_one_reference_run_per_model_and_dataset(cfg, jobs):
@@ -158,6 +178,8 @@ def run_key(cfg: dict, model: str, dataset: str, recipe_name: str) -> str:
     recipe = cfg["recipes"][recipe_name]
     strip = lambda d: {k: v for k, v in d.items() if k != "description"}  # noqa: E731
     selection = dict(recipe["selection"])
+    if "model" in selection:  # the model that selects (LESS-T), as it stands
+        selection["model"] = strip(cfg["models"][selection["model"]])
     if "validation" in selection:
         vset = dict(cfg["validation"][selection["validation"]])
         vset["dataset"] = strip(cfg["datasets"][vset["dataset"]])
@@ -219,4 +241,4 @@ def test_all_yaml_is_the_papers_runs_and_the_combined_recipes(cfg, all_runs):
     papers = set().union(*(run_table(load(p)) for p in SINGLE_PAPERS))
     extra = [entry["names"] for key, entry in all_runs.items() if key not in papers]
     assert sorted(extra) == sorted([(m, d, r)] for (m, d, r) in runs_of(cfg) if r in COMBINED)
-    assert len(all_runs) == len(runs_of(cfg)) == 16 + 56 + 60 + 17 - 5 + 14 + 3  # LESS and ROSE share 5 runs
+    assert len(all_runs) == len(runs_of(cfg)) == 16 + 56 + 60 + 25 - 5 + 14 + 3  # LESS and ROSE share 5 runs

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from sftlab.config import prepare
-from sftlab.report.dtm import build_report, dtm_runs, k_ablation_points, main_table, merge_method_table
+from sftlab.report.dtm import (build_k_figure, build_report, draws_k_figure, dtm_runs, k_ablation_points, main_table,
+                               merge_method_table)
 from sftlab.report.papers import paper_numbers
 from sftlab.report.tables import load_scores
 
@@ -144,18 +145,44 @@ def test_k_ablation_points(scores, runs):
 
 
 def test_build_report_writes_every_file(scores, runs, tmp_path):
-    out = build_report(scores, runs, BENCHMARKS, tmp_path / "t/dtm_main", tmp_path / "t/dtm_merge",
-                       tmp_path / "f/dtm_k")
+    out = build_report(scores, runs, BENCHMARKS, tmp_path / "t/dtm_main", tmp_path / "t/dtm_merge")
+    out += build_k_figure(scores, runs, BENCHMARKS, tmp_path / "f/dtm_k")
     assert sorted(p.name for p in out) == sorted(
         [f"dtm_main.{e}" for e in ("md", "csv", "tex")] + [f"dtm_merge.{e}" for e in ("md", "csv", "tex")]
         + ["dtm_k.png", "dtm_k.pdf"])
     assert all(p.stat().st_size > 0 for p in out)
     assert pd.read_csv(tmp_path / "t/dtm_main.csv")["source"].iloc[-1] == SOURCE
+    assert "No K ablation figure" not in (tmp_path / "t/dtm_merge.md").read_text()
+
+
+def test_a_k_axis_of_one_value_is_no_figure_and_the_table_says_so(scores, runs, tmp_path):
+    # without dtm_k2 every DTM run has K = 4: one point on the axis
+    k4 = [r for r in runs if r["recipe"] != "dtm_k2"]
+    assert draws_k_figure(runs) and not draws_k_figure(k4)
+    with pytest.raises(ValueError, match="two values of K"):
+        build_k_figure(scores, k4, BENCHMARKS, tmp_path / "f/dtm_k")
+    assert not (tmp_path / "f").exists()
+    build_report(scores, k4, BENCHMARKS, tmp_path / "t/dtm_main", tmp_path / "t/dtm_merge")
+    assert "No K ablation figure: the DTM runs have one K (4)" in (tmp_path / "t/dtm_merge.md").read_text()
 
 
 def test_report_with_no_scores_yet(runs, tmp_path):
     empty = load_scores([])
     table = main_table(empty, runs, BENCHMARKS, paper_numbers("dtm"))
     assert (table.loc[table["source"] == "this work", ["mmlu_local", "em"]] == "n/a").all().all()
-    build_report(empty, runs, BENCHMARKS, tmp_path / "a", tmp_path / "b", tmp_path / "c")
-    assert (tmp_path / "c.png").stat().st_size > 1000
+    build_report(empty, runs, BENCHMARKS, tmp_path / "a", tmp_path / "b")
+    build_k_figure(empty, runs, BENCHMARKS, tmp_path / "c")
+
+
+def test_a_fisher_merge_names_its_fisher():
+    from sftlab.report.dtm import describe_run
+
+    def run(**merge):
+        recipe = {"objective": {"name": "ntp"}, "composition": {
+            "name": "disperse_merge", "k": 4, "split": "random", "merge": {"method": "fisher", "merge_space": "delta",
+                                                                           **merge}}}
+        return describe_run("m", "d", "r", recipe)
+
+    # the default is Matena & Raffel's Fisher
+    assert run()["label"] == "DTM (K=4, random, fisher (model Fisher, L2-normalised))"
+    assert run(fisher_type="empirical")["method_label"] == "fisher (empirical Fisher)"

@@ -40,6 +40,7 @@ EXPECTED = {
         "reference_run": 4, "train": 16, "confidence": 4, "generate": 40, "judge": 40, "evaluate": 8, "tsne": 4,
         "build_report": 1,
         "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "cost_report": 1, "all": 1,
+        "calibration_data": 1, "judge_calibration": 1,
     },
     # dtm: 1 pair; sft (1 train) + 13 merged runs: soup (4 seeds), dtm (K 4; shared with adapter space, the 5
     # merge methods and task arithmetic at λ = 1), kmeans (K 4), K 2, K 8, different init (K 4) → 4 + 4 + 4 + 2 + 8 +
@@ -50,10 +51,13 @@ EXPECTED = {
     },
     # less and rose: counts read off the dry run (shards × checkpoints of gradient features, validation features per
     # validation set × shots × checkpoint) and checked against their structure, not derived line by line; the
-    # warmup's random 5% (seed 0) is a selection of its own beside the random baseline's (seed 1), one per warmup
+    # warmup's random 5% (seed 0) is a selection of its own beside the random baseline's (seed 1), one per warmup.
+    # LESS-T adds Llama-2-13B and Mistral-7B (2 models, 2 ref_logprobs), each a random 5% of its own (2 selections)
+    # and 2 × (random + 3 LESS-T) = 8 runs scored on 11 benchmarks each (44); Llama-2-7B's LESS selections serve them,
+    # so no warmup, gradient or influence job more
     "less.yaml": {
-        "materialise_model": 1, "prepare_data": 4, "ref_logprobs": 1, "select_data": 18, "validation_set": 3,
-        "train": 17, "warmup": 1, "evaluate": 99, "grad_features": 32, "validation_grad_features": 12,
+        "materialise_model": 3, "prepare_data": 4, "ref_logprobs": 3, "select_data": 20, "validation_set": 3,
+        "train": 25, "warmup": 1, "evaluate": 143, "grad_features": 32, "validation_grad_features": 12,
         "gather_grad_features": 4, "influence": 3, "build_report": 1, "selection_report": 1, "cost_report": 1, "all": 1,
     },
     # rose: as above, plus the three test-pair datasets and six preference benchmarks (3 judged: generate + judge,
@@ -75,14 +79,16 @@ EXPECTED = {
     # minorsft 112 + mmlu on ROSE's 60 runs and rose_sftmix + LESS's 99 minus the 5 mmlu scores ROSE's llama2 full /
     # random runs share + dtm 70 + 5 = 342; judged: sftmix 32 + 2 (ambiguous) + 61 ROSE-benchmarked runs × 3 = 217
     # generate and judge, 61 × 3 = 183 implicit-reward; warmup and gradient jobs as in less.yaml ∪ rose.yaml
-    # (llama2's shared): 2 warmups, 64 + 8 feature jobs, 56 + 12 validation features, 14 + 3 influence tables
+    # (llama2's shared): 2 warmups, 64 + 8 feature jobs, 56 + 12 validation features, 14 + 3 influence tables.
+    # LESS-T: as in less.yaml, + 2 models, 2 ref_logprobs, 2 selections, 8 runs, 44 lm-eval scores, no selection job
     "all.yaml": {
-        "materialise_model": 6, "prepare_data": 15, "ref_logprobs": 9, "select_data": 84, "validation_set": 6,
-        "reference_run": 5, "confidence": 5, "tsne": 5, "train": 147, "train_member": 30, "merge": 14, "disperse": 6,
+        "materialise_model": 8, "prepare_data": 15, "ref_logprobs": 11, "select_data": 86, "validation_set": 6,
+        "reference_run": 5, "confidence": 5, "tsne": 5, "train": 155, "train_member": 30, "merge": 14, "disperse": 6,
         "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68, "influence": 17,
-        "evaluate": 350, "benchmark_data": 10, "generate": 225, "judge": 225, "implicit_reward": 183,
+        "evaluate": 394, "benchmark_data": 10, "generate": 225, "judge": 225, "implicit_reward": 183,
         "build_report": 1, "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "report_minorsft": 1,
-        "selection_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1,
+        "selection_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1, "calibration_data": 1,
+        "judge_calibration": 1,
     },
 }
 
@@ -124,14 +130,15 @@ def test_gpu_requests_follow_the_config(paper_plan):
 
 def test_the_cost_report_runs_after_every_other_report(paper_plan):
     """The cost report reads the benchmark files of the whole DAG, rebuilt in its job: it must depend on every other
-    report the run makes (so every measured job has finished), and rebuild the DAG from this run's config file."""
+    report the run makes (so every measured job has finished), and rebuild the DAG from this run's config."""
     configfile, output = paper_plan
     jobs = {job["rule"]: job for job in dry_run_jobs(output) if job["rule"] in ("all", "cost_report")}
-    reports = [p for p in jobs["cost_report"]["input"] if not p.endswith("scripts/cost_report.py")]
+    reports = [p for p in jobs["cost_report"]["input"]
+               if not p.endswith("scripts/cost_report.py") and not p.startswith("results/.code/")]
     assert set(reports) == set(jobs["all"]["input"]) - set(jobs["cost_report"]["output"])
+    # rebuilt from the snapshot of the config that ran (written at the run's start), not from the config files
     command = shlex.split(jobs["cost_report"]["shell"])
-    run = json.loads(command[command.index("--workflow") + 1])
-    assert run["configfiles"] == [str(configfile)] and run["snakefile"] == str(ROOT / "Snakefile")
+    assert command[command.index("--run-config") + 1] == "results/run_config.json" and "--workflow" not in command
 
 
 def test_multi_gpu_training_is_launched_with_accelerate(paper_plan):

@@ -355,3 +355,24 @@ def test_sftmix_with_an_odd_batch_is_refused_at_plan_time():
     cfg["recipes"]["rose_sftmix"]["training"] = {**cfg["recipes"]["rose_sftmix"]["training"], "batch_size": 1}
     with pytest.raises(ConfigError, match=r"recipes\.rose_sftmix\.training\.batch_size: the sftmix objective pairs"):
         prepare(cfg)
+
+
+@pytest.mark.parametrize("paper", ["rose", "all"])
+def test_hh_rlhf_is_tested_per_subtask_as_rose_does(paper):
+    # ROSE tests each HH subtask on its own: the test pairs are harmless-base's test split (the subtask validation
+    # uses), not the whole hh-rlhf test split with the helpful sets; the rehearsal reads the fixture's same folder
+    from sftlab.report.gpu_cost import CostModel, load_assumptions
+
+    cfg, reh = both(paper)
+    tests = {b["dataset"] for b in cfg["benchmarks"].values()
+             if "dataset" in b and cfg["datasets"][b["dataset"]]["path"] == "Anthropic/hh-rlhf"}
+    assert tests == {"hh_harmless_test"}
+    # one benchmark per subtask and kind, named by it: the report's columns show each subtask on its own
+    assert {b for e in cfg["experiments"].values() for b in e["benchmarks"] if b.startswith("hh")} == {
+        "hh_harmless_judged", "hh_harmless_implicit"}
+    for c in (cfg, reh):
+        assert c["datasets"]["hh_harmless_test"]["data_dirs"] == ["harmless-base"] == c["validation"]["hh"]["subtasks"]
+        assert c["datasets"]["hh_harmless_test"]["split"] == "test"
+    assert (Path(reh["datasets"]["hh_harmless_test"]["path"]) / "harmless-base" / "test.jsonl").is_file()
+    # priced at the subtask's 2,312 pairs (the split has 8,552)
+    assert CostModel(cfg, load_assumptions()).test_pairs("hh_harmless_judged") == 2312

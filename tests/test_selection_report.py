@@ -21,7 +21,8 @@ from sftlab.report.cost import (
 )
 from sftlab.report.dag import DagJob
 from sftlab.report.papers import paper_numbers
-from sftlab.report.selection import curve_frame, fraction_curve, selection_main_table, shots_table
+from sftlab.report.selection import (curve_frame, draws_fraction_curve, fraction_curve, fraction_curve_note,
+                                     selection_main_table, shots_table)
 from sftlab.report.tables import load_scores
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -229,6 +230,16 @@ def test_fraction_curve_draws_png_and_pdf(frame, tmp_path):
     assert all(p.stat().st_size > 1000 for p in out)
     empty = fraction_curve(frame.iloc[0:0], ["em"], tmp_path / "fig" / "empty")
     assert all(p.stat().st_size > 1000 for p in empty)
+
+
+def test_a_fraction_axis_of_one_value_is_no_figure_and_the_report_says_so():
+    # the selection runs' fractions are the axis (the full-data run is a line on it): 0.1 and 0.5 here
+    assert draws_fraction_curve(RECIPES) and fraction_curve_note(RECIPES) == ""
+    at_10 = {r: d for r, d in RECIPES.items() if d["fraction"] != 0.5}  # 0.1 alone, beside the full data at 1.0
+    assert not draws_fraction_curve(at_10)
+    assert fraction_curve_note(at_10) == (" No fraction curve: the selection runs have one fraction (0.1); it is drawn "
+                                          "when they have two or more.")
+    assert "no selection run" in fraction_curve_note({"sft": RECIPES["sft"]})
 
 
 def test_curve_frame_keeps_only_described_recipes(frame, tmp_path):

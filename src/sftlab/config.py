@@ -386,6 +386,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
     for name, recipe in config["recipes"].items():
         try:
             check_selection(f"recipes.{name}", recipe)
+            check_selection_model(f"recipes.{name}", recipe, config["models"])
             check_composition(f"recipes.{name}", recipe)
             check_pair_batches(f"recipes.{name}", recipe)
         except ConfigError as exc:
@@ -458,6 +459,8 @@ def check_local_files(config: dict) -> None:
                if m["source"] == "local"]
     wanted += [(f"benchmarks.{name}.{key}", bench[key], "directory") for name, bench in config["benchmarks"].items()
                for key in ("data_dir", "include_path") if key in bench]
+    wanted += [(f"benchmarks.{name}.calibration.data_dir", bench["calibration"]["data_dir"], "directory")
+               for name, bench in config["benchmarks"].items() if "data_dir" in bench.get("calibration", {})]
     # an hf judge is a config model or a Hugging Face directory
     wanted += [(f"judges.{name}.model", judge["model"], "directory") for name, judge in config["judges"].items()
                if judge["type"] == "hf" and judge["model"] not in config["models"]]
@@ -659,6 +662,36 @@ def check_selection(key: str, recipe: dict) -> None:
     if selection["fraction"] > limit:
         raise ConfigError(f"config key {key}.selection.fraction: {selection['fraction']:g} of the pool, but selector "
                           f"{selection['name']!r} delivers at most {limit:g} of it (fraction is a share of the pool)")
+
+
+def selection_model(selection: dict, trained: str) -> str:
+    """The model whose features a selection ranks by (``selection.model``, else the trained model): the selection's
+    results (warmup, gradient features, influence, reference run, confidence, the ids) live under its name, so
+    recipes that train different models on one selection share it."""
+    return selection.get("model") or trained
+
+
+def reads_confidence(objective: dict) -> bool:
+    """Whether an objective reads the pool's confidence split (SFTMix's confident × unconfident pairs)."""
+    from sftlab.objectives import build_objective
+
+    return "confident" in build_objective(objective["name"], {k: v for k, v in objective.items() if k != "name"}).columns
+
+
+def check_selection_model(key: str, recipe: dict, models: dict) -> None:
+    """``selection.model`` names a model of the config, and the recipe has a model's features to take from it."""
+    from sftlab.selection import SELECTORS
+
+    selection = recipe["selection"]
+    if "model" not in selection:
+        return
+    if selection["model"] not in models:
+        raise ConfigError(f"config key {key}.selection.model: no model named {_short(repr(selection['model']))} "
+                          f"(known: {sorted(models)})")
+    if not SELECTORS[selection["name"]].model_features and not reads_confidence(recipe["objective"]):
+        raise ConfigError(f"config key {key}.selection.model: selector {selection['name']!r} ranks by no model's "
+                          f"features and objective {recipe['objective']['name']!r} reads no confidence split, so no "
+                          "model's features are used; leave it out")
 
 
 def check_pair_batches(key: str, recipe: dict) -> None:

@@ -17,6 +17,8 @@ nltk punkt_tab preflight: ``nltk.download``                     $NLTK_DATA, else
 benchmark      rule benchmark_data (a localrule): FastChat,     results/benchmarks/{benchmark}    generate, judge,
 files          Arena-Hard, google/IFEval, AlpacaEval's set and  (AlpacaEval's GLM file: hub cache) evaluate
                GLM file
+calibration    rule calibration_data (a localrule): alpaca_eval results/calibration/{benchmark}/  judge_calibration
+sample         annotations, FastChat GPT-4 judgments            published (the sample only)
 ============== ================================================ ================================= ===================
 
 Each download a planned job needs is a ``Download``: ``fetch`` runs on the login node (network), ``check`` proves

@@ -10,6 +10,7 @@ method, resource stage and profile setting stays; what changes is size and place
   directory in that hub repository's layout (tests/fixtures/hub/<repo>), a few dozen rows;
 - each lm-eval task over a hub dataset → the same task, its ``dataset_path`` read from those directories
   (``dataset_paths``); MT-Bench, AlpacaEval, Arena-Hard and IFEval → their offline sets in the official formats;
+- a judge calibration → the local published judgments of workflow/benchmarks/calibration_demo (their formats);
 - each API judge → ``rehearsal.judge_url``, an OpenAI-compatible server on 127.0.0.1 (tests/_openai_stub.py) answering
   in each judge protocol's format; generation with vLLM → transformers (vLLM needs CUDA);
 - training keeps finetuning and objective; FSDP / DeepSpeed → DDP (neither shards on CPU processes); bf16 / fp16 →
@@ -26,6 +27,7 @@ method, resource stage and profile setting stays; what changes is size and place
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -68,6 +70,9 @@ MIN_FRACTION = 0.5
 RESOURCE_CAPS = {"cpus": 1, "mem_mb": 4000, "runtime": 30, "processes": MAX_GPUS}
 # the offline sets of the judged benchmarks, in the official formats (their data_dir)
 OFFLINE_SETS = {"mtbench": "mt_bench", "alpacaeval": "alpaca_eval", "arena_hard": "arena_hard", "ifeval": "ifeval"}
+# a judge calibration's published judgments → local ones in the published formats, the same models' names
+CALIBRATION_SETS = ROOT / "workflow" / "benchmarks" / "calibration_demo"
+CALIBRATION_ITEMS = 2
 
 
 # `--config rehearsal=true` reaches the config as the string 'true' (Snakemake's command-line parsing)
@@ -196,6 +201,8 @@ def shrink_benchmark(bench: dict, fixtures: dict[str, str], fixture_root: Path) 
         out.pop("revision", None)
         out.pop("fastchat_commit", None)
         out.pop("arena_hard_commit", None)
+    if isinstance(out.get("calibration"), dict) and kind in OFFLINE_SETS:
+        out["calibration"] = calibration_stand_in(out["calibration"], OFFLINE_SETS[kind])
     if kind == "lm_eval":
         # lm-eval's generate_until tasks bring their own lengths (BBH with chain of thought: 1,024 tokens, beyond
         # the stand-in's 512 positions)
@@ -204,6 +211,18 @@ def shrink_benchmark(bench: dict, fixtures: dict[str, str], fixture_root: Path) 
     if kind == "lm_eval" and "data_dir" not in out and "exam_from" not in out:
         # lm-eval's own task, its hub datasets read from the local stand-ins
         out["dataset_paths"] = dict(fixtures)
+    return out
+
+
+def calibration_stand_in(calibration: dict, offline_set: str, sets: Path = CALIBRATION_SETS) -> dict:
+    """A judge calibration over the local sample of its published judgments (every model the sample has, a couple of
+    items each) instead of the download; seed and the judging stay."""
+    folder = Path(sets) / offline_set
+    models = sorted(p.name for p in folder.iterdir() if p.is_dir()) if offline_set == "alpaca_eval" else sorted(
+        {json.loads(line)["model"] for line in (folder / "gpt-4_single.jsonl").read_text().splitlines() if line})
+    out = {k: v for k, v in calibration.items() if k not in ("sha256", "data_dir", "models")}
+    out.update(data_dir=str(folder), models=models, items=min(calibration.get("items", CALIBRATION_ITEMS),
+                                                              CALIBRATION_ITEMS))
     return out
 
 

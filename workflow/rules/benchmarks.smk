@@ -4,8 +4,15 @@ benchmark's type (sftlab.benchmarks), never from its name."""
 import hashlib
 
 from sftlab.benchmarks import GENERATION_KEYS, JUDGE_KEYS, benchmark_type
+from sftlab.evaluation.calibration_sources import check_calibrations, source_of
 
 JUDGE_CACHE_DIR = "results/judge_cache"
+CALIBRATION_DIR = "results/calibration"
+
+try:
+    check_calibrations(CFG)
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
 
 
 def type_of(name):
@@ -165,8 +172,8 @@ def mtbench_category_scores():
 
 def judged_report_files():
     """The judges table when any run is judged, the MT-Bench category figure when any run has MT-Bench scores."""
-    files = [f"reports/tables/{t}.{ext}" for t in ("judges", "judged_comparisons") for ext in ("md", "csv", "tex")
-             if judged_scores()]
+    files = [f"reports/tables/{t}.{ext}" for t in ("judges", "judged_comparisons", "judge_calibration")
+             for ext in ("md", "csv", "tex") if judged_scores() or benchmarks_calibrated()]
     if mtbench_category_scores():
         files += [f"reports/figures/mtbench_categories.{ext}" for ext in ("png", "pdf")]
     return files
@@ -176,7 +183,7 @@ def check_judge_keys(jobs):
     """Before the first job: every API judge that a planned judge job calls has its key variable set (a dry run, or a
     plan whose judgments are all done, needs no key)."""
     for job in jobs:
-        if job.rule.name != "judge":
+        if job.rule.name not in ("judge", "judge_calibration"):
             continue
         name = bench_of(job.wildcards)["judge"]
         judge = CFG["judges"][name]
@@ -199,3 +206,35 @@ def local_judge_files(wildcards):
     """An hf judge given as a directory (not a config model) is read by the judge job: its files are inputs."""
     judge = CFG["judges"][bench_of(wildcards)["judge"]]
     return files_under(judge["model"]) if judge["type"] == "hf" and judge["model"] not in CFG["models"] else []
+
+
+def benchmarks_calibrated():
+    """Judged benchmarks whose judge is calibrated against the original judge's published scores (``calibration``)."""
+    return [name for name in benchmarks_scored_by("judge") if "calibration" in CFG["benchmarks"][name]]
+
+
+def calibration_summaries():
+    return [f"{CALIBRATION_DIR}/{name}/summary.json" for name in benchmarks_calibrated()]
+
+
+def calibration_config(wildcards):
+    return as_json(bench_of(wildcards)["calibration"])
+
+
+def calibration_local_files(wildcards):
+    """A calibration's local copy of the published files (its data_dir): inputs of calibration_data."""
+    calib = bench_of(wildcards)["calibration"]
+    if "data_dir" not in calib:
+        return []
+    key = f"benchmarks.{wildcards.benchmark}.calibration"
+    return [f"{calib['data_dir']}/{name}" for name in source_of(calib_type(wildcards), key).files(calib, key)]
+
+
+def calib_type(wildcards):
+    return bench_of(wildcards)["type"]
+
+
+def calibration_judge_options(wildcards):
+    """The annotator and seed of the benchmark's own judging (a calibration judges as the benchmark does)."""
+    bench = bench_of(wildcards)
+    return option_args({k: bench[k] for k in ("annotator", "seed") if k in bench})

@@ -1,5 +1,6 @@
 """Config look-ups and input functions shared by every rule. Validation happens here, before planning."""
 
+import copy
 import functools
 import json
 import os
@@ -10,12 +11,14 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod, Exec
 from sftlab.cluster import (ClusterError, Request, Resumable, check_fits, check_model_gpu, check_runtime, grown,
                             load_cluster)
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
-                           selector_id)
+                           selection_model, selector_id)
 from sftlab.config import check_local_files
 from sftlab.data.prepare import pool_bound
-from sftlab import rehearsal
+from sftlab import rehearsal, run_config
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
-from sftlab.objectives import build_objective
+from sftlab.objectives import OBJECTIVES, build_objective
+from sftlab.benchmarks import BENCHMARK_TYPES
+from sftlab import fingerprint
 from sftlab.offline import job_shell_prefix
 from sftlab.selection import SELECTORS
 from sftlab.training.launch import launch_prefix
@@ -26,6 +29,8 @@ try:
     # Snakemake's own YAML loading keeps the last of two equal keys: re-read each file with a loader that refuses them
     for _configfile in workflow.configfiles:
         read_yaml(_configfile)
+    # the config as Snakemake merged it (config files, then --config): what the run's config snapshot records
+    RAW_CONFIG = copy.deepcopy(config)
     # `--config rehearsal=true`: the config's rehearsal, derived from it here (sftlab.rehearsal)
     CFG = prepare(rehearsal.apply(config))
 except ConfigError as exc:
@@ -53,6 +58,8 @@ for _bench in CFG["benchmarks"].values():
     for _key in ("data_dir", "include_path"):
         if _key in _bench:
             _bench[_key] = _workflow_path(_bench[_key])
+    if "data_dir" in _bench.get("calibration", {}):
+        _bench["calibration"]["data_dir"] = _workflow_path(_bench["calibration"]["data_dir"])
 for _ds in CFG["datasets"].values():
     if _ds["source"] == "local":
         _ds["path"] = _workflow_path(_ds["path"])
@@ -77,6 +84,32 @@ VLLM_ENV = str(ROOT / "envs" / "vllm.yaml")
 # cluster nodes (remote execution) run offline, reading what the login node fetched (sftlab.offline)
 shell.prefix(job_shell_prefix(ROOT / "src", offline=workflow.remote_exec))
 SCRIPTS = _recorded_path(ROOT / "scripts")
+
+
+def code(script, variant=None, registries=()):
+    """A rule's script and its code's fingerprint file (sftlab.fingerprint), as inputs: an edit reruns the jobs
+    when it changes what the script and the sftlab code it reaches mean (the script's own date does not count).
+    ``variant``: the module of the registered type a job runs (a module name or a function of the wildcards)."""
+    variant_of = variant if callable(variant) else lambda wildcards: variant
+    return {"script": ancient(f"{SCRIPTS}/{script}.py"),
+            "code": lambda wildcards: code_fingerprint(script, variant_of(wildcards), tuple(registries))}
+
+
+@functools.cache
+def code_fingerprint(script, variant, registries):
+    """The fingerprint file, rewritten when it changes where the workflow is planned, never inside a job."""
+    variants, path = [variant] if variant else [], ROOT / "scripts" / f"{script}.py"
+    if planning():
+        return str(fingerprint.sync("results/.code", path, variants, registries))
+    return f"results/.code/{fingerprint.fingerprint_name(path, variants, registries)}"
+
+
+def objective_module(wildcards):
+    return OBJECTIVES[recipe_objective_name(wildcards)].__module__
+
+
+def benchmark_module(wildcards):
+    return BENCHMARK_TYPES[CFG["benchmarks"][wildcards.benchmark]["type"]].__module__
 
 
 def _alternation(names):
@@ -112,6 +145,24 @@ def workflow_json(wildcards):
     settings = workflow.config_settings
     return as_json({"snakefile": str(workflow.main_snakefile), "configfiles": [str(f) for f in settings.configfiles],
                     "config": dict(settings.config)})
+
+
+def run_config_snapshot():
+    """The config this run plans (sftlab.run_config): its files' digests, the --config overrides, the merged config."""
+    return run_config.snapshot(workflow.main_snakefile, workflow.configfiles, workflow.config_settings.config,
+                               RAW_CONFIG)
+
+
+def write_run_config():
+    """At the run's start, in the main process only (a job step re-reads the Snakefile and the config files, which
+    may have been edited since): the snapshot the cost report describes, rewritten only when it changed."""
+    if not workflow.remote_exec:
+        run_config.write_snapshot(run_config_snapshot())
+
+
+def run_config_digest(wildcards):
+    """The snapshot's digest: a report describing the config reruns when the config changes."""
+    return run_config.digest(run_config_snapshot())
 
 
 # stages whose rules never use a GPU: a `gpus` in `resources.default` does not reach them
@@ -301,8 +352,13 @@ def selection_ids(model, dataset, sel):
     return f"results/{model}/{dataset}/selection/{selector_id(sel)}/{fraction_id(sel['fraction'])}.ids"
 
 
+def recipe_selection_ids(model, dataset, recipe):
+    """The ids a recipe trains ``model`` on: its selection's, under the selection model (selection.model)."""
+    return selection_ids(selection_model(recipe["selection"], model), dataset, recipe["selection"])
+
+
 def selection_path(wildcards):
-    return selection_ids(wildcards.model, wildcards.dataset, recipe_of(wildcards)["selection"])
+    return recipe_selection_ids(wildcards.model, wildcards.dataset, recipe_of(wildcards))
 
 
 def warmup_selection():
@@ -311,10 +367,11 @@ def warmup_selection():
 
 
 def selection_config(wildcards):
-    """The selection settings of the selector named in the path (shared by every recipe that names it)."""
+    """The selection settings of the selector named in the path (shared by every recipe that names it, whichever
+    model it trains: the selection model is the path's {model}, not a setting of the selector)."""
     for sel in [recipe["selection"] for recipe in CFG["recipes"].values()] + [warmup_selection()]:
         if selector_id(sel) == wildcards.selector and fraction_id(sel["fraction"]) == wildcards.fraction:
-            return sel
+            return {k: v for k, v in sel.items() if k != "model"}
     raise WorkflowError(f"no recipe selects {wildcards.selector} at fraction {wildcards.fraction}")
 
 
@@ -345,6 +402,13 @@ def uses_confidence(recipe):
     return (obj["name"] == "sftmix" and obj["pairing"] == "confidence") or "confidence" in SELECTORS[sel["name"]].tables
 
 
+def confidence_pairs():
+    """(model, dataset) of every confidence table the runs read: the selection model's (selection.model) on the run's
+    dataset."""
+    return sorted({(selection_model(CFG["recipes"][r]["selection"], m), d) for (m, d, r) in experiment_runs()
+                   if uses_confidence(CFG["recipes"][r])})
+
+
 def tsne_runs(model, dataset):
     """Recipes drawn beside the reference in the t-SNE figure: full-pool NTP and SFTMix runs (the reviewers' figure)."""
     return [r for (m, d, r) in experiment_runs() if (m, d) == (model, dataset)
@@ -367,8 +431,7 @@ PAPER_REPORTS = []
 
 
 def report_outputs():
-    figures = ["loss_curves", "scores"] + [f"tsne_{m}_{d}" for (m, d) in sorted({(m, d) for (m, d, r) in experiment_runs()
-                                                                        if uses_confidence(CFG["recipes"][r])})]
+    figures = ["loss_curves", "scores"] + [f"tsne_{m}_{d}" for (m, d) in confidence_pairs()]
     return [f"reports/tables/main.{ext}" for ext in ("md", "csv", "tex")] + [
         f"reports/figures/{f}.{ext}" for f in figures for ext in ("png", "pdf")] + [
         path for outputs in PAPER_REPORTS for path in outputs()]
@@ -382,9 +445,12 @@ SELECTOR_TABLES = {"confidence": "confidence.parquet", "influence_less": "influe
 
 def objective_tables(wildcards):
     """Parquet tables the recipe's objective reads per example (e.g. ref_logprobs for MinorSFT)."""
-    obj = recipe_of(wildcards)["objective"]
+    recipe = recipe_of(wildcards)
+    obj = recipe["objective"]
     columns = build_objective(obj["name"], {k: v for k, v in obj.items() if k != "name"}).columns
-    return [f"results/{wildcards.model}/{wildcards.dataset}/{COLUMN_TABLES[c]}" for c in columns]
+    # the confidence split is the selection model's (selection.model); log πref is always the trained model's own
+    owner = {"confident": selection_model(recipe["selection"], wildcards.model)}
+    return [f"results/{owner.get(c, wildcards.model)}/{wildcards.dataset}/{COLUMN_TABLES[c]}" for c in columns]
 
 
 def selector_tables(wildcards):

@@ -1,6 +1,7 @@
 """The cost of every stage: one row per model × dataset × rule from the rules' own `benchmark:` files, and the cost
 of each paper's recipes (setup, method preparation, training, evaluation, figures). The jobs, their benchmark files,
-outputs, GPU requests and dependencies are read from Snakemake's DAG in the job; each rule's phase is tagged on its
+outputs, GPU requests and dependencies are read from Snakemake's DAG, rebuilt in the job from the snapshot of the
+config that ran (sftlab.run_config, written at the run's start); each rule's phase is tagged on its
 `benchmark:` (phase_benchmark)."""
 
 include: "cost_common.smk"
@@ -12,7 +13,7 @@ PAPER_REPORTS.append(cost_report_files)
 rule cost_report:
     """Cost of every stage (wall time, peak memory, GPU-hours, bytes stored) per model × dataset × rule, and per paper."""
     input:
-        script=f"{SCRIPTS}/cost_report.py",
+        **code("cost_report"),
         reports=reports_before_cost,
     output:
         md=f"{COST_TABLES['pipeline']}.md",
@@ -24,7 +25,8 @@ rule cost_report:
                           subcategory="Cost"),
         papers_tex=f"{COST_TABLES['papers']}.tex",
     params:
-        workflow=workflow_json,
+        run_config=run_config.RUN_CONFIG,
+        config_digest=run_config_digest,
         recipe_papers=cost_recipe_papers,
         papers=as_json(COST_PAPERS),
         table=output_stem("md"),
@@ -37,5 +39,5 @@ rule cost_report:
     resources:
         **res("report"),
     shell:
-        "python {input.script:q} --workflow {params.workflow:q} --recipe-papers {params.recipe_papers:q} "
+        "python {input.script:q} --run-config {params.run_config:q} --recipe-papers {params.recipe_papers:q} "
         "--papers {params.papers:q} --table {params.table:q} --papers-table {params.papers_table:q} 2> {log:q}"

@@ -1,7 +1,7 @@
 rule prepare_data:
     """Normalise a dataset: training pool, held-out set and preference pairs (empty for SFT-only formats)."""
     input:
-        script=f"{SCRIPTS}/prepare_data.py",
+        **code("prepare_data"),
         local=local_dataset_files,
     output:
         train="results/data/{dataset}/train.jsonl",

@@ -6,7 +6,7 @@ rule evaluate:
     benchmark types whose `scored_by` is evaluate)."""
     input:
         unpack(evaluate_inputs),
-        script=f"{SCRIPTS}/evaluate.py",
+        **code("evaluate", benchmark_module),
         model="results/{model}/{dataset}/runs/{recipe}/model",
         local=local_benchmark_files,
     output:
@@ -39,7 +39,7 @@ rule log_likelihood:
     """Per-item NLL per token of the reference answers (held-out items or an exam's correct options), beside each
     item's log-prob under the untrained base model: the held-out loss, the deviation m_θ and the drift from the base."""
     input:
-        script=f"{SCRIPTS}/evaluate.py",
+        **code("evaluate", benchmark_module),
         model="results/{model}/{dataset}/runs/{recipe}/model",
         base="results/{model}/{dataset}/base_logprobs/{benchmark}.parquet",
         data=scored_items,
@@ -69,7 +69,7 @@ rule base_log_likelihood:
     """The log-likelihood benchmark's items under the untrained base model, once per model × dataset for all the runs
     scored on them (rule log_likelihood reads them)."""
     input:
-        script=f"{SCRIPTS}/base_log_likelihood.py",
+        **code("base_log_likelihood"),
         model="resources/models/{model}",
         data=scored_items,
     output:

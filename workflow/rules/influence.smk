@@ -19,7 +19,7 @@ wildcard_constraints:
 rule validation_set:
     """A LESS/ROSE validation set: the chosen subtasks of a dataset's pairs or examples, seeded order per subtask."""
     input:
-        script=f"{SCRIPTS}/validation_set.py",
+        **code("validation_set"),
         data=validation_source,
     output:
         "results/data/{dataset}/validation/{name}.jsonl",
@@ -43,7 +43,7 @@ rule validation_set:
 rule warmup:
     """LESS/ROSE warmup: LoRA on a seeded random subset; each epoch's adapter, Adam moments (by name) and mean lr."""
     input:
-        script=f"{SCRIPTS}/train.py",
+        **code("train", "sftlab.objectives.ntp"),
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
@@ -75,7 +75,7 @@ rule warmup:
 rule grad_features:
     """Adam-preconditioned, projected per-example gradient features of one shard of the pool at one checkpoint."""
     input:
-        script=f"{SCRIPTS}/grad_features.py",
+        **code("grad_features"),
         model="resources/models/{model}",
         checkpoint="results/{model}/{dataset}/warmup/checkpoint-{c}",
         data="results/data/{dataset}/train.jsonl",
@@ -102,7 +102,7 @@ rule grad_features:
 rule gather_grad_features:
     """The shards of one checkpoint's training features, concatenated in pool order."""
     input:
-        script=f"{SCRIPTS}/grad_features.py",
+        **code("grad_features"),
         shards=expand("results/{{model}}/{{dataset}}/grads/train/checkpoint-{{c}}/shard-{shard}.pt", shard=GRAD_SHARDS),
     output:
         "results/{model}/{dataset}/grads/train/checkpoint-{c}.pt",
@@ -122,7 +122,7 @@ rule gather_grad_features:
 rule validation_grad_features:
     """Plain gradient features of a selector's validation items at one checkpoint (NTP: less; DPO, πref = base: rose)."""
     input:
-        script=f"{SCRIPTS}/grad_features.py",
+        **code("grad_features"),
         model="resources/models/{model}",
         checkpoint="results/{model}/{dataset}/warmup/checkpoint-{c}",
         data=influence_validation_file,
@@ -150,7 +150,7 @@ rule validation_grad_features:
 rule influence:
     """Influence of every pool example: lr-weighted cosine over checkpoints, mean within subtask, max over subtasks."""
     input:
-        script=f"{SCRIPTS}/influence.py",
+        **code("influence"),
         train=expand("results/{{model}}/{{dataset}}/grads/train/checkpoint-{c}.pt", c=WARMUP_EPOCHS),
         val=expand("results/{{model}}/{{dataset}}/grads/{{selector}}/checkpoint-{c}.pt", c=WARMUP_EPOCHS),
         checkpoints=warmup_checkpoints,
@@ -178,12 +178,10 @@ PAPER_REPORTS.append(selection_report_outputs)
 rule selection_report:
     """LESS/ROSE report: target metric against fraction (full data as a line), the shots ablation, the cost per stage."""
     input:
-        script=f"{SCRIPTS}/selection_report.py",
+        **code("selection_report"),
         scores=curve_score_files(),
     output:
-        curve_png=report(f"{SELECTION_REPORT['curve']}.png", caption="../report/selection_fraction_curve.rst",
-                         category="LESS / ROSE", subcategory="Figures"),
-        curve_pdf=f"{SELECTION_REPORT['curve']}.pdf",
+        **selection_curve_outputs(),
         shots_md=f"{SELECTION_REPORT['shots']}.md",
         shots_csv=report(f"{SELECTION_REPORT['shots']}.csv", caption="../report/selection_shots.rst",
                          category="LESS / ROSE", subcategory="Tables"),

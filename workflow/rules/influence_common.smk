@@ -3,6 +3,7 @@
 import hashlib
 
 from sftlab.config import influence_selectors
+from sftlab.report.selection import draws_fraction_curve
 from sftlab.selection.gradient_cost import grad_features_runtime, model_memory_gb
 
 # the selectors that rank by an influence table, and their selection ids (the influence rules' wildcard)
@@ -132,14 +133,16 @@ def curve_runs():
 
 
 def curve_recipes():
-    """recipe → what the report needs to place it: selector id and name, fraction, shots, validation set, group."""
+    """recipe → what the report needs to place it: selector id and name, fraction, shots, validation set, group,
+    the model that selects (selection.model; None: the trained one)."""
     out = {}
     for (m, d, r) in curve_runs():
         recipe = CFG["recipes"][r]
         sel = recipe["selection"]
         out[r] = {"selector": selector_id(sel), "name": sel["name"], "fraction": sel["fraction"],
                   "shots": sel.get("shots"), "validation": sel.get("validation"),
-                  "objective": recipe["objective"]["name"], "group": comparison_key(recipe)}
+                  "objective": recipe["objective"]["name"], "group": comparison_key(recipe),
+                  "selection_model": sel.get("model")}
     return out
 
 
@@ -151,12 +154,22 @@ def curve_runs_json(wildcards):
     return as_json(sorted(curve_runs()))
 
 
+# the fraction curve only when its axis has two fractions or more (the main table says otherwise)
 SELECTION_REPORT = {
-    "curve": "reports/figures/selection_fraction_curve",
+    **({"curve": "reports/figures/selection_fraction_curve"} if draws_fraction_curve(curve_recipes()) else {}),
     "shots": "reports/tables/selection_shots",
     "cost": "reports/tables/selection_cost",
     "main": "reports/tables/selection_main",
 }
+
+
+def selection_curve_outputs():
+    """The selection report's figure outputs: the fraction curve's, when it is drawn."""
+    if "curve" not in SELECTION_REPORT:
+        return {}
+    return {"curve_png": report(f"{SELECTION_REPORT['curve']}.png", caption="../report/selection_fraction_curve.rst",
+                                category="LESS / ROSE", subcategory="Figures"),
+            "curve_pdf": f"{SELECTION_REPORT['curve']}.pdf"}
 
 
 def less_paper_keys():
@@ -167,5 +180,5 @@ def less_paper_keys():
 def selection_report_outputs():
     if not curve_runs():
         return []
-    return ([f"{SELECTION_REPORT['curve']}.{ext}" for ext in ("png", "pdf")]
-            + [f"{SELECTION_REPORT[t]}.{ext}" for t in ("shots", "cost", "main") for ext in ("md", "csv", "tex")])
+    curve = [f"{SELECTION_REPORT['curve']}.{ext}" for ext in ("png", "pdf")] if "curve" in SELECTION_REPORT else []
+    return curve + [f"{SELECTION_REPORT[t]}.{ext}" for t in ("shots", "cost", "main") for ext in ("md", "csv", "tex")]

@@ -6,6 +6,7 @@ judge-free implicit-reward win rate. Their Scores files become columns of the ma
 # nodes may have no internet (sftlab.offline)
 localrules:
     benchmark_data,
+    calibration_data,
 
 
 rule benchmark_data:
@@ -13,7 +14,7 @@ rule benchmark_data:
     AlpacaEval 2 from the hub) or a dataset's preference pairs; `limit` applied once for generation and judging."""
     input:
         unpack(benchmark_sources),
-        script=f"{SCRIPTS}/benchmark_data.py",
+        **code("benchmark_data", benchmark_module),
     output:
         directory("results/benchmarks/{benchmark}"),
     params:
@@ -38,7 +39,7 @@ rule generate:
     """A trained model's answers to a judged benchmark, in the benchmark's own format (MT-Bench model_answer JSONL,
     AlpacaEval model_outputs JSON, preference answers JSONL)."""
     input:
-        script=f"{SCRIPTS}/generate.py",
+        **code("generate", benchmark_module),
         model="results/{model}/{dataset}/runs/{recipe}/model",
         data="results/benchmarks/{benchmark}",
     output:
@@ -68,7 +69,7 @@ rule judge:
     """Judge a model's answers → judgments JSONL and the Scores file (with the judge's name and cost). The judgment
     cache is one file per judge shared by every run, a parameter rather than an output: reruns make no judge call."""
     input:
-        script=f"{SCRIPTS}/judge.py",
+        **code("judge", benchmark_module),
         answers=answers_path,
         data="results/benchmarks/{benchmark}",
         judge_model=judge_model_input,
@@ -104,7 +105,7 @@ rule implicit_reward:
     """Judge-free preference win rate: share of test pairs with β·r(y_w) > β·r(y_l), r = log πθ − log πref,
     πref the untrained base model."""
     input:
-        script=f"{SCRIPTS}/evaluate.py",
+        **code("evaluate", benchmark_module),
         model="results/{model}/{dataset}/runs/{recipe}/model",
         reference="resources/models/{model}",
         data="results/benchmarks/{benchmark}",
@@ -129,12 +130,74 @@ rule implicit_reward:
         "--scores {output.scores:q} 2> {log:q}"
 
 
+rule calibration_data:
+    """A judge calibration's sample of published original-judge judgments (AlpacaEval's leaderboard annotations,
+    FastChat's GPT-4 MT-Bench judgments): downloaded and checked against their pinned sha256 (or copied from the
+    calibration's data_dir), then sampled with its seed."""
+    input:
+        local=calibration_local_files,
+        **code("calibration_data"),
+    output:
+        directory(f"{CALIBRATION_DIR}/{{benchmark}}/published"),
+    params:
+        kind=calib_type,
+        calibration=calibration_config,
+    wildcard_constraints:
+        benchmark=_alternation(benchmarks_calibrated()),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/calibration_data/{benchmark}.log",
+    threads: threads_of("data")
+    resources:
+        **res("data"),
+    shell:
+        "python {input.script:q} --benchmark-type {params.kind:q} --benchmark-name {wildcards.benchmark:q} "
+        "--calibration {params.calibration:q} --out {output:q} 2> {log:q}"
+
+
+rule judge_calibration:
+    """Re-judge the calibration sample with the benchmark's judge (as the benchmark judges: same prompts, annotator
+    and cache) → agreement with the original judge: rank correlation over models, per-item agreement, score mapping."""
+    input:
+        **code("judge_calibration", benchmark_module),
+        sample=f"{CALIBRATION_DIR}/{{benchmark}}/published",
+        data="results/benchmarks/{benchmark}",
+        judge_model=judge_model_input,
+        local=local_judge_files,
+    output:
+        rows=f"{CALIBRATION_DIR}/{{benchmark}}/rows.jsonl",
+        summary=f"{CALIBRATION_DIR}/{{benchmark}}/summary.json",
+    params:
+        kind=calib_type,
+        judge_name=judge_name,
+        judge=judge_config,
+        options=calibration_judge_options,
+        cache=judge_cache,
+    wildcard_constraints:
+        benchmark=_alternation(benchmarks_calibrated()),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/judge_calibration/{benchmark}.log",
+    benchmark:
+        phase_benchmark("evaluation", "benchmarks/judge_calibration/{benchmark}.tsv")
+    threads: threads_of("judge")
+    resources:
+        **res("judge", model=False),
+    shell:
+        "python {input.script:q} --benchmark-type {params.kind:q} --benchmark-name {wildcards.benchmark:q} "
+        "--sample {input.sample:q} --data {input.data:q} --judge {params.judge:q} --judge-name {params.judge_name:q} "
+        "--cache {params.cache:q} {params.options:q} --rows {output.rows:q} --summary {output.summary:q} 2> {log:q}"
+
+
 rule judges_table:
     """Which judge scored which benchmark (model, prompt, decoding) and what it cost; each judged run against the
     report baseline, paired over items under one judge."""
     input:
-        script=f"{SCRIPTS}/judge_report.py",
+        **code("judge_report"),
         scores=judged_scores(),
+        calibrations=calibration_summaries(),
     output:
         md="reports/tables/judges.md",
         csv=report("reports/tables/judges.csv", caption="../report/judges.rst", category="Judged benchmarks",
@@ -143,6 +206,9 @@ rule judges_table:
         comparisons_md="reports/tables/judged_comparisons.md",
         comparisons_csv="reports/tables/judged_comparisons.csv",
         comparisons_tex="reports/tables/judged_comparisons.tex",
+        calibration_md="reports/tables/judge_calibration.md",
+        calibration_csv="reports/tables/judge_calibration.csv",
+        calibration_tex="reports/tables/judge_calibration.tex",
     params:
         baseline=CFG["report"]["baseline"],
     conda:
@@ -154,13 +220,14 @@ rule judges_table:
         **res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --judges-table reports/tables/judges "
-        "--comparisons reports/tables/judged_comparisons --baseline {params.baseline:q} 2> {log:q}"
+        "--comparisons reports/tables/judged_comparisons --baseline {params.baseline:q} "
+        "--calibrations {input.calibrations:q} --calibration-table reports/tables/judge_calibration 2> {log:q}"
 
 
 rule mtbench_categories:
     """MT-Bench mean rating per category, one bar per run, with bootstrap CIs."""
     input:
-        script=f"{SCRIPTS}/judge_report.py",
+        **code("judge_report"),
         scores=mtbench_category_scores(),
     output:
         png=report("reports/figures/mtbench_categories.png", caption="../report/mtbench_categories.rst",

@@ -17,7 +17,7 @@ for _paper in MECHANISM_PAPERS:
         name:
             f"mechanism_{_paper}"
         input:
-            script=f"{SCRIPTS}/mechanisms.py",
+            **code("mechanisms"),
             files=mechanism_inputs(_paper),
         output:
             **mechanism_outputs(_paper),

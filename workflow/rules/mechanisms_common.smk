@@ -43,7 +43,7 @@ def knows_quality(dataset):
 
 
 def sftmix_mechanism_spec():
-    pairs = sorted({(m, d) for (m, d, r) in experiment_runs() if uses_confidence(CFG["recipes"][r]) and knows_quality(d)})
+    pairs = [(m, d) for (m, d) in confidence_pairs() if knows_quality(d)]
     return {"n_resamples": 2000, "seed": 0,
             "pairs": [{"model": m, "dataset": d, "confidence": f"results/{m}/{d}/confidence.parquet",
                        "train": f"results/data/{d}/train.jsonl"} for m, d in pairs]}
@@ -56,7 +56,7 @@ def selection_mechanism_spec():
         if sel["name"] == "full" or not knows_quality(d):
             continue
         entry = {"selector": selector_id(sel), "name": sel["name"], "fraction": float(sel["fraction"]),
-                 "ids": selection_ids(m, d, sel),
+                 "ids": recipe_selection_ids(m, d, CFG["recipes"][r]),
                  "validation": sel.get("validation")}
         pairs.setdefault((m, d), {})[entry["ids"]] = entry
     out = []

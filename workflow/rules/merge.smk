@@ -7,7 +7,7 @@ include: "merge_common.smk"
 rule disperse:
     """Split a DTM recipe's selected examples into K disjoint shards (seeded random, or k-means on responses)."""
     input:
-        script=f"{SCRIPTS}/disperse.py",
+        **code("disperse"),
         ids=selection_path,
         train="results/data/{dataset}/train.jsonl",
         embedder=disperse_embedder,
@@ -36,7 +36,7 @@ rule train_member:
     """One member run of a composed recipe: a DTM sub-model on its shard, or a seed-soup run with its seed;
     the recipe's objective and training settings otherwise (each member its own job)."""
     input:
-        script=f"{SCRIPTS}/train.py",
+        **code("train", objective_module),
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
@@ -75,7 +75,7 @@ rule train_member:
 rule merge:
     """Merge a composed recipe's member runs with mergekit into its model; its training log is the members' mean."""
     input:
-        script=f"{SCRIPTS}/merge.py",
+        **code("merge"),
         base="resources/models/{model}",
         members=member_models,
         logs=member_logs,
@@ -102,9 +102,10 @@ rule merge:
 
 
 rule dtm_report:
-    """The DTM report: DTM vs SFT vs seed soup beside the paper's numbers, the merge-method table, the K figure."""
+    """The DTM report: DTM vs SFT vs seed soup beside the paper's numbers, the merge-method table, and the K figure
+    when the DTM runs have two values of K or more (the merge-method table says otherwise)."""
     input:
-        script=f"{SCRIPTS}/dtm_report.py",
+        **code("dtm_report"),
         scores=dtm_score_files(),
     output:
         main_md=f"{DTM_TABLES[0]}.md",
@@ -115,16 +116,14 @@ rule dtm_report:
         merge_csv=report(f"{DTM_TABLES[1]}.csv", caption="../report/dtm_merge_methods.rst",
                          category="Disperse-Then-Merge", subcategory="Tables"),
         merge_tex=f"{DTM_TABLES[1]}.tex",
-        figure_png=report(f"{DTM_FIGURE}.png", caption="../report/dtm_k_ablation.rst",
-                          category="Disperse-Then-Merge", subcategory="Figures"),
-        figure_pdf=f"{DTM_FIGURE}.pdf",
+        **dtm_figure_outputs(),
     params:
         runs=as_json(DTM_RUNS),
         benchmarks=as_json(dtm_benchmarks()),
         seeds=as_json(CFG["_seeds"]),
         main=output_stem("main_md"),
         merge=output_stem("merge_md"),
-        figure=output_stem("figure_png"),
+        figure=dtm_figure_args,
     conda:
         CONDA_ENV
     log:
@@ -134,5 +133,5 @@ rule dtm_report:
         **res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --runs {params.runs:q} --benchmarks {params.benchmarks:q} "
-        "--main-table {params.main:q} --merge-table {params.merge:q} --k-figure {params.figure:q} "
-        "--seeds {params.seeds:q} 2> {log:q}"
+        "--main-table {params.main:q} --merge-table {params.merge:q} {params.figure:q} --seeds {params.seeds:q} "
+        "2> {log:q}"

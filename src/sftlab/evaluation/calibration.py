@@ -13,7 +13,8 @@ left out and counted.
 - ``score_mapping``: the least-squares line ``original ≈ intercept + slope · ours`` over items and over model
   means, with the correlation: how a number under today's judge reads on the original judge's scale.
 
-The workflow step that samples the published files and re-judges them (``judge_calibration``) is not built yet.
+The published files, their sample and the re-judging: ``sftlab.evaluation.calibration_sources``; the workflow steps:
+rules ``calibration_data`` and ``judge_calibration`` (workflow/rules/judge.smk).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The objective axis: a per-batch loss, registered under its config name.
 
-A batch is a dict of tensors made by ``sftlab.data.collate``:
+A batch is a dict of tensors made by ``sftlab.data.tokenize.collate`` (``collate_packed`` for packed batches):
 ``input_ids`` (B, T), ``attention_mask`` (B, T), ``labels`` (B, T) with -100 on every non-response
 token, ``n_tokens`` (B,) response-token counts, plus one (B,) tensor per name in ``Objective.columns``
 (per-example values joined by id from Parquet tables, e.g. ``ref_logp``, ``confident``).

@@ -9,7 +9,8 @@ objective and training settings but the seed). Three views of their scores:
 - ``dtm_merge_methods``: every DTM run by K, split, merge method (with its λ where it scales), merge space and
   member initialisation (same LoRA initialisation for all members, or one each); the paper's merge-method MMLU
   numbers below ours.
-- ``dtm_k_ablation``: score against K per benchmark, one line per (model, dataset, split, merge method, space),
+- ``dtm_k_ablation`` (only when the DTM runs have two values of K or more; the merge-method table says when it is
+  not drawn): score against K per benchmark, one line per (model, dataset, split, merge method, space),
   SFT and seed soup as horizontal lines.
 
 Benchmark columns are ours (the config's benchmark names); a paper number goes into the column whose
@@ -49,7 +50,13 @@ def merge_lambda(merge: Mapping) -> float | None:
 
 
 def method_label(merge: Mapping) -> str:
-    """The merge method with its λ where it matters: always for task arithmetic (θ0 + λ·Σδ), else when not 1."""
+    """The merge method with its λ where it matters (always for task arithmetic, θ0 + λ·Σδ, else when not 1), and
+    fisher with the Fisher it weighs by (the model's, normalised, or the empirical one)."""
+    from sftlab.compose.merge import MERGE_METHODS
+
+    if merge["method"] == "fisher":
+        kind = merge.get("fisher_type", MERGE_METHODS["fisher"].defaults["fisher_type"])
+        return "fisher (model Fisher, L2-normalised)" if kind == "model" else "fisher (empirical Fisher)"
     lam = merge_lambda(merge)
     shown = lam is not None and (merge["method"] == "task_arithmetic" or lam != 1.0)
     return merge["method"] + (f" (λ={lam:g})" if shown else "")
@@ -178,6 +185,25 @@ def k_ablation_points(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks:
     return points.sort_values(["benchmark", "series", "k"], na_position="first", kind="stable").reset_index(drop=True)
 
 
+def k_values(runs: Sequence[Mapping]) -> list[int]:
+    """The K ablation's axis: the distinct K of the DTM runs."""
+    return sorted({int(r["k"]) for r in runs if r["role"] == "dtm"})
+
+
+def draws_k_figure(runs: Sequence[Mapping]) -> bool:
+    """Whether the K ablation is a figure: its axis has at least two values (one K is a point, not a curve)."""
+    return len(k_values(runs)) >= 2
+
+
+def k_figure_note(runs: Sequence[Mapping]) -> str:
+    """The report's sentence in place of a K ablation figure that is not drawn ("" when it is drawn)."""
+    if draws_k_figure(runs):
+        return ""
+    ks = k_values(runs)
+    return (f" No K ablation figure: the DTM runs have one K ({ks[0]}); it is drawn when they have two or more."
+            if ks else " No K ablation figure: no DTM run.")
+
+
 def k_ablation_figure(points: pd.DataFrame, benchmarks: Sequence[str], stem: str | Path) -> list[Path]:
     """Score against K, one panel per benchmark (PNG and PDF); baselines as horizontal lines."""
     # matplotlib only when drawing: the workflow imports this module to plan (dtm_runs)
@@ -222,8 +248,8 @@ def k_ablation_figure(points: pd.DataFrame, benchmarks: Sequence[str], stem: str
 
 
 def build_report(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapping[str, str], main_stem: str | Path,
-                 merge_stem: str | Path, figure_stem: str | Path) -> list[Path]:
-    """All three outputs of the DTM report (tables as .md/.csv/.tex, the figure as .png/.pdf)."""
+                 merge_stem: str | Path) -> list[Path]:
+    """The DTM report's two tables (.md/.csv/.tex); the merge-method table says when there is no K figure."""
     from sftlab.report.tables import write_table
 
     paper = paper_numbers("dtm")
@@ -231,8 +257,17 @@ def build_report(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapp
                       "Disperse-Then-Merge vs SFT and a seed soup (DTM merged by averaging in delta space): value "
                       "[95% CI]; the paper's reported numbers below ours with their source label; n/a = no result.")
     out += write_table(merge_method_table(scores, runs, benchmarks, paper), merge_stem,
-                       "Disperse-Then-Merge by merge method (task arithmetic with its λ), merge space and member "
-                       "initialisation: value [95% CI]; the paper's merge-method MMLU numbers below ours; n/a = no "
-                       "result.")
-    out += k_ablation_figure(k_ablation_points(scores, runs, list(benchmarks)), list(benchmarks), figure_stem)
+                       "Disperse-Then-Merge by merge method (task arithmetic with its λ; fisher with its Fisher: "
+                       "the model's own, answers drawn from the model and each member's Fisher divided by its L2 "
+                       "norm as Matena & Raffel's code does, or the empirical one on the training answers), merge "
+                       "space and member initialisation: value [95% CI]; the paper's merge-method MMLU numbers "
+                       "below ours; n/a = no result." + k_figure_note(runs))
     return out
+
+
+def build_k_figure(scores: pd.DataFrame, runs: Sequence[Mapping], benchmarks: Mapping[str, str],
+                   stem: str | Path) -> list[Path]:
+    """The K ablation figure (.png/.pdf); refused when its K axis has fewer than two values (``draws_k_figure``)."""
+    if not draws_k_figure(runs):
+        raise ValueError(f"the K ablation figure needs DTM runs with two values of K or more, got {k_values(runs)}")
+    return k_ablation_figure(k_ablation_points(scores, runs, list(benchmarks)), list(benchmarks), stem)

@@ -127,8 +127,12 @@ class CostModel:
         raise KeyError(f"gpu_cost.yaml benchmarks.lm_eval: no entry for benchmark {key!r}")
 
     def test_pairs(self, key: str) -> int:
-        path = self.config["datasets"][self.config["benchmarks"][key]["dataset"]]["path"]
-        return self.a["benchmarks"]["test_sets"][path]
+        """A preference benchmark's test pairs: its repository's, or the sum over the hub folders it loads."""
+        dataset = self.config["datasets"][self.config["benchmarks"][key]["dataset"]]
+        pairs = self.a["benchmarks"]["test_sets"][dataset["path"]]
+        if not isinstance(pairs, Mapping):
+            return pairs
+        return sum(pairs[d] for d in dataset.get("data_dirs") or pairs)
 
     # -- training -------------------------------------------------------------------------------------------------
     def efficiency(self, training: Mapping, objective: str) -> float:
@@ -263,3 +267,17 @@ def stage_hours(jobs: Sequence[Mapping], config: Mapping, a: Mapping) -> dict[st
         if seconds:
             hours[STAGES[job["rule"]]] += seconds / 3600
     return {stage: hours[stage] for stage in STAGE_ORDER if stage in hours}
+
+
+#: the rules whose jobs compute a LESS / ROSE selection on a GPU (influence and select_data run on CPUs)
+SELECTION_RULES = ("warmup", "grad_features", "validation_grad_features")
+
+
+def selection_hours(jobs: Sequence[Mapping], config: Mapping, a: Mapping) -> dict[tuple[str, str], dict[str, float]]:
+    """GPU-hours of the planned LESS / ROSE selection jobs per (model that selects, dataset), by stage: what a
+    selection with ``selection.model`` (LESS-T) costs beside one with each trained model."""
+    by_pair: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    for job in jobs:
+        if job["rule"] in SELECTION_RULES:
+            by_pair[(job["wildcards"]["model"], job["wildcards"]["dataset"])].append(job)
+    return {pair: stage_hours(part, config, a) for pair, part in sorted(by_pair.items())}

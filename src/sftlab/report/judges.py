@@ -76,6 +76,65 @@ def judged_comparisons(scores: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
+CALIBRATION_COLUMNS = ["judge", "judge_id", "benchmark", "original_judge", "models", "items", "unscored", "spearman",
+                       "kendall", "agreement", "mapping (items)", "mapping (model means)"]
+
+
+def _line_text(line: dict) -> str:
+    if line.get("slope") is None:
+        return MISSING
+    r = "" if line.get("r") is None else f", r = {line['r']:.2f}"
+    return f"original ≈ {line['intercept']:.2f} + {line['slope']:.2f} · ours (n = {line['n']}{r})"
+
+
+def _agreement_text(summary: dict) -> str:
+    per_item = summary["per_item"]
+    if summary["kind"] == "rating":
+        if per_item.get("exact") is None:
+            return MISSING
+        return f"{per_item['exact']:.0%} same rating, {per_item['within_one']:.0%} within 1"
+    return MISSING if per_item.get("same_winner") is None else f"{per_item['same_winner']:.0%} same winner"
+
+
+def _number(value) -> str:
+    return MISSING if value is None else f"{value:.2f}"
+
+
+def calibration_table(paths: list[str | Path]) -> pd.DataFrame:
+    """One row per calibrated benchmark (``judge_calibration``'s summaries): how our judge agrees with the original
+    judge on the published sample — rank correlation of the models' means, per-item agreement, and the least-squares
+    line that reads our scores on the original judge's scale."""
+    rows = []
+    for path in paths:
+        s = json.loads(Path(path).read_text())
+        rows.append({"judge": s["judge"].get("name", s["judge"]["id"]), "judge_id": s["judge"]["id"],
+                     "benchmark": s["benchmark"], "original_judge": s["original_judge"], "models": s["rank"]["models"],
+                     "items": s["per_item"]["items"], "unscored": s["per_item"]["unscored"],
+                     "spearman": _number(s["rank"]["spearman"]), "kendall": _number(s["rank"]["kendall"]),
+                     "agreement": _agreement_text(s), "mapping (items)": _line_text(s["mapping"]["items"]),
+                     "mapping (model means)": _line_text(s["mapping"]["models"])})
+    return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)
+
+
+def with_calibration(table: pd.DataFrame, calibration: pd.DataFrame) -> pd.DataFrame:
+    """The judges table with each (judge, benchmark)'s calibration against the original judge beside it (its
+    Spearman ρ over models and per-item agreement; — where the benchmark is not calibrated)."""
+    cells = {(r.judge_id, r.benchmark): f"ρ {r.spearman} over {r.models} models; {r.agreement}"
+             for r in calibration.itertuples()}
+    return table.assign(calibration=[cells.get((j, b), MISSING) for j, b in zip(table["judge_id"], table["benchmark"])])
+
+
+def calibration_note(calibration: pd.DataFrame) -> str | None:
+    """The line under a table of judged scores beside the papers' own: per calibrated benchmark, how our judge agrees
+    with the original judge and the line that reads our scores on its scale (None when nothing is calibrated)."""
+    if calibration.empty:
+        return None
+    parts = [f"{r['benchmark']} by {r['judge']} against {r['original_judge']}: ρ {r['spearman']} over {r['models']} "
+             f"models, {r['agreement']}; {r['mapping (model means)']}" for r in calibration.to_dict("records")]
+    return "Calibration against the original judges (reports/tables/judge_calibration; model means): " + \
+        "; ".join(parts) + "."
+
+
 def judges_caption(table: pd.DataFrame) -> str:
     """The line written under the tables: each judge, whether it is demo-quality, and its total cost."""
     if table.empty:

@@ -1,20 +1,21 @@
 """LESS / ROSE report: score against selected fraction (full data as a line) and the shots ablation.
 
+The fraction curve is drawn only when its selection runs have two fractions or more (``draws_fraction_curve``);
+otherwise the main table says so.
+
 Both read the Scores files (``tables.load_scores``) and a description of each recipe, as the workflow
-passes it: ``{recipe: {"selector", "name", "fraction", "shots", "validation", "objective", "group"}}``,
-where ``group`` is the same for recipes that differ in nothing but their selection (only those are
-compared with each other).
+passes it: ``{recipe: {"selector", "name", "fraction", "shots", "validation", "objective", "group",
+"selection_model"}}``, where ``group`` is the same for recipes that differ in nothing but their selection (only those
+are compared with each other) and ``selection_model`` is the model that selected (None: the trained one).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from sftlab.report.dag import DagJob
-from sftlab.report.figures import STYLE, grid, save
 from sftlab.report.papers import paper_columns
 from sftlab.report.tables import MISSING, fmt_cell, judge_mark
 
@@ -27,10 +28,35 @@ DODGE = 0.025  # log10 units between neighbouring selectors' points at one fract
 
 
 def curve_frame(scores: pd.DataFrame, recipes: dict[str, dict]) -> pd.DataFrame:
-    """Scores of the described recipes with their selection settings, one row per (run, benchmark)."""
+    """Scores of the described recipes with their selection settings, one row per (run, benchmark); a selection made
+    by another model than the run's (LESS-T) is a selector of its own (``less-mmlu-5shot (selected by llama2_7b)``),
+    so that it never shares a line with the trained model's own selection."""
     info = pd.DataFrame([{"recipe": r, **d} for r, d in recipes.items()],
-                        columns=["recipe", "selector", "name", "fraction", "shots", "validation", "objective", "group"])
-    return scores.merge(info, on="recipe", how="inner")
+                        columns=["recipe", "selector", "name", "fraction", "shots", "validation", "objective", "group",
+                                 "selection_model"])
+    frame = scores.merge(info, on="recipe", how="inner")
+    by = [selected_by(m, sm) for m, sm in zip(frame.model, frame.selection_model)]
+    frame["selector"] = [sel if b is None else f"{sel} (selected by {b})" for sel, b in zip(frame.selector, by)]
+    return frame
+
+
+def curve_fractions(recipes: dict[str, dict]) -> list[float]:
+    """The fraction curve's axis: the distinct fractions of its selection runs (full-data runs are lines on it)."""
+    return sorted({float(d["fraction"]) for d in recipes.values() if d["name"] != "full"})
+
+
+def draws_fraction_curve(recipes: dict[str, dict]) -> bool:
+    """Whether the fraction curve is a figure: its axis has at least two fractions (one is a point, not a curve)."""
+    return len(curve_fractions(recipes)) >= 2
+
+
+def fraction_curve_note(recipes: dict[str, dict]) -> str:
+    """The report's sentence in place of a fraction curve that is not drawn ("" when it is drawn)."""
+    if draws_fraction_curve(recipes):
+        return ""
+    fractions = curve_fractions(recipes)
+    return (f" No fraction curve: the selection runs have one fraction ({fractions[0]:g}); it is drawn when they "
+            "have two or more." if fractions else " No fraction curve: no selection run.")
 
 
 def _panels(frame: pd.DataFrame, benchmarks: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
@@ -47,6 +73,10 @@ def _panels(frame: pd.DataFrame, benchmarks: list[str]) -> list[tuple[tuple, pd.
 def fraction_curve(frame: pd.DataFrame, benchmarks: list[str], stem: str | Path) -> list[Path]:
     """One panel per model × dataset × comparison group × benchmark with a selection run, in rows of three: a line per selector (value against
     fraction, log scale, 95% CI as error bars) and a dashed line per full-data recipe."""
+    # matplotlib only when drawing: the workflow imports this module to plan (draws_fraction_curve)
+    import matplotlib.pyplot as plt
+
+    from sftlab.report.figures import STYLE, grid, save
     panels = _panels(frame, benchmarks)
     several_groups = frame["group"].nunique() > 1
     # one colour per selector across panels
@@ -91,7 +121,8 @@ def shots_table(frame: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
     columns = ["model", "dataset", "method", "validation", "objective", "fraction", "benchmark"]
     rows = {}
     for r in part.itertuples():
-        key = (r.model, r.dataset, r.name, r.validation, r.objective, r.fraction, r.benchmark)
+        method = r.name if selected_by(r.model, r.selection_model) is None else f"{r.name}-T"
+        key = (r.model, r.dataset, method, r.validation, r.objective, r.fraction, r.benchmark)
         rows.setdefault(key, {})[int(r.shots)] = fmt_cell(r.value, r.ci_low, r.ci_high) + judge_mark(r)
     order = {b: i for i, b in enumerate(benchmarks)}
     out = [dict(zip(columns, key)) | {f"{k}-shot": cells.get(k, MISSING) for k in shots}
@@ -99,11 +130,20 @@ def shots_table(frame: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns + [f"{k}-shot" for k in shots])
 
 
-def method_label(name: str, fraction: float) -> str:
-    """How the LESS paper names a row: ``LESS 5%``, ``random 5%``, ``full data``."""
+def method_label(name: str, fraction: float, selected_by: str | None = None) -> str:
+    """How the LESS paper names a row: ``LESS 5%``, ``random 5%``, ``full data``; selected with another model than
+    the trained one (``selected_by``): ``LESS-T 5% (selected by llama2_7b)``, the paper's LESS-T."""
     if name == "full":
         return "full data"
-    return f"{name.upper() if name in INFLUENCE else name} {100 * fraction:g}%"
+    label = name.upper() if name in INFLUENCE else name
+    if selected_by:
+        return f"{label}-T {100 * fraction:g}% (selected by {selected_by})"
+    return f"{label} {100 * fraction:g}%"
+
+
+def selected_by(model: str, selection_model) -> str | None:
+    """The model that selected a run's data where it is not the trained one (LESS-T), else None."""
+    return selection_model if isinstance(selection_model, str) and selection_model != model else None
 
 
 def selection_main_table(frame: pd.DataFrame, benchmarks: dict[str, str], paper: pd.DataFrame) -> pd.DataFrame:
@@ -113,11 +153,13 @@ def selection_main_table(frame: pd.DataFrame, benchmarks: dict[str, str], paper:
     columns, keys = paper_columns(benchmarks, paper)
     index = {(r.model, r.dataset, r.recipe, r.benchmark): r for r in frame.itertuples()}
     runs = frame.drop_duplicates(["model", "dataset", "recipe"])
-    runs = runs.assign(order=runs.name.map(METHOD_ORDER.index)).sort_values(
-        ["model", "dataset", "group", "order", "fraction", "recipe"])
+    runs = runs.assign(order=runs.name.map(METHOD_ORDER.index),
+                       transfer=[selected_by(r.model, r.selection_model) is not None for r in runs.itertuples()])
+    runs = runs.sort_values(["model", "dataset", "group", "order", "transfer", "fraction", "recipe"])
     rows = []
     for run in runs.itertuples():
-        row = {"model": run.model, "dataset": run.dataset, "method": method_label(run.name, run.fraction),
+        row = {"model": run.model, "dataset": run.dataset,
+               "method": method_label(run.name, run.fraction, selected_by(run.model, run.selection_model)),
                "recipe": run.recipe, "objective": run.objective, "source": "ours"}
         for column in columns:
             hit = index.get((run.model, run.dataset, run.recipe, column)) if column in benchmarks else None
@@ -156,7 +198,10 @@ def selection_cost_groups(jobs: list[DagJob], runs: list[tuple[str, str, str]]) 
                for i, j in enumerate(jobs) if j.rule in ("train", "merge")}
     used = [jobs[i] for i in sorted(_ancestors(jobs, [made_by[tuple(run)] for run in runs]))]
     groups = []
-    for m, d in sorted({(m, d) for m, d, _ in runs}):
+    # the runs' models, and the models that selected for them (selection.model: LESS-T's selection jobs)
+    selecting = {(j.wildcards.get("model"), j.wildcards.get("dataset")) for j in used if j.rule in SELECTION_STAGES
+                 and j.rule != "train"}
+    for m, d in sorted({(m, d) for m, d, _ in runs} | selecting):
         here = [j for j in used if (j.wildcards.get("model"), j.wildcards.get("dataset")) == (m, d)
                 and j.rule in SELECTION_STAGES]
         selectors = sorted({j.wildcards["selector"] for j in here if j.rule == "influence"})

@@ -53,6 +53,9 @@ class Selector(abc.ABC):
     max_fraction: ClassVar[float] = 1.0
     #: whether it ranks by an influence table that the LESS / ROSE rules compute (influence.smk)
     influence: ClassVar[bool] = False
+    #: whether its ranking comes from a model's features (gradients, hidden states, the reference run's perplexities):
+    #: such a selection is computed with ``selection.model`` (default: the trained model), under that model's results
+    model_features: ClassVar[bool] = False
     #: how a constructor parameter reads in the selection's path id (default ``<key><value>``)
     id_formats: ClassVar[dict[str, str]] = {}
     #: parameter values left out of the path id (so that paths written before the parameter existed stay valid)

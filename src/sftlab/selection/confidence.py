@@ -59,6 +59,7 @@ class Confident(Selector):
     """The confident half, most confident first (SFTMix's "train on D^c only" ablation; fraction 0.5 of the pool)."""
 
     tables = ("confidence",)
+    model_features = True
     max_fraction = 0.5
 
     def rank(self, ids, tables):
@@ -70,6 +71,7 @@ class Unconfident(Selector):
     """The unconfident half, least confident first (SFTMix's "train on D^u only" ablation; fraction 0.5 of the pool)."""
 
     tables = ("confidence",)
+    model_features = True
     max_fraction = 0.5
 
     def rank(self, ids, tables):
@@ -88,6 +90,7 @@ class Ambiguous(Selector):
     """
 
     tables = ("confidence",)
+    model_features = True
 
     def rank(self, ids, tables):
         if "confidence" not in tables:

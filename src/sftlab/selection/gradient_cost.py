@@ -11,8 +11,8 @@ parameters (``sftlab.selection.gradients``):
   writes temporaries) and the sparse projection: about ``BYTES_PER_PARAMETER`` bytes per LoRA parameter per example,
   at ``efficiency`` of the GPU's memory bandwidth (the dense projection adds 2·P·dim flops instead).
 
-The figures these constants stand for were measured by bench/grad_features.py where a machine allowed it (the README's
-LESS / ROSE section lists them); the GPU's peak figures are the vendor's.
+The figures these constants stand for were measured by bench/grad_features.py where a machine allowed it (docs/cost.md,
+"LESS / ROSE: cost", lists them); the GPU's peak figures are the vendor's.
 """
 
 from __future__ import annotations

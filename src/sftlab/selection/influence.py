@@ -86,6 +86,7 @@ class InfluenceSelector(Selector):
     """
 
     influence = True
+    model_features = True
     id_formats = {"validation": "{value}", "shots": "{value}shot", "beta": "beta{value}"}
     id_omitted = {"beta": 0.1}  # ROSE's default β: its paths predate the setting
 
