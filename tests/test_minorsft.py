@@ -159,8 +159,9 @@ def test_ref_logprobs_script_and_zero_deviation(tmp_path):
 
 
 def test_ref_logprobs_take_the_training_forward_precision_path(tmp_path):
-    """log πref is scored as the policy's forward runs in training: float32 weights under bf16 autocast, not bf16
-    weights, so log πθ/πref = 0 at the first step. Checked on CPU (autocast bf16) against a per-token loop."""
+    """log πref is scored as a full fine-tuning run's forward runs: float32 weights under bf16 autocast, not bf16
+    weights, so log πθ/πref = 0 at the first step (LoRA and FSDP: tests/test_reference_path.py). Checked on CPU
+    (autocast bf16) against a per-token loop."""
     model_dir = tmp_path / "model"
     save_random_model(model_dir, seed=3)
     data = tmp_path / "train.jsonl"
@@ -171,7 +172,7 @@ def test_ref_logprobs_take_the_training_forward_precision_path(tmp_path):
         tables[precision] = tmp_path / f"{precision}.parquet"
         load_script("ref_logprobs").main(["--model", str(model_dir), "--data", str(data), "--out",
                                           str(tables[precision]), "--max-length", "64", "--device", "cpu",
-                                          "--precision", precision])
+                                          "--training", json.dumps({"finetuning": "full", "precision": precision})])
     scored = {p: pd.read_parquet(t)["ref_logp"].tolist() for p, t in tables.items()}
     model, tokenizer = build_random_model(seed=3)
     model.eval()

@@ -57,3 +57,28 @@ def test_judged_benchmarks_name_a_living_judge_and_record_the_papers(config):
         assert bench["paper_judge"] == PAPER_JUDGE[bench["type"]], name
     open_weight = [j for j in cfg["judges"].values() if j["type"] == "openai" and "api.openai.com" not in j["base_url"]]
     assert [j["model"] for j in open_weight] == ["Qwen/Qwen2.5-72B-Instruct"]
+
+
+#: training.loss_reduction of each paper's authors' code (the configs' comments name the source)
+REDUCTION = {"less.yaml": "example_mean", "rose.yaml": "example_mean", "dtm.yaml": "example_mean",
+             "minorsft.yaml": "example_mean", "sftmix.yaml": "token_mean"}
+
+
+@pytest.mark.parametrize("config", sorted(REDUCTION))
+def test_every_run_of_a_paper_config_uses_its_authors_loss_reduction(config):
+    cfg = load(PAPER / config)
+    runs = [r["training"] for r in cfg["recipes"].values()]
+    stages = {"less.yaml": "warmup", "rose.yaml": "warmup", "sftmix.yaml": "reference"}  # the stages each paper runs
+    if config in stages:
+        runs.append(deep_merge(cfg["training"], cfg[stages[config]]["training"]))
+    assert {r["loss_reduction"] for r in runs} == {REDUCTION[config]}
+
+
+def test_all_yaml_gives_each_paper_its_reduction():
+    cfg = load(PAPER / "all.yaml")
+    expected = {"ntp_3ep": "sftmix.yaml", "sftmix_3ep": "sftmix.yaml", "sft": "minorsft.yaml", "minorsft": "minorsft.yaml",
+                "dpo_sft": "minorsft.yaml", "less_bbh": "less.yaml", "dtm_sft": "dtm.yaml", "dtm": "dtm.yaml"}
+    for recipe, paper in expected.items():
+        assert cfg["recipes"][recipe]["training"]["loss_reduction"] == REDUCTION[paper], recipe
+    assert deep_merge(cfg["training"], cfg["warmup"]["training"])["loss_reduction"] == "example_mean"
+    assert deep_merge(cfg["training"], cfg["reference"]["training"])["loss_reduction"] == "token_mean"

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sftlab.data.tokenize import collate, encode_example
+from sftlab.data.tokenize import collate, collate_packed, encode_example
 from sftlab.models.random_init import build_random_model
 from sftlab.objectives import build_objective
-from sftlab.objectives.sftmix import PairSampler, batch_tokens, draw_lambdas, forward_with_final_hidden, mixup_loss
+from sftlab.objectives.sftmix import PairSampler, forward_with_final_hidden, mixup_loss, pair_lambdas
 
 # two confident then two unconfident examples, of different response lengths (one with two assistant turns)
 CONVERSATIONS = [
@@ -109,7 +109,7 @@ def test_objective_adds_mu_times_mixup_and_detach_keeps_value(tiny):
     model, tokenizer = tiny
     batch = make_batch(tokenizer)
     loss, metrics = build_objective("sftmix", {"mu": 0.5, "seed": 3}).loss(model, batch)
-    lam = draw_lambdas(0.5, 2, 3, batch_tokens(batch))
+    lam = pair_lambdas(0.5, 3, batch)
     logits, hidden = forward_with_final_hidden(model, batch)
     naive, _ = naive_mixup(hidden, batch["labels"], model.lm_head, lam)
     ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:], ignore_index=-100)
@@ -133,14 +133,23 @@ def test_batch_layout_is_checked(tiny):
     assert build_objective("sftmix", {"pairing": "random"}).columns == ()
 
 
-def test_lambdas_reproducible_and_beta_distributed():
-    ids = torch.arange(12).view(3, 4)
-    assert torch.equal(draw_lambdas(0.5, 4, 0, ids), draw_lambdas(0.5, 4, 0, ids))
-    assert not torch.equal(draw_lambdas(0.5, 4, 0, ids), draw_lambdas(0.5, 4, 1, ids))
-    many = draw_lambdas(0.5, 20000, 0, ids)
+def test_lambdas_reproducible_per_pair_and_beta_distributed():
+    g = torch.Generator().manual_seed(0)
+    rows = [{"input_ids": torch.randint(5, 100, (3 + i % 5,), generator=g).tolist()} for i in range(8)]
+    for row in rows:
+        row["labels"] = row["input_ids"]
+    pad = collate(rows, 0)
+    lam = pair_lambdas(0.5, 0, pad)
+    assert torch.equal(lam, pair_lambdas(0.5, 0, collate_packed(rows)))  # the same in a packed batch
+    assert not torch.equal(lam, pair_lambdas(0.5, 1, pad))
+    # a pair keeps its λ in another micro-batch: pairs (0, 4) and (2, 6) alone
+    assert torch.equal(pair_lambdas(0.5, 0, collate([rows[0], rows[2], rows[4], rows[6]], 0)), lam[[0, 2]])
+    many = torch.cat([pair_lambdas(0.5, 0, collate([{"input_ids": [i], "labels": [i]}, {"input_ids": [i, 1],
+                                                                                     "labels": [i, 1]}], 0))
+                      for i in range(5000)])
     # Beta(0.5, 0.5): mean 1/2, variance 1/8
-    assert float(many.mean()) == pytest.approx(0.5, abs=0.01)
-    assert float(many.var()) == pytest.approx(0.125, abs=0.005)
+    assert float(many.mean()) == pytest.approx(0.5, abs=0.02)
+    assert float(many.var()) == pytest.approx(0.125, abs=0.01)
 
 
 def test_sftmix_through_lora(tiny):

@@ -70,6 +70,10 @@ def test_full_finetuning_output(full_run, base_model):
     changed = [k for k in base if not torch.equal(trained[k], base[k])]
     assert "model.embed_tokens.weight" in changed and "lm_head.weight" in changed
     assert (full_run / "model" / "tokenizer.json").exists()
+    # the run's effective settings beside its weights: the reduction (default token_mean) and the global batch
+    settings = json.loads((full_run / "model" / "sftlab_run.json").read_text())
+    assert settings["loss_reduction"] == "token_mean" and settings["global_batch"] == 2
+    assert settings["objective"] == NTP and settings["batching"] == "length_grouped"
 
 
 def test_train_log(full_run):

@@ -12,7 +12,8 @@ rule ref_logprobs:
         "results/{model}/{dataset}/ref_logprobs.parquet",
     params:
         max_length=ref_logprobs_max_length,
-        precision=ref_logprobs_precision,
+        training=ref_logprobs_training,
+        processes=ref_logprobs_processes,
     log:
         "logs/ref_logprobs/{model}/{dataset}.log",
     benchmark:
@@ -24,7 +25,8 @@ rule ref_logprobs:
         **res("score", model=True),
     shell:
         "python {input.script:q} --model {input.model:q} --data {input.train:q} {input.heldout:q} "
-        "--out {output:q} --max-length {params.max_length:q} --precision {params.precision:q} 2> {log:q}"
+        "--out {output:q} --max-length {params.max_length:q} --training {params.training:q} "
+        "--processes {params.processes:q} 2> {log:q}"
 
 
 rule reference_run:

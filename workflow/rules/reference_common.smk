@@ -13,17 +13,31 @@ def ref_logprobs_max_length(wildcards):
     return lengths.pop() if lengths else CFG["training"]["max_length"]
 
 
-def ref_logprobs_precision(wildcards):
-    """The precision log πref is scored in: that of the runs on this model × dataset whose loss compares their own
-    log-probs with it (MinorSFT, DPO-SFT), so that the ratio starts at exactly 1; else that of all its runs."""
+#: the training settings a run's forward path depends on (sftlab.training.forward_path)
+FORWARD_PATH_KEYS = ("finetuning", "lora", "precision", "distributed", "attn_implementation")
+
+
+def ref_logprobs_training(wildcards):
+    """The training settings (JSON) whose forward path log πref is scored through: those of the runs on this model ×
+    dataset whose loss compares their own log-probs with it (MinorSFT, DPO-SFT), so that r = 0 at step 0; else those
+    of all its runs. One table per pair, so those runs must share the path: finetuning, precision, sharding."""
     runs = [CFG["recipes"][r] for (m, d, r) in experiment_runs() if (m, d) == (wildcards.model, wildcards.dataset)]
     users = [r for r in runs if r["objective"]["name"] in ("minorsft", "dpo_sft")] or runs
-    precisions = {r["training"]["precision"] for r in users}
-    if len(precisions) > 1:
-        raise WorkflowError(f"runs on {wildcards.model} × {wildcards.dataset} use training.precision "
-                            f"{sorted(precisions)}: their reference log-probs are one table, scored as their "
-                            "forward is, so use one precision per model and dataset")
-    return precisions.pop() if precisions else CFG["training"]["precision"]
+    sharded = processes_of("train") > 1
+    paths = {(r["training"]["finetuning"], r["training"]["precision"], sharded and r["training"]["distributed"])
+             for r in users}
+    if len(paths) > 1:
+        raise WorkflowError(f"runs on {wildcards.model} × {wildcards.dataset} use training.finetuning / precision / "
+                            f"distributed {sorted(map(str, paths))}: their reference log-probs are one table, scored "
+                            "through their forward path, so use one of each per model and dataset")
+    training = users[0]["training"] if users else CFG["training"]
+    # only what the path depends on: another learning rate is the same table
+    keys = [k for k in FORWARD_PATH_KEYS if k in training and (k != "lora" or training["finetuning"] == "lora")]
+    return as_json({k: training[k] for k in keys})
+
+
+def ref_logprobs_processes(wildcards):
+    return processes_of("train")
 
 
 def reference_dir(wildcards):

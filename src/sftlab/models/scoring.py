@@ -26,20 +26,6 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def training_autocast(precision: str, device: str) -> torch.dtype | None:
-    """The autocast dtype a training run with ``training.precision`` computes its forward in (None: plain fp32).
-
-    Training keeps float32 master weights and runs the forward under autocast (``auto``: bf16 on a GPU that has it),
-    so a score that is compared with the policy's own log-probs (log πref for MinorSFT and DPO-SFT) takes this path.
-    """
-    if precision == "auto":
-        precision = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
-    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
-        raise ValueError(f"unknown precision {precision!r}; known: {sorted(dtypes)} and auto")
-    return dtypes[precision]
-
-
 def load_for_scoring(path: str | Path, device: str | None = None, dtype: torch.dtype | None = None):
     """(model, tokenizer) from an HF directory, in eval mode: ``dtype``, else bf16 on a GPU that supports it, else
     float32."""
@@ -120,7 +106,7 @@ def score_examples(
     """Per-example ``logp`` = log π(y|x) (sum over response tokens, float64) and ``n_tokens`` = |y|,
     in the order of ``examples``; with ``pooled_hidden`` also ``hidden`` (N, H): the LM head's input
     averaged over the response tokens' own positions (labels ≠ −100). ``autocast``: run the forward under
-    ``torch.autocast`` with that dtype (as training does, see ``training_autocast``)."""
+    ``torch.autocast`` with that dtype (as training does, see ``sftlab.training.forward_path``)."""
     n = len(examples)
     logp = np.zeros(n, dtype=np.float64)
     n_tokens = np.zeros(n, dtype=np.int64)

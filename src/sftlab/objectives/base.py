@@ -9,8 +9,8 @@ token, ``n_tokens`` (B,) response-token counts, plus one (B,) tensor per name in
 from __future__ import annotations
 
 import abc
-
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
 
 from sftlab.lazy import torch
 
@@ -21,25 +21,83 @@ OBJECTIVES: dict[str, type["Objective"]] = {}
 
 register_objective = registrar(OBJECTIVES, "objective")
 
+#: how a loss term's per-item values are reduced over the global batch (``training.loss_reduction``)
+REDUCTIONS = ("example_mean", "token_mean", "sum")
+
+
+@dataclass
+class LossTerm:
+    """One term of an objective's loss on a micro-batch, before any reduction.
+
+    ``sums`` (K,): per unit (an example; SFTMix's Mixup term: a pair) the sum of the term's per-item losses;
+    ``counts`` (K,): the items of each unit (response tokens; SFTMix's mixed positions). ``sums / counts`` is a unit's
+    own mean. A sequence-level loss ℓ (MinorSFT, DPO-SFT) is taken as the mean over its answer's tokens: sum |y|·ℓ.
+    """
+
+    sums: torch.Tensor
+    counts: torch.Tensor
+    weight: float = 1.0
+
+
+def reduce_terms(terms: Mapping[str, LossTerm], reduction: str, totals: Mapping[str, tuple[float, float]]) -> torch.Tensor:
+    """The micro-batch's share of the global batch's loss Σ weight · R(term).
+
+    ``totals`` maps each term to (units, items) of the whole global batch (every micro-batch of the optimiser step on
+    every process), so that the shares of all micro-batches add up to the loss of the global batch, whatever its layout:
+    ``example_mean``: Σ_units (sums/counts) / units; ``token_mean``: Σ sums / items; ``sum``: Σ sums.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"training.loss_reduction: {reduction!r} is not one of {list(REDUCTIONS)}")
+    loss = None
+    for name, term in terms.items():
+        units, items = totals[name]
+        sums = term.sums.float()
+        if reduction == "example_mean":
+            value = (sums / term.counts.clamp(min=1).to(sums.dtype)).sum() / max(float(units), 1.0)
+        elif reduction == "token_mean":
+            value = sums.sum() / max(float(items), 1.0)
+        else:
+            value = sums.sum()
+        loss = term.weight * value if loss is None else loss + term.weight * value
+    return loss
+
+
+def term_totals(terms: Mapping[str, LossTerm]) -> dict[str, tuple[float, float]]:
+    """(units, items) of each term of one micro-batch: its totals when the micro-batch is the whole batch."""
+    return {name: (float(len(t.counts)), float(t.counts.sum())) for name, t in terms.items()}
+
 
 def build_objective(name: str, params: dict[str, Any] | None = None) -> "Objective":
     return lookup(OBJECTIVES, "objective", name)(**(params or {}))
 
 
 class Objective(abc.ABC):
-    """Base class. Subclasses implement ``loss``; the trainer only wires batches into it."""
+    """Base class. Subclasses implement ``terms`` and ``counts``; the trainer reduces the terms over the global batch
+    (``training.loss_reduction``)."""
 
     name: ClassVar[str]
     #: extra per-example columns the batch must carry (joined by id from Parquet tables)
     columns: ClassVar[tuple[str, ...]] = ()
+    #: the reduction ``loss`` applies within one micro-batch (the objective's own definition of its batch loss)
+    batch_reduction: ClassVar[str] = "token_mean"
 
     def __init__(self, **params: Any) -> None:
         if params:
             raise ValueError(f"objective {self.name!r} takes no parameters, got {sorted(params)}")
 
     @abc.abstractmethod
+    def terms(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[dict[str, LossTerm], dict[str, float]]:
+        """The loss terms of this micro-batch, unreduced, and metrics to log (plain floats)."""
+
+    @abc.abstractmethod
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
+        """(units, items) of each loss term of ``batch``, from the batch alone (no forward pass): the trainer adds
+        them up over the global batch before the step."""
+
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar loss of this micro-batch and metrics to log (plain floats)."""
+        """Scalar loss of this micro-batch alone (``batch_reduction``) and metrics to log."""
+        terms, metrics = self.terms(model, batch)
+        return reduce_terms(terms, self.batch_reduction, term_totals(terms)), metrics
 
     def train_sampler(self, dataset, batch_size: int, seed: int, lengths: list[int] | None = None):
         """A ``torch.utils.data.Sampler`` over ``dataset`` if the objective needs a special batch layout, else None.
@@ -110,6 +168,11 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor,
     n = int(seq_idx.max()) + 1
     sums = logps.new_zeros(n).index_add(0, owner, logps.reshape(-1))
     return sums, torch.bincount(owner[mask.reshape(-1)], minlength=n)
+
+
+def example_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(examples, response tokens) of a padded or packed batch."""
+    return len(batch["n_tokens"]), int(batch["n_tokens"].sum())
 
 
 def batch_sequence_logps(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ import abc
 
 from sftlab.lazy import torch
 
-from .base import Objective, batch_sequence_logps, model_inputs, register_objective
+from .base import LossTerm, Objective, batch_sequence_logps, example_counts, model_inputs, register_objective
 
 
 def minorsft_loss(
@@ -27,7 +27,12 @@ def dpo_sft_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: floa
 
 
 class _RewardObjective(Objective):
+    """A per-example loss ℓ(r, |y|), counted as the mean over the answer's |y| tokens: with ``loss_reduction``
+    example_mean it is averaged over the examples (the papers' expectation), with token_mean weighed by |y| / tokens,
+    so that at r = 0 MinorSFT's gradient is NTP's under every reduction."""
+
     columns = ("ref_logp",)
+    batch_reduction = "example_mean"
 
     def __init__(self, beta: float = 0.1) -> None:
         if not beta > 0:
@@ -38,14 +43,17 @@ class _RewardObjective(Objective):
     def per_example_loss(self, policy_logps, ref_logps, n_tokens) -> torch.Tensor:
         """Per-example loss from log πθ(y|x), log πref(y|x) and |y|."""
 
-    def loss(self, model, batch):
+    def terms(self, model, batch):
         logits = model(**model_inputs(batch)).logits
         policy_logps, n_tokens = batch_sequence_logps(logits, batch)
         ref_logps = batch["ref_logp"].to(policy_logps.dtype)
         losses = self.per_example_loss(policy_logps, ref_logps, n_tokens)
         # the deviation metric's per-batch counterpart: r/|y| does not depend on β
         reward = ((policy_logps - ref_logps) / n_tokens).detach()
-        return losses.mean(), {"reward_per_token": float(reward.mean())}
+        return {"reward": LossTerm(losses * n_tokens, n_tokens)}, {"reward_per_token": float(reward.mean())}
+
+    def counts(self, batch):
+        return {"reward": example_counts(batch)}
 
 
 @register_objective("minorsft")

@@ -7,8 +7,9 @@ first half is confident and the second unconfident; with ``pairing: random`` bot
 ℓ = ℓ_NTP(whole batch) + μ·ℓ_mix. For ℓ_mix, each sequence's last-layer hidden states (the LM head's input)
 at its response positions (positions whose shifted label is not −100), in order, are truncated to
 n = min(N_c, N_u) of the pair, mixed as Z̃ = λ·Z_c + (1−λ)·Z_u with λ ~ Beta(α, α) per pair, and scored as
-λ·CE(lm_head(Z̃), y_c) + (1−λ)·CE(lm_head(Z̃), y_u). The mean is taken over all mixed positions of all pairs
-of the micro-batch (token-weighted, like ℓ_NTP), not per pair and then averaged.
+λ·CE(lm_head(Z̃), y_c) + (1−λ)·CE(lm_head(Z̃), y_u). Each term is reduced over the global batch by
+``training.loss_reduction``: token_mean takes ℓ_mix over all mixed positions of all pairs (token-weighted, like
+ℓ_NTP), example_mean per pair and then over the pairs, sum adds them all up.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from sftlab.lazy import torch
 
 from sftlab.data.batching import length_grouped_order
 
-from .base import Objective, chunked_logsumexp, model_inputs, register_objective, unpack
-from .ntp import ntp_loss
+from .base import LossTerm, Objective, chunked_logsumexp, example_counts, model_inputs, register_objective, unpack
+from .ntp import nll_term
 
 PAIRINGS = ("confidence", "random")
 
@@ -59,7 +60,20 @@ def forward_with_final_hidden(model: torch.nn.Module, batch: dict[str, torch.Ten
 def mixup_loss(
     hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module, lam: torch.Tensor
 ) -> tuple[torch.Tensor, int]:
-    """(ℓ_mix, number of mixed positions) for a batch laid out as pairs (row i, row P+i).
+    """(ℓ_mix over all mixed positions of the batch, number of mixed positions)."""
+    term = mixup_term(hidden, labels, lm_head, lam)
+    n_positions = int(term.counts.sum())
+    return term.sums.sum() / max(n_positions, 1), n_positions
+
+
+def mixed_positions(n_tokens: torch.Tensor) -> torch.Tensor:
+    """Mixed positions of each pair (row i, row P+i): the shorter answer's length."""
+    half = len(n_tokens) // 2
+    return torch.minimum(n_tokens[:half], n_tokens[half:])
+
+
+def mixup_term(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module, lam: torch.Tensor) -> LossTerm:
+    """ℓ_mix summed per pair over its mixed positions, and their number, for a batch laid out as pairs (row i, row P+i).
 
     ``hidden`` (2P, T, H) is the LM head's input, ``labels`` (2P, T) the unshifted labels, ``lam`` (P,).
     """
@@ -69,8 +83,7 @@ def mixup_loss(
     half = rows // 2
     targets = labels[:, 1:]
     mask = targets != -100
-    counts = mask.sum(-1)
-    n = torch.minimum(counts[:half], counts[half:])
+    n = mixed_positions(mask.sum(-1))
     # k-th response position of each row; keep the first n of the pair, so that both members' kept
     # positions come out of boolean indexing in the same (pair, k) order
     rank = mask.cumsum(-1) - 1
@@ -88,27 +101,30 @@ def mixup_loss(
         + (1 - lam_pos) * logits.gather(-1, y_u.unsqueeze(-1)).squeeze(-1).float()
         - log_norm
     )
-    n_positions = per_position.numel()
-    return per_position.sum() / max(n_positions, 1), n_positions
+    pair = torch.arange(half, device=per_position.device).repeat_interleave(n)
+    return LossTerm(per_position.new_zeros(half).index_add(0, pair, per_position), n, weight=1.0)
 
 
-def batch_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The batch's real tokens, example after example: the same for a padded batch and its packed form."""
-    if "attention_mask" in batch and "position_ids" not in batch:
-        return batch["input_ids"][batch["attention_mask"].bool()]
-    return batch["input_ids"].reshape(-1)
+def example_tokens(batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Each example's real tokens: the same for a padded batch and its packed form."""
+    if "seq_idx" in batch:
+        ids, owner = batch["input_ids"][0], batch["seq_idx"][0]
+        return [ids[owner == row] for row in range(len(batch["n_tokens"]))]
+    return [ids[mask.bool()] for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
 
 
-def draw_lambdas(alpha: float, n_pairs: int, seed: int, input_ids: torch.Tensor) -> torch.Tensor:
-    """λ ~ Beta(α, α), one per pair, from a generator keyed on (seed, the batch's token ids).
+def pair_lambdas(alpha: float, seed: int, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """λ ~ Beta(α, α) for each pair (row i, row P+i), from a generator keyed on (seed, the pair's token ids).
 
-    Keying on the batch rather than on a step counter keeps λ reproducible across resumed runs, gradient
-    accumulation and processes without any state. numpy's Generator is used because torch's Beta sampler
-    takes no generator.
+    Keying on the pair rather than on a step counter or the micro-batch keeps λ the same across resumed runs, batch
+    layouts, micro-batch sizes and processes without any state. numpy's Generator is used because torch's Beta
+    sampler takes no generator.
     """
-    key = zlib.crc32(input_ids.detach().cpu().numpy().tobytes())
-    rng = np.random.default_rng([seed, key])
-    return torch.from_numpy(rng.beta(alpha, alpha, size=n_pairs)).float()
+    rows = example_tokens(batch)
+    half = len(rows) // 2
+    keys = [zlib.crc32(torch.cat([first, partner]).detach().cpu().numpy().tobytes())
+            for first, partner in zip(rows[:half], rows[half:])]
+    return torch.tensor([np.random.default_rng([seed, key]).beta(alpha, alpha) for key in keys], dtype=torch.float32)
 
 
 class PairSampler:
@@ -244,7 +260,11 @@ class SFTMix(Objective):
             raise ValueError("the 'confident' column must hold 1.0 (confident) or 0.0 (unconfident)")
         return PairSampler(values == 1.0, batch_size, seed, lengths=lengths)
 
-    def loss(self, model, batch):
+    def counts(self, batch):
+        return {"nll": example_counts(batch), "mixup": (len(batch["n_tokens"]) // 2,
+                                                        int(mixed_positions(batch["n_tokens"]).sum()))}
+
+    def terms(self, model, batch):
         rows = len(batch["n_tokens"])
         if rows % 2:
             raise ValueError(f"SFTMix needs an even batch (pairs), got {rows} rows; use the objective's train_sampler")
@@ -257,11 +277,14 @@ class SFTMix(Objective):
                     "use the objective's train_sampler (PairSampler)"
                 )
         logits, hidden = forward_with_final_hidden(model, batch)
-        ntp = ntp_loss(logits, batch["labels"])
-        lam = draw_lambdas(self.alpha, half, self.seed, batch_tokens(batch))
+        nll = nll_term(logits, batch)
+        lam = pair_lambdas(self.alpha, self.seed, batch)
         states = hidden.detach() if self.mixup_detach else hidden
         # pairs are rows: a packed batch's hidden states are laid out per example first
-        mix, n_positions = mixup_loss(unpack(states, batch), unpack(batch["labels"], batch, fill=-100),
-                                      output_embeddings(model), lam)
-        metrics = {"ntp_loss": float(ntp.detach()), "mixup_loss": float(mix.detach()), "mixup_positions": float(n_positions)}
-        return ntp + self.mu * mix, metrics
+        mix = mixup_term(unpack(states, batch), unpack(batch["labels"], batch, fill=-100), output_embeddings(model), lam)
+        mix.weight = self.mu
+        n_positions = int(mix.counts.sum())
+        metrics = {"ntp_loss": float(nll.sums.detach().sum() / nll.counts.sum().clamp(min=1)),
+                   "mixup_loss": float(mix.sums.detach().sum()) / max(n_positions, 1),
+                   "mixup_positions": float(n_positions)}
+        return {"nll": nll, "mixup": mix}, metrics

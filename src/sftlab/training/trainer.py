@@ -1,8 +1,10 @@
 """Training on ``transformers.Trainer`` with a pluggable objective.
 
-The trainer only wires batches into ``Objective.loss``; every objective returns the mean loss of
-its micro-batch and the Trainer divides by the gradient-accumulation steps (the loss is never
-pre-scaled by ``num_items_in_batch``), so objectives stay small pure functions of a batch.
+The trainer only wires batches into ``Objective.terms``: every objective returns its loss terms unreduced (per
+example: summed loss and response tokens), and the trainer reduces them over the global batch with
+``training.loss_reduction``, normalising by the global batch's totals (examples, tokens), which it adds up over the
+step's micro-batches and all-reduces over the processes before the step. How much an example weighs thus does not depend
+on the batch layout (padded, length-grouped, packed), the micro-batch size or the number of processes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sftlab.data.batching import LengthGroupedSampler
 from sftlab.data.tokenize import collate, collate_packed, encode_example, ensure_chat_template
 from sftlab.io import atomic_path, write_text
 from sftlab.objectives import Objective, build_objective
-from sftlab.objectives.base import model_inputs, sequence_logps
+from sftlab.objectives.base import REDUCTIONS, model_inputs, reduce_terms, sequence_logps, term_totals
 from sftlab.models.scoring import length_normalised_reward
 from sftlab.progress import progress
 
@@ -150,6 +152,15 @@ def resolve_batching(batching: str, attn_implementation: str | None) -> str:
     return "packed" if attn_implementation in PACKED_ATTENTION else "length_grouped"
 
 
+def resolve_reduction(reduction: str, objective: Objective) -> str:
+    """``auto`` → the objective's own reduction (NTP, SFTMix: token_mean; MinorSFT, DPO-SFT: example_mean)."""
+    if reduction == "auto":
+        return objective.batch_reduction
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"training.loss_reduction: {reduction!r} is not one of {['auto', *REDUCTIONS]}")
+    return reduction
+
+
 def batch_collator(batching: str, pad_token_id: int, columns: tuple[str, ...]):
     """The data collator of a batching mode: padding-free packed rows, or right-padded rows."""
     if batching == "packed":
@@ -161,20 +172,48 @@ class ObjectiveTrainer(Trainer):
     """A Trainer whose loss is an ``Objective``; also honours the objective's batch sampler.
 
     ``group_by_length``: batches of examples of similar length (from a shuffled pool), for the objective's own sampler
-    too (SFTMix's pairs), so that little padding is computed.
+    too (SFTMix's pairs), so that little padding is computed. ``reduction``: ``training.loss_reduction``.
     """
 
-    def __init__(self, *args, objective: Objective, group_by_length: bool = False, **kwargs):
+    def __init__(self, *args, objective: Objective, group_by_length: bool = False, reduction: str = "token_mean",
+                 **kwargs):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"training.loss_reduction: {reduction!r} is not one of {list(REDUCTIONS)}")
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.group_by_length = group_by_length
-        # the objective returns a per-micro-batch mean: let the Trainer divide by the accumulation steps
+        self.reduction = reduction
+        # compute_loss returns the micro-batch's share of the global batch's loss: the Trainer must not divide it by
+        # the accumulation steps (the processes' gradients are averaged, which compute_loss undoes)
         self.model_accepts_loss_kwargs = False
-        self.loss_is_scaled_for_ga = False
+        self.loss_is_scaled_for_ga = True
         self._objective_metrics: dict[str, list[float]] = {}
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The step's micro-batches, and in place of the Trainer's token count the global batch's totals per loss term."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        return batches, self.global_totals(batches, device)
+
+    def global_totals(self, batches: list[dict], device) -> dict[str, tuple[float, float]]:
+        """(units, items) of each loss term over ``batches`` and every process's micro-batches of the same step (a
+        collective: every process calls it once a step)."""
+        local: dict[str, list[float]] = {}
+        for batch in batches:
+            for name, counts in self.objective.counts(batch).items():
+                local[name] = [a + b for a, b in zip(local.get(name, (0, 0)), counts)]
+        names = sorted(local)
+        totals = torch.tensor([local[name] for name in names], dtype=torch.float64, device=device).reshape(-1, 2)
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        return {name: tuple(row.tolist()) for name, row in zip(names, totals)}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, metrics = self.objective.loss(model, inputs)
+        terms, metrics = self.objective.terms(model, inputs)
+        if isinstance(num_items_in_batch, dict):  # a training step: the global batch's totals (get_batch_samples)
+            # × processes: DDP / FSDP / ZeRO average the processes' gradients, the global loss is their sum
+            loss = reduce_terms(terms, self.reduction, num_items_in_batch) * self.accelerator.num_processes
+        else:
+            loss = reduce_terms(terms, self.reduction, term_totals(terms))
         for key, value in metrics.items():
             self._objective_metrics.setdefault(key, []).append(float(value))
         return (loss, None) if return_outputs else loss
@@ -273,12 +312,17 @@ def full_state_dict(trainer: Trainer) -> dict | None:
     return trainer.accelerator.get_state_dict(trainer.model_wrapped) if is_sharded(trainer) else None
 
 
+#: the run's effective settings, beside the final model's weights
+RUN_SETTINGS = "sftlab_run.json"
+
+
 def save_model(trainer: Trainer, out_dir: Path, weights: dict | None = None, final: bool = False,
-               dtype: torch.dtype | None = None) -> None:
+               dtype: torch.dtype | None = None, settings: dict | None = None) -> None:
     """A loadable model directory, written atomically: the gathered ``weights`` of a sharded run, or the model with
     LoRA merged in — into a copy during training; at the end (``final``) in place, the adapter kept in ``adapter/``.
     Floating-point weights are saved in ``dtype`` (the training precision; default: as they are), cast tensor by
-    tensor on the CPU, so that a run that goes on keeps its float32 master weights and no second copy on the GPU."""
+    tensor on the CPU, so that a run that goes on keeps its float32 master weights and no second copy on the GPU.
+    ``settings`` (the run's effective settings: loss reduction, global batch, layout, ...) go to ``RUN_SETTINGS``."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     with atomic_path(out_dir) as tmp:
         if weights is None and hasattr(model, "merge_and_unload"):
@@ -296,6 +340,8 @@ def save_model(trainer: Trainer, out_dir: Path, weights: dict | None = None, fin
         finally:
             model.config.dtype = saved_dtype
         trainer.processing_class.save_pretrained(tmp)
+        if settings is not None:
+            write_text(tmp / RUN_SETTINGS, json.dumps(settings, indent=2, sort_keys=True))
 
 
 def resolve_precision(precision: str) -> str:
@@ -403,7 +449,7 @@ def load_model(model_dir: str | Path, cfg: dict, dtype: torch.dtype | None = Non
         lora = cfg["lora"]
         # the adapter's random A matrices are drawn here: runs with one seed share them (the members of a DTM recipe,
         # as in the authors' code) unless ``init_seed`` gives a run its own draw (composition init: different)
-        torch.manual_seed(cfg.get("init_seed", cfg["seed"]))
+        torch.manual_seed(cfg.get("init_seed", cfg.get("seed", 0)))
         model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                                                  target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM"),
                                autocast_adapter_dtype=True)
@@ -515,6 +561,7 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
         model=model, args=args, train_dataset=EncodedDataset(features), processing_class=tokenizer,
         data_collator=batch_collator(batching, tokenizer.pad_token_id, objective.columns),
         objective=objective, group_by_length=batching == "length_grouped",
+        reduction=resolve_reduction(cfg.get("loss_reduction", "auto"), objective),
     )
     trainer.add_callback(HeldoutEvalCallback(trainer, heldout, cfg["batch_size"], cfg["eval_steps"]))
     if epoch_models is not None:
@@ -522,14 +569,16 @@ def train(model_dir: str | Path, train_examples: list[dict], heldout_examples: l
     for callback in callbacks:
         trainer.add_callback(callback)
     global_batch = cfg["batch_size"] * cfg["gradient_accumulation"] * processes
+    settings = {"training": cfg, "objective": objective_cfg, "processes": processes, "global_batch": global_batch,
+                "batching": batching, "loss_reduction": trainer.reduction}
     log.info("training on %d examples (%s batches), %d held-out, %d process(es) on device %s; global batch %d, "
-             "%d steps per epoch", len(features), batching.replace("_", "-"), len(heldout), processes, args.device.type,
-             global_batch, math.ceil(len(features) / global_batch))
+             "%d steps per epoch; loss reduction %s", len(features), batching.replace("_", "-"), len(heldout), processes,
+             args.device.type, global_batch, math.ceil(len(features) / global_batch), trainer.reduction)
     trainer.train(resume_from_checkpoint=resume)
     weights = full_state_dict(trainer) if out_dir is not None else None
     trainer.accelerator.wait_for_everyone()  # every process is done with the checkpoint directory
     if trainer.is_world_process_zero():
         if out_dir is not None:
-            save_model(trainer, Path(out_dir), weights, final=True, dtype=weights_dtype(cfg))
+            save_model(trainer, Path(out_dir), weights, final=True, dtype=weights_dtype(cfg), settings=settings)
         write_train_log(trainer.state.log_history, Path(log_path))
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
