@@ -53,6 +53,8 @@ class Selector(abc.ABC):
     max_fraction: ClassVar[float] = 1.0
     #: whether it ranks by an influence table that the LESS / ROSE rules compute (influence.smk)
     influence: ClassVar[bool] = False
+    #: whether it scores the pool against a validation set (takes the config's ``validation`` and ``shots``)
+    targeted: ClassVar[bool] = False
     #: how a constructor parameter reads in the selection's path id (default ``<key><value>``)
     id_formats: ClassVar[dict[str, str]] = {}
     #: parameter values left out of the path id (so that paths written before the parameter existed stay valid)
