@@ -189,3 +189,35 @@ def test_hidden_state_features_pool_a_models_final_layer():
     torch.testing.assert_close(last[1], model(input_ids=torch.tensor([[2, 3]]), output_hidden_states=True)
                                .hidden_states[-1][0, -1], atol=1e-5, rtol=1e-5)
     random.seed(0)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def _config(**selection):
+    return {"models": {"m": {"source": "random"}}, "datasets": {"d": {"source": "demo", "heldout": 3}},
+            "validation": {"heldout": {"dataset": "d", "split": "heldout", "shots": 3}},
+            "recipes": {"r": {"selection": selection}},
+            "experiments": {"e": {"models": ["m"], "datasets": ["d"], "recipes": ["r"]}}}
+
+
+@pytest.mark.parametrize("name", ["bm25", "dsir", "rds", "rds_plus"])
+def test_the_baselines_take_a_validation_set_and_its_shots(name):
+    from sftlab.config import prepare, selector_id
+
+    sel = prepare(_config(name=name, validation="heldout", fraction=0.05))["recipes"]["r"]["selection"]
+    assert sel["shots"] == 3
+    assert selector_id(sel) == f"{name}-heldout-3shot" + ("-s0" if name == "dsir" else "")
+
+
+@pytest.mark.parametrize("selection, message", [
+    ({"name": "bm25", "fraction": 0.05}, "validation"),
+    ({"name": "rds", "validation": "heldout", "beta": 0.1}, "rds selector has no DPO temperature"),
+    ({"name": "bm25", "validation": "heldout", "min_words": 10}, "min_words"),
+    ({"name": "dsir", "validation": "nope"}, "no validation set named 'nope'"),
+])
+def test_bad_baseline_settings_are_refused_naming_the_key(selection, message):
+    from sftlab.config import ConfigError, prepare
+
+    with pytest.raises(ConfigError, match=message):
+        prepare(_config(**selection))
