@@ -221,3 +221,57 @@ def test_bad_baseline_settings_are_refused_naming_the_key(selection, message):
 
     with pytest.raises(ConfigError, match=message):
         prepare(_config(**selection))
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def test_the_less_table_names_and_orders_the_baselines_as_the_paper_does(tmp_path):
+    import json
+
+    from sftlab.report.selection import curve_frame, selection_main_table, shots_table
+    from sftlab.report.tables import load_scores
+
+    recipes = {"less_5": "less", "rds_plus_5": "rds_plus", "rds_5": "rds", "dsir_5": "dsir", "bm25_5": "bm25",
+               "random_5": "random", "sft": "full"}
+    paths = []
+    for k, recipe in enumerate(recipes):
+        path = tmp_path / "results" / "m" / "d" / "runs" / recipe / "scores" / "em.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"benchmark": "em", "metric": "accuracy", "value": 40.0 + k, "ci_low": 35.0 + k,
+                                    "ci_high": 45.0 + k, "n": 50}))
+        paths.append(str(path))
+    described = {r: {"selector": f"{n}-v", "name": n, "fraction": 1.0 if n == "full" else 0.05,
+                     "shots": None if n in ("full", "random") else 2, "validation": None if n in ("full", "random")
+                     else "v", "objective": "ntp", "group": "g"} for r, n in recipes.items()}
+    frame = curve_frame(load_scores(paths), described)
+    table = selection_main_table(frame, {"em": "em"}, pd.DataFrame(columns=["model", "dataset", "method", "source"]))
+    assert list(table.method) == ["full data", "random 5%", "BM25 5%", "DSIR 5%", "RDS 5%", "RDS+ 5%", "LESS 5%"]
+    assert set(shots_table(frame, ["em"]).method) == {"bm25", "dsir", "rds", "rds_plus", "less"}
+
+
+def test_selection_cost_groups_give_rds_its_hidden_state_features_and_bm25_its_scores():
+    from sftlab.report.dag import DagJob
+    from sftlab.report.selection import selection_cost_groups
+
+    def j(i, rule, deps, outputs, wildcards, gpus=0):
+        return DagJob(rule=rule, wildcards={"model": "m", "dataset": "d", **wildcards}, benchmark=f"b/{rule}/{i}",
+                      phase="method preparation", outputs=tuple(outputs), temp_outputs=(), gpus=gpus,
+                      dependencies=tuple(deps))
+
+    jobs = [j(*spec) for spec in [
+        (0, "representation_scores", [], ["r.parquet"], {"selector": "rds_plus-v"}, 1),
+        (1, "select_data", [0], ["r.ids"], {"selector": "rds_plus-v", "fraction": "0.05"}),
+        (2, "lexical_scores", [], ["b.parquet"], {"selector": "bm25-v"}),
+        (3, "select_data", [2], ["b.ids"], {"selector": "bm25-v", "fraction": "0.05"}),
+        (4, "train", [1], ["rp"], {"recipe": "rds_plus_5"}),
+        (5, "train", [3], ["bm"], {"recipe": "bm25_5"}),
+    ]]
+    groups = selection_cost_groups(jobs, [["m", "d", "rds_plus_5"], ["m", "d", "bm25_5"]])
+    assert [(g["stage"], g["item"], [b["path"] for b in g["benchmarks"]]) for g in groups] == [
+        ("selection", "bm25-v", ["b/lexical_scores/2", "b/select_data/3"]),
+        ("hidden-state features", "rds_plus-v", ["b/representation_scores/0"]),
+        ("selection", "rds_plus-v", ["b/select_data/1"]),
+        ("final training", "bm25_5", ["b/train/5"]),
+        ("final training", "rds_plus_5", ["b/train/4"]),
+    ]
