@@ -23,16 +23,15 @@ log = logging.getLogger("baseline_scores")
 
 
 def lexical(args, pool: list[dict], val: list[dict]) -> pd.DataFrame:
-    from sftlab.selection.lexical import bm25_scores, dsir_log_weights, example_text, ngram_counts, word_count
+    from sftlab.selection.lexical import bm25_scores, dsir_log_weights, example_text, ngram_matrix, word_count
 
     pool_texts, val_texts = [example_text(r) for r in pool], [example_text(r) for r in val]
     ids = [str(r["id"]) for r in pool]
     if args.method == "bm25":
         return score_table(ids, bm25_scores(pool_texts, val_texts), [row_subtask(r) for r in val])
-    raw = np.stack([ngram_counts(t) for t in pool_texts])
-    target = np.stack([ngram_counts(t) for t in val_texts])
+    raw, target = ngram_matrix(pool_texts), ngram_matrix(val_texts)
     weights, _ = dsir_log_weights(raw, target)
-    short = np.array([word_count(c) < args.min_words for c in raw])
+    short = np.array([word_count(c) < args.min_words for c in np.asarray(raw.sum(axis=1)).ravel()])
     if short.any():
         log.info("%d of %d examples have fewer than %d words: never selected", short.sum(), len(ids), args.min_words)
     return pd.DataFrame({"id": ids, "score": np.where(short, np.nan, weights)})
@@ -64,7 +63,7 @@ def representations(args, pool: list[dict], val: list[dict]) -> pd.DataFrame:
     if args.method == "rds":
         table = score_table(ids, cos, [i["subtask"] for i in val_items])
     else:
-        table = pd.DataFrame(cos, columns=similarity_columns(cos.shape[1])).assign(id=ids)
+        table = pd.DataFrame(cos.astype(np.float32), columns=similarity_columns(cos.shape[1])).assign(id=ids)
     # examples without features (no answer token left) rank last: NaN scores
     return pd.concat([table, pd.DataFrame({"id": skipped})], ignore_index=True)
 

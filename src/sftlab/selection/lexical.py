@@ -18,6 +18,7 @@ documents) is the ``min_words`` setting here, off by default: most instruction e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Sequence
 
@@ -59,6 +60,7 @@ def _words(text: str) -> list[str]:
     return WordPunctTokenizer().tokenize(text.lower())
 
 
+@functools.lru_cache(maxsize=1 << 20)
 def hash_bucket(gram: str, buckets: int) -> int:
     return int(hashlib.sha256(gram.encode("utf-8")).hexdigest(), 16) % buckets
 
@@ -73,6 +75,17 @@ def ngram_counts(text: str, buckets: int = 10000, n: int = 2) -> np.ndarray:
     return counts
 
 
+def ngram_matrix(texts: Sequence[str], buckets: int = 10000, n: int = 2):
+    """(len(texts), buckets) sparse (CSR) hashed n-gram counts: a pool of 270k examples would take 22 GB dense."""
+    from scipy import sparse
+
+    rows = []
+    for text in texts:
+        counts = ngram_counts(text, buckets, n)
+        rows.append(sparse.csr_matrix(counts))
+    return sparse.vstack(rows, format="csr") if rows else sparse.csr_matrix((0, buckets), dtype=np.int64)
+
+
 def word_count(counts: np.ndarray, n: int = 2) -> int:
     """Words of a text from its 1..n-gram counts (the package's per-example length)."""
     return int((counts.sum() + n * (n - 1) / 2) // n)
@@ -80,13 +93,13 @@ def word_count(counts: np.ndarray, n: int = 2) -> int:
 
 def dsir_log_weights(raw: np.ndarray, target: np.ndarray, smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(log importance weight of each raw example, log p_target − log p_raw per bucket) from (N, B) raw and (M, B)
-    target n-gram counts; ``smoothing`` is a pseudo-count added to every target bucket."""
-    p_raw = raw.sum(axis=0).astype(np.float64)
+    target n-gram counts (dense or scipy sparse); ``smoothing`` is a pseudo-count added to every target bucket."""
+    p_raw = np.asarray(raw.sum(axis=0), dtype=np.float64).ravel()
     p_raw /= p_raw.sum()
-    p_target = target.sum(axis=0).astype(np.float64) + smoothing
+    p_target = np.asarray(target.sum(axis=0), dtype=np.float64).ravel() + smoothing
     p_target /= p_target.sum()
     log_diff = np.log(p_target + 1e-8) - np.log(p_raw + 1e-8)
-    return raw @ log_diff, log_diff
+    return np.asarray(raw @ log_diff, dtype=np.float64).ravel(), log_diff
 
 
 def gumbel_top_k_order(log_weights: Sequence[float], seed: int) -> np.ndarray:

@@ -42,9 +42,10 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooli
 
 
 def cosine_matrix(train: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
-    """(N, M) cosines between the rows of ``train`` and ``val``."""
-    t = torch.nn.functional.normalize(train.double(), dim=1)
-    v = torch.nn.functional.normalize(val.double(), dim=1)
+    """(N, M) cosines between the rows of ``train`` and ``val`` (float32: a 7B model's pool features are
+    270k × 4096)."""
+    t = torch.nn.functional.normalize(train.float(), dim=1)
+    v = torch.nn.functional.normalize(val.float(), dim=1)
     return t @ v.T
 
 
