@@ -56,9 +56,9 @@ rule representation_scores:
         "logs/representation_scores/{model}/{dataset}/{selector}.log",
     benchmark:
         phase_benchmark("method preparation", "benchmarks/representation_scores/{model}/{dataset}/{selector}.tsv")
-    threads: threads_of("grads")
+    threads: threads_of("score")
     resources:
-        **res("grads", model=True),
+        **res("score", model=True),
     shell:
         "python {input.script:q} representations --model {input.model:q} --train {input.train:q} "
         "--validation {input.validation:q} {params.flags:q} {params.forward:q} --out {output:q} 2> {log:q}"
