@@ -28,7 +28,8 @@ QUERIES = ["apple cherry", "fig banana", "kiwi durian"]
 
 
 def naive_bm25(corpus, queries, k1=1.5, b=0.75):
-    """Lucene's BM25 (no (k1 + 1) factor): idf = ln(1 + (N − df + 0.5) / (df + 0.5)), tf / (tf + k1·(1 − b + b·|d| / avgdl))."""
+    """Lucene's BM25 (no (k1 + 1) factor): idf = ln(1 + (N − df + 0.5) / (df + 0.5)),
+    tf / (tf + k1·(1 − b + b·|d| / avgdl))."""
     docs = [re.findall(r"\b\w\w+\b", d.lower()) for d in corpus]
     avgdl = sum(map(len, docs)) / len(docs)
     out = np.zeros((len(docs), len(queries)))
@@ -63,7 +64,8 @@ def test_bm25_selector_ranks_by_the_subtask_aggregate():
 
 
 def test_example_text_joins_messages_and_takes_a_pairs_chosen_answer():
-    assert example_text({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}) == "Q\nA"
+    messages = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+    assert example_text({"messages": messages}) == "Q\nA"
     assert example_text({"prompt": [{"role": "user", "content": "Q"}], "chosen": "C", "rejected": "R"}) == "Q\nC"
 
 
@@ -88,7 +90,8 @@ def test_dsir_weights_on_a_toy_ngram_distribution():
     assert weights[0] == pytest.approx(2 * log(2), rel=1e-6)
     # Laplace smoothing: a pseudo-count 1 on each of the 10000 buckets
     smoothed, _ = dsir_log_weights(raw, target, smoothing=1.0)
-    assert smoothed[1] == pytest.approx((log(2 / 10003 + e) - log(2 / 6 + e)) + 2 * (log(1 / 10003 + e) - log(1 / 6 + e)))
+    assert smoothed[1] == pytest.approx((log(2 / 10003 + e) - log(2 / 6 + e))
+                                        + 2 * (log(1 / 10003 + e) - log(1 / 6 + e)))
 
 
 def test_gumbel_top_k_samples_first_picks_in_proportion_to_the_weights():
@@ -278,3 +281,28 @@ def test_selection_cost_groups_give_rds_its_hidden_state_features_and_bm25_its_s
         ("final training", "bm25_5", ["b/train/5"]),
         ("final training", "rds_plus_5", ["b/train/4"]),
     ]
+
+
+def test_the_lexical_scores_script_writes_the_dsir_table(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "baseline_scores", Path(__file__).resolve().parents[1] / "scripts" / "baseline_scores.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    pool = [{"id": "p0", "messages": [{"role": "user", "content": "a b"}, {"role": "assistant", "content": "c"}]},
+            {"id": "p1", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}]
+    val = [{"id": "v0", "subtask": "s", "prompt": [{"role": "user", "content": "a b"}], "chosen": "c", "rejected": "z"},
+           {"id": "v1", "subtask": "s", "prompt": [{"role": "user", "content": "q"}], "chosen": "r", "rejected": "z"}]
+    for name, rows in (("pool", pool), ("val", val)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "dsir.parquet"
+    script.main(["lexical", "--method", "dsir", "--train", str(tmp_path / "pool.jsonl"), "--validation",
+                 str(tmp_path / "val.jsonl"), "--shots", "1", "--min-words", "3", "--out", str(out)])
+    table = pd.read_parquet(out)
+    # one shot of subtask s: v0's text "a b\nc" is p0's; p1 ("x\ny", 2 words) is under min_words: NaN, never selected
+    assert table["id"].tolist() == ["p0", "p1"] and math.isnan(table["score"][1])
+    weights, _ = dsir_log_weights(ngram_matrix(["a b\nc", "x\ny"]), ngram_matrix(["a b\nc"]))
+    assert table["score"][0] == pytest.approx(weights[0])

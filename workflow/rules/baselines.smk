@@ -1,7 +1,7 @@
 """The LESS table's selection baselines and RDS+: score tables of the pool against a selection's validation set.
 
-train.jsonl + validation set ─► similarity/{bm25|dsir}-….parquet                  (CPU: BM25, DSIR n-gram weights)
-train.jsonl + validation set + model ─► similarity/{rds|rds_plus}-….parquet        (GPU: a forward pass, no warmup)
+train.jsonl + validation set ─► similarity/{bm25|dsir}-….parquet                (CPU: BM25, DSIR n-gram weights)
+train.jsonl + validation set + model ─► similarity/{rds|rds_plus}-….parquet      (GPU: a forward pass, no warmup)
 The selection itself is the shared `select_data` rule, which reads the table (SELECTOR_TABLES).
 """
 

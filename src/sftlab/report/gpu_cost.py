@@ -42,7 +42,8 @@ STAGES = {
     "reference_run": "reference run", "confidence": "reference run", "tsne": "reference run",
     "warmup": "selection warmup",
     "grad_features": "gradient features", "validation_grad_features": "gradient features",
-    "representation_scores": "hidden-state features", "ref_logprobs": "scoring", "train": "training", "train_member": "training", "disperse": "training",
+    "representation_scores": "hidden-state features", "ref_logprobs": "scoring", "train": "training",
+    "train_member": "training", "disperse": "training",
     "merge": "training", "generate": "generation", "evaluate": "evaluation", "implicit_reward": "evaluation",
 }
 STAGE_ORDER = ("reference run", "selection warmup", "gradient features", "hidden-state features", "scoring",
