@@ -49,7 +49,6 @@ def cosine_matrix(train: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
     return t @ v.T
 
 
-@torch.no_grad()
 def hidden_state_features(model, items: list[dict], pooling: str, pad_token_id: int, max_tokens: int) -> torch.Tensor:
     """(len(items), D) pooled final-layer hidden states (float32, on the CPU) of encoded one-sequence items
     (``gradients.encode_rows``), batched by ``max_tokens`` padded tokens."""
@@ -60,7 +59,8 @@ def hidden_state_features(model, items: list[dict], pooling: str, pad_token_id: 
     for batch in token_batches(items, max_tokens):
         inputs = batch_inputs([items[i] for i in batch], pad_token_id, device)
         ids, mask = inputs["input_ids"][:, 0], inputs["attention_mask"][:, 0]
-        hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+        with torch.no_grad():  # not a decorator: that would import torch with the module (planning imports it)
+            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
         pooled = pool_hidden_states(hidden.float(), mask, pooling).cpu()
         for row, i in enumerate(batch):
             out[i] = pooled[row]
