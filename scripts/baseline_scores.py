@@ -2,8 +2,10 @@
 
 lexical:         bm25 (BM25 of each pool example per validation item, LESS's aggregation) or dsir (log importance
                  weights of hashed n-grams), on the CPU.
-representations: rds (last-token final-layer cosines, LESS's aggregation) or rds_plus (weighted-mean final-layer
-                 cosines to each validation item), a forward pass of the model given.
+pool-features:   the pool's final-layer hidden states pooled at the last token (rds) or by weighted mean (rds_plus),
+                 a forward pass of the model given; one file serves every validation set (Ivison et al.'s index).
+representations: rds (last-token cosines, LESS's aggregation) or rds_plus (weighted-mean cosines to each validation
+                 item) of the pool's features against the validation items' (a forward pass of those only).
 """
 
 import argparse
@@ -37,44 +39,70 @@ def lexical(args, pool: list[dict], val: list[dict]) -> pd.DataFrame:
     return pd.DataFrame({"id": ids, "score": np.where(short, np.nan, weights)})
 
 
-def representations(args, pool: list[dict], val: list[dict]) -> pd.DataFrame:
+def _encode_and_pool(args, rows: list[dict], pooling: str, what: str):
+    """(model's pooled hidden states, encoded items, skipped ids) of ``rows``."""
     import torch
 
     from sftlab.models.scoring import load_for_scoring, pad_id
     from sftlab.selection.gradients import encode_rows
-    from sftlab.selection.representations import cosine_matrix, hidden_state_features, similarity_columns
+    from sftlab.selection.representations import hidden_state_features
 
     model, tokenizer = load_for_scoring(args.model, dtype=getattr(torch, args.dtype) if args.dtype else None)
-    pooling = "last" if args.method == "rds" else "weighted_mean"
-    train_items, skipped = encode_rows(tokenizer, pool, "ntp", args.max_length)
-    val_items, val_skipped = encode_rows(tokenizer, val, "ntp", args.max_length)
-    if val_skipped:
-        raise SystemExit(f"{args.validation}: validation items {val_skipped[:3]} keep no answer token within "
-                         f"max_length {args.max_length}")
+    items, skipped = encode_rows(tokenizer, rows, "ntp", args.max_length)
     start = time.perf_counter()
-    train = hidden_state_features(model, train_items, pooling, pad_id(tokenizer), args.max_tokens)
-    features = hidden_state_features(model, val_items, pooling, pad_id(tokenizer), args.max_tokens)
-    tokens = sum(len(i["sequences"][0]["input_ids"]) for i in train_items + val_items)
-    log.info("%s: %d pool and %d validation sequences, %d tokens, %s pooling, %.1f s (%d skipped: no answer token "
-             "within %d)", args.method, len(train_items), len(val_items), tokens, pooling,
-             time.perf_counter() - start, len(skipped), args.max_length)
-    cos = cosine_matrix(train, features).numpy()
-    ids = [i["id"] for i in train_items]
+    features = hidden_state_features(model, items, pooling, pad_id(tokenizer), args.max_tokens)
+    tokens = sum(len(i["sequences"][0]["input_ids"]) for i in items)
+    log.info("%s: %d sequences, %d tokens, %s pooling, %.1f s (%d skipped: no answer token within %d)", what,
+             len(items), tokens, pooling, time.perf_counter() - start, len(skipped), args.max_length)
+    return features, items, skipped
+
+
+def pool_features(args) -> None:
+    """The pool's pooled hidden states (fp16), shared by every validation set's rds / rds_plus selection."""
+    import torch
+
+    from sftlab.io import atomic_path
+
+    features, items, skipped = _encode_and_pool(args, read_jsonl(args.train), args.pooling, "pool")
+    record = {"ids": [i["id"] for i in items], "skipped": skipped, "features": features.half(),
+              "pooling": args.pooling, "max_length": args.max_length, "model": args.model}
+    with atomic_path(args.out, suffix=".pt") as tmp:
+        torch.save(record, tmp)
+
+
+def representations(args, val: list[dict]) -> pd.DataFrame:
+    import torch
+
+    from sftlab.selection.representations import cosine_matrix, similarity_columns
+
+    pooling = "last" if args.method == "rds" else "weighted_mean"
+    pool = torch.load(args.pool_features, weights_only=True)
+    for key, want in (("pooling", pooling), ("max_length", args.max_length)):
+        if pool[key] != want:
+            raise SystemExit(f"{args.pool_features}: {key} {pool[key]!r}, but {args.method} needs {want!r}")
+    features, items, skipped = _encode_and_pool(args, val, pooling, f"{args.method} validation")
+    if skipped:
+        raise SystemExit(f"{args.validation}: validation items {skipped[:3]} keep no answer token within "
+                         f"max_length {args.max_length}")
+    cos = cosine_matrix(pool["features"], features).numpy()
     if args.method == "rds":
-        table = score_table(ids, cos, [i["subtask"] for i in val_items])
+        table = score_table(pool["ids"], cos, [i["subtask"] for i in items])
     else:
-        table = pd.DataFrame(cos.astype(np.float32), columns=similarity_columns(cos.shape[1])).assign(id=ids)
+        table = pd.DataFrame(cos.astype(np.float32), columns=similarity_columns(cos.shape[1])).assign(id=pool["ids"])
     # examples without features (no answer token left) rank last: NaN scores
-    return pd.concat([table, pd.DataFrame({"id": skipped})], ignore_index=True)
+    return pd.concat([table, pd.DataFrame({"id": pool["skipped"]})], ignore_index=True)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("kind", choices=["lexical", "representations"])
-    ap.add_argument("--method", required=True, choices=["bm25", "dsir", "rds", "rds_plus"])
-    ap.add_argument("--train", required=True, help="normalised training pool (JSONL)")
-    ap.add_argument("--validation", required=True, help="validation set (JSONL)")
-    ap.add_argument("--shots", type=int, required=True, help="validation items kept per subtask (first in file order)")
+    ap.add_argument("kind", choices=["lexical", "pool-features", "representations"])
+    ap.add_argument("--method", choices=["bm25", "dsir", "rds", "rds_plus"])
+    ap.add_argument("--train", help="normalised training pool (JSONL): lexical, pool-features")
+    ap.add_argument("--pool-features", help="representations: the pool's hidden states (pool-features' output)")
+    ap.add_argument("--pooling", choices=["last", "weighted_mean"],
+                    help="pool-features: rds last, rds_plus weighted_mean")
+    ap.add_argument("--validation", help="validation set (JSONL)")
+    ap.add_argument("--shots", type=int, help="validation items kept per subtask (first in file order)")
     ap.add_argument("--min-words", type=int, default=0, help="dsir: examples of fewer words are never selected")
     ap.add_argument("--model", help="representations: HF directory of the model whose hidden states are compared")
     ap.add_argument("--max-length", type=int, default=1024)
@@ -85,17 +113,23 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     flush_denormals()
     setup_logging()
-    expected = {"lexical": ("bm25", "dsir"), "representations": ("rds", "rds_plus")}[args.kind]
-    if args.method not in expected:
+    needs = {"lexical": ("method", "train", "validation", "shots"), "pool-features": ("model", "train", "pooling"),
+             "representations": ("method", "model", "pool_features", "validation", "shots")}[args.kind]
+    missing = [f"--{k.replace('_', '-')}" for k in needs if getattr(args, k) is None]
+    if missing:
+        raise SystemExit(f"{args.kind} needs {', '.join(missing)}")
+    expected = {"lexical": ("bm25", "dsir"), "representations": ("rds", "rds_plus")}.get(args.kind)
+    if expected and args.method not in expected:
         raise SystemExit(f"{args.kind} scores are for {expected}, not {args.method!r}")
-    if args.kind == "representations" and not args.model:
-        raise SystemExit("representations need --model")
-    pool = read_jsonl(args.train)
-    val = take_shots(read_jsonl(args.validation), args.shots)
     start = time.perf_counter()
-    table = (lexical if args.kind == "lexical" else representations)(args, pool, val)
+    if args.kind == "pool-features":
+        pool_features(args)
+        log.info("pool features (%s) -> %s: %.1f s", args.pooling, args.out, time.perf_counter() - start)
+        return
+    val = take_shots(read_jsonl(args.validation), args.shots)
+    table = lexical(args, read_jsonl(args.train), val) if args.kind == "lexical" else representations(args, val)
     write_parquet(args.out, table)
-    log.info("%s scores of %d pool examples against %d validation items: %.1f s -> %s", args.method, len(pool),
+    log.info("%s scores of %d pool examples against %d validation items: %.1f s -> %s", args.method, len(table),
              len(val), time.perf_counter() - start, args.out)
 
 

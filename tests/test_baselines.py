@@ -266,15 +266,17 @@ def test_selection_cost_groups_give_rds_its_hidden_state_features_and_bm25_its_s
                       dependencies=tuple(deps))
 
     jobs = [j(*spec) for spec in [
-        (0, "representation_scores", [], ["r.parquet"], {"selector": "rds_plus-v"}, 1),
+        (0, "representation_scores", [6], ["r.parquet"], {"selector": "rds_plus-v"}, 1),
         (1, "select_data", [0], ["r.ids"], {"selector": "rds_plus-v", "fraction": "0.05"}),
         (2, "lexical_scores", [], ["b.parquet"], {"selector": "bm25-v"}),
         (3, "select_data", [2], ["b.ids"], {"selector": "bm25-v", "fraction": "0.05"}),
         (4, "train", [1], ["rp"], {"recipe": "rds_plus_5"}),
         (5, "train", [3], ["bm"], {"recipe": "bm25_5"}),
+        (6, "pool_hidden_states", [], ["h.pt"], {"pooling": "weighted_mean"}, 1),
     ]]
     groups = selection_cost_groups(jobs, [["m", "d", "rds_plus_5"], ["m", "d", "bm25_5"]])
     assert [(g["stage"], g["item"], [b["path"] for b in g["benchmarks"]]) for g in groups] == [
+        ("hidden-state features", "pool", ["b/pool_hidden_states/6"]),
         ("selection", "bm25-v", ["b/lexical_scores/2", "b/select_data/3"]),
         ("hidden-state features", "rds_plus-v", ["b/representation_scores/0"]),
         ("selection", "rds_plus-v", ["b/select_data/1"]),

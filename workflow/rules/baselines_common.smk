@@ -17,6 +17,12 @@ def baseline_validation_file(wildcards):
     return validation_path(baseline_selection(wildcards)["validation"])
 
 
+def pool_hidden_states_file(wildcards):
+    """The pool's hidden states pooled as the selector pools them (rds: last token; rds_plus: weighted mean)."""
+    pooling = "last" if baseline_selection(wildcards)["name"] == "rds" else "weighted_mean"
+    return f"results/{wildcards.model}/{wildcards.dataset}/hidden_states/{pooling}.pt"
+
+
 def baseline_flags(wildcards):
     """The scoring method and its settings (also the rule's params: a change rescores)."""
     sel = baseline_selection(wildcards)

@@ -14,8 +14,9 @@ model prices each planned job from FLOP arithmetic (``gpu_cost.yaml`` states eve
 - scoring (``ref_logprobs``, ``confidence``, lm-eval's log-likelihoods, the implicit reward): 2·N a token at
   ``gpu.mfu``;
 - gradient features: ``sftlab.selection.gradient_cost`` (the LESS stage's own model) on this GPU;
-- hidden-state features (RDS, RDS+: ``representation_scores``): one forward pass, 2·N a token at ``gpu.mfu``, of the
-  pool and the validation items (shots × subtasks);
+- hidden-state features (RDS, RDS+): one forward pass, 2·N a token at ``gpu.mfu``, of the pool
+  (``pool_hidden_states``, shared by every validation set) and of each selector's validation items (shots × subtasks,
+  ``representation_scores``);
 - generation: decoded tokens at the backend's assumed tokens/s of one GPU;
 - judging goes to an API (no GPU); every GPU job also pays ``startup_minutes`` on each of its GPUs (the rules not
   priced otherwise — disperse, merge, t-SNE — pay only that).
@@ -42,7 +43,8 @@ STAGES = {
     "reference_run": "reference run", "confidence": "reference run", "tsne": "reference run",
     "warmup": "selection warmup",
     "grad_features": "gradient features", "validation_grad_features": "gradient features",
-    "representation_scores": "hidden-state features", "ref_logprobs": "scoring", "train": "training",
+    "pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features",
+    "ref_logprobs": "scoring", "train": "training",
     "train_member": "training", "disperse": "training",
     "merge": "training", "generate": "generation", "evaluate": "evaluation", "implicit_reward": "evaluation",
 }
@@ -210,10 +212,10 @@ class CostModel:
             return compute_seconds(2 * self.model(w["model"])["params"] * tokens, self.a)
         if rule in ("grad_features", "validation_grad_features"):
             return self.gradient_seconds(rule, w)
-        if rule == "representation_scores":
+        if rule in ("pool_hidden_states", "representation_scores"):
             pool = self.pool(w["dataset"])
-            tokens = (pool["examples"] + self.validation_items(w["selector"])) * pool["mean_tokens"]
-            return compute_seconds(2 * self.model(w["model"])["params"] * tokens, self.a)
+            sequences = pool["examples"] if rule == "pool_hidden_states" else self.validation_items(w["selector"])
+            return compute_seconds(2 * self.model(w["model"])["params"] * sequences * pool["mean_tokens"], self.a)
         if rule == "generate":
             kind, bench = self.benchmark(w["benchmark"])
             prompts = self.test_pairs(w["benchmark"]) if kind == "preference" else bench["prompts"]

@@ -143,7 +143,8 @@ def selection_main_table(frame: pd.DataFrame, benchmarks: dict[str, str], paper:
 #: hidden-state features; BM25 / DSIR's scores: their selection)
 SELECTION_STAGES = {"warmup": "warmup", "grad_features": "gradient features",
                     "gather_grad_features": "gradient features", "validation_grad_features": "gradient features",
-                    "representation_scores": "hidden-state features", "lexical_scores": "selection",
+                    "pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features",
+                    "lexical_scores": "selection",
                     "influence": "selection", "select_data": "selection", "train": "final training"}
 #: the rules that score the pool for one selector (a selector id in their wildcards)
 SCORING_RULES = ("influence", "lexical_scores", "representation_scores")
@@ -181,8 +182,8 @@ def selection_cost_groups(jobs: list[DagJob], runs: list[tuple[str, str, str]]) 
                                "outputs": [o for j in part for o in j.outputs]})
 
         add("warmup", "pool", [j for j in here if SELECTION_STAGES[j.rule] == "warmup"])
-        add("gradient features", "pool", [j for j in here if SELECTION_STAGES[j.rule] == "gradient features"
-                                          and "selector" not in j.wildcards])
+        for stage in ("gradient features", "hidden-state features"):
+            add(stage, "pool", [j for j in here if SELECTION_STAGES[j.rule] == stage and "selector" not in j.wildcards])
         for s in selectors:
             mine = [j for j in here if j.wildcards.get("selector") == s]
             add("gradient features", s, [j for j in mine if SELECTION_STAGES[j.rule] == "gradient features"])
