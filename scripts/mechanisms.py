@@ -24,9 +24,10 @@ CAPTIONS = {
     "sftmix": "SFTMix mechanism: does the reference run's confidence separate clean from degraded training examples? "
               "AUROC (clean = positive) per checkpoint and of the mean, with a 95% bootstrap interval over examples; "
               "degraded share of D^c and D^u (95% Wilson) against the pool's; their difference (Newcombe interval).",
-    "selection": "LESS / ROSE mechanism: precision of each selection = share of clean examples among the k selected "
-                 "(95% Wilson), against the pool's share, the 95% range of a random k (hypergeometric) and the random "
-                 "selector's own k; the share falling on the validation set's task families.",
+    "selection": "LESS / ROSE (and BM25, DSIR, RDS, RDS+) mechanism: precision of each selection = share of clean "
+                 "examples among the k selected (95% Wilson), against the pool's share, the 95% range of a random k "
+                 "(hypergeometric) and the random selector's own k; the share falling on the validation set's task "
+                 "families.",
     "minorsft": "MinorSFT mechanism: deviation m_θ = mean over held-out items of (log πθ − log πref)/|y| at the end of "
                 "training, and held-out NLL per token, each with a 95% t interval over items; the paired difference to "
                 "SFT at the same learning rate (95% paired t interval, p of the paired t-test); seeds averaged per item.",

@@ -101,3 +101,14 @@ def test_the_shipped_assumptions_price_every_paper_model_and_pool():
         for exp in cfg["experiments"].values():
             for dataset in exp["datasets"]:
                 assert cfg["datasets"][dataset]["path"] in a["pools"], (path.name, dataset)
+
+
+def test_rds_hidden_state_features_are_one_forward_pass_of_the_pool_and_the_validation_items():
+    config = {**CONFIG, "validation": {"v": {"dataset": "d", "shots": 5, "subtasks": ["a", "b"]}}}
+    hours = stage_hours([job("pool_hidden_states", 1, pooling="weighted_mean"),
+                         job("representation_scores", 1, selector="rds_plus-v-2shot"),
+                         job("representation_scores", 1, selector="rds-v")], config, ASSUMPTIONS)
+    # the pool: 100,000 × 1,000 tokens × 2e9 = 2e17 / 5e14 = 400 s, + 360; the validation items: 2 shots × 2
+    # subtasks × 1,000 × 2e9 / 5e14 = 0.016 s, + 360; the set's 5 shots × 2 subtasks: 0.04 s, + 360
+    assert list(hours) == ["hidden-state features"]
+    assert hours["hidden-state features"] == pytest.approx((400 + 0.016 + 0.04 + 3 * 360) / 3600, rel=1e-9)

@@ -66,7 +66,7 @@ def test_warmup_and_gradient_defaults_are_the_papers():
     (lambda c: c["recipes"]["rose5"]["selection"].update(validation="heldout"),
      "recipes.rose5.selection.validation: rose needs preference pairs"),
     (lambda c: c["recipes"]["less"]["selection"].update(beta=0.1), "recipes.less.selection.beta: the less selector"),
-    (lambda c: c["recipes"]["rnd"]["selection"].update(shots=2), "recipes.rnd.selection.shots: only the less and rose"),
+    (lambda c: c["recipes"]["rnd"]["selection"].update(shots=2), "recipes.rnd.selection.shots: only the selectors that score against a validation set"),
     (lambda c: c["recipes"]["rose5"]["selection"].pop("validation"), "recipes.rose5.selection"),
     (lambda c: c["validation"]["shp"].update(dataset="other"), "validation.shp.dataset: no dataset named 'other'"),
     (lambda c: c["validation"].update({"a-b": {"dataset": "d"}}), "validation"),

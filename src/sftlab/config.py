@@ -597,10 +597,18 @@ def influence_selectors() -> tuple[str, ...]:
     return tuple(name for name, cls in SELECTORS.items() if cls.influence)
 
 
-def resolve_influence_selections(config: dict) -> None:
-    """Check every less / rose selection against its validation set and fill in the set's ``shots``.
+def targeted_selectors() -> tuple[str, ...]:
+    """The selectors that score the pool against a validation set (less, rose, bm25, dsir, rds, rds_plus)."""
+    from sftlab.selection import SELECTORS
 
-    ROSE needs preference pairs (its validation loss is DPO); LESS takes SFT examples, or the chosen
+    return tuple(name for name, cls in SELECTORS.items() if cls.targeted)
+
+
+def resolve_influence_selections(config: dict) -> None:
+    """Check every targeted selection (less, rose, bm25, ...) against its validation set and fill in the set's
+    ``shots``.
+
+    ROSE needs preference pairs (its validation loss is DPO); the others take SFT examples, or the chosen
     answers of pairs. The settings of the other selectors may not carry these keys.
     """
     from sftlab.data.demo import FAMILIES
@@ -617,13 +625,14 @@ def resolve_influence_selections(config: dict) -> None:
                                   f"family {_short(repr(subtask))} (it has {list(ds.get('families') or FAMILIES)})")
     for name, recipe in config["recipes"].items():
         sel, where = recipe["selection"], f"recipes.{name}.selection"
-        if sel["name"] not in influence_selectors():
+        if sel["name"] not in targeted_selectors():
             extra = [k for k in _INFLUENCE_KEYS if k in sel]
             if extra:
-                raise ConfigError(f"config key {where}.{extra[0]}: only the less and rose selectors take it")
+                raise ConfigError(f"config key {where}.{extra[0]}: only the selectors that score against a "
+                                  f"validation set ({', '.join(targeted_selectors())}) take it")
             continue
-        if sel["name"] == "less" and "beta" in sel:
-            raise ConfigError(f"config key {where}.beta: the less selector has no DPO temperature (rose only)")
+        if sel["name"] != "rose" and "beta" in sel:
+            raise ConfigError(f"config key {where}.beta: the {sel['name']} selector has no DPO temperature (rose only)")
         vset = config["validation"].get(sel["validation"])
         if vset is None:
             raise ConfigError(f"config key {where}.validation: no validation set named {sel['validation']!r} "

@@ -441,7 +441,8 @@ def report_outputs():
 # per-example tables by the batch column / selector table they provide
 COLUMN_TABLES = {"ref_logp": "ref_logprobs.parquet", "confident": "confidence.parquet"}
 SELECTOR_TABLES = {"confidence": "confidence.parquet", "influence_less": "influence/{selector}.parquet",
-                   "influence_rose": "influence/{selector}.parquet"}
+                   "influence_rose": "influence/{selector}.parquet",
+                   **{name: "similarity/{selector}.parquet" for name in ("bm25", "dsir", "rds", "rds_plus")}}
 
 
 def objective_tables(wildcards):

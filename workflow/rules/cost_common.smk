@@ -14,7 +14,7 @@ def recipe_papers(name):
         papers.append("SFTMix")
     if recipe["objective"]["name"] in ("minorsft", "dpo_sft"):
         papers.append("MinorSFT")
-    if recipe["selection"]["name"] in INFLUENCE_SELECTORS:
+    if recipe["selection"]["name"] in TARGETED_SELECTORS:  # LESS, ROSE and the baselines of their tables
         papers.append("LESS / ROSE")
     if recipe["composition"]["name"] != "single":
         papers.append("Disperse-Then-Merge")

@@ -2,7 +2,7 @@
 
 import hashlib
 
-from sftlab.config import influence_selectors
+from sftlab.config import influence_selectors, targeted_selectors
 from sftlab.report.selection import draws_fraction_curve
 from sftlab.selection.gradient_cost import grad_features_runtime, model_memory_gb
 
@@ -13,7 +13,8 @@ INFLUENCE_SELECTOR_ID = f"({_alternation(INFLUENCE_SELECTORS)})-[^/]+"
 WARMUP_EPOCHS = list(range(1, CFG["warmup"]["training"]["epochs"] + 1))
 GRAD_SHARDS = list(range(CFG["gradients"]["shards"]))
 # the curve compares selectors on equal terms: these selections, with one objective, composition and training
-CURVE_SELECTORS = ("less", "rose", "random", "full")
+TARGETED_SELECTORS = targeted_selectors()
+CURVE_SELECTORS = (*TARGETED_SELECTORS, "random", "full")
 
 
 def warmup_training():
@@ -122,11 +123,11 @@ def comparison_key(recipe):
 
 
 def curve_runs():
-    """Experiment runs in the fraction curve: on a (model, dataset) with a less / rose run, the less / rose /
-    random / full recipes that share that run's objective, composition and training settings."""
+    """Experiment runs in the fraction curve: on a (model, dataset) with a targeted run (less, rose, bm25, dsir, rds,
+    rds_plus), the targeted / random / full recipes that share that run's objective, composition and training."""
     runs = experiment_runs()
     keys = {(m, d, comparison_key(CFG["recipes"][r])) for (m, d, r) in runs
-            if CFG["recipes"][r]["selection"]["name"] in INFLUENCE_SELECTORS}
+            if CFG["recipes"][r]["selection"]["name"] in TARGETED_SELECTORS}
     return {(m, d, r): benches for (m, d, r), benches in runs.items()
             if CFG["recipes"][r]["selection"]["name"] in CURVE_SELECTORS
             and (m, d, comparison_key(CFG["recipes"][r])) in keys}

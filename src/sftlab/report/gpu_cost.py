@@ -14,6 +14,9 @@ model prices each planned job from FLOP arithmetic (``gpu_cost.yaml`` states eve
 - scoring (``ref_logprobs``, ``confidence``, lm-eval's log-likelihoods, the implicit reward): 2·N a token at
   ``gpu.mfu``;
 - gradient features: ``sftlab.selection.gradient_cost`` (the LESS stage's own model) on this GPU;
+- hidden-state features (RDS, RDS+): one forward pass, 2·N a token at ``gpu.mfu``, of the pool
+  (``pool_hidden_states``, shared by every validation set) and of each selector's validation items (shots × subtasks,
+  ``representation_scores``);
 - generation: decoded tokens at the backend's assumed tokens/s of one GPU;
 - judging goes to an API (no GPU); every GPU job also pays ``startup_minutes`` on each of its GPUs (the rules not
   priced otherwise — disperse, merge, t-SNE — pay only that).
@@ -42,11 +45,13 @@ STAGES = {
     "reference_run": "reference run", "confidence": "reference run", "tsne": "reference run",
     "warmup": "selection warmup",
     "grad_features": "gradient features", "validation_grad_features": "gradient features",
-    "ref_logprobs": "scoring", "train": "training", "train_reference": "training", "train_member": "training", "disperse": "training",
+    "pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features",
+    "ref_logprobs": "scoring", "train": "training", "train_reference": "training",
+    "train_member": "training", "disperse": "training",
     "merge": "training", "generate": "generation", "evaluate": "evaluation", "implicit_reward": "evaluation",
 }
-STAGE_ORDER = ("reference run", "selection warmup", "gradient features", "scoring", "training", "generation",
-               "evaluation")
+STAGE_ORDER = ("reference run", "selection warmup", "gradient features", "hidden-state features", "scoring",
+               "training", "generation", "evaluation")
 
 
 def load_assumptions(path: str | Path = ASSUMPTIONS) -> dict:
@@ -213,6 +218,10 @@ class CostModel:
             return compute_seconds(2 * self.model(w["model"])["params"] * tokens, self.a)
         if rule in ("grad_features", "validation_grad_features"):
             return self.gradient_seconds(rule, w)
+        if rule in ("pool_hidden_states", "representation_scores"):
+            pool = self.pool(w["dataset"])
+            sequences = pool["examples"] if rule == "pool_hidden_states" else self.validation_items(w["selector"])
+            return compute_seconds(2 * self.model(w["model"])["params"] * sequences * pool["mean_tokens"], self.a)
         if rule == "generate":
             kind, bench = self.benchmark(w["benchmark"])
             prompts = self.test_pairs(w["benchmark"]) if kind == "preference" else bench["prompts"]
@@ -247,16 +256,21 @@ class CostModel:
         pool = self.pool(w["dataset"])
         if rule == "grad_features":
             examples = pool["examples"] / grads["shards"]
-        else:  # selector "rose-shp-2shot": the validation set and, where the name has it, the shots
-            validation = self.config["validation"][w["selector"].split("-")[1]]
-            shots = re.search(r"(\d+)shot", w["selector"])
-            examples = 2 * (int(shots.group(1)) if shots else validation["shots"]) * max(
-                1, len(validation.get("subtasks", [])))
+        else:  # a preference pair (rose) counts as two sequences
+            examples = 2 * self.validation_items(w["selector"])
         gpu = self.a["gpu"]
         per_example = example_seconds(pool["mean_tokens"], arch["params"], arch["layers"], arch["hidden_size"], lora,
                                       gpu["bf16_dense_tflops"], gpu["bandwidth_gbs"], gpu["mfu"],
                                       grads["projection"], grads["dim"])
         return examples * per_example
+
+
+    def validation_items(self, selector: str) -> int:
+        """Items of a selector's validation set: selector id "rose-shp-2shot" names the set and, where it has them,
+        the shots (× its subtasks, at least one)."""
+        validation = self.config["validation"][selector.split("-")[1]]
+        shots = re.search(r"(\d+)shot", selector)
+        return (int(shots.group(1)) if shots else validation["shots"]) * max(1, len(validation.get("subtasks", [])))
 
 
 def stage_hours(jobs: Sequence[Mapping], config: Mapping, a: Mapping) -> dict[str, float]:

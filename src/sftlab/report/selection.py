@@ -21,8 +21,14 @@ from sftlab.report.papers import paper_columns
 from sftlab.report.tables import MISSING, fmt_cell, judge_mark
 
 INFLUENCE = ("less", "rose")
-# rows of the main table within a model × dataset: full data, then random, LESS and ROSE subsets
-METHOD_ORDER = ("full", "random", *INFLUENCE)
+#: the other selectors that score the pool against a validation set: the LESS table's baselines and RDS+
+BASELINES = ("bm25", "dsir", "rds", "rds_plus")
+TARGETED = (*BASELINES, *INFLUENCE)
+# rows of the main table within a model × dataset: full data, random, the baselines (as the LESS table orders them),
+# LESS and ROSE subsets
+METHOD_ORDER = ("full", "random", *TARGETED)
+#: how the papers name the selectors (others by their config name)
+LABELS = {"less": "LESS", "rose": "ROSE", "bm25": "BM25", "dsir": "DSIR", "rds": "RDS", "rds_plus": "RDS+"}
 
 
 DODGE = 0.025  # log10 units between neighbouring selectors' points at one fraction
@@ -115,9 +121,10 @@ def fraction_curve(frame: pd.DataFrame, benchmarks: list[str], stem: str | Path)
 
 
 def shots_table(frame: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
-    """A row per less / rose (model, dataset, method, validation set, objective, fraction, benchmark),
-    a column per number of shots; cells ``value [ci_low, ci_high]``, n/a where that run does not exist."""
-    part = frame[frame.name.isin(INFLUENCE) & frame.benchmark.isin(benchmarks)]
+    """A row per targeted selection (less, rose, bm25, ...: model, dataset, method, validation set, objective,
+    fraction, benchmark), a column per number of shots; cells ``value [ci_low, ci_high]``, n/a where that run does
+    not exist."""
+    part = frame[frame.name.isin(TARGETED) & frame.benchmark.isin(benchmarks)]
     shots = sorted({int(s) for s in part.shots.dropna()})
     columns = ["model", "dataset", "method", "validation", "objective", "fraction", "benchmark"]
     rows = {}
@@ -132,11 +139,12 @@ def shots_table(frame: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
 
 
 def method_label(name: str, fraction: float, selected_by: str | None = None) -> str:
-    """How the LESS paper names a row: ``LESS 5%``, ``random 5%``, ``full data``; selected with another model than
-    the trained one (``selected_by``): ``LESS-T 5% (selected by llama2_7b)``, the paper's LESS-T."""
+    """How the LESS paper names a row: ``LESS 5%``, ``BM25 5%``, ``RDS+ 5%``, ``random 5%``, ``full data``; selected
+    with another model than the trained one (``selected_by``): ``LESS-T 5% (selected by llama2_7b)``, the paper's
+    LESS-T."""
     if name == "full":
         return "full data"
-    label = name.upper() if name in INFLUENCE else name
+    label = LABELS.get(name, name)
     if selected_by:
         return f"{label}-T {100 * fraction:g}% (selected by {selected_by})"
     return f"{label} {100 * fraction:g}%"
@@ -148,7 +156,8 @@ def selected_by(model: str, selection_model) -> str | None:
 
 
 def selection_main_table(frame: pd.DataFrame, benchmarks: dict[str, str], paper: pd.DataFrame) -> pd.DataFrame:
-    """Shaped like the LESS paper's main table: a row per run of ours (full data, random, LESS, ROSE subsets) with
+    """Shaped like the LESS paper's main table: a row per run of ours (full data, random, BM25, DSIR, RDS, RDS+,
+    LESS, ROSE subsets) with
     its score per benchmark (``value [ci_low, ci_high]``, n/a where that run has none), then the paper's rows with
     their source label. ``benchmarks`` maps our benchmark names to the paper's keys (name or lm-eval task)."""
     columns, keys = paper_columns(benchmarks, paper)
@@ -174,11 +183,15 @@ def selection_main_table(frame: pd.DataFrame, benchmarks: dict[str, str], paper:
 
 # ----------------------------------------------------------------------------- cost per stage
 
-#: the stages of the LESS paper's cost table, by the rules whose jobs make them
+#: the stages of the LESS paper's cost table, by the rules whose jobs make them (RDS / RDS+'s forward pass: the
+#: hidden-state features; BM25 / DSIR's scores: their selection)
 SELECTION_STAGES = {"warmup": "warmup", "grad_features": "gradient features",
                     "gather_grad_features": "gradient features", "validation_grad_features": "gradient features",
-                    "influence": "selection", "select_data": "selection",
+                    "pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features",
+                    "lexical_scores": "selection", "influence": "selection", "select_data": "selection",
                     **{rule: "final training" for rule in RUN_TRAINING_RULES}}
+#: the rules that score the pool for one selector (a selector id in their wildcards)
+SCORING_RULES = ("influence", "lexical_scores", "representation_scores")
 
 
 def _ancestors(jobs: list[DagJob], roots: list[int]) -> set[int]:
@@ -193,8 +206,9 @@ def _ancestors(jobs: list[DagJob], roots: list[int]) -> set[int]:
 
 def selection_cost_groups(jobs: list[DagJob], runs: list[tuple[str, str, str]]) -> list[dict]:
     """Cost groups (``cost.cost_table``'s input) of the jobs the fraction curve's runs ``(model, dataset, recipe)``
-    depend on, per model × dataset: the warmup; the pool's gradient features; per influence selector its
-    validation gradient features and its selection (influence scores and the curve's fractions); the training of
+    depend on, per model × dataset: the warmup; the pool's gradient features; per targeted selector its validation
+    gradient features (LESS / ROSE) or hidden-state features (RDS / RDS+) and its selection (scores and the
+    curve's fractions); the training of
     each run (composed runs keep their own rows in the pipeline's cost table)."""
     made_by = {(j.wildcards.get("model"), j.wildcards.get("dataset"), j.wildcards.get("recipe")): i
                for i, j in enumerate(jobs) if j.rule in (*RUN_TRAINING_RULES, "merge")}
@@ -206,7 +220,7 @@ def selection_cost_groups(jobs: list[DagJob], runs: list[tuple[str, str, str]]) 
     for m, d in sorted({(m, d) for m, d, _ in runs} | selecting):
         here = [j for j in used if (j.wildcards.get("model"), j.wildcards.get("dataset")) == (m, d)
                 and j.rule in SELECTION_STAGES]
-        selectors = sorted({j.wildcards["selector"] for j in here if j.rule == "influence"})
+        selectors = sorted({j.wildcards["selector"] for j in here if j.rule in SCORING_RULES})
 
         def add(stage, item, part, m=m, d=d):
             if part:
@@ -215,11 +229,12 @@ def selection_cost_groups(jobs: list[DagJob], runs: list[tuple[str, str, str]]) 
                                "outputs": [o for j in part for o in j.outputs]})
 
         add("warmup", "pool", [j for j in here if SELECTION_STAGES[j.rule] == "warmup"])
-        add("gradient features", "pool", [j for j in here if SELECTION_STAGES[j.rule] == "gradient features"
-                                          and "selector" not in j.wildcards])
+        for stage in ("gradient features", "hidden-state features"):
+            add(stage, "pool", [j for j in here if SELECTION_STAGES[j.rule] == stage and "selector" not in j.wildcards])
         for s in selectors:
             mine = [j for j in here if j.wildcards.get("selector") == s]
             add("gradient features", s, [j for j in mine if SELECTION_STAGES[j.rule] == "gradient features"])
+            add("hidden-state features", s, [j for j in mine if SELECTION_STAGES[j.rule] == "hidden-state features"])
             add("selection", s, [j for j in mine if SELECTION_STAGES[j.rule] == "selection"])
         for r in sorted(r for mm, dd, r in runs if (mm, dd) == (m, d)):
             add("final training", r, [j for j in here if j.rule in RUN_TRAINING_RULES

@@ -56,6 +56,8 @@ class Selector(abc.ABC):
     #: whether its ranking comes from a model's features (gradients, hidden states, the reference run's perplexities):
     #: such a selection is computed with ``selection.model`` (default: the trained model), under that model's results
     model_features: ClassVar[bool] = False
+    #: whether it scores the pool against a validation set (takes the config's ``validation`` and ``shots``)
+    targeted: ClassVar[bool] = False
     #: how a constructor parameter reads in the selection's path id (default ``<key><value>``)
     id_formats: ClassVar[dict[str, str]] = {}
     #: parameter values left out of the path id (so that paths written before the parameter existed stay valid)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import pandas as pd
 from sftlab.lazy import torch
@@ -78,35 +78,55 @@ def influence_table(train_paths: Sequence[str | Path], val_paths: Sequence[str |
     return frame
 
 
-class InfluenceSelector(Selector):
-    """Rank by the ``influence`` column of the selector's table, highest first; NaN last; ties in pool order.
+class ValidationScoreSelector(Selector):
+    """Rank by a score column of the selector's table, highest first; NaN last; ties in pool order.
 
-    The settings (validation set, shots, β) define which influence table the workflow computes and hands
-    over; the ranking itself reads only the table, so they are kept for the record — and name its path.
+    The settings (validation set, shots, ...) define which table the workflow computes and hands over; the
+    ranking itself reads only the table, so they are kept for the record — and name its path.
     """
 
-    influence = True
-    model_features = True
-    id_formats = {"validation": "{value}", "shots": "{value}shot", "beta": "beta{value}"}
-    id_omitted = {"beta": 0.1}  # ROSE's default β: its paths predate the setting
+    #: it scores the pool against a validation set (the config's ``validation`` and ``shots``)
+    targeted = True
+    #: the table's column ranked by
+    column: ClassVar[str] = "score"
+    id_formats = {"validation": "{value}", "shots": "{value}shot"}
 
-    def __init__(self, validation: str | None = None, shots: int | None = None, beta: float | None = None) -> None:
-        self.validation, self.shots, self.beta = validation, shots, beta
+    def __init__(self, validation: str | None = None, shots: int | None = None) -> None:
+        self.validation, self.shots = validation, shots
 
-    def rank(self, ids, tables):
+    def scores(self, ids: list[str], tables: dict[str, pd.DataFrame]) -> dict[str, float]:
+        """id → the score column of the selector's table, for every pool id."""
         (table_name,) = self.tables
         if table_name not in tables:
             raise KeyError(f"selector {self.name!r} needs table {table_name!r}; got {sorted(tables)}")
         table = tables[table_name]
-        if "id" not in table or "influence" not in table:
-            raise KeyError(f"table {table_name!r} lacks column 'id' or 'influence' (has {list(table.columns)})")
-        score = dict(zip(table["id"].astype(str), table["influence"].astype(float)))
+        if "id" not in table or self.column not in table:
+            raise KeyError(f"table {table_name!r} lacks column 'id' or {self.column!r} (has {list(table.columns)})")
+        score = dict(zip(table["id"].astype(str), table[self.column].astype(float)))
         missing = [i for i in ids if i not in score]
         if missing:
-            raise KeyError(f"table {table_name!r} has no influence for {len(missing)} pool ids, e.g. {missing[:3]}")
+            raise KeyError(f"table {table_name!r} has no {self.column} for {len(missing)} pool ids, e.g. {missing[:3]}")
+        return score
+
+    def rank(self, ids, tables):
+        score = self.scores(ids, tables)
         position = {i: k for k, i in enumerate(ids)}
         return sorted(ids, key=lambda i: (math.isnan(score[i]), -score[i] if not math.isnan(score[i]) else 0.0,
                                           position[i]))
+
+
+class InfluenceSelector(ValidationScoreSelector):
+    """Rank by the ``influence`` column of the LESS / ROSE influence table (``influence_table``)."""
+
+    influence = True
+    model_features = True
+    column = "influence"
+    id_formats = {"validation": "{value}", "shots": "{value}shot", "beta": "beta{value}"}
+    id_omitted = {"beta": 0.1}  # ROSE's default β: its paths predate the setting
+
+    def __init__(self, validation: str | None = None, shots: int | None = None, beta: float | None = None) -> None:
+        super().__init__(validation, shots)
+        self.beta = beta
 
 
 @register_selector("less")
