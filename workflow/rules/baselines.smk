@@ -13,7 +13,7 @@ include: "baselines_common.smk"
 rule lexical_scores:
     """BM25 scores (LESS's aggregation over the validation items) or DSIR log importance weights of the pool."""
     input:
-        script=f"{SCRIPTS}/baseline_scores.py",
+        **code("baseline_scores"),
         train="results/data/{dataset}/train.jsonl",
         validation=baseline_validation_file,
     output:
@@ -40,7 +40,7 @@ rule pool_hidden_states:
     """The pool's final-layer hidden states, pooled (rds: last token; rds_plus: weighted mean over positions); one
     forward pass shared by every validation set."""
     input:
-        script=f"{SCRIPTS}/baseline_scores.py",
+        **code("baseline_scores"),
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
     output:
@@ -67,7 +67,7 @@ rule representation_scores:
     """Cosines of the pool's hidden states with the validation items' (a forward pass of those only): rds with LESS's
     aggregation, rds_plus one column per validation item."""
     input:
-        script=f"{SCRIPTS}/baseline_scores.py",
+        **code("baseline_scores"),
         model="resources/models/{model}",
         pool=pool_hidden_states_file,
         validation=baseline_validation_file,
