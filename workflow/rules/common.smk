@@ -100,12 +100,14 @@ def code(script, variant=None, registries=()):
 
 @functools.cache
 def code_fingerprint(script, variant, registries):
-    """The fingerprint file, rewritten when it changes where the workflow is planned, never inside a job."""
+    """The fingerprint file, rewritten when it changes where the workflow is planned; elsewhere (a job, a report
+    job's DAG, a DAG built through the API in a fresh directory) only written when missing, never rewritten."""
     variants = list(variant) if isinstance(variant, tuple) else [variant] if variant else []
     path = ROOT / "scripts" / f"{script}.py"
-    if planning():
+    name = f"results/.code/{fingerprint.fingerprint_name(path, variants, registries)}"
+    if planning() or not os.path.exists(name):  # elsewhere (a job, a report's DAG) only a missing file is written
         return str(fingerprint.sync("results/.code", path, variants, registries))
-    return f"results/.code/{fingerprint.fingerprint_name(path, variants, registries)}"
+    return name
 
 
 def objective_module(wildcards):
