@@ -112,6 +112,14 @@ def exams_arg(wildcards):
                     for b in run_exam_names(wildcards)})
 
 
+def implicit_reward_exam(wildcards):
+    """The implicit-reward job's one exam (evaluate.py's --exams): the base model as πref, the gathered pairs."""
+    b = wildcards.benchmark
+    return as_json({b: {"config": CFG["benchmarks"][b],
+                        "inputs": {"reference": f"resources/models/{wildcards.model}", "data": f"results/benchmarks/{b}"},
+                        "scores": f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/scores/{b}.json"}})
+
+
 def exam_cache_dir(wildcards):
     return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/exam_cache"
 

@@ -112,7 +112,7 @@ rule implicit_reward:
     output:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
     params:
-        benchmark=benchmark_config,
+        exams=implicit_reward_exam,
     wildcard_constraints:
         benchmark=_alternation(benchmarks_scored_by("implicit_reward")),
     conda:
@@ -125,9 +125,7 @@ rule implicit_reward:
     resources:
         **res("evaluate", model=True),
     shell:
-        "python {input.script:q} --model-dir {input.model:q} --benchmark {wildcards.benchmark:q} "
-        "--benchmark-config {params.benchmark:q} --input reference={input.reference:q} --input data={input.data:q} "
-        "--scores {output.scores:q} 2> {log:q}"
+        "python {input.script:q} --model-dir {input.model:q} --exams {params.exams:q} 2> {log:q}"
 
 
 rule calibration_data:
