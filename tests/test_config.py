@@ -354,3 +354,29 @@ def test_seeds_expand_every_experiment_recipe():
 def test_seed_names_may_not_collide():
     message = error_of(lambda c: (c.update(seeds=[1]), c["recipes"].update(r_s1={})))
     assert "seeds" in message and "'r_s1'" in message
+
+
+def test_config_files_and_the_schema_read_by_libyaml_as_by_pyyaml():
+    """Every Snakemake process reads the config and the schema while parsing the Snakefile (the planner, and a
+    cluster job's two); PyYAML's pure-Python parser was a fifth of that parse. libyaml's reads the same values,
+    refuses a repeated key the same way, and merges `<<:` the same."""
+    import yaml
+
+    from sftlab.config import SAFE_LOADER, SCHEMA_PATH, read_yaml
+
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML built without libyaml")
+    assert SAFE_LOADER is yaml.CSafeLoader
+    for path in [SCHEMA_PATH, *sorted((ROOT / "configs").rglob("*.yaml"))]:
+        assert read_yaml(path) == yaml.safe_load(path.read_text()), path
+
+
+def test_a_repeated_key_is_refused_with_its_file_and_lines(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b {x: 1}\nd:\n  <<: *b\n  y: 2\nmodels:\n  m: 1\n  m: 2\n")
+    from sftlab.config import read_yaml
+
+    with pytest.raises(ConfigError, match=rf"^{path}:7: duplicate key 'm' \(first at line 6\)"):
+        read_yaml(path)
+    path.write_text("base: &b {x: 1}\nd:\n  <<: *b\n  y: 2\n")
+    assert read_yaml(path) == {"base": {"x": 1}, "d": {"x": 1, "y": 2}}

@@ -54,7 +54,7 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _parsed_schema(path: Path, mtime_ns: int) -> dict:
-    return yaml.safe_load(path.read_text())
+    return yaml.load(path.read_text(), Loader=SAFE_LOADER)
 
 
 def key_path(parts) -> str:
@@ -733,7 +733,13 @@ def check_composition(key: str, recipe: dict) -> None:
                               f"training.finetuning is {recipe['training']['finetuning']!r}")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+#: PyYAML's safe loader, parsed by libyaml where PyYAML has it: every Snakemake process reads the config and the
+#: schema while parsing the Snakefile, the planner and each cluster job's two (the job step and the rule's), and
+#: the pure-Python parser took a fifth of that parse (tests/test_config.py checks both give the same)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(SAFE_LOADER):
     """A YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
 
     def construct_mapping(self, node, deep=False):
