@@ -282,7 +282,7 @@ def paper_rehearsal(request, tmp_path_factory):
         run = subprocess.run([sys.executable, "-m", "snakemake", *args, "--profile", "slurm", "--slurm-no-account",
                               "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
                               "--latency-wait", "10", "--retries", "0"], cwd=ROOT, capture_output=True, text=True,
-                             env=rehearsal_env(workdir), timeout=3600)
+                             env=rehearsal_env(workdir), timeout=5400)
         assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-8000:]
         again = subprocess.run([sys.executable, "-m", "snakemake", *args, "-n", "--profile", "slurm"], cwd=ROOT,
                                capture_output=True, text=True, env=rehearsal_env(workdir), timeout=600)
