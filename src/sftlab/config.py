@@ -755,8 +755,8 @@ def check_composition(key: str, recipe: dict) -> None:
 
 
 #: PyYAML's safe loader, parsed by libyaml where PyYAML has it: every Snakemake process reads the config and the
-#: schema while parsing the Snakefile, the planner and each cluster job's two (the job step and the rule's), and
-#: the pure-Python parser took a fifth of that parse (tests/test_config.py checks both give the same)
+#: schema while parsing the Snakefile (the planner, and each cluster job's two: its job step's and srun's), and the
+#: pure-Python parser took a third of the Snakefile's own time (tests/test_config.py checks both read the same)
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

@@ -30,7 +30,7 @@ try:
     # `--config rehearsal=true`: the config's rehearsal, derived from it here (sftlab.rehearsal)
     _raw = rehearsal.apply(config)
     # a cluster job inherits this process's environment and parses the config twice more (its job step's Snakemake
-    # and srun's): the schema's passes, a third of that parse, run again only for a config the planner did not check
+    # and srun's): the schema's passes, a quarter of that parse, run again only for a config the planner did not check
     _digest = config_digest(_raw)
     CFG = prepare(_raw, checked=os.environ.get(CHECKED_ENV) == _digest)
     os.environ[CHECKED_ENV] = _digest
