@@ -255,12 +255,18 @@ def slurm_up() -> bool:
         [str(ROOT / ".ci" / "slurm-up.sh"), "--check"], capture_output=True).returncode == 0
 
 
+#: nltk's punkt_tab in nltk's layout (IFEval's sentence counts), standing in for what the preflight fetches on a
+#: login node: scoring never downloads it (all.yaml's first run through Slurm here found no copy on the machine)
+NLTK_FIXTURE = ROOT / "tests" / "fixtures" / "nltk_data"
+
+
 def rehearsal_env(workdir: Path) -> dict[str, str]:
     """As on an offline compute node: the network guard in every Python process (jobs inherit it through sbatch's
-    exported environment), the hub offline, the datasets cache inside the run; the judge's key as usual."""
+    exported environment), the hub offline, the datasets cache inside the run, nltk's data from the fixture; the
+    judge's key as usual."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
             "HF_DATASETS_CACHE": str(workdir / ".cache" / "datasets"), "OPENAI_API_KEY": "rehearsal-key",
-            "PYTHONPATH": os.pathsep.join([str(OFFLINE_GUARD), str(ROOT / "src")])}
+            "NLTK_DATA": str(NLTK_FIXTURE), "PYTHONPATH": os.pathsep.join([str(OFFLINE_GUARD), str(ROOT / "src")])}
 
 
 # CI runs all.yaml's rehearsal end to end: it holds every run of the five papers (test_all_plan.py), 362 Slurm jobs.
