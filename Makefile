@@ -39,7 +39,7 @@ REHEARSAL_DIR  ?= rehearsals/$(basename $(notdir $(CONFIG)))
 
 rehearsal: $(STAMP)
 	$(BIN)/python tests/_openai_stub.py --port $(REHEARSAL_PORT) & judge=$$!; \
-	PYTHONPATH="$(CURDIR)/tests/offline" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
+	PYTHONPATH="$(CURDIR)/tests/offline" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 NLTK_DATA="$(CURDIR)/tests/fixtures/nltk_data" \
 	OPENAI_API_KEY="$${OPENAI_API_KEY:-rehearsal}" OMP_NUM_THREADS=1 \
 	$(BIN)/snakemake --cores $(CORES) --directory "$(REHEARSAL_DIR)" --configfile "$(CONFIG)" \
 		--config 'rehearsal={judge_url: http://127.0.0.1:$(REHEARSAL_PORT)/v1}' $(REHEARSAL_ARGS); \

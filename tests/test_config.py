@@ -357,3 +357,64 @@ def test_seeds_expand_every_experiment_recipe():
 def test_seed_names_may_not_collide():
     message = error_of(lambda c: (c.update(seeds=[1]), c["recipes"].update(r_s1={})))
     assert "seeds" in message and "'r_s1'" in message
+
+
+def test_config_files_and_the_schema_read_by_libyaml_as_by_pyyaml():
+    """Every Snakemake process reads the config and the schema while parsing the Snakefile (the planner, and a
+    cluster job's two); PyYAML's pure-Python parser was a fifth of that parse. libyaml's reads the same values,
+    refuses a repeated key the same way, and merges `<<:` the same."""
+    import yaml
+
+    from sftlab.config import SAFE_LOADER, SCHEMA_PATH, read_yaml
+
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML built without libyaml")
+    assert SAFE_LOADER is yaml.CSafeLoader
+    for path in [SCHEMA_PATH, *sorted((ROOT / "configs").rglob("*.yaml"))]:
+        assert read_yaml(path) == yaml.safe_load(path.read_text()), path
+
+
+def test_a_repeated_key_is_refused_with_its_file_and_lines(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("base: &b {x: 1}\nd:\n  <<: *b\n  y: 2\nmodels:\n  m: 1\n  m: 2\n")
+    from sftlab.config import read_yaml
+
+    with pytest.raises(ConfigError, match=rf"^{path}:7: duplicate key 'm' \(first at line 6\)"):
+        read_yaml(path)
+    path.write_text("base: &b {x: 1}\nd:\n  <<: *b\n  y: 2\n")
+    assert read_yaml(path) == {"base": {"x": 1}, "d": {"x": 1, "y": 2}}
+
+
+def test_a_config_the_planner_checked_prepares_the_same_without_the_schema_passes():
+    """A cluster job parses the config its planner prepared (sftlab.config.CHECKED_ENV): with the same digest it
+    skips the schema's two passes, and gets the same config."""
+    from sftlab import rehearsal
+    from sftlab.config import config_digest, read_yaml
+
+    for path in [ROOT / "configs" / "tiny.yaml", *sorted((ROOT / "configs" / "paper").glob("*.yaml"))]:
+        raw = read_yaml(path)
+        for variant in (raw, rehearsal.overlay(raw)) if path.parent.name == "paper" else (raw,):
+            assert prepare(variant, checked=True) == prepare(variant), path
+            assert config_digest(copy.deepcopy(variant)) == config_digest(variant)
+    # only the schema's passes are skipped: an unknown key passes them, a dangling reference does not
+    raw = read_yaml(ROOT / "configs" / "tiny.yaml")
+    with pytest.raises(ConfigError, match="unknown key|Additional properties|unevaluated"):
+        prepare({**raw, "surprise": 1})
+    prepare({**raw, "surprise": 1}, checked=True)
+    dangling = copy.deepcopy(raw)
+    dangling["experiments"][next(iter(dangling["experiments"]))]["models"] = ["nowhere"]
+    with pytest.raises(ConfigError, match=r"experiments\.\w+\.models\[0\]: no model named 'nowhere'"):
+        prepare(dangling, checked=True)
+
+
+def test_the_config_digest_tells_apart_what_the_schema_tells_apart():
+    from sftlab.config import config_digest, read_yaml
+
+    raw = read_yaml(ROOT / "configs" / "tiny.yaml")
+    digests = {config_digest(raw)}
+    for changed in ({**raw, "training": {**raw["training"], "learning_rate": "1e-4"}},   # a string, not a number
+                    {**raw, "training": {**raw["training"], "epochs": 1.0}},             # a float, not an int
+                    {**raw, "training": {**raw["training"], "epochs": True}},
+                    {**raw, "seeds": [0]}):
+        digests.add(config_digest(changed))
+    assert len(digests) == 5

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import itertools
 import math
 import re
@@ -54,7 +55,7 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _parsed_schema(path: Path, mtime_ns: int) -> dict:
-    return yaml.safe_load(path.read_text())
+    return yaml.load(path.read_text(), Loader=SAFE_LOADER)
 
 
 def key_path(parts) -> str:
@@ -100,11 +101,16 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
                 fill_defaults(value, extra, root)
 
 
-def validate(config: dict, schema: dict | None = None) -> dict:
-    """Schema validation with defaults filled in; raises ConfigError with the key path of the first error."""
+def validate(config: dict, schema: dict | None = None, checked: bool = False) -> dict:
+    """Schema validation with defaults filled in; raises ConfigError with the key path of the first error.
+    ``checked``: this config (its config_digest) passed already, in the process that planned the job parsing it now:
+    its defaults are filled without the schema's two passes."""
     schema = schema or load_schema()
     check_values(config)
     config = copy.deepcopy(config)
+    if checked:
+        fill_defaults(config, schema, schema)
+        return config
     validator = Validator(schema)
     # a key that fails inside its `then` branch also counts as unevaluated there: report the real failure first
     errors = sorted(validator.iter_errors(config), key=lambda e: (e.validator == "unevaluatedProperties",
@@ -287,8 +293,9 @@ def sweep_name(sweep: dict, base: str, assignment: dict[str, Any]) -> str:
 MAX_SWEEP_RECIPES = 10_000
 
 
-def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
-    """Add each sweep's generated recipes to ``config['recipes']``; return sweep name → recipe names."""
+def expand_sweeps(config: dict, schema: dict, checked: bool = False) -> dict[str, list[str]]:
+    """Add each sweep's generated recipes to ``config['recipes']``; return sweep name → recipe names. ``checked``:
+    as in validate, the generated recipes are not checked against the recipe schema again."""
     recipe_schema = {**schema["$defs"]["recipe"], "$defs": schema["$defs"]}
     generated: dict[str, list[str]] = {}
     for sweep_id, sweep in config.get("sweeps", {}).items():
@@ -313,7 +320,7 @@ def expand_sweeps(config: dict, schema: dict) -> dict[str, list[str]]:
                 _set_dotted(recipe, key, value)
             name = sweep_name(sweep, base, assignment)
             # a value the recipe's schema refuses is named where the grid gives it, before its name is judged
-            errors = list(Validator(recipe_schema).iter_errors(recipe))
+            errors = [] if checked else list(Validator(recipe_schema).iter_errors(recipe))
             if errors:
                 where = f"sweeps.{sweep_id}.grid"
                 best = jsonschema.exceptions.best_match([errors[0]] + list(errors[0].context or []))
@@ -363,10 +370,24 @@ def check_benchmark_references(config: dict) -> None:
                 raise ConfigError(f"config key benchmarks.{name}.{key}: no {table[:-1]} named {bench[key]!r}")
 
 
-def prepare(raw: dict, schema: dict | None = None) -> dict:
-    """Validate, fill defaults, expand sweeps, resolve cross-references and effective training settings."""
+#: set by the Snakefile to the config_digest of the config it prepared: a cluster job inherits the planner's
+#: environment and parses the same config twice more (its job step's Snakemake and srun's)
+CHECKED_ENV = "SFTLAB_CONFIG_CHECKED"
+
+
+def config_digest(raw: dict) -> str:
+    """A config as prepare() receives it, with the schema and this module that check it: one digest, one verdict."""
+    digest = hashlib.sha256(repr(raw).encode())
+    for path in (SCHEMA_PATH, Path(__file__)):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def prepare(raw: dict, schema: dict | None = None, checked: bool = False) -> dict:
+    """Validate, fill defaults, expand sweeps, resolve cross-references and effective training settings.
+    ``checked``: the schema's passes are skipped (see validate, expand_sweeps); every other check runs."""
     schema = schema or load_schema()
-    config = validate(raw, schema)
+    config = validate(raw, schema, checked)
     check_benchmark_references(config)
     # the lora block's schema defaults belong to the global settings: a recipe's partial lora block
     # overrides only the keys it names, not the other global values with the schema's defaults
@@ -374,7 +395,7 @@ def prepare(raw: dict, schema: dict | None = None) -> dict:
         given = raw["recipes"][name].get("training", {}).get("lora")
         if given is not None:
             recipe["training"]["lora"] = copy.deepcopy(given)
-    sweeps = expand_sweeps(config, schema)
+    sweeps = expand_sweeps(config, schema, checked)
     resolve_influence_selections(config)
     check_token_budget(config)
     check_random_baseline(config)
@@ -775,7 +796,13 @@ def check_composition(key: str, recipe: dict) -> None:
                               f"training.finetuning is {recipe['training']['finetuning']!r}")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+#: PyYAML's safe loader, parsed by libyaml where PyYAML has it: every Snakemake process reads the config and the
+#: schema while parsing the Snakefile (the planner, and each cluster job's two: its job step's and srun's), and the
+#: pure-Python parser took a third of the Snakefile's own time (tests/test_config.py checks both read the same)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(SAFE_LOADER):
     """A YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
 
     def construct_mapping(self, node, deep=False):

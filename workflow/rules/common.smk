@@ -12,6 +12,7 @@ from sftlab.cluster import (ClusterError, Request, Resumable, check_fits, check_
                             load_cluster)
 from sftlab.config import (ConfigError, check_shards_fit, deep_merge, fraction_id, prepare, read_yaml, resources,
                            selection_model, selector_id)
+from sftlab.config import CHECKED_ENV, config_digest
 from sftlab.config import check_local_files
 from sftlab.data.prepare import pool_bound
 from sftlab.evaluation.exams import run_benchmarks
@@ -34,7 +35,12 @@ try:
     # the config as Snakemake merged it (config files, then --config): what the run's config snapshot records
     RAW_CONFIG = copy.deepcopy(config)
     # `--config rehearsal=true`: the config's rehearsal, derived from it here (sftlab.rehearsal)
-    CFG = prepare(rehearsal.apply(config))
+    _raw = rehearsal.apply(config)
+    # a cluster job inherits this process's environment and parses the config twice more (its job step's Snakemake
+    # and srun's): the schema's passes, a quarter of that parse, run again only for a config the planner did not check
+    _digest = config_digest(_raw)
+    CFG = prepare(_raw, checked=os.environ.get(CHECKED_ENV) == _digest)
+    os.environ[CHECKED_ENV] = _digest
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 
