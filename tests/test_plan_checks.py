@@ -155,4 +155,6 @@ def test_an_unset_judge_key_stops_the_run_before_the_first_job(tmp_path):
     assert "SFTLAB_TEST_UNSET_KEY" not in proc.stderr + proc.stdout
     assert not any("SFTLAB_TEST_UNSET_KEY" in p.read_text(errors="replace")
                    for p in (tmp_path / ".snakemake" / "log").glob("*.log"))
-    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+    # no job ran: nothing under results/ but the code fingerprints the plan writes (results/.code)
+    assert [p for p in (tmp_path / "results").rglob("*") if ".code" not in p.parts] == []
+    assert not (tmp_path / "resources").exists()

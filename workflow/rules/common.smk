@@ -112,7 +112,10 @@ def code_fingerprint(script, variant, registries):
     path = ROOT / "scripts" / f"{script}.py"
     name = f"results/.code/{fingerprint.fingerprint_name(path, variants, registries)}"
     if planning() or not os.path.exists(name):  # elsewhere (a job, a report's DAG) only a missing file is written
-        return str(fingerprint.sync("results/.code", path, variants, registries))
+        name = str(fingerprint.sync("results/.code", path, variants, registries))
+        # written while the DAG is built: Snakemake may have listed results/.code before (its inventory of a folder
+        # takes a file it did not list as missing), so record that this one exists
+        workflow.iocache.exists_local[name] = True
     return name
 
 
