@@ -534,16 +534,18 @@ def recipe_key(config: dict, name: str) -> str:
 
 
 def check_shards_fit(config: dict, pool_bounds: dict[str, int | None]) -> None:
-    """A disperse_merge recipe's k shards each need an example: k may not exceed what its selection can keep.
+    """A sharded recipe's (disperse_merge) k shards each need an example: k may not exceed what its selection can keep.
 
     ``pool_bounds``: dataset → most training examples it can have (None: known only after data preparation).
     """
     import math
 
+    from sftlab.compose.members import COMPOSITIONS
+
     for exp_id, exp in config["experiments"].items():
         for recipe_name in exp["recipes"]:
             recipe = config["recipes"][recipe_name]
-            if recipe["composition"]["name"] != "disperse_merge":
+            if not COMPOSITIONS[recipe["composition"]["name"]].shards:
                 continue
             k, fraction = recipe["composition"]["k"], recipe["selection"]["fraction"]
             for dataset in exp["datasets"]:

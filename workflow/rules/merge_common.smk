@@ -1,9 +1,12 @@
 """Config look-ups and input functions of the composed recipes' rules (merge.smk): member runs, merge
 arguments and the DTM report's runs."""
 
-from sftlab.compose.members import member_names, member_owner, member_training
+from sftlab.compose.members import member_names, member_owner, member_pattern, member_training
 from sftlab.compose.merge import MERGE_METHODS
 from sftlab.report.dtm import draws_k_figure, dtm_runs
+
+#: the member runs' directories under runs/{recipe}/, as the compositions declare them
+MEMBER_PATTERN = member_pattern()
 
 
 def composition_of(wildcards):
