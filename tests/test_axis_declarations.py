@@ -105,3 +105,11 @@ def test_a_new_composition_beside_a_dtm_recipe_is_described_by_its_own_class(mon
     runs = dtm_runs(recipes, [("m", "d", "dtm"), ("m", "d", "twins")])
     assert [r["label"] for r in runs] == ["DTM (K=2, random, average)", "twin soup (average)"]
     assert re.fullmatch(member_pattern(), "twins/twin-b")
+
+
+def test_members_declare_the_shard_they_train_on():
+    """As the old path test did: a ``shards/shard-k`` member trains on shard-k's ids, any other on the selection."""
+    from sftlab.compose.members import member_shard
+
+    assert member_shard({"name": "disperse_merge", "k": 3}, "shards/shard-2") == "shard-2"
+    assert member_shard({"name": "seed_soup", "seeds": [4]}, "seeds/seed-4") is None

@@ -1,7 +1,7 @@
 """Config look-ups and input functions of the composed recipes' rules (merge.smk): member runs, merge
 arguments and the DTM report's runs."""
 
-from sftlab.compose.members import member_names, member_owner, member_pattern, member_training
+from sftlab.compose.members import member_names, member_owner, member_pattern, member_shard, member_training
 from sftlab.compose.merge import MERGE_METHODS
 from sftlab.report.dtm import draws_k_figure, dtm_runs
 
@@ -46,13 +46,13 @@ def disperse_args(wildcards):
 
 def member_ids(wildcards):
     """What a member run trains on: the shards of the recipe's selection (DTM), or the whole selection (soup)."""
-    return shard_ids(wildcards) if wildcards.member.startswith("shards/") else selection_path(wildcards)
+    shard = member_shard(composition_of(wildcards), wildcards.member)
+    return shard_ids(wildcards) if shard else selection_path(wildcards)
 
 
 def member_ids_file(wildcards):
-    if wildcards.member.startswith("shards/"):
-        return f"{shard_ids(wildcards)}/{wildcards.member.removeprefix('shards/')}.ids"
-    return selection_path(wildcards)
+    shard = member_shard(composition_of(wildcards), wildcards.member)
+    return f"{shard_ids(wildcards)}/{shard}.ids" if shard else selection_path(wildcards)
 
 
 def member_training_settings(wildcards):
@@ -84,10 +84,9 @@ def member_dirs(wildcards):
 def fisher_ids(wildcards):
     """Fisher merging: each member's own training ids (a DTM shard, or a seed-soup member's whole selection)."""
     comp = composition_of(wildcards)
-    if comp["name"] in SHARDED:
-        owner = run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))
-        return [f"{owner}/shards/ids/{m.removeprefix('shards/')}.ids" for m in member_names(comp)]
-    return [selection_path(wildcards)] * len(member_names(comp))
+    owner = run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))
+    shards = [member_shard(comp, m) for m in member_names(comp)]
+    return [f"{owner}/shards/ids/{s}.ids" if s else selection_path(wildcards) for s in shards]
 
 
 def fisher_inputs(wildcards):

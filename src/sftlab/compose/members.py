@@ -54,6 +54,11 @@ class Composition:
         """A member run's training settings, from the recipe's (a copy the method may change)."""
         return training
 
+    def member_shard(self, member: str) -> str | None:
+        """The shard a member trains on (``shards/ids/{shard}.ids``, written by rule disperse); None: the whole
+        selection."""
+        return None
+
 
 @register_composition("single")
 class Single(Composition):
@@ -73,6 +78,9 @@ class DisperseMerge(Composition):
         if composition.get("init", "same") == "different":
             training["init_seed"] = training["seed"] + 1 + int(member.removeprefix("shards/shard-"))
         return training
+
+    def member_shard(self, member):
+        return member.removeprefix("shards/")
 
     def describe(self, recipe, merge_label):
         comp, objective = recipe["composition"], recipe["objective"]["name"]
@@ -135,6 +143,11 @@ def member_owner(recipes: Mapping[str, Mapping], name: str) -> str:
     key = _member_key(recipes[name])
     return min(r for r, recipe in recipes.items()
                if recipe["composition"]["name"] in COMPOSED and _member_key(recipe) == key)
+
+
+def member_shard(composition: Mapping, member: str) -> str | None:
+    """The shard ``member`` trains on (its ids: ``shards/ids/{shard}.ids``); None: the recipe's whole selection."""
+    return composition_type(composition["name"]).member_shard(member)
 
 
 def member_training(recipe: Mapping, member: str) -> dict:
