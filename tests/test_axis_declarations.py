@@ -113,3 +113,21 @@ def test_members_declare_the_shard_they_train_on():
 
     assert member_shard({"name": "disperse_merge", "k": 3}, "shards/shard-2") == "shard-2"
     assert member_shard({"name": "seed_soup", "seeds": [4]}, "seeds/seed-4") is None
+
+
+def test_merge_groups_must_be_the_members_in_order(monkeypatch):
+    from sftlab.compose.members import merge_group_sizes
+
+    assert merge_group_sizes({"name": "seed_soup", "seeds": [1, 2]}) is None
+
+    class Pairs(Composition):
+        def members(self, composition):
+            return ["pairs/a", "pairs/b", "pairs/c"]
+
+        def merge_groups(self, composition):
+            return composition["groups"]
+
+    monkeypatch.setitem(COMPOSITIONS, "pairs", Pairs)
+    assert merge_group_sizes({"name": "pairs", "groups": [["pairs/a"], ["pairs/b", "pairs/c"]]}) == [1, 2]
+    with pytest.raises(ValueError, match="not its members in order"):
+        merge_group_sizes({"name": "pairs", "groups": [["pairs/b"], ["pairs/a", "pairs/c"]]})

@@ -1,7 +1,8 @@
 """Config look-ups and input functions of the composed recipes' rules (merge.smk): member runs, merge
 arguments and the DTM report's runs."""
 
-from sftlab.compose.members import member_names, member_owner, member_pattern, member_shard, member_training
+from sftlab.compose.members import (merge_group_sizes, member_names, member_owner, member_pattern, member_shard,
+                                    member_training)
 from sftlab.compose.merge import MERGE_METHODS
 from sftlab.report.dtm import draws_k_figure, dtm_runs
 
@@ -105,6 +106,9 @@ def merge_args(wildcards):
     params = {k: merge[k] for k in MERGE_METHODS[merge["method"]].params if k in merge}
     args = ["--inputs", *inputs, "--method", merge["method"], "--merge-space", merge["merge_space"],
             "--seed", str(merge["seed"]), "--params", as_json(params)]
+    groups = merge_group_sizes(composition_of(wildcards))
+    if groups:
+        args += ["--groups", as_json(groups)]
     if merge["method"] == "fisher":
         args += ["--fisher-examples", fisher_inputs(wildcards)[0], "--fisher-ids", *fisher_ids(wildcards),
                  "--max-length", str(recipe_of(wildcards)["training"]["max_length"])]

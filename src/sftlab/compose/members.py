@@ -54,6 +54,11 @@ class Composition:
         """A member run's training settings, from the recipe's (a copy the method may change)."""
         return training
 
+    def merge_groups(self, composition: Mapping) -> list[list[str]] | None:
+        """Members averaged together before the merge, one group per input of the merge, in member order; None:
+        the members are merged directly."""
+        return None
+
     def member_shard(self, member: str) -> str | None:
         """The shard a member trains on (``shards/ids/{shard}.ids``, written by rule disperse); None: the whole
         selection."""
@@ -143,6 +148,16 @@ def member_owner(recipes: Mapping[str, Mapping], name: str) -> str:
     key = _member_key(recipes[name])
     return min(r for r, recipe in recipes.items()
                if recipe["composition"]["name"] in COMPOSED and _member_key(recipe) == key)
+
+
+def merge_group_sizes(composition: Mapping) -> list[int] | None:
+    """The sizes of the composition's merge groups (consecutive members averaged first); None: no groups."""
+    groups = composition_type(composition["name"]).merge_groups(composition)
+    if groups is None:
+        return None
+    if [m for g in groups for m in g] != member_names(composition):
+        raise ValueError(f"composition {composition['name']!r}: its merge groups {groups} are not its members in order")
+    return [len(g) for g in groups]
 
 
 def member_shard(composition: Mapping, member: str) -> str | None:
