@@ -113,6 +113,35 @@ class SeedSoup(Composition):
         return training
 
 
+@register_composition("seed_shards")
+class SeedShards(Composition):
+    """K shards × several seeds: one member per shard and seed (``shards/shard-{k}/seeds/seed-{s}``, on shard k with
+    ``training.seed = s``); each shard's seeds averaged, then the K shard averages merged."""
+
+    shards = True
+    member_pattern = r"shards/shard-[0-9]+/seeds/seed-[0-9]+"
+    role = "dtm"
+
+    def members(self, composition):
+        return [f"shards/shard-{k}/seeds/seed-{s}" for k in range(composition["k"]) for s in composition["seeds"]]
+
+    def merge_groups(self, composition):
+        members, n = self.members(composition), len(composition["seeds"])
+        return [members[i:i + n] for i in range(0, len(members), n)]
+
+    def member_training(self, training, composition, member):
+        training["seed"] = int(member.rsplit("/seed-", 1)[1])
+        return training
+
+    def member_shard(self, member):
+        return member.split("/")[1]
+
+    def describe(self, recipe, merge_label):
+        comp, seeds = recipe["composition"], len(recipe["composition"]["seeds"])
+        return {"k": comp["k"], "split": comp["split"], "init": "same", "seeds": seeds,
+                "label": f"DTM (K={comp['k']}, {comp['split']}, {seeds} seeds a shard averaged, {merge_label})"}
+
+
 def composition_type(name: str) -> Composition:
     return lookup(COMPOSITIONS, "composition", name)()
 
