@@ -87,9 +87,9 @@ def test_compositions_are_a_registry():
     """The composed compositions and the sharded one come from the registry, not from lists of names."""
     from sftlab.compose.members import COMPOSED, COMPOSITIONS, composition_type
 
-    assert set(COMPOSITIONS) == {"single", "disperse_merge", "seed_soup"}
-    assert COMPOSED == ("disperse_merge", "seed_soup")
-    assert [n for n, c in COMPOSITIONS.items() if c.shards] == ["disperse_merge"]
+    assert set(COMPOSITIONS) == {"single", "disperse_merge", "seed_soup", "seed_shards"}
+    assert COMPOSED == ("disperse_merge", "seed_soup", "seed_shards")
+    assert [n for n, c in COMPOSITIONS.items() if c.shards] == ["disperse_merge", "seed_shards"]
     training = {"seed": 3, "learning_rate": 1e-4}
     assert composition_type("seed_soup").member_training(dict(training), {"seeds": [9]}, "seeds/seed-9")["seed"] == 9
     assert "init_seed" not in composition_type("disperse_merge").member_training(dict(training), {"k": 2},

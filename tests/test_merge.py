@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sftlab.compose.merge import merge, merge_models, mergekit_config
+from sftlab.compose.merge import merge, merge_grouped, merge_models, mergekit_config
 from sftlab.models.random_init import save_random_model
 
 TINY = dict(hidden_size=8, num_layers=1, num_heads=2, intermediate_size=16)
@@ -67,6 +67,22 @@ def test_average_is_the_weighted_mean_of_the_weights(base, tmp_path):
         a, b, c = (w[name].double() for w in loaded)
         torch.testing.assert_close(mean[name].double(), (a + b + c) / 3, rtol=0, atol=1e-6)
         torch.testing.assert_close(weighted[name].double(), (a + 2 * b + c) / 4, rtol=0, atol=1e-6)
+
+
+def test_grouped_merge_averages_each_group_then_merges_the_averages(base, tmp_path):
+    """Groups [1, 2] of (a, b, c) averaged: (a + (b + c) / 2) / 2, not the flat mean (a + b + c) / 3."""
+    subs = [variant(base, tmp_path / f"sub{i}", random_deltas(base, 10 + i)) for i in range(3)]
+    loaded = [weights_of(s) for s in subs]
+    merge_grouped(subs, [1, 2], tmp_path / "out", "average")
+    got = weights_of(tmp_path / "out")
+    for name in loaded[0]:
+        a, b, c = (w[name].double() for w in loaded)
+        torch.testing.assert_close(got[name].double(), (a + (b + c) / 2) / 2, rtol=0, atol=1e-6)
+    assert not list(tmp_path.glob(".groups-*"))
+    with pytest.raises(ValueError, match="do not split"):
+        merge_grouped(subs, [1, 1], tmp_path / "bad", "average")
+    with pytest.raises(ValueError, match="full models"):
+        merge_grouped(subs, [1, 2], tmp_path / "bad", "average", merge_space="adapter")
 
 
 def naive_ties(deltas, density):

@@ -555,16 +555,18 @@ def recipe_key(config: dict, name: str) -> str:
 
 
 def check_shards_fit(config: dict, pool_bounds: dict[str, int | None]) -> None:
-    """A disperse_merge recipe's k shards each need an example: k may not exceed what its selection can keep.
+    """A sharded recipe's (disperse_merge) k shards each need an example: k may not exceed what its selection can keep.
 
     ``pool_bounds``: dataset → most training examples it can have (None: known only after data preparation).
     """
     import math
 
+    from sftlab.compose.members import COMPOSITIONS
+
     for exp_id, exp in config["experiments"].items():
         for recipe_name in exp["recipes"]:
             recipe = config["recipes"][recipe_name]
-            if recipe["composition"]["name"] != "disperse_merge":
+            if not COMPOSITIONS[recipe["composition"]["name"]].shards:
                 continue
             k, fraction = recipe["composition"]["k"], recipe["selection"]["fraction"]
             for dataset in exp["datasets"]:
@@ -618,6 +620,13 @@ def influence_selectors() -> tuple[str, ...]:
     return tuple(name for name, cls in SELECTORS.items() if cls.influence)
 
 
+def preference_selectors() -> tuple[str, ...]:
+    """The influence selectors that score against preference pairs with a DPO loss (rose), from the registry."""
+    from sftlab.selection import SELECTORS
+
+    return tuple(name for name, cls in SELECTORS.items() if cls.validation_loss == "dpo")
+
+
 def targeted_selectors() -> tuple[str, ...]:
     """The selectors that score the pool against a validation set (less, rose, bm25, dsir, rds, rds_plus)."""
     from sftlab.selection import SELECTORS
@@ -652,8 +661,9 @@ def resolve_influence_selections(config: dict) -> None:
                 raise ConfigError(f"config key {where}.{extra[0]}: only the selectors that score against a "
                                   f"validation set ({', '.join(targeted_selectors())}) take it")
             continue
-        if sel["name"] != "rose" and "beta" in sel:
-            raise ConfigError(f"config key {where}.beta: the {sel['name']} selector has no DPO temperature (rose only)")
+        if sel["name"] not in preference_selectors() and "beta" in sel:
+            raise ConfigError(f"config key {where}.beta: the {sel['name']} selector has no DPO temperature "
+                              f"({', '.join(preference_selectors())} only)")
         vset = config["validation"].get(sel["validation"])
         if vset is None:
             raise ConfigError(f"config key {where}.validation: no validation set named {sel['validation']!r} "
@@ -663,8 +673,8 @@ def resolve_influence_selections(config: dict) -> None:
         if ds["source"] == "demo" and ds[count_key] == 0:  # the warmup's validation set would be empty
             raise ConfigError(f"config key datasets.{vset['dataset']}.{count_key}: 0, but validation set "
                               f"{sel['validation']!r} of {where} takes its {vset['split']!r} items")
-        if sel["name"] == "rose" and vset["split"] != "pairs":
-            raise ConfigError(f"config key {where}.validation: rose needs preference pairs, but validation set "
+        if sel["name"] in preference_selectors() and vset["split"] != "pairs":
+            raise ConfigError(f"config key {where}.validation: {sel['name']} needs preference pairs, but validation set "
                               f"{sel['validation']!r} takes {vset['split']!r} examples")
         sel.setdefault("shots", vset["shots"])
 
@@ -676,11 +686,12 @@ def check_token_budget(config: dict) -> None:
     if not names & set(influence_selectors()):
         return
     max_length = deep_merge(config["training"], config["warmup"]["training"])["max_length"]
-    need = max_length * (2 if "rose" in names else 1)
+    pairs = sorted(names & set(preference_selectors()))
+    need = max_length * (2 if pairs else 1)
     budget = config["gradients"]["max_tokens"]
     if budget < need:
         raise ConfigError(f"config key gradients.max_tokens: {budget} tokens cannot hold one item of "
-                          f"{'a rose pair: 2 × ' if 'rose' in names else ''}max_length {max_length} = {need} tokens")
+                          f"{f'a {pairs[0]} pair: 2 × ' if pairs else ''}max_length {max_length} = {need} tokens")
 
 
 def check_selection(key: str, recipe: dict) -> None:

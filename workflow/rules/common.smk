@@ -18,7 +18,8 @@ from sftlab.data.prepare import pool_bound
 from sftlab.evaluation.exams import run_benchmarks
 from sftlab import rehearsal, run_config
 from sftlab.compose.members import COMPOSED, COMPOSITIONS
-from sftlab.objectives import OBJECTIVES, build_objective
+from sftlab.objectives import (BASELINE_OBJECTIVE, OBJECTIVES, build_objective, paper_objectives,
+                               reference_objectives)
 from sftlab.benchmarks import BENCHMARK_TYPES
 from sftlab import fingerprint
 from sftlab.offline import job_shell_prefix
@@ -410,9 +411,14 @@ def report_benchmarks():
     return seen
 
 
+def objective_columns(obj):
+    """The per-example columns the objective's batches carry, as its config sets it up."""
+    return build_objective(obj["name"], {k: v for k, v in obj.items() if k != "name"}).columns
+
+
 def uses_confidence(recipe):
-    obj, sel = recipe["objective"], recipe["selection"]
-    return (obj["name"] == "sftmix" and obj["pairing"] == "confidence") or "confidence" in SELECTORS[sel["name"]].tables
+    return ("confident" in objective_columns(recipe["objective"])
+            or "confidence" in SELECTORS[recipe["selection"]["name"]].tables)
 
 
 def confidence_pairs():
@@ -427,7 +433,7 @@ def tsne_runs(model, dataset):
     return [r for (m, d, r) in experiment_runs() if (m, d) == (model, dataset)
             and CFG["recipes"][r]["selection"]["name"] == "full"
             and CFG["recipes"][r]["composition"]["name"] == "single"
-            and CFG["recipes"][r]["objective"]["name"] in ("ntp", "sftmix")]
+            and CFG["recipes"][r]["objective"]["name"] in (BASELINE_OBJECTIVE, *paper_objectives("SFTMix"))]
 
 
 def tsne_models(wildcards):
@@ -459,8 +465,7 @@ SELECTOR_TABLES = {"confidence": "confidence.parquet", "influence_less": "influe
 def objective_tables(wildcards):
     """Parquet tables the recipe's objective reads per example (e.g. ref_logprobs for MinorSFT)."""
     recipe = recipe_of(wildcards)
-    obj = recipe["objective"]
-    columns = build_objective(obj["name"], {k: v for k, v in obj.items() if k != "name"}).columns
+    columns = objective_columns(recipe["objective"])
     # the confidence split is the selection model's (selection.model); log πref is always the trained model's own
     owner = {"confident": selection_model(recipe["selection"], wildcards.model)}
     return [f"results/{owner.get(c, wildcards.model)}/{wildcards.dataset}/{COLUMN_TABLES[c]}" for c in columns]

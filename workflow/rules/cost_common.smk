@@ -9,16 +9,14 @@ COST_TABLES = {"pipeline": "reports/tables/cost", "papers": "reports/tables/cost
 def recipe_papers(name):
     """The papers whose method a recipe uses (its row in cost_papers); none of them: the SFT baseline."""
     recipe = CFG["recipes"][name]
-    papers = []
-    if recipe["objective"]["name"] == "sftmix" or uses_confidence(recipe):
-        papers.append("SFTMix")
-    if recipe["objective"]["name"] in ("minorsft", "dpo_sft"):
-        papers.append("MinorSFT")
+    papers = {OBJECTIVES[recipe["objective"]["name"]].paper}
+    if uses_confidence(recipe):
+        papers.add("SFTMix")
     if recipe["selection"]["name"] in TARGETED_SELECTORS:  # LESS, ROSE and the baselines of their tables
-        papers.append("LESS / ROSE")
+        papers.add("LESS / ROSE")
     if recipe["composition"]["name"] != "single":
-        papers.append("Disperse-Then-Merge")
-    return papers or ["SFT"]
+        papers.add("Disperse-Then-Merge")
+    return [p for p in COST_PAPERS if p in papers] or ["SFT"]
 
 
 def cost_report_files():

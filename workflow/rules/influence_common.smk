@@ -109,7 +109,7 @@ def grad_features_minutes(wildcards):
 
 def validation_flags(wildcards):
     sel = influence_selection(wildcards)
-    kind = "dpo" if sel["name"] == "rose" else "ntp"
+    kind = SELECTORS[sel["name"]].validation_loss
     return ["--kind", kind, "--shots", str(sel["shots"])] + (["--beta", str(sel["beta"])] if kind == "dpo" else [])
 
 

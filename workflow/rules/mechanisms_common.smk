@@ -7,7 +7,7 @@ not built.
 
 MECHANISM_PAPERS = {"sftmix": "SFTMix", "selection": "LESS / ROSE", "minorsft": "MinorSFT",
                     "dtm": "Disperse-Then-Merge", "nll": "Main"}
-DEVIATION_OBJECTIVES = ("minorsft", "dpo_sft")
+DEVIATION_OBJECTIVES = reference_objectives()  # their loss compares the policy with πref
 
 
 def base_recipe(recipe):
@@ -83,10 +83,10 @@ def minorsft_mechanism_spec():
             by_lr = {}
             for base in sorted(runs):
                 r = CFG["recipes"][base]
-                if _single_full(base) and r["objective"]["name"] in ("ntp", *DEVIATION_OBJECTIVES):
+                if _single_full(base) and r["objective"]["name"] in (BASELINE_OBJECTIVE, *DEVIATION_OBJECTIVES):
                     by_lr.setdefault(r["training"]["learning_rate"], []).append(base)
             for lr, bases in sorted(by_lr.items()):
-                sft = [x for x in bases if CFG["recipes"][x]["objective"]["name"] == "ntp"]
+                sft = [x for x in bases if CFG["recipes"][x]["objective"]["name"] == BASELINE_OBJECTIVE]
                 if not sft or not any(CFG["recipes"][x]["objective"]["name"] in DEVIATION_OBJECTIVES for x in bases):
                     continue
                 baseline = CFG["report"]["baseline"] if CFG["report"]["baseline"] in sft else sft[0]

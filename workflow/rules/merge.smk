@@ -61,7 +61,7 @@ rule train_member:
         phase_benchmark("training", "benchmarks/train_member/{model}/{dataset}/{recipe}/{member}.tsv")
     wildcard_constraints:
         recipe=recipes_composed(*COMPOSED),
-        member=r"shards/shard-[0-9]+|seeds/seed-[0-9]+",
+        member=MEMBER_PATTERN,
     threads: threads_of("train")
     resources:
         **res("train", model=True, resumes=MEMBER_RUN),

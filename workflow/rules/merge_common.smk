@@ -1,9 +1,13 @@
 """Config look-ups and input functions of the composed recipes' rules (merge.smk): member runs, merge
 arguments and the DTM report's runs."""
 
-from sftlab.compose.members import member_names, member_owner, member_training
+from sftlab.compose.members import (merge_group_sizes, member_names, member_owner, member_pattern, member_shard,
+                                    member_training)
 from sftlab.compose.merge import MERGE_METHODS
 from sftlab.report.dtm import draws_k_figure, dtm_runs
+
+#: the member runs' directories under runs/{recipe}/, as the compositions declare them
+MEMBER_PATTERN = member_pattern()
 
 
 def composition_of(wildcards):
@@ -43,13 +47,13 @@ def disperse_args(wildcards):
 
 def member_ids(wildcards):
     """What a member run trains on: the shards of the recipe's selection (DTM), or the whole selection (soup)."""
-    return shard_ids(wildcards) if wildcards.member.startswith("shards/") else selection_path(wildcards)
+    shard = member_shard(composition_of(wildcards), wildcards.member)
+    return shard_ids(wildcards) if shard else selection_path(wildcards)
 
 
 def member_ids_file(wildcards):
-    if wildcards.member.startswith("shards/"):
-        return f"{shard_ids(wildcards)}/{wildcards.member.removeprefix('shards/')}.ids"
-    return selection_path(wildcards)
+    shard = member_shard(composition_of(wildcards), wildcards.member)
+    return f"{shard_ids(wildcards)}/{shard}.ids" if shard else selection_path(wildcards)
 
 
 def member_training_settings(wildcards):
@@ -81,10 +85,9 @@ def member_dirs(wildcards):
 def fisher_ids(wildcards):
     """Fisher merging: each member's own training ids (a DTM shard, or a seed-soup member's whole selection)."""
     comp = composition_of(wildcards)
-    if comp["name"] in SHARDED:
-        owner = run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))
-        return [f"{owner}/shards/ids/{m.removeprefix('shards/')}.ids" for m in member_names(comp)]
-    return [selection_path(wildcards)] * len(member_names(comp))
+    owner = run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))
+    shards = [member_shard(comp, m) for m in member_names(comp)]
+    return [f"{owner}/shards/ids/{s}.ids" if s else selection_path(wildcards) for s in shards]
 
 
 def fisher_inputs(wildcards):
@@ -103,6 +106,9 @@ def merge_args(wildcards):
     params = {k: merge[k] for k in MERGE_METHODS[merge["method"]].params if k in merge}
     args = ["--inputs", *inputs, "--method", merge["method"], "--merge-space", merge["merge_space"],
             "--seed", str(merge["seed"]), "--params", as_json(params)]
+    groups = merge_group_sizes(composition_of(wildcards))
+    if groups:
+        args += ["--groups", as_json(groups)]
     if merge["method"] == "fisher":
         args += ["--fisher-examples", fisher_inputs(wildcards)[0], "--fisher-ids", *fisher_ids(wildcards),
                  "--max-length", str(recipe_of(wildcards)["training"]["max_length"])]

@@ -1,6 +1,5 @@
 # Paper-shaped reports of SFTMix and MinorSFT (their tables, ablations and figures), built when the config has such runs.
 
-METHOD_REPORT_OBJECTIVES = {"sftmix": {"sftmix"}, "minorsft": {"minorsft", "dpo_sft"}}
 METHOD_REPORT_FILES = {
     "sftmix": [f"reports/tables/sftmix_{t}.{ext}" for t in ("main", "ablation") for ext in ("md", "csv", "tex")],
     "minorsft": [f"reports/tables/minorsft_accuracy.{ext}" for ext in ("md", "csv", "tex")]
@@ -24,7 +23,7 @@ def method_report_runs(paper):
     """Single-model runs of the model × dataset pairs where some recipe uses the paper's objective, with their settings
     (composed runs — merged shards, seed soups — belong to the DTM report, not to these papers' tables)."""
     runs = {k: v for k, v in experiment_runs().items() if CFG["recipes"][k[2]]["composition"]["name"] == "single"}
-    pairs = {(m, d) for (m, d, r) in runs if CFG["recipes"][r]["objective"]["name"] in METHOD_REPORT_OBJECTIVES[paper]}
+    pairs = {(m, d) for (m, d, r) in runs if CFG["recipes"][r]["objective"]["name"] in paper_objectives(METHOD_REPORT_CATEGORY[paper])}
     return [{"model": m, "dataset": d, "recipe": r, "objective": CFG["recipes"][r]["objective"],
              "selection": CFG["recipes"][r]["selection"],
              "learning_rate": CFG["recipes"][r]["training"]["learning_rate"]}

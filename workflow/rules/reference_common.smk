@@ -22,7 +22,7 @@ def ref_logprobs_training(wildcards):
     dataset whose loss compares their own log-probs with it (MinorSFT, DPO-SFT), so that r = 0 at step 0; else those
     of all its runs. One table per pair, so those runs must share the path: finetuning, precision, sharding."""
     runs = [CFG["recipes"][r] for (m, d, r) in experiment_runs() if (m, d) == (wildcards.model, wildcards.dataset)]
-    users = [r for r in runs if r["objective"]["name"] in ("minorsft", "dpo_sft")] or runs
+    users = [r for r in runs if OBJECTIVES[r["objective"]["name"]].needs_reference()] or runs
     sharded = processes_of("train") > 1
     paths = {(r["training"]["finetuning"], r["training"]["precision"], sharded and r["training"]["distributed"])
              for r in users}

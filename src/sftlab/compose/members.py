@@ -21,6 +21,7 @@ from typing import ClassVar, Mapping, Sequence
 
 import pandas as pd
 
+from sftlab.objectives.base import BASELINE_OBJECTIVE
 from sftlab.registry import lookup, registrar
 
 COMPOSITIONS: dict[str, type["Composition"]] = {}
@@ -34,14 +35,34 @@ class Composition:
     name: ClassVar[str]
     #: whether its members train on shards of the recipe's selection (written by rule disperse)
     shards: ClassVar[bool] = False
+    #: the regular expression every member name matches (the member rule's wildcard constraint); None: no members
+    member_pattern: ClassVar[str | None] = None
+    #: its runs' role in the DTM report (``sftlab.report.dtm.ROLES``)
+    role: ClassVar[str] = "sft"
 
     def members(self, composition: Mapping) -> list[str]:
         """The member runs' names, which are also their directories under ``runs/{recipe}/``."""
         raise ValueError(f"composition {composition['name']!r} has no member runs")
 
+    def describe(self, recipe: Mapping, merge_label: str) -> dict:
+        """A run composed this way as the DTM report shows it: its label and the settings the report's rows show
+        (``k``, ``split``, ``seeds``, ``init``; those left out are None). ``merge_label``: its merge, readable."""
+        objective = recipe["objective"]["name"]
+        return {"label": "SFT" if objective == BASELINE_OBJECTIVE else f"single run ({objective})"}
+
     def member_training(self, training: dict, composition: Mapping, member: str) -> dict:
         """A member run's training settings, from the recipe's (a copy the method may change)."""
         return training
+
+    def merge_groups(self, composition: Mapping) -> list[list[str]] | None:
+        """Members averaged together before the merge, one group per input of the merge, in member order; None:
+        the members are merged directly."""
+        return None
+
+    def member_shard(self, member: str) -> str | None:
+        """The shard a member trains on (``shards/ids/{shard}.ids``, written by rule disperse); None: the whole
+        selection."""
+        return None
 
 
 @register_composition("single")
@@ -52,6 +73,8 @@ class Single(Composition):
 @register_composition("disperse_merge")
 class DisperseMerge(Composition):
     shards = True
+    member_pattern = r"shards/shard-[0-9]+"
+    role = "dtm"
 
     def members(self, composition):
         return [f"shards/shard-{k}" for k in range(composition["k"])]
@@ -61,9 +84,27 @@ class DisperseMerge(Composition):
             training["init_seed"] = training["seed"] + 1 + int(member.removeprefix("shards/shard-"))
         return training
 
+    def member_shard(self, member):
+        return member.removeprefix("shards/")
+
+    def describe(self, recipe, merge_label):
+        comp, objective = recipe["composition"], recipe["objective"]["name"]
+        members = "" if objective == BASELINE_OBJECTIVE else f", {objective} members"
+        init = comp.get("init", "same")
+        return {"k": comp["k"], "split": comp["split"], "init": init,
+                "label": f"DTM (K={comp['k']}, {comp['split']}, {merge_label}{members}"
+                         f"{', different init' if init == 'different' else ''})"}
+
 
 @register_composition("seed_soup")
 class SeedSoup(Composition):
+    member_pattern = r"seeds/seed-[0-9]+"
+    role = "seed_soup"
+
+    def describe(self, recipe, merge_label):
+        seeds = len(recipe["composition"]["seeds"])
+        return {"seeds": seeds, "label": f"seed soup ({seeds} seeds, {merge_label})"}
+
     def members(self, composition):
         return [f"seeds/seed-{s}" for s in composition["seeds"]]
 
@@ -72,12 +113,51 @@ class SeedSoup(Composition):
         return training
 
 
+@register_composition("seed_shards")
+class SeedShards(Composition):
+    """K shards × several seeds: one member per shard and seed (``shards/shard-{k}/seeds/seed-{s}``, on shard k with
+    ``training.seed = s``); each shard's seeds averaged, then the K shard averages merged."""
+
+    shards = True
+    member_pattern = r"shards/shard-[0-9]+/seeds/seed-[0-9]+"
+    role = "dtm"
+
+    def members(self, composition):
+        return [f"shards/shard-{k}/seeds/seed-{s}" for k in range(composition["k"]) for s in composition["seeds"]]
+
+    def merge_groups(self, composition):
+        members, n = self.members(composition), len(composition["seeds"])
+        return [members[i:i + n] for i in range(0, len(members), n)]
+
+    def member_training(self, training, composition, member):
+        training["seed"] = int(member.rsplit("/seed-", 1)[1])
+        return training
+
+    def member_shard(self, member):
+        return member.split("/")[1]
+
+    def describe(self, recipe, merge_label):
+        comp, seeds = recipe["composition"], len(recipe["composition"]["seeds"])
+        return {"k": comp["k"], "split": comp["split"], "init": "same", "seeds": seeds,
+                "label": f"DTM (K={comp['k']}, {comp['split']}, {seeds} seeds a shard averaged, {merge_label})"}
+
+
 def composition_type(name: str) -> Composition:
     return lookup(COMPOSITIONS, "composition", name)()
 
 
+def is_composed(name: str) -> bool:
+    """Whether the composition merges member runs (every one but ``single``)."""
+    return lookup(COMPOSITIONS, "composition", name).members is not Composition.members
+
+
 #: the compositions that merge member runs (every one but ``single``)
-COMPOSED = tuple(name for name, cls in COMPOSITIONS.items() if cls.members is not Composition.members)
+COMPOSED = tuple(name for name in COMPOSITIONS if is_composed(name))
+
+
+def member_pattern() -> str:
+    """The regular expression of every composition's member names (the member rules' wildcard constraint)."""
+    return "|".join(f"(?:{cls.member_pattern})" for cls in COMPOSITIONS.values() if cls.member_pattern)
 
 
 def member_names(composition: Mapping) -> list[str]:
@@ -97,6 +177,21 @@ def member_owner(recipes: Mapping[str, Mapping], name: str) -> str:
     key = _member_key(recipes[name])
     return min(r for r, recipe in recipes.items()
                if recipe["composition"]["name"] in COMPOSED and _member_key(recipe) == key)
+
+
+def merge_group_sizes(composition: Mapping) -> list[int] | None:
+    """The sizes of the composition's merge groups (consecutive members averaged first); None: no groups."""
+    groups = composition_type(composition["name"]).merge_groups(composition)
+    if groups is None:
+        return None
+    if [m for g in groups for m in g] != member_names(composition):
+        raise ValueError(f"composition {composition['name']!r}: its merge groups {groups} are not its members in order")
+    return [len(g) for g in groups]
+
+
+def member_shard(composition: Mapping, member: str) -> str | None:
+    """The shard ``member`` trains on (its ids: ``shards/ids/{shard}.ids``); None: the recipe's whole selection."""
+    return composition_type(composition["name"]).member_shard(member)
 
 
 def member_training(recipe: Mapping, member: str) -> dict:

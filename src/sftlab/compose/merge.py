@@ -456,3 +456,31 @@ def merge(
         merge_adapters(inputs, base_model, out_dir, (params or {}).get("weights"))
     else:
         raise ValueError(f"unknown merge_space {merge_space!r}; known: {list(MERGE_SPACES)}")
+
+
+def merge_grouped(inputs: Sequence[str | Path], groups: Sequence[int], out_dir: str | Path, method: str = "average",
+                  merge_space: str = "delta", base_model: str | Path | None = None,
+                  params: Mapping[str, Any] | None = None, seed: int = 0, device: str = "cpu") -> None:
+    """A two-level merge: average each group of consecutive ``inputs`` (``groups``: their sizes), then merge the
+    group averages with ``method`` (a composition whose members are grouped, e.g. seeds within a shard).
+
+    Full models only (delta space); Fisher merging weighs members by their own data, so it takes no groups.
+    """
+    import tempfile
+
+    if sum(groups) != len(inputs) or min(groups, default=0) < 1:
+        raise ValueError(f"merge groups {list(groups)} do not split the {len(inputs)} inputs")
+    if merge_space != "delta" or method == "fisher":
+        raise ValueError(f"a grouped merge works on full models with a mergekit method, not merge_space "
+                         f"{merge_space!r} / method {method!r}")
+    starts = [sum(groups[:i]) for i in range(len(groups))]
+    with tempfile.TemporaryDirectory(dir=Path(out_dir).parent, prefix=".groups-") as tmp:
+        averaged = []
+        for i, (start, size) in enumerate(zip(starts, groups)):
+            if size == 1:  # a group of one is its member
+                averaged.append(inputs[start])
+                continue
+            averaged.append(Path(tmp) / f"group-{i}")
+            merge_models(inputs[start:start + size], averaged[-1], "average", base_model, None, seed=seed,
+                         device=device)
+        merge_models(averaged, out_dir, method, base_model, params, seed=seed, device=device)

@@ -21,6 +21,11 @@ OBJECTIVES: dict[str, type["Objective"]] = {}
 
 register_objective = registrar(OBJECTIVES, "objective")
 
+#: the column of per-example log πref(y|x): an objective whose batch carries it compares the policy with the reference
+REFERENCE_COLUMN = "ref_logp"
+#: the SFT baseline every paper's method is compared with
+BASELINE_OBJECTIVE = "ntp"
+
 #: how a loss term's per-item values are reduced over the global batch (``training.loss_reduction``)
 REDUCTIONS = ("example_mean", "token_mean", "sum")
 
@@ -67,6 +72,21 @@ def term_totals(terms: Mapping[str, LossTerm]) -> dict[str, tuple[float, float]]
     return {name: (float(len(t.counts)), float(t.counts.sum())) for name, t in terms.items()}
 
 
+def reference_objectives() -> tuple[str, ...]:
+    """The objectives whose loss compares the policy with πref (their batches carry ``REFERENCE_COLUMN``)."""
+    return tuple(name for name, cls in OBJECTIVES.items() if cls.needs_reference())
+
+
+def paper_objectives(paper: str) -> tuple[str, ...]:
+    """The objectives of one paper's method, the paper's own (its label is the paper's name) last."""
+    names = [name for name, cls in OBJECTIVES.items() if cls.paper == paper]
+    return tuple(sorted(names, key=lambda n: (OBJECTIVES[n].label == paper, n)))
+
+
+def objective_label(name: str) -> str:
+    return lookup(OBJECTIVES, "objective", name).label
+
+
 def build_objective(name: str, params: dict[str, Any] | None = None) -> "Objective":
     return lookup(OBJECTIVES, "objective", name)(**(params or {}))
 
@@ -80,6 +100,15 @@ class Objective(abc.ABC):
     columns: ClassVar[tuple[str, ...]] = ()
     #: the reduction ``loss`` applies within one micro-batch (the objective's own definition of its batch loss)
     batch_reduction: ClassVar[str] = "token_mean"
+    #: the paper whose method it is (its report and cost row, e.g. "MinorSFT"); None: the SFT baseline
+    paper: ClassVar[str | None] = None
+    #: how reports name the method
+    label: ClassVar[str]
+
+    @classmethod
+    def needs_reference(cls) -> bool:
+        """Whether its batches carry log πref (so the workflow scores the reference first)."""
+        return REFERENCE_COLUMN in cls.columns
 
     def __init__(self, **params: Any) -> None:
         if params:

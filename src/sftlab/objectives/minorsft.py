@@ -10,7 +10,8 @@ import abc
 
 from sftlab.lazy import torch
 
-from .base import LossTerm, Objective, batch_sequence_logps, example_counts, model_inputs, register_objective
+from .base import (REFERENCE_COLUMN, LossTerm, Objective, batch_sequence_logps, example_counts, model_inputs,
+                   register_objective)
 
 
 def minorsft_loss(
@@ -31,8 +32,9 @@ class _RewardObjective(Objective):
     example_mean it is averaged over the examples (the papers' expectation), with token_mean weighed by |y| / tokens,
     so that at r = 0 MinorSFT's gradient is NTP's under every reduction."""
 
-    columns = ("ref_logp",)
+    columns = (REFERENCE_COLUMN,)
     batch_reduction = "example_mean"
+    paper = "MinorSFT"
 
     def __init__(self, beta: float = 0.1) -> None:
         if not beta > 0:
@@ -58,11 +60,15 @@ class _RewardObjective(Objective):
 
 @register_objective("minorsft")
 class MinorSFT(_RewardObjective):
+    label = "MinorSFT"
+
     def per_example_loss(self, policy_logps, ref_logps, n_tokens):
         return minorsft_loss(policy_logps, ref_logps, n_tokens, self.beta)
 
 
 @register_objective("dpo_sft")
 class DPOSFT(_RewardObjective):
+    label = "DPO-SFT"
+
     def per_example_loss(self, policy_logps, ref_logps, n_tokens):
         return dpo_sft_loss(policy_logps, ref_logps, self.beta)

@@ -21,6 +21,8 @@ def nll_term(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> LossTerm:
 
 @register_objective("ntp")
 class NTP(Objective):
+    label = "SFT"
+
     def terms(self, model, batch):
         return {"nll": nll_term(model(**model_inputs(batch)).logits, batch)}, {}
 

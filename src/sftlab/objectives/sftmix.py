@@ -232,6 +232,8 @@ def dataset_column(dataset, name: str) -> list:
 @register_objective("sftmix")
 class SFTMix(Objective):
     columns = ("confident",)
+    paper = "SFTMix"
+    label = "SFTMix"
 
     def __init__(
         self,

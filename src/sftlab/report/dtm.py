@@ -68,29 +68,26 @@ def _merge_label(merge: Mapping) -> str:
 
 def describe_run(model: str, dataset: str, name: str, recipe: Mapping) -> dict:
     """A run as the report sees it: its role, a readable label and the settings the tables show."""
+    from sftlab.compose.members import composition_type, is_composed
+
     comp = recipe["composition"]
-    row = {"model": model, "dataset": dataset, "recipe": name, "k": None, "split": None, "seeds": None,
-           "method": None, "merge_space": None, "init": None}
-    if comp["name"] == "single":
-        objective = recipe["objective"]["name"]
-        return {**row, "role": "sft", "label": "SFT" if objective == "ntp" else f"single run ({objective})"}
-    row.update(method=comp["merge"]["method"], merge_space=comp["merge"]["merge_space"],
-               method_label=method_label(comp["merge"]))
-    if comp["name"] == "seed_soup":
-        return {**row, "role": "seed_soup", "seeds": len(comp["seeds"]),
-                "label": f"seed soup ({len(comp['seeds'])} seeds, {_merge_label(comp['merge'])})"}
-    objective = "" if recipe["objective"]["name"] == "ntp" else f", {recipe['objective']['name']} members"
-    init = comp.get("init", "same")
-    return {**row, "role": "dtm", "k": comp["k"], "split": comp["split"], "init": init,
-            "label": f"DTM (K={comp['k']}, {comp['split']}, {_merge_label(comp['merge'])}{objective}"
-                     f"{', different init' if init == 'different' else ''})"}
+    kind = composition_type(comp["name"])
+    row = {"model": model, "dataset": dataset, "recipe": name, "role": kind.role, "k": None, "split": None,
+           "seeds": None, "method": None, "merge_space": None, "init": None}
+    merged = is_composed(comp["name"])
+    if merged:
+        row.update(method=comp["merge"]["method"], merge_space=comp["merge"]["merge_space"],
+                   method_label=method_label(comp["merge"]))
+    return {**row, **kind.describe(recipe, _merge_label(comp["merge"]) if merged else "")}
 
 
 def dtm_runs(recipes: Mapping[str, Mapping], runs: Iterable[tuple[str, str, str]]) -> list[dict]:
     """The runs of the DTM report, in experiment order; none when no experiment has a DTM recipe."""
     runs = list(runs)
+    from sftlab.compose.members import COMPOSITIONS
+
     composition = {r: recipes[r]["composition"]["name"] for (_, _, r) in runs}
-    if "disperse_merge" not in composition.values():
+    if not any(COMPOSITIONS[c].role == "dtm" for c in composition.values()):
         return []
     composed = {(m, d, _baseline_key(recipes[r])) for (m, d, r) in runs if composition[r] != "single"}
     return [describe_run(m, d, r, recipes[r]) for (m, d, r) in runs

@@ -34,6 +34,7 @@ from typing import Mapping, Sequence
 
 import yaml
 
+from sftlab.compose.members import COMPOSITIONS
 from sftlab.evaluation.exams import run_exams
 from sftlab.selection.gradient_cost import example_seconds
 from sftlab.training.spec import RUN_TRAINING_RULES
@@ -183,7 +184,7 @@ class CostModel:
         """The share of the pool a run trains on: the selection's fraction, split K ways for a disperse member."""
         share = recipe.get("selection", {}).get("fraction", 1.0)
         composition = recipe.get("composition", {})
-        if member is not None and composition.get("name") == "disperse_merge":
+        if member is not None and composition.get("name") in COMPOSITIONS and COMPOSITIONS[composition["name"]].shards:
             share /= composition["k"]
         return share
 

@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 
 from sftlab.benchmarks import BENCHMARK_TYPES
+from sftlab.objectives import BASELINE_OBJECTIVE, objective_label, paper_objectives
 from sftlab.report.figures import STYLE, plt, save
 from sftlab.report.tables import MISSING, fmt_cell, judge_mark, score_difference
 
-MINORSFT_METHODS = {"ntp": "SFT", "dpo_sft": "DPO-SFT", "minorsft": "MinorSFT"}
+#: objective → method label in the MinorSFT tables, in table order: SFT, then the paper's objectives (MinorSFT last)
+MINORSFT_METHODS = {name: objective_label(name) for name in (BASELINE_OBJECTIVE, *paper_objectives("MinorSFT"))}
 SFTMIX_DEFAULTS = {"mu": 0.2, "alpha": 0.5, "mixup_detach": False, "pairing": "confidence"}
 
 

@@ -58,6 +58,9 @@ class Selector(abc.ABC):
     model_features: ClassVar[bool] = False
     #: whether it scores the pool against a validation set (takes the config's ``validation`` and ``shots``)
     targeted: ClassVar[bool] = False
+    #: the loss whose validation gradients an influence selector scores against: "ntp" (SFT examples) or "dpo"
+    #: (preference pairs: two sequences an item, the temperature ``beta``); None for the others
+    validation_loss: ClassVar[str | None] = None
     #: how a constructor parameter reads in the selection's path id (default ``<key><value>``)
     id_formats: ClassVar[dict[str, str]] = {}
     #: parameter values left out of the path id (so that paths written before the parameter existed stay valid)

@@ -120,6 +120,7 @@ class InfluenceSelector(ValidationScoreSelector):
 
     influence = True
     model_features = True
+    validation_loss = "ntp"
     column = "influence"
     id_formats = {"validation": "{value}", "shots": "{value}shot", "beta": "beta{value}"}
     id_omitted = {"beta": 0.1}  # ROSE's default β: its paths predate the setting
@@ -141,3 +142,4 @@ class Rose(InfluenceSelector):
     """ROSE: influence on validation preference pairs (DPO loss gradients)."""
 
     tables = ("influence_rose",)
+    validation_loss = "dpo"
