@@ -57,10 +57,13 @@ EXPECTED = {
     # warmup's random 5% (seed 0) is a selection of its own beside the random baseline's (seed 1), one per warmup.
     # LESS-T adds Llama-2-13B and Mistral-7B (2 models, 2 ref_logprobs), each a random 5% of its own (2 selections)
     # and 2 × (random + 3 LESS-T) = 8 runs scored on 11 benchmarks each (44); Llama-2-7B's LESS selections serve them,
-    # so no warmup, gradient or influence job more
+    # so no warmup, gradient or influence job more. The LESS table's baselines at 5% on Llama-2-7B: BM25, DSIR, RDS × 3
+    # validation sets = 9 runs (9 selections, 33 lm-eval scores); BM25 and DSIR score the pool on the CPU (6
+    # lexical_scores), RDS from one pass of last-token hidden states (1 pool_hidden_states, 3 representation_scores)
     "less.yaml": {
-        "materialise_model": 3, "prepare_data": 4, "ref_logprobs": 3, "select_data": 20, "validation_set": 3,
-        "train": 25, "warmup": 1, "evaluate": 25, "exam_results": 143, "grad_features": 32, "validation_grad_features": 12,
+        "materialise_model": 3, "prepare_data": 4, "ref_logprobs": 3, "select_data": 29, "validation_set": 3,
+        "train": 34, "warmup": 1, "evaluate": 34, "exam_results": 176, "grad_features": 32, "validation_grad_features": 12,
+        "lexical_scores": 6, "pool_hidden_states": 1, "representation_scores": 3,
         "gather_grad_features": 4, "influence": 3, "build_report": 1, "selection_report": 1, "cost_report": 1, "all": 1,
     },
     # rose: as above, plus the three test-pair datasets and six preference benchmarks (3 judged: generate + judge,
@@ -84,13 +87,14 @@ EXPECTED = {
     # per run with exams); judged: sftmix 32 + 2 (ambiguous) + 61 ROSE-benchmarked runs × 3 = 217
     # generate and judge, 61 × 3 = 183 implicit-reward; warmup and gradient jobs as in less.yaml ∪ rose.yaml
     # (llama2's shared): 2 warmups, 64 + 8 feature jobs, 56 + 12 validation features, 14 + 3 influence tables.
-    # LESS-T: as in less.yaml, + 2 models, 2 ref_logprobs, 2 selections, 8 runs, 44 lm-eval scores, no selection job
+    # LESS-T: as in less.yaml, + 2 models, 2 ref_logprobs, 2 selections, 8 runs, 44 lm-eval scores, no selection job;
+    # the baselines as in less.yaml (9 runs, 33 scores)
     "all.yaml": {
         "materialise_model": 8, "prepare_data": 15, "ref_logprobs": 11, "select_data": 86, "validation_set": 6,
-        "reference_run": 3, "train_reference": 2, "confidence": 5, "tsne": 5, "train": 153, "train_member": 30, "merge": 14,
+        "reference_run": 3, "train_reference": 2, "confidence": 5, "tsne": 5, "train": 162, "train_member": 30, "merge": 14,
         "disperse": 6, "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68,
-        "influence": 17, "evaluate": 160, "exam_results": 394, "benchmark_data": 10, "generate": 225, "judge": 225,
-        "implicit_reward": 183,
+        "influence": 17, "evaluate": 169, "exam_results": 427, "benchmark_data": 10, "generate": 225, "judge": 225,
+        "implicit_reward": 183, "lexical_scores": 6, "pool_hidden_states": 1, "representation_scores": 3,
         "build_report": 1, "judges_table": 1, "mtbench_categories": 1, "report_sftmix": 1, "report_minorsft": 1,
         "selection_report": 1, "dtm_report": 1, "cost_report": 1, "all": 1, "calibration_data": 1,
         "judge_calibration": 1,
