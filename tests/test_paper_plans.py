@@ -90,7 +90,7 @@ EXPECTED = {
     # LESS-T: as in less.yaml, + 2 models, 2 ref_logprobs, 2 selections, 8 runs, 44 lm-eval scores, no selection job;
     # the baselines as in less.yaml (9 runs, 33 scores)
     "all.yaml": {
-        "materialise_model": 8, "prepare_data": 15, "ref_logprobs": 11, "select_data": 86, "validation_set": 6,
+        "materialise_model": 8, "prepare_data": 15, "ref_logprobs": 11, "select_data": 95, "validation_set": 6,
         "reference_run": 3, "train_reference": 2, "confidence": 5, "tsne": 5, "train": 162, "train_member": 30, "merge": 14,
         "disperse": 6, "warmup": 2, "grad_features": 64, "gather_grad_features": 8, "validation_grad_features": 68,
         "influence": 17, "evaluate": 169, "exam_results": 427, "benchmark_data": 10, "generate": 225, "judge": 225,

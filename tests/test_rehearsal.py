@@ -102,7 +102,7 @@ def test_all_yaml_holds_every_recipe_of_the_five_papers_and_so_does_its_rehearsa
     selectors = {r["selection"]["name"] for r in reh["recipes"].values()}
     methods = {r["composition"]["merge"]["method"] for r in reh["recipes"].values() if "merge" in r["composition"]}
     assert objectives == {"ntp", "sftmix", "minorsft", "dpo_sft"}
-    assert selectors == {"full", "random", "confident", "unconfident", "ambiguous", "less", "rose"}
+    assert selectors == {"full", "random", "confident", "unconfident", "ambiguous", "less", "rose", "bm25", "dsir", "rds"}
     assert methods == {"average", "task_arithmetic", "fisher", "ties", "dare_ties", "dare_linear"}
     assert {r["composition"]["name"] for r in reh["recipes"].values()} == {"single", "seed_soup", "disperse_merge"}
 
