@@ -275,8 +275,11 @@ def local_judge_files(wildcards):
 
 
 def benchmarks_calibrated():
-    """Judged benchmarks whose judge is calibrated against the original judge's published scores (``calibration``)."""
-    return [name for name in benchmarks_scored_by("judge") if "calibration" in CFG["benchmarks"][name]]
+    """Judged benchmarks whose judge is calibrated against the original judge's published scores (``calibration``),
+    among those an experiment scores (a calibration serves the runs judged on its benchmark)."""
+    scored = set(report_benchmarks())
+    return [name for name in benchmarks_scored_by("judge") if "calibration" in CFG["benchmarks"][name]
+            and name in scored]
 
 
 def calibration_summaries():
