@@ -145,8 +145,9 @@ def test_mechanism_tables_recomputed_from_the_run_files(tiny_run):
     workdir, _ = tiny_run
     checked = check_mechanism_tables(workdir)
     # SFTMix: AUROC at 2 checkpoints + mean, 2 shares, 1 difference; selections: less/rose 25/50, random 50, confident
-    # 50, ambiguous 50; MinorSFT: sft, minorsft, dpo_sft; DTM: dtm and dtm_minorsft; NLL: 5 recipes × 2 benchmarks
-    assert checked == {"sftmix": 6, "selection": 7, "minorsft": 3, "dtm": 2, "nll": 10}, checked
+    # 50, ambiguous 50, and the baselines bm25, dsir, rds, rds_plus; MinorSFT: sft, minorsft, dpo_sft; DTM: dtm and
+    # dtm_minorsft; NLL: 5 recipes × 2 benchmarks
+    assert checked == {"sftmix": 6, "selection": 11, "minorsft": 3, "dtm": 2, "nll": 10}, checked
     for paper in checked:
         assert (workdir / f"reports/figures/mechanism_{paper}.png").stat().st_size > 1000
     dtm = pd.read_csv(workdir / "reports/tables/mechanism_dtm.csv")
@@ -156,12 +157,13 @@ def test_mechanism_tables_recomputed_from_the_run_files(tiny_run):
 @pytest.mark.slow
 def test_cost_of_every_stage_and_the_html_report(tiny_run):
     workdir, configfile = tiny_run
-    # every job of the finished DAG that writes a benchmark file (all but the reports) has its row
+    # every job of the finished DAG that writes a benchmark file (all but the reports and the local rules that copy
+    # or fetch files: exam_results, calibration_data) has its row
     proc = snakemake(workdir, configfile, "-n", "--forceall")
     assert proc.returncode == 0, proc.stderr[-3000:]
     planned = {}
     for rule, _ in planned_jobs(proc.stdout + proc.stderr):
-        if rule not in REPORT_RULES:
+        if rule not in REPORT_RULES | {"exam_results", "calibration_data"}:
             planned[rule] = planned.get(rule, 0) + 1
     cost = pd.read_csv(workdir / "reports/tables/cost.csv", keep_default_na=False)
     stages = cost[cost.stage != "whole pipeline"]
@@ -384,7 +386,7 @@ def test_less_rose_outputs_nested_fractions_and_cost_report(tiny_run):
         assert large == ranked[: len(large)]
 
     cost = pd.read_csv(workdir / "reports/tables/selection_cost.csv", keep_default_na=False)
-    assert set(cost["stage"]) == {"warmup", "gradient features", "selection", "final training"}
+    assert set(cost["stage"]) == {"warmup", "gradient features", "hidden-state features", "selection", "final training"}
     warmup = cost[cost.stage == "warmup"].iloc[0]
     assert float(warmup["wall time (s)"]) > 0 and warmup["GPU-hours"] == "n/a"
     assert float(warmup["stored (MiB)"]) > 0
