@@ -84,6 +84,11 @@ try:
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 
+from sftlab.plan import Plan
+
+# every input, params and resources function of the rules (sftlab.plan)
+PLAN = Plan(CFG, root=ROOT, workflow=workflow, fallback=globals())
+
 # Jobs run `python` from PATH: the interpreter running Snakemake comes first (its venv holds sftlab's pins),
 # unless --software-deployment-method conda puts the environment of envs/ there instead.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
