@@ -7,13 +7,13 @@ config that ran (sftlab.run_config, written at the run's start); each rule's pha
 include: "cost_common.smk"
 
 
-PAPER_REPORTS.append(cost_report_files)
+PLAN.PAPER_REPORTS.append(cost_report_files)
 
 
 rule cost_report:
     """Cost of every stage (wall time, peak memory, GPU-hours, bytes stored) per model × dataset × rule, and per paper."""
     input:
-        **code("cost_report"),
+        **PLAN.code("cost_report"),
         reports=reports_before_cost,
     output:
         md=f"{COST_TABLES['pipeline']}.md",
@@ -26,18 +26,18 @@ rule cost_report:
         papers_tex=f"{COST_TABLES['papers']}.tex",
     params:
         run_config=run_config.RUN_CONFIG,
-        config_digest=run_config_digest,
+        config_digest=PLAN.run_config_digest,
         recipe_papers=cost_recipe_papers,
-        papers=as_json(COST_PAPERS),
-        table=output_stem("md"),
-        papers_table=output_stem("papers_md"),
+        papers=PLAN.as_json(COST_PAPERS),
+        table=PLAN.output_stem("md"),
+        papers_table=PLAN.output_stem("papers_md"),
     conda:
         CONDA_ENV
     log:
         "logs/cost_report.log",
-    threads: threads_of("report")
+    threads: PLAN.threads_of("report")
     resources:
-        **res("report"),
+        **PLAN.res("report"),
     shell:
         "python {input.script:q} --run-config {params.run_config:q} --recipe-papers {params.recipe_papers:q} "
         "--papers {params.papers:q} --table {params.table:q} --papers-table {params.papers_table:q} 2> {log:q}"

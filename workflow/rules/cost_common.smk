@@ -10,7 +10,7 @@ def recipe_papers(name):
     """The papers whose method a recipe uses (its row in cost_papers); none of them: the SFT baseline."""
     recipe = CFG["recipes"][name]
     papers = {OBJECTIVES[recipe["objective"]["name"]].paper}
-    if uses_confidence(recipe):
+    if PLAN.uses_confidence(recipe):
         papers.add("SFTMix")
     if recipe["selection"]["name"] in TARGETED_SELECTORS:  # LESS, ROSE and the baselines of their tables
         papers.add("LESS / ROSE")
@@ -26,9 +26,9 @@ def cost_report_files():
 def reports_before_cost(wildcards):
     """Every other report of the run: the cost report runs last, after every job whose benchmark file it reads."""
     own = set(cost_report_files())
-    return [path for path in report_outputs() if path not in own]
+    return [path for path in PLAN.report_outputs() if path not in own]
 
 
 def cost_recipe_papers(wildcards):
     """Recipe → the papers it draws on, for the recipes the experiments run."""
-    return as_json({r: recipe_papers(r) for r in sorted({r for (m, d, r) in experiment_runs()})})
+    return PLAN.as_json({r: recipe_papers(r) for r in sorted({r for (m, d, r) in PLAN.experiment_runs()})})

@@ -6,7 +6,7 @@ include: "mechanisms_common.smk"
 
 
 for _paper in MECHANISM_PAPERS:
-    PAPER_REPORTS.append(lambda paper=_paper: mechanism_files(paper) if mechanism_built(paper) else [])
+    PLAN.PAPER_REPORTS.append(lambda paper=_paper: mechanism_files(paper) if mechanism_built(paper) else [])
 
 
 for _paper in MECHANISM_PAPERS:
@@ -17,20 +17,20 @@ for _paper in MECHANISM_PAPERS:
         name:
             f"mechanism_{_paper}"
         input:
-            **code("mechanisms"),
+            **PLAN.code("mechanisms"),
             files=mechanism_inputs(_paper),
         output:
             **mechanism_outputs(_paper),
         params:
             paper=_paper,
-            spec=as_json(mechanism_spec(_paper)),
+            spec=PLAN.as_json(mechanism_spec(_paper)),
         conda:
             CONDA_ENV
         log:
             f"logs/mechanism/{_paper}.log",
-        threads: threads_of("report")
+        threads: PLAN.threads_of("report")
         resources:
-            **res("report"),
+            **PLAN.res("report"),
         shell:
             "python {input.script:q} {params.paper:q} --spec {params.spec:q} --table {output.table:q} "
             "--figure {output.figure:q} 2> {log:q}"

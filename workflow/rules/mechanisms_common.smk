@@ -16,14 +16,14 @@ def base_recipe(recipe):
 
 
 def nll_benchmarks(items):
-    return [b for b in report_benchmarks() if CFG["benchmarks"][b]["type"] == "nll"
+    return [b for b in PLAN.report_benchmarks() if CFG["benchmarks"][b]["type"] == "nll"
             and CFG["benchmarks"][b]["items"] == items]
 
 
 def scored_runs(benchmark):
     """(model, dataset) → {base recipe: [(recipe, seed), ...]} of the experiment runs scored on ``benchmark``."""
     out = {}
-    for (m, d, r), benches in experiment_runs().items():
+    for (m, d, r), benches in PLAN.experiment_runs().items():
         if benchmark in benches:
             base, seed = base_recipe(r)
             out.setdefault((m, d), {}).setdefault(base, []).append((r, seed))
@@ -33,7 +33,7 @@ def scored_runs(benchmark):
 def answers_entries(m, d, benchmark, runs):
     """Answers files of the per-seed runs of these base recipes on a benchmark."""
     return [{"model": m, "dataset": d, "benchmark": benchmark, "recipe": base, "seed": seed,
-             "path": f"{run_dir(m, d, r)}/answers/{benchmark}.jsonl"}
+             "path": f"{PLAN.run_dir(m, d, r)}/answers/{benchmark}.jsonl"}
             for base, seeded in sorted(runs.items()) for r, seed in seeded]
 
 
@@ -43,7 +43,7 @@ def knows_quality(dataset):
 
 
 def sftmix_mechanism_spec():
-    pairs = [(m, d) for (m, d) in confidence_pairs() if knows_quality(d)]
+    pairs = [(m, d) for (m, d) in PLAN.confidence_pairs() if knows_quality(d)]
     return {"n_resamples": 2000, "seed": 0,
             "pairs": [{"model": m, "dataset": d, "confidence": f"results/{m}/{d}/confidence.parquet",
                        "train": f"results/data/{d}/train.jsonl"} for m, d in pairs]}
@@ -51,12 +51,12 @@ def sftmix_mechanism_spec():
 
 def selection_mechanism_spec():
     pairs = {}
-    for (m, d, r) in experiment_runs():
+    for (m, d, r) in PLAN.experiment_runs():
         sel = CFG["recipes"][r]["selection"]
         if sel["name"] == "full" or not knows_quality(d):
             continue
         entry = {"selector": selector_id(sel), "name": sel["name"], "fraction": float(sel["fraction"]),
-                 "ids": recipe_selection_ids(m, d, CFG["recipes"][r]),
+                 "ids": PLAN.recipe_selection_ids(m, d, CFG["recipes"][r]),
                  "validation": sel.get("validation")}
         pairs.setdefault((m, d), {})[entry["ids"]] = entry
     out = []

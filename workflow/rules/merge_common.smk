@@ -11,11 +11,11 @@ MEMBER_PATTERN = member_pattern()
 
 
 def composition_of(wildcards):
-    return recipe_of(wildcards)["composition"]
+    return PLAN.recipe_of(wildcards)["composition"]
 
 
 def shard_ids(wildcards):
-    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/shards/ids"
+    return f"{PLAN.run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/shards/ids"
 
 
 def disperse_embedder(wildcards):
@@ -48,24 +48,24 @@ def disperse_args(wildcards):
 def member_ids(wildcards):
     """What a member run trains on: the shards of the recipe's selection (DTM), or the whole selection (soup)."""
     shard = member_shard(composition_of(wildcards), wildcards.member)
-    return shard_ids(wildcards) if shard else selection_path(wildcards)
+    return shard_ids(wildcards) if shard else PLAN.selection_path(wildcards)
 
 
 def member_ids_file(wildcards):
     shard = member_shard(composition_of(wildcards), wildcards.member)
-    return f"{shard_ids(wildcards)}/{shard}.ids" if shard else selection_path(wildcards)
+    return f"{shard_ids(wildcards)}/{shard}.ids" if shard else PLAN.selection_path(wildcards)
 
 
 def member_training_settings(wildcards):
-    return as_json(member_training(recipe_of(wildcards), wildcards.member))
+    return PLAN.as_json(member_training(PLAN.recipe_of(wildcards), wildcards.member))
 
 
-MEMBER_RUN = Resumable(lambda wildcards: member_training(recipe_of(wildcards), wildcards.member),
-                       recipe_objective_name)
+MEMBER_RUN = Resumable(lambda wildcards: member_training(PLAN.recipe_of(wildcards), wildcards.member),
+                       PLAN.recipe_objective_name)
 
 
 def member_checkpoints(wildcards):
-    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/{wildcards.member}/checkpoints"
+    return f"{PLAN.run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/{wildcards.member}/checkpoints"
 
 
 def member_models(wildcards):
@@ -78,16 +78,16 @@ def member_logs(wildcards):
 
 def member_dirs(wildcards):
     """The member runs a composed recipe merges, in the directory of the recipe that owns them."""
-    owner = run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))
+    owner = PLAN.run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))
     return [f"{owner}/{member}" for member in member_names(composition_of(wildcards))]
 
 
 def fisher_ids(wildcards):
     """Fisher merging: each member's own training ids (a DTM shard, or a seed-soup member's whole selection)."""
     comp = composition_of(wildcards)
-    owner = run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))
+    owner = PLAN.run_dir(wildcards.model, wildcards.dataset, member_owner(CFG["recipes"], wildcards.recipe))
     shards = [member_shard(comp, m) for m in member_names(comp)]
-    return [f"{owner}/shards/ids/{s}.ids" if s else selection_path(wildcards) for s in shards]
+    return [f"{owner}/shards/ids/{s}.ids" if s else PLAN.selection_path(wildcards) for s in shards]
 
 
 def fisher_inputs(wildcards):
@@ -105,31 +105,31 @@ def merge_args(wildcards):
     inputs = [f"{member}/{leaf}" for member in member_dirs(wildcards)]
     params = {k: merge[k] for k in MERGE_METHODS[merge["method"]].params if k in merge}
     args = ["--inputs", *inputs, "--method", merge["method"], "--merge-space", merge["merge_space"],
-            "--seed", str(merge["seed"]), "--params", as_json(params)]
+            "--seed", str(merge["seed"]), "--params", PLAN.as_json(params)]
     groups = merge_group_sizes(composition_of(wildcards))
     if groups:
-        args += ["--groups", as_json(groups)]
+        args += ["--groups", PLAN.as_json(groups)]
     if merge["method"] == "fisher":
         args += ["--fisher-examples", fisher_inputs(wildcards)[0], "--fisher-ids", *fisher_ids(wildcards),
-                 "--max-length", str(recipe_of(wildcards)["training"]["max_length"])]
+                 "--max-length", str(PLAN.recipe_of(wildcards)["training"]["max_length"])]
     return args
 
 
-DTM_RUNS = dtm_runs(CFG["recipes"], experiment_runs())
+DTM_RUNS = dtm_runs(CFG["recipes"], PLAN.experiment_runs())
 DTM_TABLES = ["reports/tables/dtm_main", "reports/tables/dtm_merge_methods"]
 DTM_FIGURE = "reports/figures/dtm_k_ablation"
 
 
 def dtm_benchmarks():
     """Benchmark name → the key of the paper's numbers (its lm-eval task where it has one), in report order."""
-    runs = experiment_runs()
+    runs = PLAN.experiment_runs()
     used = {b for r in DTM_RUNS for b in runs[(r["model"], r["dataset"], r["recipe"])]}
-    return {b: CFG["benchmarks"][b].get("task", b) for b in report_benchmarks() if b in used}
+    return {b: CFG["benchmarks"][b].get("task", b) for b in PLAN.report_benchmarks() if b in used}
 
 
 def dtm_score_files():
-    runs = experiment_runs()
-    return run_score_files({key: runs[key] for key in ((r["model"], r["dataset"], r["recipe"]) for r in DTM_RUNS)})
+    runs = PLAN.experiment_runs()
+    return PLAN.run_score_files({key: runs[key] for key in ((r["model"], r["dataset"], r["recipe"]) for r in DTM_RUNS)})
 
 
 def dtm_figure_outputs():
@@ -153,4 +153,4 @@ def dtm_report_files():
     return [f"{t}.{ext}" for t in DTM_TABLES for ext in ("md", "csv", "tex")] + figure
 
 
-PAPER_REPORTS.append(dtm_report_files)
+PLAN.PAPER_REPORTS.append(dtm_report_files)

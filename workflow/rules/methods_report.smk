@@ -22,7 +22,7 @@ def method_report_outputs(paper):
 def method_report_runs(paper):
     """Single-model runs of the model × dataset pairs where some recipe uses the paper's objective, with their settings
     (composed runs — merged shards, seed soups — belong to the DTM report, not to these papers' tables)."""
-    runs = {k: v for k, v in experiment_runs().items() if CFG["recipes"][k[2]]["composition"]["name"] == "single"}
+    runs = {k: v for k, v in PLAN.experiment_runs().items() if CFG["recipes"][k[2]]["composition"]["name"] == "single"}
     pairs = {(m, d) for (m, d, r) in runs if CFG["recipes"][r]["objective"]["name"] in paper_objectives(METHOD_REPORT_CATEGORY[paper])}
     return [{"model": m, "dataset": d, "recipe": r, "objective": CFG["recipes"][r]["objective"],
              "selection": CFG["recipes"][r]["selection"],
@@ -33,13 +33,13 @@ def method_report_runs(paper):
 def method_report_inputs(paper):
     runs = method_report_runs(paper)
     keys = {(r["model"], r["dataset"], r["recipe"]) for r in runs}
-    scores = run_score_files({k: v for k, v in experiment_runs().items() if k in keys})
-    logs = [f"{run_dir(m, d, r)}/train_log.csv" for (m, d, r) in sorted(keys)]
+    scores = PLAN.run_score_files({k: v for k, v in PLAN.experiment_runs().items() if k in keys})
+    logs = [f"{PLAN.run_dir(m, d, r)}/train_log.csv" for (m, d, r) in sorted(keys)]
     return {"scores": scores, "logs": logs}
 
 
 for _paper in METHOD_REPORT_FILES:
-    PAPER_REPORTS.append(lambda paper=_paper: METHOD_REPORT_FILES[paper] if method_report_runs(paper) else [])
+    PLAN.PAPER_REPORTS.append(lambda paper=_paper: METHOD_REPORT_FILES[paper] if method_report_runs(paper) else [])
 
 
 for _paper in METHOD_REPORT_FILES:
@@ -50,7 +50,7 @@ for _paper in METHOD_REPORT_FILES:
         name:
             f"report_{_paper}"
         input:
-            **code("report_methods", registries=["sftlab.benchmarks"]),
+            **PLAN.code("report_methods", registries=["sftlab.benchmarks"]),
             scores=method_report_inputs(_paper)["scores"],
             logs=method_report_inputs(_paper)["logs"],
             # the SFTMix main table puts our judged scores beside the paper's: with our judge's calibration
@@ -59,17 +59,17 @@ for _paper in METHOD_REPORT_FILES:
             method_report_outputs(_paper),
         params:
             paper=_paper,
-            runs=as_json(method_report_runs(_paper)),
-            benchmarks=as_json(report_benchmarks()),
-            types=as_json({name: b["type"] for name, b in CFG["benchmarks"].items()}),
-            seeds=as_json(CFG["_seeds"]),
+            runs=PLAN.as_json(method_report_runs(_paper)),
+            benchmarks=PLAN.as_json(PLAN.report_benchmarks()),
+            types=PLAN.as_json({name: b["type"] for name, b in CFG["benchmarks"].items()}),
+            seeds=PLAN.as_json(CFG["_seeds"]),
         conda:
             CONDA_ENV
         log:
             f"logs/report/{_paper}.log",
-        threads: threads_of("report")
+        threads: PLAN.threads_of("report")
         resources:
-            **res("report"),
+            **PLAN.res("report"),
         shell:
             "python {input.script:q} {params.paper:q} --scores {input.scores:q} --train-logs {input.logs:q} "
             "--calibrations {input.calibrations:q} "
