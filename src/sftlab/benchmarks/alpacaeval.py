@@ -11,7 +11,7 @@ its ``evaluators_configs/<name>/configs.yaml`` gives the prompt template file an
 is the package's own text, never a copy here. ``weighted_alpaca_eval_gpt4_turbo`` is alpaca_eval's default
 AlpacaEval 2 annotator: one output token and preference = 2 − P("m") / (P("m") + P("M")) from the top
 log-probabilities. ``alpaca_eval_clf_text`` (ours) is the same prompt for judges without log-probabilities:
-greedy, the answer text "m" or "M" gives 1 or 2.
+greedy, the answer text "m" or "M" gives 1 or 2. The ``preference`` benchmark type judges with the same annotators.
 
 The length-controlled win rate is alpaca_eval's GLM (``alpaca_eval.metrics.glm_winrate``), see
 ``length_controlled_win_rate``.
