@@ -192,7 +192,7 @@ def test_lm_eval_tasks_read_their_hub_dataset_from_the_local_copy(tmp_path, monk
     """lm-eval's own task config, its dataset_path (cais/mmlu, subject anatomy) read from the fixture's layout."""
     import datasets
 
-    from sftlab.evaluation.multiple_choice import local_datasets
+    from sftlab.benchmarks.lm_eval import local_datasets
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
@@ -345,7 +345,7 @@ def test_lm_eval_generation_capped_by_max_gen_toks(tmp_path, monkeypatch):
     rehearsal found it); the benchmark's max_gen_toks caps the task's own length."""
     import datasets
 
-    from sftlab.evaluation.multiple_choice import run_lm_eval
+    from sftlab.benchmarks.lm_eval import run_lm_eval
     from sftlab.models.random_init import build_random_model
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
