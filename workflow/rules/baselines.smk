@@ -7,21 +7,18 @@ The selection itself is the shared `select_data` rule, which reads the table (SE
 """
 
 
-include: "baselines_common.smk"
-
-
 rule lexical_scores:
     """BM25 scores (LESS's aggregation over the validation items) or DSIR log importance weights of the pool."""
     input:
         **code("baseline_scores"),
         train="results/data/{dataset}/train.jsonl",
-        validation=baseline_validation_file,
+        validation=PLAN.baseline_validation_file,
     output:
         "results/{model}/{dataset}/similarity/{selector}.parquet",
     wildcard_constraints:
-        selector=f"({_alternation(LEXICAL_SELECTORS)})-[^/]+",
+        selector=PLAN.selector_id_pattern(features="lexical"),
     params:
-        flags=baseline_flags,
+        flags=PLAN.baseline_flags,
     conda:
         CONDA_ENV
     log:
@@ -48,7 +45,7 @@ rule pool_hidden_states:
     wildcard_constraints:
         pooling="last|weighted_mean",
     params:
-        forward=representation_flags(),
+        forward=PLAN.representation_flags(),
     conda:
         CONDA_ENV
     log:
@@ -69,15 +66,15 @@ rule representation_scores:
     input:
         **code("baseline_scores"),
         model="resources/models/{model}",
-        pool=pool_hidden_states_file,
-        validation=baseline_validation_file,
+        pool=PLAN.pool_hidden_states_file,
+        validation=PLAN.baseline_validation_file,
     output:
         "results/{model}/{dataset}/similarity/{selector}.parquet",
     wildcard_constraints:
-        selector=f"({_alternation(REPRESENTATION_SELECTORS)})-[^/]+",
+        selector=PLAN.selector_id_pattern(features="representations"),
     params:
-        flags=baseline_flags,
-        forward=representation_flags(),
+        flags=PLAN.baseline_flags,
+        forward=PLAN.representation_flags(),
     conda:
         CONDA_ENV
     log:
