@@ -1,10 +1,9 @@
-"""The LESS table's selection baselines and RDS+: score tables of the pool against a selection's validation set.
-
-train.jsonl + validation set ─► similarity/{bm25|dsir}-….parquet                (CPU: BM25, DSIR n-gram weights)
-train.jsonl + model ─► hidden_states/{last|weighted_mean}.pt ─┐                  (GPU: a forward pass, no warmup)
-validation set + model ──────────────────────────────────────┴► similarity/{rds|rds_plus}-….parquet
-The selection itself is the shared `select_data` rule, which reads the table (SELECTOR_TABLES).
-"""
+# The LESS table's selection baselines and RDS+: score tables of the pool against a selection's validation set.
+#
+# train.jsonl + validation set ─► similarity/{bm25|dsir}-….parquet                (CPU: BM25, DSIR n-gram weights)
+# train.jsonl + model ─► hidden_states/{last|weighted_mean}.pt ─┐                  (GPU: a forward pass, no warmup)
+# validation set + model ──────────────────────────────────────┴► similarity/{rds|rds_plus}-….parquet
+# The selection itself is the shared `select_data` rule, which reads the table (SELECTOR_TABLES).
 
 
 rule lexical_scores:

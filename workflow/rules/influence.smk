@@ -1,10 +1,9 @@
-"""LESS and ROSE: warmup LoRA run, per-example gradient features, influence tables, and their report.
-
-validation set ─┐
-warmup (random subset, Adam moments) ─► gradient features per checkpoint × shard ─► gather ─┐
-                └──────────────► validation features per checkpoint (NTP: less, DPO: rose) ─┴► influence/{selector}.parquet
-The selection itself is the shared `select_data` rule, which reads the influence table (SELECTOR_TABLES).
-"""
+# LESS and ROSE: warmup LoRA run, per-example gradient features, influence tables, and their report.
+#
+# validation set ─┐
+# warmup (random subset, Adam moments) ─► gradient features per checkpoint × shard ─► gather ─┐
+#                 └──────────────► validation features per checkpoint (NTP: less, DPO: rose) ─┴► influence/{selector}.parquet
+# The selection itself is the shared `select_data` rule, which reads the influence table (SELECTOR_TABLES).
 
 
 wildcard_constraints:
