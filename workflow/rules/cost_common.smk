@@ -12,7 +12,7 @@ def recipe_papers(name):
     papers = {OBJECTIVES[recipe["objective"]["name"]].paper}
     if PLAN.uses_confidence(recipe):
         papers.add("SFTMix")
-    if recipe["selection"]["name"] in TARGETED_SELECTORS:  # LESS, ROSE and the baselines of their tables
+    if SELECTORS[recipe["selection"]["name"]].targeted:  # LESS, ROSE and the baselines of their tables
         papers.add("LESS / ROSE")
     if recipe["composition"]["name"] != "single":
         papers.add("Disperse-Then-Merge")
