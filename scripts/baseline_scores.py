@@ -83,9 +83,14 @@ def representations(args, val: list[dict]) -> pd.DataFrame:
         if pool[key] != want:
             raise SystemExit(f"{args.pool_features}: {key} {pool[key]!r}, but {args.method} needs {want!r}")
     features, items, skipped = _encode_and_pool(args, val, pooling, f"{args.method} validation")
+    # as LESS's influence (sftlab.selection.influence): an item whose answer lies past max_length has no
+    # representation and is left out (logged); none left is an error
+    if not items:
+        raise SystemExit(f"{args.validation}: no validation item keeps an answer token within max_length "
+                         f"{args.max_length} (e.g. {skipped[:3]})")
     if skipped:
-        raise SystemExit(f"{args.validation}: validation items {skipped[:3]} keep no answer token within "
-                         f"max_length {args.max_length}")
+        log.warning("%s: %d of %d validation items keep no answer token within max_length %d and are left out: %s",
+                    args.validation, len(skipped), len(skipped) + len(items), args.max_length, skipped[:5])
     cos = cosine_matrix(pool["features"], features).numpy()
     if args.method == "rds":
         table = score_table(pool["ids"], cos, [i["subtask"] for i in items])
