@@ -6,18 +6,17 @@ CI's one-node cluster (skipped without one), offline but for the judge on 127.0.
 from __future__ import annotations
 
 import copy
-import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from _openai_stub import OpenAIStub, rehearsal_responder
-from _plan import OFFLINE_GUARD, PAPER_CONFIGS, ROOT, dry_run_jobs, job_counts, offline_env, plan, planned
+from _openai_stub import rehearsal_responder
+from _plan import PAPER_CONFIGS, ROOT, dry_run_jobs, job_counts, offline_env, plan, planned
+from _rehearsal_run import END_TO_END, STARTED, RehearsalRun, slurm_up
 from sftlab import rehearsal
 from sftlab.config import ConfigError, prepare
 
@@ -248,60 +247,22 @@ def test_each_paper_config_plans_as_a_rehearsal_with_every_rule_of_the_paper(pap
 
 # --- paper configs end to end through `--profile slurm` on CI's one-node cluster ----------------------------------------
 
-def slurm_up() -> bool:
-    import shutil
-
-    return shutil.which("sbatch") is not None and subprocess.run(
-        [str(ROOT / ".ci" / "slurm-up.sh"), "--check"], capture_output=True).returncode == 0
-
-
-#: nltk's punkt_tab in nltk's layout (IFEval's sentence counts), standing in for what the preflight fetches on a
-#: login node: scoring never downloads it (all.yaml's first run through Slurm here found no copy on the machine)
-NLTK_FIXTURE = ROOT / "tests" / "fixtures" / "nltk_data"
-
-
-def rehearsal_env(workdir: Path) -> dict[str, str]:
-    """As on an offline compute node: the network guard in every Python process (jobs inherit it through sbatch's
-    exported environment), the hub offline, the datasets cache inside the run, nltk's data from the fixture; the
-    judge's key as usual."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "HF_DATASETS_CACHE": str(workdir / ".cache" / "datasets"), "OPENAI_API_KEY": "rehearsal-key",
-            "NLTK_DATA": str(NLTK_FIXTURE), "PYTHONPATH": os.pathsep.join([str(OFFLINE_GUARD), str(ROOT / "src")])}
-
-
-# CI runs all.yaml's rehearsal end to end: it holds every run of the five papers (test_all_plan.py), ~390 Slurm jobs,
-# ~30 min on CI's 2 cores with the node .ci/run starts (4 fake GPUs, CPUs oversubscribed 2:1); SFTLAB_REHEARSAL_E2E
-# (config names, space-separated) runs others instead, e.g. "minorsft dtm" (~5 min each). `make rehearsal` runs one
-# locally, without Slurm.
-END_TO_END = os.environ.get("SFTLAB_REHEARSAL_E2E", "all").split()
-
-
 @pytest.fixture(scope="module", params=END_TO_END)
 def paper_rehearsal(request, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp(f"rehearsal-{request.param}")
-    with OpenAIStub(api_key="rehearsal-key", responder=rehearsal_responder) as judge:
-        args = ["-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(PAPERS[request.param]),
-                "--config", f"rehearsal={{judge_url: {judge.base_url}}}"]
-        dry = subprocess.run([sys.executable, "-m", "snakemake", *args, "-n", "--profile", "slurm"], cwd=ROOT,
-                             capture_output=True, text=True, env=rehearsal_env(workdir), timeout=600)
-        assert dry.returncode == 0, dry.stderr[-3000:]
-        # the profile as users use it, with CI's overrides (as tests/test_slurm.py): no account, squeue for status,
-        # sooner status checks, no retries (a failure is the finding), a short latency wait
-        run = subprocess.run([sys.executable, "-m", "snakemake", *args, "--profile", "slurm", "--slurm-no-account",
-                              "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
-                              "--latency-wait", "10", "--retries", "0"], cwd=ROOT, capture_output=True, text=True,
-                             env=rehearsal_env(workdir), timeout=5400)
-        assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-8000:]
-        again = subprocess.run([sys.executable, "-m", "snakemake", *args, "-n", "--profile", "slurm"], cwd=ROOT,
-                               capture_output=True, text=True, env=rehearsal_env(workdir), timeout=600)
-        return workdir, dry.stdout, run.stdout + run.stderr, again, judge.completions
+    """The run tests/conftest.py started when the suite began (or, where this test runs alone, one started now)."""
+    run = STARTED.get(request.param)
+    if run is None:
+        run = STARTED[request.param] = RehearsalRun(request.param, tmp_path_factory.mktemp(
+            f"rehearsal-{request.param}")).start()
+    return run
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not slurm_up(), reason="no Slurm cluster with a gpu GRES is reachable "
                                             "(start one as root with .ci/slurm-up.sh, as .ci/run does)")
 def test_rehearsal_runs_end_to_end_through_the_slurm_profile(paper_rehearsal):
-    workdir, plan_out, run_out, again, judged = paper_rehearsal
+    workdir, plan_out, run_out, code, again, judged = paper_rehearsal.result()
+    assert code == 0, run_out[-16000:]
     assert "Using profiles slurm and workflow specific profile profiles/default" in run_out
     # every output of the plan exists and is up to date: planning again finds nothing to do
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
@@ -319,9 +280,7 @@ def test_rehearsal_runs_end_to_end_through_the_slurm_profile(paper_rehearsal):
     final = next(job for job in dry_run_jobs(plan_out) if job["rule"] == "all")["input"]
     assert "reports/tables/main.csv" in final
     assert [path for path in final if not (workdir / path).exists()] == []
-    judges = {b.get("judge") for b in yaml.safe_load(PAPERS[workdir.name.split("-")[1].rstrip("0123456789")]
-                                                     .read_text()).get("benchmarks", {}).values()} - {None}
-    assert judged > 0 or not judges   # the API judges were asked, on 127.0.0.1
+    assert judged > 0 or not paper_rehearsal.judges()   # the API judges were asked, on 127.0.0.1
 
 
 def test_each_experiment_scores_every_run_once_and_every_benchmark_on_its_first_recipe():
