@@ -61,6 +61,8 @@ class Selector(abc.ABC):
     #: the loss whose validation gradients an influence selector scores against: "ntp" (SFT examples) or "dpo"
     #: (preference pairs: two sequences an item, the temperature ``beta``); None for the others
     validation_loss: ClassVar[str | None] = None
+    #: the paper whose method it serves (its cost row, its mechanism table's report category); None: none of them
+    paper: ClassVar[str | None] = None
     #: how a constructor parameter reads in the selection's path id (default ``<key><value>``)
     id_formats: ClassVar[dict[str, str]] = {}
     #: parameter values left out of the path id (so that paths written before the parameter existed stay valid)
