@@ -3,32 +3,25 @@ told, for configs/tiny.yaml and configs/paper/dtm.yaml, against the values those
 
 import json
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from snakemake.io import is_flagged
 
-from sftlab.config import prepare, read_yaml
-from sftlab.plan import Plan
+from _plan import config_plan
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY_RUNS = "results/tiny/demo/runs"
 DTM_RUNS = "results/llama2-7b/tulu2/runs"
 
 
-def make_plan(path):
-    return Plan(prepare(read_yaml(path)), root=ROOT)
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    return make_plan(ROOT / "configs" / "tiny.yaml")
+    return config_plan("tiny.yaml")
 
 
 @pytest.fixture(scope="module")
 def dtm():
-    return make_plan(ROOT / "configs" / "paper" / "dtm.yaml")
+    return config_plan("paper/dtm.yaml")
 
 
 def tiny_job(recipe, member=None):
@@ -81,7 +74,8 @@ def test_recipes_differing_in_their_merge_only_merge_the_first_ones_members(tiny
 def test_fisher_merging_reads_the_pool_and_each_members_shard(tiny):
     ids = [f"{TINY_RUNS}/dtm/shards/ids/shard-{k}.ids" for k in (0, 1)]
     assert tiny.fisher_ids(tiny_job("dtm_fisher")) == ids
-    assert tiny.fisher_inputs(tiny_job("dtm_fisher")) == ["results/data/demo/train.jsonl", f"{TINY_RUNS}/dtm/shards/ids"]
+    assert tiny.fisher_inputs(tiny_job("dtm_fisher")) == ["results/data/demo/train.jsonl",
+                                                          f"{TINY_RUNS}/dtm/shards/ids"]
     assert tiny.fisher_inputs(tiny_job("dtm")) == []
     assert tiny.merge_runs_model(tiny_job("dtm_fisher")) and not tiny.merge_runs_model(tiny_job("dtm"))
 
@@ -157,5 +151,5 @@ def test_the_k_figure_with_two_values_of_k_or_more(dtm):
 
 
 def test_no_dtm_report_without_a_dtm_recipe():
-    sftmix = make_plan(ROOT / "configs" / "paper" / "sftmix.yaml")
+    sftmix = config_plan("paper/sftmix.yaml")
     assert sftmix.dtm_runs == [] and sftmix.dtm_report_files() == []
