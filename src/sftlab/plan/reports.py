@@ -44,8 +44,8 @@ class ReportPlan:
         return tuple(self.cfg["_seeds"].get(recipe, (recipe, None)))
 
     def nll_benchmarks(self, items):
-        benchmarks = self.cfg["benchmarks"]
-        return [b for b in self.report_benchmarks() if benchmarks[b]["type"] == "nll" and benchmarks[b]["items"] == items]
+        bench = self.cfg["benchmarks"]
+        return [b for b in self.report_benchmarks() if bench[b]["type"] == "nll" and bench[b]["items"] == items]
 
     def scored_runs(self, benchmark):
         """(model, dataset) → {base recipe: [(recipe, seed), ...]} of the experiment runs scored on ``benchmark``."""
@@ -79,7 +79,8 @@ class ReportPlan:
             if sel["name"] == "full" or not self.knows_quality(d):
                 continue
             entry = {"selector": selector_id(sel), "name": sel["name"], "fraction": float(sel["fraction"]),
-                     "ids": self.recipe_selection_ids(m, d, self.cfg["recipes"][r]), "validation": sel.get("validation")}
+                     "ids": self.recipe_selection_ids(m, d, self.cfg["recipes"][r]),
+                     "validation": sel.get("validation")}
             pairs.setdefault((m, d), {})[entry["ids"]] = entry
         out = []
         for (m, d), selections in sorted(pairs.items()):
@@ -184,7 +185,8 @@ class ReportPlan:
 
     def mechanism_reports(self):
         """The mechanism tables and figures the config has something to show for (its paper reports)."""
-        return [f for paper in self.mechanism_papers if self.mechanism_built(paper) for f in self.mechanism_files(paper)]
+        built = [paper for paper in self.mechanism_papers if self.mechanism_built(paper)]
+        return [f for paper in built for f in self.mechanism_files(paper)]
 
     # ------------------------------------------------------------------------------------ the methods' reports
     #: paper-shaped reports of SFTMix and MinorSFT, by the objective that names the paper (its ``paper``)
@@ -202,7 +204,8 @@ class ReportPlan:
 
     def method_report_runs(self, paper):
         """Single-model runs of the model × dataset pairs where some recipe uses the paper's objective, with their
-        settings (composed runs — merged shards, seed soups — belong to the DTM report, not to these papers' tables)."""
+        settings (composed runs — merged shards, seed soups — belong to the DTM report, not to these papers'
+        tables)."""
         recipes, objectives = self.cfg["recipes"], paper_objectives(OBJECTIVES[paper].paper)
         runs = [k for k in self.experiment_runs() if recipes[k[2]]["composition"]["name"] == "single"]
         pairs = {(m, d) for (m, d, r) in runs if recipes[r]["objective"]["name"] in objectives}
