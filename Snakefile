@@ -1,9 +1,10 @@
-"""sftlab: SFTMix, MinorSFT, ROSE/LESS and Disperse-Then-Merge against plain SFT, as one workflow.
-
-snakemake --cores 2                                   # the demo (config.yaml)
-snakemake --cores 2 --configfile configs/tiny.yaml    # the test scale
-snakemake --profile profiles/slurm --sdm conda --configfile configs/paper/<paper>.yaml
-"""
+# sftlab: SFTMix, MinorSFT, ROSE/LESS and Disperse-Then-Merge against plain SFT, as one workflow.
+#
+#   snakemake --cores 2                                   # the demo (config.yaml)
+#   snakemake --cores 2 --configfile configs/tiny.yaml    # the test scale
+#   snakemake --profile profiles/slurm --sdm conda --configfile configs/paper/<paper>.yaml
+#
+# The rules' input, params and resources functions are methods of PLAN (workflow/rules/common.smk, sftlab.plan).
 
 import sys
 from pathlib import Path
@@ -47,14 +48,14 @@ include: "workflow/rules/cost.smk"
 onstart:
     # a real run evaluates a job's resources (and their checks) only when the job is ready: check every planned
     # job before the first starts, as a dry run does
-    check_planned_jobs(workflow.dag.needrun_jobs())
-    check_judge_keys(workflow.dag.needrun_jobs())
+    PLAN.check_planned_jobs(workflow.dag.needrun_jobs())
+    PLAN.check_judge_keys(workflow.dag.needrun_jobs())
     # the config that ran, for the cost report (written here, by the main process, once the checks passed and
     # before any job)
-    write_run_config()
+    PLAN.write_run_config()
 
 
 rule all:
     input:
-        report_outputs(),
+        PLAN.report_outputs(),
     default_target: True

@@ -1,4 +1,4 @@
-"""What the cluster will honour, refused at plan time naming the key (sftlab.cluster, res() in common.smk): a rule
+"""What the cluster will honour, refused at plan time naming the key (sftlab.cluster, PLAN.res in sftlab.plan.core): a rule
 that runs a model without a GPU in a config that gives GPUs, vLLM generation without conda, a request over one node
 of its partition, a predicted runtime over its time limit; retries grow only up to the partition's limits; a GPU
 job asks Slurm for one node."""
@@ -206,18 +206,18 @@ configfile: "config.yaml"
 include: str(ROOT / "workflow" / "rules" / "common.smk")
 
 onstart:
-    check_planned_jobs(workflow.dag.needrun_jobs())
+    PLAN.check_planned_jobs(workflow.dag.needrun_jobs())
 
 rule probe:
     input: "cpu.txt"
     output: "probe.txt"
-    resources: **res("train", model=True)
+    resources: **PLAN.res("train", model=True)
     shell: "echo {{resources.mem_mb}} {{resources.runtime}} >> attempts.txt; "
            "test -e failed_once || {{{{ touch failed_once; exit 1; }}}}; cp attempts.txt {{output}}"
 
 rule cpu:
     output: "cpu.txt"
-    resources: **res("data")
+    resources: **PLAN.res("data")
     shell: "touch {{output}}"
 '''
 

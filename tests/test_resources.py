@@ -1,4 +1,4 @@
-"""Job requests from `res(stage)` (workflow/rules/common.smk) under Snakemake's retries: memory and wall time grow
+"""Job requests from `res(stage)` (PLAN.res, sftlab.plan.core) under Snakemake's retries: memory and wall time grow
 with the attempt, the GPU count does not."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ include: str(ROOT / "workflow" / "rules" / "common.smk")
 
 rule probe:
     output: "probe.txt"
-    resources: **res("train", model=True)
+    resources: **PLAN.res("train", model=True)
     shell: "echo {{resources.gpu}} {{resources.cpus_per_gpu}} {{resources.mem_mb}} {{resources.runtime}} >> attempts.txt; "
            "test -e failed_once || {{{{ touch failed_once; exit 1; }}}}; cp attempts.txt {{output}}"
 '''

@@ -111,7 +111,7 @@ def planned(configfile: Path, workdir: Path):
     from sftlab.report.dag import workflow_jobs
 
     config = prepare(read_yaml(configfile))
-    # relative task folders as the workflow reads them (common.smk): the working directory's, else the repository's
+    # relative task folders as the workflow reads them (sftlab.plan.load): the working directory's, else the repository's
     for bench in config["benchmarks"].values():
         path = bench.get("include_path")
         if path and not Path(path).is_absolute() and not (workdir / path).exists():

@@ -13,13 +13,13 @@ include: "baselines_common.smk"
 rule lexical_scores:
     """BM25 scores (LESS's aggregation over the validation items) or DSIR log importance weights of the pool."""
     input:
-        **code("baseline_scores"),
+        **PLAN.code("baseline_scores"),
         train="results/data/{dataset}/train.jsonl",
         validation=baseline_validation_file,
     output:
         "results/{model}/{dataset}/similarity/{selector}.parquet",
     wildcard_constraints:
-        selector=f"({_alternation(LEXICAL_SELECTORS)})-[^/]+",
+        selector=f"({PLAN._alternation(LEXICAL_SELECTORS)})-[^/]+",
     params:
         flags=baseline_flags,
     conda:
@@ -28,9 +28,9 @@ rule lexical_scores:
         "logs/lexical_scores/{model}/{dataset}/{selector}.log",
     benchmark:
         phase_benchmark("method preparation", "benchmarks/lexical_scores/{model}/{dataset}/{selector}.tsv")
-    threads: threads_of("select")
+    threads: PLAN.threads_of("select")
     resources:
-        **res("select"),
+        **PLAN.res("select"),
     shell:
         "python {input.script:q} lexical --train {input.train:q} --validation {input.validation:q} {params.flags:q} "
         "--out {output:q} 2> {log:q}"
@@ -40,7 +40,7 @@ rule pool_hidden_states:
     """The pool's final-layer hidden states, pooled (rds: last token; rds_plus: weighted mean over positions); one
     forward pass shared by every validation set."""
     input:
-        **code("baseline_scores"),
+        **PLAN.code("baseline_scores"),
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
     output:
@@ -55,9 +55,9 @@ rule pool_hidden_states:
         "logs/pool_hidden_states/{model}/{dataset}/{pooling}.log",
     benchmark:
         phase_benchmark("method preparation", "benchmarks/pool_hidden_states/{model}/{dataset}/{pooling}.tsv")
-    threads: threads_of("score")
+    threads: PLAN.threads_of("score")
     resources:
-        **res("score", model=True),
+        **PLAN.res("score", model=True),
     shell:
         "python {input.script:q} pool-features --model {input.model:q} --train {input.train:q} "
         "--pooling {wildcards.pooling:q} {params.forward:q} --out {output:q} 2> {log:q}"
@@ -67,14 +67,14 @@ rule representation_scores:
     """Cosines of the pool's hidden states with the validation items' (a forward pass of those only): rds with LESS's
     aggregation, rds_plus one column per validation item."""
     input:
-        **code("baseline_scores"),
+        **PLAN.code("baseline_scores"),
         model="resources/models/{model}",
         pool=pool_hidden_states_file,
         validation=baseline_validation_file,
     output:
         "results/{model}/{dataset}/similarity/{selector}.parquet",
     wildcard_constraints:
-        selector=f"({_alternation(REPRESENTATION_SELECTORS)})-[^/]+",
+        selector=f"({PLAN._alternation(REPRESENTATION_SELECTORS)})-[^/]+",
     params:
         flags=baseline_flags,
         forward=representation_flags(),
@@ -84,9 +84,9 @@ rule representation_scores:
         "logs/representation_scores/{model}/{dataset}/{selector}.log",
     benchmark:
         phase_benchmark("method preparation", "benchmarks/representation_scores/{model}/{dataset}/{selector}.tsv")
-    threads: threads_of("score")
+    threads: PLAN.threads_of("score")
     resources:
-        **res("score", model=True),
+        **PLAN.res("score", model=True),
     shell:
         "python {input.script:q} representations --model {input.model:q} --pool-features {input.pool:q} "
         "--validation {input.validation:q} {params.flags:q} {params.forward:q} --out {output:q} 2> {log:q}"

@@ -44,7 +44,7 @@ def judge_backend_config(name):
     judge["backend"] = entry["type"]
     if entry["type"] == "hf" and entry["model"] in CFG["models"]:
         judge["model"] = f"resources/models/{entry['model']}"
-        judge["fingerprint"] = hashlib.sha256(as_json(CFG["models"][entry["model"]]).encode()).hexdigest()[:12]
+        judge["fingerprint"] = hashlib.sha256(PLAN.as_json(CFG["models"][entry["model"]]).encode()).hexdigest()[:12]
     return judge
 
 
@@ -62,11 +62,11 @@ def benchmark_sources(wildcards):
 def benchmark_data_settings(wildcards):
     """What the gathered files depend on: not the judge nor generation settings, so that switching judges never
     regenerates answers."""
-    return as_json(type_of(wildcards.benchmark).data_settings(bench_of(wildcards)))
+    return PLAN.as_json(type_of(wildcards.benchmark).data_settings(bench_of(wildcards)))
 
 
 def benchmark_pairs_arg(wildcards):
-    return table_args("--pairs", [v for k, v in benchmark_sources(wildcards).items() if k == "pairs"])
+    return PLAN.table_args("--pairs", [v for k, v in benchmark_sources(wildcards).items() if k == "pairs"])
 
 
 def exam_inputs(dataset, name):
@@ -85,7 +85,7 @@ def run_exam_names(wildcards):
 
 def exam_modules(wildcards):
     """The modules of the run's exam types: the evaluate job's code variants (sftlab.fingerprint)."""
-    return tuple(sorted({benchmark_module_of(b) for b in run_exam_names(wildcards)}))
+    return tuple(sorted({PLAN.benchmark_module_of(b) for b in run_exam_names(wildcards)}))
 
 
 def exams_pool_files(wildcards):
@@ -100,14 +100,14 @@ def exams_gathered_files(wildcards):
 def exams_local_files(wildcards):
     """Local task files the run's exams read (an lm-eval data_dir, extra task YAMLs): inputs of evaluate."""
     return [f for b in run_exam_names(wildcards) for key in ("data_dir", "include_path")
-            if key in CFG["benchmarks"][b] for f in files_under(CFG["benchmarks"][b][key])]
+            if key in CFG["benchmarks"][b] for f in PLAN.files_under(CFG["benchmarks"][b][key])]
 
 
 def exams_arg(wildcards):
     """Each exam of the run: its config, inputs and result files in the job's output directory (a function of the
     wildcards alone: Snakemake's params trigger skips a params function that reads the job's input or output)."""
-    out = f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/exams"
-    return as_json({b: {"config": CFG["benchmarks"][b], "inputs": exam_inputs(wildcards.dataset, b),
+    out = f"{PLAN.run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/exams"
+    return PLAN.as_json({b: {"config": CFG["benchmarks"][b], "inputs": exam_inputs(wildcards.dataset, b),
                         "scores": f"{out}/{b}.json", "answers": f"{out}/{b}.jsonl"}
                     for b in run_exam_names(wildcards)})
 
@@ -115,13 +115,13 @@ def exams_arg(wildcards):
 def implicit_reward_exam(wildcards):
     """The implicit-reward job's one exam (evaluate.py's --exams): the base model as πref, the gathered pairs."""
     b = wildcards.benchmark
-    return as_json({b: {"config": CFG["benchmarks"][b],
+    return PLAN.as_json({b: {"config": CFG["benchmarks"][b],
                         "inputs": {"reference": f"resources/models/{wildcards.model}", "data": f"results/benchmarks/{b}"},
-                        "scores": f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/scores/{b}.json"}})
+                        "scores": f"{PLAN.run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/scores/{b}.json"}})
 
 
 def exam_cache_dir(wildcards):
-    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/exam_cache"
+    return f"{PLAN.run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/exam_cache"
 
 
 def run_exams_dir(wildcards):
@@ -129,7 +129,7 @@ def run_exams_dir(wildcards):
     if wildcards.benchmark not in run_exam_names(wildcards):
         raise WorkflowError(f"{wildcards.benchmark} scores of run {wildcards.model} × {wildcards.dataset} × "
                             f"{wildcards.recipe} are asked for, but no experiment scores that run on it")
-    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/exams"
+    return f"{PLAN.run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/exams"
 
 
 def exam_file(kind):
@@ -144,11 +144,11 @@ def exam_file(kind):
 
 def log_likelihood_exam_arg(wildcards):
     """The one exam of a log_likelihood job, as exams_arg (its paths are those of the job's input and output)."""
-    run = run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)
+    run = PLAN.run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)
     b = wildcards.benchmark
     inputs = {"base": f"results/{wildcards.model}/{wildcards.dataset}/base_logprobs/{b}.parquet",
               "items": scored_items(wildcards)}
-    return as_json({b: {"config": bench_of(wildcards), "inputs": inputs, "scores": f"{run}/scores/{b}.json",
+    return PLAN.as_json({b: {"config": bench_of(wildcards), "inputs": inputs, "scores": f"{run}/scores/{b}.json",
                         "answers": f"{run}/answers/{b}.jsonl"}})
 
 
@@ -158,17 +158,17 @@ def scored_items(wildcards):
 
 
 def benchmark_config(wildcards):
-    return as_json(bench_of(wildcards))
+    return PLAN.as_json(bench_of(wildcards))
 
 
 def base_scoring_settings(wildcards):
     """What the base model's log-probs of a benchmark's items depend on (not, e.g., the bootstrap's settings)."""
-    return as_json(type_of(wildcards.benchmark).base_settings(bench_of(wildcards)))
+    return PLAN.as_json(type_of(wildcards.benchmark).base_settings(bench_of(wildcards)))
 
 
 def answers_path(wildcards):
     fmt = type_of(wildcards.benchmark).answer_format
-    return f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/answers/{wildcards.benchmark}.{fmt}"
+    return f"{PLAN.run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/answers/{wildcards.benchmark}.{fmt}"
 
 
 def judge_settings(wildcards):
@@ -179,11 +179,11 @@ def judge_settings(wildcards):
 
 
 def judge_options(wildcards):
-    return option_args({k: v for k, v in judge_settings(wildcards).items() if k != "judge"})
+    return PLAN.option_args({k: v for k, v in judge_settings(wildcards).items() if k != "judge"})
 
 
 def judge_config(wildcards):
-    return as_json(judge_backend_config(bench_of(wildcards)["judge"]))
+    return PLAN.as_json(judge_backend_config(bench_of(wildcards)["judge"]))
 
 
 def judge_name(wildcards):
@@ -200,7 +200,7 @@ def generation_settings(wildcards):
 
 
 def generation_options(wildcards):
-    return option_args(generation_settings(wildcards))
+    return PLAN.option_args(generation_settings(wildcards))
 
 
 def generation_env(wildcards):
@@ -208,7 +208,7 @@ def generation_env(wildcards):
     only conda deployment provides (vLLM cannot install beside the CPU torch pin): planned without it, refused."""
     if generation_settings(wildcards).get("backend") != "vllm":
         return CONDA_ENV
-    if planning() and DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    if PLAN.planning() and DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
         raise WorkflowError(f"invalid configuration: config key benchmarks.{wildcards.benchmark}.backend: vllm "
                             f"generates in the conda environment envs/vllm.yaml, but conda is not the deployment "
                             f"method: add `--software-deployment-method conda` (`--sdm conda`) to the command, "
@@ -221,12 +221,12 @@ def benchmark_type_name(wildcards):
 
 
 def answer_formats():
-    return _alternation({type_of(name).answer_format for name in benchmarks_scored_by("judge")})
+    return PLAN._alternation({type_of(name).answer_format for name in benchmarks_scored_by("judge")})
 
 
 def experiment_scores_where(keep):
     """Scores files of the experiments' runs on the benchmarks whose type satisfies ``keep``."""
-    return run_score_files(experiment_runs(), {name for name in CFG["benchmarks"] if keep(type_of(name))})
+    return PLAN.run_score_files(PLAN.experiment_runs(), {name for name in CFG["benchmarks"] if keep(type_of(name))})
 
 
 def judged_scores():
@@ -271,13 +271,13 @@ def check_judge_keys(jobs):
 def local_judge_files(wildcards):
     """An hf judge given as a directory (not a config model) is read by the judge job: its files are inputs."""
     judge = CFG["judges"][bench_of(wildcards)["judge"]]
-    return files_under(judge["model"]) if judge["type"] == "hf" and judge["model"] not in CFG["models"] else []
+    return PLAN.files_under(judge["model"]) if judge["type"] == "hf" and judge["model"] not in CFG["models"] else []
 
 
 def benchmarks_calibrated():
     """Judged benchmarks whose judge is calibrated against the original judge's published scores (``calibration``),
     among those an experiment scores (a calibration serves the runs judged on its benchmark)."""
-    scored = set(report_benchmarks())
+    scored = set(PLAN.report_benchmarks())
     return [name for name in benchmarks_scored_by("judge") if "calibration" in CFG["benchmarks"][name]
             and name in scored]
 
@@ -287,7 +287,7 @@ def calibration_summaries():
 
 
 def calibration_config(wildcards):
-    return as_json(bench_of(wildcards)["calibration"])
+    return PLAN.as_json(bench_of(wildcards)["calibration"])
 
 
 def calibration_local_files(wildcards):
@@ -306,4 +306,4 @@ def calib_type(wildcards):
 def calibration_judge_options(wildcards):
     """The annotator and seed of the benchmark's own judging (a calibration judges as the benchmark does)."""
     bench = bench_of(wildcards)
-    return option_args({k: bench[k] for k in ("annotator", "seed") if k in bench})
+    return PLAN.option_args({k: bench[k] for k in ("annotator", "seed") if k in bench})

@@ -4,13 +4,13 @@ outputs, GPU requests and dependencies are read from Snakemake's DAG, rebuilt in
 config that ran (sftlab.run_config, written at the run's start); each rule's phase is tagged on its
 `benchmark:` (phase_benchmark)."""
 
-PAPER_REPORTS.append(PLAN.cost_report_files)
+PLAN.PAPER_REPORTS.append(PLAN.cost_report_files)
 
 
 rule cost_report:
     """Cost of every stage (wall time, peak memory, GPU-hours, bytes stored) per model × dataset × rule, and per paper."""
     input:
-        **code("cost_report"),
+        **PLAN.code("cost_report"),
         reports=PLAN.reports_before_cost,
     output:
         md=f"{PLAN.cost_tables['pipeline']}.md",
@@ -23,18 +23,18 @@ rule cost_report:
         papers_tex=f"{PLAN.cost_tables['papers']}.tex",
     params:
         run_config=run_config.RUN_CONFIG,
-        config_digest=run_config_digest,
+        config_digest=PLAN.run_config_digest,
         recipe_papers=PLAN.cost_recipe_papers,
-        papers=as_json(PLAN.cost_papers),
-        table=output_stem("md"),
-        papers_table=output_stem("papers_md"),
+        papers=PLAN.as_json(PLAN.cost_papers),
+        table=PLAN.output_stem("md"),
+        papers_table=PLAN.output_stem("papers_md"),
     conda:
         CONDA_ENV
     log:
         "logs/cost_report.log",
-    threads: threads_of("report")
+    threads: PLAN.threads_of("report")
     resources:
-        **res("report"),
+        **PLAN.res("report"),
     shell:
         "python {input.script:q} --run-config {params.run_config:q} --recipe-papers {params.recipe_papers:q} "
         "--papers {params.papers:q} --table {params.table:q} --papers-table {params.papers_table:q} 2> {log:q}"

@@ -12,7 +12,7 @@ rule evaluate:
     the job, which takes the other exams' results from the run's exam_cache where nothing they depend on changed
     (sftlab.evaluation.exams)."""
     input:
-        **code("evaluate", exam_modules),
+        **PLAN.code("evaluate", exam_modules),
         model="results/{model}/{dataset}/runs/{recipe}/model",
         pool=exams_pool_files,
         data=exams_gathered_files,
@@ -28,9 +28,9 @@ rule evaluate:
         "logs/evaluate/{model}/{dataset}/{recipe}.log",
     benchmark:
         phase_benchmark("evaluation", "benchmarks/evaluate/{model}/{dataset}/{recipe}.tsv")
-    threads: threads_of("evaluate")
+    threads: PLAN.threads_of("evaluate")
     resources:
-        **res("evaluate", model=True),
+        **PLAN.res("evaluate", model=True),
     # HF_UPDATE_DOWNLOAD_COUNTS=0: no usage ping (an HTTP HEAD that `datasets` sends on every load_dataset, even of
     # local files, waiting up to 3 s where the network is firewalled)
     shell:
@@ -49,14 +49,14 @@ rule exam_results:
         scores=exam_file("scores"),
         answers=exam_file("answers"),
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_scored_by("evaluate")),
+        benchmark=PLAN._alternation(benchmarks_scored_by("evaluate")),
     conda:
         CONDA_ENV
     log:
         "logs/exam_results/{model}/{dataset}/{recipe}/{benchmark}.log",
     threads: 1
     resources:
-        **res("report"),
+        **PLAN.res("report"),
     shell:
         "(cp {params.scores:q} {output.scores:q} && cp {params.answers:q} {output.answers:q}) 2> {log:q}"
 
@@ -65,7 +65,7 @@ rule log_likelihood:
     """Per-item NLL per token of the reference answers (held-out items or an exam's correct options), beside each
     item's log-prob under the untrained base model: the held-out loss, the deviation m_θ and the drift from the base."""
     input:
-        **code("evaluate", benchmark_module),
+        **PLAN.code("evaluate", PLAN.benchmark_module),
         model="results/{model}/{dataset}/runs/{recipe}/model",
         base="results/{model}/{dataset}/base_logprobs/{benchmark}.parquet",
         data=scored_items,
@@ -75,16 +75,16 @@ rule log_likelihood:
     params:
         exams=log_likelihood_exam_arg,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_scored_by("log_likelihood")),
+        benchmark=PLAN._alternation(benchmarks_scored_by("log_likelihood")),
     conda:
         CONDA_ENV
     log:
         "logs/log_likelihood/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
         phase_benchmark("evaluation", "benchmarks/log_likelihood/{model}/{dataset}/{recipe}/{benchmark}.tsv")
-    threads: threads_of("evaluate")
+    threads: PLAN.threads_of("evaluate")
     resources:
-        **res("evaluate", model=True),
+        **PLAN.res("evaluate", model=True),
     shell:
         "python {input.script:q} --model-dir {input.model:q} --exams {params.exams:q} 2> {log:q}"
 
@@ -93,7 +93,7 @@ rule base_log_likelihood:
     """The log-likelihood benchmark's items under the untrained base model, once per model × dataset for all the runs
     scored on them (rule log_likelihood reads them)."""
     input:
-        **code("base_log_likelihood"),
+        **PLAN.code("base_log_likelihood"),
         model="resources/models/{model}",
         data=scored_items,
     output:
@@ -101,16 +101,16 @@ rule base_log_likelihood:
     params:
         settings=base_scoring_settings,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_scored_by("log_likelihood")),
+        benchmark=PLAN._alternation(benchmarks_scored_by("log_likelihood")),
     conda:
         CONDA_ENV
     log:
         "logs/base_log_likelihood/{model}/{dataset}/{benchmark}.log",
     benchmark:
         phase_benchmark("evaluation", "benchmarks/base_log_likelihood/{model}/{dataset}/{benchmark}.tsv")
-    threads: threads_of("evaluate")
+    threads: PLAN.threads_of("evaluate")
     resources:
-        **res("evaluate", model=True),
+        **PLAN.res("evaluate", model=True),
     shell:
         "python {input.script:q} --model-dir {input.model:q} --benchmark-config {params.settings:q} "
         "--items {input.data:q} --out {output:q} 2> {log:q}"

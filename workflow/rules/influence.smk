@@ -13,13 +13,13 @@ include: "influence_common.smk"
 wildcard_constraints:
     c=r"\d+",
     shard=r"\d+",
-    name=_alternation(CFG["validation"]),
+    name=PLAN._alternation(CFG["validation"]),
 
 
 rule validation_set:
     """A LESS/ROSE validation set: the chosen subtasks of a dataset's pairs or examples, seeded order per subtask."""
     input:
-        **code("validation_set"),
+        **PLAN.code("validation_set"),
         data=validation_source,
     output:
         "results/data/{dataset}/validation/{name}.jsonl",
@@ -32,9 +32,9 @@ rule validation_set:
         "logs/validation_set/{dataset}/{name}.log",
     benchmark:
         phase_benchmark("method preparation", "benchmarks/validation_set/{dataset}/{name}.tsv")
-    threads: threads_of("data")
+    threads: PLAN.threads_of("data")
     resources:
-        **res("data"),
+        **PLAN.res("data"),
     shell:
         "python {input.script:q} --data {input.data:q} --subtasks {params.subtasks:q} --seed {params.seed:q} "
         "--out {output:q} 2> {log:q}"
@@ -43,7 +43,7 @@ rule validation_set:
 rule warmup:
     """LESS/ROSE warmup: LoRA on a seeded random subset; each epoch's adapter, Adam moments (by name) and mean lr."""
     input:
-        **code("train", "sftlab.objectives.ntp"),
+        **PLAN.code("train", "sftlab.objectives.ntp"),
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
@@ -52,7 +52,7 @@ rule warmup:
         checkpoints=[directory(f"results/{{model}}/{{dataset}}/warmup/checkpoint-{c}") for c in WARMUP_EPOCHS],
         log="results/{model}/{dataset}/warmup/train_log.csv",
     params:
-        training=as_json(warmup_training()),
+        training=PLAN.as_json(warmup_training()),
         warmup_dir=warmup_dir,
         # the Trainer's own checkpoint-{step} directories must not mix with the epoch checkpoints
         trainer_checkpoints=warmup_trainer_checkpoints,
@@ -62,9 +62,9 @@ rule warmup:
         "logs/warmup/{model}/{dataset}.log",
     benchmark:
         phase_benchmark("method preparation", "benchmarks/warmup/{model}/{dataset}.tsv")
-    threads: threads_of("warmup")
+    threads: PLAN.threads_of("warmup")
     resources:
-        **res("warmup", model=True, resumes=WARMUP_RUN),
+        **PLAN.res("warmup", model=True, resumes=WARMUP_RUN),
     shell:
         "python {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective '{{\"name\": \"ntp\"}}' "
@@ -75,7 +75,7 @@ rule warmup:
 rule grad_features:
     """Adam-preconditioned, projected per-example gradient features of one shard of the pool at one checkpoint."""
     input:
-        **code("grad_features"),
+        **PLAN.code("grad_features"),
         model="resources/models/{model}",
         checkpoint="results/{model}/{dataset}/warmup/checkpoint-{c}",
         data="results/data/{dataset}/train.jsonl",
@@ -90,7 +90,7 @@ rule grad_features:
         "logs/grad_features/{model}/{dataset}/train/checkpoint-{c}/shard-{shard}.log",
     benchmark:
         phase_benchmark("method preparation", "benchmarks/grad_features/{model}/{dataset}/train/checkpoint-{c}/shard-{shard}.tsv")
-    threads: threads_of("grads")
+    threads: PLAN.threads_of("grads")
     resources:
         **grad_features_resources(),
     shell:
@@ -102,7 +102,7 @@ rule grad_features:
 rule gather_grad_features:
     """The shards of one checkpoint's training features, concatenated in pool order."""
     input:
-        **code("grad_features"),
+        **PLAN.code("grad_features"),
         shards=expand("results/{{model}}/{{dataset}}/grads/train/checkpoint-{{c}}/shard-{shard}.pt", shard=GRAD_SHARDS),
     output:
         "results/{model}/{dataset}/grads/train/checkpoint-{c}.pt",
@@ -112,9 +112,9 @@ rule gather_grad_features:
         "logs/gather_grad_features/{model}/{dataset}/checkpoint-{c}.log",
     benchmark:
         phase_benchmark("method preparation", "benchmarks/gather_grad_features/{model}/{dataset}/checkpoint-{c}.tsv")
-    threads: threads_of("influence")
+    threads: PLAN.threads_of("influence")
     resources:
-        **res("influence", model=False),
+        **PLAN.res("influence", model=False),
     shell:
         "python {input.script:q} gather --inputs {input.shards:q} --out {output:q} 2> {log:q}"
 
@@ -122,7 +122,7 @@ rule gather_grad_features:
 rule validation_grad_features:
     """Plain gradient features of a selector's validation items at one checkpoint (NTP: less; DPO, πref = base: rose)."""
     input:
-        **code("grad_features"),
+        **PLAN.code("grad_features"),
         model="resources/models/{model}",
         checkpoint="results/{model}/{dataset}/warmup/checkpoint-{c}",
         data=influence_validation_file,
@@ -139,9 +139,9 @@ rule validation_grad_features:
         "logs/validation_grad_features/{model}/{dataset}/{selector}/checkpoint-{c}.log",
     benchmark:
         phase_benchmark("method preparation", "benchmarks/validation_grad_features/{model}/{dataset}/{selector}/checkpoint-{c}.tsv")
-    threads: threads_of("grads")
+    threads: PLAN.threads_of("grads")
     resources:
-        **res("grads", model=True),
+        **PLAN.res("grads", model=True),
     shell:
         "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} {params.validation:q} {params.flags:q} --out {output:q} 2> {log:q}"
@@ -150,7 +150,7 @@ rule validation_grad_features:
 rule influence:
     """Influence of every pool example: lr-weighted cosine over checkpoints, mean within subtask, max over subtasks."""
     input:
-        **code("influence"),
+        **PLAN.code("influence"),
         train=expand("results/{{model}}/{{dataset}}/grads/train/checkpoint-{c}.pt", c=WARMUP_EPOCHS),
         val=expand("results/{{model}}/{{dataset}}/grads/{{selector}}/checkpoint-{c}.pt", c=WARMUP_EPOCHS),
         checkpoints=warmup_checkpoints,
@@ -164,21 +164,21 @@ rule influence:
         "logs/influence/{model}/{dataset}/{selector}.log",
     benchmark:
         phase_benchmark("method preparation", "benchmarks/influence/{model}/{dataset}/{selector}.tsv")
-    threads: threads_of("influence")
+    threads: PLAN.threads_of("influence")
     resources:
-        **res("influence", model=False),
+        **PLAN.res("influence", model=False),
     shell:
         "python {input.script:q} --train {input.train:q} --val {input.val:q} --checkpoints {input.checkpoints:q} "
         "--out {output:q} 2> {log:q}"
 
 
-PAPER_REPORTS.append(selection_report_outputs)
+PLAN.PAPER_REPORTS.append(selection_report_outputs)
 
 
 rule selection_report:
     """LESS/ROSE report: target metric against fraction (full data as a line), the shots ablation, the cost per stage."""
     input:
-        **code("selection_report"),
+        **PLAN.code("selection_report"),
         scores=curve_score_files(),
     output:
         **selection_curve_outputs(),
@@ -195,20 +195,20 @@ rule selection_report:
                         category="LESS / ROSE", subcategory="Tables"),
         main_tex=f"{SELECTION_REPORT['main']}.tex",
     params:
-        recipes=as_json(curve_recipes()),
-        benchmarks=as_json(report_benchmarks()),
-        paper_keys=as_json(less_paper_keys()),
+        recipes=PLAN.as_json(curve_recipes()),
+        benchmarks=PLAN.as_json(PLAN.report_benchmarks()),
+        paper_keys=PLAN.as_json(less_paper_keys()),
         runs=curve_runs_json,
-        workflow=workflow_json,
-        stems=as_json(SELECTION_REPORT),
-        seeds=as_json(CFG["_seeds"]),
+        workflow=PLAN.workflow_json,
+        stems=PLAN.as_json(SELECTION_REPORT),
+        seeds=PLAN.as_json(CFG["_seeds"]),
     conda:
         CONDA_ENV
     log:
         "logs/selection_report.log",
-    threads: threads_of("report")
+    threads: PLAN.threads_of("report")
     resources:
-        **res("report"),
+        **PLAN.res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --recipes {params.recipes:q} "
         "--benchmarks {params.benchmarks:q} --paper-keys {params.paper_keys:q} --runs {params.runs:q} "

@@ -8,7 +8,7 @@ from sftlab.selection.gradient_cost import grad_features_runtime, model_memory_g
 
 # the selectors that rank by an influence table, and their selection ids (the influence rules' wildcard)
 INFLUENCE_SELECTORS = influence_selectors()
-INFLUENCE_SELECTOR_ID = f"({_alternation(INFLUENCE_SELECTORS)})-[^/]+"
+INFLUENCE_SELECTOR_ID = f"({PLAN._alternation(INFLUENCE_SELECTORS)})-[^/]+"
 
 WARMUP_EPOCHS = list(range(1, CFG["warmup"]["training"]["epochs"] + 1))
 GRAD_SHARDS = list(range(CFG["gradients"]["shards"]))
@@ -26,7 +26,7 @@ WARMUP_RUN = Resumable(lambda wildcards: warmup_training())
 
 
 def warmup_ids(wildcards):
-    return selection_ids(wildcards.model, wildcards.dataset, warmup_selection())
+    return PLAN.selection_ids(wildcards.model, wildcards.dataset, PLAN.warmup_selection())
 
 
 def warmup_checkpoints(wildcards):
@@ -89,14 +89,14 @@ def grad_features_resources():
     g = CFG["gradients"]
     cost = g.get("cost")
     if not cost:
-        return res("grads", model=True)
+        return PLAN.res("grads", model=True)
     for model in cost["models"]:
         need = model_memory_gb(cost, model, g)
         if need > cost["gpu"]["memory_gb"]:
             raise WorkflowError(f"invalid configuration: config key gradients.max_tokens: a batch of {g['max_tokens']} "
                                 f"tokens of {model} needs about {need:.0f} GB, over gradients.cost.gpu.memory_gb "
                                 f"{cost['gpu']['memory_gb']}")
-    return res("grads", model=True, runtime=grad_features_minutes)
+    return PLAN.res("grads", model=True, runtime=grad_features_minutes)
 
 
 def grad_features_minutes(wildcards):
@@ -118,14 +118,14 @@ def validation_flags(wildcards):
 
 def comparison_key(recipe):
     """Recipes compared in the curve share everything but the selection (a short digest of the rest)."""
-    rest = as_json({k: recipe[k] for k in ("objective", "composition", "training")})
+    rest = PLAN.as_json({k: recipe[k] for k in ("objective", "composition", "training")})
     return hashlib.sha256(rest.encode()).hexdigest()[:8]
 
 
 def curve_runs():
     """Experiment runs in the fraction curve: on a (model, dataset) with a targeted run (less, rose, bm25, dsir, rds,
     rds_plus), the targeted / random / full recipes that share that run's objective, composition and training."""
-    runs = experiment_runs()
+    runs = PLAN.experiment_runs()
     keys = {(m, d, comparison_key(CFG["recipes"][r])) for (m, d, r) in runs
             if CFG["recipes"][r]["selection"]["name"] in TARGETED_SELECTORS}
     return {(m, d, r): benches for (m, d, r), benches in runs.items()
@@ -148,11 +148,11 @@ def curve_recipes():
 
 
 def curve_score_files():
-    return run_score_files(curve_runs())
+    return PLAN.run_score_files(curve_runs())
 
 
 def curve_runs_json(wildcards):
-    return as_json(sorted(curve_runs()))
+    return PLAN.as_json(sorted(curve_runs()))
 
 
 # the fraction curve only when its axis has two fractions or more (the main table says otherwise)
@@ -175,7 +175,7 @@ def selection_curve_outputs():
 
 def less_paper_keys():
     """Benchmark name → the key of the LESS paper's numbers: its lm-eval task where it has one, else its name."""
-    return {b: CFG["benchmarks"][b].get("task", b) for b in report_benchmarks()}
+    return {b: CFG["benchmarks"][b].get("task", b) for b in PLAN.report_benchmarks()}
 
 
 def selection_report_outputs():

@@ -14,23 +14,23 @@ rule benchmark_data:
     AlpacaEval 2 from the hub) or a dataset's preference pairs; `limit` applied once for generation and judging."""
     input:
         unpack(benchmark_sources),
-        **code("benchmark_data", benchmark_module),
+        **PLAN.code("benchmark_data", PLAN.benchmark_module),
     output:
         directory("results/benchmarks/{benchmark}"),
     params:
         benchmark=benchmark_data_settings,
         pairs=benchmark_pairs_arg,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_gathered()),
+        benchmark=PLAN._alternation(benchmarks_gathered()),
     conda:
         CONDA_ENV
     log:
         "logs/benchmark_data/{benchmark}.log",
     benchmark:
         phase_benchmark("evaluation", "benchmarks/benchmark_data/{benchmark}.tsv")
-    threads: threads_of("data")
+    threads: PLAN.threads_of("data")
     resources:
-        **res("data"),
+        **PLAN.res("data"),
     shell:
         "python {input.script:q} --benchmark-config {params.benchmark:q} {params.pairs:q} --out {output:q} 2> {log:q}"
 
@@ -39,7 +39,7 @@ rule generate:
     """A trained model's answers to a judged benchmark, in the benchmark's own format (MT-Bench model_answer JSONL,
     AlpacaEval model_outputs JSON, preference answers JSONL)."""
     input:
-        **code("generate", benchmark_module),
+        **PLAN.code("generate", PLAN.benchmark_module),
         model="results/{model}/{dataset}/runs/{recipe}/model",
         data="results/benchmarks/{benchmark}",
     output:
@@ -48,7 +48,7 @@ rule generate:
         kind=benchmark_type_name,
         options=generation_options,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_scored_by("judge")),
+        benchmark=PLAN._alternation(benchmarks_scored_by("judge")),
         fmt=answer_formats(),
     conda:
         generation_env
@@ -56,9 +56,9 @@ rule generate:
         "logs/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.log",
     benchmark:
         phase_benchmark("evaluation", "benchmarks/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.tsv")
-    threads: threads_of("generate")
+    threads: PLAN.threads_of("generate")
     resources:
-        **res("generate", model=True),
+        **PLAN.res("generate", model=True),
     shell:
         "python {input.script:q} --benchmark-type {params.kind:q} --model {input.model:q} "
         "--model-id {wildcards.model:q}/{wildcards.dataset:q}/{wildcards.recipe:q} --data {input.data:q} "
@@ -69,7 +69,7 @@ rule judge:
     """Judge a model's answers → judgments JSONL and the Scores file (with the judge's name and cost). The judgment
     cache is one file per judge shared by every run, a parameter rather than an output: reruns make no judge call."""
     input:
-        **code("judge", benchmark_module),
+        **PLAN.code("judge", PLAN.benchmark_module),
         answers=answers_path,
         data="results/benchmarks/{benchmark}",
         judge_model=judge_model_input,
@@ -84,16 +84,16 @@ rule judge:
         options=judge_options,
         cache=judge_cache,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_scored_by("judge")),
+        benchmark=PLAN._alternation(benchmarks_scored_by("judge")),
     conda:
         CONDA_ENV
     log:
         "logs/judge/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
         phase_benchmark("evaluation", "benchmarks/judge/{model}/{dataset}/{recipe}/{benchmark}.tsv")
-    threads: threads_of("judge")
+    threads: PLAN.threads_of("judge")
     resources:
-        **res("judge", model=False),
+        **PLAN.res("judge", model=False),
     shell:
         "python {input.script:q} --benchmark-type {params.kind:q} --benchmark-name {wildcards.benchmark:q} "
         "--data {input.data:q} --answers {input.answers:q} --judge {params.judge:q} --judge-name {params.judge_name:q} "
@@ -105,7 +105,7 @@ rule implicit_reward:
     """Judge-free preference win rate: share of test pairs with β·r(y_w) > β·r(y_l), r = log πθ − log πref,
     πref the untrained base model."""
     input:
-        **code("evaluate", benchmark_module),
+        **PLAN.code("evaluate", PLAN.benchmark_module),
         model="results/{model}/{dataset}/runs/{recipe}/model",
         reference="resources/models/{model}",
         data="results/benchmarks/{benchmark}",
@@ -114,16 +114,16 @@ rule implicit_reward:
     params:
         exams=implicit_reward_exam,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_scored_by("implicit_reward")),
+        benchmark=PLAN._alternation(benchmarks_scored_by("implicit_reward")),
     conda:
         CONDA_ENV
     log:
         "logs/implicit_reward/{model}/{dataset}/{recipe}/{benchmark}.log",
     benchmark:
         phase_benchmark("evaluation", "benchmarks/implicit_reward/{model}/{dataset}/{recipe}/{benchmark}.tsv")
-    threads: threads_of("evaluate")
+    threads: PLAN.threads_of("evaluate")
     resources:
-        **res("evaluate", model=True),
+        **PLAN.res("evaluate", model=True),
     shell:
         "python {input.script:q} --model-dir {input.model:q} --exams {params.exams:q} 2> {log:q}"
 
@@ -134,21 +134,21 @@ rule calibration_data:
     calibration's data_dir), then sampled with its seed."""
     input:
         local=calibration_local_files,
-        **code("calibration_data"),
+        **PLAN.code("calibration_data"),
     output:
         directory(f"{CALIBRATION_DIR}/{{benchmark}}/published"),
     params:
         kind=calib_type,
         calibration=calibration_config,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_calibrated()),
+        benchmark=PLAN._alternation(benchmarks_calibrated()),
     conda:
         CONDA_ENV
     log:
         "logs/calibration_data/{benchmark}.log",
-    threads: threads_of("data")
+    threads: PLAN.threads_of("data")
     resources:
-        **res("data"),
+        **PLAN.res("data"),
     shell:
         "python {input.script:q} --benchmark-type {params.kind:q} --benchmark-name {wildcards.benchmark:q} "
         "--calibration {params.calibration:q} --out {output:q} 2> {log:q}"
@@ -158,7 +158,7 @@ rule judge_calibration:
     """Re-judge the calibration sample with the benchmark's judge (as the benchmark judges: same prompts, annotator
     and cache) → agreement with the original judge: rank correlation over models, per-item agreement, score mapping."""
     input:
-        **code("judge_calibration", benchmark_module),
+        **PLAN.code("judge_calibration", PLAN.benchmark_module),
         sample=f"{CALIBRATION_DIR}/{{benchmark}}/published",
         data="results/benchmarks/{benchmark}",
         judge_model=judge_model_input,
@@ -173,16 +173,16 @@ rule judge_calibration:
         options=calibration_judge_options,
         cache=judge_cache,
     wildcard_constraints:
-        benchmark=_alternation(benchmarks_calibrated()),
+        benchmark=PLAN._alternation(benchmarks_calibrated()),
     conda:
         CONDA_ENV
     log:
         "logs/judge_calibration/{benchmark}.log",
     benchmark:
         phase_benchmark("evaluation", "benchmarks/judge_calibration/{benchmark}.tsv")
-    threads: threads_of("judge")
+    threads: PLAN.threads_of("judge")
     resources:
-        **res("judge", model=False),
+        **PLAN.res("judge", model=False),
     shell:
         "python {input.script:q} --benchmark-type {params.kind:q} --benchmark-name {wildcards.benchmark:q} "
         "--sample {input.sample:q} --data {input.data:q} --judge {params.judge:q} --judge-name {params.judge_name:q} "
@@ -193,7 +193,7 @@ rule judges_table:
     """Which judge scored which benchmark (model, prompt, decoding) and what it cost; each judged run against the
     report baseline, paired over items under one judge."""
     input:
-        **code("judge_report"),
+        **PLAN.code("judge_report"),
         scores=judged_scores(),
         calibrations=calibration_summaries(),
     output:
@@ -213,9 +213,9 @@ rule judges_table:
         CONDA_ENV
     log:
         "logs/judges_table.log",
-    threads: threads_of("report")
+    threads: PLAN.threads_of("report")
     resources:
-        **res("report"),
+        **PLAN.res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --judges-table reports/tables/judges "
         "--comparisons reports/tables/judged_comparisons --baseline {params.baseline:q} "
@@ -225,7 +225,7 @@ rule judges_table:
 rule mtbench_categories:
     """MT-Bench mean rating per category, one bar per run, with bootstrap CIs."""
     input:
-        **code("judge_report"),
+        **PLAN.code("judge_report"),
         scores=mtbench_category_scores(),
     output:
         png=report("reports/figures/mtbench_categories.png", caption="../report/mtbench_categories.rst",
@@ -235,12 +235,12 @@ rule mtbench_categories:
         CONDA_ENV
     log:
         "logs/mtbench_categories.log",
-    threads: threads_of("report")
+    threads: PLAN.threads_of("report")
     resources:
-        **res("report"),
+        **PLAN.res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --mtbench-figure reports/figures/mtbench_categories "
         "2> {log:q}"
 
 
-PAPER_REPORTS.append(judged_report_files)
+PLAN.PAPER_REPORTS.append(judged_report_files)

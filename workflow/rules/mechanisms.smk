@@ -2,7 +2,7 @@
 # quality of the demo corpus, selections, confidence, per-item log-likelihoods), with intervals and a verdict.
 
 
-PAPER_REPORTS.append(PLAN.mechanism_reports)
+PLAN.PAPER_REPORTS.append(PLAN.mechanism_reports)
 
 
 for _paper in PLAN.mechanism_papers:
@@ -13,20 +13,20 @@ for _paper in PLAN.mechanism_papers:
         name:
             f"mechanism_{_paper}"
         input:
-            **code("mechanisms"),
+            **PLAN.code("mechanisms"),
             files=PLAN.mechanism_inputs(_paper),
         output:
             **PLAN.mechanism_outputs(_paper),
         params:
             paper=_paper,
-            spec=as_json(PLAN.mechanism_spec(_paper)),
+            spec=PLAN.as_json(PLAN.mechanism_spec(_paper)),
         conda:
             CONDA_ENV
         log:
             f"logs/mechanism/{_paper}.log",
-        threads: threads_of("report")
+        threads: PLAN.threads_of("report")
         resources:
-            **res("report"),
+            **PLAN.res("report"),
         shell:
             "python {input.script:q} {params.paper:q} --spec {params.spec:q} --table {output.table:q} "
             "--figure {output.figure:q} 2> {log:q}"

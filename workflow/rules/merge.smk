@@ -1,21 +1,21 @@
 """Composed recipes: Disperse-Then-Merge (K shards → K sub-models → merge) and the seed soup (full-data runs
 with different seeds → merge), and the DTM report. Member runs: see sftlab.compose.members."""
 
-PAPER_REPORTS.append(PLAN.dtm_report_files)
+PLAN.PAPER_REPORTS.append(PLAN.dtm_report_files)
 
 
 rule disperse:
     """Split a DTM recipe's selected examples into K disjoint shards (seeded random, or k-means on responses)."""
     input:
-        **code("disperse"),
-        ids=selection_path,
+        **PLAN.code("disperse"),
+        ids=PLAN.selection_path,
         train="results/data/{dataset}/train.jsonl",
         embedder=PLAN.disperse_embedder,
     output:
         directory("results/{model}/{dataset}/runs/{recipe}/shards/ids"),
     params:
         args=PLAN.disperse_args,
-        max_length=recipe_max_length,
+        max_length=PLAN.recipe_max_length,
     conda:
         CONDA_ENV
     log:
@@ -23,10 +23,10 @@ rule disperse:
     benchmark:
         phase_benchmark("method preparation", "benchmarks/disperse/{model}/{dataset}/{recipe}.tsv")
     wildcard_constraints:
-        recipe=recipes_composed(*SHARDED),
-    threads: threads_of("disperse")
+        recipe=PLAN.recipes_composed(*PLAN.SHARDED),
+    threads: PLAN.threads_of("disperse")
     resources:
-        **res("disperse", model=PLAN.disperse_runs_model),
+        **PLAN.res("disperse", model=PLAN.disperse_runs_model),
     shell:
         "python {input.script:q} --ids {input.ids:q} --examples {input.train:q} {params.args:q} "
         "--max-length {params.max_length:q} --out-dir {output:q} 2> {log:q}"
@@ -36,23 +36,23 @@ rule train_member:
     """One member run of a composed recipe: a DTM sub-model on its shard, or a seed-soup run with its seed;
     the recipe's objective and training settings otherwise (each member its own job)."""
     input:
-        **code("train", objective_module),
+        **PLAN.code("train", PLAN.objective_module),
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
         ids=PLAN.member_ids,
         ref="results/{model}/{dataset}/ref_logprobs.parquet",
-        tables=objective_tables,
+        tables=PLAN.objective_tables,
     output:
         model=directory("results/{model}/{dataset}/runs/{recipe}/{member}/model"),
         log="results/{model}/{dataset}/runs/{recipe}/{member}/train_log.csv",
     params:
         ids=PLAN.member_ids_file,
         training=PLAN.member_training_settings,
-        launch=train_launcher,
-        objective=recipe_objective,
+        launch=PLAN.train_launcher,
+        objective=PLAN.recipe_objective,
         checkpoints=PLAN.member_checkpoints,
-        tables=input_table_args,
+        tables=PLAN.input_table_args,
     conda:
         CONDA_ENV
     log:
@@ -60,11 +60,11 @@ rule train_member:
     benchmark:
         phase_benchmark("training", "benchmarks/train_member/{model}/{dataset}/{recipe}/{member}.tsv")
     wildcard_constraints:
-        recipe=recipes_composed(*COMPOSED),
+        recipe=PLAN.recipes_composed(*COMPOSED),
         member=PLAN.member_pattern,
-    threads: threads_of("train")
+    threads: PLAN.threads_of("train")
     resources:
-        **res("train", model=True, resumes=PLAN.member_run),
+        **PLAN.res("train", model=True, resumes=PLAN.member_run),
     shell:
         "{params.launch:q} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {params.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
@@ -75,7 +75,7 @@ rule train_member:
 rule merge:
     """Merge a composed recipe's member runs with mergekit into its model; its training log is the members' mean."""
     input:
-        **code("merge"),
+        **PLAN.code("merge"),
         base="resources/models/{model}",
         members=PLAN.member_models,
         logs=PLAN.member_logs,
@@ -92,10 +92,10 @@ rule merge:
     benchmark:
         phase_benchmark("training", "benchmarks/merge/{model}/{dataset}/{recipe}.tsv")
     wildcard_constraints:
-        recipe=recipes_composed(*COMPOSED),
-    threads: threads_of("merge")
+        recipe=PLAN.recipes_composed(*COMPOSED),
+    threads: PLAN.threads_of("merge")
     resources:
-        **res("merge", model=PLAN.merge_runs_model),
+        **PLAN.res("merge", model=PLAN.merge_runs_model),
     shell:
         "python {input.script:q} {params.args:q} --base-model {input.base:q} --device auto --out {output.model:q} "
         "--member-logs {input.logs:q} --train-log {output.log:q} 2> {log:q}"
@@ -105,7 +105,7 @@ rule dtm_report:
     """The DTM report: DTM vs SFT vs seed soup beside the paper's numbers, the merge-method table, and the K figure
     when the DTM runs have two values of K or more (the merge-method table says otherwise)."""
     input:
-        **code("dtm_report"),
+        **PLAN.code("dtm_report"),
         scores=PLAN.dtm_score_files(),
     output:
         main_md=f"{PLAN.dtm_tables[0]}.md",
@@ -118,19 +118,19 @@ rule dtm_report:
         merge_tex=f"{PLAN.dtm_tables[1]}.tex",
         **PLAN.dtm_figure_outputs(),
     params:
-        runs=as_json(PLAN.dtm_runs),
-        benchmarks=as_json(PLAN.dtm_benchmarks()),
-        seeds=as_json(CFG["_seeds"]),
-        main=output_stem("main_md"),
-        merge=output_stem("merge_md"),
+        runs=PLAN.as_json(PLAN.dtm_runs),
+        benchmarks=PLAN.as_json(PLAN.dtm_benchmarks()),
+        seeds=PLAN.as_json(CFG["_seeds"]),
+        main=PLAN.output_stem("main_md"),
+        merge=PLAN.output_stem("merge_md"),
         figure=PLAN.dtm_figure_args,
     conda:
         CONDA_ENV
     log:
         "logs/dtm_report.log",
-    threads: threads_of("report")
+    threads: PLAN.threads_of("report")
     resources:
-        **res("report"),
+        **PLAN.res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --runs {params.runs:q} --benchmarks {params.benchmarks:q} "
         "--main-table {params.main:q} --merge-table {params.merge:q} {params.figure:q} --seeds {params.seeds:q} "

@@ -1,6 +1,6 @@
 # Paper-shaped reports of SFTMix and MinorSFT (their tables, ablations and figures), built when the config has such runs.
 
-PAPER_REPORTS.append(PLAN.method_reports)
+PLAN.PAPER_REPORTS.append(PLAN.method_reports)
 
 
 for _paper in PLAN.method_report_files:
@@ -11,7 +11,7 @@ for _paper in PLAN.method_report_files:
         name:
             f"report_{_paper}"
         input:
-            **code("report_methods", registries=["sftlab.benchmarks"]),
+            **PLAN.code("report_methods", registries=["sftlab.benchmarks"]),
             scores=PLAN.method_report_inputs(_paper)["scores"],
             logs=PLAN.method_report_inputs(_paper)["logs"],
             # the SFTMix main table puts our judged scores beside the paper's: with our judge's calibration
@@ -20,17 +20,17 @@ for _paper in PLAN.method_report_files:
             PLAN.method_report_outputs(_paper),
         params:
             paper=_paper,
-            runs=as_json(PLAN.method_report_runs(_paper)),
-            benchmarks=as_json(report_benchmarks()),
-            types=as_json({name: b["type"] for name, b in CFG["benchmarks"].items()}),
-            seeds=as_json(CFG["_seeds"]),
+            runs=PLAN.as_json(PLAN.method_report_runs(_paper)),
+            benchmarks=PLAN.as_json(PLAN.report_benchmarks()),
+            types=PLAN.as_json({name: b["type"] for name, b in CFG["benchmarks"].items()}),
+            seeds=PLAN.as_json(CFG["_seeds"]),
         conda:
             CONDA_ENV
         log:
             f"logs/report/{_paper}.log",
-        threads: threads_of("report")
+        threads: PLAN.threads_of("report")
         resources:
-            **res("report"),
+            **PLAN.res("report"),
         shell:
             "python {input.script:q} {params.paper:q} --scores {input.scores:q} --train-logs {input.logs:q} "
             "--calibrations {input.calibrations:q} "

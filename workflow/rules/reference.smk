@@ -4,7 +4,7 @@ include: "reference_common.smk"
 rule ref_logprobs:
     """log πref(y|x) of every training and held-out example under the untrained model, computed once (MinorSFT, DPO-SFT, deviation)."""
     input:
-        **code("ref_logprobs"),
+        **PLAN.code("ref_logprobs"),
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
@@ -20,9 +20,9 @@ rule ref_logprobs:
         phase_benchmark("setup", "benchmarks/ref_logprobs/{model}/{dataset}.tsv")
     conda:
         CONDA_ENV
-    threads: threads_of("score")
+    threads: PLAN.threads_of("score")
     resources:
-        **res("score", model=True),
+        **PLAN.res("score", model=True),
     shell:
         "python {input.script:q} --model {input.model:q} --data {input.train:q} {input.heldout:q} "
         "--out {output:q} --max-length {params.max_length:q} --training {params.training:q} "
@@ -33,29 +33,29 @@ rule reference_run:
     """SFTMix's reference run: NTP on the full pool, a loadable checkpoint at the end of each chosen epoch (where no
     recipe run is the same training: rule train_reference)."""
     input:
-        **code("train", "sftlab.objectives.ntp"),
-        model=reference_model,
+        **PLAN.code("train", "sftlab.objectives.ntp"),
+        model=PLAN.reference_model,
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
         ids="results/{model}/{dataset}/selection/full/1.ids",
     output:
-        checkpoints=[directory(f"results/{{model}}/{{dataset}}/reference/checkpoint-{c}") for c in REFERENCE_CHECKPOINTS],
+        checkpoints=[directory(f"results/{{model}}/{{dataset}}/reference/checkpoint-{c}") for c in PLAN.REFERENCE_CHECKPOINTS],
         log="results/{model}/{dataset}/reference/train_log.csv",
     params:
-        training=as_json(reference_training(CFG)),
-        epochs=[str(c) for c in REFERENCE_CHECKPOINTS],
+        training=PLAN.as_json(reference_training(CFG)),
+        epochs=[str(c) for c in PLAN.REFERENCE_CHECKPOINTS],
         out_dir=reference_dir,
         trainer_checkpoints=reference_trainer_checkpoints,
-        launch=launcher("reference", reference_training(CFG), "reference.training"),
+        launch=PLAN.launcher("reference", reference_training(CFG), "reference.training"),
     log:
         "logs/reference_run/{model}/{dataset}.log",
     benchmark:
         phase_benchmark("method preparation", "benchmarks/reference_run/{model}/{dataset}.tsv")
     conda:
         CONDA_ENV
-    threads: threads_of("reference")
+    threads: PLAN.threads_of("reference")
     resources:
-        **res("reference", model=True, resumes=REFERENCE_RUN),
+        **PLAN.res("reference", model=True, resumes=PLAN.REFERENCE_RUN),
     shell:
         "{params.launch:q} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective '{{\"name\": \"ntp\"}}' "
@@ -66,7 +66,7 @@ rule reference_run:
 rule confidence:
     """Confidence of every training example from the reference checkpoints' perplexities; the median split."""
     input:
-        **code("confidence"),
+        **PLAN.code("confidence"),
         checkpoints=reference_checkpoint_dirs,
         train="results/data/{dataset}/train.jsonl",
     output:
@@ -82,9 +82,9 @@ rule confidence:
         phase_benchmark("method preparation", "benchmarks/confidence/{model}/{dataset}.tsv")
     conda:
         CONDA_ENV
-    threads: threads_of("score")
+    threads: PLAN.threads_of("score")
     resources:
-        **res("score", model=True),
+        **PLAN.res("score", model=True),
     shell:
         "python {input.script:q} --checkpoints {input.checkpoints:q} --data {input.train:q} --out {output.table:q} "
         "--histogram-png {output.png:q} --histogram-pdf {output.pdf:q} --max-length {params.max_length:q} 2> {log:q}"
@@ -93,7 +93,7 @@ rule confidence:
 rule tsne:
     """t-SNE of mean-pooled response hidden states, coloured by confidence split: the reference and each NTP / SFTMix run."""
     input:
-        **code("tsne"),
+        **PLAN.code("tsne"),
         models=tsne_model_dirs,
         train="results/data/{dataset}/train.jsonl",
         confidence="results/{model}/{dataset}/confidence.parquet",
@@ -112,9 +112,9 @@ rule tsne:
         phase_benchmark("figures", "benchmarks/tsne/{model}/{dataset}.tsv")
     conda:
         CONDA_ENV
-    threads: threads_of("score")
+    threads: PLAN.threads_of("score")
     resources:
-        **res("score", model=True),
+        **PLAN.res("score", model=True),
     shell:
         "python {input.script:q} {params.models:q} --data {input.train:q} --confidence {input.confidence:q} "
         "--png {output.png:q} --pdf {output.pdf:q} --max-length {params.max_length:q} --sample {params.sample:q} "

@@ -4,7 +4,7 @@
 def ref_logprobs_max_length(wildcards):
     """The truncation of log πref: that of the runs on this model × dataset, whose own log-probs it is compared with
     (MinorSFT / DPO-SFT weights, the deviation m_θ). One table per pair, so its runs must truncate alike."""
-    lengths = {CFG["recipes"][r]["training"]["max_length"] for (m, d, r) in experiment_runs()
+    lengths = {CFG["recipes"][r]["training"]["max_length"] for (m, d, r) in PLAN.experiment_runs()
                if (m, d) == (wildcards.model, wildcards.dataset)}
     if len(lengths) > 1:
         raise WorkflowError(f"runs on {wildcards.model} × {wildcards.dataset} use training.max_length "
@@ -21,9 +21,9 @@ def ref_logprobs_training(wildcards):
     """The training settings (JSON) whose forward path log πref is scored through: those of the runs on this model ×
     dataset whose loss compares their own log-probs with it (MinorSFT, DPO-SFT), so that r = 0 at step 0; else those
     of all its runs. One table per pair, so those runs must share the path: finetuning, precision, sharding."""
-    runs = [CFG["recipes"][r] for (m, d, r) in experiment_runs() if (m, d) == (wildcards.model, wildcards.dataset)]
+    runs = [CFG["recipes"][r] for (m, d, r) in PLAN.experiment_runs() if (m, d) == (wildcards.model, wildcards.dataset)]
     users = [r for r in runs if OBJECTIVES[r["objective"]["name"]].needs_reference()] or runs
-    sharded = processes_of("train") > 1
+    sharded = PLAN.processes_of("train") > 1
     paths = {(r["training"]["finetuning"], r["training"]["precision"], sharded and r["training"]["distributed"])
              for r in users}
     if len(paths) > 1:
@@ -33,11 +33,11 @@ def ref_logprobs_training(wildcards):
     training = users[0]["training"] if users else CFG["training"]
     # only what the path depends on: another learning rate is the same table
     keys = [k for k in FORWARD_PATH_KEYS if k in training and (k != "lora" or training["finetuning"] == "lora")]
-    return as_json({k: training[k] for k in keys})
+    return PLAN.as_json({k: training[k] for k in keys})
 
 
 def ref_logprobs_processes(wildcards):
-    return processes_of("train")
+    return PLAN.processes_of("train")
 
 
 def reference_dir(wildcards):
@@ -49,23 +49,23 @@ def reference_trainer_checkpoints(wildcards):
 
 
 def tsne_model_dirs(wildcards):
-    return list(tsne_models(wildcards).values())
+    return list(PLAN.tsne_models(wildcards).values())
 
 
 def tsne_model_args(wildcards):
-    return table_args("--model", tsne_models(wildcards))
+    return PLAN.table_args("--model", PLAN.tsne_models(wildcards))
 
 
 def reference_checkpoint_dirs(wildcards):
-    return reference_checkpoints(wildcards.model, wildcards.dataset)
+    return PLAN.reference_checkpoints(wildcards.model, wildcards.dataset)
 
 
 def reference_checkpoint_args(wildcards):
     """train_reference's extra arguments: the run saves the reference checkpoints beside its model."""
-    return ["--epoch-models", f"{run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/reference",
-            "--save-epochs", *map(str, REFERENCE_CHECKPOINTS)]
+    return ["--epoch-models", f"{PLAN.run_dir(wildcards.model, wildcards.dataset, wildcards.recipe)}/reference",
+            "--save-epochs", *map(str, PLAN.REFERENCE_CHECKPOINTS)]
 
 
 def reference_run_alternation(position):
     """The models, datasets or recipes (``position`` 0, 1, 2) of the runs that are their pair's reference run."""
-    return _alternation({(m, d, r)[position] for (m, d), r in REFERENCE_RUNS.items()})
+    return PLAN._alternation({(m, d, r)[position] for (m, d), r in PLAN.REFERENCE_RUNS.items()})

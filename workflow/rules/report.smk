@@ -1,9 +1,9 @@
 rule build_report:
     """Tables and figures from every score and training log of the experiments."""
     input:
-        **code("report"),
-        scores=score_files(),
-        logs=train_logs(),
+        **PLAN.code("report"),
+        scores=PLAN.score_files(),
+        logs=PLAN.train_logs(),
     output:
         table_md="reports/tables/main.md",
         table_csv=report("reports/tables/main.csv", caption="../report/main_table.rst", category="Main",
@@ -16,17 +16,17 @@ rule build_report:
                           subcategory="Figures"),
         scores_pdf="reports/figures/scores.pdf",
     params:
-        runs=as_json([list(k) for k in experiment_runs()]),
-        benchmarks=as_json(report_benchmarks()),
-        seeds=as_json(CFG["_seeds"]),
+        runs=PLAN.as_json([list(k) for k in PLAN.experiment_runs()]),
+        benchmarks=PLAN.as_json(PLAN.report_benchmarks()),
+        seeds=PLAN.as_json(CFG["_seeds"]),
         baseline=CFG["report"]["baseline"],
     conda:
         CONDA_ENV
     log:
         "logs/report.log",
-    threads: threads_of("report")
+    threads: PLAN.threads_of("report")
     resources:
-        **res("report"),
+        **PLAN.res("report"),
     shell:
         "python {input.script:q} --scores {input.scores:q} --train-logs {input.logs:q} --runs {params.runs:q} "
         "--benchmarks {params.benchmarks:q} --table reports/tables/main --loss-figure reports/figures/loss_curves "

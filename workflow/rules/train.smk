@@ -1,22 +1,22 @@
 rule train:
     """One training run of a recipe (composition `single`): selected examples × objective × training settings."""
     input:
-        **code("train", objective_module),
+        **PLAN.code("train", PLAN.objective_module),
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
-        ids=selection_path,
+        ids=PLAN.selection_path,
         ref="results/{model}/{dataset}/ref_logprobs.parquet",
-        tables=objective_tables,
+        tables=PLAN.objective_tables,
     output:
         model=directory("results/{model}/{dataset}/runs/{recipe}/model"),
         log="results/{model}/{dataset}/runs/{recipe}/train_log.csv",
     params:
-        training=recipe_training,
-        objective=recipe_objective,
-        checkpoints=run_checkpoints,
-        tables=input_table_args,
-        launch=train_launcher,
+        training=PLAN.recipe_training,
+        objective=PLAN.recipe_objective,
+        checkpoints=PLAN.run_checkpoints,
+        tables=PLAN.input_table_args,
+        launch=PLAN.train_launcher,
         reference=[],
     conda:
         CONDA_ENV
@@ -25,10 +25,10 @@ rule train:
     benchmark:
         phase_benchmark("training", "benchmarks/train/{model}/{dataset}/{recipe}.tsv")
     wildcard_constraints:
-        recipe=recipes_composed(*SINGLE_RUN),
-    threads: threads_of("train")
+        recipe=PLAN.recipes_composed(*PLAN.SINGLE_RUN),
+    threads: PLAN.threads_of("train")
     resources:
-        **res("train", model=True, resumes=RECIPE_RUN),
+        **PLAN.res("train", model=True, resumes=PLAN.RECIPE_RUN),
     shell:
         "{params.launch:q} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
@@ -45,13 +45,13 @@ use rule train as train_reference with:
         model=directory("results/{model}/{dataset}/runs/{recipe}/model"),
         log="results/{model}/{dataset}/runs/{recipe}/train_log.csv",
         reference=[directory(f"results/{{model}}/{{dataset}}/runs/{{recipe}}/reference/checkpoint-{c}")
-                   for c in REFERENCE_CHECKPOINTS],
+                   for c in PLAN.REFERENCE_CHECKPOINTS],
     params:
-        training=recipe_training,
-        objective=recipe_objective,
-        checkpoints=run_checkpoints,
-        tables=input_table_args,
-        launch=train_launcher,
+        training=PLAN.recipe_training,
+        objective=PLAN.recipe_objective,
+        checkpoints=PLAN.run_checkpoints,
+        tables=PLAN.input_table_args,
+        launch=PLAN.train_launcher,
         reference=reference_checkpoint_args,
     log:
         "logs/train_reference/{model}/{dataset}/{recipe}.log",

@@ -115,7 +115,7 @@ def benchmark_phases(snakefile: str | Path, configfiles: list[str], config: dict
         return {rule.name: _phase(rule) for rule in workflow.rules if rule.benchmark is not None}
 
 
-#: help of a report script's --workflow argument (the rule passes common.smk's workflow_json)
+#: help of a report script's --workflow argument (the rule passes PLAN.workflow_json, sftlab.plan.core)
 WORKFLOW_HELP = "JSON: the run's snakefile, configfiles and config (--config overrides), to rebuild its DAG"
 
 

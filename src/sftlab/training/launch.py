@@ -1,6 +1,6 @@
 """How a training script is started: plain ``python`` for one process, ``accelerate launch`` for several.
 
-The workflow's ``launcher(stage)`` (workflow/rules/common.smk) turns a job's GPUs into a process count and calls
+The workflow's ``launcher(stage)`` (sftlab.plan.core) turns a job's GPUs into a process count and calls
 ``launch_prefix``; the accelerate configs live in ``configs/accelerate/`` (DDP, FSDP full-shard, DeepSpeed ZeRO-3).
 """
 
