@@ -12,7 +12,7 @@ from sftlab import run_config
 from sftlab.cluster import Resumable
 from sftlab.compose.members import COMPOSED
 from sftlab.config import ConfigError, deep_merge, selection_model, selector_id
-from sftlab.objectives import BASELINE_OBJECTIVE, OBJECTIVES, paper_objectives, reference_objectives
+from sftlab.objectives import OBJECTIVES
 from sftlab.report.dag import phase_benchmark
 from sftlab.selection import SELECTORS
 from sftlab.training.spec import reference_training
