@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # A single-node Slurm cluster for the integration test (tests/test_slurm.py): slurmctld + slurmd on this machine,
-# select/cons_tres, and a `gpu` GRES of two devices backed by character devices (there is no real GPU: jobs that
+# select/cons_tres, and a `gpu` GRES of fake devices backed by character devices (there is no real GPU: jobs that
 # ask for one get it from Slurm and still run on the CPU).
 #
 #   .ci/slurm-up.sh            install slurm-wlm + munge when missing (needs root and apt), start the cluster
 #   .ci/slurm-up.sh --check    exit 0 when a cluster with a free gpu GRES answers, 1 otherwise
 #   .ci/slurm-up.sh --down     stop the daemons this script started
 #
-# Idempotent: a cluster that is already up with its GPUs is left alone. Run as root (Debian's Slurm 22.05 runs its
+# The node's size: $SFTLAB_SLURM_GPUS fake GPUs (default 2) and $SFTLAB_SLURM_CPUS CPUs (default: the machine's). More
+# CPUs than the machine has oversubscribes it: .ci/run declares twice its cores, so that a job holding CPUs it does not
+# keep busy (Snakemake's start-up before a two-process training, a judge waiting on its server) leaves them to another
+# job — the rehearsal's jobs are short and CPU-bound, and on 2 cores a 1:1 node idles a third of the time.
+#
+# Idempotent: a cluster that is already up with GPUs is left alone (whatever its size: --down first to resize). Run as root (Debian's Slurm 22.05 runs its
 # daemons as root here; SlurmUser=root). State, logs and pid files live in $SFTLAB_SLURM_DIR.
 set -euo pipefail
 
@@ -15,12 +20,14 @@ STATE=${SFTLAB_SLURM_DIR:-/var/tmp/sftlab-slurm}
 HOST=$(hostname)
 PARTITION=${SFTLAB_SLURM_PARTITION:-debug}
 DEV=/dev/fake_nvidia
+GPUS=${SFTLAB_SLURM_GPUS:-2}
+CPUS=${SFTLAB_SLURM_CPUS:-$(nproc)}
 
 cluster_ok() {
     # the node answers, is usable and carries the gpu GRES
     command -v sinfo >/dev/null 2>&1 || return 1
     scontrol ping 2>/dev/null | grep -q "is UP" || return 1
-    sinfo -h -N -n "$HOST" -o "%G %T" 2>/dev/null | grep -Eq "gpu:2 (idle|mixed|allocated)"
+    sinfo -h -N -n "$HOST" -o "%G %T" 2>/dev/null | grep -Eq "gpu:[1-9][0-9]* (idle|mixed|allocated)"
 }
 
 stop_daemons() {
@@ -75,8 +82,8 @@ fi
 # the daemons find each other by this machine's name
 getent hosts "$HOST" >/dev/null || echo "127.0.0.1 $HOST" >> /etc/hosts
 
-# two GPU devices: Slurm rejects regular files in gres.conf, character devices (like /dev/null) pass
-for i in 0 1; do
+# the GPU devices: Slurm rejects regular files in gres.conf, character devices (like /dev/null) pass
+for i in $(seq 0 $((GPUS - 1))); do
     [[ -c $DEV$i ]] || { rm -f "$DEV$i"; mknod "$DEV$i" c 1 3; }
 done
 
@@ -109,11 +116,13 @@ SchedulerType=sched/backfill
 # finished jobs stay visible to squeue / scontrol for an hour (status checks, and the test reads their GRES)
 MinJobAge=3600
 GresTypes=gpu
-NodeName=$HOST CPUs=$(nproc) RealMemory=$MEM_MB Gres=gpu:2 State=UNKNOWN
+# a node described larger than the machine (CPUs above nproc) is taken as described
+SlurmdParameters=config_overrides
+NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
 cat > /etc/slurm/gres.conf <<EOF
-NodeName=$HOST Name=gpu File=$DEV[0-1]
+NodeName=$HOST Name=gpu File=$DEV[0-$((GPUS - 1))]
 EOF
 
 # -c: start without the job state of an earlier run (GresTypes changes need a fresh slurmctld anyway)

@@ -51,7 +51,7 @@ TASK_INDEX = ("import tempfile; from lm_eval.tasks import TaskManager\n"
 ENV_REPORT = "from lm_eval.loggers.utils import add_env_info; add_env_info({{}})" + "\n"
 # one log_likelihood job of the demo's exam, as it was (the base model loaded and scored in every job) and as it is
 NLL_SETUP = (IMPORTS + "from sftlab.models.scoring import load_for_scoring\n"
-             "from sftlab.evaluation.nll import benchmark_items, encode_items, base_scores, score_nll\n"
+             "from sftlab.benchmarks.nll import benchmark_items, encode_items, base_scores, score_nll\n"
              "from sftlab.models.scoring import pad_id, score_examples\n"
              "import pandas as pd\n"
              "items = benchmark_items({{'items': 'exam'}}, {exam!r})\n"
@@ -87,7 +87,7 @@ def measure(code: str, repeats: int) -> dict:
 def write_base_table(model_dir: str, out: Path) -> None:
     """The exam's base log-probs as rule base_log_likelihood writes them (input of the `after` nll job)."""
     code = (IMPORTS + "from sftlab.models.scoring import load_for_scoring\n"
-            "from sftlab.evaluation.nll import base_scores, benchmark_items\n"
+            "from sftlab.benchmarks.nll import base_scores, benchmark_items\n"
             f"model, tok = load_for_scoring({model_dir!r}, 'cpu')\n"
             f"base_scores(model, tok, benchmark_items({{'items': 'exam'}}, {str(EXAM)!r}), 96, 16)"
             f".to_parquet({str(out)!r})")

@@ -1,11 +1,11 @@
 """Log-probs of a log-likelihood benchmark's items under the untrained base model, once for every run that is scored
-on them → Parquet ``id, ref_logp, n_tokens, tokens_sha1`` (sftlab.evaluation.nll.base_scores)."""
+on them → Parquet ``id, ref_logp, n_tokens, tokens_sha1`` (sftlab.benchmarks.nll.base_scores)."""
 
 import argparse
 import json
 import logging
 
-from sftlab.evaluation.nll import base_scores, benchmark_items
+from sftlab.benchmarks.nll import base_scores, benchmark_items
 from sftlab.io import write_parquet
 from sftlab.logs import setup_logging
 from sftlab.models.scoring import load_for_scoring

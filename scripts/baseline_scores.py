@@ -18,8 +18,10 @@ import pandas as pd
 from sftlab.io import read_jsonl, write_parquet
 from sftlab.logs import setup_logging
 from sftlab.numerics import flush_denormals
+from sftlab.selection import SELECTORS
 from sftlab.selection.baselines import score_table
 from sftlab.selection.gradients import row_subtask, take_shots
+from sftlab.selection.representations import POOLINGS
 
 log = logging.getLogger("baseline_scores")
 
@@ -75,15 +77,20 @@ def representations(args, val: list[dict]) -> pd.DataFrame:
 
     from sftlab.selection.representations import cosine_matrix, similarity_columns
 
-    pooling = "last" if args.method == "rds" else "weighted_mean"
+    pooling = SELECTORS[args.method].pooling
     pool = torch.load(args.pool_features, weights_only=True)
     for key, want in (("pooling", pooling), ("max_length", args.max_length)):
         if pool[key] != want:
             raise SystemExit(f"{args.pool_features}: {key} {pool[key]!r}, but {args.method} needs {want!r}")
     features, items, skipped = _encode_and_pool(args, val, pooling, f"{args.method} validation")
+    # as LESS's influence (sftlab.selection.influence): an item whose answer lies past max_length has no
+    # representation and is left out (logged); none left is an error
+    if not items:
+        raise SystemExit(f"{args.validation}: no validation item keeps an answer token within max_length "
+                         f"{args.max_length} (e.g. {skipped[:3]})")
     if skipped:
-        raise SystemExit(f"{args.validation}: validation items {skipped[:3]} keep no answer token within "
-                         f"max_length {args.max_length}")
+        log.warning("%s: %d of %d validation items keep no answer token within max_length %d and are left out: %s",
+                    args.validation, len(skipped), len(skipped) + len(items), args.max_length, skipped[:5])
     cos = cosine_matrix(pool["features"], features).numpy()
     if args.method == "rds":
         table = score_table(pool["ids"], cos, [i["subtask"] for i in items])
@@ -96,10 +103,10 @@ def representations(args, val: list[dict]) -> pd.DataFrame:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("kind", choices=["lexical", "pool-features", "representations"])
-    ap.add_argument("--method", choices=["bm25", "dsir", "rds", "rds_plus"])
+    ap.add_argument("--method", choices=[name for name, cls in SELECTORS.items() if cls.features])
     ap.add_argument("--train", help="normalised training pool (JSONL): lexical, pool-features")
     ap.add_argument("--pool-features", help="representations: the pool's hidden states (pool-features' output)")
-    ap.add_argument("--pooling", choices=["last", "weighted_mean"],
+    ap.add_argument("--pooling", choices=POOLINGS,
                     help="pool-features: rds last, rds_plus weighted_mean")
     ap.add_argument("--validation", help="validation set (JSONL)")
     ap.add_argument("--shots", type=int, help="validation items kept per subtask (first in file order)")
@@ -118,7 +125,8 @@ def main(argv=None) -> None:
     missing = [f"--{k.replace('_', '-')}" for k in needs if getattr(args, k) is None]
     if missing:
         raise SystemExit(f"{args.kind} needs {', '.join(missing)}")
-    expected = {"lexical": ("bm25", "dsir"), "representations": ("rds", "rds_plus")}.get(args.kind)
+    # the baselines scored by this kind, as their selector classes declare it (Selector.features)
+    expected = tuple(name for name, cls in SELECTORS.items() if cls.features == args.kind)
     if expected and args.method not in expected:
         raise SystemExit(f"{args.kind} scores are for {expected}, not {args.method!r}")
     start = time.perf_counter()

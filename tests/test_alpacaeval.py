@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from _openai_stub import OpenAIStub
-from sftlab.evaluation import alpacaeval, preference
+from sftlab.benchmarks import alpacaeval, preference
 from sftlab.evaluation.cache import JudgmentCache
 from sftlab.evaluation.judges import Judge, JudgeResponse, OpenAIJudge
 from sftlab.io import DataError

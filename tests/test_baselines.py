@@ -308,3 +308,48 @@ def test_the_lexical_scores_script_writes_the_dsir_table(tmp_path):
     assert table["id"].tolist() == ["p0", "p1"] and math.isnan(table["score"][1])
     weights, _ = dsir_log_weights(ngram_matrix(["a b\nc", "x\ny"]), ngram_matrix(["a b\nc"]))
     assert table["score"][0] == pytest.approx(weights[0])
+
+
+def _baseline_script():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "baseline_scores", Path(__file__).resolve().parents[1] / "scripts" / "baseline_scores.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+@pytest.mark.slow
+def test_rds_leaves_out_a_validation_item_whose_answer_lies_past_max_length(tmp_path):
+    """As LESS's influence does: all.yaml's rehearsal found RDS refusing a whole BBH validation set for 3 of 75 items
+    whose 3-shot prompts ran past max_length. The others are scored; none left is an error naming the file."""
+    import json
+
+    from sftlab.models.random_init import build_random_model
+
+    model, tokenizer = build_random_model()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    pool = [{"id": f"p{i}", "messages": [{"role": "user", "content": f"question {i}"},
+                                         {"role": "assistant", "content": f"answer {i}"}]} for i in range(3)]
+    short = {"id": "v0", "subtask": "a", "prompt": [{"role": "user", "content": "question 1"}], "chosen": "answer 1",
+             "rejected": "no"}
+    long = {**short, "id": "v1", "subtask": "b", "prompt": [{"role": "user", "content": "word " * 400}]}
+    for name, rows in (("pool", pool), ("val", [short, long]), ("val_long", [long])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    script = _baseline_script()
+    common = ["--model", str(tmp_path / "model"), "--max-length", "64", "--dtype", "float32"]
+    script.main(["pool-features", "--train", str(tmp_path / "pool.jsonl"), "--pooling", "last", *common,
+                 "--out", str(tmp_path / "pool.pt")])
+    rds = ["representations", "--method", "rds", "--pool-features", str(tmp_path / "pool.pt"), "--shots", "2", *common]
+    script.main([*rds, "--validation", str(tmp_path / "val.jsonl"), "--out", str(tmp_path / "rds.parquet")])
+    table = pd.read_parquet(tmp_path / "rds.parquet")
+    # only subtask a's item is left: its column is the score, subtask b has none
+    assert table["id"].tolist() == ["p0", "p1", "p2"] and table["score"].notna().all()
+    assert not any(c.endswith("b") for c in table.columns)
+    with pytest.raises(SystemExit, match=r"val_long\.jsonl: no validation item keeps an answer token within "
+                                         r"max_length 64"):
+        script.main([*rds, "--validation", str(tmp_path / "val_long.jsonl"), "--out", str(tmp_path / "x.parquet")])
+    assert not (tmp_path / "x.parquet").exists()

@@ -108,7 +108,7 @@ def test_a_changed_constant_in_the_ntp_loss_replans_what_runs_it_and_nothing_ups
 
 def test_a_changed_line_in_the_exact_match_scorer_replans_only_its_scorings_and_the_reports(tmp_path):
     repo, work = done_project(tmp_path)
-    edit(repo / "src/sftlab/evaluation/exact_match.py", 'text = re.sub(r"\\s+", " ", text)',
+    edit(repo / "src/sftlab/benchmarks/exact_match.py", 'text = re.sub(r"\\s+", " ", text)',
          'text = re.sub(r"\\s+", "", text)')
     jobs = dry_run_jobs(dry_run(repo, work))
     # a run's exams are one evaluate job: the runs scored on exact match rescore (the exam cache keeps the results of

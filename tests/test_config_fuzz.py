@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from sftlab.config import (JINJA_DELIMITERS, SECRET_NAME_KEYS, TEMPLATE_KEYS, ConfigError, check_local_files,
                            check_shards_fit, load_schema, name_pattern, prepare, read_yaml)
 from sftlab.data.prepare import pool_bound
-from sftlab.evaluation.multiple_choice import TASK_NAME
+from sftlab.benchmarks.lm_eval import TASK_NAME
 from sftlab.secrets import looks_like_secret, url_secrets
 
 from _plan import dry_run_jobs, plan

@@ -54,7 +54,7 @@ def test_an_answer_prompt_with_jinja_is_refused():
 
 
 def test_the_task_writer_itself_refuses_jinja_and_a_path_as_task_name():
-    from sftlab.evaluation.multiple_choice import mmlu_schema_task
+    from sftlab.benchmarks.lm_eval import mmlu_schema_task
 
     data = ROOT / "workflow" / "benchmarks" / "mc_demo"
     with pytest.raises(ValueError, match="Jinja"):

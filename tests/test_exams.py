@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from sftlab.data.loaders import convert, iter_rows_local
-from sftlab.evaluation.multiple_choice import run_lm_eval, write_exam_dir
+from sftlab.benchmarks.lm_eval import run_lm_eval, write_exam_dir
 from sftlab.io import DataError
 
 ROOT = Path(__file__).resolve().parents[1]

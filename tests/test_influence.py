@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sftlab.data.tokenize import collate, encode_example
-from sftlab.evaluation.implicit_reward import implicit_reward_win_rate
+from sftlab.benchmarks.implicit_reward import implicit_reward_win_rate
 from sftlab.io import write_json, write_jsonl
 from sftlab.models.random_init import build_random_model
 from sftlab.objectives.base import sequence_logps

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sftlab.evaluation.nll import exam_items, nll_score
+from sftlab.benchmarks.nll import exam_items, nll_score
 from sftlab.report import mechanisms as mech
 
 # --------------------------------------------------------------------------------------- naive implementations

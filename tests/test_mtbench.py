@@ -13,7 +13,7 @@ import torch
 
 from _openai_stub import OpenAIStub
 from _raw_files import raw_files
-from sftlab.evaluation import mtbench
+from sftlab.benchmarks import mtbench
 from sftlab.evaluation.generation import (
     Generation,
     GenerationRequest,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sftlab.data.tokenize import encode_example, ensure_chat_template
-from sftlab.evaluation.nll import base_scores, score_nll
+from sftlab.benchmarks.nll import base_scores, score_nll
 from sftlab.models.materialise import materialise
 
 ITEMS = [

@@ -1,5 +1,5 @@
-"""Planning imports no deep-learning stack: every sftlab module the rule files import, and the ones their input
-functions import while the DAG is built (benchmark sources), load without torch, transformers or mergekit (each
+"""Planning imports no deep-learning stack: every sftlab module the rule files import (sftlab.benchmarks among them:
+every benchmark type's module, its scoring code included) loads without torch, transformers or mergekit (each
 costs seconds of every `snakemake` command; bench/plan_paper.py times it). pandas is allowed: the Slurm executor
 plugin, which Snakemake loads on every command, imports it anyway."""
 
@@ -10,15 +10,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "mergekit", "peft", "datasets")
-#: imported by rule files' input functions while the DAG is built (MTBench.sources)
-DAG_TIME = ("sftlab.evaluation.mtbench",)
 
 
 def test_the_modules_planning_imports_load_no_deep_learning_stack():
     modules = sorted({m for f in (ROOT / "workflow" / "rules").glob("*.smk")
                       for m in re.findall(r"^from (sftlab[\w.]*) import", f.read_text(), flags=re.M)})
     assert "sftlab.config" in modules and "sftlab.benchmarks" in modules
-    code = (f"import sys; import {', '.join(modules + list(DAG_TIME))}; "
+    code = (f"import sys; import {', '.join(modules)}; "
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

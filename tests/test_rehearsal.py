@@ -192,7 +192,7 @@ def test_lm_eval_tasks_read_their_hub_dataset_from_the_local_copy(tmp_path, monk
     """lm-eval's own task config, its dataset_path (cais/mmlu, subject anatomy) read from the fixture's layout."""
     import datasets
 
-    from sftlab.evaluation.multiple_choice import local_datasets
+    from sftlab.benchmarks.lm_eval import local_datasets
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
@@ -269,10 +269,11 @@ def rehearsal_env(workdir: Path) -> dict[str, str]:
             "NLTK_DATA": str(NLTK_FIXTURE), "PYTHONPATH": os.pathsep.join([str(OFFLINE_GUARD), str(ROOT / "src")])}
 
 
-# CI runs minorsft.yaml's and dtm.yaml's rehearsals end to end (~12 min on 2 cores); all.yaml's holds every run of
-# the five papers (test_all_plan.py), ~380 Slurm jobs, ~50 min on 2 cores: SFTLAB_REHEARSAL_E2E="all" (config names,
-# space-separated) runs it through Slurm instead (`make rehearsal` runs it locally, without Slurm).
-END_TO_END = os.environ.get("SFTLAB_REHEARSAL_E2E", "minorsft dtm").split()
+# CI runs all.yaml's rehearsal end to end: it holds every run of the five papers (test_all_plan.py), ~390 Slurm jobs,
+# ~30 min on CI's 2 cores with the node .ci/run starts (4 fake GPUs, CPUs oversubscribed 2:1); SFTLAB_REHEARSAL_E2E
+# (config names, space-separated) runs others instead, e.g. "minorsft dtm" (~5 min each). `make rehearsal` runs one
+# locally, without Slurm.
+END_TO_END = os.environ.get("SFTLAB_REHEARSAL_E2E", "all").split()
 
 
 @pytest.fixture(scope="module", params=END_TO_END)
@@ -345,7 +346,7 @@ def test_lm_eval_generation_capped_by_max_gen_toks(tmp_path, monkeypatch):
     rehearsal found it); the benchmark's max_gen_toks caps the task's own length."""
     import datasets
 
-    from sftlab.evaluation.multiple_choice import run_lm_eval
+    from sftlab.benchmarks.lm_eval import run_lm_eval
     from sftlab.models.random_init import build_random_model
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path)

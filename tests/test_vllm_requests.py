@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sftlab.evaluation import mtbench
+from sftlab.benchmarks import mtbench
 from sftlab.evaluation.generation import GenerationRequest, SamplingParams, eos_token_ids, vllm_requests
 from sftlab.models.random_init import build_tokenizer
 

@@ -1,13 +1,9 @@
-"""The LESS table's selection baselines and RDS+: score tables of the pool against a selection's validation set.
-
-train.jsonl + validation set ─► similarity/{bm25|dsir}-….parquet                (CPU: BM25, DSIR n-gram weights)
-train.jsonl + model ─► hidden_states/{last|weighted_mean}.pt ─┐                  (GPU: a forward pass, no warmup)
-validation set + model ──────────────────────────────────────┴► similarity/{rds|rds_plus}-….parquet
-The selection itself is the shared `select_data` rule, which reads the table (SELECTOR_TABLES).
-"""
-
-
-include: "baselines_common.smk"
+# The LESS table's selection baselines and RDS+: score tables of the pool against a selection's validation set.
+#
+# train.jsonl + validation set ─► similarity/{bm25|dsir}-….parquet                (CPU: BM25, DSIR n-gram weights)
+# train.jsonl + model ─► hidden_states/{last|weighted_mean}.pt ─┐                  (GPU: a forward pass, no warmup)
+# validation set + model ──────────────────────────────────────┴► similarity/{rds|rds_plus}-….parquet
+# The selection itself is the shared `select_data` rule, which reads the table (SELECTOR_TABLES).
 
 
 rule lexical_scores:
@@ -15,13 +11,13 @@ rule lexical_scores:
     input:
         **PLAN.code("baseline_scores"),
         train="results/data/{dataset}/train.jsonl",
-        validation=baseline_validation_file,
+        validation=PLAN.baseline_validation_file,
     output:
         "results/{model}/{dataset}/similarity/{selector}.parquet",
     wildcard_constraints:
-        selector=f"({PLAN._alternation(LEXICAL_SELECTORS)})-[^/]+",
+        selector=PLAN.selector_id_pattern(features="lexical"),
     params:
-        flags=baseline_flags,
+        flags=PLAN.baseline_flags,
     conda:
         CONDA_ENV
     log:
@@ -48,7 +44,7 @@ rule pool_hidden_states:
     wildcard_constraints:
         pooling="last|weighted_mean",
     params:
-        forward=representation_flags(),
+        forward=PLAN.representation_flags(),
     conda:
         CONDA_ENV
     log:
@@ -69,15 +65,15 @@ rule representation_scores:
     input:
         **PLAN.code("baseline_scores"),
         model="resources/models/{model}",
-        pool=pool_hidden_states_file,
-        validation=baseline_validation_file,
+        pool=PLAN.pool_hidden_states_file,
+        validation=PLAN.baseline_validation_file,
     output:
         "results/{model}/{dataset}/similarity/{selector}.parquet",
     wildcard_constraints:
-        selector=f"({PLAN._alternation(REPRESENTATION_SELECTORS)})-[^/]+",
+        selector=PLAN.selector_id_pattern(features="representations"),
     params:
-        flags=baseline_flags,
-        forward=representation_flags(),
+        flags=PLAN.baseline_flags,
+        forward=PLAN.representation_flags(),
     conda:
         CONDA_ENV
     log:

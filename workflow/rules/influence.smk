@@ -1,13 +1,9 @@
-"""LESS and ROSE: warmup LoRA run, per-example gradient features, influence tables, and their report.
-
-validation set ─┐
-warmup (random subset, Adam moments) ─► gradient features per checkpoint × shard ─► gather ─┐
-                └──────────────► validation features per checkpoint (NTP: less, DPO: rose) ─┴► influence/{selector}.parquet
-The selection itself is the shared `select_data` rule, which reads the influence table (SELECTOR_TABLES).
-"""
-
-
-include: "influence_common.smk"
+# LESS and ROSE: warmup LoRA run, per-example gradient features, influence tables, and their report.
+#
+# validation set ─┐
+# warmup (random subset, Adam moments) ─► gradient features per checkpoint × shard ─► gather ─┐
+#                 └──────────────► validation features per checkpoint (NTP: less, DPO: rose) ─┴► influence/{selector}.parquet
+# The selection itself is the shared `select_data` rule, which reads the influence table (SELECTOR_TABLES).
 
 
 wildcard_constraints:
@@ -20,12 +16,12 @@ rule validation_set:
     """A LESS/ROSE validation set: the chosen subtasks of a dataset's pairs or examples, seeded order per subtask."""
     input:
         **PLAN.code("validation_set"),
-        data=validation_source,
+        data=PLAN.validation_source,
     output:
         "results/data/{dataset}/validation/{name}.jsonl",
     params:
-        subtasks=validation_subtasks,
-        seed=validation_seed,
+        subtasks=PLAN.validation_subtasks,
+        seed=PLAN.validation_seed,
     conda:
         CONDA_ENV
     log:
@@ -47,15 +43,15 @@ rule warmup:
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
-        ids=warmup_ids,
+        ids=PLAN.warmup_ids,
     output:
-        checkpoints=[directory(f"results/{{model}}/{{dataset}}/warmup/checkpoint-{c}") for c in WARMUP_EPOCHS],
+        checkpoints=[directory(f"results/{{model}}/{{dataset}}/warmup/checkpoint-{c}") for c in PLAN.warmup_epochs],
         log="results/{model}/{dataset}/warmup/train_log.csv",
     params:
-        training=PLAN.as_json(warmup_training()),
-        warmup_dir=warmup_dir,
+        training=PLAN.as_json(PLAN.warmup_training()),
+        warmup_dir=PLAN.warmup_dir,
         # the Trainer's own checkpoint-{step} directories must not mix with the epoch checkpoints
-        trainer_checkpoints=warmup_trainer_checkpoints,
+        trainer_checkpoints=PLAN.warmup_trainer_checkpoints,
     conda:
         CONDA_ENV
     log:
@@ -64,7 +60,7 @@ rule warmup:
         phase_benchmark("method preparation", "benchmarks/warmup/{model}/{dataset}.tsv")
     threads: PLAN.threads_of("warmup")
     resources:
-        **PLAN.res("warmup", model=True, resumes=WARMUP_RUN),
+        **PLAN.res("warmup", model=True, resumes=PLAN.warmup_run),
     shell:
         "python {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {input.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective '{{\"name\": \"ntp\"}}' "
@@ -82,8 +78,8 @@ rule grad_features:
     output:
         temp("results/{model}/{dataset}/grads/train/checkpoint-{c}/shard-{shard}.pt"),
     params:
-        flags=gradient_flags(),
-        shards=len(GRAD_SHARDS),
+        flags=PLAN.gradient_flags(),
+        shards=len(PLAN.grad_shards),
     conda:
         CONDA_ENV
     log:
@@ -92,7 +88,7 @@ rule grad_features:
         phase_benchmark("method preparation", "benchmarks/grad_features/{model}/{dataset}/train/checkpoint-{c}/shard-{shard}.tsv")
     threads: PLAN.threads_of("grads")
     resources:
-        **grad_features_resources(),
+        **PLAN.grad_features_resources(),
     shell:
         "python {input.script:q} compute --base-model {input.model:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --kind train --shard {wildcards.shard:q} --shards {params.shards:q} {params.flags:q} "
@@ -103,7 +99,7 @@ rule gather_grad_features:
     """The shards of one checkpoint's training features, concatenated in pool order."""
     input:
         **PLAN.code("grad_features"),
-        shards=expand("results/{{model}}/{{dataset}}/grads/train/checkpoint-{{c}}/shard-{shard}.pt", shard=GRAD_SHARDS),
+        shards=expand("results/{{model}}/{{dataset}}/grads/train/checkpoint-{{c}}/shard-{shard}.pt", shard=PLAN.grad_shards),
     output:
         "results/{model}/{dataset}/grads/train/checkpoint-{c}.pt",
     conda:
@@ -125,14 +121,14 @@ rule validation_grad_features:
         **PLAN.code("grad_features"),
         model="resources/models/{model}",
         checkpoint="results/{model}/{dataset}/warmup/checkpoint-{c}",
-        data=influence_validation_file,
+        data=PLAN.influence_validation_file,
     output:
         "results/{model}/{dataset}/grads/{selector}/checkpoint-{c}.pt",
     wildcard_constraints:
-        selector=INFLUENCE_SELECTOR_ID,
+        selector=PLAN.selector_id_pattern(influence=True),
     params:
-        flags=gradient_flags(),
-        validation=validation_flags,
+        flags=PLAN.gradient_flags(),
+        validation=PLAN.validation_flags,
     conda:
         CONDA_ENV
     log:
@@ -151,13 +147,13 @@ rule influence:
     """Influence of every pool example: lr-weighted cosine over checkpoints, mean within subtask, max over subtasks."""
     input:
         **PLAN.code("influence"),
-        train=expand("results/{{model}}/{{dataset}}/grads/train/checkpoint-{c}.pt", c=WARMUP_EPOCHS),
-        val=expand("results/{{model}}/{{dataset}}/grads/{{selector}}/checkpoint-{c}.pt", c=WARMUP_EPOCHS),
-        checkpoints=warmup_checkpoints,
+        train=expand("results/{{model}}/{{dataset}}/grads/train/checkpoint-{c}.pt", c=PLAN.warmup_epochs),
+        val=expand("results/{{model}}/{{dataset}}/grads/{{selector}}/checkpoint-{c}.pt", c=PLAN.warmup_epochs),
+        checkpoints=PLAN.warmup_checkpoints,
     output:
         "results/{model}/{dataset}/influence/{selector}.parquet",
     wildcard_constraints:
-        selector=INFLUENCE_SELECTOR_ID,
+        selector=PLAN.selector_id_pattern(influence=True),
     conda:
         CONDA_ENV
     log:
@@ -172,35 +168,35 @@ rule influence:
         "--out {output:q} 2> {log:q}"
 
 
-PLAN.PAPER_REPORTS.append(selection_report_outputs)
+PLAN.PAPER_REPORTS.append(PLAN.selection_report_outputs)
 
 
 rule selection_report:
     """LESS/ROSE report: target metric against fraction (full data as a line), the shots ablation, the cost per stage."""
     input:
         **PLAN.code("selection_report"),
-        scores=curve_score_files(),
+        scores=PLAN.curve_score_files(),
     output:
-        **selection_curve_outputs(),
-        shots_md=f"{SELECTION_REPORT['shots']}.md",
-        shots_csv=report(f"{SELECTION_REPORT['shots']}.csv", caption="../report/selection_shots.rst",
+        **PLAN.selection_curve_outputs(),
+        shots_md=f"{PLAN.selection_report['shots']}.md",
+        shots_csv=report(f"{PLAN.selection_report['shots']}.csv", caption="../report/selection_shots.rst",
                          category="LESS / ROSE", subcategory="Tables"),
-        shots_tex=f"{SELECTION_REPORT['shots']}.tex",
-        cost_md=f"{SELECTION_REPORT['cost']}.md",
-        cost_csv=report(f"{SELECTION_REPORT['cost']}.csv", caption="../report/selection_cost.rst",
+        shots_tex=f"{PLAN.selection_report['shots']}.tex",
+        cost_md=f"{PLAN.selection_report['cost']}.md",
+        cost_csv=report(f"{PLAN.selection_report['cost']}.csv", caption="../report/selection_cost.rst",
                         category="LESS / ROSE", subcategory="Tables"),
-        cost_tex=f"{SELECTION_REPORT['cost']}.tex",
-        main_md=f"{SELECTION_REPORT['main']}.md",
-        main_csv=report(f"{SELECTION_REPORT['main']}.csv", caption="../report/selection_main.rst",
+        cost_tex=f"{PLAN.selection_report['cost']}.tex",
+        main_md=f"{PLAN.selection_report['main']}.md",
+        main_csv=report(f"{PLAN.selection_report['main']}.csv", caption="../report/selection_main.rst",
                         category="LESS / ROSE", subcategory="Tables"),
-        main_tex=f"{SELECTION_REPORT['main']}.tex",
+        main_tex=f"{PLAN.selection_report['main']}.tex",
     params:
-        recipes=PLAN.as_json(curve_recipes()),
+        recipes=PLAN.as_json(PLAN.curve_recipes()),
         benchmarks=PLAN.as_json(PLAN.report_benchmarks()),
-        paper_keys=PLAN.as_json(less_paper_keys()),
-        runs=curve_runs_json,
+        paper_keys=PLAN.as_json(PLAN.less_paper_keys()),
+        runs=PLAN.curve_runs_json,
         workflow=PLAN.workflow_json,
-        stems=PLAN.as_json(SELECTION_REPORT),
+        stems=PLAN.as_json(PLAN.selection_report),
         seeds=PLAN.as_json(CFG["_seeds"]),
     conda:
         CONDA_ENV

@@ -1,6 +1,3 @@
-include: "reference_common.smk"
-
-
 rule ref_logprobs:
     """log πref(y|x) of every training and held-out example under the untrained model, computed once (MinorSFT, DPO-SFT, deviation)."""
     input:
@@ -11,9 +8,9 @@ rule ref_logprobs:
     output:
         "results/{model}/{dataset}/ref_logprobs.parquet",
     params:
-        max_length=ref_logprobs_max_length,
-        training=ref_logprobs_training,
-        processes=ref_logprobs_processes,
+        max_length=PLAN.ref_logprobs_max_length,
+        training=PLAN.ref_logprobs_training,
+        processes=PLAN.ref_logprobs_processes,
     log:
         "logs/ref_logprobs/{model}/{dataset}.log",
     benchmark:
@@ -44,8 +41,8 @@ rule reference_run:
     params:
         training=PLAN.as_json(reference_training(CFG)),
         epochs=[str(c) for c in PLAN.REFERENCE_CHECKPOINTS],
-        out_dir=reference_dir,
-        trainer_checkpoints=reference_trainer_checkpoints,
+        out_dir=PLAN.reference_dir,
+        trainer_checkpoints=PLAN.reference_trainer_checkpoints,
         launch=PLAN.launcher("reference", reference_training(CFG), "reference.training"),
     log:
         "logs/reference_run/{model}/{dataset}.log",
@@ -67,7 +64,7 @@ rule confidence:
     """Confidence of every training example from the reference checkpoints' perplexities; the median split."""
     input:
         **PLAN.code("confidence"),
-        checkpoints=reference_checkpoint_dirs,
+        checkpoints=PLAN.reference_checkpoint_dirs,
         train="results/data/{dataset}/train.jsonl",
     output:
         table="results/{model}/{dataset}/confidence.parquet",
@@ -94,7 +91,7 @@ rule tsne:
     """t-SNE of mean-pooled response hidden states, coloured by confidence split: the reference and each NTP / SFTMix run."""
     input:
         **PLAN.code("tsne"),
-        models=tsne_model_dirs,
+        models=PLAN.tsne_model_dirs,
         train="results/data/{dataset}/train.jsonl",
         confidence="results/{model}/{dataset}/confidence.parquet",
     output:
@@ -102,7 +99,7 @@ rule tsne:
                    subcategory="Figures"),
         pdf="reports/figures/tsne_{model}_{dataset}.pdf",
     params:
-        models=tsne_model_args,
+        models=PLAN.tsne_model_args,
         max_length=CFG["training"]["max_length"],
         sample=CFG["reference"]["tsne_sample"],
         seed=CFG["reference"]["tsne_seed"],

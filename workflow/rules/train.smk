@@ -52,15 +52,15 @@ use rule train as train_reference with:
         checkpoints=PLAN.run_checkpoints,
         tables=PLAN.input_table_args,
         launch=PLAN.train_launcher,
-        reference=reference_checkpoint_args,
+        reference=PLAN.reference_checkpoint_args,
     log:
         "logs/train_reference/{model}/{dataset}/{recipe}.log",
     benchmark:
         phase_benchmark("training", "benchmarks/train_reference/{model}/{dataset}/{recipe}.tsv")
     wildcard_constraints:
-        model=reference_run_alternation(0),
-        dataset=reference_run_alternation(1),
-        recipe=reference_run_alternation(2),
+        model=PLAN.reference_run_alternation(0),
+        dataset=PLAN.reference_run_alternation(1),
+        recipe=PLAN.reference_run_alternation(2),
 
 
 ruleorder: train_reference > train

@@ -1,4 +1,6 @@
-"""Benchmark types (the evaluation axis). Importing this package registers every type."""
+"""Benchmark types (the evaluation axis): one module per type holding its protocol (the registered class: what it
+gathers, generates and judges) and its scoring. Importing this package registers every type; the machinery the
+types share (generation, judges, caches, statistics, calibration, the exams job) is ``sftlab.evaluation``."""
 
 from .base import (BENCHMARK_TYPES, DATA_KEYS, GENERATION_KEYS, JUDGE_KEYS, BenchmarkType, benchmark_type,
                    prepare_benchmark_files, register_benchmark_type)

@@ -18,6 +18,7 @@ import yaml
 from sftlab.io import DataError, read_jsonl, write_jsonl
 
 from .base import BenchmarkType, file_sha256, register_benchmark_type
+from .lm_eval import lm_eval_score
 
 HUB_DATASET = "google/IFEval"
 HUB_FILE = "ifeval_input_data.jsonl"
@@ -47,8 +48,6 @@ def ifeval_score(lm, data_file: Path, max_new_tokens: int, metric: str, limit: i
     # before lm-eval's ifeval module is imported: it would try to download punkt_tab, and fail only at the first count
     require_punkt_tab()
     from lm_eval.tasks import TaskManager
-
-    from sftlab.evaluation.multiple_choice import lm_eval_score
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / f"{TASK}.yaml").write_text(yaml.safe_dump(task_spec(data_file, max_new_tokens)))

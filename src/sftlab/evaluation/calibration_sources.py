@@ -5,12 +5,12 @@ the re-judging with the configured judge (``benchmarks.<name>.calibration``; sta
   ``weighted_alpaca_eval_gpt4_turbo`` (gpt-4-1106-preview), ``results/<model>/weighted_alpaca_eval_gpt4_turbo/
   annotations.json`` in tatsu-lab/alpaca_eval at ``ALPACAEVAL_COMMIT``: each annotation holds the instruction, the
   reference output (``output_1``, GPT-4 Turbo's), the model's (``output_2``) and the original ``preference``. Ours is
-  the benchmark's own annotator on the same pair (``alpacaeval.annotate_pairs``).
+  the benchmark's own annotator on the same pair (``sftlab.benchmarks.alpacaeval.annotate_pairs``).
 - **MT-Bench**: FastChat's released GPT-4 single-answer judgments (``gpt-4_single.jsonl``, LMSYS's Hugging Face space
   that ``fastchat/llm_judge/download_mt_bench_pregenerated.py`` reads): each holds the model, question, turn, the
   judge prompt's name and the exact user prompt GPT-4 (gpt-4-0613) rated, with its ``score``. Ours sends the same
   prompt, with the system prompt of that judge prompt from the benchmark's ``judge_prompts.jsonl``, decoded as the
-  benchmark judges (``mtbench.parse_rating``, greedy).
+  benchmark judges (``sftlab.benchmarks.mtbench.parse_rating``, greedy).
 
 A sample is the same ``items`` items (seeded, among those every sampled model has) for every model, so the
 per-model means compare like with like.
@@ -146,7 +146,7 @@ class AlpacaEvalSource(CalibrationSource):
         return rows
 
     def rejudge(self, judge, cache, sample, data_dir, settings, judge_config):
-        from sftlab.evaluation import alpacaeval
+        from sftlab.benchmarks import alpacaeval
 
         annotator = alpacaeval.get_annotator(settings["annotator"])
         items = [{k: r[k] for k in ("instruction", "output_1", "output_2")} for r in sample]
@@ -205,7 +205,7 @@ class MTBenchSource(CalibrationSource):
 
     def rejudge(self, judge, cache, sample, data_dir, settings, judge_config):
         from sftlab.benchmarks.base import file_sha256
-        from sftlab.evaluation import mtbench
+        from sftlab.benchmarks import mtbench
         from sftlab.evaluation.judges import JudgeRequest, run_judge
 
         prompts = mtbench.load_judge_prompts(Path(data_dir) / "judge_prompts.jsonl")

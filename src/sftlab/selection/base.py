@@ -63,6 +63,11 @@ class Selector(abc.ABC):
     validation_loss: ClassVar[str | None] = None
     #: the paper whose method it serves (its cost row, its mechanism table's report category); None: none of them
     paper: ClassVar[str | None] = None
+    #: what a baseline's score table is computed from, which names its score rule (baselines.smk): "lexical" (the
+    #: texts' words, on the CPU) or "representations" (a model's hidden states); None for the others
+    features: ClassVar[str | None] = None
+    #: how a representations baseline pools the hidden states (sftlab.selection.representations.POOLINGS)
+    pooling: ClassVar[str | None] = None
     #: how a constructor parameter reads in the selection's path id (default ``<key><value>``)
     id_formats: ClassVar[dict[str, str]] = {}
     #: parameter values left out of the path id (so that paths written before the parameter existed stay valid)

@@ -35,6 +35,7 @@ def score_table(ids: Sequence[str], scores: np.ndarray, subtasks: Sequence[str])
 class Bm25(ValidationScoreSelector):
     """BM25 of each example against the validation items' text (LESS's baseline): top mean score."""
 
+    features = "lexical"
     tables = ("bm25",)
 
 
@@ -42,6 +43,8 @@ class Bm25(ValidationScoreSelector):
 class Rds(ValidationScoreSelector):
     """RDS (LESS's baseline): top mean cosine of last-token final-layer hidden states to the validation items."""
 
+    features = "representations"
+    pooling = "last"
     model_features = True
     tables = ("rds",)
 
@@ -50,6 +53,7 @@ class Rds(ValidationScoreSelector):
 class Dsir(ValidationScoreSelector):
     """DSIR: importance resampling (Gumbel top-k, seeded) by hashed n-gram weights toward the validation text."""
 
+    features = "lexical"
     tables = ("dsir",)
     id_formats = {"validation": "{value}", "shots": "{value}shot", "seed": "s{value}", "min_words": "min{value}"}
     id_omitted = {"min_words": 0}
@@ -68,6 +72,8 @@ class Dsir(ValidationScoreSelector):
 class RdsPlus(ValidationScoreSelector):
     """RDS+ (Ivison et al. 2025): round robin over the validation items by cosine of weighted-mean hidden states."""
 
+    features = "representations"
+    pooling = "weighted_mean"
     model_features = True
     tables = ("rds_plus",)
 
