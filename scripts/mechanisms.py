@@ -2,7 +2,7 @@
 
 Reads the files the spec names (training pool, confidence table, selection ids, validation sets, per-item answers of
 nll benchmarks) and writes the table as .md, .csv, .tex and the figure as .png, .pdf. The spec is JSON built by the
-workflow (workflow/rules/mechanisms_common.smk).
+workflow (sftlab.plan.reports).
 """
 
 from __future__ import annotations

@@ -103,3 +103,12 @@ def planned(configfile: Path) -> subprocess.CompletedProcess:
     """The dry run of ``configfile`` in a fresh working directory, once per test session (several test modules
     check the same plan; planning every paper config takes a while)."""
     return plan(configfile, Path(tempfile.mkdtemp(prefix="plan-")))
+
+
+@functools.cache
+def config_plan(config: str):
+    """The `sftlab.plan.Plan` of configs/<config>, without a workflow (the planning unit tests, test_plan_*.py)."""
+    from sftlab.config import prepare, read_yaml
+    from sftlab.plan import Plan
+
+    return Plan(prepare(read_yaml(ROOT / "configs" / config)), root=ROOT)

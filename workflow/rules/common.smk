@@ -9,12 +9,9 @@ from sftlab.offline import job_shell_prefix
 # names the other rule files still use until their functions move into sftlab.plan
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from sftlab import run_config
-from sftlab.cluster import Resumable
 from sftlab.compose.members import COMPOSED
-from sftlab.config import ConfigError, deep_merge, selection_model, selector_id
-from sftlab.objectives import BASELINE_OBJECTIVE, OBJECTIVES, paper_objectives, reference_objectives
+from sftlab.config import ConfigError
 from sftlab.report.dag import phase_benchmark
-from sftlab.selection import SELECTORS
 from sftlab.training.spec import reference_training
 
 RAW_CONFIG, CFG = load(config, workflow.configfiles, ROOT)

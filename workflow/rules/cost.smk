@@ -4,31 +4,28 @@ outputs, GPU requests and dependencies are read from Snakemake's DAG, rebuilt in
 config that ran (sftlab.run_config, written at the run's start); each rule's phase is tagged on its
 `benchmark:` (phase_benchmark)."""
 
-include: "cost_common.smk"
-
-
-PLAN.PAPER_REPORTS.append(cost_report_files)
+PLAN.PAPER_REPORTS.append(PLAN.cost_report_files)
 
 
 rule cost_report:
     """Cost of every stage (wall time, peak memory, GPU-hours, bytes stored) per model × dataset × rule, and per paper."""
     input:
         **PLAN.code("cost_report"),
-        reports=reports_before_cost,
+        reports=PLAN.reports_before_cost,
     output:
-        md=f"{COST_TABLES['pipeline']}.md",
-        csv=report(f"{COST_TABLES['pipeline']}.csv", caption="../report/cost.rst", category="Main",
+        md=f"{PLAN.cost_tables['pipeline']}.md",
+        csv=report(f"{PLAN.cost_tables['pipeline']}.csv", caption="../report/cost.rst", category="Main",
                    subcategory="Cost"),
-        tex=f"{COST_TABLES['pipeline']}.tex",
-        papers_md=f"{COST_TABLES['papers']}.md",
-        papers_csv=report(f"{COST_TABLES['papers']}.csv", caption="../report/cost_papers.rst", category="Main",
+        tex=f"{PLAN.cost_tables['pipeline']}.tex",
+        papers_md=f"{PLAN.cost_tables['papers']}.md",
+        papers_csv=report(f"{PLAN.cost_tables['papers']}.csv", caption="../report/cost_papers.rst", category="Main",
                           subcategory="Cost"),
-        papers_tex=f"{COST_TABLES['papers']}.tex",
+        papers_tex=f"{PLAN.cost_tables['papers']}.tex",
     params:
         run_config=run_config.RUN_CONFIG,
         config_digest=PLAN.run_config_digest,
-        recipe_papers=cost_recipe_papers,
-        papers=PLAN.as_json(COST_PAPERS),
+        recipe_papers=PLAN.cost_recipe_papers,
+        papers=PLAN.as_json(PLAN.cost_papers),
         table=PLAN.output_stem("md"),
         papers_table=PLAN.output_stem("papers_md"),
     conda:

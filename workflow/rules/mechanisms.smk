@@ -2,14 +2,10 @@
 # quality of the demo corpus, selections, confidence, per-item log-likelihoods), with intervals and a verdict.
 
 
-include: "mechanisms_common.smk"
+PLAN.PAPER_REPORTS.append(PLAN.mechanism_reports)
 
 
-for _paper in MECHANISM_PAPERS:
-    PLAN.PAPER_REPORTS.append(lambda paper=_paper: mechanism_files(paper) if mechanism_built(paper) else [])
-
-
-for _paper in MECHANISM_PAPERS:
+for _paper in PLAN.mechanism_papers:
 
     rule:
         """A paper's mechanism table (md, csv, tex) and figure (png, pdf); `nll`: every recipe's held-out NLL with a
@@ -18,12 +14,12 @@ for _paper in MECHANISM_PAPERS:
             f"mechanism_{_paper}"
         input:
             **PLAN.code("mechanisms"),
-            files=mechanism_inputs(_paper),
+            files=PLAN.mechanism_inputs(_paper),
         output:
-            **mechanism_outputs(_paper),
+            **PLAN.mechanism_outputs(_paper),
         params:
             paper=_paper,
-            spec=PLAN.as_json(mechanism_spec(_paper)),
+            spec=PLAN.as_json(PLAN.mechanism_spec(_paper)),
         conda:
             CONDA_ENV
         log:

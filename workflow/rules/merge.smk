@@ -1,7 +1,7 @@
 """Composed recipes: Disperse-Then-Merge (K shards → K sub-models → merge) and the seed soup (full-data runs
 with different seeds → merge), and the DTM report. Member runs: see sftlab.compose.members."""
 
-include: "merge_common.smk"
+PLAN.PAPER_REPORTS.append(PLAN.dtm_report_files)
 
 
 rule disperse:
@@ -10,11 +10,11 @@ rule disperse:
         **PLAN.code("disperse"),
         ids=PLAN.selection_path,
         train="results/data/{dataset}/train.jsonl",
-        embedder=disperse_embedder,
+        embedder=PLAN.disperse_embedder,
     output:
         directory("results/{model}/{dataset}/runs/{recipe}/shards/ids"),
     params:
-        args=disperse_args,
+        args=PLAN.disperse_args,
         max_length=PLAN.recipe_max_length,
     conda:
         CONDA_ENV
@@ -26,7 +26,7 @@ rule disperse:
         recipe=PLAN.recipes_composed(*PLAN.SHARDED),
     threads: PLAN.threads_of("disperse")
     resources:
-        **PLAN.res("disperse", model=disperse_runs_model),
+        **PLAN.res("disperse", model=PLAN.disperse_runs_model),
     shell:
         "python {input.script:q} --ids {input.ids:q} --examples {input.train:q} {params.args:q} "
         "--max-length {params.max_length:q} --out-dir {output:q} 2> {log:q}"
@@ -40,18 +40,18 @@ rule train_member:
         model="resources/models/{model}",
         train="results/data/{dataset}/train.jsonl",
         heldout="results/data/{dataset}/heldout.jsonl",
-        ids=member_ids,
+        ids=PLAN.member_ids,
         ref="results/{model}/{dataset}/ref_logprobs.parquet",
         tables=PLAN.objective_tables,
     output:
         model=directory("results/{model}/{dataset}/runs/{recipe}/{member}/model"),
         log="results/{model}/{dataset}/runs/{recipe}/{member}/train_log.csv",
     params:
-        ids=member_ids_file,
-        training=member_training_settings,
+        ids=PLAN.member_ids_file,
+        training=PLAN.member_training_settings,
         launch=PLAN.train_launcher,
         objective=PLAN.recipe_objective,
-        checkpoints=member_checkpoints,
+        checkpoints=PLAN.member_checkpoints,
         tables=PLAN.input_table_args,
     conda:
         CONDA_ENV
@@ -61,10 +61,10 @@ rule train_member:
         phase_benchmark("training", "benchmarks/train_member/{model}/{dataset}/{recipe}/{member}.tsv")
     wildcard_constraints:
         recipe=PLAN.recipes_composed(*COMPOSED),
-        member=MEMBER_PATTERN,
+        member=PLAN.member_pattern,
     threads: PLAN.threads_of("train")
     resources:
-        **PLAN.res("train", model=True, resumes=MEMBER_RUN),
+        **PLAN.res("train", model=True, resumes=PLAN.member_run),
     shell:
         "{params.launch:q} {input.script:q} --model-dir {input.model:q} --train {input.train:q} --ids {params.ids:q} "
         "--heldout {input.heldout:q} --training {params.training:q} --objective {params.objective:q} "
@@ -77,14 +77,14 @@ rule merge:
     input:
         **PLAN.code("merge"),
         base="resources/models/{model}",
-        members=member_models,
-        logs=member_logs,
-        fisher=fisher_inputs,
+        members=PLAN.member_models,
+        logs=PLAN.member_logs,
+        fisher=PLAN.fisher_inputs,
     output:
         model=directory("results/{model}/{dataset}/runs/{recipe}/model"),
         log="results/{model}/{dataset}/runs/{recipe}/train_log.csv",
     params:
-        args=merge_args,
+        args=PLAN.merge_args,
     conda:
         CONDA_ENV
     log:
@@ -95,7 +95,7 @@ rule merge:
         recipe=PLAN.recipes_composed(*COMPOSED),
     threads: PLAN.threads_of("merge")
     resources:
-        **PLAN.res("merge", model=merge_runs_model),
+        **PLAN.res("merge", model=PLAN.merge_runs_model),
     shell:
         "python {input.script:q} {params.args:q} --base-model {input.base:q} --device auto --out {output.model:q} "
         "--member-logs {input.logs:q} --train-log {output.log:q} 2> {log:q}"
@@ -106,24 +106,24 @@ rule dtm_report:
     when the DTM runs have two values of K or more (the merge-method table says otherwise)."""
     input:
         **PLAN.code("dtm_report"),
-        scores=dtm_score_files(),
+        scores=PLAN.dtm_score_files(),
     output:
-        main_md=f"{DTM_TABLES[0]}.md",
-        main_csv=report(f"{DTM_TABLES[0]}.csv", caption="../report/dtm_main.rst", category="Disperse-Then-Merge",
+        main_md=f"{PLAN.dtm_tables[0]}.md",
+        main_csv=report(f"{PLAN.dtm_tables[0]}.csv", caption="../report/dtm_main.rst", category="Disperse-Then-Merge",
                         subcategory="Tables"),
-        main_tex=f"{DTM_TABLES[0]}.tex",
-        merge_md=f"{DTM_TABLES[1]}.md",
-        merge_csv=report(f"{DTM_TABLES[1]}.csv", caption="../report/dtm_merge_methods.rst",
+        main_tex=f"{PLAN.dtm_tables[0]}.tex",
+        merge_md=f"{PLAN.dtm_tables[1]}.md",
+        merge_csv=report(f"{PLAN.dtm_tables[1]}.csv", caption="../report/dtm_merge_methods.rst",
                          category="Disperse-Then-Merge", subcategory="Tables"),
-        merge_tex=f"{DTM_TABLES[1]}.tex",
-        **dtm_figure_outputs(),
+        merge_tex=f"{PLAN.dtm_tables[1]}.tex",
+        **PLAN.dtm_figure_outputs(),
     params:
-        runs=PLAN.as_json(DTM_RUNS),
-        benchmarks=PLAN.as_json(dtm_benchmarks()),
+        runs=PLAN.as_json(PLAN.dtm_runs),
+        benchmarks=PLAN.as_json(PLAN.dtm_benchmarks()),
         seeds=PLAN.as_json(CFG["_seeds"]),
         main=PLAN.output_stem("main_md"),
         merge=PLAN.output_stem("merge_md"),
-        figure=dtm_figure_args,
+        figure=PLAN.dtm_figure_args,
     conda:
         CONDA_ENV
     log:

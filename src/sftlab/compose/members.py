@@ -39,6 +39,8 @@ class Composition:
     member_pattern: ClassVar[str | None] = None
     #: its runs' role in the DTM report (``sftlab.report.dtm.ROLES``)
     role: ClassVar[str] = "sft"
+    #: the paper whose method it is (its cost row, its mechanism table's report category); None: the SFT baseline
+    paper: ClassVar[str | None] = None
 
     def members(self, composition: Mapping) -> list[str]:
         """The member runs' names, which are also their directories under ``runs/{recipe}/``."""
@@ -74,6 +76,7 @@ class Single(Composition):
 class DisperseMerge(Composition):
     shards = True
     member_pattern = r"shards/shard-[0-9]+"
+    paper = "Disperse-Then-Merge"
     role = "dtm"
 
     def members(self, composition):
@@ -99,6 +102,7 @@ class DisperseMerge(Composition):
 @register_composition("seed_soup")
 class SeedSoup(Composition):
     member_pattern = r"seeds/seed-[0-9]+"
+    paper = "Disperse-Then-Merge"
     role = "seed_soup"
 
     def describe(self, recipe, merge_label):
@@ -120,6 +124,7 @@ class SeedShards(Composition):
 
     shards = True
     member_pattern = r"shards/shard-[0-9]+/seeds/seed-[0-9]+"
+    paper = "Disperse-Then-Merge"
     role = "dtm"
 
     def members(self, composition):

@@ -61,6 +61,8 @@ class Selector(abc.ABC):
     #: the loss whose validation gradients an influence selector scores against: "ntp" (SFT examples) or "dpo"
     #: (preference pairs: two sequences an item, the temperature ``beta``); None for the others
     validation_loss: ClassVar[str | None] = None
+    #: the paper whose method it serves (its cost row, its mechanism table's report category); None: none of them
+    paper: ClassVar[str | None] = None
     #: what a baseline's score table is computed from, which names its score rule (baselines.smk): "lexical" (the
     #: texts' words, on the CPU) or "representations" (a model's hidden states); None for the others
     features: ClassVar[str | None] = None

@@ -60,6 +60,7 @@ class Confident(Selector):
 
     tables = ("confidence",)
     model_features = True
+    paper = "SFTMix"  # the confidence split of SFTMix's reference run
     max_fraction = 0.5
 
     def rank(self, ids, tables):
@@ -72,6 +73,7 @@ class Unconfident(Selector):
 
     tables = ("confidence",)
     model_features = True
+    paper = "SFTMix"  # the confidence split of SFTMix's reference run
     max_fraction = 0.5
 
     def rank(self, ids, tables):
@@ -91,6 +93,7 @@ class Ambiguous(Selector):
 
     tables = ("confidence",)
     model_features = True
+    paper = "SFTMix"  # the confidence split of SFTMix's reference run
 
     def rank(self, ids, tables):
         if "confidence" not in tables:

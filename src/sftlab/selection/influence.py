@@ -87,6 +87,8 @@ class ValidationScoreSelector(Selector):
 
     #: it scores the pool against a validation set (the config's ``validation`` and ``shots``)
     targeted = True
+    #: LESS / ROSE and the baselines of their tables
+    paper = "LESS / ROSE"
     #: the table's column ranked by
     column: ClassVar[str] = "score"
     id_formats = {"validation": "{value}", "shots": "{value}shot"}
