@@ -48,7 +48,7 @@ onstart:
     # a real run evaluates a job's resources (and their checks) only when the job is ready: check every planned
     # job before the first starts, as a dry run does
     check_planned_jobs(workflow.dag.needrun_jobs())
-    check_judge_keys(workflow.dag.needrun_jobs())
+    PLAN.check_judge_keys(workflow.dag.needrun_jobs())
     # the config that ran, for the cost report (written here, by the main process, once the checks passed and
     # before any job)
     write_run_config()

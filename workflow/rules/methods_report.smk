@@ -54,7 +54,7 @@ for _paper in METHOD_REPORT_FILES:
             scores=method_report_inputs(_paper)["scores"],
             logs=method_report_inputs(_paper)["logs"],
             # the SFTMix main table puts our judged scores beside the paper's: with our judge's calibration
-            calibrations=calibration_summaries() if _paper == "sftmix" else [],
+            calibrations=PLAN.calibration_summaries() if _paper == "sftmix" else [],
         output:
             method_report_outputs(_paper),
         params:
