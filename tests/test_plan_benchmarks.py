@@ -12,6 +12,7 @@ import pytest
 from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import DeploymentMethod, ExecMode
 
+from sftlab.benchmarks import BENCHMARK_TYPES
 from sftlab.config import load
 from sftlab.evaluation.exams import run_benchmarks
 from sftlab.plan import Plan
@@ -40,7 +41,7 @@ def core_stand_ins(cfg):
             "run_score_files": lambda runs, only: [f"results/{m}/{d}/runs/{r}/scores/{b}.json"
                                                    for (m, d, r), bs in runs.items() for b in sorted(bs) if b in only],
             "report_benchmarks": report_benchmarks,
-            "benchmark_module_of": lambda name: f"module of {cfg['benchmarks'][name]['type']}",
+            "benchmark_module_of": lambda name: BENCHMARK_TYPES[cfg["benchmarks"][name]["type"]].__module__,
             "_alternation": lambda names: "|".join(sorted(names, key=len, reverse=True)),
             "planning": lambda: True,
             "CONDA_ENV": CONDA_ENV, "VLLM_ENV": VLLM_ENV}
@@ -90,7 +91,7 @@ def test_exam_inputs_and_the_evaluate_job(tiny, paper):
     assert tiny.exams_local_files(wc()) == ["workflow/benchmarks/mc_demo/dev.jsonl",
                                             "workflow/benchmarks/mc_demo/test.jsonl"]
     assert tiny.exams_local_files(wc(recipe="less_25")) == []
-    assert tiny.exam_modules(wc()) == ("module of exact_match", "module of lm_eval")
+    assert tiny.exam_modules(wc()) == ("sftlab.benchmarks.exact_match", "sftlab.benchmarks.lm_eval")
     assert tiny.exam_cache_dir(wc()) == "results/tiny/demo/runs/sft/exam_cache"
     # IFEval gathers its prompts (rule benchmark_data) and reads no pool file
     run = wc("llama31_8b", "alpaca52k", "ntp_3ep")
