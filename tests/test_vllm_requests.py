@@ -71,4 +71,4 @@ def test_vllm_environment_and_rule():
     assert not any(p.startswith("torch==") for p in pip)  # vLLM brings the CUDA torch it was built for
     rules = (ROOT / "workflow" / "rules" / "judge.smk").read_text()
     generate = rules[rules.index("rule generate:"):rules.index("rule judge:")]
-    assert "conda:\n        generation_env" in generate
+    assert "conda:\n        PLAN.generation_env" in generate

@@ -1,6 +1,3 @@
-include: "benchmarks.smk"
-
-
 # a copy of one exam's results out of its run's evaluate job: no cluster job of its own
 localrules:
     exam_results,
@@ -12,16 +9,16 @@ rule evaluate:
     the job, which takes the other exams' results from the run's exam_cache where nothing they depend on changed
     (sftlab.evaluation.exams)."""
     input:
-        **PLAN.code("evaluate", exam_modules),
+        **PLAN.code("evaluate", PLAN.exam_modules),
         model="results/{model}/{dataset}/runs/{recipe}/model",
-        pool=exams_pool_files,
-        data=exams_gathered_files,
-        local=exams_local_files,
+        pool=PLAN.exams_pool_files,
+        data=PLAN.exams_gathered_files,
+        local=PLAN.exams_local_files,
     output:
         directory("results/{model}/{dataset}/runs/{recipe}/exams"),
     params:
-        exams=exams_arg,
-        cache=exam_cache_dir,
+        exams=PLAN.exams_arg,
+        cache=PLAN.exam_cache_dir,
     conda:
         CONDA_ENV
     log:
@@ -41,15 +38,15 @@ rule evaluate:
 rule exam_results:
     """One exam's Scores file and answers, from its run's evaluate job."""
     input:
-        run_exams_dir,
+        PLAN.run_exams_dir,
     output:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
         answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
     params:
-        scores=exam_file("scores"),
-        answers=exam_file("answers"),
+        scores=PLAN.exam_file("scores"),
+        answers=PLAN.exam_file("answers"),
     wildcard_constraints:
-        benchmark=PLAN._alternation(benchmarks_scored_by("evaluate")),
+        benchmark=PLAN._alternation(PLAN.benchmarks_scored_by("evaluate")),
     conda:
         CONDA_ENV
     log:
@@ -68,14 +65,14 @@ rule log_likelihood:
         **PLAN.code("evaluate", PLAN.benchmark_module),
         model="results/{model}/{dataset}/runs/{recipe}/model",
         base="results/{model}/{dataset}/base_logprobs/{benchmark}.parquet",
-        data=scored_items,
+        data=PLAN.scored_items,
     output:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
         answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.jsonl",
     params:
-        exams=log_likelihood_exam_arg,
+        exams=PLAN.log_likelihood_exam_arg,
     wildcard_constraints:
-        benchmark=PLAN._alternation(benchmarks_scored_by("log_likelihood")),
+        benchmark=PLAN._alternation(PLAN.benchmarks_scored_by("log_likelihood")),
     conda:
         CONDA_ENV
     log:
@@ -95,13 +92,13 @@ rule base_log_likelihood:
     input:
         **PLAN.code("base_log_likelihood"),
         model="resources/models/{model}",
-        data=scored_items,
+        data=PLAN.scored_items,
     output:
         "results/{model}/{dataset}/base_logprobs/{benchmark}.parquet",
     params:
-        settings=base_scoring_settings,
+        settings=PLAN.base_scoring_settings,
     wildcard_constraints:
-        benchmark=PLAN._alternation(benchmarks_scored_by("log_likelihood")),
+        benchmark=PLAN._alternation(PLAN.benchmarks_scored_by("log_likelihood")),
     conda:
         CONDA_ENV
     log:

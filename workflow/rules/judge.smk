@@ -2,6 +2,9 @@
 judge-free implicit-reward win rate. Their Scores files become columns of the main table like any other benchmark."""
 
 
+PLAN.check_calibrations()
+
+
 # it downloads (FastChat, Arena-Hard, google/IFEval, AlpacaEval's set and GLM file): on the login node, as compute
 # nodes may have no internet (sftlab.offline)
 localrules:
@@ -13,15 +16,15 @@ rule benchmark_data:
     """A judged benchmark's input files in one place: fixtures, official downloads (FastChat at a pinned commit,
     AlpacaEval 2 from the hub) or a dataset's preference pairs; `limit` applied once for generation and judging."""
     input:
-        unpack(benchmark_sources),
+        unpack(PLAN.benchmark_sources),
         **PLAN.code("benchmark_data", PLAN.benchmark_module),
     output:
         directory("results/benchmarks/{benchmark}"),
     params:
-        benchmark=benchmark_data_settings,
-        pairs=benchmark_pairs_arg,
+        benchmark=PLAN.benchmark_data_settings,
+        pairs=PLAN.benchmark_pairs_arg,
     wildcard_constraints:
-        benchmark=PLAN._alternation(benchmarks_gathered()),
+        benchmark=PLAN._alternation(PLAN.benchmarks_gathered()),
     conda:
         CONDA_ENV
     log:
@@ -45,13 +48,13 @@ rule generate:
     output:
         answers="results/{model}/{dataset}/runs/{recipe}/answers/{benchmark}.{fmt}",
     params:
-        kind=benchmark_type_name,
-        options=generation_options,
+        kind=PLAN.benchmark_type_name,
+        options=PLAN.generation_options,
     wildcard_constraints:
-        benchmark=PLAN._alternation(benchmarks_scored_by("judge")),
-        fmt=answer_formats(),
+        benchmark=PLAN._alternation(PLAN.benchmarks_scored_by("judge")),
+        fmt=PLAN.answer_formats(),
     conda:
-        generation_env
+        PLAN.generation_env
     log:
         "logs/generate/{model}/{dataset}/{recipe}/{benchmark}.{fmt}.log",
     benchmark:
@@ -70,21 +73,21 @@ rule judge:
     cache is one file per judge shared by every run, a parameter rather than an output: reruns make no judge call."""
     input:
         **PLAN.code("judge", PLAN.benchmark_module),
-        answers=answers_path,
+        answers=PLAN.answers_path,
         data="results/benchmarks/{benchmark}",
-        judge_model=judge_model_input,
-        local=local_judge_files,
+        judge_model=PLAN.judge_model_input,
+        local=PLAN.local_judge_files,
     output:
         judgments="results/{model}/{dataset}/runs/{recipe}/judgments/{benchmark}.jsonl",
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
     params:
-        kind=benchmark_type_name,
-        judge_name=judge_name,
-        judge=judge_config,
-        options=judge_options,
-        cache=judge_cache,
+        kind=PLAN.benchmark_type_name,
+        judge_name=PLAN.judge_name,
+        judge=PLAN.judge_config,
+        options=PLAN.judge_options,
+        cache=PLAN.judge_cache,
     wildcard_constraints:
-        benchmark=PLAN._alternation(benchmarks_scored_by("judge")),
+        benchmark=PLAN._alternation(PLAN.benchmarks_scored_by("judge")),
     conda:
         CONDA_ENV
     log:
@@ -112,9 +115,9 @@ rule implicit_reward:
     output:
         scores="results/{model}/{dataset}/runs/{recipe}/scores/{benchmark}.json",
     params:
-        exams=implicit_reward_exam,
+        exams=PLAN.implicit_reward_exam,
     wildcard_constraints:
-        benchmark=PLAN._alternation(benchmarks_scored_by("implicit_reward")),
+        benchmark=PLAN._alternation(PLAN.benchmarks_scored_by("implicit_reward")),
     conda:
         CONDA_ENV
     log:
@@ -133,15 +136,15 @@ rule calibration_data:
     FastChat's GPT-4 MT-Bench judgments): downloaded and checked against their pinned sha256 (or copied from the
     calibration's data_dir), then sampled with its seed."""
     input:
-        local=calibration_local_files,
+        local=PLAN.calibration_local_files,
         **PLAN.code("calibration_data"),
     output:
-        directory(f"{CALIBRATION_DIR}/{{benchmark}}/published"),
+        directory(f"{PLAN.calibration_dir}/{{benchmark}}/published"),
     params:
-        kind=calib_type,
-        calibration=calibration_config,
+        kind=PLAN.benchmark_type_name,
+        calibration=PLAN.calibration_config,
     wildcard_constraints:
-        benchmark=PLAN._alternation(benchmarks_calibrated()),
+        benchmark=PLAN._alternation(PLAN.benchmarks_calibrated()),
     conda:
         CONDA_ENV
     log:
@@ -159,21 +162,21 @@ rule judge_calibration:
     and cache) → agreement with the original judge: rank correlation over models, per-item agreement, score mapping."""
     input:
         **PLAN.code("judge_calibration", PLAN.benchmark_module),
-        sample=f"{CALIBRATION_DIR}/{{benchmark}}/published",
+        sample=f"{PLAN.calibration_dir}/{{benchmark}}/published",
         data="results/benchmarks/{benchmark}",
-        judge_model=judge_model_input,
-        local=local_judge_files,
+        judge_model=PLAN.judge_model_input,
+        local=PLAN.local_judge_files,
     output:
-        rows=f"{CALIBRATION_DIR}/{{benchmark}}/rows.jsonl",
-        summary=f"{CALIBRATION_DIR}/{{benchmark}}/summary.json",
+        rows=f"{PLAN.calibration_dir}/{{benchmark}}/rows.jsonl",
+        summary=f"{PLAN.calibration_dir}/{{benchmark}}/summary.json",
     params:
-        kind=calib_type,
-        judge_name=judge_name,
-        judge=judge_config,
-        options=calibration_judge_options,
-        cache=judge_cache,
+        kind=PLAN.benchmark_type_name,
+        judge_name=PLAN.judge_name,
+        judge=PLAN.judge_config,
+        options=PLAN.calibration_judge_options,
+        cache=PLAN.judge_cache,
     wildcard_constraints:
-        benchmark=PLAN._alternation(benchmarks_calibrated()),
+        benchmark=PLAN._alternation(PLAN.benchmarks_calibrated()),
     conda:
         CONDA_ENV
     log:
@@ -194,8 +197,8 @@ rule judges_table:
     report baseline, paired over items under one judge."""
     input:
         **PLAN.code("judge_report"),
-        scores=judged_scores(),
-        calibrations=calibration_summaries(),
+        scores=PLAN.judged_scores(),
+        calibrations=PLAN.calibration_summaries(),
     output:
         md="reports/tables/judges.md",
         csv=report("reports/tables/judges.csv", caption="../report/judges.rst", category="Judged benchmarks",
@@ -226,7 +229,7 @@ rule mtbench_categories:
     """MT-Bench mean rating per category, one bar per run, with bootstrap CIs."""
     input:
         **PLAN.code("judge_report"),
-        scores=mtbench_category_scores(),
+        scores=PLAN.mtbench_category_scores(),
     output:
         png=report("reports/figures/mtbench_categories.png", caption="../report/mtbench_categories.rst",
                    category="Judged benchmarks", subcategory="Figures"),
@@ -243,4 +246,4 @@ rule mtbench_categories:
         "2> {log:q}"
 
 
-PLAN.PAPER_REPORTS.append(judged_report_files)
+PLAN.PAPER_REPORTS.append(PLAN.judged_report_files)

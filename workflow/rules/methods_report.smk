@@ -15,7 +15,7 @@ for _paper in PLAN.method_report_files:
             scores=PLAN.method_report_inputs(_paper)["scores"],
             logs=PLAN.method_report_inputs(_paper)["logs"],
             # the SFTMix main table puts our judged scores beside the paper's: with our judge's calibration
-            calibrations=calibration_summaries() if _paper == "sftmix" else [],
+            calibrations=PLAN.calibration_summaries() if _paper == "sftmix" else [],
         output:
             PLAN.method_report_outputs(_paper),
         params:
