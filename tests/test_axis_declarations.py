@@ -131,3 +131,60 @@ def test_merge_groups_must_be_the_members_in_order(monkeypatch):
     assert merge_group_sizes({"name": "pairs", "groups": [["pairs/a"], ["pairs/b", "pairs/c"]]}) == [1, 2]
     with pytest.raises(ValueError, match="not its members in order"):
         merge_group_sizes({"name": "pairs", "groups": [["pairs/b"], ["pairs/a", "pairs/c"]]})
+
+
+#: the selection report's hand-kept lists (as they stood before the selector classes declared them)
+OLD_LABELS = {"less": "LESS", "rose": "ROSE", "bm25": "BM25", "dsir": "DSIR", "rds": "RDS", "rds_plus": "RDS+"}
+OLD_METHOD_ORDER = ("full", "random", "bm25", "dsir", "rds", "rds_plus", "less", "rose")
+OLD_SELECTION_STAGES = {"warmup": "warmup", "grad_features": "gradient features",
+                        "gather_grad_features": "gradient features", "validation_grad_features": "gradient features",
+                        "pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features",
+                        "lexical_scores": "selection", "influence": "selection", "select_data": "selection",
+                        "train": "final training", "train_reference": "final training"}
+
+
+def test_selection_report_lists_come_from_the_selectors():
+    from sftlab.report.selection import method_order, selection_stages, selector_label
+
+    assert {name: selector_label(name) for name in OLD_LABELS} == OLD_LABELS
+    assert selector_label("confident") == "confident"  # no label: its config name
+    assert method_order() == OLD_METHOD_ORDER
+    assert selection_stages() == OLD_SELECTION_STAGES
+
+
+def test_a_new_selector_shows_in_the_selection_tables_and_cost_with_its_declarations(monkeypatch):
+    import pandas as pd
+
+    from sftlab.report.dag import DagJob
+    from sftlab.report.selection import selection_cost_groups, selection_main_table, shots_table
+    from sftlab.selection.influence import ValidationScoreSelector
+
+    class Embedding(ValidationScoreSelector):
+        name = "embed"
+        tables = ("embed",)
+        label = "EMB"
+        cost_stages = {"embed_pool": "hidden-state features", "embed_scores": "selection"}
+
+    monkeypatch.setitem(SELECTORS, "embed", Embedding)
+    frame = pd.DataFrame([
+        {"model": "m", "dataset": "d", "recipe": r, "benchmark": "em", "value": v, "ci_low": None, "ci_high": None,
+         "metric": "em", "objective": "ntp", "name": name, "fraction": 0.05, "shots": 5, "validation": "v",
+         "group": "g", "selection_model": None}
+        for r, v, name in [("embed_5", 0.4, "embed"), ("less_5", 0.5, "less"), ("random_5", 0.3, "random")]])
+    table = selection_main_table(frame, {"em": "em"}, pd.DataFrame())
+    # a targeted baseline: after random, before the influence selectors, under its label
+    assert list(table.method) == ["random 5%", "EMB 5%", "LESS 5%"]
+    assert set(shots_table(frame, ["em"]).method) == {"embed", "less"}
+
+    def j(i, rule, deps, wildcards, gpus=0):
+        return DagJob(rule=rule, wildcards={"model": "m", "dataset": "d", **wildcards}, benchmark=f"b/{rule}/{i}",
+                      phase="method preparation", outputs=(), temp_outputs=(), gpus=gpus, dependencies=tuple(deps))
+
+    jobs = [j(0, "embed_pool", [], {}, 1), j(1, "embed_scores", [0], {"selector": "embed-v"}),
+            j(2, "select_data", [1], {"selector": "embed-v", "fraction": "0.05"}),
+            j(3, "train", [2], {"recipe": "embed_5"})]
+    groups = selection_cost_groups(jobs, [["m", "d", "embed_5"]])
+    assert [(g["stage"], g["item"], [b["path"] for b in g["benchmarks"]]) for g in groups] == [
+        ("hidden-state features", "pool", ["b/embed_pool/0"]),
+        ("selection", "embed-v", ["b/embed_scores/1", "b/select_data/2"]),
+        ("final training", "embed_5", ["b/train/3"])]

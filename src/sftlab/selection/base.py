@@ -61,6 +61,12 @@ class Selector(abc.ABC):
     #: the loss whose validation gradients an influence selector scores against: "ntp" (SFT examples) or "dpo"
     #: (preference pairs: two sequences an item, the temperature ``beta``); None for the others
     validation_loss: ClassVar[str | None] = None
+    #: how reports name it (the paper's name, e.g. "LESS"); None: its config name
+    label: ClassVar[str | None] = None
+    #: the rules that prepare its ranking, each with the stage of the selection cost table (the LESS paper's) its jobs
+    #: count under: a warmup, the features a model computes ("gradient features", "hidden-state features") or the
+    #: scores themselves ("selection")
+    cost_stages: ClassVar[dict[str, str]] = {}
     #: how a constructor parameter reads in the selection's path id (default ``<key><value>``)
     id_formats: ClassVar[dict[str, str]] = {}
     #: parameter values left out of the path id (so that paths written before the parameter existed stay valid)

@@ -1,4 +1,5 @@
-"""The targeted-selection baselines of the LESS table and RDS+: ``bm25``, ``dsir``, ``rds``, ``rds_plus``.
+"""The targeted-selection baselines of the LESS table and RDS+: ``bm25``, ``dsir``, ``rds``, ``rds_plus`` (registered
+in the LESS table's order, which the selection report's rows follow).
 
 Each reads a score table the workflow computes against the selection's validation set (``lexical`` for BM25 and
 DSIR, on the CPU; ``representations`` for RDS and RDS+, a forward pass of a model on the GPU):
@@ -19,6 +20,12 @@ from .lexical import gumbel_top_k_order
 from .representations import ordered_columns, round_robin_order
 
 
+# the rules that prepare a baseline's ranking (Selector.cost_stages): the lexical scores on CPUs; the hidden states of
+# the pool (shared by every validation set) and of the validation items, a model's forward passes
+LEXICAL = {"lexical_scores": "selection"}
+HIDDEN_STATES = {"pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features"}
+
+
 def score_table(ids: Sequence[str], scores: np.ndarray, subtasks: Sequence[str]) -> pd.DataFrame:
     """``id, score, score_{subtask}...`` of an (N, M) score matrix: LESS's aggregation (mean within each subtask,
     max over subtasks); rows whose scores are all NaN stay NaN."""
@@ -36,14 +43,8 @@ class Bm25(ValidationScoreSelector):
     """BM25 of each example against the validation items' text (LESS's baseline): top mean score."""
 
     tables = ("bm25",)
-
-
-@register_selector("rds")
-class Rds(ValidationScoreSelector):
-    """RDS (LESS's baseline): top mean cosine of last-token final-layer hidden states to the validation items."""
-
-    model_features = True
-    tables = ("rds",)
+    label = "BM25"
+    cost_stages = LEXICAL
 
 
 @register_selector("dsir")
@@ -51,6 +52,8 @@ class Dsir(ValidationScoreSelector):
     """DSIR: importance resampling (Gumbel top-k, seeded) by hashed n-gram weights toward the validation text."""
 
     tables = ("dsir",)
+    label = "DSIR"
+    cost_stages = LEXICAL
     id_formats = {"validation": "{value}", "shots": "{value}shot", "seed": "s{value}", "min_words": "min{value}"}
     id_omitted = {"min_words": 0}
 
@@ -64,12 +67,24 @@ class Dsir(ValidationScoreSelector):
         return [ids[i] for i in gumbel_top_k_order([score[i] for i in ids], self.seed)]
 
 
+@register_selector("rds")
+class Rds(ValidationScoreSelector):
+    """RDS (LESS's baseline): top mean cosine of last-token final-layer hidden states to the validation items."""
+
+    model_features = True
+    tables = ("rds",)
+    label = "RDS"
+    cost_stages = HIDDEN_STATES
+
+
 @register_selector("rds_plus")
 class RdsPlus(ValidationScoreSelector):
     """RDS+ (Ivison et al. 2025): round robin over the validation items by cosine of weighted-mean hidden states."""
 
     model_features = True
     tables = ("rds_plus",)
+    label = "RDS+"
+    cost_stages = HIDDEN_STATES
 
     def rank(self, ids, tables):
         (table_name,) = self.tables
