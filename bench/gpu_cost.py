@@ -1,7 +1,8 @@
 """Predicted GPU-hours per cost phase of every paper config: the jobs Snakemake plans for it (its DAG, with each
-rule's GPUs and the phase its benchmark file declares), priced by sftlab.report.gpu_cost under the assumptions in src/sftlab/report/gpu_cost.yaml (H100 bf16 peak, training
-MFU by layout, forward MFU, vLLM decode rate, batch layouts' real-token shares from bench/batching.py). Arithmetic, not
-GPU measurements, unless ``--calibration`` gives the training MFU that bench/gpu_smoke.py --calibrate measured.
+rule's GPUs and the phase its benchmark file declares), priced by sftlab.report.gpu_cost under the assumptions in
+src/sftlab/report/gpu_cost.yaml (H100 bf16 peak, training MFU by layout, forward MFU, vLLM decode rate, batch layouts'
+real-token shares from bench/batching.py). Arithmetic, not GPU measurements, unless ``--calibration`` gives the
+training MFU that bench/gpu_smoke.py --calibrate measured.
 
 Usage: ``python bench/gpu_cost.py [configs ...] [--calibration FILE]``; prints a Markdown table (the README's cluster
 section shows it).

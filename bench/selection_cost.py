@@ -1,8 +1,9 @@
 """Predicted GPU-hours of LESS-T's selection beside LESS's: the selection jobs (warmup, gradient features of the pool
-and of the validation sets: the GPU jobs of phase "method preparation" before any recipe) that Snakemake plans for a config whose recipes name a
-`selection.model` (as planned: one selection by that model, shared by every model trained on it), and for the same
-config with each trained model selecting for itself (the LESS paper's LESS rows of those models), priced by
-sftlab.report.gpu_cost under the assumptions in src/sftlab/report/gpu_cost.yaml. Arithmetic, not GPU measurements.
+and of the validation sets: the GPU jobs of phase "method preparation" before any recipe) that Snakemake plans for a
+config whose recipes name a `selection.model` (as planned: one selection by that model, shared by every model trained
+on it), and for the same config with each trained model selecting for itself (the LESS paper's LESS rows of those
+models), priced by sftlab.report.gpu_cost under the assumptions in src/sftlab/report/gpu_cost.yaml. Arithmetic, not
+GPU measurements.
 
 Usage: ``python bench/selection_cost.py [config]`` (default configs/paper/less.yaml); prints a Markdown table.
 """

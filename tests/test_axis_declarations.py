@@ -188,3 +188,62 @@ def test_a_new_selector_shows_in_the_selection_tables_and_cost_with_its_declarat
         ("hidden-state features", "pool", ["b/embed_pool/0"]),
         ("selection", "embed-v", ["b/embed_scores/1", "b/select_data/2"]),
         ("final training", "embed_5", ["b/train/3"])]
+
+
+#: the objective names these declarations replace (as they stood before)
+OLD_SFTMIX_DEFAULTS = {"mu": 0.2, "alpha": 0.5, "mixup_detach": False, "pairing": "confidence"}
+
+
+def test_objectives_declare_pair_batches_and_sftmix_its_settings():
+    from sftlab.report.methods import SFTMIX_DEFAULTS, SFTMIX_OBJECTIVE
+
+    assert {name for name, cls in OBJECTIVES.items() if cls.pairs_examples} == {"sftmix"}
+    assert SFTMIX_OBJECTIVE == "sftmix" and SFTMIX_DEFAULTS == OLD_SFTMIX_DEFAULTS
+
+
+def test_a_new_pairing_objective_is_batch_checked_priced_and_reported_as_sftmix(monkeypatch):
+    import pandas as pd
+
+    from sftlab.config import ConfigError, check_pair_batches
+    from sftlab.report.gpu_cost import CostModel
+    from sftlab.report.methods import sftmix_ablation_table
+
+    class PairSwap(Objective):
+        name = "pair_swap"
+        paper = "SFTMix"
+        label = "PairSwap"
+        pairs_examples = True
+
+    monkeypatch.setitem(OBJECTIVES, "pair_swap", PairSwap)
+    recipe = {"objective": {"name": "pair_swap"}, "training": {"batch_size": 3}}
+    with pytest.raises(ConfigError, match=r"recipes\.r\.training\.batch_size: the pair_swap objective pairs"):
+        check_pair_batches("recipes.r", recipe)
+    check_pair_batches("recipes.r", {**recipe, "objective": {"name": "ntp"}})  # NTP takes any batch
+    # its batches are the pair sampler's: priced at the pair layout's real-token share
+    eff = {"pairs": 0.5, "packed": 1.0, "length_grouped": 0.9}
+    model = CostModel({}, {"batch_efficiency": eff})
+    assert model.efficiency({"batching": "packed"}, "pair_swap") == 0.5
+    assert model.efficiency({"batching": "packed"}, "ntp") == 1.0
+    # an SFTMix-paper objective: its runs and the baseline's are rows of the ablation table
+    runs = [{"model": "m", "dataset": "d", "recipe": r, "objective": {"name": o}, "selection": {"name": "full"}}
+            for r, o in [("ntp", "ntp"), ("swap", "pair_swap"), ("minor", "minorsft")]]
+    table = sftmix_ablation_table(runs, pd.DataFrame(columns=["model", "dataset", "recipe", "benchmark"]), [])
+    assert list(table.recipe) == ["ntp", "swap"]
+
+
+def test_an_objective_derives_the_columns_it_reads_from_its_tables(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = tmp_path / "confidence.parquet"
+    pd.DataFrame({"id": [1, 2], "split": ["confident", "unconfident"], "confidence": [0.9, 0.1]}).to_parquet(path)
+    spec = importlib.util.spec_from_file_location("train_script", Path(__file__).resolve().parents[1] / "scripts" /
+                                                  "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    # SFTMix's confident flag, from the confidence table's split; NTP reads the table as it is
+    assert script.load_tables([str(path)], "sftmix")["confident"] == {"1": 1.0, "2": 0.0}
+    assert "confident" not in script.load_tables([str(path)], "ntp")
+    assert script.load_tables([str(path)])["confidence"] == {"1": 0.9, "2": 0.1}

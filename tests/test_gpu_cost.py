@@ -16,7 +16,7 @@ ASSUMPTIONS = {
     "gpu": {"name": "test", "bf16_dense_tflops": 1000, "bandwidth_gbs": 1000, "mfu": 0.5},
     "startup_minutes": 6,
     "decode_tokens_per_s": {"vllm": 1000, "transformers": 100},
-    "batch_efficiency": {"packed": 1.0, "length_grouped": 0.8, "padded": 0.5, "sftmix_pairs": 0.5},
+    "batch_efficiency": {"packed": 1.0, "length_grouped": 0.8, "padded": 0.5, "pairs": 0.5},
     "training_mfu": {"full": {1000: 0.2, 100_000: 0.6}, "lora": {1250: 0.1, 125_000: 0.5},
                      "distributed": {"ddp": 1.0, "fsdp": 0.8}},
     "models": {"org/m": {"params": 1e9, "layers": 2, "hidden_size": 1000}},

@@ -21,7 +21,8 @@ model prices each planned job from FLOP arithmetic (``gpu_cost.yaml`` states eve
 - log-likelihood scoring (``log_likelihood``, ``base_log_likelihood``): one forward pass of the benchmark's items, the
   pool's held-out examples at its mean length or an exam's ``benchmarks.nll.exam_tokens``;
 - judging goes to an API (no GPU); every GPU job also pays ``startup_minutes`` on each of its GPUs (``STARTUP_ONLY``
-  rules — disperse, merge, t-SNE — pay only that). A GPU job of a rule the model has no price for is an error, not 0.
+  rules — disperse, merge, t-SNE — pay only that). A GPU job of a rule the model has no price for is an error, not
+  0.
 
 Every job that asks for a GPU is priced; its stage is the cost phase its rule tags on its ``benchmark:``
 (``sftlab.report.dag.phase_benchmark``), the phases of the measured cost report, so no list of rules is kept here.
@@ -41,6 +42,8 @@ import yaml
 from sftlab.compose.members import COMPOSITIONS
 from sftlab.config import selector_id
 from sftlab.evaluation.exams import run_exams
+from sftlab.objectives import BASELINE_OBJECTIVE, OBJECTIVES
+from sftlab.registry import lookup
 from sftlab.report.dag import PHASES, DagJob
 from sftlab.selection.gradient_cost import example_seconds
 from sftlab.training.spec import RUN_TRAINING_RULES
@@ -142,20 +145,20 @@ class CostModel:
     # -- training -------------------------------------------------------------------------------------------------
     def efficiency(self, training: Mapping, objective: str) -> float:
         eff = self.a["batch_efficiency"]
-        if objective == "sftmix":
-            return eff["sftmix_pairs"]
+        if lookup(OBJECTIVES, "objective", objective).pairs_examples:  # its own sampler's pair batches
+            return eff["pairs"]
         layout = training.get("batching", "auto")
         if layout == "auto":
             flash = str(training.get("attn_implementation", "sdpa")).startswith("flash_attention")
             layout = "packed" if flash else "length_grouped"
         return eff[layout]
 
-    def micro_batch_tokens(self, dataset: str, training: Mapping, objective: str = "ntp") -> float:
+    def micro_batch_tokens(self, dataset: str, training: Mapping, objective: str = BASELINE_OBJECTIVE) -> float:
         """Computed tokens of one GPU's micro-batch: ``batch_size`` examples of the pool's mean length over the
         layout's real-token share."""
         return training["batch_size"] * self.pool(dataset)["mean_tokens"] / self.efficiency(training, objective)
 
-    def training_mfu(self, dataset: str, training: Mapping, gpus: int, objective: str = "ntp") -> float:
+    def training_mfu(self, dataset: str, training: Mapping, gpus: int, objective: str = BASELINE_OBJECTIVE) -> float:
         """MFU of a run's layout: full vs LoRA, tokens a micro-batch, gradient checkpointing, multi-GPU mode."""
         return training_mfu(self.a["training_mfu"], training["finetuning"],
                             self.micro_batch_tokens(dataset, training, objective),
@@ -163,7 +166,7 @@ class CostModel:
                             training.get("distributed", "ddp") if gpus > 1 else None)
 
     def training_seconds(self, model: str, dataset: str, training: Mapping, examples: float, gpus: int,
-                         objective: str = "ntp") -> float:
+                         objective: str = BASELINE_OBJECTIVE) -> float:
         """A run over ``examples`` examples for ``training['epochs']`` epochs on ``gpus`` GPUs (``examples`` × epochs
         computed tokens at the layout's real share and MFU, plus the held-out passes)."""
         n = self.model(model)["params"]
@@ -197,7 +200,7 @@ class CostModel:
         if rule in (*RUN_TRAINING_RULES, "train_member"):
             recipe = cfg["recipes"][w["recipe"]]
             examples = self.pool(w["dataset"])["examples"] * self.recipe_share(recipe, w.get("member"))
-            objective = recipe.get("objective", {}).get("name", "ntp")
+            objective = recipe.get("objective", {}).get("name", BASELINE_OBJECTIVE)
             return self.training_seconds(w["model"], w["dataset"], recipe["training"], examples, gpus, objective)
         if rule == "reference_run":
             ref = cfg["reference"]
@@ -233,8 +236,8 @@ class CostModel:
             tokens = 4 * self.test_pairs(w["benchmark"]) * bench["sequence_tokens"]
             return compute_seconds(2 * self.model(w["model"])["params"] * tokens, self.a)
         if rule in ("log_likelihood", "base_log_likelihood"):  # one forward pass of the items
-            return compute_seconds(2 * self.model(w["model"])["params"] * self.item_tokens(w["dataset"], w["benchmark"]),
-                                   self.a)
+            tokens = self.item_tokens(w["dataset"], w["benchmark"])
+            return compute_seconds(2 * self.model(w["model"])["params"] * tokens, self.a)
         if rule in STARTUP_ONLY:
             return 0.0
         raise KeyError(f"gpu_cost: no price for rule {rule!r}, which runs on a GPU; price its work in "

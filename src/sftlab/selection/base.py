@@ -12,15 +12,13 @@ so their largest fraction, ``max_fraction``, is 0.5: the whole half).
 from __future__ import annotations
 
 import abc
-import functools
-import inspect
 import math
 import random
 from typing import Any, ClassVar
 
 import pandas as pd
 
-from sftlab.registry import lookup, registrar
+from sftlab.registry import constructor_parameters, lookup, registrar
 
 SELECTORS: dict[str, type["Selector"]] = {}
 
@@ -75,7 +73,7 @@ class Selector(abc.ABC):
     @classmethod
     def parameters(cls) -> dict[str, Any]:
         """The constructor's parameters with their defaults: every setting that can change the selection."""
-        return dict(_constructor_parameters(cls.__init__))
+        return dict(constructor_parameters(cls.__init__))
 
     def __init__(self, **params: Any) -> None:
         if params:
@@ -107,12 +105,3 @@ class Random(Selector):
         order = list(ids)
         random.Random(self.seed).shuffle(order)
         return order
-
-
-@functools.lru_cache(maxsize=None)
-def _constructor_parameters(init) -> tuple[tuple[str, Any], ...]:
-    """(name, default) of a constructor's parameters; cached: planning names selectors thousands of times and
-    ``inspect.signature`` is slow."""
-    signature = inspect.signature(init)
-    return tuple((name, p.default) for name, p in signature.parameters.items()
-                 if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))

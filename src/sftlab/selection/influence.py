@@ -122,8 +122,9 @@ class InfluenceSelector(ValidationScoreSelector):
     model_features = True
     validation_loss = "ntp"
     column = "influence"
-    cost_stages = {"warmup": "warmup", "grad_features": "gradient features", "gather_grad_features": "gradient features",
-                   "validation_grad_features": "gradient features", "influence": "selection"}
+    cost_stages = {"warmup": "warmup", "grad_features": "gradient features",
+                   "gather_grad_features": "gradient features", "validation_grad_features": "gradient features",
+                   "influence": "selection"}
     id_formats = {"validation": "{value}", "shots": "{value}shot", "beta": "beta{value}"}
     id_omitted = {"beta": 0.1}  # ROSE's default β: its paths predate the setting
 
