@@ -18,10 +18,15 @@ import pandas as pd
 from sftlab.io import read_jsonl, write_parquet
 from sftlab.logs import setup_logging
 from sftlab.numerics import flush_denormals
+from sftlab.selection import selectors_prepared_by
 from sftlab.selection.baselines import score_table
 from sftlab.selection.gradients import row_subtask, take_shots
 
 log = logging.getLogger("baseline_scores")
+
+#: the selectors each kind of score table is for: those whose ranking its rule prepares (Selector.cost_stages)
+METHODS = {"lexical": selectors_prepared_by("lexical_scores"),
+           "representations": selectors_prepared_by("representation_scores")}
 
 
 def lexical(args, pool: list[dict], val: list[dict]) -> pd.DataFrame:
@@ -96,7 +101,7 @@ def representations(args, val: list[dict]) -> pd.DataFrame:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("kind", choices=["lexical", "pool-features", "representations"])
-    ap.add_argument("--method", choices=["bm25", "dsir", "rds", "rds_plus"])
+    ap.add_argument("--method", choices=[m for methods in METHODS.values() for m in methods])
     ap.add_argument("--train", help="normalised training pool (JSONL): lexical, pool-features")
     ap.add_argument("--pool-features", help="representations: the pool's hidden states (pool-features' output)")
     ap.add_argument("--pooling", choices=["last", "weighted_mean"],
@@ -118,7 +123,7 @@ def main(argv=None) -> None:
     missing = [f"--{k.replace('_', '-')}" for k in needs if getattr(args, k) is None]
     if missing:
         raise SystemExit(f"{args.kind} needs {', '.join(missing)}")
-    expected = {"lexical": ("bm25", "dsir"), "representations": ("rds", "rds_plus")}.get(args.kind)
+    expected = METHODS.get(args.kind)
     if expected and args.method not in expected:
         raise SystemExit(f"{args.kind} scores are for {expected}, not {args.method!r}")
     start = time.perf_counter()

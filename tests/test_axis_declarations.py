@@ -247,3 +247,22 @@ def test_an_objective_derives_the_columns_it_reads_from_its_tables(tmp_path):
     assert script.load_tables([str(path)], "sftmix")["confident"] == {"1": 1.0, "2": 0.0}
     assert "confident" not in script.load_tables([str(path)], "ntp")
     assert script.load_tables([str(path)])["confidence"] == {"1": 0.9, "2": 0.1}
+
+
+def test_the_baselines_score_rules_are_for_the_selectors_they_prepare():
+    """baseline_scores.py's methods per kind of table: once hand-kept, now the selectors' declared rules."""
+    import importlib.util
+    from pathlib import Path
+
+    from sftlab.selection import selectors_prepared_by
+
+    assert selectors_prepared_by("lexical_scores") == ("bm25", "dsir")
+    assert selectors_prepared_by("representation_scores") == ("rds", "rds_plus")
+    assert set(selectors_prepared_by("influence")) == set(influence_selectors())
+    spec = importlib.util.spec_from_file_location("baseline_scores", Path(__file__).resolve().parents[1] / "scripts" /
+                                                  "baseline_scores.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.METHODS == {"lexical": ("bm25", "dsir"), "representations": ("rds", "rds_plus")}
+    with pytest.raises(SystemExit, match=r"lexical scores are for \('bm25', 'dsir'\), not 'rds'"):
+        script.main(["lexical", "--method", "rds", "--train", "t", "--validation", "v", "--shots", "1", "--out", "o"])

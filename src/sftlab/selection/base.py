@@ -26,6 +26,12 @@ SELECTORS: dict[str, type["Selector"]] = {}
 register_selector = registrar(SELECTORS, "selector")
 
 
+def selectors_prepared_by(rule: str) -> tuple[str, ...]:
+    """The selectors whose ranking the workflow rule ``rule`` prepares (their ``cost_stages``), in registration
+    order: ``lexical_scores`` → bm25, dsir."""
+    return tuple(name for name, cls in SELECTORS.items() if rule in cls.cost_stages)
+
+
 def build_selector(name: str, params: dict[str, Any] | None = None) -> "Selector":
     return lookup(SELECTORS, "selector", name)(**(params or {}))
 
