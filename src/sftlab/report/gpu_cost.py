@@ -1,4 +1,4 @@
-"""Predicted GPU-hours of a config, per stage, from the jobs Snakemake plans for it and per-unit costs.
+"""Predicted GPU-hours of a config, per cost phase and per rule, from the jobs Snakemake plans and per-unit costs.
 
 Not a measurement: ``reports/tables/cost_papers.*`` (``sftlab.report.cost``) holds what a run really took. This
 model prices each planned job from FLOP arithmetic (``gpu_cost.yaml`` states every assumption):
@@ -21,11 +21,11 @@ model prices each planned job from FLOP arithmetic (``gpu_cost.yaml`` states eve
 - log-likelihood scoring (``log_likelihood``, ``base_log_likelihood``): one forward pass of the benchmark's items, the
   pool's held-out examples at its mean length or an exam's ``benchmarks.nll.exam_tokens``;
 - judging goes to an API (no GPU); every GPU job also pays ``startup_minutes`` on each of its GPUs (``STARTUP_ONLY``
-  rules — disperse, merge, t-SNE — pay only that). A GPU job of a rule the model has no price for is an error, not
-  0.
+  rules — disperse, merge, t-SNE — pay only that).
 
-Every job that asks for a GPU is priced; its stage is the cost phase its rule tags on its ``benchmark:``
-(``sftlab.report.dag.phase_benchmark``), the phases of the measured cost report, so no list of rules is kept here.
+Every job that asks for a GPU is priced (one of a rule priced nowhere here is an error, never 0), under the cost phase
+its rule tags on its ``benchmark:`` (``sftlab.report.dag.phase_benchmark``): the phases of the measured cost report,
+read from the DAG's jobs, so no second list of rules is kept here.
 
 ``bench/gpu_smoke.py --calibrate FILE`` measures ``training_mfu`` on a GPU and writes it in this format.
 """
