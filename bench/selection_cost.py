@@ -67,8 +67,9 @@ def main() -> None:
     args = ap.parse_args()
     a = load_assumptions()
     raw = read_yaml(args.config)
-    print(f"GPU: {a['gpu']['name']}; GPU-hours of the selection jobs per model that selects (the warmup; gradient "
-          "features of the pool and of the validation sets)\n")
+    print(f"GPU: {a['gpu']['name']}; GPU-hours of the selection jobs per model that selects, by rule (the GPU jobs "
+          "of phase 'method preparation' before any recipe: LESS's warmup and gradient features, RDS's hidden "
+          "states)\n")
     variants = {label: planned_hours(config, a) for label, config in (
         ("as planned (selection.model)", raw), ("each model selects for itself", self_selection(raw, a)))}
     rules = list(dict.fromkeys(r for pairs in variants.values() for hours in pairs.values() for r in hours))
