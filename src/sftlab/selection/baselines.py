@@ -20,12 +20,6 @@ from .lexical import gumbel_top_k_order
 from .representations import ordered_columns, round_robin_order
 
 
-# the rules that prepare a baseline's ranking (Selector.cost_stages): the lexical scores on CPUs; the hidden states of
-# the pool (shared by every validation set) and of the validation items, a model's forward passes
-LEXICAL = {"lexical_scores": "selection"}
-HIDDEN_STATES = {"pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features"}
-
-
 def score_table(ids: Sequence[str], scores: np.ndarray, subtasks: Sequence[str]) -> pd.DataFrame:
     """``id, score, score_{subtask}...`` of an (N, M) score matrix: LESS's aggregation (mean within each subtask,
     max over subtasks); rows whose scores are all NaN stay NaN."""
@@ -38,22 +32,34 @@ def score_table(ids: Sequence[str], scores: np.ndarray, subtasks: Sequence[str])
     return frame
 
 
+class LexicalSelector(ValidationScoreSelector):
+    """Ranks by scores of the pool's text against the validation text, computed on CPUs (rule lexical_scores)."""
+
+    cost_stages = {"lexical_scores": "selection"}
+
+
+class HiddenStateSelector(ValidationScoreSelector):
+    """Ranks by a model's hidden states: of the pool (shared by every validation set) and of the validation items,
+    forward passes on a GPU (rules pool_hidden_states, representation_scores)."""
+
+    model_features = True
+    cost_stages = {"pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features"}
+
+
 @register_selector("bm25")
-class Bm25(ValidationScoreSelector):
+class Bm25(LexicalSelector):
     """BM25 of each example against the validation items' text (LESS's baseline): top mean score."""
 
     tables = ("bm25",)
     label = "BM25"
-    cost_stages = LEXICAL
 
 
 @register_selector("dsir")
-class Dsir(ValidationScoreSelector):
+class Dsir(LexicalSelector):
     """DSIR: importance resampling (Gumbel top-k, seeded) by hashed n-gram weights toward the validation text."""
 
     tables = ("dsir",)
     label = "DSIR"
-    cost_stages = LEXICAL
     id_formats = {"validation": "{value}", "shots": "{value}shot", "seed": "s{value}", "min_words": "min{value}"}
     id_omitted = {"min_words": 0}
 
@@ -68,23 +74,19 @@ class Dsir(ValidationScoreSelector):
 
 
 @register_selector("rds")
-class Rds(ValidationScoreSelector):
+class Rds(HiddenStateSelector):
     """RDS (LESS's baseline): top mean cosine of last-token final-layer hidden states to the validation items."""
 
-    model_features = True
     tables = ("rds",)
     label = "RDS"
-    cost_stages = HIDDEN_STATES
 
 
 @register_selector("rds_plus")
-class RdsPlus(ValidationScoreSelector):
+class RdsPlus(HiddenStateSelector):
     """RDS+ (Ivison et al. 2025): round robin over the validation items by cosine of weighted-mean hidden states."""
 
-    model_features = True
     tables = ("rds_plus",)
     label = "RDS+"
-    cost_stages = HIDDEN_STATES
 
     def rank(self, ids, tables):
         (table_name,) = self.tables
