@@ -1,7 +1,8 @@
-"""Predicted GPU-hours per stage of every paper config: the jobs `snakemake -n --profile profiles/slurm` plans for it,
-priced by sftlab.report.gpu_cost under the assumptions in src/sftlab/report/gpu_cost.yaml (H100 bf16 peak, training
-MFU by layout, forward MFU, vLLM decode rate, batch layouts' real-token shares from bench/batching.py). Arithmetic, not
-GPU measurements, unless ``--calibration`` gives the training MFU that bench/gpu_smoke.py --calibrate measured.
+"""Predicted GPU-hours per cost phase of every paper config: the jobs Snakemake plans for it (its DAG, with each
+rule's GPUs and the phase its benchmark file declares), priced by sftlab.report.gpu_cost under the assumptions in
+src/sftlab/report/gpu_cost.yaml (H100 bf16 peak, training MFU by layout, forward MFU, vLLM decode rate, batch layouts'
+real-token shares from bench/batching.py). Arithmetic, not GPU measurements, unless ``--calibration`` gives the
+training MFU that bench/gpu_smoke.py --calibrate measured.
 
 Usage: ``python bench/gpu_cost.py [configs ...] [--calibration FILE]``; prints a Markdown table (the README's cluster
 section shows it).
@@ -17,19 +18,17 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _plan import PAPER_CONFIGS, dry_run_jobs, plan  # noqa: E402
+from _plan import PAPER_CONFIGS  # noqa: E402
 
-from sftlab.config import prepare, read_yaml  # noqa: E402
-from sftlab.report.gpu_cost import STAGE_ORDER, load_assumptions, stage_hours  # noqa: E402
+from sftlab.preflight import planned  # noqa: E402
+from sftlab.report.dag import PHASES  # noqa: E402
+from sftlab.report.gpu_cost import load_assumptions, stage_hours  # noqa: E402
 
 
 def config_hours(configfile: Path, assumptions: dict) -> tuple[int, dict[str, float]]:
     with tempfile.TemporaryDirectory() as workdir:
-        proc = plan(configfile, Path(workdir))
-    if proc.returncode != 0:
-        raise SystemExit(f"{configfile}: the dry run failed\n{(proc.stdout + proc.stderr)[-3000:]}")
-    jobs = dry_run_jobs(proc.stdout + proc.stderr)
-    return len(jobs), stage_hours(jobs, prepare(read_yaml(configfile)), assumptions)
+        config, jobs = planned(configfile, Path(workdir))
+    return len(jobs), stage_hours(jobs, config, assumptions)
 
 
 def main() -> None:
@@ -46,7 +45,7 @@ def main() -> None:
     if args.gpu:
         a["gpu"].update(name=args.gpu[0], bf16_dense_tflops=float(args.gpu[1]), bandwidth_gbs=float(args.gpu[2]))
     rows = {c.stem: config_hours(c, a) for c in (args.configs or PAPER_CONFIGS)}
-    stages = [s for s in STAGE_ORDER if any(s in h for _, h in rows.values())]
+    stages = [s for s in PHASES if any(s in h for _, h in rows.values())]
     mfu = a["training_mfu"]
     measured = f"measured on {mfu['device']}" if mfu.get("measured") else "published figures, unmeasured by us"
     print(f"GPU: {a['gpu']['name']}, {a['gpu']['bf16_dense_tflops']} TFLOP/s bf16 dense; training at the MFU of its "

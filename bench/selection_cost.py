@@ -1,8 +1,9 @@
 """Predicted GPU-hours of LESS-T's selection beside LESS's: the selection jobs (warmup, gradient features of the pool
-and of the validation sets) that `snakemake -n --profile profiles/slurm` plans for a config whose recipes name a
-`selection.model` (as planned: one selection by that model, shared by every model trained on it), and for the same
-config with each trained model selecting for itself (the LESS paper's LESS rows of those models), priced by
-sftlab.report.gpu_cost under the assumptions in src/sftlab/report/gpu_cost.yaml. Arithmetic, not GPU measurements.
+and of the validation sets: the GPU jobs of phase "method preparation" before any recipe) that Snakemake plans for a
+config whose recipes name a `selection.model` (as planned: one selection by that model, shared by every model trained
+on it), and for the same config with each trained model selecting for itself (the LESS paper's LESS rows of those
+models), priced by sftlab.report.gpu_cost under the assumptions in src/sftlab/report/gpu_cost.yaml. Arithmetic, not
+GPU measurements.
 
 Usage: ``python bench/selection_cost.py [config]`` (default configs/paper/less.yaml); prints a Markdown table.
 """
@@ -18,9 +19,10 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _plan import ROOT, dry_run_jobs, plan  # noqa: E402
+from _plan import ROOT  # noqa: E402
 
-from sftlab.config import prepare, read_yaml  # noqa: E402
+from sftlab.config import read_yaml  # noqa: E402
+from sftlab.preflight import planned  # noqa: E402
 from sftlab.report.gpu_cost import load_assumptions, selection_hours  # noqa: E402
 
 #: the warmup adapter's parameters (r 128 on q/k/v/o: r × (d_in + d_out) per projection and layer) of the models that
@@ -54,10 +56,9 @@ def planned_hours(raw: dict, a: dict) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         configfile = Path(workdir) / "config.yaml"
         configfile.write_text(yaml.safe_dump(raw))
-        proc = plan(configfile, Path(workdir) / "work")
-    if proc.returncode != 0:
-        raise SystemExit(f"the dry run failed\n{(proc.stdout + proc.stderr)[-3000:]}")
-    return selection_hours(dry_run_jobs(proc.stdout + proc.stderr), prepare(raw), a)
+        (Path(workdir) / "work").mkdir()
+        config, jobs = planned(configfile, Path(workdir) / "work")
+    return selection_hours(jobs, config, a)
 
 
 def main() -> None:
@@ -66,13 +67,17 @@ def main() -> None:
     args = ap.parse_args()
     a = load_assumptions()
     raw = read_yaml(args.config)
-    print(f"GPU: {a['gpu']['name']}; GPU-hours of the selection jobs per model that selects (the warmup; gradient "
-          "features of the pool and of the validation sets)\n")
-    print("| selection | model that selects | selection warmup | gradient features | total |")
-    print("|---|---|---:|---:|---:|")
-    for label, config in (("as planned (selection.model)", raw), ("each model selects for itself", self_selection(raw, a))):
-        for (model, dataset), hours in planned_hours(config, a).items():
-            cells = [f"{hours.get(s, 0):,.1f}" for s in ("selection warmup", "gradient features")]
+    print(f"GPU: {a['gpu']['name']}; GPU-hours of the selection jobs per model that selects, by rule (the GPU jobs "
+          "of phase 'method preparation' before any recipe: LESS's warmup and gradient features, RDS's hidden "
+          "states)\n")
+    variants = {label: planned_hours(config, a) for label, config in (
+        ("as planned (selection.model)", raw), ("each model selects for itself", self_selection(raw, a)))}
+    rules = list(dict.fromkeys(r for pairs in variants.values() for hours in pairs.values() for r in hours))
+    print("| selection | model that selects | " + " | ".join(rules) + " | total |")
+    print("|---|---|" + "---:|" * (len(rules) + 1))
+    for label, pairs in variants.items():
+        for (model, dataset), hours in pairs.items():
+            cells = [f"{hours.get(r, 0):,.1f}" for r in rules]
             print(f"| {label} | {model} ({dataset}) | " + " | ".join(cells) + f" | {sum(hours.values()):,.1f} |")
 
 

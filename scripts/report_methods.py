@@ -64,9 +64,13 @@ def minorsft(args, runs, scores, benchmarks) -> None:
     deviation_curves(logs, labels, Path(args.figures) / "minorsft_deviation")
 
 
+#: the paper → its report
+REPORTS = {"sftmix": sftmix, "minorsft": minorsft}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("paper", choices=["sftmix", "minorsft"])
+    ap.add_argument("paper", choices=sorted(REPORTS))
     ap.add_argument("--scores", nargs="*", default=[])
     ap.add_argument("--train-logs", nargs="*", default=[])
     ap.add_argument("--calibrations", nargs="*", default=[], help="judge_calibration summaries (JSON)")
@@ -81,7 +85,7 @@ def main() -> None:
     setup_logging()
     runs, benchmarks, seeds = json.loads(args.runs), json.loads(args.benchmarks), json.loads(args.seeds)
     scores = collapse_seeds(load_scores(args.scores), seeds)
-    {"sftmix": sftmix, "minorsft": minorsft}[args.paper](args, collapse_seed_runs(runs, seeds), scores, benchmarks)
+    REPORTS[args.paper](args, collapse_seed_runs(runs, seeds), scores, benchmarks)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,13 @@ from sftlab.report.cost import cost_table, format_cost
 from sftlab.report.papers import paper_numbers
 from sftlab.report.dag import WORKFLOW_HELP, run_jobs
 from sftlab.report.selection import (
-    TARGETED,
     curve_frame,
     fraction_curve,
     fraction_curve_note,
     selection_cost_groups,
     selection_main_table,
     shots_table,
+    targeted,
 )
 from sftlab.report.tables import collapse_seeds, judged_columns_note, load_scores, write_table
 
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
         fraction_curve(frame, benchmarks, stems["curve"])
     paper_keys = json.loads(args.paper_keys)
     # the benchmarks the LESS / ROSE runs are scored on (the full-data run may have more, from other experiments)
-    scored = [b for b in benchmarks if b in set(frame.loc[frame.name.isin(TARGETED), "benchmark"])]
+    scored = [b for b in benchmarks if b in set(frame.loc[frame.name.isin(targeted()), "benchmark"])]
     write_table(selection_main_table(frame, {b: paper_keys.get(b, b) for b in scored}, paper_numbers("less")),
                 stems["main"], "LESS / ROSE and the baselines (BM25, DSIR, RDS, RDS+) against random subsets and the full "
                 "data, per benchmark: value [95% CI]; the LESS paper's reported numbers below ours with their source "

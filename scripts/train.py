@@ -10,23 +10,25 @@ import pandas as pd
 
 from sftlab.io import read_ids, read_jsonl
 from sftlab.logs import setup_logging
+from sftlab.objectives import OBJECTIVES
+from sftlab.registry import lookup
 from sftlab.selection.warmup import WarmupCheckpointCallback
 from sftlab.training.trainer import train
 from sftlab.numerics import flush_denormals
 
 
-def load_tables(specs: list[str]) -> dict[str, dict[str, object]]:
-    """``path.parquet`` files keyed by id → column name → {id → value}."""
+def load_tables(specs: list[str], objective: str | None = None) -> dict[str, dict[str, object]]:
+    """``path.parquet`` files keyed by id → column name → {id → value}, with the columns ``objective`` derives
+    from them (``Objective.derived_columns``: SFTMix's ``confident`` flag from confidence.parquet's split)."""
+    derive = lookup(OBJECTIVES, "objective", objective).derived_columns if objective else (lambda frame: {})
     tables: dict[str, dict[str, object]] = {}
     for path in specs:
         frame = pd.read_parquet(path)
         if "id" not in frame.columns:
             raise ValueError(f"{path}: a per-example table needs an 'id' column")
-        for column in frame.columns:
-            if column != "id":
-                tables[column] = dict(zip(frame["id"].astype(str), frame[column]))
-        if "split" in frame.columns:  # confidence.parquet → the `confident` flag SFTMix batches by
-            tables["confident"] = dict(zip(frame["id"].astype(str), (frame["split"] == "confident").astype(float)))
+        ids = frame["id"].astype(str)
+        for column, values in {**{c: frame[c] for c in frame.columns if c != "id"}, **derive(frame)}.items():
+            tables[column] = dict(zip(ids, values))
     return tables
 
 
@@ -59,8 +61,9 @@ def main() -> None:
     heldout_ref = load_tables([args.heldout_ref])["ref_logp"] if args.heldout_ref else None
     epoch_models = (args.epoch_models, args.save_epochs) if args.epoch_models else None
     callbacks = [WarmupCheckpointCallback(args.warmup_dir)] if args.warmup_dir else []
+    objective = json.loads(args.objective)
     train(args.model_dir, [pool[i] for i in ids], read_jsonl(args.heldout), json.loads(args.training),
-          json.loads(args.objective), args.out, args.train_log, args.checkpoints, tables=load_tables(args.table),
+          objective, args.out, args.train_log, args.checkpoints, tables=load_tables(args.table, objective["name"]),
           heldout_ref_logps=heldout_ref, epoch_models=epoch_models, callbacks=callbacks)
 
 

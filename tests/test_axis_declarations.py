@@ -131,3 +131,138 @@ def test_merge_groups_must_be_the_members_in_order(monkeypatch):
     assert merge_group_sizes({"name": "pairs", "groups": [["pairs/a"], ["pairs/b", "pairs/c"]]}) == [1, 2]
     with pytest.raises(ValueError, match="not its members in order"):
         merge_group_sizes({"name": "pairs", "groups": [["pairs/b"], ["pairs/a", "pairs/c"]]})
+
+
+#: the selection report's hand-kept lists (as they stood before the selector classes declared them)
+OLD_LABELS = {"less": "LESS", "rose": "ROSE", "bm25": "BM25", "dsir": "DSIR", "rds": "RDS", "rds_plus": "RDS+"}
+OLD_METHOD_ORDER = ("full", "random", "bm25", "dsir", "rds", "rds_plus", "less", "rose")
+OLD_SELECTION_STAGES = {"warmup": "warmup", "grad_features": "gradient features",
+                        "gather_grad_features": "gradient features", "validation_grad_features": "gradient features",
+                        "pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features",
+                        "lexical_scores": "selection", "influence": "selection", "select_data": "selection",
+                        "train": "final training", "train_reference": "final training"}
+
+
+def test_selection_report_lists_come_from_the_selectors():
+    from sftlab.report.selection import method_order, selection_stages, selector_label
+
+    assert {name: selector_label(name) for name in OLD_LABELS} == OLD_LABELS
+    assert selector_label("confident") == "confident"  # no label: its config name
+    assert method_order() == OLD_METHOD_ORDER
+    assert selection_stages() == OLD_SELECTION_STAGES
+
+
+def test_a_new_selector_shows_in_the_selection_tables_and_cost_with_its_declarations(monkeypatch):
+    import pandas as pd
+
+    from sftlab.report.dag import DagJob
+    from sftlab.report.selection import selection_cost_groups, selection_main_table, shots_table
+    from sftlab.selection.influence import ValidationScoreSelector
+
+    class Embedding(ValidationScoreSelector):
+        name = "embed"
+        tables = ("embed",)
+        label = "EMB"
+        cost_stages = {"embed_pool": "hidden-state features", "embed_scores": "selection"}
+
+    monkeypatch.setitem(SELECTORS, "embed", Embedding)
+    frame = pd.DataFrame([
+        {"model": "m", "dataset": "d", "recipe": r, "benchmark": "em", "value": v, "ci_low": None, "ci_high": None,
+         "metric": "em", "objective": "ntp", "name": name, "fraction": 0.05, "shots": 5, "validation": "v",
+         "group": "g", "selection_model": None}
+        for r, v, name in [("embed_5", 0.4, "embed"), ("less_5", 0.5, "less"), ("random_5", 0.3, "random")]])
+    table = selection_main_table(frame, {"em": "em"}, pd.DataFrame())
+    # a targeted baseline: after random, before the influence selectors, under its label
+    assert list(table.method) == ["random 5%", "EMB 5%", "LESS 5%"]
+    assert set(shots_table(frame, ["em"]).method) == {"embed", "less"}
+
+    def j(i, rule, deps, wildcards, gpus=0):
+        return DagJob(rule=rule, wildcards={"model": "m", "dataset": "d", **wildcards}, benchmark=f"b/{rule}/{i}",
+                      phase="method preparation", outputs=(), temp_outputs=(), gpus=gpus, dependencies=tuple(deps))
+
+    jobs = [j(0, "embed_pool", [], {}, 1), j(1, "embed_scores", [0], {"selector": "embed-v"}),
+            j(2, "select_data", [1], {"selector": "embed-v", "fraction": "0.05"}),
+            j(3, "train", [2], {"recipe": "embed_5"})]
+    groups = selection_cost_groups(jobs, [["m", "d", "embed_5"]])
+    assert [(g["stage"], g["item"], [b["path"] for b in g["benchmarks"]]) for g in groups] == [
+        ("hidden-state features", "pool", ["b/embed_pool/0"]),
+        ("selection", "embed-v", ["b/embed_scores/1", "b/select_data/2"]),
+        ("final training", "embed_5", ["b/train/3"])]
+
+
+#: the objective names these declarations replace (as they stood before)
+OLD_SFTMIX_DEFAULTS = {"mu": 0.2, "alpha": 0.5, "mixup_detach": False, "pairing": "confidence"}
+
+
+def test_objectives_declare_pair_batches_and_sftmix_its_settings():
+    from sftlab.report.methods import SFTMIX_DEFAULTS, SFTMIX_OBJECTIVE
+
+    assert {name for name, cls in OBJECTIVES.items() if cls.pairs_examples} == {"sftmix"}
+    assert SFTMIX_OBJECTIVE == "sftmix" and SFTMIX_DEFAULTS == OLD_SFTMIX_DEFAULTS
+
+
+def test_a_new_pairing_objective_is_batch_checked_priced_and_reported_as_sftmix(monkeypatch):
+    import pandas as pd
+
+    from sftlab.config import ConfigError, check_pair_batches
+    from sftlab.report.gpu_cost import CostModel
+    from sftlab.report.methods import sftmix_ablation_table
+
+    class PairSwap(Objective):
+        name = "pair_swap"
+        paper = "SFTMix"
+        label = "PairSwap"
+        pairs_examples = True
+
+    monkeypatch.setitem(OBJECTIVES, "pair_swap", PairSwap)
+    recipe = {"objective": {"name": "pair_swap"}, "training": {"batch_size": 3}}
+    with pytest.raises(ConfigError, match=r"recipes\.r\.training\.batch_size: the pair_swap objective pairs"):
+        check_pair_batches("recipes.r", recipe)
+    check_pair_batches("recipes.r", {**recipe, "objective": {"name": "ntp"}})  # NTP takes any batch
+    # its batches are the pair sampler's: priced at the pair layout's real-token share
+    eff = {"pairs": 0.5, "packed": 1.0, "length_grouped": 0.9}
+    model = CostModel({}, {"batch_efficiency": eff})
+    assert model.efficiency({"batching": "packed"}, "pair_swap") == 0.5
+    assert model.efficiency({"batching": "packed"}, "ntp") == 1.0
+    # an SFTMix-paper objective: its runs and the baseline's are rows of the ablation table
+    runs = [{"model": "m", "dataset": "d", "recipe": r, "objective": {"name": o}, "selection": {"name": "full"}}
+            for r, o in [("ntp", "ntp"), ("swap", "pair_swap"), ("minor", "minorsft")]]
+    table = sftmix_ablation_table(runs, pd.DataFrame(columns=["model", "dataset", "recipe", "benchmark"]), [])
+    assert list(table.recipe) == ["ntp", "swap"]
+
+
+def test_an_objective_derives_the_columns_it_reads_from_its_tables(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = tmp_path / "confidence.parquet"
+    pd.DataFrame({"id": [1, 2], "split": ["confident", "unconfident"], "confidence": [0.9, 0.1]}).to_parquet(path)
+    spec = importlib.util.spec_from_file_location("train_script", Path(__file__).resolve().parents[1] / "scripts" /
+                                                  "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    # SFTMix's confident flag, from the confidence table's split; NTP reads the table as it is
+    assert script.load_tables([str(path)], "sftmix")["confident"] == {"1": 1.0, "2": 0.0}
+    assert "confident" not in script.load_tables([str(path)], "ntp")
+    assert script.load_tables([str(path)])["confidence"] == {"1": 0.9, "2": 0.1}
+
+
+def test_the_baselines_score_rules_are_for_the_selectors_they_prepare():
+    """baseline_scores.py's methods per kind of table: once hand-kept, now the selectors' declared rules."""
+    import importlib.util
+    from pathlib import Path
+
+    from sftlab.selection import selectors_prepared_by
+
+    assert selectors_prepared_by("lexical_scores") == ("bm25", "dsir")
+    assert selectors_prepared_by("representation_scores") == ("rds", "rds_plus")
+    assert set(selectors_prepared_by("influence")) == set(influence_selectors())
+    spec = importlib.util.spec_from_file_location("baseline_scores", Path(__file__).resolve().parents[1] / "scripts" /
+                                                  "baseline_scores.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.METHODS == {"lexical": ("bm25", "dsir"), "representations": ("rds", "rds_plus")}
+    with pytest.raises(SystemExit, match=r"lexical scores are for \('bm25', 'dsir'\), not 'rds'"):
+        script.main(["lexical", "--method", "rds", "--train", "t", "--validation", "v", "--shots", "1", "--out", "o"])

@@ -143,25 +143,29 @@ def test_the_main_table_labels_transferred_selections_less_t():
 
 def test_selection_hours_price_each_selecting_models_gpu_jobs_alone():
     from sftlab.config import read_yaml
-    from sftlab.report.gpu_cost import load_assumptions, selection_hours, stage_hours
+    from sftlab.report.dag import DagJob
+    from sftlab.report.gpu_cost import load_assumptions, rule_hours, selection_hours
 
     cfg = prepare(read_yaml(ROOT / "configs" / "paper" / "less.yaml"))
     cfg["gradients"]["cost"]["models"]["llama2_13b"] = {**cfg["gradients"]["cost"]["models"]["llama2_7b"],
                                                         "params": 13015864320, "layers": 40, "hidden_size": 5120}
     a = load_assumptions()
 
-    def job(rule, model, **w):
-        return {"rule": rule, "wildcards": {"model": model, "dataset": "less_pool", **w}, "resources": {"gpu": "1"}}
+    def job(rule, model, phase="method preparation", gpus=1, **w):
+        return DagJob(rule=rule, wildcards={"model": model, "dataset": "less_pool", **w}, benchmark=f"b/{rule}",
+                      phase=phase, outputs=(), temp_outputs=(), gpus=gpus, dependencies=())
 
     small = [job("warmup", "llama2_7b"), job("grad_features", "llama2_7b", c="1", shard="0")]
     big = [job("grad_features", "llama2_13b", c="1", shard="0"), job("grad_features", "llama2_13b", c="2", shard="0")]
-    other = [job("train", "llama2_13b", recipe="less_mmlu_t"), job("influence", "llama2_7b", selector="less-mmlu-5shot")]
+    # a recipe's training, a CPU job, a scoring in another phase: no selection by the model that selects
+    other = [job("train", "llama2_13b", "training", recipe="less_mmlu_t"),
+             job("influence", "llama2_7b", gpus=0, selector="less-mmlu-5shot"), job("ref_logprobs", "llama2_7b", "setup")]
     hours = selection_hours(small + big + other, cfg, a)
-    assert hours == {("llama2_13b", "less_pool"): stage_hours(big, cfg, a),
-                     ("llama2_7b", "less_pool"): stage_hours(small, cfg, a)}
-    assert set(hours[("llama2_7b", "less_pool")]) == {"selection warmup", "gradient features"}
+    assert hours == {("llama2_13b", "less_pool"): rule_hours(big, cfg, a),
+                     ("llama2_7b", "less_pool"): rule_hours(small, cfg, a)}
+    assert list(hours[("llama2_7b", "less_pool")]) == ["warmup", "grad_features"]
     # a larger model's features cost more per job (about 13.0 / 6.7 of the compute)
-    assert hours[("llama2_13b", "less_pool")]["gradient features"] / 2 > hours[("llama2_7b", "less_pool")]["gradient features"]
+    assert hours[("llama2_13b", "less_pool")]["grad_features"] / 2 > hours[("llama2_7b", "less_pool")]["grad_features"]
 
 
 def test_a_transferred_selection_is_a_curve_line_and_shots_row_of_its_own():

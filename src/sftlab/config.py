@@ -736,11 +736,15 @@ def check_selection_model(key: str, recipe: dict, models: dict) -> None:
 
 
 def check_pair_batches(key: str, recipe: dict) -> None:
-    """SFTMix mixes pairs of examples within each per-device batch: an odd batch_size fails in every training process,
-    after all the jobs before it (all.yaml's rose_sftmix took the LESS/ROSE batch of 1)."""
-    batch = recipe["training"]["batch_size"]
-    if recipe["objective"]["name"] == "sftmix" and (batch < 2 or batch % 2):
-        raise ConfigError(f"config key {key}.training.batch_size: the sftmix objective pairs examples within a batch, "
+    """An objective that pairs examples within each per-device batch (``pairs_examples``: SFTMix's Mixup) fails on an
+    odd batch_size in every training process, after all the jobs before it (all.yaml's rose_sftmix took the LESS/ROSE
+    batch of 1)."""
+    from sftlab.objectives import OBJECTIVES
+    from sftlab.registry import lookup
+
+    batch, name = recipe["training"]["batch_size"], recipe["objective"]["name"]
+    if lookup(OBJECTIVES, "objective", name).pairs_examples and (batch < 2 or batch % 2):
+        raise ConfigError(f"config key {key}.training.batch_size: the {name} objective pairs examples within a batch, "
                           f"so batch_size (per device) must be even and at least 2, got {batch}")
 
 

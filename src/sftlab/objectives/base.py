@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from sftlab.lazy import torch
 
-from sftlab.registry import lookup, registrar
+if TYPE_CHECKING:
+    import pandas as pd
+
+from sftlab.registry import constructor_parameters, lookup, registrar
 
 OBJECTIVES: dict[str, type["Objective"]] = {}
 
@@ -104,6 +107,21 @@ class Objective(abc.ABC):
     paper: ClassVar[str | None] = None
     #: how reports name the method
     label: ClassVar[str]
+    #: whether it combines pairs of examples within each per-device batch (SFTMix's Mixup): ``batch_size`` must be even
+    #: and at least 2, and its batches are laid out by its own sampler (their real-token share: ``gpu_cost.yaml``'s
+    #: ``batch_efficiency.pairs``)
+    pairs_examples: ClassVar[bool] = False
+
+    @classmethod
+    def parameters(cls) -> dict[str, Any]:
+        """The constructor's parameters with their defaults (the method's default settings)."""
+        return dict(constructor_parameters(cls.__init__))
+
+    @staticmethod
+    def derived_columns(table: "pd.DataFrame") -> dict[str, "pd.Series"]:
+        """Columns of ``columns`` it computes from a per-example table it is given (keyed by the table's ``id``), where
+        the table holds them under another form; none by default."""
+        return {}
 
     @classmethod
     def needs_reference(cls) -> bool:

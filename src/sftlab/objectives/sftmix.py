@@ -234,6 +234,14 @@ class SFTMix(Objective):
     columns = ("confident",)
     paper = "SFTMix"
     label = "SFTMix"
+    pairs_examples = True
+
+    @staticmethod
+    def derived_columns(table):
+        """``confident`` (1.0 / 0.0) from the confidence table's ``split`` (confidence.parquet)."""
+        if "split" not in table.columns:
+            return {}
+        return {"confident": (table["split"] == "confident").astype(float)}
 
     def __init__(
         self,

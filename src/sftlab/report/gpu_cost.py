@@ -1,4 +1,4 @@
-"""Predicted GPU-hours of a config, per stage, from the jobs Snakemake plans for it and per-unit costs.
+"""Predicted GPU-hours of a config, per cost phase and per rule, from the jobs Snakemake plans and per-unit costs.
 
 Not a measurement: ``reports/tables/cost_papers.*`` (``sftlab.report.cost``) holds what a run really took. This
 model prices each planned job from FLOP arithmetic (``gpu_cost.yaml`` states every assumption):
@@ -18,8 +18,14 @@ model prices each planned job from FLOP arithmetic (``gpu_cost.yaml`` states eve
   (``pool_hidden_states``, shared by every validation set) and of each selector's validation items (shots × subtasks,
   ``representation_scores``);
 - generation: decoded tokens at the backend's assumed tokens/s of one GPU;
-- judging goes to an API (no GPU); every GPU job also pays ``startup_minutes`` on each of its GPUs (the rules not
-  priced otherwise — disperse, merge, t-SNE — pay only that).
+- log-likelihood scoring (``log_likelihood``, ``base_log_likelihood``): one forward pass of the benchmark's items, the
+  pool's held-out examples at its mean length or an exam's ``benchmarks.nll.exam_tokens``;
+- judging goes to an API (no GPU); every GPU job also pays ``startup_minutes`` on each of its GPUs (``STARTUP_ONLY``
+  rules — disperse, merge, t-SNE — pay only that).
+
+Every job that asks for a GPU is priced (one of a rule priced nowhere here is an error, never 0), under the cost phase
+its rule tags on its ``benchmark:`` (``sftlab.report.dag.phase_benchmark``): the phases of the measured cost report,
+read from the DAG's jobs, so no second list of rules is kept here.
 
 ``bench/gpu_smoke.py --calibrate FILE`` measures ``training_mfu`` on a GPU and writes it in this format.
 """
@@ -27,7 +33,6 @@ model prices each planned job from FLOP arithmetic (``gpu_cost.yaml`` states eve
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -35,24 +40,18 @@ from typing import Mapping, Sequence
 import yaml
 
 from sftlab.compose.members import COMPOSITIONS
+from sftlab.config import selector_id
 from sftlab.evaluation.exams import run_exams
+from sftlab.objectives import BASELINE_OBJECTIVE, OBJECTIVES
+from sftlab.registry import lookup
+from sftlab.report.dag import PHASES, DagJob
 from sftlab.selection.gradient_cost import example_seconds
 from sftlab.training.spec import RUN_TRAINING_RULES
 
 ASSUMPTIONS = Path(__file__).with_name("gpu_cost.yaml")
 
-#: rule → stage of the table (rules absent here run on CPUs or an API)
-STAGES = {
-    "reference_run": "reference run", "confidence": "reference run", "tsne": "reference run",
-    "warmup": "selection warmup",
-    "grad_features": "gradient features", "validation_grad_features": "gradient features",
-    "pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features",
-    "ref_logprobs": "scoring", "train": "training", "train_reference": "training",
-    "train_member": "training", "disperse": "training",
-    "merge": "training", "generate": "generation", "evaluate": "evaluation", "implicit_reward": "evaluation",
-}
-STAGE_ORDER = ("reference run", "selection warmup", "gradient features", "hidden-state features", "scoring",
-               "training", "generation", "evaluation")
+#: GPU rules whose jobs the model prices at their startup alone (their work is small beside it)
+STARTUP_ONLY = ("disperse", "merge", "tsne")
 
 
 def load_assumptions(path: str | Path = ASSUMPTIONS) -> dict:
@@ -136,8 +135,9 @@ class CostModel:
 
     def test_pairs(self, key: str) -> int:
         """A preference benchmark's test pairs: its repository's, or the sum over the hub folders it loads."""
-        dataset = self.config["datasets"][self.config["benchmarks"][key]["dataset"]]
-        pairs = self.a["benchmarks"]["test_sets"][dataset["path"]]
+        name = self.config["benchmarks"][key]["dataset"]
+        dataset = self.config["datasets"][name]
+        pairs = self.a["benchmarks"]["test_sets"][dataset.get("path", name)]
         if not isinstance(pairs, Mapping):
             return pairs
         return sum(pairs[d] for d in dataset.get("data_dirs") or pairs)
@@ -145,20 +145,20 @@ class CostModel:
     # -- training -------------------------------------------------------------------------------------------------
     def efficiency(self, training: Mapping, objective: str) -> float:
         eff = self.a["batch_efficiency"]
-        if objective == "sftmix":
-            return eff["sftmix_pairs"]
+        if lookup(OBJECTIVES, "objective", objective).pairs_examples:  # its own sampler's pair batches
+            return eff["pairs"]
         layout = training.get("batching", "auto")
         if layout == "auto":
             flash = str(training.get("attn_implementation", "sdpa")).startswith("flash_attention")
             layout = "packed" if flash else "length_grouped"
         return eff[layout]
 
-    def micro_batch_tokens(self, dataset: str, training: Mapping, objective: str = "ntp") -> float:
+    def micro_batch_tokens(self, dataset: str, training: Mapping, objective: str = BASELINE_OBJECTIVE) -> float:
         """Computed tokens of one GPU's micro-batch: ``batch_size`` examples of the pool's mean length over the
         layout's real-token share."""
         return training["batch_size"] * self.pool(dataset)["mean_tokens"] / self.efficiency(training, objective)
 
-    def training_mfu(self, dataset: str, training: Mapping, gpus: int, objective: str = "ntp") -> float:
+    def training_mfu(self, dataset: str, training: Mapping, gpus: int, objective: str = BASELINE_OBJECTIVE) -> float:
         """MFU of a run's layout: full vs LoRA, tokens a micro-batch, gradient checkpointing, multi-GPU mode."""
         return training_mfu(self.a["training_mfu"], training["finetuning"],
                             self.micro_batch_tokens(dataset, training, objective),
@@ -166,7 +166,7 @@ class CostModel:
                             training.get("distributed", "ddp") if gpus > 1 else None)
 
     def training_seconds(self, model: str, dataset: str, training: Mapping, examples: float, gpus: int,
-                         objective: str = "ntp") -> float:
+                         objective: str = BASELINE_OBJECTIVE) -> float:
         """A run over ``examples`` examples for ``training['epochs']`` epochs on ``gpus`` GPUs (``examples`` × epochs
         computed tokens at the layout's real share and MFU, plus the held-out passes)."""
         n = self.model(model)["params"]
@@ -191,7 +191,7 @@ class CostModel:
     # -- one job --------------------------------------------------------------------------------------------------
     def job_seconds(self, rule: str, wildcards: Mapping[str, str], gpus: int) -> float:
         """GPU-seconds of one planned job (its work plus startup on each GPU); 0 for CPU and API jobs."""
-        if rule not in STAGES or gpus == 0:
+        if gpus == 0:
             return 0.0
         return self.work_seconds(rule, wildcards, gpus) + 60 * self.a["startup_minutes"] * gpus
 
@@ -200,7 +200,7 @@ class CostModel:
         if rule in (*RUN_TRAINING_RULES, "train_member"):
             recipe = cfg["recipes"][w["recipe"]]
             examples = self.pool(w["dataset"])["examples"] * self.recipe_share(recipe, w.get("member"))
-            objective = recipe.get("objective", {}).get("name", "ntp")
+            objective = recipe.get("objective", {}).get("name", BASELINE_OBJECTIVE)
             return self.training_seconds(w["model"], w["dataset"], recipe["training"], examples, gpus, objective)
         if rule == "reference_run":
             ref = cfg["reference"]
@@ -235,7 +235,20 @@ class CostModel:
             # policy and reference, chosen and rejected: 4 sequences a pair
             tokens = 4 * self.test_pairs(w["benchmark"]) * bench["sequence_tokens"]
             return compute_seconds(2 * self.model(w["model"])["params"] * tokens, self.a)
-        return 0.0  # disperse, merge, t-SNE: their startup only
+        if rule in ("log_likelihood", "base_log_likelihood"):  # one forward pass of the items
+            tokens = self.item_tokens(w["dataset"], w["benchmark"])
+            return compute_seconds(2 * self.model(w["model"])["params"] * tokens, self.a)
+        if rule in STARTUP_ONLY:
+            return 0.0
+        raise KeyError(f"gpu_cost: no price for rule {rule!r}, which runs on a GPU; price its work in "
+                       "CostModel.work_seconds (or add it to STARTUP_ONLY)")
+
+    def item_tokens(self, dataset: str, benchmark: str) -> float:
+        """Tokens of a log-likelihood benchmark's items: the pool's held-out examples at its mean length, or an
+        exam's (``gpu_cost.yaml`` ``benchmarks.nll.exam_tokens``)."""
+        if self.config["benchmarks"][benchmark]["items"] == "heldout":
+            return (self.config["datasets"][dataset].get("heldout", 0) or 0) * self.pool(dataset)["mean_tokens"]
+        return self.a["benchmarks"]["nll"]["exam_tokens"]
 
     def exam_seconds(self, model: str, benchmark: str) -> float:
         kind, bench = self.benchmark(benchmark)
@@ -266,35 +279,57 @@ class CostModel:
         return examples * per_example
 
 
+    def selection(self, selector: str) -> Mapping:
+        """The selection of the config's recipes whose id (``sftlab.config.selector_id``) is ``selector``."""
+        for recipe in self.config["recipes"].values():
+            if "selection" in recipe and selector_id(recipe["selection"]) == selector:
+                return recipe["selection"]
+        raise KeyError(f"gpu_cost: no recipe's selection has the id {selector!r}")
+
     def validation_items(self, selector: str) -> int:
-        """Items of a selector's validation set: selector id "rose-shp-2shot" names the set and, where it has them,
-        the shots (× its subtasks, at least one)."""
-        validation = self.config["validation"][selector.split("-")[1]]
-        shots = re.search(r"(\d+)shot", selector)
-        return (int(shots.group(1)) if shots else validation["shots"]) * max(1, len(validation.get("subtasks", [])))
+        """Items of a selection's validation set: its shots (the set's own where the selection gives none) × the set's
+        subtasks (at least one)."""
+        selection = self.selection(selector)
+        validation = self.config["validation"][selection["validation"]]
+        shots = selection.get("shots") or validation["shots"]
+        return shots * max(1, len(validation.get("subtasks", [])))
 
 
-def stage_hours(jobs: Sequence[Mapping], config: Mapping, a: Mapping) -> dict[str, float]:
-    """GPU-hours per stage of the planned ``jobs`` (``tests/_plan.dry_run_jobs``: rule, wildcards, resources)."""
+def _hours(jobs: Sequence[DagJob], config: Mapping, a: Mapping, key) -> dict[str, float]:
     model = CostModel(config, a)
     hours: dict[str, float] = defaultdict(float)
     for job in jobs:
-        gpus = int(job["resources"].get("gpu", 0))
-        seconds = model.job_seconds(job["rule"], job["wildcards"], gpus)
-        if seconds:
-            hours[STAGES[job["rule"]]] += seconds / 3600
-    return {stage: hours[stage] for stage in STAGE_ORDER if stage in hours}
+        if job.gpus:
+            hours[key(job)] += model.job_seconds(job.rule, job.wildcards, job.gpus) / 3600
+    return dict(hours)
 
 
-#: the rules whose jobs compute a LESS / ROSE selection on a GPU (influence and select_data run on CPUs)
-SELECTION_RULES = ("warmup", "grad_features", "validation_grad_features")
+def _phase(job: DagJob) -> str:
+    if job.phase not in PHASES:
+        raise ValueError(f"rule {job.rule} runs on a GPU but its benchmark file carries no cost phase: declare it "
+                         f"with phase_benchmark(<one of {', '.join(PHASES)}>, ...)")
+    return job.phase
 
 
-def selection_hours(jobs: Sequence[Mapping], config: Mapping, a: Mapping) -> dict[tuple[str, str], dict[str, float]]:
-    """GPU-hours of the planned LESS / ROSE selection jobs per (model that selects, dataset), by stage: what a
-    selection with ``selection.model`` (LESS-T) costs beside one with each trained model."""
-    by_pair: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+def stage_hours(jobs: Sequence[DagJob], config: Mapping, a: Mapping) -> dict[str, float]:
+    """GPU-hours of the planned ``jobs`` (``sftlab.report.dag``'s, with their GPUs and phases) per cost phase, in
+    report order: every job that asks for a GPU, under the phase its rule declares."""
+    hours = _hours(jobs, config, a, _phase)
+    return {phase: hours[phase] for phase in PHASES if phase in hours}
+
+
+def rule_hours(jobs: Sequence[DagJob], config: Mapping, a: Mapping) -> dict[str, float]:
+    """GPU-hours of the planned ``jobs`` per rule, in the order the rules first appear (the DAG's rule order)."""
+    return _hours(jobs, config, a, lambda job: job.rule)
+
+
+def selection_hours(jobs: Sequence[DagJob], config: Mapping, a: Mapping) -> dict[tuple[str, str], dict[str, float]]:
+    """GPU-hours per rule of the method preparation each (model, dataset) computes before any recipe trains (LESS /
+    ROSE's warmup and gradient features, RDS's hidden states, SFTMix's reference run): the GPU jobs of phase
+    "method preparation" without a recipe, by the model in their wildcards, so a selection with ``selection.model``
+    (LESS-T) is priced beside one by each trained model."""
+    by_pair: dict[tuple[str, str], list[DagJob]] = defaultdict(list)
     for job in jobs:
-        if job["rule"] in SELECTION_RULES:
-            by_pair[(job["wildcards"]["model"], job["wildcards"]["dataset"])].append(job)
-    return {pair: stage_hours(part, config, a) for pair, part in sorted(by_pair.items())}
+        if job.gpus and job.phase == "method preparation" and "recipe" not in job.wildcards:
+            by_pair[(job.wildcards["model"], job.wildcards["dataset"])].append(job)
+    return {pair: rule_hours(part, config, a) for pair, part in sorted(by_pair.items())}

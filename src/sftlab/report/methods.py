@@ -16,13 +16,16 @@ import numpy as np
 import pandas as pd
 
 from sftlab.benchmarks import BENCHMARK_TYPES
-from sftlab.objectives import BASELINE_OBJECTIVE, objective_label, paper_objectives
+from sftlab.objectives import BASELINE_OBJECTIVE, OBJECTIVES, objective_label, paper_objectives
 from sftlab.report.figures import STYLE, plt, save
 from sftlab.report.tables import MISSING, fmt_cell, judge_mark, score_difference
 
 #: objective → method label in the MinorSFT tables, in table order: SFT, then the paper's objectives (MinorSFT last)
 MINORSFT_METHODS = {name: objective_label(name) for name in (BASELINE_OBJECTIVE, *paper_objectives("MinorSFT"))}
-SFTMIX_DEFAULTS = {"mu": 0.2, "alpha": 0.5, "mixup_detach": False, "pairing": "confidence"}
+#: the SFTMix paper's own objective (its label is the paper's name), and its settings as the paper runs it: the
+#: objective's defaults, but the seed of its λ draws (a run's randomness, not a setting of the method)
+SFTMIX_OBJECTIVE = paper_objectives("SFTMix")[-1]
+SFTMIX_DEFAULTS = {k: v for k, v in OBJECTIVES[SFTMIX_OBJECTIVE].parameters().items() if k != "seed"}
 
 
 def _score_index(scores: pd.DataFrame) -> dict:
@@ -158,7 +161,7 @@ def deviation_curves(logs: dict[tuple[str, str, str], pd.DataFrame], labels: dic
 def _sftmix_settings(run: dict) -> dict:
     obj, sel = run["objective"], run["selection"]
     settings = {"selection": sel["name"] + (f" {sel['fraction']:g}" if sel.get("fraction", 1.0) != 1.0 else "")}
-    if obj["name"] == "sftmix":
+    if obj["name"] == SFTMIX_OBJECTIVE:
         settings.update({k: obj.get(k, SFTMIX_DEFAULTS[k]) for k in SFTMIX_DEFAULTS})
     return settings
 
@@ -168,10 +171,10 @@ def sftmix_method(run: dict) -> str | None:
     obj, sel = run["objective"], run["selection"]
     if sel["name"] != "full":
         return None
-    if obj["name"] == "ntp":
-        return "NTP"
-    if obj["name"] == "sftmix" and all(obj.get(k, v) == v for k, v in SFTMIX_DEFAULTS.items()):
-        return "SFTMix"
+    if obj["name"] == BASELINE_OBJECTIVE:
+        return "NTP"  # the SFTMix paper's name for the baseline
+    if obj["name"] == SFTMIX_OBJECTIVE and all(obj.get(k, v) == v for k, v in SFTMIX_DEFAULTS.items()):
+        return objective_label(SFTMIX_OBJECTIVE)
     return None
 
 
@@ -264,10 +267,12 @@ def _sftmix_deltas(runs, index, benchmarks, lc_benches, unmatched, kinds, paper)
 def sftmix_ablation_table(runs: list[dict], scores: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
     """Every NTP / SFTMix variant of the model × dataset pairs that have an SFTMix run, with its settings."""
     index = _score_index(scores)
-    with_sftmix = {(r["model"], r["dataset"]) for r in runs if r["objective"]["name"] == "sftmix"}
+    papers = paper_objectives("SFTMix")
+    with_sftmix = {(r["model"], r["dataset"]) for r in runs if r["objective"]["name"] in papers}
     rows = []
     for run in runs:
-        if (run["model"], run["dataset"]) not in with_sftmix or run["objective"]["name"] not in ("ntp", "sftmix"):
+        if (run["model"], run["dataset"]) not in with_sftmix or run["objective"]["name"] not in (BASELINE_OBJECTIVE,
+                                                                                                  *papers):
             continue
         settings = _sftmix_settings(run)
         row = {"model": run["model"], "dataset": run["dataset"], "recipe": run["recipe"],

@@ -15,20 +15,28 @@ from pathlib import Path
 
 import pandas as pd
 
+from sftlab.config import targeted_selectors
 from sftlab.report.dag import DagJob
+from sftlab.selection import SELECTORS
 from sftlab.training.spec import RUN_TRAINING_RULES
 from sftlab.report.papers import paper_columns
 from sftlab.report.tables import MISSING, fmt_cell, judge_mark
 
-INFLUENCE = ("less", "rose")
-#: the other selectors that score the pool against a validation set: the LESS table's baselines and RDS+
-BASELINES = ("bm25", "dsir", "rds", "rds_plus")
-TARGETED = (*BASELINES, *INFLUENCE)
-# rows of the main table within a model × dataset: full data, random, the baselines (as the LESS table orders them),
-# LESS and ROSE subsets
-METHOD_ORDER = ("full", "random", *TARGETED)
-#: how the papers name the selectors (others by their config name)
-LABELS = {"less": "LESS", "rose": "ROSE", "bm25": "BM25", "dsir": "DSIR", "rds": "RDS", "rds_plus": "RDS+"}
+def targeted() -> tuple[str, ...]:
+    """The selectors that score the pool against a validation set, as the LESS table orders its rows: the baselines
+    (BM25, DSIR, RDS, RDS+), then the influence selectors (LESS, ROSE), each in registration order."""
+    return tuple(sorted(targeted_selectors(), key=lambda name: SELECTORS[name].influence))
+
+
+def method_order() -> tuple[str, ...]:
+    """Rows of the main table within a model × dataset: full data, random, then the targeted selectors."""
+    return ("full", "random", *targeted())
+
+
+def selector_label(name: str) -> str:
+    """How the papers name a selector (its class's ``label``), else its config name."""
+    cls = SELECTORS.get(name)
+    return cls.label if cls is not None and cls.label else name
 
 
 DODGE = 0.025  # log10 units between neighbouring selectors' points at one fraction
@@ -124,7 +132,7 @@ def shots_table(frame: pd.DataFrame, benchmarks: list[str]) -> pd.DataFrame:
     """A row per targeted selection (less, rose, bm25, ...: model, dataset, method, validation set, objective,
     fraction, benchmark), a column per number of shots; cells ``value [ci_low, ci_high]``, n/a where that run does
     not exist."""
-    part = frame[frame.name.isin(TARGETED) & frame.benchmark.isin(benchmarks)]
+    part = frame[frame.name.isin(targeted()) & frame.benchmark.isin(benchmarks)]
     shots = sorted({int(s) for s in part.shots.dropna()})
     columns = ["model", "dataset", "method", "validation", "objective", "fraction", "benchmark"]
     rows = {}
@@ -144,7 +152,7 @@ def method_label(name: str, fraction: float, selected_by: str | None = None) -> 
     LESS-T."""
     if name == "full":
         return "full data"
-    label = LABELS.get(name, name)
+    label = selector_label(name)
     if selected_by:
         return f"{label}-T {100 * fraction:g}% (selected by {selected_by})"
     return f"{label} {100 * fraction:g}%"
@@ -163,7 +171,7 @@ def selection_main_table(frame: pd.DataFrame, benchmarks: dict[str, str], paper:
     columns, keys = paper_columns(benchmarks, paper)
     index = {(r.model, r.dataset, r.recipe, r.benchmark): r for r in frame.itertuples()}
     runs = frame.drop_duplicates(["model", "dataset", "recipe"])
-    runs = runs.assign(order=runs.name.map(METHOD_ORDER.index),
+    runs = runs.assign(order=runs.name.map(method_order().index),
                        transfer=[selected_by(r.model, r.selection_model) is not None for r in runs.itertuples()])
     runs = runs.sort_values(["model", "dataset", "group", "order", "transfer", "fraction", "recipe"])
     rows = []
@@ -183,15 +191,11 @@ def selection_main_table(frame: pd.DataFrame, benchmarks: dict[str, str], paper:
 
 # ----------------------------------------------------------------------------- cost per stage
 
-#: the stages of the LESS paper's cost table, by the rules whose jobs make them (RDS / RDS+'s forward pass: the
-#: hidden-state features; BM25 / DSIR's scores: their selection)
-SELECTION_STAGES = {"warmup": "warmup", "grad_features": "gradient features",
-                    "gather_grad_features": "gradient features", "validation_grad_features": "gradient features",
-                    "pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features",
-                    "lexical_scores": "selection", "influence": "selection", "select_data": "selection",
-                    **{rule: "final training" for rule in RUN_TRAINING_RULES}}
-#: the rules that score the pool for one selector (a selector id in their wildcards)
-SCORING_RULES = ("influence", "lexical_scores", "representation_scores")
+def selection_stages() -> dict[str, str]:
+    """Rule → stage of the LESS paper's cost table: the rules each selector declares as preparing its ranking
+    (``Selector.cost_stages``), the selection itself, and the runs' training."""
+    stages = {rule: stage for cls in SELECTORS.values() for rule, stage in cls.cost_stages.items()}
+    return {**stages, "select_data": "selection", **{rule: "final training" for rule in RUN_TRAINING_RULES}}
 
 
 def _ancestors(jobs: list[DagJob], roots: list[int]) -> set[int]:
@@ -213,14 +217,17 @@ def selection_cost_groups(jobs: list[DagJob], runs: list[tuple[str, str, str]]) 
     made_by = {(j.wildcards.get("model"), j.wildcards.get("dataset"), j.wildcards.get("recipe")): i
                for i, j in enumerate(jobs) if j.rule in (*RUN_TRAINING_RULES, "merge")}
     used = [jobs[i] for i in sorted(_ancestors(jobs, [made_by[tuple(run)] for run in runs]))]
+    stages = selection_stages()
+    # the rules that prepare one selector's ranking (a selector id in their wildcards), not its fractions' ids
+    preparing = {rule for cls in SELECTORS.values() for rule in cls.cost_stages}
     groups = []
     # the runs' models, and the models that selected for them (selection.model: LESS-T's selection jobs)
-    selecting = {(j.wildcards.get("model"), j.wildcards.get("dataset")) for j in used if j.rule in SELECTION_STAGES
+    selecting = {(j.wildcards.get("model"), j.wildcards.get("dataset")) for j in used if j.rule in stages
                  and j.rule not in RUN_TRAINING_RULES}
     for m, d in sorted({(m, d) for m, d, _ in runs} | selecting):
         here = [j for j in used if (j.wildcards.get("model"), j.wildcards.get("dataset")) == (m, d)
-                and j.rule in SELECTION_STAGES]
-        selectors = sorted({j.wildcards["selector"] for j in here if j.rule in SCORING_RULES})
+                and j.rule in stages]
+        selectors = sorted({j.wildcards["selector"] for j in here if j.rule in preparing and "selector" in j.wildcards})
 
         def add(stage, item, part, m=m, d=d):
             if part:
@@ -228,14 +235,14 @@ def selection_cost_groups(jobs: list[DagJob], runs: list[tuple[str, str, str]]) 
                                "benchmarks": [{"path": j.benchmark, "gpus": j.gpus} for j in part],
                                "outputs": [o for j in part for o in j.outputs]})
 
-        add("warmup", "pool", [j for j in here if SELECTION_STAGES[j.rule] == "warmup"])
+        add("warmup", "pool", [j for j in here if stages[j.rule] == "warmup"])
         for stage in ("gradient features", "hidden-state features"):
-            add(stage, "pool", [j for j in here if SELECTION_STAGES[j.rule] == stage and "selector" not in j.wildcards])
+            add(stage, "pool", [j for j in here if stages[j.rule] == stage and "selector" not in j.wildcards])
         for s in selectors:
             mine = [j for j in here if j.wildcards.get("selector") == s]
-            add("gradient features", s, [j for j in mine if SELECTION_STAGES[j.rule] == "gradient features"])
-            add("hidden-state features", s, [j for j in mine if SELECTION_STAGES[j.rule] == "hidden-state features"])
-            add("selection", s, [j for j in mine if SELECTION_STAGES[j.rule] == "selection"])
+            add("gradient features", s, [j for j in mine if stages[j.rule] == "gradient features"])
+            add("hidden-state features", s, [j for j in mine if stages[j.rule] == "hidden-state features"])
+            add("selection", s, [j for j in mine if stages[j.rule] == "selection"])
         for r in sorted(r for mm, dd, r in runs if (mm, dd) == (m, d)):
             add("final training", r, [j for j in here if j.rule in RUN_TRAINING_RULES
                                          and j.wildcards["recipe"] == r])

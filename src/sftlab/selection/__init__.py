@@ -3,6 +3,6 @@
 from . import influence  # noqa: F401  (registers the "less" and "rose" selectors)
 from . import confidence  # noqa: F401  (registers "confident", "unconfident")
 from . import baselines  # noqa: F401  (registers "bm25", "dsir", "rds", "rds_plus")
-from .base import SELECTORS, Selector, build_selector, register_selector, take_fraction
+from .base import SELECTORS, Selector, build_selector, register_selector, selectors_prepared_by, take_fraction
 
-__all__ = ["SELECTORS", "Selector", "build_selector", "register_selector", "take_fraction"]
+__all__ = ["SELECTORS", "Selector", "build_selector", "register_selector", "selectors_prepared_by", "take_fraction"]

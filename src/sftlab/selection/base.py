@@ -12,20 +12,24 @@ so their largest fraction, ``max_fraction``, is 0.5: the whole half).
 from __future__ import annotations
 
 import abc
-import functools
-import inspect
 import math
 import random
 from typing import Any, ClassVar
 
 import pandas as pd
 
-from sftlab.registry import lookup, registrar
+from sftlab.registry import constructor_parameters, lookup, registrar
 
 SELECTORS: dict[str, type["Selector"]] = {}
 
 
 register_selector = registrar(SELECTORS, "selector")
+
+
+def selectors_prepared_by(rule: str) -> tuple[str, ...]:
+    """The selectors whose ranking the workflow rule ``rule`` prepares (their ``cost_stages``), in registration
+    order: ``lexical_scores`` → bm25, dsir."""
+    return tuple(name for name, cls in SELECTORS.items() if rule in cls.cost_stages)
 
 
 def build_selector(name: str, params: dict[str, Any] | None = None) -> "Selector":
@@ -68,6 +72,12 @@ class Selector(abc.ABC):
     features: ClassVar[str | None] = None
     #: how a representations baseline pools the hidden states (sftlab.selection.representations.POOLINGS)
     pooling: ClassVar[str | None] = None
+    #: how reports name it (the paper's name, e.g. "LESS"); None: its config name
+    label: ClassVar[str | None] = None
+    #: the rules that prepare its ranking, each with the stage of the selection cost table (the LESS paper's) its jobs
+    #: count under: a warmup, the features a model computes ("gradient features", "hidden-state features") or the
+    #: scores themselves ("selection")
+    cost_stages: ClassVar[dict[str, str]] = {}
     #: how a constructor parameter reads in the selection's path id (default ``<key><value>``)
     id_formats: ClassVar[dict[str, str]] = {}
     #: parameter values left out of the path id (so that paths written before the parameter existed stay valid)
@@ -76,7 +86,7 @@ class Selector(abc.ABC):
     @classmethod
     def parameters(cls) -> dict[str, Any]:
         """The constructor's parameters with their defaults: every setting that can change the selection."""
-        return dict(_constructor_parameters(cls.__init__))
+        return dict(constructor_parameters(cls.__init__))
 
     def __init__(self, **params: Any) -> None:
         if params:
@@ -108,12 +118,3 @@ class Random(Selector):
         order = list(ids)
         random.Random(self.seed).shuffle(order)
         return order
-
-
-@functools.lru_cache(maxsize=None)
-def _constructor_parameters(init) -> tuple[tuple[str, Any], ...]:
-    """(name, default) of a constructor's parameters; cached: planning names selectors thousands of times and
-    ``inspect.signature`` is slow."""
-    signature = inspect.signature(init)
-    return tuple((name, p.default) for name, p in signature.parameters.items()
-                 if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))

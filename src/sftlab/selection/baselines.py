@@ -1,4 +1,5 @@
-"""The targeted-selection baselines of the LESS table and RDS+: ``bm25``, ``dsir``, ``rds``, ``rds_plus``.
+"""The targeted-selection baselines of the LESS table and RDS+: ``bm25``, ``dsir``, ``rds``, ``rds_plus`` (registered
+in the LESS table's order, which the selection report's rows follow).
 
 Each reads a score table the workflow computes against the selection's validation set (``lexical`` for BM25 and
 DSIR, on the CPU; ``representations`` for RDS and RDS+, a forward pass of a model on the GPU):
@@ -31,30 +32,36 @@ def score_table(ids: Sequence[str], scores: np.ndarray, subtasks: Sequence[str])
     return frame
 
 
-@register_selector("bm25")
-class Bm25(ValidationScoreSelector):
-    """BM25 of each example against the validation items' text (LESS's baseline): top mean score."""
+class LexicalSelector(ValidationScoreSelector):
+    """Ranks by scores of the pool's text against the validation text, computed on CPUs (rule lexical_scores)."""
 
     features = "lexical"
-    tables = ("bm25",)
+    cost_stages = {"lexical_scores": "selection"}
 
 
-@register_selector("rds")
-class Rds(ValidationScoreSelector):
-    """RDS (LESS's baseline): top mean cosine of last-token final-layer hidden states to the validation items."""
+class HiddenStateSelector(ValidationScoreSelector):
+    """Ranks by a model's hidden states: of the pool (shared by every validation set) and of the validation items,
+    forward passes on a GPU (rules pool_hidden_states, representation_scores)."""
 
     features = "representations"
-    pooling = "last"
     model_features = True
-    tables = ("rds",)
+    cost_stages = {"pool_hidden_states": "hidden-state features", "representation_scores": "hidden-state features"}
+
+
+@register_selector("bm25")
+class Bm25(LexicalSelector):
+    """BM25 of each example against the validation items' text (LESS's baseline): top mean score."""
+
+    tables = ("bm25",)
+    label = "BM25"
 
 
 @register_selector("dsir")
-class Dsir(ValidationScoreSelector):
+class Dsir(LexicalSelector):
     """DSIR: importance resampling (Gumbel top-k, seeded) by hashed n-gram weights toward the validation text."""
 
-    features = "lexical"
     tables = ("dsir",)
+    label = "DSIR"
     id_formats = {"validation": "{value}", "shots": "{value}shot", "seed": "s{value}", "min_words": "min{value}"}
     id_omitted = {"min_words": 0}
 
@@ -68,14 +75,22 @@ class Dsir(ValidationScoreSelector):
         return [ids[i] for i in gumbel_top_k_order([score[i] for i in ids], self.seed)]
 
 
+@register_selector("rds")
+class Rds(HiddenStateSelector):
+    """RDS (LESS's baseline): top mean cosine of last-token final-layer hidden states to the validation items."""
+
+    pooling = "last"
+    tables = ("rds",)
+    label = "RDS"
+
+
 @register_selector("rds_plus")
-class RdsPlus(ValidationScoreSelector):
+class RdsPlus(HiddenStateSelector):
     """RDS+ (Ivison et al. 2025): round robin over the validation items by cosine of weighted-mean hidden states."""
 
-    features = "representations"
     pooling = "weighted_mean"
-    model_features = True
     tables = ("rds_plus",)
+    label = "RDS+"
 
     def rank(self, ids, tables):
         (table_name,) = self.tables

@@ -124,6 +124,9 @@ class InfluenceSelector(ValidationScoreSelector):
     model_features = True
     validation_loss = "ntp"
     column = "influence"
+    cost_stages = {"warmup": "warmup", "grad_features": "gradient features",
+                   "gather_grad_features": "gradient features", "validation_grad_features": "gradient features",
+                   "influence": "selection"}
     id_formats = {"validation": "{value}", "shots": "{value}shot", "beta": "beta{value}"}
     id_omitted = {"beta": 0.1}  # ROSE's default β: its paths predate the setting
 
@@ -137,6 +140,7 @@ class Less(InfluenceSelector):
     """LESS: influence on validation SFT examples (NTP loss gradients)."""
 
     tables = ("influence_less",)
+    label = "LESS"
 
 
 @register_selector("rose")
@@ -145,3 +149,4 @@ class Rose(InfluenceSelector):
 
     tables = ("influence_rose",)
     validation_loss = "dpo"
+    label = "ROSE"
