@@ -263,6 +263,10 @@ def test_the_baselines_score_rules_are_for_the_selectors_they_prepare():
                                                   "baseline_scores.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.METHODS == {"lexical": ("bm25", "dsir"), "representations": ("rds", "rds_plus")}
+    # the two declarations agree: a baseline's features name the rule that prepares its ranking
+    from sftlab.selection import SELECTORS
+
+    for kind, rule in (("lexical", "lexical_scores"), ("representations", "representation_scores")):
+        assert tuple(n for n, cls in SELECTORS.items() if cls.features == kind) == selectors_prepared_by(rule)
     with pytest.raises(SystemExit, match=r"lexical scores are for \('bm25', 'dsir'\), not 'rds'"):
         script.main(["lexical", "--method", "rds", "--train", "t", "--validation", "v", "--shots", "1", "--out", "o"])
