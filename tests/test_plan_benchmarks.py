@@ -22,34 +22,9 @@ CONDA_ENV = str(ROOT / "envs" / "sftlab.yaml")
 VLLM_ENV = str(ROOT / "envs" / "vllm.yaml")
 
 
-def core_stand_ins(cfg):
-    """The other domains' look-ups this mixin calls (workflow/rules/common.smk today): the Plan asks its fallback only
-    for names no mixin defines, so these serve until sftlab.plan.core has them, and are ignored after."""
-    def files_under(path):
-        p = ROOT / path
-        return sorted(str(f.relative_to(ROOT)) for f in p.rglob("*") if f.is_file()) if p.is_dir() else [path]
-
-    def report_benchmarks():
-        return list(dict.fromkeys(b for exp in cfg["experiments"].values() for b in exp["benchmarks"]))
-
-    return {"as_json": lambda obj: json.dumps(obj, sort_keys=True),
-            "run_dir": lambda m, d, r: f"results/{m}/{d}/runs/{r}",
-            "option_args": lambda s: [a for k, v in sorted(s.items()) for a in (f"--{k.replace('_', '-')}", str(v))],
-            "table_args": lambda flag, tables: [a for t in tables for a in (flag, t)],
-            "files_under": files_under,
-            "experiment_runs": lambda: run_benchmarks(cfg),
-            "run_score_files": lambda runs, only: [f"results/{m}/{d}/runs/{r}/scores/{b}.json"
-                                                   for (m, d, r), bs in runs.items() for b in sorted(bs) if b in only],
-            "report_benchmarks": report_benchmarks,
-            "benchmark_module_of": lambda name: BENCHMARK_TYPES[cfg["benchmarks"][name]["type"]].__module__,
-            "_alternation": lambda names: "|".join(sorted(names, key=len, reverse=True)),
-            "planning": lambda: True,
-            "CONDA_ENV": CONDA_ENV, "VLLM_ENV": VLLM_ENV}
-
-
 def plan_of(path, workflow=None):
     cfg = load(ROOT / path)
-    return Plan(cfg, root=ROOT, workflow=workflow, fallback=core_stand_ins(cfg))
+    return Plan(cfg, root=ROOT, workflow=workflow)
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +185,7 @@ def test_api_judge_settings_name_the_key_variable_never_its_value(paper, monkeyp
 def test_a_local_hf_judge_directory_is_read_as_files(tmp_path):
     cfg = load(ROOT / "configs/tiny.yaml")
     cfg["judges"]["tiny_judge"]["model"] = "workflow/benchmarks/mc_demo"  # a directory, not a config model
-    plan = Plan(cfg, root=ROOT, fallback=core_stand_ins(cfg))
+    plan = Plan(cfg, root=ROOT)
     job = wc(benchmark="mt_tiny")
     assert plan.judge_model_input(job) == []
     assert plan.local_judge_files(job) == ["workflow/benchmarks/mc_demo/dev.jsonl",
@@ -238,7 +213,7 @@ def test_check_judge_keys_lets_a_keyless_server_or_a_local_judge_pass(tiny, monk
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = load(ROOT / "configs/paper/sftmix.yaml")
     cfg["benchmarks"]["mtbench"]["judge"] = "qwen72b"  # api_key_env: null
-    plan = Plan(cfg, root=ROOT, fallback=core_stand_ins(cfg))
+    plan = Plan(cfg, root=ROOT)
     judge = SimpleNamespace(rule=SimpleNamespace(name="judge"),
                             wildcards=wc("llama31_8b", "alpaca52k", "ntp_3ep", "mtbench"))
     plan.check_judge_keys([judge])
@@ -268,13 +243,13 @@ def test_a_calibration_without_a_pinned_download_is_refused_at_plan_time():
     cfg = load(ROOT / "configs/paper/sftmix.yaml")
     cfg["benchmarks"]["mtbench"]["calibration"] = {"items": 10, "seed": 0}
     with pytest.raises(WorkflowError, match=r"config key benchmarks\.mtbench\.calibration\.sha256"):
-        Plan(cfg, root=ROOT, fallback=core_stand_ins(cfg)).check_calibrations()
+        Plan(cfg, root=ROOT).check_calibrations()
 
 
 def test_a_calibration_serves_only_a_benchmark_an_experiment_scores():
     cfg = load(ROOT / "configs/tiny.yaml")
     cfg["experiments"]["judged"]["benchmarks"] = ["mt_tiny", "pref_tiny"]
-    assert Plan(cfg, root=ROOT, fallback=core_stand_ins(cfg)).benchmarks_calibrated() == ["mt_tiny"]
+    assert Plan(cfg, root=ROOT).benchmarks_calibrated() == ["mt_tiny"]
 
 
 def test_judged_reports(tiny, paper):
@@ -298,7 +273,7 @@ def test_judged_reports(tiny, paper):
 def test_judged_reports_follow_what_is_judged():
     cfg = load(ROOT / "configs/tiny.yaml")
     del cfg["experiments"]["judged"]
-    plan = Plan(cfg, root=ROOT, fallback=core_stand_ins(cfg))
+    plan = Plan(cfg, root=ROOT)
     # nothing judged, no calibration served: no judges table, no figure
     assert plan.judged_scores() == [] and plan.benchmarks_calibrated() == []
     assert plan.judged_report_files() == []

@@ -6,16 +6,14 @@ from sftlab.plan import Plan
 from sftlab.plan.load import load
 from sftlab.offline import job_shell_prefix
 
-# names the other rule files still use until their functions move into sftlab.plan
-from snakemake_interface_executor_plugins.settings import DeploymentMethod
+# names the rule files use in their rules
 from sftlab import run_config
 from sftlab.compose.members import COMPOSED
-from sftlab.config import ConfigError
 from sftlab.report.dag import phase_benchmark
 from sftlab.training.spec import reference_training
 
 RAW_CONFIG, CFG = load(config, workflow.configfiles, ROOT)
-PLAN = Plan(CFG, root=ROOT, workflow=workflow, fallback=globals())
+PLAN = Plan(CFG, root=ROOT, workflow=workflow)
 PLAN.raw_config = RAW_CONFIG
 
 
@@ -30,8 +28,7 @@ wildcard_constraints:
 # Jobs run `python` from PATH: the interpreter running Snakemake comes first (its venv holds sftlab's pins),
 # unless --software-deployment-method conda puts the environment of envs/ there instead.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-CONDA_ENV = str(ROOT / "envs" / "sftlab.yaml")
-VLLM_ENV = str(ROOT / "envs" / "vllm.yaml")
+CONDA_ENV = PLAN.CONDA_ENV
 # scripts import sftlab from the source tree, installed or not (conda environments do not install it); jobs on
 # cluster nodes (remote execution) run offline, reading what the login node fetched (sftlab.offline)
 shell.prefix(job_shell_prefix(ROOT / "src", offline=workflow.remote_exec))

@@ -24,19 +24,9 @@ from sftlab.plan.selection import SelectionPlan
 
 class Plan(CorePlan, BenchmarkPlan, SelectionPlan, CompositionPlan, ReportPlan):
     """The plan of one config. ``workflow``: Snakemake's workflow object where the plan serves a Snakefile (the
-    planning process's checks, code fingerprints, the executor); None in unit tests.
+    planning process's checks, code fingerprints, the executor); None in unit tests."""
 
-    ``fallback``: during the move of the `.smk` functions into this package, names not yet moved resolve to the
-    Snakefile's globals (removed once every function has moved)."""
-
-    def __init__(self, cfg: dict, *, root: Path, workflow=None, fallback: dict | None = None):
+    def __init__(self, cfg: dict, *, root: Path, workflow=None):
         self.cfg = cfg
         self.root = Path(root)
         self.workflow = workflow
-        self._fallback = fallback if fallback is not None else {}
-
-    def __getattr__(self, name):
-        try:
-            return self.__dict__["_fallback"][name]
-        except KeyError:
-            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}") from None

@@ -56,6 +56,15 @@ class CorePlan:
         return recorded_path(self.root / "scripts")
 
     @functools.cached_property
+    def CONDA_ENV(self) -> str:  # noqa: N802 - the rule files' name
+        """sftlab's conda environment (`--sdm conda`); vLLM generation has its own, VLLM_ENV."""
+        return str(self.root / "envs" / "sftlab.yaml")
+
+    @functools.cached_property
+    def VLLM_ENV(self) -> str:  # noqa: N802
+        return str(self.root / "envs" / "vllm.yaml")
+
+    @functools.cached_property
     def ACCELERATE_CONFIGS(self) -> Path:  # noqa: N802
         return Path(recorded_path(self.root / "configs" / "accelerate"))
 
