@@ -20,7 +20,7 @@ method, resource stage and profile setting stays; what changes is size and place
   merge methods, stays whole), disperse-merge to 2 shards; so does
   each experiment's benchmark axis: every run is scored on the cheapest benchmark, every benchmark on the first recipe
   of each model × dataset (split_experiments);
-- resources keep every stage and whether it asks for GPUs, at most 2 a job (CI's node fakes two: a multi-GPU job
+- resources keep every stage and whether it asks for GPUs, at most 2 a job (a multi-GPU job
   stays multi-process, DDP on CPU), 1 CPU per GPU, memory and time that fit a small node.
 """
 
